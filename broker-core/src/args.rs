@@ -1,0 +1,179 @@
+//! Checkout arguments: pass-through `--key value` pairs, labels, args files and nicks.
+//!
+//! Precedence, highest first: the command line (or library call), the args file, the nick.
+
+use std::path::Path;
+
+use serde_yaml::{Mapping, Value};
+
+use crate::error::{Error, Result};
+
+/// Turns pass-through command-line tokens into arguments, as the Python broker does:
+/// `--key value`, `--key=value` (split at the first `=`), and bare `key=value`. After a bare `--key`
+/// the next token is its value even when it contains `=`. Keys keep their spelling. A value naming an
+/// existing `.json`, `.yaml` or `.yml` file is replaced by the file's content.
+///
+/// # Errors
+/// [`Error::Usage`] for a `--key` with no value, or a token that is neither a key nor a `key=value`
+/// pair; the errors of [`load_data_file`] for file values.
+pub fn parse_passthrough(tokens: &[String]) -> Result<Mapping> {
+    let mut args = Mapping::new();
+    let mut iter = tokens.iter().peekable();
+    while let Some(token) = iter.next() {
+        let (key, value) = if let Some(flag) = token.strip_prefix("--") {
+            match flag.split_once('=') {
+                Some((k, v)) => (k.to_owned(), v.to_owned()),
+                None => match iter.next() {
+                    Some(v) => (flag.to_owned(), v.clone()),
+                    None => {
+                        return Err(Error::usage(format!(
+                            "`--{flag}` needs a value (`--{flag} VALUE`); switches are not provider arguments"
+                        )));
+                    }
+                },
+            }
+        } else if let Some((k, v)) = token.split_once('=') {
+            (k.to_owned(), v.to_owned())
+        } else {
+            return Err(Error::usage(format!(
+                "unexpected argument `{token}`; provider arguments are `--key value`, `--key=value` or `key=value`"
+            )));
+        };
+        if key.is_empty() {
+            return Err(Error::usage(format!("argument `{token}` has an empty key")));
+        }
+        args.insert(Value::String(key), resolve_file_value(value)?);
+    }
+    Ok(args)
+}
+
+/// A value that names an existing data file becomes the file's content; anything else stays text.
+fn resolve_file_value(value: String) -> Result<Value> {
+    let lower = value.to_ascii_lowercase();
+    if [".json", ".yaml", ".yml"].iter().any(|ext| lower.ends_with(ext)) && Path::new(&value).is_file() {
+        return load_data_file(Path::new(&value));
+    }
+    Ok(Value::String(value))
+}
+
+/// Loads a JSON or YAML file.
+///
+/// # Errors
+/// [`Error::Io`] when it cannot be read, [`Error::Parse`] naming line and column when it does not parse.
+pub fn load_data_file(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+    // YAML is a superset of JSON, so one parser serves both.
+    serde_yaml::from_str(&text).map_err(|e| Error::parse(path, &e, false))
+}
+
+/// Loads an `--args-file`: a mapping, or a list of mappings merged in order.
+///
+/// # Errors
+/// As [`load_data_file`], and [`Error::Usage`] when the file holds something else.
+pub fn load_args_file(path: &Path) -> Result<Mapping> {
+    match load_data_file(path)? {
+        Value::Mapping(m) => Ok(m),
+        Value::Sequence(items) => {
+            let mut out = Mapping::new();
+            for item in items {
+                match item {
+                    Value::Mapping(m) => out.extend(m),
+                    _ => return Err(not_args(path)),
+                }
+            }
+            Ok(out)
+        }
+        Value::Null => Ok(Mapping::new()),
+        _ => Err(not_args(path)),
+    }
+}
+
+fn not_args(path: &Path) -> Error {
+    Error::usage(format!(
+        "args file `{}` must hold a mapping of arguments (or a list of mappings)",
+        path.display()
+    ))
+}
+
+/// Parses `-l/--provider-labels`: `k1=v1,k2=v2,k3=v3=z4`; a bare key gets an empty value.
+pub fn parse_labels(text: &str) -> Mapping {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) => (Value::from(k.trim()), Value::from(v.trim())),
+            None => (Value::from(pair), Value::from("")),
+        })
+        .collect()
+}
+
+/// `over` on top of `base`: keys of `over` win.
+pub fn layer(base: Mapping, over: Mapping) -> Mapping {
+    let mut out = base;
+    for (k, v) in over {
+        out.insert(k, v);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(s: &[&str]) -> Vec<String> {
+        s.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[test]
+    fn passthrough_forms_match_upstream() {
+        let args = parse_passthrough(&toks(&[
+            "--workflow",
+            "deploy-rhel",
+            "--deploy_rhel_version=9.4",
+            "naked=yes",
+            "--extra",
+            "a=b=c",
+            "--url=http://x/?q=1",
+        ]))
+        .unwrap();
+        let get = |k: &str| args.get(k).and_then(Value::as_str).unwrap().to_owned();
+        assert_eq!(get("workflow"), "deploy-rhel");
+        assert_eq!(get("deploy_rhel_version"), "9.4");
+        assert_eq!(get("naked"), "yes");
+        assert_eq!(get("extra"), "a=b=c");
+        assert_eq!(get("url"), "http://x/?q=1");
+    }
+
+    #[test]
+    fn trailing_switch_is_a_usage_error() {
+        let err = parse_passthrough(&toks(&["--flag"])).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(parse_passthrough(&toks(&["stray"])).is_err());
+    }
+
+    #[test]
+    fn file_values_are_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("extra.yaml");
+        std::fs::write(&file, "a: 1\nb: [x, y]\n").unwrap();
+        let args = parse_passthrough(&["--extra".into(), file.display().to_string()]).unwrap();
+        assert_eq!(args.get("extra").unwrap().get("a").and_then(Value::as_u64), Some(1));
+    }
+
+    #[test]
+    fn labels_parse_like_upstream() {
+        let labels = parse_labels("k1=v1,k2=v2,k3=v3=z4,bare");
+        assert_eq!(labels.get("k3").and_then(Value::as_str), Some("v3=z4"));
+        assert_eq!(labels.get("bare").and_then(Value::as_str), Some(""));
+        assert_eq!(labels.len(), 4);
+    }
+
+    #[test]
+    fn args_file_list_is_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("args.json");
+        std::fs::write(&file, r#"[{"a": 1, "b": 2}, {"b": 3}]"#).unwrap();
+        let args = load_args_file(&file).unwrap();
+        assert_eq!(args.get("b").and_then(Value::as_u64), Some(3));
+    }
+}

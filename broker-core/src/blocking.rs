@@ -1,0 +1,194 @@
+//! A blocking facade for plain `#[test]` functions (feature `blocking`).
+//!
+//! It forwards to the async API on a small runtime of its own, so cleanup is written once: a
+//! [`HostGuard`] here wraps the async guard and checks in the same way when dropped.
+//!
+//! ```no_run
+//! use broker_core::blocking::Broker;
+//! use broker_core::{CheckoutRequest, Settings};
+//!
+//! # fn demo(registry: broker_core::ProviderRegistry) -> broker_core::Result<()> {
+//! let broker = Broker::new(Settings::load()?, registry)?;
+//! let host = broker.checkout_one(CheckoutRequest::new().arg("test_action", "basic"))?;
+//! assert!(host.execute("true")?.success());
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::host::{FromHost, Host, HostRecord};
+use crate::session::ExecOutput;
+use crate::{CheckoutRequest, HostOutcome, ProviderRegistry, Settings};
+
+/// The blocking broker.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    inner: crate::Broker,
+    runtime: Arc<tokio::runtime::Runtime>,
+}
+
+impl Broker {
+    /// A blocking broker over the settings' inventory.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when called inside an async runtime (use the async API there), and the errors
+    /// of [`crate::Broker::new`].
+    pub fn new(settings: Settings, registry: ProviderRegistry) -> Result<Self> {
+        Self::wrap(crate::Broker::new(settings, registry)?)
+    }
+
+    /// Wraps an async broker.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when called inside an async runtime.
+    pub fn wrap(inner: crate::Broker) -> Result<Self> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::usage(
+                "the blocking broker was created inside an async runtime; use `broker_core::Broker` there",
+            ));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("broker-blocking")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("starting a runtime", "<runtime>", e))?;
+        Ok(Broker {
+            inner,
+            runtime: Arc::new(runtime),
+        })
+    }
+
+    /// The async broker underneath.
+    pub fn as_async(&self) -> &crate::Broker {
+        &self.inner
+    }
+
+    /// Checks out the hosts a request asks for (see [`crate::Broker::checkout`]).
+    ///
+    /// # Errors
+    /// As [`crate::Broker::checkout`].
+    pub fn checkout(&self, request: CheckoutRequest) -> Result<Vec<HostGuard>> {
+        self.checkout_as(request)
+    }
+
+    /// Checks out one host.
+    ///
+    /// # Errors
+    /// As [`crate::Broker::checkout`].
+    pub fn checkout_one(&self, request: CheckoutRequest) -> Result<HostGuard> {
+        let mut hosts = self.checkout_as(request.count(1))?;
+        hosts.pop().ok_or_else(|| Error::user("the provider returned no host"))
+    }
+
+    /// Checks out hosts wrapped in a test framework's own host type.
+    ///
+    /// # Errors
+    /// As [`crate::Broker::checkout_as`].
+    pub fn checkout_as<H: FromHost>(&self, request: CheckoutRequest) -> Result<Vec<HostGuard<H>>> {
+        let guards = self.runtime.block_on(self.inner.checkout_as::<H>(request))?;
+        Ok(guards
+            .into_iter()
+            .map(|g| HostGuard {
+                guard: Some(g),
+                runtime: Arc::clone(&self.runtime),
+            })
+            .collect())
+    }
+
+    /// Checks hosts out, runs `body`, checks them in (also when `body` panics).
+    ///
+    /// # Errors
+    /// As [`crate::Broker::with_hosts`].
+    pub fn with_hosts<T>(&self, request: CheckoutRequest, body: impl FnOnce(&[HostGuard]) -> T) -> Result<T> {
+        let guards = self.checkout(request)?;
+        let out = body(&guards);
+        let mut first_error = None;
+        for guard in guards {
+            if let Err(e) = guard.checkin() {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(out), Err)
+    }
+
+    /// Checks in inventory records (see [`crate::Broker::checkin`]).
+    pub fn checkin(&self, records: Vec<HostRecord>, sequential: bool) -> Vec<HostOutcome> {
+        self.runtime.block_on(self.inner.checkin(records, sequential))
+    }
+}
+
+/// A checked-out host for blocking code; dropping it checks the host in.
+#[must_use = "dropping a HostGuard checks the host in at once; bind it: `let host = …`"]
+#[derive(Debug)]
+pub struct HostGuard<H: FromHost = Host> {
+    guard: Option<crate::HostGuard<H>>,
+    runtime: Arc<tokio::runtime::Runtime>,
+}
+
+impl<H: FromHost> std::ops::Deref for HostGuard<H> {
+    type Target = H;
+    fn deref(&self) -> &H {
+        match &self.guard {
+            Some(g) => g,
+            None => unreachable!("a HostGuard's host is present until the guard is consumed"),
+        }
+    }
+}
+
+impl<H: FromHost> HostGuard<H> {
+    fn take(&mut self) -> crate::HostGuard<H> {
+        match self.guard.take() {
+            Some(g) => g,
+            None => unreachable!("a HostGuard's host is present until the guard is consumed"),
+        }
+    }
+
+    /// Checks the host in now.
+    ///
+    /// # Errors
+    /// As [`crate::HostGuard::checkin`].
+    pub fn checkin(mut self) -> Result<()> {
+        let guard = self.take();
+        self.runtime.block_on(guard.checkin())
+    }
+
+    /// Leaves the host checked out and returns it.
+    pub fn keep(mut self) -> H {
+        self.take().keep()
+    }
+
+    /// Runs a command on the host.
+    ///
+    /// # Errors
+    /// As [`Host::execute`].
+    pub fn execute(&self, command: &str) -> Result<ExecOutput> {
+        self.runtime.block_on(self.host().execute(command))
+    }
+
+    /// Runs a command on the host, cancelling it after `timeout`.
+    ///
+    /// # Errors
+    /// As [`Host::execute_with_timeout`].
+    pub fn execute_with_timeout(&self, command: &str, timeout: Duration) -> Result<ExecOutput> {
+        self.runtime.block_on(self.host().execute_with_timeout(command, timeout))
+    }
+
+    /// Reads a file from the host.
+    ///
+    /// # Errors
+    /// As [`Host::read_file`].
+    pub fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        self.runtime.block_on(self.host().read_file(path))
+    }
+
+    /// Writes a file on the host.
+    ///
+    /// # Errors
+    /// As [`Host::write_file`].
+    pub fn write_file(&self, path: &str, contents: &[u8]) -> Result<()> {
+        self.runtime.block_on(self.host().write_file(path, contents))
+    }
+}

@@ -1,0 +1,786 @@
+//! The `Broker` facade: check out, check in, extend, execute, sync, recover.
+//!
+//! One checkout reads top-down in [`Broker::checkout`]: resolve the request (nick, args file,
+//! arguments) → pick the provider by action key → for each host: record intent (`pending`) → ask the
+//! provider → record `ready` → hand out a [`HostGuard`]. When one host of several fails, the others are
+//! checked in again (all or nothing) unless the request keeps partial results.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_yaml::{Mapping, Value};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::args::layer;
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::guard::HostGuard;
+use crate::host::{FromHost, Host, HostRecord, HostState, Owner, RecordId, fields};
+use crate::inventory::{InventoryStore, SyncReport, YamlFileStore};
+use crate::provider::{CheckoutContext, Provider, ProviderKind, ProviderRegistry};
+use crate::settings::Settings;
+
+/// What to check out: a nick, arguments and a count.
+///
+/// Arguments are layered: the nick's, then the args file's, then those given here (later wins).
+///
+/// ```
+/// use broker_core::CheckoutRequest;
+///
+/// let request = CheckoutRequest::new()
+///     .nick("rhel9")
+///     .arg("deploy_rhel_version", "9.4")
+///     .count(2);
+/// assert_eq!(request.host_count(), 2);
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct CheckoutRequest {
+    nick: Option<String>,
+    file_args: Mapping,
+    args: Mapping,
+    count: Option<usize>,
+    keep_partial: bool,
+    labels: Mapping,
+}
+
+impl CheckoutRequest {
+    /// An empty request (one host).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses the arguments of a nick from the settings.
+    pub fn nick(mut self, name: impl Into<String>) -> Self {
+        self.nick = Some(name.into());
+        self
+    }
+
+    /// Adds arguments from an args file (they override the nick, and are overridden by
+    /// [`CheckoutRequest::arg`]).
+    pub fn args_file(mut self, args: Mapping) -> Self {
+        self.file_args = layer(self.file_args, args);
+        self
+    }
+
+    /// Sets one argument, e.g. `test_action`, `workflow`, or `AnsibleTower` (the instance to use).
+    pub fn arg(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.args.insert(Value::String(key.into()), value.into());
+        self
+    }
+
+    /// Sets several arguments.
+    pub fn args(mut self, args: Mapping) -> Self {
+        self.args = layer(self.args, args);
+        self
+    }
+
+    /// How many hosts to check out (default 1).
+    pub fn count(mut self, count: usize) -> Self {
+        self.count = Some(count.max(1));
+        self
+    }
+
+    /// Keeps the hosts that were made when others fail, instead of checking them in again.
+    pub fn keep_partial(mut self, keep: bool) -> Self {
+        self.keep_partial = keep;
+        self
+    }
+
+    /// Labels for providers that support them (`-l k=v,…`).
+    pub fn provider_labels(mut self, labels: Mapping) -> Self {
+        self.labels = layer(self.labels, labels);
+        self
+    }
+
+    /// The number of hosts asked for.
+    pub fn host_count(&self) -> usize {
+        self.count.unwrap_or(1)
+    }
+}
+
+/// A checkout request resolved against the settings and the registry.
+#[derive(Debug, Clone)]
+struct Resolved {
+    kind: ProviderKind,
+    instance: Option<String>,
+    args: Mapping,
+    count: usize,
+}
+
+/// What happened to one host of a `checkin`, `extend` or `recover`.
+#[derive(Debug)]
+pub struct HostOutcome {
+    /// The host's record as it was before the operation.
+    pub record: HostRecord,
+    /// How it went.
+    pub result: Result<()>,
+}
+
+/// Which left-over records `recover` handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecoverScope {
+    /// `pending` or `releasing` records whose owning process is gone (the default).
+    Orphaned,
+    /// Every `pending` or `releasing` record, whoever owns it.
+    Unfinished,
+    /// Every record this process owns, in any state (after an interrupted checkout).
+    ThisProcess,
+}
+
+pub(crate) struct BrokerInner {
+    settings: Settings,
+    registry: ProviderRegistry,
+    pub(crate) store: Arc<dyn InventoryStore>,
+    providers: Mutex<HashMap<(String, Option<String>), Arc<dyn Provider>>>,
+    pub(crate) checkin_timeout: Duration,
+    thread_limit: Option<usize>,
+    origin: Mutex<Option<String>>,
+}
+
+/// The entry point of the library.
+///
+/// ```no_run
+/// use broker_core::{Broker, CheckoutRequest, Settings};
+///
+/// # async fn demo(registry: broker_core::ProviderRegistry) -> broker_core::Result<()> {
+/// let broker = Broker::new(Settings::load()?, registry)?;
+/// let host = broker
+///     .checkout_one(CheckoutRequest::new().arg("test_action", "basic"))
+///     .await?;
+/// let out = host.execute("hostname").await?;
+/// assert!(out.success());
+/// host.checkin().await?; // or let it drop
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<BrokerInner>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("directory", &self.inner.settings.directory())
+            .field("providers", &self.inner.registry.names())
+            .field("inventory", &self.inner.store.location())
+            .finish()
+    }
+}
+
+impl Broker {
+    /// A broker over the settings' `inventory.yaml`.
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] for invalid timeouts in the settings.
+    pub fn new(settings: Settings, registry: ProviderRegistry) -> Result<Self> {
+        let store = Arc::new(YamlFileStore::new(
+            settings.inventory_path(),
+            settings.inventory_lock_timeout()?,
+        ));
+        Self::with_store(settings, registry, store)
+    }
+
+    /// A broker over another inventory store.
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] for invalid timeouts in the settings.
+    pub fn with_store(
+        settings: Settings,
+        registry: ProviderRegistry,
+        store: Arc<dyn InventoryStore>,
+    ) -> Result<Self> {
+        Ok(Broker {
+            inner: Arc::new(BrokerInner {
+                checkin_timeout: settings.checkin_timeout()?,
+                thread_limit: settings.thread_limit(),
+                settings,
+                registry,
+                store,
+                providers: Mutex::new(HashMap::new()),
+                origin: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The providers compiled in.
+    pub fn registry(&self) -> &ProviderRegistry {
+        &self.inner.registry
+    }
+
+    /// The inventory store.
+    pub fn inventory(&self) -> &dyn InventoryStore {
+        &*self.inner.store
+    }
+
+    /// Sets the origin recorded with each checkout (`_broker_origin`); by default the test's thread
+    /// name, or the program name and user.
+    pub fn set_origin(&self, origin: impl Into<String>) {
+        *lock(&self.inner.origin) = Some(origin.into());
+    }
+
+    /// Checks out the hosts a request asks for, all or nothing.
+    ///
+    /// # Errors
+    /// [`Error::User`] when no provider matches the arguments or the nick is unknown; the provider's
+    /// error for a single host; [`Error::CheckoutFailed`] naming each failure when several were asked.
+    pub async fn checkout(&self, request: CheckoutRequest) -> Result<Vec<HostGuard>> {
+        self.checkout_as::<Host>(request).await
+    }
+
+    /// Checks out exactly one host.
+    ///
+    /// # Errors
+    /// As [`Broker::checkout`].
+    pub async fn checkout_one(&self, request: CheckoutRequest) -> Result<HostGuard> {
+        let mut guards = self.checkout_as::<Host>(request.count(1)).await?;
+        guards
+            .pop()
+            .ok_or_else(|| Error::user("the provider returned no host"))
+    }
+
+    /// Checks out hosts wrapped in a test framework's own host type.
+    ///
+    /// # Errors
+    /// As [`Broker::checkout`], plus the wrapper's own error (the hosts are then checked in).
+    pub async fn checkout_as<H: FromHost>(&self, request: CheckoutRequest) -> Result<Vec<HostGuard<H>>> {
+        let resolved = self.resolve(&request)?;
+        let provider = self.inner.provider(&resolved.kind, resolved.instance.as_deref())?;
+        tracing::info!(
+            provider = resolved.kind.name(),
+            instance = provider.instance().unwrap_or("-"),
+            count = resolved.count,
+            "checking out"
+        );
+        let limit = self.inner.thread_limit.unwrap_or(resolved.count).max(1);
+        let permits = Arc::new(Semaphore::new(limit));
+        let args = Arc::new(resolved.args);
+        let mut tasks = JoinSet::new();
+        for index in 0..resolved.count {
+            let inner = Arc::clone(&self.inner);
+            let provider = Arc::clone(&provider);
+            let args = Arc::clone(&args);
+            let permits = Arc::clone(&permits);
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                (index, inner.checkout_single(provider, &args, index).await)
+            });
+        }
+        let mut made: Vec<(usize, HostRecord)> = Vec::new();
+        let mut failures: Vec<(usize, Error)> = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((index, Ok(record))) => made.push((index, record)),
+                Ok((index, Err(e))) => failures.push((index, e)),
+                Err(e) => failures.push((usize::MAX, Error::user(format!("a checkout task failed: {e}")))),
+            }
+        }
+        made.sort_by_key(|(i, _)| *i);
+        failures.sort_by_key(|(i, _)| *i);
+
+        if !failures.is_empty() {
+            if resolved.count == 1 && made.is_empty() {
+                return Err(failures.remove(0).1);
+            }
+            let names: Vec<String> = made.iter().map(|(_, r)| r.display_name()).collect();
+            let (rolled_back, kept) = if request.keep_partial {
+                (Vec::new(), names)
+            } else {
+                let outcomes = self
+                    .inner
+                    .checkin_many(made.into_iter().map(|(_, r)| r).collect(), None)
+                    .await;
+                for o in outcomes.iter().filter(|o| o.result.is_err()) {
+                    tracing::error!(host = %o.record.display_name(), "rolling back failed; the record stays in the inventory");
+                }
+                (names, Vec::new())
+            };
+            return Err(Error::CheckoutFailed {
+                requested: resolved.count,
+                failures,
+                rolled_back,
+                kept,
+            });
+        }
+
+        let mut guards = Vec::with_capacity(made.len());
+        let mut records = made.into_iter().map(|(_, r)| r);
+        while let Some(record) = records.next() {
+            match HostGuard::<H>::new(Arc::clone(&self.inner), Arc::clone(&provider), record.clone()) {
+                Ok(guard) => guards.push(guard),
+                Err(e) => {
+                    // Guards already made check themselves in when dropped; the rest go back explicitly.
+                    let rest: Vec<HostRecord> = std::iter::once(record).chain(records).collect();
+                    let _ = self.inner.checkin_many(rest, None).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(guards)
+    }
+
+    /// Checks hosts out, runs `body` with them, and checks them in afterwards, also when `body`
+    /// panics (the guards are dropped while unwinding).
+    ///
+    /// # Errors
+    /// As [`Broker::checkout`], or the check-in error after `body` returned.
+    pub async fn with_hosts<T>(
+        &self,
+        request: CheckoutRequest,
+        body: impl AsyncFnOnce(&[Host]) -> T,
+    ) -> Result<T> {
+        let guards = self.checkout(request).await?;
+        let hosts: Vec<Host> = guards.iter().map(|g| (**g).clone()).collect();
+        let out = body(&hosts).await;
+        let mut first_error = None;
+        for guard in guards {
+            if let Err(e) = guard.checkin().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Checks in hosts from the inventory (in parallel up to `thread_limit`, or one at a time).
+    /// Already-gone hosts count as checked in. Each host's outcome is reported; a failure leaves that
+    /// host's record in place.
+    pub async fn checkin(&self, records: Vec<HostRecord>, sequential: bool) -> Vec<HostOutcome> {
+        let limit = if sequential { Some(1) } else { None };
+        self.inner.checkin_many(records, limit).await
+    }
+
+    /// Extends hosts' leases at their providers, each through its own provider instance.
+    pub async fn extend(&self, records: Vec<HostRecord>, args: Mapping) -> Vec<HostOutcome> {
+        let args = Arc::new(args);
+        let mut tasks = JoinSet::new();
+        for (index, record) in records.into_iter().enumerate() {
+            let inner = Arc::clone(&self.inner);
+            let args = Arc::clone(&args);
+            tasks.spawn(async move {
+                let result = async {
+                    let provider = inner.provider_for(&record)?;
+                    provider.extend(&record, &args).await.map_err(|e| e.with_host(&record.display_name()))
+                }
+                .await;
+                (index, HostOutcome { record, result })
+            });
+        }
+        collect_ordered(tasks).await
+    }
+
+    /// Runs a provider action that is not a checkout (`broker execute`).
+    ///
+    /// # Errors
+    /// [`Error::User`] when no provider matches; the provider's error.
+    pub async fn execute(&self, request: CheckoutRequest) -> Result<Value> {
+        let args = self.layered_args(&request)?;
+        let (kind, instance, args) = self.split_instance(args, |r, a| r.for_execute(a))?;
+        let provider = self.inner.provider(&kind, instance.as_deref())?;
+        provider.execute(&args).await
+    }
+
+    /// Answers a discovery query of a provider (`broker providers NAME --flag`).
+    ///
+    /// # Errors
+    /// Unknown provider or instance; the provider's error.
+    pub async fn provider_help(&self, provider: &str, instance: Option<&str>, query: &Mapping) -> Result<Value> {
+        let kind = *self.inner.registry.require(provider)?;
+        let provider = self.inner.provider(&kind, instance)?;
+        provider.help(query).await
+    }
+
+    /// Pulls a provider's view of its hosts into the inventory: `Provider`, `Provider:arg`,
+    /// `Provider::instance` or `Provider:arg::instance`. Only that instance's records are replaced.
+    ///
+    /// # Errors
+    /// Unknown provider or instance; the provider's error; inventory errors.
+    pub async fn sync_inventory(&self, spec: &str) -> Result<SyncReport> {
+        let (head, instance) = match spec.split_once("::") {
+            Some((h, i)) => (h, Some(i).filter(|i| !i.is_empty())),
+            None => (spec, None),
+        };
+        let (name, arg) = match head.split_once(':') {
+            Some((n, a)) => (n, Some(a).filter(|a| !a.is_empty())),
+            None => (head, None),
+        };
+        let kind = *self.inner.registry.require(name)?;
+        let provider = self.inner.provider(&kind, instance)?;
+        let reported = provider.inventory(arg).await?;
+        let resolved_instance = provider.instance().map(str::to_owned);
+        let store = Arc::clone(&self.inner.store);
+        let provider_name = kind.name().to_owned();
+        blocking(move || store.sync_provider(&provider_name, resolved_instance.as_deref(), reported)).await
+    }
+
+    /// Hosts from the inventory, optionally filtered, attached to their providers.
+    ///
+    /// # Errors
+    /// Inventory errors, a bad filter, or a record whose provider is not compiled in.
+    pub fn from_inventory(&self, filter: Option<&str>) -> Result<Vec<Host>> {
+        let records = self.inner.store.list()?;
+        let selected = match filter {
+            Some(f) => {
+                let filter = Filter::parse(f, "inv")?;
+                filter.select(&records).into_iter().map(|i| records[i].clone()).collect()
+            }
+            None => records,
+        };
+        selected
+            .into_iter()
+            .map(|record| {
+                let provider = self.inner.provider_for(&record)?;
+                Ok(Host::new(record, provider))
+            })
+            .collect()
+    }
+
+    /// Checks out again with each host's recorded arguments (`broker duplicate`); the new hosts are
+    /// kept in the inventory.
+    ///
+    /// # Errors
+    /// The first checkout error (hosts already duplicated stay checked out).
+    pub async fn duplicate(&self, records: &[HostRecord], count: usize) -> Result<Vec<HostRecord>> {
+        let mut out = Vec::new();
+        for record in records {
+            let mut args = record.args();
+            args.shift_remove("_broker_origin");
+            args.shift_remove("_jenkins_url");
+            if let (Some(provider), Some(instance)) = (record.provider(), record.instance()) {
+                args.insert(Value::from(provider), Value::from(instance));
+            }
+            let guards = self.checkout(CheckoutRequest::new().args(args).count(count)).await?;
+            out.extend(guards.into_iter().map(|g| g.keep().record().clone()));
+        }
+        Ok(out)
+    }
+
+    /// Resolves records left `pending` or `releasing` (by a crash, a kill or a timeout): checks each in
+    /// at its provider (which finds even half-made hosts by the record's identity) and removes the
+    /// record.
+    ///
+    /// # Errors
+    /// Inventory errors; per-host failures are in the outcomes.
+    pub async fn recover(&self, scope: RecoverScope) -> Result<Vec<HostOutcome>> {
+        let me = Owner::current();
+        let records: Vec<HostRecord> = self
+            .inner
+            .store
+            .list()?
+            .into_iter()
+            .filter(|r| {
+                let unfinished = r.state() != HostState::Ready;
+                match scope {
+                    RecoverScope::Unfinished => unfinished,
+                    RecoverScope::Orphaned => unfinished && r.owner().is_some_and(|o| o.is_dead()),
+                    RecoverScope::ThisProcess => r.owner().is_some_and(|o| &o == me),
+                }
+            })
+            .collect();
+        Ok(self.inner.checkin_many(records, None).await)
+    }
+
+    fn layered_args(&self, request: &CheckoutRequest) -> Result<Mapping> {
+        let nick = match &request.nick {
+            Some(name) => self.inner.settings.nick(name)?,
+            None => Mapping::new(),
+        };
+        let mut args = layer(layer(nick, request.file_args.clone()), request.args.clone());
+        let mut labels = match args.shift_remove("provider_labels") {
+            Some(Value::Mapping(m)) => m,
+            Some(Value::String(s)) => crate::args::parse_labels(&s),
+            _ => Mapping::new(),
+        };
+        labels = layer(labels, request.labels.clone());
+        if !labels.is_empty() {
+            args.insert("provider_labels".into(), Value::Mapping(labels));
+        }
+        Ok(args)
+    }
+
+    fn split_instance(
+        &self,
+        mut args: Mapping,
+        pick: impl for<'r> Fn(&'r ProviderRegistry, &Mapping) -> Option<(&'r ProviderKind, &'static str)>,
+    ) -> Result<(ProviderKind, Option<String>, Mapping)> {
+        let kind = match pick(&self.inner.registry, &args) {
+            Some((kind, _)) => *kind,
+            None => {
+                let keys: Vec<&str> = self.inner.registry.all_action_keys().collect();
+                let given: Vec<String> = args.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect();
+                return Err(Error::user(format!(
+                    "could not determine a provider from the arguments ({}); give one of: {}",
+                    if given.is_empty() { "none given".to_owned() } else { given.join(", ") },
+                    keys.join(", ")
+                )));
+            }
+        };
+        let instance = match args.shift_remove(kind.name()) {
+            Some(Value::String(s)) => Some(s),
+            Some(Value::Null) | None => None,
+            Some(other) => Some(serde_yaml::to_string(&other).unwrap_or_default().trim().to_owned()),
+        };
+        // Instance selectors of other providers are not arguments either.
+        for other in self.inner.registry.names() {
+            args.shift_remove(other);
+        }
+        Ok((kind, instance, args))
+    }
+
+    fn resolve(&self, request: &CheckoutRequest) -> Result<Resolved> {
+        let mut args = self.layered_args(request)?;
+        let count_arg = args
+            .shift_remove("_count")
+            .or_else(|| args.shift_remove("count"))
+            .and_then(|v| match v {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            });
+        let count = request
+            .count
+            .or(count_arg.map(|c| c.max(1) as usize))
+            .unwrap_or(1);
+        let (kind, instance, mut args) = self.split_instance(args, |r, a| r.for_checkout(a))?;
+        if !args.contains_key("_broker_origin") {
+            args.insert("_broker_origin".into(), Value::from(self.origin()));
+        }
+        if let Ok(url) = std::env::var("BUILD_URL")
+            && !url.is_empty()
+            && !args.contains_key("_jenkins_url")
+        {
+            args.insert("_jenkins_url".into(), Value::from(url));
+        }
+        Ok(Resolved {
+            kind,
+            instance,
+            args,
+            count,
+        })
+    }
+
+    fn origin(&self) -> String {
+        if let Some(origin) = lock(&self.inner.origin).clone() {
+            return origin;
+        }
+        let user = crate::host::current_user();
+        match std::thread::current().name() {
+            Some(name) if name != "main" && !name.starts_with("tokio-") => format!("{name} ({user})"),
+            _ => {
+                let program = std::env::args()
+                    .next()
+                    .and_then(|p| std::path::Path::new(&p).file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_else(|| "broker".into());
+                format!("{program}:{user}")
+            }
+        }
+    }
+}
+
+impl BrokerInner {
+    /// The provider for a kind and instance, built once and reused.
+    fn provider(&self, kind: &ProviderKind, instance: Option<&str>) -> Result<Arc<dyn Provider>> {
+        let config = self.settings.provider_config(kind.name(), instance)?;
+        let key = (kind.name().to_owned(), config.instance().map(str::to_owned));
+        if let Some(p) = lock(&self.providers).get(&key) {
+            return Ok(Arc::clone(p));
+        }
+        let provider = kind.build(config)?;
+        lock(&self.providers).insert(key, Arc::clone(&provider));
+        Ok(provider)
+    }
+
+    /// The provider that made a record.
+    fn provider_for(&self, record: &HostRecord) -> Result<Arc<dyn Provider>> {
+        let name = record.provider().ok_or_else(|| {
+            Error::user(format!(
+                "inventory record {} names no provider (`_broker_provider`)",
+                record.display_name()
+            ))
+        })?;
+        let kind = *self.registry.get(name).ok_or_else(|| {
+            Error::user(format!(
+                "host {} comes from provider `{name}`, which this broker was built without; \
+                 build broker with its feature or check it in from a broker that has it",
+                record.display_name()
+            ))
+        })?;
+        self.provider(&kind, record.instance())
+    }
+
+    /// One host: intent → provider → ready.
+    async fn checkout_single(&self, provider: Arc<dyn Provider>, args: &Mapping, index: usize) -> Result<HostRecord> {
+        let mut record = HostRecord::pending(provider.name(), provider.instance(), args.clone());
+        self.put(record.clone()).await?;
+        let id = record.id();
+        let attempt = provider.checkout(&CheckoutContext::new(&id, args, index)).await;
+        let fields = match attempt {
+            Ok(fields) => fields,
+            Err(e) => {
+                let e = match provider.instance() {
+                    Some(i) => e.with_instance(i),
+                    None => e,
+                };
+                // The provider may have left something tagged with the record's identity behind.
+                match provider.checkin(&record).await {
+                    Ok(()) => {
+                        if let Err(rm) = self.remove(vec![id]).await {
+                            tracing::warn!("removing the intent record of a failed checkout: {rm}");
+                        }
+                    }
+                    Err(cleanup) => {
+                        record.set(fields::LAST_ERROR, crate::error::chain(&cleanup));
+                        let _ = self.put(record).await;
+                        tracing::error!(
+                            "cleaning up after a failed checkout failed: {cleanup}; run `broker recover --all`"
+                        );
+                    }
+                }
+                return Err(e);
+            }
+        };
+        record.merge(fields);
+        // The provider may not rewrite broker's own bookkeeping.
+        record.set(fields::ID, id.as_str());
+        record.set(fields::PROVIDER, provider.name());
+        if let Some(i) = provider.instance() {
+            record.set(fields::PROVIDER_INSTANCE, i);
+        }
+        record.set_state(HostState::Ready);
+        self.put(record.clone()).await?;
+        tracing::info!(host = %record.display_name(), "checked out");
+        Ok(record)
+    }
+
+    /// One host back: mark releasing → provider → remove the record.
+    pub(crate) async fn checkin_record(&self, provider: Arc<dyn Provider>, mut record: HostRecord) -> Result<()> {
+        let name = record.display_name();
+        let id = record.id();
+        if record.has_broker_id() {
+            record.set_state(HostState::Releasing);
+            self.put(record.clone()).await?;
+        }
+        match provider.checkin(&record).await {
+            Ok(()) => {
+                self.remove(vec![id]).await?;
+                tracing::info!(host = %name, "checked in");
+                Ok(())
+            }
+            Err(e) => {
+                let e = e.with_host(&name);
+                if record.has_broker_id() {
+                    record.set(fields::LAST_ERROR, crate::error::chain(&e));
+                    let _ = self.put(record).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn checkin_many(self: &Arc<Self>, records: Vec<HostRecord>, limit: Option<usize>) -> Vec<HostOutcome> {
+        let permits = Arc::new(Semaphore::new(
+            limit.or(self.thread_limit).unwrap_or(records.len()).max(1),
+        ));
+        let mut tasks = JoinSet::new();
+        // Reverse order, as the Python broker does: the newest host goes first.
+        for (index, record) in records.into_iter().enumerate().rev() {
+            let inner = Arc::clone(self);
+            let permits = Arc::clone(&permits);
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let result = match inner.provider_for(&record) {
+                    Ok(provider) => inner.checkin_record(provider, record.clone()).await,
+                    Err(e) => Err(e),
+                };
+                (index, HostOutcome { record, result })
+            });
+        }
+        collect_ordered(tasks).await
+    }
+
+    async fn put(&self, record: HostRecord) -> Result<()> {
+        let store = Arc::clone(&self.store);
+        blocking(move || store.put(std::slice::from_ref(&record))).await
+    }
+
+    async fn remove(&self, ids: Vec<RecordId>) -> Result<Vec<RecordId>> {
+        let store = Arc::clone(&self.store);
+        blocking(move || store.remove(&ids)).await
+    }
+}
+
+async fn collect_ordered(mut tasks: JoinSet<(usize, HostOutcome)>) -> Vec<HostOutcome> {
+    let mut out = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(pair) => out.push(pair),
+            Err(e) => tracing::error!("a host task failed: {e}"),
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, o)| o).collect()
+}
+
+/// Runs blocking inventory I/O off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(Error::user(format!("inventory task failed: {e}"))))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Picks inventory records the way `broker checkin` and `broker extend` do: the filter first, then
+/// each key as a position in the filtered list, a hostname, a name or a record identity; `all` takes
+/// every filtered record. Returns the records and the keys nothing matched.
+///
+/// # Errors
+/// A bad filter.
+pub fn select_records(
+    records: &[HostRecord],
+    keys: &[String],
+    all: bool,
+    filter: Option<&str>,
+) -> Result<(Vec<HostRecord>, Vec<String>)> {
+    let filtered: Vec<&HostRecord> = match filter {
+        Some(f) => Filter::parse(f, "inv")?.apply(records),
+        None => records.iter().collect(),
+    };
+    if all {
+        return Ok((filtered.into_iter().cloned().collect(), Vec::new()));
+    }
+    let mut chosen: Vec<usize> = Vec::new();
+    let mut missing = Vec::new();
+    for key in keys {
+        let hits: Vec<usize> = match key.parse::<usize>() {
+            Ok(i) if i < filtered.len() => vec![i],
+            _ => filtered
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.answers_to(key))
+                .map(|(i, _)| i)
+                .collect(),
+        };
+        if hits.is_empty() {
+            missing.push(key.clone());
+        }
+        for i in hits {
+            if !chosen.contains(&i) {
+                chosen.push(i);
+            }
+        }
+    }
+    Ok((chosen.into_iter().map(|i| filtered[i].clone()).collect(), missing))
+}

@@ -1,0 +1,382 @@
+//! The one public error type of broker and its mapping to process exit codes.
+//!
+//! Messages follow one house style: lowercase, no trailing period, never repeating the text of their
+//! `source()` (a reporter that walks the chain prints each cause once), and where one can, they say what
+//! to do next.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Result alias used across broker.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in broker.
+///
+/// Each variant maps to the exit code the Python broker used for the same kind of failure (see
+/// [`Error::exit_code`]), so scripts that check `$?` keep working.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The command line or the library call was malformed (exit code 2).
+    #[error("{message}")]
+    Usage {
+        /// What was wrong and how to call it instead.
+        message: String,
+    },
+
+    /// The request cannot be served as asked: unknown nick, no provider for the given arguments, a host
+    /// that is not in the inventory (exit code 13).
+    #[error("{message}")]
+    User {
+        /// What was wrong and what to do.
+        message: String,
+    },
+
+    /// A settings file or setting is invalid (exit code 8).
+    #[error("configuration error: {message}")]
+    Configuration {
+        /// What is wrong, naming the file or key.
+        message: String,
+    },
+
+    /// A YAML or JSON document could not be parsed (exit code 8 for settings, 1 for data files).
+    #[error("cannot parse `{path}` at line {line}, column {column}: {message}")]
+    Parse {
+        /// The file that failed to parse.
+        path: PathBuf,
+        /// One-based line of the problem (0 when unknown).
+        line: usize,
+        /// One-based column of the problem (0 when unknown).
+        column: usize,
+        /// The parser's description.
+        message: String,
+        /// Whether the file is a settings file (changes the exit code).
+        settings: bool,
+    },
+
+    /// A filter expression is invalid.
+    #[error(transparent)]
+    Filter(#[from] crate::filter::FilterError),
+
+    /// Reading or writing a local file failed.
+    #[error("{action} `{path}`")]
+    Io {
+        /// What broker was doing, e.g. "writing inventory".
+        action: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Another process held the inventory lock for longer than the configured wait.
+    #[error(
+        "inventory `{path}` is locked by another process ({holder}); gave up after {waited:?}; \
+         raise `inventory_lock_timeout` if many processes share this inventory"
+    )]
+    InventoryLocked {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it, as that process wrote it into the lock file.
+        holder: String,
+        /// How long broker waited.
+        waited: Duration,
+    },
+
+    /// A provider failed (exit code 7).
+    #[error("{provider}{}{}: {message}", instance_suffix(instance.as_deref()), host_suffix(host.as_deref()))]
+    Provider {
+        /// The provider's name, e.g. `AnsibleTower`.
+        provider: String,
+        /// The provider instance, when one was chosen.
+        instance: Option<String>,
+        /// The host concerned, when there is one.
+        host: Option<String>,
+        /// What failed and what to do about it.
+        message: String,
+        /// The underlying cause.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
+    /// Credentials were refused (exit code 5).
+    #[error("authentication failed: {message}")]
+    Authentication {
+        /// Which method failed and against what.
+        message: String,
+    },
+
+    /// The credentials are valid but lack a permission (exit code 6).
+    #[error("permission denied: {message}")]
+    Permission {
+        /// What was refused.
+        message: String,
+    },
+
+    /// The provider does not implement the operation (exit code 9).
+    #[error("{provider} does not support {operation}")]
+    NotImplemented {
+        /// The provider's name.
+        provider: String,
+        /// The operation, e.g. "extend".
+        operation: String,
+    },
+
+    /// An operation on a checked-out host failed (exit code 10).
+    #[error("host {host}: {message}")]
+    Host {
+        /// The host's hostname or name.
+        host: String,
+        /// What failed.
+        message: String,
+        /// The underlying cause.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
+    /// Some hosts of a multi-host checkout failed.
+    ///
+    /// Unless the request asked to keep partial results, the hosts that were made have been checked in
+    /// again (listed in `rolled_back`); otherwise they are in the inventory (listed in `kept`).
+    #[error("{}", checkout_failed_message(*requested, failures, rolled_back, kept))]
+    CheckoutFailed {
+        /// How many hosts were asked for.
+        requested: usize,
+        /// Each failed checkout: its position (0-based) in the request and why it failed.
+        failures: Vec<(usize, Error)>,
+        /// Hosts that were made and checked in again.
+        rolled_back: Vec<String>,
+        /// Hosts that were made and kept (when partial results were asked for).
+        kept: Vec<String>,
+    },
+
+    /// The operation was cancelled, e.g. by Ctrl-C (exit code 130).
+    #[error("interrupted: {message}")]
+    Interrupted {
+        /// What was left behind and how to clean it up.
+        message: String,
+    },
+
+    /// The operation did not finish in time.
+    #[error("{operation} timed out after {after:?}")]
+    Timeout {
+        /// What timed out.
+        operation: String,
+        /// The limit that was hit.
+        after: Duration,
+    },
+}
+
+fn instance_suffix(instance: Option<&str>) -> String {
+    instance.map(|i| format!("::{i}")).unwrap_or_default()
+}
+
+fn host_suffix(host: Option<&str>) -> String {
+    host.map(|h| format!(" (host {h})")).unwrap_or_default()
+}
+
+fn checkout_failed_message(
+    requested: usize,
+    failures: &[(usize, Error)],
+    rolled_back: &[String],
+    kept: &[String],
+) -> String {
+    use fmt::Write;
+    let mut out = format!("{} of {requested} checkouts failed", failures.len());
+    for (index, error) in failures {
+        let _ = write!(out, "\n  #{}: {}", index + 1, crate::error::chain(error));
+    }
+    if !rolled_back.is_empty() {
+        let _ = write!(out, "\n  checked in again: {}", rolled_back.join(", "));
+    }
+    if !kept.is_empty() {
+        let _ = write!(out, "\n  kept in the inventory: {}", kept.join(", "));
+    }
+    out
+}
+
+impl Error {
+    /// The process exit code for this error, as the Python broker uses them.
+    ///
+    /// | code | meaning |
+    /// |---|---|
+    /// | 1 | general failure |
+    /// | 2 | usage |
+    /// | 5 | authentication |
+    /// | 6 | permission |
+    /// | 7 | provider |
+    /// | 8 | configuration |
+    /// | 9 | not implemented |
+    /// | 10 | host |
+    /// | 13 | user |
+    /// | 130 | interrupted |
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage { .. } => 2,
+            Error::User { .. } | Error::Filter(_) => 13,
+            Error::Configuration { .. } => 8,
+            Error::Parse { settings: true, .. } => 8,
+            Error::Parse { .. } | Error::Io { .. } | Error::InventoryLocked { .. } => 1,
+            Error::Provider { .. } | Error::Timeout { .. } => 7,
+            Error::Authentication { .. } => 5,
+            Error::Permission { .. } => 6,
+            Error::NotImplemented { .. } => 9,
+            Error::Host { .. } => 10,
+            Error::CheckoutFailed { failures, .. } => {
+                failures.first().map(|(_, e)| e.exit_code()).unwrap_or(1)
+            }
+            Error::Interrupted { .. } => 130,
+        }
+    }
+
+    /// A usage error.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Error::Usage {
+            message: message.into(),
+        }
+    }
+
+    /// A user error.
+    pub fn user(message: impl Into<String>) -> Self {
+        Error::User {
+            message: message.into(),
+        }
+    }
+
+    /// A configuration error.
+    pub fn configuration(message: impl Into<String>) -> Self {
+        Error::Configuration {
+            message: message.into(),
+        }
+    }
+
+    /// A provider error without a host or a source.
+    pub fn provider(provider: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Provider {
+            provider: provider.into(),
+            instance: None,
+            host: None,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Adds the provider instance to a provider error; other errors are returned unchanged.
+    #[must_use]
+    pub fn with_instance(mut self, name: &str) -> Self {
+        if let Error::Provider { instance, .. } = &mut self {
+            instance.get_or_insert_with(|| name.to_owned());
+        }
+        self
+    }
+
+    /// Adds the host to a provider error; other errors are returned unchanged.
+    #[must_use]
+    pub fn with_host(mut self, name: &str) -> Self {
+        if let Error::Provider { host, .. } = &mut self {
+            host.get_or_insert_with(|| name.to_owned());
+        }
+        self
+    }
+
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn parse(path: impl Into<PathBuf>, err: &serde_yaml::Error, settings: bool) -> Self {
+        let (line, column) = err
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        Error::Parse {
+            path: path.into(),
+            line,
+            column,
+            message: strip_location(&err.to_string()),
+            settings,
+        }
+    }
+}
+
+/// yaml_serde appends " at line L column C" to its messages; we report the location ourselves.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Formats an error with all its causes, `outer: cause: cause`.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_error_names_instance_and_host() {
+        let err = Error::provider("TestProvider", "release failed; retry with `broker checkin`")
+            .with_instance("test1")
+            .with_host("h1.example.com");
+        assert_eq!(
+            err.to_string(),
+            "TestProvider::test1 (host h1.example.com): release failed; retry with `broker checkin`"
+        );
+        assert_eq!(err.exit_code(), 7);
+    }
+
+    #[test]
+    fn exit_codes_match_upstream() {
+        assert_eq!(Error::usage("x").exit_code(), 2);
+        assert_eq!(Error::user("x").exit_code(), 13);
+        assert_eq!(Error::configuration("x").exit_code(), 8);
+        assert_eq!(
+            Error::Authentication {
+                message: "x".into()
+            }
+            .exit_code(),
+            5
+        );
+        assert_eq!(
+            Error::NotImplemented {
+                provider: "p".into(),
+                operation: "extend".into()
+            }
+            .exit_code(),
+            9
+        );
+    }
+
+    #[test]
+    fn checkout_failed_lists_each_failure() {
+        let err = Error::CheckoutFailed {
+            requested: 3,
+            failures: vec![(2, Error::provider("TestProvider", "injected failure"))],
+            rolled_back: vec!["a".into(), "b".into()],
+            kept: vec![],
+        };
+        let text = err.to_string();
+        assert!(text.starts_with("1 of 3 checkouts failed"), "{text}");
+        assert!(text.contains("#3: TestProvider: injected failure"), "{text}");
+        assert!(text.contains("checked in again: a, b"), "{text}");
+        assert_eq!(err.exit_code(), 7);
+    }
+}

@@ -1,0 +1,1082 @@
+//! The `--filter` language: the Python broker's syntax, parsed and evaluated, never `eval`ed.
+//!
+//! A filter is a pipeline of stages joined by `|`, applied left to right:
+//! - a **predicate** keeps the items for which it is true:
+//!   `@inv.hostname`, `'rhel' in @inv.name`, `@inv._broker_args.deploy_rhel_version == "9.4"`,
+//!   `@inv.name.startswith("sat")`, combined with `and`, `or`, `not` and parentheses;
+//! - a **list stage** picks by position: `@inv[-1]`, `@inv[1:3]`, `@inv[:]`, `@inv[::2]`.
+//!
+//! `@inv` stands for the item (the key is `@res` for provider results). A field an item lacks is
+//! *missing*: it compares unequal to everything and is false. Comparing a number with a string compares
+//! their text, so `@inv._broker_args.version == "9.4"` matches `version: 9.4` too.
+//!
+//! Supported operators: `==`, `!=`, `<`, `<=`, `>`, `>=`, `in`, `not in`, `is None`, `is not None`;
+//! methods `startswith`, `endswith` (a string or a list of strings), `lower`, `upper`, `strip`; functions
+//! `len`, `str`, `int`. Literals: strings in single or double quotes, integers, floats, `True`, `False`,
+//! `None`, and lists `[a, b]`.
+//!
+//! ```
+//! use broker_core::filter::Filter;
+//!
+//! let filter = Filter::parse(r#"'rhel' in @inv.name | @inv[-1]"#, "inv").unwrap();
+//! let hosts: Vec<serde_yaml::Value> = serde_yaml::from_str(
+//!     "[{name: rhel-9}, {name: fedora}, {name: rhel-8}]",
+//! ).unwrap();
+//! assert_eq!(filter.select(&hosts), vec![2]);
+//! ```
+
+use std::fmt;
+
+use serde_yaml::{Mapping, Value};
+
+use crate::host::HostRecord;
+
+/// A filter that does not parse, with the column (1-based, in characters) where it goes wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterError {
+    filter: String,
+    column: usize,
+    message: String,
+}
+
+impl FilterError {
+    /// The 1-based column of the problem.
+    pub fn column(&self) -> usize {
+        self.column
+    }
+
+    /// What is wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for FilterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid filter at column {}: {}\n  {}\n  {}^",
+            self.column,
+            self.message,
+            self.filter,
+            " ".repeat(self.column.saturating_sub(1))
+        )
+    }
+}
+
+impl std::error::Error for FilterError {}
+
+/// Something a filter can look into: an inventory record or a provider result.
+pub trait FilterTarget {
+    /// The item's field `key`, or the item itself when it is not a mapping and `key` is `None`.
+    fn field(&self, key: &str) -> Option<&Value>;
+    /// The item as a value, when it is one (used when the filter tests `@inv` itself).
+    fn as_value(&self) -> Option<&Value>;
+}
+
+impl FilterTarget for Value {
+    fn field(&self, key: &str) -> Option<&Value> {
+        field_of(self, key)
+    }
+    fn as_value(&self) -> Option<&Value> {
+        Some(self)
+    }
+}
+
+impl FilterTarget for Mapping {
+    fn field(&self, key: &str) -> Option<&Value> {
+        self.get(key)
+    }
+    fn as_value(&self) -> Option<&Value> {
+        None
+    }
+}
+
+impl FilterTarget for HostRecord {
+    fn field(&self, key: &str) -> Option<&Value> {
+        self.get(key)
+    }
+    fn as_value(&self) -> Option<&Value> {
+        None
+    }
+}
+
+impl<T: FilterTarget> FilterTarget for &T {
+    fn field(&self, key: &str) -> Option<&Value> {
+        (*self).field(key)
+    }
+    fn as_value(&self) -> Option<&Value> {
+        (*self).as_value()
+    }
+}
+
+fn field_of<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
+    match value {
+        Value::Mapping(m) => m.get(key),
+        Value::Tagged(t) => field_of(&t.value, key),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Lexer
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Root(String),
+    Ident(String),
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Dot,
+    LBracket,
+    RBracket,
+    LParen,
+    RParen,
+    Colon,
+    Comma,
+    Pipe,
+    Op(&'static str),
+    Minus,
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    tok: Tok,
+    col: usize,
+}
+
+fn lex(text: &str, err: &dyn Fn(usize, String) -> FilterError) -> Result<Vec<Token>, FilterError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let col = i + 1;
+        let single = |tok| Token { tok, col };
+        match c {
+            ' ' | '\t' | '\n' | '\r' => {
+                i += 1;
+                continue;
+            }
+            '@' => {
+                let start = i + 1;
+                i += 1;
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+                if i == start {
+                    return Err(err(col, "`@` must be followed by a name such as `@inv`".into()));
+                }
+                tokens.push(Token {
+                    tok: Tok::Root(chars[start..i].iter().collect()),
+                    col,
+                });
+                continue;
+            }
+            '\'' | '"' => {
+                let quote = c;
+                let mut s = String::new();
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => return Err(err(col, "this string is never closed".into())),
+                        Some('\\') => {
+                            match chars.get(i + 1) {
+                                Some('n') => s.push('\n'),
+                                Some('t') => s.push('\t'),
+                                Some(other) => s.push(*other),
+                                None => return Err(err(col, "this string is never closed".into())),
+                            }
+                            i += 2;
+                        }
+                        Some(ch) if *ch == quote => {
+                            i += 1;
+                            break;
+                        }
+                        Some(ch) => {
+                            s.push(*ch);
+                            i += 1;
+                        }
+                    }
+                }
+                tokens.push(Token { tok: Tok::Str(s), col });
+                continue;
+            }
+            '0'..='9' => {
+                let start = i;
+                while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '_') {
+                    i += 1;
+                }
+                let mut is_float = false;
+                if i + 1 < chars.len() && chars[i] == '.' && chars[i + 1].is_ascii_digit() {
+                    is_float = true;
+                    i += 1;
+                    while i < chars.len() && chars[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                }
+                let text: String = chars[start..i].iter().filter(|c| **c != '_').collect();
+                let tok = if is_float {
+                    Tok::Float(text.parse().map_err(|_| err(col, "bad number".into()))?)
+                } else {
+                    Tok::Int(text.parse().map_err(|_| err(col, "number too large".into()))?)
+                };
+                tokens.push(Token { tok, col });
+                continue;
+            }
+            c if c.is_alphabetic() || c == '_' => {
+                let start = i;
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+                tokens.push(Token {
+                    tok: Tok::Ident(chars[start..i].iter().collect()),
+                    col,
+                });
+                continue;
+            }
+            _ => {}
+        }
+        let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
+        let (tok, len) = match (c, two.as_str()) {
+            (_, "==") => (Tok::Op("=="), 2),
+            (_, "!=") => (Tok::Op("!="), 2),
+            (_, "<=") => (Tok::Op("<="), 2),
+            (_, ">=") => (Tok::Op(">="), 2),
+            ('<', _) => (Tok::Op("<"), 1),
+            ('>', _) => (Tok::Op(">"), 1),
+            ('=', _) => {
+                return Err(err(col, "`=` is not a comparison; write `==`".into()));
+            }
+            ('.', _) => (Tok::Dot, 1),
+            ('[', _) => (Tok::LBracket, 1),
+            (']', _) => (Tok::RBracket, 1),
+            ('(', _) => (Tok::LParen, 1),
+            (')', _) => (Tok::RParen, 1),
+            (':', _) => (Tok::Colon, 1),
+            (',', _) => (Tok::Comma, 1),
+            ('|', _) => (Tok::Pipe, 1),
+            ('-', _) => (Tok::Minus, 1),
+            _ => return Err(err(col, format!("unexpected character `{c}`"))),
+        };
+        tokens.push(single(tok));
+        i += len;
+    }
+    Ok(tokens)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Syntax tree
+
+#[derive(Debug, Clone)]
+enum Expr {
+    Literal(Value),
+    List(Vec<Expr>),
+    /// `@inv.a.b[0]`: the item, then fields and indexes.
+    Path(Vec<Segment>),
+    Method {
+        target: Box<Expr>,
+        name: String,
+        args: Vec<Expr>,
+    },
+    Call {
+        name: String,
+        arg: Box<Expr>,
+    },
+    Not(Box<Expr>),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Compare {
+        op: CompareOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Field(String),
+    Index(i64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CompareOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    In,
+    NotIn,
+    Is,
+    IsNot,
+}
+
+#[derive(Debug, Clone)]
+enum Stage {
+    Predicate(Expr),
+    Index(i64),
+    Slice(Option<i64>, Option<i64>, Option<i64>),
+}
+
+/// A parsed filter.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    stages: Vec<Stage>,
+}
+
+struct Parser<'t> {
+    tokens: &'t [Token],
+    pos: usize,
+    key: &'t str,
+    end_col: usize,
+    filter: &'t str,
+}
+
+impl Parser<'_> {
+    fn err(&self, col: usize, message: impl Into<String>) -> FilterError {
+        FilterError {
+            filter: self.filter.to_owned(),
+            column: col,
+            message: message.into(),
+        }
+    }
+
+    fn peek(&self) -> Option<&Tok> {
+        self.tokens.get(self.pos).map(|t| &t.tok)
+    }
+
+    fn col(&self) -> usize {
+        self.tokens.get(self.pos).map(|t| t.col).unwrap_or(self.end_col)
+    }
+
+    fn next(&mut self) -> Option<Tok> {
+        let t = self.tokens.get(self.pos).map(|t| t.tok.clone());
+        self.pos += 1;
+        t
+    }
+
+    fn expect(&mut self, want: &Tok, what: &str) -> Result<(), FilterError> {
+        if self.peek() == Some(want) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.err(self.col(), format!("expected {what}")))
+        }
+    }
+
+    fn is_ident(&self, word: &str) -> bool {
+        matches!(self.peek(), Some(Tok::Ident(w)) if w == word)
+    }
+
+    fn stage(&mut self) -> Result<Stage, FilterError> {
+        let start_col = self.col();
+        if let (Some(Tok::Root(_)), Some(Tok::LBracket), Some(Tok::Int(_) | Tok::Minus | Tok::Colon)) = (
+            self.tokens.get(self.pos).map(|t| &t.tok),
+            self.tokens.get(self.pos + 1).map(|t| &t.tok),
+            self.tokens.get(self.pos + 2).map(|t| &t.tok),
+        ) {
+            self.root()?;
+            self.pos += 1;
+            let stage = self.list_selector()?;
+            self.expect(&Tok::RBracket, "`]`")?;
+            if self.pos < self.tokens.len() {
+                return Err(self.err(
+                    self.col(),
+                    format!(
+                        "a list stage ends at `]`; to test a field write `@{}.field …` in its own stage",
+                        self.key
+                    ),
+                ));
+            }
+            return Ok(stage);
+        }
+        let expr = self.or()?;
+        if self.pos < self.tokens.len() {
+            return Err(self.err(self.col(), "unexpected text after the expression"));
+        }
+        if !mentions_root(&expr) {
+            return Err(self.err(
+                start_col,
+                format!("this stage never mentions `@{}`, so it would select nothing useful", self.key),
+            ));
+        }
+        Ok(Stage::Predicate(expr))
+    }
+
+    fn signed_int(&mut self) -> Result<Option<i64>, FilterError> {
+        let negative = if self.peek() == Some(&Tok::Minus) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        };
+        match self.peek() {
+            Some(Tok::Int(n)) => {
+                let n = *n;
+                self.pos += 1;
+                Ok(Some(if negative { -n } else { n }))
+            }
+            _ if negative => Err(self.err(self.col(), "expected a number after `-`")),
+            _ => Ok(None),
+        }
+    }
+
+    fn list_selector(&mut self) -> Result<Stage, FilterError> {
+        let col = self.col();
+        let start = self.signed_int()?;
+        if self.peek() != Some(&Tok::Colon) {
+            return start
+                .map(Stage::Index)
+                .ok_or_else(|| self.err(col, "expected an index such as `-1` or a slice such as `1:3`"));
+        }
+        self.pos += 1;
+        let stop = self.signed_int()?;
+        let mut step = None;
+        if self.peek() == Some(&Tok::Colon) {
+            self.pos += 1;
+            let step_col = self.col();
+            step = self.signed_int()?;
+            if step == Some(0) {
+                return Err(self.err(step_col, "a slice step cannot be zero"));
+            }
+        }
+        Ok(Stage::Slice(start, stop, step))
+    }
+
+    fn root(&mut self) -> Result<(), FilterError> {
+        let col = self.col();
+        match self.next() {
+            Some(Tok::Root(name)) if name == self.key => Ok(()),
+            Some(Tok::Root(name)) => Err(self.err(
+                col,
+                format!("unknown name `@{name}`; this filter is over `@{}`", self.key),
+            )),
+            _ => Err(self.err(col, format!("expected `@{}`", self.key))),
+        }
+    }
+
+    fn or(&mut self) -> Result<Expr, FilterError> {
+        let mut left = self.and()?;
+        while self.is_ident("or") {
+            self.pos += 1;
+            let right = self.and()?;
+            left = Expr::Or(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Expr, FilterError> {
+        let mut left = self.not()?;
+        while self.is_ident("and") {
+            self.pos += 1;
+            let right = self.not()?;
+            left = Expr::And(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn not(&mut self) -> Result<Expr, FilterError> {
+        if self.is_ident("not") {
+            self.pos += 1;
+            return Ok(Expr::Not(Box::new(self.not()?)));
+        }
+        self.comparison()
+    }
+
+    fn comparison(&mut self) -> Result<Expr, FilterError> {
+        let left = self.postfix()?;
+        let op = match self.peek() {
+            Some(Tok::Op(op)) => {
+                let op = match *op {
+                    "==" => CompareOp::Eq,
+                    "!=" => CompareOp::Ne,
+                    "<" => CompareOp::Lt,
+                    "<=" => CompareOp::Le,
+                    ">" => CompareOp::Gt,
+                    _ => CompareOp::Ge,
+                };
+                self.pos += 1;
+                op
+            }
+            Some(Tok::Ident(w)) if w == "in" => {
+                self.pos += 1;
+                CompareOp::In
+            }
+            Some(Tok::Ident(w)) if w == "not" => {
+                if matches!(self.tokens.get(self.pos + 1).map(|t| &t.tok), Some(Tok::Ident(w)) if w == "in") {
+                    self.pos += 2;
+                    CompareOp::NotIn
+                } else {
+                    return Ok(left);
+                }
+            }
+            Some(Tok::Ident(w)) if w == "is" => {
+                self.pos += 1;
+                if self.is_ident("not") {
+                    self.pos += 1;
+                    CompareOp::IsNot
+                } else {
+                    CompareOp::Is
+                }
+            }
+            _ => return Ok(left),
+        };
+        let right = self.postfix()?;
+        Ok(Expr::Compare {
+            op,
+            left: Box::new(left),
+            right: Box::new(right),
+        })
+    }
+
+    fn postfix(&mut self) -> Result<Expr, FilterError> {
+        let mut expr = self.primary()?;
+        loop {
+            match self.peek() {
+                Some(Tok::Dot) => {
+                    self.pos += 1;
+                    let col = self.col();
+                    let name = match self.next() {
+                        Some(Tok::Ident(name)) => name,
+                        _ => return Err(self.err(col, "expected a field or method name after `.`")),
+                    };
+                    if self.peek() == Some(&Tok::LParen) {
+                        self.pos += 1;
+                        if !matches!(name.as_str(), "startswith" | "endswith" | "lower" | "upper" | "strip") {
+                            return Err(self.err(
+                                col,
+                                format!(
+                                    "unknown method `{name}`; use startswith, endswith, lower, upper or strip"
+                                ),
+                            ));
+                        }
+                        let args = self.arguments()?;
+                        expr = Expr::Method {
+                            target: Box::new(expr),
+                            name,
+                            args,
+                        };
+                    } else {
+                        match &mut expr {
+                            Expr::Path(segments) => segments.push(Segment::Field(name)),
+                            _ => {
+                                return Err(self.err(col, format!("fields can only follow `@{}`", self.key)));
+                            }
+                        }
+                    }
+                }
+                Some(Tok::LBracket) => {
+                    self.pos += 1;
+                    let col = self.col();
+                    let segment = match self.peek().cloned() {
+                        Some(Tok::Str(s)) => {
+                            self.pos += 1;
+                            Segment::Field(s)
+                        }
+                        _ => match self.signed_int()? {
+                            Some(n) => Segment::Index(n),
+                            None => return Err(self.err(col, "expected an index or a quoted key")),
+                        },
+                    };
+                    self.expect(&Tok::RBracket, "`]`")?;
+                    match &mut expr {
+                        Expr::Path(segments) => segments.push(segment),
+                        _ => return Err(self.err(col, format!("indexes can only follow `@{}`", self.key))),
+                    }
+                }
+                _ => return Ok(expr),
+            }
+        }
+    }
+
+    fn arguments(&mut self) -> Result<Vec<Expr>, FilterError> {
+        let mut args = Vec::new();
+        if self.peek() == Some(&Tok::RParen) {
+            self.pos += 1;
+            return Ok(args);
+        }
+        loop {
+            args.push(self.or()?);
+            match self.peek() {
+                Some(Tok::Comma) => self.pos += 1,
+                Some(Tok::RParen) => {
+                    self.pos += 1;
+                    return Ok(args);
+                }
+                _ => return Err(self.err(self.col(), "expected `,` or `)`")),
+            }
+        }
+    }
+
+    fn primary(&mut self) -> Result<Expr, FilterError> {
+        let col = self.col();
+        match self.peek().cloned() {
+            Some(Tok::Root(_)) => {
+                self.root()?;
+                Ok(Expr::Path(Vec::new()))
+            }
+            Some(Tok::Str(s)) => {
+                self.pos += 1;
+                Ok(Expr::Literal(Value::String(s)))
+            }
+            Some(Tok::Int(_)) | Some(Tok::Minus) => {
+                let negative = self.peek() == Some(&Tok::Minus);
+                if negative {
+                    self.pos += 1;
+                }
+                match self.next() {
+                    Some(Tok::Int(n)) => Ok(Expr::Literal(Value::from(if negative { -n } else { n }))),
+                    Some(Tok::Float(f)) => Ok(Expr::Literal(Value::from(if negative { -f } else { f }))),
+                    _ => Err(self.err(col, "expected a number")),
+                }
+            }
+            Some(Tok::Float(f)) => {
+                self.pos += 1;
+                Ok(Expr::Literal(Value::from(f)))
+            }
+            Some(Tok::Ident(word)) => {
+                self.pos += 1;
+                match word.as_str() {
+                    "True" | "true" => Ok(Expr::Literal(Value::Bool(true))),
+                    "False" | "false" => Ok(Expr::Literal(Value::Bool(false))),
+                    "None" | "null" => Ok(Expr::Literal(Value::Null)),
+                    "len" | "str" | "int" => {
+                        self.expect(&Tok::LParen, "`(`")?;
+                        let mut args = self.arguments()?;
+                        if args.len() != 1 {
+                            return Err(self.err(col, format!("`{word}` takes exactly one argument")));
+                        }
+                        Ok(Expr::Call {
+                            name: word,
+                            arg: Box::new(args.remove(0)),
+                        })
+                    }
+                    _ => Err(self.err(
+                        col,
+                        format!(
+                            "unexpected word `{word}`; fields are written `@{}.{word}` and text in quotes",
+                            self.key
+                        ),
+                    )),
+                }
+            }
+            Some(Tok::LParen) => {
+                self.pos += 1;
+                let inner = self.or()?;
+                self.expect(&Tok::RParen, "`)`")?;
+                Ok(inner)
+            }
+            Some(Tok::LBracket) => {
+                self.pos += 1;
+                let mut items = Vec::new();
+                if self.peek() != Some(&Tok::RBracket) {
+                    loop {
+                        items.push(self.or()?);
+                        match self.peek() {
+                            Some(Tok::Comma) => self.pos += 1,
+                            Some(Tok::RBracket) => break,
+                            _ => return Err(self.err(self.col(), "expected `,` or `]`")),
+                        }
+                    }
+                }
+                self.pos += 1;
+                Ok(Expr::List(items))
+            }
+            None => Err(self.err(col, "the expression ends too early")),
+            Some(_) => Err(self.err(col, "expected a value, `@…` or `(`")),
+        }
+    }
+}
+
+fn mentions_root(expr: &Expr) -> bool {
+    match expr {
+        Expr::Path(_) => true,
+        Expr::Literal(_) => false,
+        Expr::List(items) => items.iter().any(mentions_root),
+        Expr::Method { target, args, .. } => mentions_root(target) || args.iter().any(mentions_root),
+        Expr::Call { arg, .. } => mentions_root(arg),
+        Expr::Not(e) => mentions_root(e),
+        Expr::And(a, b) | Expr::Or(a, b) => mentions_root(a) || mentions_root(b),
+        Expr::Compare { left, right, .. } => mentions_root(left) || mentions_root(right),
+    }
+}
+
+impl Filter {
+    /// Parses `text` with `@key` as the item name (`inv` for the inventory, `res` for provider results).
+    ///
+    /// # Errors
+    /// A [`FilterError`] pointing at the column where the filter goes wrong.
+    pub fn parse(text: &str, key: &str) -> Result<Filter, FilterError> {
+        let err = |column: usize, message: String| FilterError {
+            filter: text.to_owned(),
+            column,
+            message,
+        };
+        let tokens = lex(text, &err)?;
+        let end_col = text.chars().count() + 1;
+        let pipes: Vec<usize> = tokens.iter().filter(|t| t.tok == Tok::Pipe).map(|t| t.col).collect();
+        let mut stages = Vec::new();
+        for (n, chunk) in tokens.split(|t| t.tok == Tok::Pipe).enumerate() {
+            if chunk.is_empty() {
+                let col = tokens
+                    .iter()
+                    .find(|t| t.tok == Tok::Pipe)
+                    .map(|t| t.col)
+                    .unwrap_or(1);
+                return Err(err(col, "empty stage: write an expression on both sides of `|`".into()));
+            }
+            let mut parser = Parser {
+                tokens: chunk,
+                pos: 0,
+                key,
+                end_col: pipes.get(n).copied().unwrap_or(end_col),
+                filter: text,
+            };
+            stages.push(parser.stage()?);
+        }
+        if stages.is_empty() {
+            return Err(err(1, "the filter is empty".into()));
+        }
+        Ok(Filter { stages })
+    }
+
+    /// The positions (into `items`) of the items the filter selects, in pipeline order.
+    pub fn select<T: FilterTarget>(&self, items: &[T]) -> Vec<usize> {
+        let mut current: Vec<usize> = (0..items.len()).collect();
+        for stage in &self.stages {
+            current = match stage {
+                Stage::Predicate(expr) => current
+                    .into_iter()
+                    .filter(|i| truthy(&eval(expr, &items[*i])))
+                    .collect(),
+                Stage::Index(n) => resolve_index(*n, current.len())
+                    .map(|i| vec![current[i]])
+                    .unwrap_or_default(),
+                Stage::Slice(start, stop, step) => slice(&current, *start, *stop, step.unwrap_or(1)),
+            };
+        }
+        current
+    }
+
+    /// The items the filter selects.
+    pub fn apply<'a, T: FilterTarget>(&self, items: &'a [T]) -> Vec<&'a T> {
+        self.select(items).into_iter().map(|i| &items[i]).collect()
+    }
+}
+
+fn resolve_index(n: i64, len: usize) -> Option<usize> {
+    let len = len as i64;
+    let i = if n < 0 { len + n } else { n };
+    (0..len).contains(&i).then_some(i as usize)
+}
+
+/// Python slice semantics.
+fn slice(items: &[usize], start: Option<i64>, stop: Option<i64>, step: i64) -> Vec<usize> {
+    let len = items.len() as i64;
+    let clamp = |v: i64, lo: i64, hi: i64| v.max(lo).min(hi);
+    let norm = |v: i64| if v < 0 { v + len } else { v };
+    let mut out = Vec::new();
+    if step > 0 {
+        let s = clamp(start.map(norm).unwrap_or(0), 0, len);
+        let e = clamp(stop.map(norm).unwrap_or(len), 0, len);
+        let mut i = s;
+        while i < e {
+            out.push(items[i as usize]);
+            i += step;
+        }
+    } else {
+        let s = clamp(start.map(norm).unwrap_or(len - 1), -1, len - 1);
+        let e = clamp(stop.map(norm).unwrap_or(-1), -1, len - 1);
+        let mut i = s;
+        while i > e {
+            out.push(items[i as usize]);
+            i += step;
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Evaluation
+
+/// A value during evaluation; `Missing` is a field the item lacks.
+#[derive(Debug, Clone)]
+enum Val {
+    Missing,
+    V(Value),
+}
+
+fn eval<T: FilterTarget>(expr: &Expr, item: &T) -> Val {
+    match expr {
+        Expr::Literal(v) => Val::V(v.clone()),
+        Expr::List(items) => Val::V(Value::Sequence(
+            items
+                .iter()
+                .filter_map(|e| match eval(e, item) {
+                    Val::V(v) => Some(v),
+                    Val::Missing => None,
+                })
+                .collect(),
+        )),
+        Expr::Path(segments) => walk(item, segments),
+        Expr::Not(e) => Val::V(Value::Bool(!truthy(&eval(e, item)))),
+        Expr::And(a, b) => {
+            let left = eval(a, item);
+            if truthy(&left) { eval(b, item) } else { left }
+        }
+        Expr::Or(a, b) => {
+            let left = eval(a, item);
+            if truthy(&left) { left } else { eval(b, item) }
+        }
+        Expr::Compare { op, left, right } => {
+            Val::V(Value::Bool(compare(*op, &eval(left, item), &eval(right, item))))
+        }
+        Expr::Method { target, name, args } => {
+            let Val::V(Value::String(s)) = eval(target, item) else {
+                return Val::Missing;
+            };
+            match name.as_str() {
+                "lower" => Val::V(Value::String(s.to_lowercase())),
+                "upper" => Val::V(Value::String(s.to_uppercase())),
+                "strip" => Val::V(Value::String(s.trim().to_owned())),
+                _ => {
+                    let wanted: Vec<String> = args
+                        .iter()
+                        .flat_map(|a| match eval(a, item) {
+                            Val::V(Value::String(p)) => vec![p],
+                            Val::V(Value::Sequence(ps)) => {
+                                ps.into_iter().filter_map(|p| p.as_str().map(str::to_owned)).collect()
+                            }
+                            _ => vec![],
+                        })
+                        .collect();
+                    let hit = if name == "startswith" {
+                        wanted.iter().any(|p| s.starts_with(p.as_str()))
+                    } else {
+                        wanted.iter().any(|p| s.ends_with(p.as_str()))
+                    };
+                    Val::V(Value::Bool(hit))
+                }
+            }
+        }
+        Expr::Call { name, arg } => {
+            let v = eval(arg, item);
+            match (name.as_str(), v) {
+                (_, Val::Missing) => Val::Missing,
+                ("len", Val::V(v)) => match v {
+                    Value::String(s) => Val::V(Value::from(s.chars().count() as u64)),
+                    Value::Sequence(s) => Val::V(Value::from(s.len() as u64)),
+                    Value::Mapping(m) => Val::V(Value::from(m.len() as u64)),
+                    _ => Val::Missing,
+                },
+                ("str", Val::V(v)) => text_of(&v).map(|s| Val::V(Value::String(s))).unwrap_or(Val::Missing),
+                (_, Val::V(v)) => text_of(&v)
+                    .and_then(|s| s.trim().parse::<i64>().ok())
+                    .map(|n| Val::V(Value::from(n)))
+                    .unwrap_or(Val::Missing),
+            }
+        }
+    }
+}
+
+fn walk<T: FilterTarget>(item: &T, segments: &[Segment]) -> Val {
+    let Some((first, rest)) = segments.split_first() else {
+        return match item.as_value() {
+            Some(v) => Val::V(v.clone()),
+            None => Val::Missing,
+        };
+    };
+    let mut current = match first {
+        Segment::Field(name) => item.field(name),
+        Segment::Index(n) => match item.as_value() {
+            Some(Value::Sequence(s)) => resolve_index(*n, s.len()).and_then(|i| s.get(i)),
+            _ => None,
+        },
+    };
+    for seg in rest {
+        current = current.and_then(|v| match (seg, v) {
+            (Segment::Field(name), v) => field_of(v, name),
+            (Segment::Index(n), Value::Sequence(s)) => resolve_index(*n, s.len()).and_then(|i| s.get(i)),
+            _ => None,
+        });
+    }
+    match current {
+        Some(v) => Val::V(v.clone()),
+        None => Val::Missing,
+    }
+}
+
+fn truthy(v: &Val) -> bool {
+    match v {
+        Val::Missing => false,
+        Val::V(v) => match v {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+            Value::String(s) => !s.is_empty(),
+            Value::Sequence(s) => !s.is_empty(),
+            Value::Mapping(m) => !m.is_empty(),
+            Value::Tagged(_) => true,
+        },
+    }
+}
+
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(if *b { "True".into() } else { "False".into() }),
+        _ => None,
+    }
+}
+
+fn equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Number(_), Value::String(s)) | (Value::String(s), Value::Number(_)) => {
+            let n = if let Value::Number(n) = a { n } else if let Value::Number(n) = b { n } else { return false };
+            n.to_string() == *s || s.trim().parse::<f64>().ok() == n.as_f64()
+        }
+        (Value::Sequence(x), Value::Sequence(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| equal(a, b)),
+        (Value::Tagged(t), other) | (other, Value::Tagged(t)) => equal(&t.value, other),
+        _ => a == b,
+    }
+}
+
+fn order(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        (Value::Number(x), Value::String(y)) => x.as_f64()?.partial_cmp(&y.trim().parse::<f64>().ok()?),
+        (Value::String(x), Value::Number(y)) => x.trim().parse::<f64>().ok()?.partial_cmp(&y.as_f64()?),
+        _ => None,
+    }
+}
+
+fn contains(needle: &Value, haystack: &Value) -> bool {
+    match haystack {
+        Value::String(h) => text_of(needle).is_some_and(|n| h.contains(n.as_str())),
+        Value::Sequence(items) => items.iter().any(|i| equal(needle, i)),
+        Value::Mapping(m) => m.keys().any(|k| equal(needle, k)),
+        Value::Tagged(t) => contains(needle, &t.value),
+        _ => false,
+    }
+}
+
+fn compare(op: CompareOp, left: &Val, right: &Val) -> bool {
+    use std::cmp::Ordering::*;
+    match (op, left, right) {
+        (CompareOp::Ne, Val::Missing, _) | (CompareOp::Ne, _, Val::Missing) => true,
+        (CompareOp::Is, Val::Missing, Val::V(Value::Null)) => true,
+        (CompareOp::IsNot, Val::Missing, Val::V(Value::Null)) => false,
+        (_, Val::Missing, _) | (_, _, Val::Missing) => op == CompareOp::NotIn,
+        (op, Val::V(a), Val::V(b)) => match op {
+            CompareOp::Eq | CompareOp::Is => equal(a, b),
+            CompareOp::Ne | CompareOp::IsNot => !equal(a, b),
+            CompareOp::In => contains(a, b),
+            CompareOp::NotIn => !contains(a, b),
+            CompareOp::Lt => order(a, b) == Some(Less),
+            CompareOp::Le => matches!(order(a, b), Some(Less | Equal)),
+            CompareOp::Gt => order(a, b) == Some(Greater),
+            CompareOp::Ge => matches!(order(a, b), Some(Greater | Equal)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inventory() -> Vec<Value> {
+        serde_yaml::from_str(
+            r#"
+- {name: rhel-8.7-a, hostname: a.example.com, _broker_provider: AnsibleTower,
+   _broker_args: {deploy_rhel_version: '8.7', template: deploy-sat-6.16}}
+- {name: fedora-b, hostname: b.example.com, _broker_provider: Container,
+   _broker_args: {container_host: 'fedora:40'}}
+- {name: rhel-9.4-c, hostname: c.example.com, _broker_provider: AnsibleTower,
+   _broker_args: {deploy_rhel_version: 9.4}, nics: [eth0, eth1]}
+- {name: no-host}
+"#,
+        )
+        .unwrap()
+    }
+
+    fn sel(filter: &str) -> Vec<usize> {
+        Filter::parse(filter, "inv").unwrap().select(&inventory())
+    }
+
+    #[test]
+    fn upstream_examples_select_the_right_hosts() {
+        assert_eq!(sel("@inv.hostname"), vec![0, 1, 2]);
+        assert_eq!(sel("'rhel' in @inv.name"), vec![0, 2]);
+        assert_eq!(sel(r#"@inv._broker_args.deploy_rhel_version == "9.4""#), vec![2]);
+        assert_eq!(sel(r#"@inv._broker_args.template.startswith("deploy-sat")"#), vec![0]);
+        assert_eq!(sel(r#"@inv._broker_provider == "AnsibleTower""#), vec![0, 2]);
+        assert_eq!(sel("@inv[-1]"), vec![3]);
+        assert_eq!(sel("@inv[1:3]"), vec![1, 2]);
+        assert_eq!(sel("@inv[:]"), vec![0, 1, 2, 3]);
+        assert_eq!(sel("@inv[::-1]"), vec![3, 2, 1, 0]);
+        assert_eq!(sel(r#""rhel" in @inv.hostname | @inv._broker_provider == "AnsibleTower""#), vec![]);
+        assert_eq!(sel(r#"'rhel' in @inv.name | @inv[-1]"#), vec![2]);
+    }
+
+    #[test]
+    fn boolean_operators_and_missing_fields() {
+        assert_eq!(sel(r#"not 'rhel' in @inv.name"#), vec![1, 3]);
+        assert_eq!(sel(r#"'rhel' in @inv.name and @inv.nics"#), vec![2]);
+        assert_eq!(sel(r#"@inv.name == 'fedora-b' or @inv.name == 'no-host'"#), vec![1, 3]);
+        assert_eq!(sel(r#"@inv.hostname is None"#), vec![3]);
+        assert_eq!(sel(r#"@inv.missing != 'x'"#), vec![0, 1, 2, 3]);
+        assert_eq!(sel(r#"'eth1' in @inv.nics"#), vec![2]);
+        assert_eq!(sel(r#"@inv.nics[0] == 'eth0'"#), vec![2]);
+        assert_eq!(sel(r#"len(@inv.nics) > 1"#), vec![2]);
+        assert_eq!(sel(r#"@inv.name.upper().startswith(['FED', 'NO'])"#), vec![1, 3]);
+        assert_eq!(sel(r#"@inv['name'] == 'no-host'"#), vec![3]);
+    }
+
+    #[test]
+    fn pipe_inside_a_string_is_text() {
+        let items: Vec<Value> = serde_yaml::from_str("[{name: 'a|b'}, {name: c}]").unwrap();
+        let f = Filter::parse("'a|b' == @inv.name", "inv").unwrap();
+        assert_eq!(f.select(&items), vec![0]);
+    }
+
+    #[test]
+    fn results_filter_over_plain_strings() {
+        let items: Vec<Value> = serde_yaml::from_str("[rhel-9, rhel-8, fedora]").unwrap();
+        let f = Filter::parse(r#""rhel-9" in @res"#, "res").unwrap();
+        assert_eq!(f.select(&items), vec![0]);
+    }
+
+    #[test]
+    fn errors_point_at_the_column() {
+        let cases = [
+            ("@inv.name = 'x'", 11),
+            ("@inv.name == 'x", 14),
+            ("'rhel' in @inv.name |", 21),
+            ("@inv.name.frobnicate()", 11),
+            ("_broker_provider<Container", 1),
+            ("@inv[1:3].name", 10),
+            ("@host.name", 1),
+            ("@inv.name == 'a' and", 21),
+            ("@inv[::0]", 8),
+        ];
+        for (filter, column) in cases {
+            let err = Filter::parse(filter, "inv").unwrap_err();
+            assert_eq!(err.column(), column, "{filter}: {err}");
+            let shown = err.to_string();
+            assert!(shown.contains(filter), "{shown}");
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for filter in ["", "|", "@", "((", "@inv[", "@inv[-]", "'", "@inv.", "not", "[1,", "@inv in in", "-"] {
+            assert!(Filter::parse(filter, "inv").is_err(), "{filter:?} should not parse");
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! The local record of every host that is out.
+//!
+//! Storage sits behind [`InventoryStore`] so that a shared database can replace the file for CI fleets.
+//! The default store, [`YamlFileStore`], keeps the Python broker's `inventory.yaml` format (a YAML list
+//! of host mappings) and makes it safe for many processes at once:
+//!
+//! - readers take no lock: the file is only ever replaced whole, by rename, so a reader sees the old
+//!   file or the new one;
+//! - writers hold an OS advisory lock (`flock`) on a sidecar file, `inventory.yaml.flock`, only across
+//!   read-modify-write, waiting at most `inventory_lock_timeout`. The kernel drops the lock when its
+//!   process dies, so a crash never leaves a stale lock;
+//! - a write goes to a temporary file in the same directory, is fsynced, renamed over the inventory,
+//!   and the directory is fsynced: a `kill -9` at any instant leaves the old file or the new one;
+//! - records are removed by their stable identity ([`HostRecord::id`]), never by a field that may be
+//!   empty.
+//!
+//! The sidecar lock does not interoperate with the Python broker's `inventory.yaml.lock` file: do not run
+//! both tools against one broker directory at the same moment. Keep the broker directory on a local file
+//! system; `flock` is unreliable over some NFS setups.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_yaml::Value;
+
+use crate::error::{Error, Result};
+use crate::host::{HostRecord, HostState, RecordId, fields};
+
+/// Storage of inventory records.
+///
+/// Every method is one atomic step with respect to other processes using the same store.
+pub trait InventoryStore: Send + Sync + fmt::Debug {
+    /// All records, in order.
+    ///
+    /// # Errors
+    /// Read or parse failures (a file that does not parse is never overwritten).
+    fn list(&self) -> Result<Vec<HostRecord>>;
+
+    /// Inserts records, replacing any record with the same identity in place.
+    ///
+    /// # Errors
+    /// Lock, read, parse or write failures; on error nothing is changed.
+    fn put(&self, records: &[HostRecord]) -> Result<()>;
+
+    /// Removes the records with these identities; returns the identities that were present.
+    ///
+    /// # Errors
+    /// Lock, read, parse or write failures; on error nothing is changed.
+    fn remove(&self, ids: &[RecordId]) -> Result<Vec<RecordId>>;
+
+    /// Replaces a provider's (or one of its instances') records with what the provider reports, keeping
+    /// records still being checked out or in, and merging old fields into the new records of the same
+    /// host (hostname or name).
+    ///
+    /// # Errors
+    /// Lock, read, parse or write failures; on error nothing is changed.
+    fn sync_provider(
+        &self,
+        provider: &str,
+        instance: Option<&str>,
+        reported: Vec<HostRecord>,
+    ) -> Result<SyncReport>;
+
+    /// Where the records live, for messages (`/home/me/.broker/inventory.yaml`).
+    fn location(&self) -> String;
+}
+
+/// What a sync changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SyncReport {
+    /// Hosts the provider reported that the inventory did not know.
+    pub added: usize,
+    /// Hosts already known, updated with the provider's fields.
+    pub updated: usize,
+    /// Hosts the inventory knew that the provider no longer has.
+    pub removed: usize,
+}
+
+/// The `inventory.yaml` store.
+#[derive(Debug, Clone)]
+pub struct YamlFileStore {
+    path: PathBuf,
+    lock_path: PathBuf,
+    lock_timeout: Duration,
+}
+
+impl YamlFileStore {
+    /// A store for the inventory at `path`, waiting up to `lock_timeout` for other writers.
+    pub fn new(path: impl Into<PathBuf>, lock_timeout: Duration) -> Self {
+        let path = path.into();
+        let mut lock_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        lock_name.push(".flock");
+        let lock_path = path.with_file_name(lock_name);
+        YamlFileStore {
+            path,
+            lock_path,
+            lock_timeout,
+        }
+    }
+
+    /// The inventory file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read(&self) -> Result<Vec<HostRecord>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("reading inventory", &self.path, e)),
+        };
+        parse_inventory(&self.path, &text)
+    }
+
+    /// Runs `change` on the records under the writer lock and writes the result atomically.
+    fn modify<T>(&self, change: impl FnOnce(&mut Vec<HostRecord>) -> Result<T>) -> Result<T> {
+        let _lock = self.lock()?;
+        let mut records = self.read()?;
+        let out = change(&mut records)?;
+        self.write(&records)?;
+        Ok(out)
+    }
+
+    fn lock(&self) -> Result<LockGuard> {
+        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating broker directory", dir, e))?;
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.lock_path)
+            .map_err(|e| Error::io("opening inventory lock", &self.lock_path, e))?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if started.elapsed() >= self.lock_timeout {
+                        let holder = std::fs::read_to_string(&self.lock_path)
+                            .ok()
+                            .map(|s| s.trim().to_owned())
+                            .filter(|s| !s.is_empty())
+                            .unwrap_or_else(|| "unknown holder".into());
+                        return Err(Error::InventoryLocked {
+                            path: self.lock_path.clone(),
+                            holder,
+                            waited: started.elapsed(),
+                        });
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::io("locking inventory", &self.lock_path, e));
+                }
+            }
+        }
+        // For diagnostics only: who holds the lock. The lock itself is the flock, not this text.
+        let owner = crate::host::Owner::current();
+        let mut f = &file;
+        let _ = f.set_len(0);
+        let _ = writeln!(f, "pid {} on {} (user {})", owner.pid, owner.machine, owner.user);
+        Ok(LockGuard { file })
+    }
+
+    fn write(&self, records: &[HostRecord]) -> Result<()> {
+        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let failed = |e| Error::io("writing inventory", &self.path, e);
+        let tmp = tempfile::Builder::new()
+            .prefix(".inventory.")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(failed)?;
+        {
+            let mut out = BufWriter::new(tmp.as_file());
+            serde_yaml::to_writer(&mut out, records).map_err(|e| failed(std::io::Error::other(e)))?;
+            out.flush().map_err(failed)?;
+        }
+        tmp.as_file().sync_all().map_err(failed)?;
+        tmp.persist(&self.path).map_err(|e| failed(e.error))?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+struct LockGuard {
+    file: File,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
+/// Parses inventory text (a YAML list of mappings; empty text is an empty inventory).
+///
+/// # Errors
+/// [`Error::Parse`] naming file, line and column.
+pub fn parse_inventory(path: &Path, text: &str) -> Result<Vec<HostRecord>> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let parsed: Option<Vec<HostRecord>> =
+        serde_yaml::from_str(text).map_err(|e| Error::parse(path, &e, false))?;
+    Ok(parsed.unwrap_or_default())
+}
+
+impl InventoryStore for YamlFileStore {
+    fn list(&self) -> Result<Vec<HostRecord>> {
+        self.read()
+    }
+
+    fn put(&self, new: &[HostRecord]) -> Result<()> {
+        self.modify(|records| {
+            for record in new {
+                let id = record.id();
+                let existing = if record.has_broker_id() {
+                    records
+                        .iter()
+                        .position(|r| r.get(fields::ID).and_then(Value::as_str) == Some(id.as_str()))
+                } else {
+                    records.iter().position(|r| r.id() == id)
+                };
+                match existing {
+                    Some(i) => records[i] = record.clone(),
+                    None => records.push(record.clone()),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn remove(&self, ids: &[RecordId]) -> Result<Vec<RecordId>> {
+        self.modify(|records| {
+            let mut wanted: HashSet<&RecordId> = ids.iter().collect();
+            let mut removed = Vec::new();
+            let any_legacy = ids.iter().any(|id| id.as_str().starts_with("legacy-"));
+            records.retain(|r| {
+                if wanted.is_empty() {
+                    return true;
+                }
+                let id = match r.get(fields::ID).and_then(Value::as_str) {
+                    Some(id) if !id.is_empty() => RecordId::from(id),
+                    _ if any_legacy => r.id(),
+                    _ => return true,
+                };
+                if wanted.remove(&id) {
+                    removed.push(id);
+                    false
+                } else {
+                    true
+                }
+            });
+            Ok(removed)
+        })
+    }
+
+    fn sync_provider(
+        &self,
+        provider: &str,
+        instance: Option<&str>,
+        reported: Vec<HostRecord>,
+    ) -> Result<SyncReport> {
+        self.modify(|records| Ok(merge_sync(records, provider, instance, reported)))
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// The sync merge, shared by every store.
+pub fn merge_sync(
+    records: &mut Vec<HostRecord>,
+    provider: &str,
+    instance: Option<&str>,
+    reported: Vec<HostRecord>,
+) -> SyncReport {
+    let belongs = |r: &HostRecord| {
+        r.provider() == Some(provider)
+            && match (instance, r.instance()) {
+                (Some(wanted), Some(have)) => wanted == have,
+                _ => true,
+            }
+    };
+    let same_host = |a: &HostRecord, b: &HostRecord| {
+        (a.hostname().is_some() && a.hostname() == b.hostname()) || (a.name().is_some() && a.name() == b.name())
+    };
+    let mut report = SyncReport::default();
+    let mut old: Vec<HostRecord> = Vec::new();
+    records.retain(|r| {
+        if belongs(r) && r.state() == HostState::Ready {
+            old.push(r.clone());
+            false
+        } else {
+            true
+        }
+    });
+    let mut matched = vec![false; old.len()];
+    for mut new in reported {
+        // A host already being checked out or in by someone keeps its record as it is.
+        if records.iter().any(|r| belongs(r) && same_host(r, &new)) {
+            continue;
+        }
+        if let Some(i) = old.iter().position(|o| same_host(o, &new)) {
+            matched[i] = true;
+            let mut merged = old[i].clone();
+            merged.merge(std::mem::take(new.fields_mut()));
+            records.push(merged);
+            report.updated += 1;
+        } else {
+            if new.provider().is_none() {
+                new.set(fields::PROVIDER, provider);
+            }
+            if let (Some(i), None) = (instance, new.instance()) {
+                new.set(fields::PROVIDER_INSTANCE, i);
+            }
+            records.push(new);
+            report.added += 1;
+        }
+    }
+    report.removed = matched.iter().filter(|m| !**m).count();
+    report
+}
+
+/// One column of `broker inventory`: `a | b` (first that has a value), `a b` (joined with a space),
+/// `$action` (the checkout action's value), dotted paths; `*_time` fields shown as dates or durations.
+#[derive(Debug, Clone)]
+pub struct FieldSpec {
+    alternatives: Vec<Vec<String>>,
+}
+
+impl FieldSpec {
+    /// Parses a field spec.
+    pub fn parse(spec: &str) -> Self {
+        FieldSpec {
+            alternatives: spec
+                .split('|')
+                .map(|alt| alt.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .filter(|parts| !parts.is_empty())
+                .collect(),
+        }
+    }
+
+    /// The text of this column for a record; `Unknown` when no alternative has a value.
+    pub fn render(&self, record: &HostRecord, action_keys: &[&str]) -> String {
+        for alternative in &self.alternatives {
+            let parts: Vec<String> = alternative
+                .iter()
+                .filter_map(|part| render_part(record, part, action_keys))
+                .collect();
+            if !parts.is_empty() {
+                return parts.join(" ");
+            }
+        }
+        "Unknown".into()
+    }
+}
+
+fn render_part(record: &HostRecord, part: &str, action_keys: &[&str]) -> Option<String> {
+    if part == "$action" {
+        let args = record.args();
+        return action_keys
+            .iter()
+            .find_map(|key| args.get(*key).and_then(value_text));
+    }
+    let text = value_text(record.lookup(part)?)?;
+    if text.is_empty() || text == "Unknown" {
+        return None;
+    }
+    if part.ends_with("_time") {
+        return Some(crate::time::format_time_value(&text));
+    }
+    Some(text)
+}
+
+fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null => None,
+        other => serde_yaml::to_string(other).ok().map(|s| s.trim().replace('\n', " ")),
+    }
+}
+
+/// The broker-only columns shown after the configured ones: state, age and lease expiry.
+pub fn broker_columns(record: &HostRecord, now: i64) -> [String; 3] {
+    let age = record
+        .checkout_time()
+        .map(|t| crate::time::format_duration_human((now - t).max(0) as u64))
+        .unwrap_or_else(|| "-".into());
+    let lease = record
+        .expire_time()
+        .map(crate::time::format_epoch)
+        .unwrap_or_else(|| "-".into());
+    [record.state().to_string(), age, lease]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UPSTREAM: &str = r#"- _broker_args:
+    deploy_rhel_version: '8.6'
+    deploy_scenario: baserhel
+    host_type: host
+    workflow: deploy-rhel
+  _broker_provider: AnsibleTower
+  _broker_provider_instance: rhv
+  hostname: dhcp-111.test.example.com
+  name: mahuser-rhel-8.6-6e74d20e
+  tower_inventory: rhv-rhvm02
+  type: host
+- _broker_provider: TestProvider
+  hostname: test.host.example.com
+  name: null
+  reported_devices:
+    nics: [eth0]
+  exposed_ports: {'22': '44263'}
+- _broker_provider: TestProvider
+  hostname: other.host.example.com
+  name: null
+"#;
+
+    fn store() -> (tempfile::TempDir, YamlFileStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = YamlFileStore::new(dir.path().join("inventory.yaml"), Duration::from_secs(5));
+        (dir, store)
+    }
+
+    #[test]
+    fn upstream_inventory_round_trips_without_loss() {
+        let (_dir, store) = store();
+        std::fs::write(store.path(), UPSTREAM).unwrap();
+        let before = store.list().unwrap();
+        assert_eq!(before.len(), 3);
+        store.put(&[]).unwrap();
+        let after = store.list().unwrap();
+        assert_eq!(before, after);
+        let as_values: Value = serde_yaml::from_str(&std::fs::read_to_string(store.path()).unwrap()).unwrap();
+        let original: Value = serde_yaml::from_str(UPSTREAM).unwrap();
+        assert_eq!(as_values, original);
+    }
+
+    #[test]
+    fn removing_one_unnamed_host_leaves_the_others() {
+        let (_dir, store) = store();
+        std::fs::write(store.path(), UPSTREAM).unwrap();
+        let records = store.list().unwrap();
+        let removed = store.remove(&[records[1].id()]).unwrap();
+        assert_eq!(removed, vec![records[1].id()]);
+        let left = store.list().unwrap();
+        assert_eq!(left.len(), 2);
+        assert_eq!(left[1].hostname(), Some("other.host.example.com"));
+    }
+
+    #[test]
+    fn put_replaces_by_identity() {
+        let (_dir, store) = store();
+        let mut rec = HostRecord::pending("TestProvider", None, Default::default());
+        store.put(std::slice::from_ref(&rec)).unwrap();
+        rec.set_state(HostState::Ready);
+        rec.set("hostname", "h1");
+        store.put(std::slice::from_ref(&rec)).unwrap();
+        let all = store.list().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].state(), HostState::Ready);
+        assert_eq!(all[0].hostname(), Some("h1"));
+    }
+
+    #[test]
+    fn malformed_inventory_is_reported_and_never_overwritten() {
+        let (_dir, store) = store();
+        let bad = "- hostname: a\n  name: [unclosed\n";
+        std::fs::write(store.path(), bad).unwrap();
+        let err = store.list().unwrap_err();
+        assert!(matches!(err, Error::Parse { line: 2.., .. }), "{err}");
+        assert!(store.put(&[HostRecord::pending("P", None, Default::default())]).is_err());
+        assert_eq!(std::fs::read_to_string(store.path()).unwrap(), bad);
+    }
+
+    #[test]
+    fn lock_wait_is_bounded_and_names_the_holder() {
+        let (_dir, store) = store();
+        let store = YamlFileStore::new(store.path(), Duration::from_millis(100));
+        let held = store.lock().unwrap();
+        // A second handle on the same file conflicts with the first one's flock, as another process would.
+        let err = store.put(&[]).unwrap_err();
+        assert!(matches!(err, Error::InventoryLocked { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+        drop(held);
+        store.put(&[]).unwrap();
+    }
+
+    #[test]
+    fn sync_replaces_only_the_instance_and_keeps_pending_records() {
+        let mut records: Vec<HostRecord> = serde_yaml::from_str(
+            r#"
+- {_broker_provider: P, _broker_provider_instance: a, hostname: keep-me-updated, _broker_id: x1, extra: old}
+- {_broker_provider: P, _broker_provider_instance: a, hostname: gone}
+- {_broker_provider: P, _broker_provider_instance: b, hostname: other-instance}
+- {_broker_provider: P, _broker_provider_instance: a, _broker_state: pending, _broker_id: p1}
+- {_broker_provider: Q, hostname: other-provider}
+"#,
+        )
+        .unwrap();
+        let reported: Vec<HostRecord> =
+            serde_yaml::from_str("[{hostname: keep-me-updated, extra: new}, {hostname: brand-new}]").unwrap();
+        let report = merge_sync(&mut records, "P", Some("a"), reported);
+        assert_eq!(report, SyncReport { added: 1, updated: 1, removed: 1 });
+        let names: Vec<String> = records.iter().map(|r| r.display_name()).collect();
+        assert_eq!(names, vec!["other-instance", "p1", "other-provider", "keep-me-updated", "brand-new"]);
+        let updated = records.iter().find(|r| r.hostname() == Some("keep-me-updated")).unwrap();
+        assert_eq!(updated.get("extra").and_then(Value::as_str), Some("new"));
+        assert_eq!(updated.id().as_str(), "x1");
+        let added = records.iter().find(|r| r.hostname() == Some("brand-new")).unwrap();
+        assert_eq!(added.instance(), Some("a"));
+    }
+
+    #[test]
+    fn field_specs_follow_upstream_rules() {
+        let rec: HostRecord = serde_yaml::from_str(
+            "{name: n1, _broker_args: {workflow: deploy-rhel}, os_distribution: RHEL, \
+             os_distribution_version: '9.4', shutdown_time: '1765804090', remove_time: 432000}",
+        )
+        .unwrap();
+        let keys = ["workflow", "container_host"];
+        assert_eq!(FieldSpec::parse("hostname | name").render(&rec, &keys), "n1");
+        assert_eq!(FieldSpec::parse("os_distribution os_distribution_version").render(&rec, &keys), "RHEL 9.4");
+        assert_eq!(FieldSpec::parse("$action").render(&rec, &keys), "deploy-rhel");
+        assert_eq!(FieldSpec::parse("missing").render(&rec, &keys), "Unknown");
+        assert_eq!(FieldSpec::parse("shutdown_time").render(&rec, &keys), "Dec 15, 2025 13:08 UTC");
+        assert_eq!(FieldSpec::parse("remove_time").render(&rec, &keys), "5d");
+        assert_eq!(FieldSpec::parse("_broker_args.workflow").render(&rec, &keys), "deploy-rhel");
+    }
+}

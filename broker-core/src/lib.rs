@@ -1,0 +1,60 @@
+//! The core of broker: check hosts out of provisioning systems, use them, give them back.
+//!
+//! broker-core holds the host model, the [`Provider`] and [`Session`] traits, settings, the inventory,
+//! the filter language, the [`Broker`] facade and [`HostGuard`]s. It knows no HTTP, SSH or container
+//! crate: providers live in `broker-providers`, one feature each, and register into a
+//! [`ProviderRegistry`].
+//!
+//! # A test suite's view
+//! ```no_run
+//! use broker_core::{Broker, CheckoutRequest, Settings};
+//!
+//! # async fn demo(registry: broker_core::ProviderRegistry) -> broker_core::Result<()> {
+//! let broker = Broker::new(Settings::load()?, registry)?;
+//! let hosts = broker.checkout(CheckoutRequest::new().nick("rhel9").count(2)).await?;
+//! for host in &hosts {
+//!     let out = host.execute("cat /etc/os-release").await?;
+//!     assert!(out.stdout.contains("Red Hat"));
+//! }
+//! // Dropping the guards checks the hosts in, even when the test panics.
+//! # Ok(()) }
+//! ```
+//!
+//! # Guarantees
+//! - **No host is lost**: a `pending` record is written before a provider is asked for a host, so a
+//!   crash mid-checkout leaves a record that [`Broker::recover`] (`broker recover`) cleans up.
+//! - **Many processes share one inventory** safely: `flock` across read-modify-write, atomic replace.
+//! - **Secrets stay secret**: settings hand them out as [`secrecy::SecretString`] and mask them in
+//!   `Debug` and displays.
+//! - **Drop never panics or hangs**: see [`guard`](crate::HostGuard) for how check-in on drop works
+//!   under every kind of runtime.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod args;
+#[cfg(feature = "blocking")]
+pub mod blocking;
+mod broker;
+pub mod error;
+pub mod filter;
+mod guard;
+pub mod host;
+pub mod inventory;
+pub mod provider;
+pub mod session;
+pub mod settings;
+pub mod time;
+
+pub use broker::{Broker, CheckoutRequest, HostOutcome, RecoverScope, select_records};
+pub use error::{Error, Result};
+pub use guard::{HostGuard, KEEP_ON_FAILURE_ENV};
+pub use host::{FromHost, Host, HostRecord, HostState, Owner, RecordId};
+pub use inventory::{InventoryStore, SyncReport, YamlFileStore};
+pub use provider::{CheckoutContext, HelpOption, Provider, ProviderKind, ProviderRegistry};
+pub use session::{ExecOutput, Session};
+pub use settings::{ProviderConfig, Settings};
+
+/// The YAML value type used for arguments and host fields.
+pub use serde_yaml::{Mapping, Value};
+/// Secret strings, as handed out by [`ProviderConfig::secret`].
+pub use secrecy;

@@ -1,0 +1,321 @@
+//! The contract every provisioning system implements, and the registry that finds one by name.
+//!
+//! A provider is chosen at run time: by the *action key* among the checkout arguments
+//! (`workflow` → AnsibleTower, `container_host` → Container, `test_action` → TestProvider), or by the
+//! `_broker_provider` field of an inventory record. [`ProviderKind`] describes one provider statically;
+//! [`ProviderRegistry`] maps names and action keys to kinds; a kind builds a [`Provider`] for one
+//! configured instance. Implementations live in `broker-providers`, one feature each.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_yaml::{Mapping, Value};
+
+use crate::error::{Error, Result};
+use crate::host::{HostRecord, RecordId};
+use crate::session::Session;
+use crate::settings::ProviderConfig;
+
+/// One provisioning system, configured for one instance.
+///
+/// Every method but [`Provider::checkout`] and [`Provider::checkin`] has a default that reports
+/// [`Error::NotImplemented`]. Implementations must make `checkin` idempotent: a host that is already
+/// gone is checked in.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + fmt::Debug {
+    /// The provider's name as the inventory records it (`AnsibleTower`, `Container`…).
+    fn name(&self) -> &str;
+
+    /// The configured instance this provider talks to, if the settings name instances.
+    fn instance(&self) -> Option<&str>;
+
+    /// Makes one host.
+    ///
+    /// The returned fields are merged over the intent record broker wrote before calling: at least
+    /// `hostname` or `name`. The provider should tag what it creates with [`CheckoutContext::record_id`]
+    /// (a label, a name suffix) so that [`Provider::checkin`] of a record still `pending` after a crash
+    /// can find and remove it.
+    ///
+    /// # Errors
+    /// Any failure; the provider should leave nothing behind, or leave it findable by the record id.
+    async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping>;
+
+    /// Gives a host back. Must succeed when the host no longer exists, and must handle records still
+    /// `pending` (found by [`HostRecord::id`]).
+    ///
+    /// # Errors
+    /// Any failure other than "already gone".
+    async fn checkin(&self, host: &HostRecord) -> Result<()>;
+
+    /// Extends the host's lease at the provider.
+    ///
+    /// # Errors
+    /// [`Error::NotImplemented`] unless the provider supports it.
+    async fn extend(&self, host: &HostRecord, args: &Mapping) -> Result<()> {
+        let _ = (host, args);
+        Err(self.not_implemented("extend"))
+    }
+
+    /// Runs a non-checkout action (e.g. a job template, a one-shot container) and returns its result.
+    ///
+    /// # Errors
+    /// [`Error::NotImplemented`] unless the provider supports it.
+    async fn execute(&self, args: &Mapping) -> Result<Value> {
+        let _ = args;
+        Err(self.not_implemented("execute"))
+    }
+
+    /// Answers a discovery query (`broker providers NAME --workflows`); `query` holds the flags given.
+    ///
+    /// # Errors
+    /// [`Error::NotImplemented`] unless the provider supports it.
+    async fn help(&self, query: &Mapping) -> Result<Value> {
+        let _ = query;
+        Err(self.not_implemented("discovery"))
+    }
+
+    /// Lists the hosts the provider holds for this user (`broker inventory --sync`). `filter` is the
+    /// text after `Provider:` (a user name, a name prefix…).
+    ///
+    /// # Errors
+    /// [`Error::NotImplemented`] unless the provider supports it.
+    async fn inventory(&self, filter: Option<&str>) -> Result<Vec<HostRecord>> {
+        let _ = filter;
+        Err(self.not_implemented("inventory sync"))
+    }
+
+    /// Opens a session to a host this provider made.
+    ///
+    /// # Errors
+    /// [`Error::NotImplemented`] unless the provider supports sessions.
+    async fn connect(&self, host: &HostRecord) -> Result<Box<dyn Session>> {
+        let _ = host;
+        Err(self.not_implemented("sessions"))
+    }
+
+    /// A [`Error::NotImplemented`] naming this provider.
+    fn not_implemented(&self, operation: &str) -> Error {
+        Error::NotImplemented {
+            provider: self.name().to_owned(),
+            operation: operation.to_owned(),
+        }
+    }
+}
+
+/// What broker tells a provider about one host it asks for.
+#[derive(Debug)]
+pub struct CheckoutContext<'a> {
+    record_id: &'a RecordId,
+    args: &'a Mapping,
+    index: usize,
+}
+
+impl<'a> CheckoutContext<'a> {
+    /// A context for the `index`-th host (0-based) of a request.
+    pub fn new(record_id: &'a RecordId, args: &'a Mapping, index: usize) -> Self {
+        CheckoutContext {
+            record_id,
+            args,
+            index,
+        }
+    }
+
+    /// The identity of the intent record: tag what you create with it.
+    pub fn record_id(&self) -> &RecordId {
+        self.record_id
+    }
+
+    /// The checkout arguments (nick, args file and command line merged; the instance selector removed).
+    pub fn args(&self) -> &Mapping {
+        self.args
+    }
+
+    /// A string argument.
+    pub fn arg(&self, key: &str) -> Option<&str> {
+        self.args.get(key).and_then(Value::as_str)
+    }
+
+    /// Which host of the request this is (0-based).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+/// A flag of `broker providers NAME`.
+#[derive(Debug, Clone, Copy)]
+pub struct HelpOption {
+    /// The flag's name with underscores (`container_hosts`); the CLI shows it with dashes.
+    pub name: &'static str,
+    /// Whether it takes a value (`--workflow NAME`) or is a switch (`--workflows`).
+    pub takes_value: bool,
+    /// One line of help.
+    pub help: &'static str,
+}
+
+/// Builds a provider for one configured instance.
+pub type BuildProvider = fn(ProviderConfig) -> Result<Arc<dyn Provider>>;
+
+/// The static description of a provider: its name, action keys, discovery flags and constructor.
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderKind {
+    name: &'static str,
+    about: &'static str,
+    checkout_actions: &'static [&'static str],
+    execute_actions: &'static [&'static str],
+    help_options: &'static [HelpOption],
+    build: BuildProvider,
+}
+
+impl ProviderKind {
+    /// A provider kind with no actions yet.
+    pub const fn new(name: &'static str, about: &'static str, build: BuildProvider) -> Self {
+        ProviderKind {
+            name,
+            about,
+            checkout_actions: &[],
+            execute_actions: &[],
+            help_options: &[],
+            build,
+        }
+    }
+
+    /// The argument keys that select this provider for a checkout.
+    pub const fn checkout_actions(mut self, keys: &'static [&'static str]) -> Self {
+        self.checkout_actions = keys;
+        self
+    }
+
+    /// The argument keys that select this provider for `execute`.
+    pub const fn execute_actions(mut self, keys: &'static [&'static str]) -> Self {
+        self.execute_actions = keys;
+        self
+    }
+
+    /// The flags of `broker providers NAME`.
+    pub const fn help_options(mut self, options: &'static [HelpOption]) -> Self {
+        self.help_options = options;
+        self
+    }
+
+    /// The provider's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// One line saying what the provider is.
+    pub fn about(&self) -> &'static str {
+        self.about
+    }
+
+    /// Checkout action keys.
+    pub fn checkout_action_keys(&self) -> &'static [&'static str] {
+        self.checkout_actions
+    }
+
+    /// Execute action keys.
+    pub fn execute_action_keys(&self) -> &'static [&'static str] {
+        self.execute_actions
+    }
+
+    /// Discovery flags.
+    pub fn help_option_list(&self) -> &'static [HelpOption] {
+        self.help_options
+    }
+
+    /// Builds the provider for a resolved configuration.
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] when the configuration lacks what the provider needs.
+    pub fn build(&self, config: ProviderConfig) -> Result<Arc<dyn Provider>> {
+        (self.build)(config)
+    }
+}
+
+/// The providers compiled in, by name.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderRegistry {
+    kinds: Vec<ProviderKind>,
+}
+
+impl ProviderRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a provider kind (replacing one of the same name).
+    #[must_use]
+    pub fn with(mut self, kind: ProviderKind) -> Self {
+        self.register(kind);
+        self
+    }
+
+    /// Adds a provider kind (replacing one of the same name).
+    pub fn register(&mut self, kind: ProviderKind) {
+        self.kinds.retain(|k| k.name != kind.name);
+        self.kinds.push(kind);
+    }
+
+    /// All kinds, in registration order.
+    pub fn kinds(&self) -> &[ProviderKind] {
+        &self.kinds
+    }
+
+    /// The kind named `name` (exact, else case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&ProviderKind> {
+        self.kinds
+            .iter()
+            .find(|k| k.name == name)
+            .or_else(|| self.kinds.iter().find(|k| k.name.eq_ignore_ascii_case(name)))
+    }
+
+    /// The kind named `name`, or an error listing the known ones.
+    ///
+    /// # Errors
+    /// [`Error::User`] when no provider has that name.
+    pub fn require(&self, name: &str) -> Result<&ProviderKind> {
+        self.get(name).ok_or_else(|| {
+            Error::user(format!(
+                "unknown provider `{name}`; this broker knows: {}",
+                self.names().join(", ")
+            ))
+        })
+    }
+
+    /// The names of all kinds.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.kinds.iter().map(|k| k.name).collect()
+    }
+
+    /// The kind and action key selected by checkout arguments.
+    pub fn for_checkout(&self, args: &Mapping) -> Option<(&ProviderKind, &'static str)> {
+        self.find_action(args, |k| k.checkout_actions)
+    }
+
+    /// The kind and action key selected by `execute` arguments.
+    pub fn for_execute(&self, args: &Mapping) -> Option<(&ProviderKind, &'static str)> {
+        self.find_action(args, |k| k.execute_actions)
+            .or_else(|| self.for_checkout(args))
+    }
+
+    fn find_action(
+        &self,
+        args: &Mapping,
+        keys: impl Fn(&ProviderKind) -> &'static [&'static str],
+    ) -> Option<(&ProviderKind, &'static str)> {
+        self.kinds.iter().find_map(|kind| {
+            keys(kind)
+                .iter()
+                .find(|key| args.contains_key(**key))
+                .map(|key| (kind, *key))
+        })
+    }
+
+    /// Every action key of every provider, e.g. for the `$action` inventory column.
+    pub fn all_action_keys(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds
+            .iter()
+            .flat_map(|k| k.checkout_actions.iter().chain(k.execute_actions))
+            .copied()
+    }
+}

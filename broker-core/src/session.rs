@@ -1,0 +1,98 @@
+//! How test code reaches into a host: run commands, move files.
+//!
+//! Providers hand out sessions ([`crate::Provider::connect`]): container exec for containers, SSH for
+//! machines. This module only defines the contract; it knows no transport.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// What a command printed and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct ExecOutput {
+    /// Standard output, decoded as UTF-8 (invalid sequences replaced).
+    pub stdout: String,
+    /// Standard error, decoded as UTF-8 (invalid sequences replaced).
+    pub stderr: String,
+    /// The exit status. A session that cannot learn it reports an error instead of guessing 0.
+    pub status: i32,
+}
+
+impl ExecOutput {
+    /// Whether the command exited with status 0.
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+}
+
+impl fmt::Display for ExecOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "stdout:\n{}\nstderr:\n{}\nstatus: {}",
+            self.stdout, self.stderr, self.status
+        )
+    }
+}
+
+/// A connection to a host that runs commands and moves files.
+///
+/// Implementations must be safe to share between tasks: one session serves many concurrent commands.
+#[async_trait::async_trait]
+pub trait Session: Send + Sync + fmt::Debug {
+    /// Runs `command` and waits for it to end, or cancels it after `timeout` and returns
+    /// [`Error::Timeout`].
+    ///
+    /// # Errors
+    /// Transport failures and timeouts. A non-zero exit status is reported in [`ExecOutput::status`].
+    async fn execute(&self, command: &str, timeout: Option<Duration>) -> Result<ExecOutput>;
+
+    /// Reads a whole file from the host.
+    ///
+    /// # Errors
+    /// Transport failures, or a missing or unreadable file.
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>>;
+
+    /// Writes a whole file on the host, creating its parent directory.
+    ///
+    /// # Errors
+    /// Transport failures, or a file that cannot be written.
+    async fn write_file(&self, path: &str, contents: &[u8]) -> Result<()>;
+
+    /// Copies a local file to the host. The default reads it whole; transports that can stream override
+    /// this.
+    ///
+    /// # Errors
+    /// A local read failure or any error of [`Session::write_file`].
+    async fn upload(&self, local: &Path, remote: &str) -> Result<()> {
+        let contents = tokio_read(local).await?;
+        self.write_file(remote, &contents).await
+    }
+
+    /// Copies a file from the host to a local path, creating the local parent directory. The default
+    /// buffers it whole; transports that can stream override this.
+    ///
+    /// # Errors
+    /// Any error of [`Session::read_file`] or a local write failure.
+    async fn download(&self, remote: &str, local: &Path) -> Result<()> {
+        let contents = self.read_file(remote).await?;
+        if let Some(parent) = local.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("creating directory", parent, e))?;
+        }
+        std::fs::write(local, contents).map_err(|e| Error::io("writing file", local, e))
+    }
+
+    /// Closes the session. Dropping it closes it too; this reports errors.
+    ///
+    /// # Errors
+    /// Transport failures while closing.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+async fn tokio_read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io("reading file", path, e))
+}

@@ -1,0 +1,806 @@
+//! `broker_settings.yaml`, environment overrides, nicks and provider instances.
+//!
+//! # Where settings come from
+//! 1. The broker directory: `$BROKER_DIRECTORY`, else `~/.broker`.
+//! 2. `broker_settings.yaml` in it, in the Python broker's format, read unchanged. With no file, built-in
+//!    defaults apply and nothing touches the network.
+//! 3. Environment overrides `BROKER_<KEY>__<SUB>=value`: keys are matched case-insensitively against the
+//!    file's keys, values are parsed as YAML scalars (`22` is a number, `true` a boolean, `[a, b]` a list).
+//!
+//! # Provider instances
+//! A provider section may hold `instances: {name: {...}}`. The instance used is the one named
+//! explicitly (`--AnsibleTower prod`, `_broker_provider_instance`), else the one marked `default: true`,
+//! else the only one. Its keys are merged over the section's top-level keys. Environment overrides of the
+//! section's top-level keys win over the instance unless the instance sets `override_envars: true`, as
+//! in the Python broker.
+//!
+//! # Secrets
+//! Keys whose name contains `password`, `pword`, `token`, `secret` or `passphrase` are secrets: they
+//! are handed out as [`secrecy::SecretString`], and shown masked by [`Settings::masked`] and `Debug`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde_yaml::{Mapping, Value};
+
+use crate::error::{Error, Result};
+
+/// The name of the settings file in the broker directory.
+pub const SETTINGS_FILE: &str = "broker_settings.yaml";
+/// The name of the inventory file in the broker directory.
+pub const INVENTORY_FILE: &str = "inventory.yaml";
+/// The shipped example settings, written by `broker config init`.
+pub const EXAMPLE_SETTINGS: &str = include_str!("broker_settings.yaml.example");
+
+/// Environment variables with the `BROKER_` prefix that are not setting overrides.
+const RESERVED_ENV: &[&str] = &[
+    "DIRECTORY",
+    "NON_INTERACTIVE",
+    "NO_GLOBAL_CONFIG",
+    "KEEP_ON_FAILURE",
+];
+
+const SECRET_MARKERS: &[&str] = &["password", "pword", "token", "secret", "passphrase"];
+
+/// Whether a settings key holds a secret.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_MARKERS.iter().any(|m| key.contains(m))
+}
+
+/// The broker directory: `$BROKER_DIRECTORY`, else `~/.broker`.
+pub fn default_directory() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BROKER_DIRECTORY").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".broker")
+}
+
+/// One `BROKER_A__B=value` override.
+#[derive(Clone)]
+struct EnvOverride {
+    path: Vec<String>,
+    value: Value,
+}
+
+/// All settings, loaded once per command.
+#[derive(Clone)]
+pub struct Settings {
+    directory: PathBuf,
+    file: Option<PathBuf>,
+    raw: Mapping,
+    env: Vec<EnvOverride>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("directory", &self.directory)
+            .field("file", &self.file)
+            .field("values", &self.masked())
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Loads settings from the default broker directory and the process environment.
+    ///
+    /// # Errors
+    /// [`Error::Parse`] (naming file, line and column) when the settings file is not valid YAML, and
+    /// [`Error::Configuration`] when it is not a mapping.
+    pub fn load() -> Result<Self> {
+        Self::load_from(default_directory(), std::env::vars())
+    }
+
+    /// Loads settings from `directory` with the given environment (for tests and embedding).
+    ///
+    /// # Errors
+    /// As [`Settings::load`].
+    pub fn load_from(
+        directory: impl Into<PathBuf>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
+        let directory = directory.into();
+        let path = directory.join(SETTINGS_FILE);
+        let (file, raw) = match std::fs::read_to_string(&path) {
+            Ok(text) => (Some(path.clone()), parse_settings_text(&path, &text)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, Mapping::new()),
+            Err(e) => return Err(Error::io("reading settings", path, e)),
+        };
+        let mut settings = Settings {
+            directory,
+            file,
+            raw,
+            env: Vec::new(),
+        };
+        settings.apply_env(env);
+        Ok(settings)
+    }
+
+    /// Settings from YAML text, with no environment (for tests and embedding).
+    ///
+    /// # Errors
+    /// As [`Settings::load`].
+    pub fn from_yaml(directory: impl Into<PathBuf>, yaml: &str) -> Result<Self> {
+        let directory = directory.into();
+        let raw = parse_settings_text(&directory.join(SETTINGS_FILE), yaml)?;
+        Ok(Settings {
+            directory,
+            file: None,
+            raw,
+            env: Vec::new(),
+        })
+    }
+
+    fn apply_env(&mut self, env: impl IntoIterator<Item = (String, String)>) {
+        let mut overrides: Vec<EnvOverride> = env
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let rest = key.strip_prefix("BROKER_")?;
+                if rest.is_empty() || RESERVED_ENV.iter().any(|r| r.eq_ignore_ascii_case(rest)) {
+                    return None;
+                }
+                let path: Vec<String> = rest.split("__").map(str::to_owned).collect();
+                if path.iter().any(String::is_empty) {
+                    return None;
+                }
+                Some(EnvOverride {
+                    path,
+                    value: parse_env_value(&value),
+                })
+            })
+            .collect();
+        // Deterministic order: shorter paths first, so `BROKER_SSH={...}` is refined by `BROKER_SSH__X`.
+        overrides.sort_by(|a, b| a.path.len().cmp(&b.path.len()).then(a.path.cmp(&b.path)));
+        for o in &overrides {
+            set_path_ci(&mut self.raw, &o.path, o.value.clone());
+        }
+        self.env = overrides;
+    }
+
+    /// The broker directory.
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+
+    /// The settings file that was read, if one existed.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// Where the settings file is (whether or not it exists).
+    pub fn settings_path(&self) -> PathBuf {
+        self.directory.join(SETTINGS_FILE)
+    }
+
+    /// Where the inventory is.
+    pub fn inventory_path(&self) -> PathBuf {
+        self.directory.join(INVENTORY_FILE)
+    }
+
+    /// Where the log file is (`logging.log_path`, relative to the broker directory; a directory gets
+    /// `broker.log` appended).
+    pub fn log_path(&self) -> PathBuf {
+        let configured = self
+            .get("logging.log_path")
+            .and_then(Value::as_str)
+            .unwrap_or("logs/broker.log");
+        let path = self.directory.join(configured);
+        if path.extension().is_none() {
+            path.join("broker.log")
+        } else {
+            path
+        }
+    }
+
+    /// All values (file and environment merged), secrets included: handle with care.
+    pub fn raw(&self) -> &Mapping {
+        &self.raw
+    }
+
+    /// A value by dotted path, keys matched case-insensitively (`ssh.host_username`).
+    pub fn get(&self, path: &str) -> Option<&Value> {
+        let mut current = &self.raw;
+        let mut parts = path.split('.').peekable();
+        while let Some(part) = parts.next() {
+            let value = get_ci(current, part)?;
+            if parts.peek().is_none() {
+                return Some(value);
+            }
+            current = value.as_mapping()?;
+        }
+        None
+    }
+
+    fn get_u64(&self, path: &str) -> Option<u64> {
+        match self.get(path)? {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    fn get_duration(&self, path: &str, default: Duration) -> Result<Duration> {
+        match self.get(path) {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Duration::from_secs)
+                .ok_or_else(|| Error::configuration(format!("`{path}` must be a positive number of seconds"))),
+            Some(Value::String(s)) => crate::time::parse_duration(s)
+                .map_err(|_| Error::configuration(format!("`{path}`: `{s}` is not a duration"))),
+            Some(_) => Err(Error::configuration(format!("`{path}` must be a duration"))),
+        }
+    }
+
+    /// `thread_limit`: the most provider calls broker makes at once (`None` = as many as hosts).
+    pub fn thread_limit(&self) -> Option<usize> {
+        self.get_u64("thread_limit").map(|n| n.max(1) as usize)
+    }
+
+    /// How long a guard's check-in on drop may take (`checkin_timeout`, default 300 s).
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] when the value is not a duration.
+    pub fn checkin_timeout(&self) -> Result<Duration> {
+        self.get_duration("checkin_timeout", Duration::from_secs(300))
+    }
+
+    /// How long to wait for the inventory lock (`inventory_lock_timeout`, default 60 s).
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] when the value is not a duration.
+    pub fn inventory_lock_timeout(&self) -> Result<Duration> {
+        self.get_duration("inventory_lock_timeout", Duration::from_secs(60))
+    }
+
+    /// `inventory_fields`: table columns as `(title, field spec)`; the upstream default when unset.
+    pub fn inventory_fields(&self) -> Vec<(String, String)> {
+        match self.get("inventory_fields").and_then(Value::as_mapping) {
+            Some(map) if !map.is_empty() => map
+                .iter()
+                .filter_map(|(k, v)| Some((scalar_text(k)?, scalar_text(v)?)))
+                .collect(),
+            _ => vec![
+                ("Host".into(), "hostname | name".into()),
+                ("Provider".into(), "_broker_provider".into()),
+                ("Action".into(), "$action".into()),
+                ("OS".into(), "os_distribution os_distribution_version".into()),
+            ],
+        }
+    }
+
+    /// `inventory_list_vars`: the field spec of `broker inventory --list` (default `hostname | name`).
+    pub fn inventory_list_vars(&self) -> String {
+        self.get("inventory_list_vars")
+            .and_then(scalar_text)
+            .unwrap_or_else(|| "hostname | name".into())
+    }
+
+    /// `logging.console_level` (default `info`).
+    pub fn console_level(&self) -> String {
+        self.get("logging.console_level")
+            .and_then(scalar_text)
+            .unwrap_or_else(|| "info".into())
+    }
+
+    /// `logging.file_level` (default `debug`).
+    pub fn file_level(&self) -> String {
+        self.get("logging.file_level")
+            .and_then(scalar_text)
+            .unwrap_or_else(|| "debug".into())
+    }
+
+    /// Top-level `provider_labels`, applied to every checkout of providers that support labels.
+    pub fn provider_labels(&self) -> Mapping {
+        self.get("provider_labels")
+            .and_then(Value::as_mapping)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The names of all nicks.
+    pub fn nicks(&self) -> Vec<String> {
+        self.get("nicks")
+            .and_then(Value::as_mapping)
+            .map(|m| m.keys().filter_map(scalar_text).collect())
+            .unwrap_or_default()
+    }
+
+    /// The arguments of nick `name`.
+    ///
+    /// # Errors
+    /// [`Error::User`] naming the known nicks when there is none of that name.
+    pub fn nick(&self, name: &str) -> Result<Mapping> {
+        let nicks = self.get("nicks").and_then(Value::as_mapping);
+        match nicks.and_then(|n| n.get(name)) {
+            Some(Value::Mapping(m)) => Ok(m.clone()),
+            Some(_) => Err(Error::configuration(format!(
+                "nick `{name}` must be a mapping of arguments"
+            ))),
+            None => {
+                let known = self.nicks();
+                Err(Error::user(if known.is_empty() {
+                    format!("unknown nick `{name}`: no nicks are defined in {}", self.settings_path().display())
+                } else {
+                    format!(
+                        "unknown nick `{name}`; known nicks: {} (see `broker config nicks`)",
+                        known.join(", ")
+                    )
+                }))
+            }
+        }
+    }
+
+    /// Whether the settings have a section for `provider`.
+    pub fn has_provider_section(&self, provider: &str) -> bool {
+        get_ci(&self.raw, provider).is_some()
+    }
+
+    /// The instance names configured for `provider`.
+    pub fn provider_instances(&self, provider: &str) -> Vec<String> {
+        get_ci(&self.raw, provider)
+            .and_then(Value::as_mapping)
+            .map(instances_of)
+            .map(|i| i.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The configuration of one provider instance, resolved as the module docs describe.
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] when the named instance does not exist, or several exist and none is
+    /// the default.
+    pub fn provider_config(&self, provider: &str, instance: Option<&str>) -> Result<ProviderConfig> {
+        let section = get_ci(&self.raw, provider)
+            .and_then(Value::as_mapping)
+            .cloned()
+            .unwrap_or_default();
+        let instances = instances_of(&section);
+        let chosen: Option<(String, Mapping)> = match instance {
+            Some(name) => Some(
+                instances
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::configuration(format!(
+                            "{provider} has no instance `{name}`; configured: {}",
+                            if instances.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                instances.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                            }
+                        ))
+                    })?,
+            ),
+            None => match instances.as_slice() {
+                [] => None,
+                [only] => Some(only.clone()),
+                many => Some(
+                    many.iter()
+                        .find(|(_, m)| m.get("default").and_then(Value::as_bool) == Some(true))
+                        .cloned()
+                        .ok_or_else(|| {
+                            Error::configuration(format!(
+                                "{provider} has several instances ({}) and none is `default: true`; \
+                                 choose one with `--{provider} NAME`",
+                                many.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                            ))
+                        })?,
+                ),
+            },
+        };
+        let mut values = section.clone();
+        values.shift_remove("instances");
+        let mut override_envars = false;
+        if let Some((_, inst)) = &chosen {
+            override_envars = inst.get("override_envars").and_then(Value::as_bool) == Some(true);
+            deep_merge(&mut values, inst.clone());
+        }
+        if !override_envars {
+            // Environment overrides of the section's own keys win over the instance's.
+            for o in self.env.iter().filter(|o| {
+                o.path.len() >= 2
+                    && o.path[0].eq_ignore_ascii_case(provider)
+                    && !o.path[1].eq_ignore_ascii_case("instances")
+            }) {
+                set_path_ci(&mut values, &o.path[1..], o.value.clone());
+            }
+        }
+        Ok(ProviderConfig {
+            provider: provider.to_owned(),
+            instance: chosen.map(|(n, _)| n),
+            values,
+            directory: self.directory.clone(),
+            global_labels: self.provider_labels(),
+        })
+    }
+
+    /// The settings with every secret replaced by `********`, for display.
+    pub fn masked(&self) -> Value {
+        mask(&Value::Mapping(self.raw.clone()))
+    }
+}
+
+fn parse_settings_text(path: &Path, text: &str) -> Result<Mapping> {
+    if text.trim().is_empty() {
+        return Ok(Mapping::new());
+    }
+    let value: Value = serde_yaml::from_str(text).map_err(|e| Error::parse(path, &e, true))?;
+    match value {
+        Value::Mapping(m) => Ok(m),
+        Value::Null => Ok(Mapping::new()),
+        _ => Err(Error::configuration(format!(
+            "{} must hold a mapping of settings at the top level",
+            path.display()
+        ))),
+    }
+}
+
+/// A value from the environment: a YAML scalar (or flow collection) when it parses as one, else text.
+fn parse_env_value(text: &str) -> Value {
+    if text.is_empty() {
+        return Value::String(String::new());
+    }
+    match serde_yaml::from_str::<Value>(text) {
+        Ok(Value::Null) if !matches!(text.trim(), "null" | "~" | "None") => Value::String(text.to_owned()),
+        Ok(Value::String(_)) | Err(_) => Value::String(text.to_owned()),
+        Ok(v) => v,
+    }
+}
+
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A mapping value by key, exact match first, then case-insensitive.
+pub(crate) fn get_ci<'a>(map: &'a Mapping, key: &str) -> Option<&'a Value> {
+    map.get(key).or_else(|| {
+        map.iter()
+            .find(|(k, _)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(key)))
+            .map(|(_, v)| v)
+    })
+}
+
+fn key_ci(map: &Mapping, key: &str) -> Value {
+    map.keys()
+        .find(|k| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(key)))
+        .cloned()
+        .unwrap_or_else(|| Value::String(key.to_ascii_lowercase()))
+}
+
+fn set_path_ci(map: &mut Mapping, path: &[String], value: Value) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let key = key_ci(map, first);
+    if rest.is_empty() {
+        match (map.get_mut(&key), value) {
+            (Some(Value::Mapping(existing)), Value::Mapping(new)) => deep_merge(existing, new),
+            (_, value) => {
+                map.insert(key, value);
+            }
+        }
+        return;
+    }
+    let entry = map.entry(key).or_insert_with(|| Value::Mapping(Mapping::new()));
+    if !entry.is_mapping() {
+        *entry = Value::Mapping(Mapping::new());
+    }
+    if let Value::Mapping(child) = entry {
+        set_path_ci(child, rest, value);
+    }
+}
+
+/// Merges `over` into `base`: nested mappings merge, everything else replaces.
+pub(crate) fn deep_merge(base: &mut Mapping, over: Mapping) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Mapping(b)), Value::Mapping(o)) => deep_merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// `instances` as (name, settings) pairs; accepts the old list-of-mappings form too.
+fn instances_of(section: &Mapping) -> Vec<(String, Mapping)> {
+    match get_ci(section, "instances") {
+        Some(Value::Mapping(map)) => map
+            .iter()
+            .filter_map(|(k, v)| Some((scalar_text(k)?, v.as_mapping().cloned().unwrap_or_default())))
+            .collect(),
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .filter_map(Value::as_mapping)
+            .flat_map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((scalar_text(k)?, v.as_mapping().cloned().unwrap_or_default())))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn mask(value: &Value) -> Value {
+    match value {
+        Value::Mapping(map) => Value::Mapping(
+            map.iter()
+                .map(|(k, v)| {
+                    let secret = k.as_str().is_some_and(is_secret_key)
+                        && !matches!(v, Value::Null | Value::Mapping(_) | Value::Sequence(_))
+                        && v.as_str() != Some("");
+                    let v = if secret {
+                        Value::String("********".into())
+                    } else {
+                        mask(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Sequence(items) => Value::Sequence(items.iter().map(mask).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The resolved settings of one provider instance.
+#[derive(Clone)]
+pub struct ProviderConfig {
+    provider: String,
+    instance: Option<String>,
+    values: Mapping,
+    directory: PathBuf,
+    global_labels: Mapping,
+}
+
+impl fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("provider", &self.provider)
+            .field("instance", &self.instance)
+            .field("values", &mask(&Value::Mapping(self.values.clone())))
+            .finish()
+    }
+}
+
+impl ProviderConfig {
+    /// A configuration built by hand (for tests and embedding).
+    pub fn new(provider: &str, instance: Option<&str>, values: Mapping, directory: impl Into<PathBuf>) -> Self {
+        ProviderConfig {
+            provider: provider.to_owned(),
+            instance: instance.map(str::to_owned),
+            values,
+            directory: directory.into(),
+            global_labels: Mapping::new(),
+        }
+    }
+
+    /// The provider's name.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// The chosen instance.
+    pub fn instance(&self) -> Option<&str> {
+        self.instance.as_deref()
+    }
+
+    /// The broker directory (providers keep local state under it).
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+
+    /// A value, key matched case-insensitively.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        get_ci(&self.values, key)
+    }
+
+    /// A string value (numbers and booleans as text).
+    pub fn get_str(&self, key: &str) -> Option<String> {
+        self.get(key).and_then(scalar_text)
+    }
+
+    /// A non-negative integer (also from text).
+    pub fn get_u64(&self, key: &str) -> Option<u64> {
+        match self.get(key)? {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// A boolean (also from `yes`/`no`/`1`/`0` text).
+    pub fn get_bool(&self, key: &str) -> Option<bool> {
+        match self.get(key)? {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) => match s.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" | "on" => Some(true),
+                "false" | "no" | "0" | "off" => Some(false),
+                _ => None,
+            },
+            Value::Number(n) => n.as_u64().map(|n| n != 0),
+            _ => None,
+        }
+    }
+
+    /// A secret value, never exposed in logs or `Debug`.
+    pub fn secret(&self, key: &str) -> Option<SecretString> {
+        self.get_str(key).map(SecretString::from)
+    }
+
+    /// Labels for this provider: top-level `provider_labels` with the section's own over them.
+    pub fn provider_labels(&self) -> Mapping {
+        let mut labels = self.global_labels.clone();
+        if let Some(Value::Mapping(own)) = self.get("provider_labels") {
+            deep_merge(&mut labels, own.clone());
+        }
+        labels
+    }
+
+    /// A value that must be present.
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] naming the setting when it is missing.
+    pub fn require_str(&self, key: &str) -> Result<String> {
+        self.get_str(key).ok_or_else(|| {
+            Error::configuration(format!(
+                "{}{} needs `{key}`; set it in broker_settings.yaml or BROKER_{}__{}",
+                self.provider,
+                self.instance.as_deref().map(|i| format!(" instance `{i}`")).unwrap_or_default(),
+                self.provider.to_ascii_uppercase(),
+                key.to_ascii_uppercase()
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    const SETTINGS: &str = r#"
+_version: 0.7.0
+ssh:
+    host_username: root
+    host_password: "hunter2"
+TestProvider:
+    instances:
+        test1:
+            foo: "bar"
+            default: True
+        test2:
+            foo: "baz"
+            override_envars: True
+    config_value: "something"
+    token: abc
+nicks:
+    test_nick:
+        test_action: "fake"
+        arg1: "abc"
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SETTINGS_FILE), SETTINGS).unwrap();
+        Settings::load_from(dir.path(), env(pairs)).unwrap()
+    }
+
+    #[test]
+    fn default_instance_is_chosen_and_merged_over_top_level() {
+        let s = settings(&[]);
+        let c = s.provider_config("TestProvider", None).unwrap();
+        assert_eq!(c.instance(), Some("test1"));
+        assert_eq!(c.get_str("foo").as_deref(), Some("bar"));
+        assert_eq!(c.get_str("config_value").as_deref(), Some("something"));
+    }
+
+    #[test]
+    fn explicit_instance_wins_and_unknown_instance_is_a_configuration_error() {
+        let s = settings(&[]);
+        let c = s.provider_config("TestProvider", Some("test2")).unwrap();
+        assert_eq!(c.get_str("foo").as_deref(), Some("baz"));
+        let err = s.provider_config("TestProvider", Some("nope")).unwrap_err();
+        assert_eq!(err.exit_code(), 8);
+        assert!(err.to_string().contains("test1, test2"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_are_case_insensitive_and_typed() {
+        let s = settings(&[
+            ("BROKER_SSH__HOST_SSH_PORT", "2222"),
+            ("BROKER_THREAD_LIMIT", "4"),
+            ("BROKER_DIRECTORY", "/ignored"),
+            ("BROKER_LOGGING__CONSOLE_LEVEL", "debug"),
+        ]);
+        assert_eq!(s.get("ssh.host_ssh_port").and_then(Value::as_u64), Some(2222));
+        assert_eq!(s.thread_limit(), Some(4));
+        assert_eq!(s.console_level(), "debug");
+        assert!(s.get("directory").is_none());
+    }
+
+    #[test]
+    fn env_beats_instance_unless_override_envars() {
+        let s = settings(&[("BROKER_TESTPROVIDER__foo", "env")]);
+        let c1 = s.provider_config("TestProvider", Some("test1")).unwrap();
+        assert_eq!(c1.get_str("foo").as_deref(), Some("env"));
+        let c2 = s.provider_config("TestProvider", Some("test2")).unwrap();
+        assert_eq!(c2.get_str("foo").as_deref(), Some("baz"));
+    }
+
+    #[test]
+    fn nested_instance_env_override_applies() {
+        let s = settings(&[("BROKER_TESTPROVIDER__INSTANCES__TEST2__foo", "deep")]);
+        let c = s.provider_config("TestProvider", Some("test2")).unwrap();
+        assert_eq!(c.get_str("foo").as_deref(), Some("deep"));
+    }
+
+    #[test]
+    fn secrets_are_masked_everywhere_they_are_shown() {
+        let s = settings(&[]);
+        let shown = serde_yaml::to_string(&s.masked()).unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("host_password: '********'"), "{shown}");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let c = s.provider_config("TestProvider", None).unwrap();
+        assert!(!format!("{c:?}").contains("abc"));
+        assert_eq!(c.secret("token").unwrap().expose_secret(), "abc");
+    }
+
+    #[test]
+    fn missing_file_gives_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Settings::load_from(dir.path(), env(&[])).unwrap();
+        assert!(s.file().is_none());
+        assert_eq!(s.inventory_list_vars(), "hostname | name");
+        assert_eq!(s.inventory_fields().len(), 4);
+        assert_eq!(s.checkin_timeout().unwrap(), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn malformed_file_names_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SETTINGS_FILE), "ssh:\n  a: 1\n b: [\n").unwrap();
+        let err = Settings::load_from(dir.path(), env(&[])).unwrap_err();
+        match &err {
+            Error::Parse { line, column, .. } => assert!(*line >= 2 && *column > 0, "{err}"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(err.exit_code(), 8);
+        assert!(err.to_string().contains("broker_settings.yaml"), "{err}");
+    }
+
+    #[test]
+    fn unknown_nick_lists_known_ones() {
+        let s = settings(&[]);
+        assert_eq!(s.nick("test_nick").unwrap().len(), 2);
+        let err = s.nick("rhel9").unwrap_err();
+        assert!(err.to_string().contains("test_nick"), "{err}");
+        assert_eq!(err.exit_code(), 13);
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let s = Settings::from_yaml("/tmp", EXAMPLE_SETTINGS).unwrap();
+        assert_eq!(s.nicks(), vec!["rhel9".to_owned(), "local".to_owned()]);
+        assert_eq!(s.provider_instances("Container"), vec!["docker", "remote"]);
+    }
+}

@@ -1,0 +1,165 @@
+//! Timestamps and durations as the inventory stores and shows them.
+//!
+//! Times are stored as integer seconds since the Unix epoch (what the Python broker's `*_time` fields
+//! hold); durations are written `90`, `90s`, `30m`, `2h`, `1d` or combined (`1h30m`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+
+/// Seconds since the Unix epoch, now.
+pub fn now_epoch() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Parses a duration such as `30`, `45s`, `30m`, `2h`, `1d` or `1h30m` (a bare number is seconds).
+///
+/// # Errors
+/// [`Error::Usage`] naming the text when it is not a duration.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let bad = || {
+        Error::usage(format!(
+            "`{text}` is not a duration; write seconds (`90`) or units like `45s`, `30m`, `2h`, `1d`"
+        ))
+    };
+    if text.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            ' ' if number.is_empty() => continue,
+            _ => return Err(bad()),
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        total = total.checked_add(n.checked_mul(unit).ok_or_else(bad)?).ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// Formats a `*_time` value the way `broker inventory` shows it.
+///
+/// An epoch between 2001 and 2100 becomes a UTC date (`Nov 22, 2026 03:10 UTC`); any other number is a
+/// duration (`5d 2h`, `2h 3m 4s`); anything else is shown as it is.
+pub fn format_time_value(value: &str) -> String {
+    let Ok(number) = value.trim().parse::<f64>() else {
+        return value.to_owned();
+    };
+    let secs = number as i64;
+    const Y2001: i64 = 978_307_200;
+    const Y2100: i64 = 4_102_444_800;
+    if (Y2001..Y2100).contains(&secs) {
+        format_epoch(secs)
+    } else {
+        format_duration_human(secs.max(0) as u64)
+    }
+}
+
+/// `Nov 22, 2026 03:10 UTC`.
+pub fn format_epoch(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {:02}, {} {:02}:{:02} UTC",
+        MONTHS[(month - 1) as usize],
+        day,
+        year,
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+/// `5d 2h`, `2h 3m 4s`; seconds are shown only when there are no days.
+pub fn format_duration_human(secs: u64) -> String {
+    let (d, h, m, s) = (
+        secs / 86_400,
+        (secs % 86_400) / 3600,
+        (secs % 3600) / 60,
+        secs % 60,
+    );
+    let mut parts = Vec::new();
+    if d > 0 {
+        parts.push(format!("{d}d"));
+    }
+    if h > 0 {
+        parts.push(format!("{h}h"));
+    }
+    if m > 0 {
+        parts.push(format!("{m}m"));
+    }
+    if d == 0 && (s > 0 || parts.is_empty()) {
+        parts.push(format!("{s}s"));
+    }
+    parts.join(" ")
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_all_forms() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("45s").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("10m5").is_err());
+    }
+
+    #[test]
+    fn time_values_are_humanised_like_upstream() {
+        assert_eq!(format_time_value("1765804090"), "Dec 15, 2025 13:08 UTC");
+        assert_eq!(format_time_value("432000"), "5d");
+        assert_eq!(format_time_value("7384"), "2h 3m 4s");
+        assert_eq!(format_time_value("0"), "0s");
+        assert_eq!(format_time_value("tomorrow"), "tomorrow");
+    }
+
+    #[test]
+    fn epoch_formatting_handles_leap_years() {
+        assert_eq!(format_epoch(951_782_400), "Feb 29, 2000 00:00 UTC");
+        assert_eq!(format_epoch(0), "Jan 01, 1970 00:00 UTC");
+    }
+}
