@@ -137,6 +137,7 @@ pub(crate) struct BrokerInner {
     pub(crate) store: Arc<dyn InventoryStore>,
     providers: Mutex<HashMap<(String, Option<String>), Arc<dyn Provider>>>,
     pub(crate) checkin_timeout: Duration,
+    pub(crate) keep_on_failure: Option<Duration>,
     thread_limit: Option<usize>,
     origin: Mutex<Option<String>>,
 }
@@ -196,6 +197,7 @@ impl Broker {
         Ok(Broker {
             inner: Arc::new(BrokerInner {
                 checkin_timeout: settings.checkin_timeout()?,
+                keep_on_failure: settings.keep_on_failure()?,
                 thread_limit: settings.thread_limit(),
                 settings,
                 registry,

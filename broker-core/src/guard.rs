@@ -11,8 +11,9 @@
 //! record stays in the inventory, marked `releasing` with the error, for `broker checkin` or
 //! `broker recover` to finish.
 //!
-//! With `BROKER_KEEP_ON_FAILURE=<duration>` (e.g. `30m`), guards dropped while their thread panics keep
-//! their hosts for that long instead, recording the lease, so a failed test can be debugged.
+//! With the setting `keep_on_failure: <duration>` (or `BROKER_KEEP_ON_FAILURE=30m` in the environment),
+//! guards dropped while their thread panics keep their hosts for that long instead, recording the lease
+//! (`_broker_expire_time`), so a failed test can be debugged.
 
 use std::fmt;
 use std::future::Future;
@@ -26,7 +27,8 @@ use crate::error::Result;
 use crate::host::{FromHost, Host, HostRecord, fields};
 use crate::provider::Provider;
 
-/// The environment variable that keeps the hosts of panicking tests for a while.
+/// The environment variable that keeps the hosts of panicking tests for a while (the `keep_on_failure`
+/// setting).
 pub const KEEP_ON_FAILURE_ENV: &str = "BROKER_KEEP_ON_FAILURE";
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -114,7 +116,7 @@ impl<H: FromHost> Drop for HostGuard<H> {
         };
         let name = ticket.record.display_name();
         if std::thread::panicking()
-            && let Some(keep_for) = keep_on_failure()
+            && let Some(keep_for) = ticket.inner.keep_on_failure
         {
             keep_after_failure(ticket, keep_for);
             return;
@@ -143,18 +145,6 @@ impl<H: FromHost> Drop for HostGuard<H> {
                 );
                 let _ = note_error(&*store, &id, &format!("check-in on drop timed out after {timeout:?}"));
             }
-        }
-    }
-}
-
-fn keep_on_failure() -> Option<Duration> {
-    let text = std::env::var(KEEP_ON_FAILURE_ENV).ok()?;
-    match crate::time::parse_duration(&text) {
-        Ok(d) if !d.is_zero() => Some(d),
-        Ok(_) => None,
-        Err(e) => {
-            tracing::warn!("ignoring {KEEP_ON_FAILURE_ENV}: {e}");
-            None
         }
     }
 }

@@ -39,7 +39,6 @@ const RESERVED_ENV: &[&str] = &[
     "DIRECTORY",
     "NON_INTERACTIVE",
     "NO_GLOBAL_CONFIG",
-    "KEEP_ON_FAILURE",
 ];
 
 const SECRET_MARKERS: &[&str] = &["password", "pword", "token", "secret", "passphrase"];
@@ -250,6 +249,16 @@ impl Settings {
     /// [`Error::Configuration`] when the value is not a duration.
     pub fn checkin_timeout(&self) -> Result<Duration> {
         self.get_duration("checkin_timeout", Duration::from_secs(300))
+    }
+
+    /// `keep_on_failure` (env `BROKER_KEEP_ON_FAILURE`): how long guards dropped by a panicking test
+    /// keep their hosts instead of checking them in; `None` (the default) checks them in.
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] when the value is not a duration.
+    pub fn keep_on_failure(&self) -> Result<Option<Duration>> {
+        let d = self.get_duration("keep_on_failure", Duration::ZERO)?;
+        Ok((!d.is_zero()).then_some(d))
     }
 
     /// How long to wait for the inventory lock (`inventory_lock_timeout`, default 60 s).

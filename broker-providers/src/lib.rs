@@ -1,1 +1,29 @@
-//! tmp
+//! Provider implementations for broker, one module and one cargo feature each.
+//!
+//! | feature | provider | action keys |
+//! |---|---|---|
+//! | `test-provider` (default) | [`TestProvider`](test_provider) | `test_action` |
+//!
+//! [`registry`] returns every provider compiled in; hand it to [`broker_core::Broker::new`].
+//!
+//! ```
+//! let registry = broker_providers::registry();
+//! # #[cfg(feature = "test-provider")]
+//! assert!(registry.get("TestProvider").is_some());
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use broker_core::ProviderRegistry;
+
+#[cfg(feature = "test-provider")]
+pub mod test_provider;
+
+/// Every provider this build has, by name.
+pub fn registry() -> ProviderRegistry {
+    #[allow(unused_mut)]
+    let mut registry = ProviderRegistry::new();
+    #[cfg(feature = "test-provider")]
+    registry.register(test_provider::KIND);
+    registry
+}

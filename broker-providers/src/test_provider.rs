@@ -1,0 +1,682 @@
+//! `TestProvider`: hosts that are directories on this machine, with fault injection.
+//!
+//! It exists so that broker can be tried out and tested end to end with no infrastructure. Its
+//! "remote system" is a state directory (`state_dir`, default `<broker dir>/test_provider/<instance>`):
+//! every host is a folder `hosts/<name>/` holding `host.yaml` and a `root/` that its session treats as
+//! the host's file system. Sessions run commands locally with `sh -c` inside that root: this is a test
+//! double, not isolation.
+//!
+//! Action key: `test_action` (checkout and execute). Hosts are named `broker-test-<record id>` so a
+//! record left `pending` by a crash still finds its host.
+//!
+//! # Fault injection
+//! Arguments (or settings of the same name, which apply to every checkout):
+//! - `fail_checkout: "3"` — host #3 of the request fails (a comma list of 1-based positions, or `all`);
+//! - `fail_checkin: N` — the N-th check-in this process makes through this provider fails (`all`: every
+//!   one, recorded in the host's arguments so it also holds in later processes);
+//! - `delay: 2s` / `checkin_delay: 2s` — wait before answering;
+//! - `hang: checkout` (before the host exists), `hang: created` (after it exists), `hang: checkin` —
+//!   never answer (until cancelled, timed out or killed).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use broker_core::provider::HelpOption;
+use broker_core::{
+    CheckoutContext, Error, ExecOutput, HostRecord, Mapping, Provider, ProviderConfig, ProviderKind, Result,
+    Session, Value,
+};
+
+/// The provider's name, as the inventory records it.
+pub const NAME: &str = "TestProvider";
+
+/// The registration of TestProvider.
+pub const KIND: ProviderKind = ProviderKind::new(NAME, "local directory-backed hosts for trying broker out and tests", build)
+    .checkout_actions(&["test_action"])
+    .execute_actions(&["test_action"])
+    .help_options(&[
+        HelpOption {
+            name: "hosts",
+            takes_value: false,
+            help: "List the hosts this provider holds",
+        },
+        HelpOption {
+            name: "host",
+            takes_value: true,
+            help: "Show one host's details",
+        },
+    ]);
+
+fn build(config: ProviderConfig) -> Result<Arc<dyn Provider>> {
+    let state_dir = match config.get_str("state_dir") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_relative() { config.directory().join(dir) } else { dir }
+        }
+        None => config
+            .directory()
+            .join("test_provider")
+            .join(config.instance().unwrap_or("default")),
+    };
+    Ok(Arc::new(TestProvider {
+        state_dir,
+        checkins: AtomicU64::new(0),
+        config,
+    }))
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct TestProvider {
+    config: ProviderConfig,
+    state_dir: PathBuf,
+    checkins: AtomicU64,
+}
+
+impl TestProvider {
+    fn hosts_dir(&self) -> PathBuf {
+        self.state_dir.join("hosts")
+    }
+
+    fn host_dir(&self, name: &str) -> PathBuf {
+        self.hosts_dir().join(name)
+    }
+
+    fn error(&self, message: impl Into<String>) -> Error {
+        let e = Error::provider(NAME, message);
+        match self.config.instance() {
+            Some(i) => e.with_instance(i),
+            None => e,
+        }
+    }
+
+    /// An injected fault setting: the argument, else the provider setting.
+    fn fault(&self, args: &Mapping, key: &str) -> Option<String> {
+        args.get(key)
+            .and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                Value::Bool(b) => Some(b.to_string()),
+                _ => None,
+            })
+            .or_else(|| self.config.get_str(key))
+    }
+
+    async fn pause(&self, args: &Mapping, key: &str) -> Result<()> {
+        if let Some(text) = self.fault(args, key) {
+            tokio::time::sleep(broker_core::time::parse_duration(&text)?).await;
+        }
+        Ok(())
+    }
+
+    async fn hang_if(&self, args: &Mapping, stage: &str) {
+        if self.fault(args, "hang").as_deref() == Some(stage) {
+            tracing::warn!("TestProvider: hanging at `{stage}` as asked (fault injection)");
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The host name for a record: its `name`, else the one derived from its identity.
+    fn name_for(record: &HostRecord) -> String {
+        record
+            .name()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("broker-test-{}", record.id()))
+    }
+
+    fn read_host(&self, name: &str) -> Option<HostRecord> {
+        let text = std::fs::read_to_string(self.host_dir(name).join("host.yaml")).ok()?;
+        serde_yaml::from_str(&text).ok()
+    }
+}
+
+fn positions(spec: &str) -> Vec<usize> {
+    spec.split(',').filter_map(|p| p.trim().parse().ok()).collect()
+}
+
+#[async_trait::async_trait]
+impl Provider for TestProvider {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn instance(&self) -> Option<&str> {
+        self.config.instance()
+    }
+
+    async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+        let args = ctx.args();
+        let position = ctx.index() + 1;
+        self.pause(args, "delay").await?;
+        self.hang_if(args, "checkout").await;
+        if let Some(spec) = self.fault(args, "fail_checkout")
+            && (spec == "all" || positions(&spec).contains(&position))
+        {
+            return Err(self.error(format!(
+                "injected failure of checkout #{position} (fail_checkout: {spec})"
+            )));
+        }
+        let name = format!("broker-test-{}", ctx.record_id());
+        let dir = self.host_dir(&name);
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).map_err(|e| self.error(format!("creating {}: {e}", root.display())))?;
+        let mut fields = Mapping::new();
+        fields.insert("hostname".into(), format!("{name}.test.example.com").into());
+        fields.insert("name".into(), name.clone().into());
+        fields.insert("os_distribution".into(), "FakeOS".into());
+        fields.insert("os_distribution_version".into(), "1.0".into());
+        fields.insert("extra".into(), true.into());
+        let action = ctx.arg("test_action").unwrap_or("basic").to_owned();
+        fields.insert("test_action".into(), action.into());
+        let meta = serde_yaml::to_string(&fields).map_err(|e| self.error(e.to_string()))?;
+        std::fs::write(dir.join("host.yaml"), meta).map_err(|e| self.error(format!("writing host state: {e}")))?;
+        self.hang_if(args, "created").await;
+        Ok(fields)
+    }
+
+    async fn checkin(&self, host: &HostRecord) -> Result<()> {
+        let args = host.args();
+        let count = self.checkins.fetch_add(1, Ordering::SeqCst) + 1;
+        self.pause(&args, "checkin_delay").await?;
+        self.hang_if(&args, "checkin").await;
+        if let Some(spec) = self.fault(&args, "fail_checkin")
+            && (spec == "all" || positions(&spec).contains(&(count as usize)))
+        {
+            return Err(self.error(format!(
+                "injected failure of check-in #{count} (fail_checkin: {spec}); \
+                 remove the fault and run `broker checkin` again"
+            )));
+        }
+        let dir = self.host_dir(&Self::name_for(host));
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            // Already gone is checked in.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.error(format!("removing {}: {e}", dir.display()))),
+        }
+    }
+
+    async fn extend(&self, host: &HostRecord, args: &Mapping) -> Result<()> {
+        let name = Self::name_for(host);
+        let meta = self.host_dir(&name).join("host.yaml");
+        let Some(mut record) = self.read_host(&name) else {
+            return Err(self
+                .error(format!("host {name} no longer exists; check it in to drop the record"))
+                .with_host(&name));
+        };
+        let by = match args.get("extend_duration").and_then(Value::as_str) {
+            Some(text) => broker_core::time::parse_duration(text)?,
+            None => Duration::from_secs(3600),
+        };
+        record.set("expire_time", broker_core::time::now_epoch() + by.as_secs() as i64);
+        let text = serde_yaml::to_string(&record).map_err(|e| self.error(e.to_string()))?;
+        std::fs::write(&meta, text).map_err(|e| self.error(format!("writing {}: {e}", meta.display())))
+    }
+
+    async fn execute(&self, args: &Mapping) -> Result<Value> {
+        self.pause(args, "delay").await?;
+        if self.fault(args, "fail_checkout").as_deref() == Some("all") {
+            return Err(self.error("injected failure of execute (fail_checkout: all)"));
+        }
+        let mut out = Mapping::new();
+        out.insert("action".into(), args.get("test_action").cloned().unwrap_or(Value::Null));
+        out.insert("arguments".into(), Value::Mapping(args.clone()));
+        Ok(Value::Mapping(out))
+    }
+
+    async fn help(&self, query: &Mapping) -> Result<Value> {
+        if let Some(name) = query.get("host").and_then(Value::as_str) {
+            return self
+                .read_host(name)
+                .map(|r| r.to_value())
+                .ok_or_else(|| self.error(format!("no host named {name}")));
+        }
+        let hosts = self.inventory(None).await?;
+        Ok(Value::Sequence(
+            hosts.iter().filter_map(|h| h.name().map(Value::from)).collect(),
+        ))
+    }
+
+    async fn inventory(&self, filter: Option<&str>) -> Result<Vec<HostRecord>> {
+        let entries = match std::fs::read_dir(self.hosts_dir()) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.error(format!("listing {}: {e}", self.hosts_dir().display()))),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| filter.is_none_or(|f| n.starts_with(f)))
+            .collect();
+        names.sort();
+        Ok(names
+            .iter()
+            .map(|name| {
+                let mut record = self.read_host(name).unwrap_or_default();
+                record.set("name", name.as_str());
+                record.set(broker_core::host::fields::PROVIDER, NAME);
+                record
+            })
+            .collect())
+    }
+
+    async fn connect(&self, host: &HostRecord) -> Result<Box<dyn Session>> {
+        let name = Self::name_for(host);
+        let root = self.host_dir(&name).join("root");
+        if !root.is_dir() {
+            return Err(Error::Host {
+                host: host.display_name(),
+                message: "this host no longer exists at TestProvider; check it in to drop the record".into(),
+                source: None,
+            });
+        }
+        Ok(Box::new(LocalSession { host: host.display_name(), root }))
+    }
+}
+
+/// Runs commands with `sh -c` inside the host's root directory.
+#[derive(Debug)]
+struct LocalSession {
+    host: String,
+    root: PathBuf,
+}
+
+impl LocalSession {
+    fn path(&self, remote: &str) -> PathBuf {
+        let relative = Path::new(remote.trim_start_matches('/'));
+        self.root.join(relative)
+    }
+
+    fn host_error(&self, message: String) -> Error {
+        Error::Host {
+            host: self.host.clone(),
+            message,
+            source: None,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Session for LocalSession {
+    async fn execute(&self, command: &str, timeout: Option<Duration>) -> Result<ExecOutput> {
+        let child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .current_dir(&self.root)
+            .env("HOME", &self.root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| self.host_error(format!("starting `sh -c {command}`: {e}")))?;
+        let wait = child.wait_with_output();
+        let output = match timeout {
+            Some(limit) => tokio::time::timeout(limit, wait).await.map_err(|_| Error::Timeout {
+                operation: format!("`{command}` on {}", self.host),
+                after: limit,
+            })?,
+            None => wait.await,
+        }
+        .map_err(|e| self.host_error(format!("running `{command}`: {e}")))?;
+        let status = output
+            .status
+            .code()
+            .ok_or_else(|| self.host_error(format!("`{command}` was killed by a signal")))?;
+        Ok(ExecOutput {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            status,
+        })
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        tokio::fs::read(self.path(path))
+            .await
+            .map_err(|e| self.host_error(format!("reading {path}: {e}")))
+    }
+
+    async fn write_file(&self, path: &str, contents: &[u8]) -> Result<()> {
+        let target = self.path(path);
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| self.host_error(format!("creating the parent of {path}: {e}")))?;
+        }
+        tokio::fs::write(&target, contents)
+            .await
+            .map_err(|e| self.host_error(format!("writing {path}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use broker_core::{Broker, CheckoutRequest, HostState, ProviderRegistry, Settings};
+
+    fn broker(dir: &Path) -> Broker {
+        let settings = Settings::load_from(dir, Vec::new()).unwrap();
+        Broker::new(settings, ProviderRegistry::new().with(KIND)).unwrap()
+    }
+
+    fn hosts_on_provider(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join("test_provider/default/hosts"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn checkout_execute_files_checkin_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let host = broker
+            .checkout_one(CheckoutRequest::new().arg("test_action", "basic"))
+            .await
+            .unwrap();
+        assert_eq!(host.state(), HostState::Ready);
+        assert_eq!(broker.inventory().list().unwrap().len(), 1);
+        let out = host.execute("echo out; echo err >&2; exit 3").await.unwrap();
+        assert_eq!((out.stdout.as_str(), out.stderr.as_str(), out.status), ("out\n", "err\n", 3));
+        host.write_file("/etc/motd", b"hello").await.unwrap();
+        assert_eq!(host.read_file("/etc/motd").await.unwrap(), b"hello");
+        assert_eq!(host.execute("cat etc/motd").await.unwrap().stdout, "hello");
+        let err = host
+            .execute_with_timeout("sleep 5", Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        host.checkin().await.unwrap();
+        assert!(broker.inventory().list().unwrap().is_empty());
+        assert_eq!(hosts_on_provider(dir.path()), 0);
+    }
+
+    #[tokio::test]
+    async fn failed_third_of_five_rolls_back_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let err = broker
+            .checkout(
+                CheckoutRequest::new()
+                    .arg("test_action", "basic")
+                    .arg("fail_checkout", "3")
+                    .count(5),
+            )
+            .await
+            .unwrap_err();
+        match &err {
+            Error::CheckoutFailed {
+                failures,
+                rolled_back,
+                ..
+            } => {
+                assert_eq!(failures.len(), 1);
+                assert_eq!(failures[0].0, 2);
+                assert_eq!(rolled_back.len(), 4);
+            }
+            other => panic!("unexpected {other}"),
+        }
+        assert!(err.to_string().contains("#3"), "{err}");
+        assert!(broker.inventory().list().unwrap().is_empty());
+        assert_eq!(hosts_on_provider(dir.path()), 0);
+    }
+
+    #[tokio::test]
+    async fn keep_partial_keeps_the_hosts_that_were_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let err = broker
+            .checkout(
+                CheckoutRequest::new()
+                    .arg("test_action", "basic")
+                    .arg("fail_checkout", "2")
+                    .count(3)
+                    .keep_partial(true),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, Error::CheckoutFailed { kept, .. } if kept.len() == 2), "{err}");
+        assert_eq!(broker.inventory().list().unwrap().len(), 2);
+        assert_eq!(hosts_on_provider(dir.path()), 2);
+    }
+
+    #[tokio::test]
+    async fn checkin_of_vanished_host_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let host = broker
+            .checkout_one(CheckoutRequest::new().arg("test_action", "basic"))
+            .await
+            .unwrap();
+        std::fs::remove_dir_all(dir.path().join("test_provider/default/hosts").join(host.name().unwrap())).unwrap();
+        host.checkin().await.unwrap();
+        assert!(broker.inventory().list().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn failed_checkin_keeps_the_record_marked_releasing() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let host = broker
+            .checkout_one(CheckoutRequest::new().arg("test_action", "basic").arg("fail_checkin", "all"))
+            .await
+            .unwrap();
+        let err = host.checkin().await.unwrap_err();
+        assert_eq!(err.exit_code(), 7);
+        let records = broker.inventory().list().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].state(), HostState::Releasing);
+        assert!(records[0].get("_broker_last_error").is_some());
+    }
+
+    // ---- guards dropped in every kind of context ----
+
+    fn broker_with(dir: &Path, yaml: &str) -> Broker {
+        let settings = Settings::from_yaml(dir, yaml).unwrap();
+        Broker::new(settings, ProviderRegistry::new().with(KIND)).unwrap()
+    }
+
+    fn assert_all_checked_in(broker: &Broker, dir: &Path) {
+        assert!(broker.inventory().list().unwrap().is_empty());
+        assert_eq!(hosts_on_provider(dir), 0);
+    }
+
+    #[tokio::test]
+    async fn dropped_guard_checks_in_on_current_thread_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let hosts = broker
+            .checkout(CheckoutRequest::new().arg("test_action", "basic").count(2))
+            .await
+            .unwrap();
+        assert_eq!(hosts_on_provider(dir.path()), 2);
+        drop(hosts);
+        assert_all_checked_in(&broker, dir.path());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropped_guard_checks_in_on_multi_thread_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let host = broker
+            .checkout_one(CheckoutRequest::new().arg("test_action", "basic"))
+            .await
+            .unwrap();
+        drop(host);
+        assert_all_checked_in(&broker, dir.path());
+    }
+
+    #[test]
+    fn dropped_guard_checks_in_outside_any_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let host = runtime
+            .block_on(broker.checkout_one(CheckoutRequest::new().arg("test_action", "basic")))
+            .unwrap();
+        drop(runtime);
+        drop(host);
+        assert_all_checked_in(&broker, dir.path());
+    }
+
+    #[test]
+    fn dropped_guard_checks_in_while_a_test_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let for_thread = broker.clone();
+        let outcome = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let _host = for_thread
+                    .checkout_one(CheckoutRequest::new().arg("test_action", "basic"))
+                    .await
+                    .unwrap();
+                panic!("the test failed");
+            })
+        })
+        .join();
+        assert!(outcome.is_err());
+        assert_all_checked_in(&broker, dir.path());
+    }
+
+    #[test]
+    fn keep_on_failure_keeps_the_hosts_of_a_panicking_test_with_a_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_with(dir.path(), "keep_on_failure: 30m\n");
+        let for_thread = broker.clone();
+        let outcome = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let _host = for_thread
+                    .checkout_one(CheckoutRequest::new().arg("test_action", "basic"))
+                    .await
+                    .unwrap();
+                panic!("the test failed");
+            })
+        })
+        .join();
+        assert!(outcome.is_err());
+        let records = broker.inventory().list().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].state(), HostState::Ready);
+        let lease = records[0].expire_time().unwrap() - broker_core::time::now_epoch();
+        assert!((1700..=1800).contains(&lease), "lease {lease}");
+        assert_eq!(hosts_on_provider(dir.path()), 1);
+    }
+
+    #[tokio::test]
+    async fn hanging_checkin_on_drop_is_bounded_and_leaves_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_with(dir.path(), "checkin_timeout: 1\n");
+        let host = broker
+            .checkout_one(CheckoutRequest::new().arg("test_action", "basic").arg("hang", "checkin"))
+            .await
+            .unwrap();
+        drop(host);
+        let records = broker.inventory().list().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].state(), HostState::Releasing);
+        let note = records[0].get("_broker_last_error").and_then(Value::as_str).unwrap_or("");
+        assert!(note.contains("timed out"), "{note}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hanging_checkin_on_drop_is_bounded_on_multi_thread_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_with(dir.path(), "checkin_timeout: 1\n");
+        let host = broker
+            .checkout_one(CheckoutRequest::new().arg("test_action", "basic").arg("hang", "checkin"))
+            .await
+            .unwrap();
+        drop(host);
+        assert_eq!(broker.inventory().list().unwrap()[0].state(), HostState::Releasing);
+    }
+
+    #[tokio::test]
+    async fn recover_cleans_up_a_pending_record_and_its_half_made_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let attempt = tokio::time::timeout(
+            Duration::from_millis(500),
+            broker.checkout_one(CheckoutRequest::new().arg("test_action", "basic").arg("hang", "created")),
+        )
+        .await;
+        assert!(attempt.is_err(), "the checkout should hang");
+        let records = broker.inventory().list().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].state(), HostState::Pending);
+        assert_eq!(hosts_on_provider(dir.path()), 1);
+        // The owner (this process) is alive, so only the broader scope touches it.
+        assert!(broker.recover(broker_core::RecoverScope::Orphaned).await.unwrap().is_empty());
+        let outcomes = broker.recover(broker_core::RecoverScope::Unfinished).await.unwrap();
+        assert_eq!(outcomes.len(), 1);
+        assert!(outcomes[0].result.is_ok());
+        assert_all_checked_in(&broker, dir.path());
+    }
+
+    #[tokio::test]
+    async fn custom_host_types_wrap_checked_out_hosts() {
+        struct Satellite(broker_core::Host);
+        impl broker_core::FromHost for Satellite {
+            fn from_host(host: broker_core::Host) -> Result<Self> {
+                Ok(Satellite(host))
+            }
+            fn host(&self) -> &broker_core::Host {
+                &self.0
+            }
+        }
+        impl Satellite {
+            async fn version(&self) -> Result<String> {
+                Ok(self.0.execute("echo 6.16").await?.stdout.trim().to_owned())
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let sats = broker
+            .checkout_as::<Satellite>(CheckoutRequest::new().arg("test_action", "basic"))
+            .await
+            .unwrap();
+        assert_eq!(sats[0].version().await.unwrap(), "6.16");
+        drop(sats);
+        assert_all_checked_in(&broker, dir.path());
+    }
+
+    #[tokio::test]
+    async fn with_hosts_checks_in_after_the_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let seen = broker
+            .with_hosts(
+                CheckoutRequest::new().arg("test_action", "basic").count(3),
+                async |hosts: &[broker_core::Host]| hosts.len(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(seen, 3);
+        assert_all_checked_in(&broker, dir.path());
+    }
+
+    #[tokio::test]
+    async fn nick_and_instance_selection() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_with(
+            dir.path(),
+            "TestProvider:\n  instances:\n    a: {default: true}\n    b: {}\nnicks:\n  mine: {test_action: basic, tag: from-nick}\n",
+        );
+        let host = broker
+            .checkout_one(CheckoutRequest::new().nick("mine").arg("TestProvider", "b").arg("tag", "explicit"))
+            .await
+            .unwrap();
+        assert_eq!(host.instance(), Some("b"));
+        assert_eq!(host.args().get("tag").and_then(Value::as_str), Some("explicit"));
+        assert!(host.args().get("TestProvider").is_none());
+        assert!(host.args().get("_broker_origin").is_some());
+        host.checkin().await.unwrap();
+        let err = broker.checkout_one(CheckoutRequest::new().nick("nope")).await.unwrap_err();
+        assert_eq!(err.exit_code(), 13);
+        let err = broker.checkout_one(CheckoutRequest::new().arg("unknown", "x")).await.unwrap_err();
+        assert!(err.to_string().contains("test_action"), "{err}");
+    }
+}
