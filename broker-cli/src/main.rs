@@ -1,1 +1,11 @@
-fn main(){}
+//! The `broker` command line. It parses, calls broker-core and prints; the logic lives in the library.
+#![forbid(unsafe_code)]
+
+mod app;
+mod cli;
+mod logging;
+mod output;
+
+fn main() -> std::process::ExitCode {
+    app::main()
+}

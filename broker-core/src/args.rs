@@ -62,8 +62,16 @@ fn resolve_file_value(value: String) -> Result<Value> {
 /// [`Error::Io`] when it cannot be read, [`Error::Parse`] naming line and column when it does not parse.
 pub fn load_data_file(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+    parse_data_text(path, &text)
+}
+
+/// Parses JSON or YAML text read from `path`.
+///
+/// # Errors
+/// [`Error::Parse`] naming line and column.
+pub fn parse_data_text(path: &Path, text: &str) -> Result<Value> {
     // YAML is a superset of JSON, so one parser serves both.
-    serde_yaml::from_str(&text).map_err(|e| Error::parse(path, &e, false))
+    serde_yaml::from_str(text).map_err(|e| Error::parse(path, &e, false))
 }
 
 /// Loads an `--args-file`: a mapping, or a list of mappings merged in order.

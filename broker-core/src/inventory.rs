@@ -332,6 +332,21 @@ pub fn merge_sync(
     report
 }
 
+/// The action keys of the Python broker's providers, so `$action` shows for records of providers this
+/// build lacks.
+const KNOWN_ACTION_KEYS: &[&str] = &[
+    "workflow",
+    "job_template",
+    "container_host",
+    "container_app",
+    "job_xml",
+    "job_id",
+    "hostgroup",
+    "ostack_template",
+    "ostack_image",
+    "test_action",
+];
+
 /// One column of `broker inventory`: `a | b` (first that has a value), `a b` (joined with a space),
 /// `$action` (the checkout action's value), dotted paths; `*_time` fields shown as dates or durations.
 #[derive(Debug, Clone)]
@@ -371,6 +386,7 @@ fn render_part(record: &HostRecord, part: &str, action_keys: &[&str]) -> Option<
         let args = record.args();
         return action_keys
             .iter()
+            .chain(KNOWN_ACTION_KEYS)
             .find_map(|key| args.get(*key).and_then(value_text));
     }
     let text = value_text(record.lookup(part)?)?;
@@ -390,6 +406,26 @@ fn value_text(v: &Value) -> Option<String> {
         Value::Bool(b) => Some(b.to_string()),
         Value::Null => None,
         other => serde_yaml::to_string(other).ok().map(|s| s.trim().replace('\n', " ")),
+    }
+}
+
+/// A record for `broker inventory --details`: every `*_time` field shown as a date or a duration.
+pub fn humanize_times(value: &Value) -> Value {
+    match value {
+        Value::Mapping(map) => Value::Mapping(
+            map.iter()
+                .map(|(k, v)| {
+                    let is_time = k.as_str().is_some_and(|k| k.ends_with("_time"));
+                    let shown = match (is_time, value_text(v)) {
+                        (true, Some(text)) => Value::String(crate::time::format_time_value(&text)),
+                        _ => humanize_times(v),
+                    };
+                    (k.clone(), shown)
+                })
+                .collect(),
+        ),
+        Value::Sequence(items) => Value::Sequence(items.iter().map(humanize_times).collect()),
+        other => other.clone(),
     }
 }
 

@@ -677,6 +677,137 @@ impl ProviderConfig {
     }
 }
 
+/// The settings file as a document to change (`broker config set|init|restore`).
+///
+/// Changes are written atomically after a backup to `broker_settings.bak`. The file is rewritten by a
+/// YAML emitter, so comments in it are not kept (the backup has them).
+#[derive(Debug, Clone)]
+pub struct SettingsFile {
+    path: PathBuf,
+}
+
+impl SettingsFile {
+    /// The settings file of a broker directory.
+    pub fn in_directory(directory: &Path) -> Self {
+        SettingsFile {
+            path: directory.join(SETTINGS_FILE),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The backup's path.
+    pub fn backup_path(&self) -> PathBuf {
+        self.path.with_file_name("broker_settings.bak")
+    }
+
+    /// The file's content (an empty mapping when there is no file). Environment overrides are not
+    /// applied: this is what is on disk.
+    ///
+    /// # Errors
+    /// Read and parse errors.
+    pub fn read(&self) -> Result<Mapping> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => parse_settings_text(&self.path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Mapping::new()),
+            Err(e) => Err(Error::io("reading settings", &self.path, e)),
+        }
+    }
+
+    /// Sets the value at a dotted path (`AnsibleTower.instances.prod.base_url`), creating mappings on
+    /// the way; keys match case-insensitively. Returns the backup path when there was a file to back up.
+    ///
+    /// # Errors
+    /// Read, parse and write errors.
+    pub fn set(&self, chunk: &str, value: Value) -> Result<Option<PathBuf>> {
+        let mut doc = self.read()?;
+        let path: Vec<String> = chunk.split('.').filter(|p| !p.is_empty()).map(str::to_owned).collect();
+        if path.is_empty() {
+            match value {
+                Value::Mapping(m) => doc = m,
+                _ => return Err(Error::usage("the whole settings file must be a mapping")),
+            }
+        } else {
+            set_path_ci(&mut doc, &path, Value::Null);
+            replace_path_ci(&mut doc, &path, value);
+        }
+        self.write(&doc)
+    }
+
+    /// Writes `text` as the settings file (after checking it parses), backing up an existing file.
+    ///
+    /// # Errors
+    /// Parse and write errors.
+    pub fn init(&self, text: &str) -> Result<Option<PathBuf>> {
+        parse_settings_text(&self.path, text)?;
+        let backup = self.backup()?;
+        write_atomically(&self.path, text.as_bytes())?;
+        Ok(backup)
+    }
+
+    /// Puts the backup back.
+    ///
+    /// # Errors
+    /// [`Error::User`] when there is no backup; write errors.
+    pub fn restore(&self) -> Result<()> {
+        let backup = self.backup_path();
+        let text = match std::fs::read(&backup) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::user(format!("no backup file found at {}", backup.display())));
+            }
+            Err(e) => return Err(Error::io("reading settings backup", &backup, e)),
+        };
+        write_atomically(&self.path, &text)
+    }
+
+    fn backup(&self) -> Result<Option<PathBuf>> {
+        match std::fs::read(&self.path) {
+            Ok(text) => {
+                write_atomically(&self.backup_path(), &text)?;
+                Ok(Some(self.backup_path()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("reading settings", &self.path, e)),
+        }
+    }
+
+    fn write(&self, doc: &Mapping) -> Result<Option<PathBuf>> {
+        let text = serde_yaml::to_string(doc)
+            .map_err(|e| Error::io("writing settings", &self.path, std::io::Error::other(e)))?;
+        let backup = self.backup()?;
+        write_atomically(&self.path, text.as_bytes())?;
+        Ok(backup)
+    }
+}
+
+fn replace_path_ci(map: &mut Mapping, path: &[String], value: Value) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let key = key_ci(map, first);
+    if rest.is_empty() {
+        map.insert(key, value);
+    } else if let Some(Value::Mapping(child)) = map.get_mut(&key) {
+        replace_path_ci(child, rest, value);
+    }
+}
+
+/// Writes a file by temp file, fsync and rename in its directory.
+pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))?;
+    let failed = |e| Error::io("writing", path, e);
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
+    std::io::Write::write_all(&mut tmp, contents).map_err(failed)?;
+    tmp.as_file().sync_all().map_err(failed)?;
+    tmp.persist(path).map_err(|e| failed(e.error))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -804,6 +935,22 @@ nicks:
         let err = s.nick("rhel9").unwrap_err();
         assert!(err.to_string().contains("test_nick"), "{err}");
         assert_eq!(err.exit_code(), 13);
+    }
+
+    #[test]
+    fn settings_file_set_backs_up_and_parses_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SettingsFile::in_directory(dir.path());
+        assert!(file.init(SETTINGS).unwrap().is_none());
+        let backup = file.set("TestProvider.instances.test1.foo", Value::from(7)).unwrap();
+        assert!(backup.is_some());
+        let s = Settings::load_from(dir.path(), env(&[])).unwrap();
+        let c = s.provider_config("TestProvider", Some("test1")).unwrap();
+        assert_eq!(c.get_u64("foo"), Some(7));
+        file.restore().unwrap();
+        let s = Settings::load_from(dir.path(), env(&[])).unwrap();
+        assert_eq!(s.provider_config("TestProvider", Some("test1")).unwrap().get_str("foo").as_deref(), Some("bar"));
+        assert!(file.init("a: [").is_err());
     }
 
     #[test]

@@ -1,1 +1,6 @@
+//! Workspace integration tests: they run the real `broker` binary in temporary broker directories.
 
+mod cli;
+mod concurrency;
+mod upstream;
+mod util;

@@ -1,0 +1,651 @@
+//! Runs one command: parse, call broker-core, print. No broker logic lives here.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use broker_core::settings::{EXAMPLE_SETTINGS, SettingsFile};
+use broker_core::{
+    Broker, CheckoutRequest, Error, HostOutcome, HostRecord, Mapping, RecoverScope, Result, Settings, Value,
+    args, select_records,
+};
+use clap::Parser;
+
+use crate::cli::{
+    CheckinArgs, CheckoutArgs, Cli, Command, ConfigCommand, DuplicateArgs, ExecuteArgs, ExecuteFormat, ExtendArgs,
+    Format, InventoryArgs, LogLevel, ProvidersArgs, RecoverArgs, Selection,
+};
+use crate::output::{Emitter, Progress, inventory_table, print_value, records_value, table, write_stdout};
+
+
+/// The whole program.
+pub fn main() -> ExitCode {
+    let argv = crate::cli::split_passthrough(std::env::args().collect());
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
+    if cli.version {
+        return exit(print_version());
+    }
+    let Some(command) = cli.command else {
+        use clap::CommandFactory;
+        let _ = Cli::command().print_help();
+        return ExitCode::from(2);
+    };
+    let mut emitter = Emitter::new(cli.output_file.clone());
+    let code = match run(command, cli.log_level, &mut emitter) {
+        Ok(code) => {
+            emitter.finish(code, None);
+            code
+        }
+        Err(e) => {
+            let message = broker_core::error::chain(&e);
+            tracing::debug!("command failed: {message}");
+            eprintln!("error: {message}");
+            let code = e.exit_code();
+            emitter.finish(code, Some(&message));
+            code
+        }
+    };
+    exit(code)
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn print_version() -> i32 {
+    let directory = broker_core::settings::default_directory();
+    let log = Settings::load_from(&directory, std::iter::empty())
+        .map(|s| s.log_path().display().to_string())
+        .unwrap_or_else(|e| format!("(settings unreadable: {e})"));
+    let text = format!(
+        "broker {}\nBroker Directory  {}\nSettings File     {}\nInventory File    {}\nLog File          {}\n",
+        env!("CARGO_PKG_VERSION"),
+        directory.display(),
+        directory.join(broker_core::settings::SETTINGS_FILE).display(),
+        directory.join(broker_core::settings::INVENTORY_FILE).display(),
+        log,
+    );
+    match write_stdout(&text) {
+        Ok(()) => 0,
+        Err(e) => e.exit_code(),
+    }
+}
+
+fn run(command: Command, log_level: Option<LogLevel>, emitter: &mut Emitter) -> Result<i32> {
+    let settings = Settings::load()?;
+    let console = match log_level {
+        Some(LogLevel::Error) => "error",
+        Some(LogLevel::Warning) => "warning",
+        Some(LogLevel::Info) => "info",
+        Some(LogLevel::Debug) => "debug",
+        Some(LogLevel::Trace) => "trace",
+        Some(LogLevel::Silent) => "silent",
+        None => "",
+    };
+    let console = if console.is_empty() { settings.console_level() } else { console.to_owned() };
+    crate::logging::init(
+        crate::logging::level(&console),
+        crate::logging::level(&settings.file_level()),
+        &settings.log_path(),
+    );
+    if let Some(code) = background_if_asked(&command, &settings)? {
+        return Ok(code);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io {
+            action: "starting the async runtime",
+            path: "<runtime>".into(),
+            source: e,
+        })?;
+    runtime.block_on(dispatch(command, settings, emitter))
+}
+
+async fn dispatch(command: Command, settings: Settings, emitter: &mut Emitter) -> Result<i32> {
+    match command {
+        Command::Config(cmd) => config(cmd, &settings),
+        command => {
+            let broker = Broker::new(settings, broker_providers::registry())?;
+            broker.set_origin(format!("broker_cli:{}", broker_core::host::current_user()));
+            match command {
+                Command::Checkout(a) => checkout(&broker, a, emitter).await,
+                Command::Checkin(a) => checkin(&broker, a, emitter).await,
+                Command::Inventory(a) => inventory(&broker, a, emitter).await,
+                Command::Duplicate(a) => duplicate(&broker, a, emitter).await,
+                Command::Extend(a) => extend(&broker, a, emitter).await,
+                Command::Execute(a) => execute(&broker, a, emitter).await,
+                Command::Providers(a) => providers(&broker, a, emitter).await,
+                Command::Recover(a) => recover(&broker, a, emitter).await,
+                Command::Config(_) => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+/// With `-b`, starts this same command again detached, logging to a file, and returns at once.
+fn background_if_asked(command: &Command, settings: &Settings) -> Result<Option<i32>> {
+    let asked = match command {
+        Command::Checkout(a) => a.background,
+        Command::Checkin(a) => a.background,
+        Command::Duplicate(a) => a.background,
+        Command::Extend(a) => a.background,
+        Command::Execute(a) => a.background,
+        _ => false,
+    };
+    if !asked {
+        return Ok(None);
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding the broker executable", "/proc/self/exe", e))?;
+    let argv: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "-b" && a != "--background")
+        .collect();
+    let log_path = settings.log_path();
+    let out_path = log_path.with_file_name(format!("background-{}.out", broker_core::time::now_epoch()));
+    if let Some(dir) = out_path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating the log directory", dir, e))?;
+    }
+    let out = std::fs::File::create(&out_path).map_err(|e| Error::io("creating the background output file", &out_path, e))?;
+    let err = out.try_clone().map_err(|e| Error::io("creating the background output file", &out_path, e))?;
+    use std::os::unix::process::CommandExt;
+    let child = std::process::Command::new(exe)
+        .args(argv)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::io("starting broker in the background", "broker", e))?;
+    tracing::info!(pid = child.id(), "running in the background");
+    eprintln!(
+        "broker runs in the background as pid {}; output: {}; log: {}",
+        child.id(),
+        out_path.display(),
+        log_path.display()
+    );
+    Ok(Some(0))
+}
+
+/// Runs `work` unless Ctrl-C comes first.
+async fn interruptible<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::select! {
+        out = work => out,
+        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted {
+            message: "stopped waiting; hosts being checked in stay in the inventory for `broker checkin`".into(),
+        }),
+    }
+}
+
+fn request_args(
+    nick: Option<String>,
+    args_file: Option<&Path>,
+    labels: Option<&str>,
+    extra: &[String],
+) -> Result<CheckoutRequest> {
+    let mut request = CheckoutRequest::new().args(args::parse_passthrough(extra)?);
+    if let Some(nick) = nick {
+        request = request.nick(nick);
+    }
+    if let Some(path) = args_file {
+        request = request.args_file(args::load_args_file(path)?);
+    }
+    if let Some(labels) = labels {
+        request = request.provider_labels(args::parse_labels(labels));
+    }
+    Ok(request)
+}
+
+async fn checkout(broker: &Broker, a: CheckoutArgs, emitter: &mut Emitter) -> Result<i32> {
+    let mut request = request_args(a.nick, a.args_file.as_deref(), a.provider_labels.as_deref(), &a.extra)?
+        .keep_partial(a.keep_partial);
+    if let Some(count) = a.count {
+        request = request.count(count);
+    }
+    let progress = Progress::start(format!("checking out {} host(s)", request.host_count()));
+    let outcome = tokio::select! {
+        out = broker.checkout(request) => Some(out),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    drop(progress);
+    let guards = match outcome {
+        Some(result) => result?,
+        None => return Err(abandon_checkout(broker).await),
+    };
+    // The CLI hands hosts out: they stay checked out until `broker checkin`.
+    let records: Vec<HostRecord> = guards.into_iter().map(|g| g.keep().record().clone()).collect();
+    emitter.emit("hosts", records_value(&records));
+    print_hosts(broker, &records, a.output)?;
+    Ok(0)
+}
+
+/// After Ctrl-C during checkout: give back whatever this process made or started to make.
+async fn abandon_checkout(broker: &Broker) -> Error {
+    eprintln!("interrupted: checking in what this checkout created…");
+    let mut failed = Vec::new();
+    // Tasks cancelled mid-write may land their last record a moment later; look again briefly.
+    for _ in 0..3 {
+        match broker.recover(RecoverScope::ThisProcess).await {
+            Ok(outcomes) if outcomes.is_empty() => break,
+            Ok(outcomes) => failed.extend(
+                outcomes
+                    .into_iter()
+                    .filter(|o| o.result.is_err())
+                    .map(|o| o.record.display_name()),
+            ),
+            Err(e) => failed.push(e.to_string()),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    failed.dedup();
+    Error::Interrupted {
+        message: if failed.is_empty() {
+            "checkout cancelled; nothing was left behind".into()
+        } else {
+            format!(
+                "checkout cancelled; these stay in the inventory for `broker recover --all`: {}",
+                failed.join(", ")
+            )
+        },
+    }
+}
+
+fn print_hosts(broker: &Broker, records: &[HostRecord], format: Format) -> Result<()> {
+    match format {
+        Format::Table => {
+            let keys: Vec<&str> = broker.registry().all_action_keys().collect();
+            write_stdout(&inventory_table(records, &broker.settings().inventory_fields(), &keys))
+        }
+        other => print_value(&records_value(records), other),
+    }
+}
+
+fn selected(broker: &Broker, s: &Selection) -> Result<Vec<HostRecord>> {
+    if s.hosts.is_empty() && !s.all {
+        return Err(Error::usage("name the hosts (ids, hostnames or names) or give --all"));
+    }
+    let records = broker.inventory().list()?;
+    let (chosen, missing) = select_records(&records, &s.hosts, s.all, s.filter.as_deref())?;
+    if !missing.is_empty() {
+        tracing::warn!("these hosts were not found in the inventory: {}", missing.join(", "));
+    }
+    Ok(chosen)
+}
+
+/// Prints per-host outcomes and returns the exit code of the first failure (0 when none failed).
+fn report(verb: &str, outcomes: &[HostOutcome], emitter: &mut Emitter) -> i32 {
+    let mut code = 0;
+    let mut done = Vec::new();
+    for o in outcomes {
+        match &o.result {
+            Ok(()) => done.push(o.record.display_name()),
+            Err(e) => {
+                eprintln!("error: {}", broker_core::error::chain(e));
+                if code == 0 {
+                    code = e.exit_code();
+                }
+            }
+        }
+    }
+    emitter.emit(verb, &done);
+    code
+}
+
+async fn checkin(broker: &Broker, a: CheckinArgs, emitter: &mut Emitter) -> Result<i32> {
+    let mut outcomes = Vec::new();
+    if a.pending {
+        outcomes.extend(interruptible(broker.recover(RecoverScope::Unfinished)).await?);
+    }
+    if !(a.pending && a.selection.hosts.is_empty() && !a.selection.all) {
+        let records = selected(broker, &a.selection)?;
+        if records.is_empty() {
+            eprintln!("no hosts to check in");
+        }
+        let _progress = Progress::start(format!("checking in {} host(s)", records.len()));
+        outcomes.extend(interruptible(async { Ok(broker.checkin(records, a.sequential).await) }).await?);
+    }
+    Ok(report("checked in", &outcomes, emitter))
+}
+
+async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> Result<i32> {
+    if let Some(spec) = &a.sync {
+        let _progress = Progress::start(format!("syncing {spec}"));
+        let r = interruptible(broker.sync_inventory(spec)).await?;
+        eprintln!("synced {spec}: {} added, {} updated, {} removed", r.added, r.updated, r.removed);
+    }
+    let all = broker.inventory().list()?;
+    let records: Vec<HostRecord> = match &a.filter {
+        Some(f) => broker_core::filter::Filter::parse(f, "inv")?
+            .apply(&all)
+            .into_iter()
+            .cloned()
+            .collect(),
+        None => all,
+    };
+    emitter.emit("inventory", records_value(&records));
+    if a.details {
+        let details: Mapping = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (Value::from(i as u64), broker_core::inventory::humanize_times(&r.to_value())))
+            .collect();
+        return print_value(&details, if a.output == Format::Json { Format::Json } else { Format::Yaml }).map(|()| 0);
+    }
+    match a.output {
+        Format::Table if records.is_empty() => {
+            eprintln!("No hosts found in inventory.");
+        }
+        Format::Table if a.list => {
+            let spec = broker_core::inventory::FieldSpec::parse(&broker.settings().inventory_list_vars());
+            let keys: Vec<&str> = broker.registry().all_action_keys().collect();
+            let mut text = String::new();
+            for r in &records {
+                text.push_str(&spec.render(r, &keys));
+                text.push('\n');
+            }
+            write_stdout(&text)?;
+        }
+        format => print_hosts(broker, &records, format)?,
+    }
+    Ok(0)
+}
+
+async fn duplicate(broker: &Broker, a: DuplicateArgs, emitter: &mut Emitter) -> Result<i32> {
+    let records = selected(broker, &a.selection)?;
+    let _progress = Progress::start(format!("duplicating {} host(s)", records.len()));
+    let made = tokio::select! {
+        out = broker.duplicate(&records, a.count.max(1)) => out?,
+        _ = tokio::signal::ctrl_c() => return Err(abandon_checkout(broker).await),
+    };
+    emitter.emit("hosts", records_value(&made));
+    print_hosts(broker, &made, a.output)?;
+    Ok(0)
+}
+
+async fn extend(broker: &Broker, a: ExtendArgs, emitter: &mut Emitter) -> Result<i32> {
+    let records = selected(broker, &a.selection)?;
+    let mut extra = args::parse_passthrough(&a.extra)?;
+    // Declared provider options are spelled with dashes on the command line (`--new-expire-time`).
+    extra = extra
+        .into_iter()
+        .map(|(k, v)| match k {
+            Value::String(s) => (Value::String(s.replace('-', "_")), v),
+            other => (other, v),
+        })
+        .collect();
+    if let Some(labels) = &a.provider_labels {
+        extra.insert("provider_labels".into(), Value::Mapping(args::parse_labels(labels)));
+    }
+    let _progress = Progress::start(format!("extending {} host(s)", records.len()));
+    let outcomes = if a.sequential {
+        let mut all = Vec::new();
+        for r in records {
+            all.extend(interruptible(async { Ok(broker.extend(vec![r], extra.clone()).await) }).await?);
+        }
+        all
+    } else {
+        interruptible(async { Ok(broker.extend(records, extra).await) }).await?
+    };
+    Ok(report("extended", &outcomes, emitter))
+}
+
+async fn execute(broker: &Broker, a: ExecuteArgs, emitter: &mut Emitter) -> Result<i32> {
+    let mut request = request_args(a.nick, a.args_file.as_deref(), a.provider_labels.as_deref(), &a.extra)?;
+    if let Some(artifacts) = a.artifacts {
+        let value = match artifacts {
+            crate::cli::Artifacts::Merge => "merge",
+            crate::cli::Artifacts::Last => "last",
+        };
+        request = request.arg("artifacts", value);
+    }
+    let _progress = Progress::start("executing".into());
+    let result = interruptible(broker.execute(request)).await?;
+    drop(_progress);
+    emitter.emit("output", &result);
+    match a.output {
+        ExecuteFormat::Log => {
+            tracing::info!("result:\n{}", serde_yaml::to_string(&result).unwrap_or_default());
+            print_value(&result, Format::Yaml)?;
+        }
+        ExecuteFormat::Raw => match &result {
+            Value::String(s) => write_stdout(&format!("{s}\n"))?,
+            other => print_value(other, Format::Yaml)?,
+        },
+        ExecuteFormat::Yaml => print_value(&result, Format::Yaml)?,
+        ExecuteFormat::Json => print_value(&result, Format::Json)?,
+    }
+    Ok(0)
+}
+
+async fn providers(broker: &Broker, a: ProvidersArgs, emitter: &mut Emitter) -> Result<i32> {
+    let Some(name) = a.provider else {
+        let rows = broker
+            .registry()
+            .kinds()
+            .iter()
+            .map(|k| {
+                let instances = broker.settings().provider_instances(k.name());
+                vec![
+                    k.name().to_owned(),
+                    k.checkout_action_keys().join(", "),
+                    if instances.is_empty() { "-".into() } else { instances.join(", ") },
+                    k.about().to_owned(),
+                ]
+            })
+            .collect();
+        let headers = ["Provider", "Actions", "Instances", "About"].map(str::to_owned).to_vec();
+        write_stdout(&table(headers, rows))?;
+        return Ok(0);
+    };
+    let kind = *broker.registry().require(&name)?;
+    // Flags: `--flag` alone is a switch, `--flag value` a query; `--<Provider> NAME` picks the instance.
+    let mut query = Mapping::new();
+    let mut instance = None;
+    let mut tokens = a.extra.iter().peekable();
+    while let Some(token) = tokens.next() {
+        let Some(flag) = token.strip_prefix("--") else {
+            return Err(Error::usage(format!("unexpected `{token}`; provider queries are flags like `--workflows`")));
+        };
+        let (key, value) = match flag.split_once('=') {
+            Some((k, v)) => (k.to_owned(), Value::from(v)),
+            None => match tokens.peek() {
+                Some(v) if !v.starts_with('-') => (flag.to_owned(), Value::from(tokens.next().cloned().unwrap_or_default())),
+                _ => (flag.to_owned(), Value::Bool(true)),
+            },
+        };
+        if key == kind.name() {
+            instance = value.as_str().map(str::to_owned);
+            continue;
+        }
+        let key = key.replace('-', "_");
+        if !kind.help_option_list().iter().any(|o| o.name == key) {
+            let known: Vec<String> = kind
+                .help_option_list()
+                .iter()
+                .map(|o| format!("--{}", o.name.replace('_', "-")))
+                .collect();
+            return Err(Error::usage(format!(
+                "{} has no query `--{}`; it answers: {}",
+                kind.name(),
+                key.replace('_', "-"),
+                if known.is_empty() { "none".into() } else { known.join(", ") }
+            )));
+        }
+        query.insert(Value::from(key), value);
+    }
+    let mut result = interruptible(broker.provider_help(kind.name(), instance.as_deref(), &query)).await?;
+    if let Value::Sequence(items) = &mut result {
+        if let Some(filter) = &a.results_filter {
+            let keep = broker_core::filter::Filter::parse(filter, "res")?.select(items);
+            *items = keep.into_iter().map(|i| items[i].clone()).collect();
+        }
+        if let Some(limit) = a.results_limit {
+            items.truncate(limit);
+        }
+    }
+    emitter.emit("output", &result);
+    print_value(&result, if a.output == Format::Json { Format::Json } else { Format::Yaml })?;
+    Ok(0)
+}
+
+async fn recover(broker: &Broker, a: RecoverArgs, emitter: &mut Emitter) -> Result<i32> {
+    let scope = if a.all { RecoverScope::Unfinished } else { RecoverScope::Orphaned };
+    let outcomes = interruptible(broker.recover(scope)).await?;
+    if outcomes.is_empty() {
+        eprintln!("nothing to recover");
+    }
+    let code = report("recovered", &outcomes, emitter);
+    if a.output != Format::Table {
+        let names: Vec<String> = outcomes
+            .iter()
+            .filter(|o| o.result.is_ok())
+            .map(|o| o.record.display_name())
+            .collect();
+        print_value(&names, a.output)?;
+    } else {
+        for o in outcomes.iter().filter(|o| o.result.is_ok()) {
+            write_stdout(&format!("recovered {}\n", o.record.display_name()))?;
+        }
+    }
+    Ok(code)
+}
+
+fn config(cmd: ConfigCommand, settings: &Settings) -> Result<i32> {
+    let file = SettingsFile::in_directory(settings.directory());
+    match cmd {
+        ConfigCommand::View { chunk, .. } => {
+            if settings.file().is_none() {
+                eprintln!(
+                    "no settings file at {}; broker runs on built-in defaults (`broker config init` writes one)",
+                    file.path().display()
+                );
+            }
+            let masked = settings.masked();
+            let shown = match &chunk {
+                Some(path) => lookup(&masked, path)
+                    .ok_or_else(|| Error::user(format!("the settings have no `{path}`")))?,
+                None => masked,
+            };
+            print_value(&shown, Format::Yaml)?;
+        }
+        ConfigCommand::Set { chunk, value } => {
+            let value = if Path::new(&value).is_file() {
+                args::load_data_file(Path::new(&value))?
+            } else {
+                serde_yaml::from_str(&value).unwrap_or(Value::String(value))
+            };
+            let backup = file.set(&chunk, value)?;
+            eprintln!(
+                "set `{chunk}` in {}{}",
+                file.path().display(),
+                backup.map(|b| format!(" (previous file kept as {})", b.display())).unwrap_or_default()
+            );
+        }
+        ConfigCommand::Init { from, force } => {
+            if file.path().exists() && !force {
+                return Err(Error::user(format!(
+                    "{} exists; add --force to replace it (it is backed up first)",
+                    file.path().display()
+                )));
+            }
+            let text = match &from {
+                Some(path) => std::fs::read_to_string(path).map_err(|e| Error::io("reading --from file", path, e))?,
+                None => EXAMPLE_SETTINGS.to_owned(),
+            };
+            file.init(&text)?;
+            eprintln!("wrote {}", file.path().display());
+        }
+        ConfigCommand::Validate { chunk } => return validate(settings, &chunk),
+        ConfigCommand::Nicks => {
+            let text: String = settings.nicks().into_iter().map(|n| n + "\n").collect();
+            write_stdout(&text)?;
+        }
+        ConfigCommand::Nick { name, .. } => {
+            print_value(&settings.nick(&name)?, Format::Yaml)?;
+        }
+        ConfigCommand::Edit { chunk } => edit(&file, chunk.as_deref())?,
+        ConfigCommand::Restore => {
+            file.restore()?;
+            eprintln!("restored {} from its backup", file.path().display());
+        }
+    }
+    Ok(0)
+}
+
+fn lookup(value: &Value, path: &str) -> Option<Value> {
+    let mut current = value;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let map = current.as_mapping()?;
+        current = map.get(part).or_else(|| {
+            map.iter()
+                .find(|(k, _)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(part)))
+                .map(|(_, v)| v)
+        })?;
+    }
+    Some(current.clone())
+}
+
+fn validate(settings: &Settings, chunk: &str) -> Result<i32> {
+    let registry = broker_providers::registry();
+    let (targets, instance): (Vec<&str>, Option<&str>) = match chunk {
+        "all" => (registry.names().into_iter().filter(|n| settings.has_provider_section(n)).collect(), None),
+        "base" | "ssh" => (Vec::new(), None),
+        other => match other.split_once(':') {
+            Some((p, i)) => (vec![p], Some(i)),
+            None => (vec![other], None),
+        },
+    };
+    let mut code = 0;
+    for name in targets {
+        let result = registry
+            .require(name)
+            .and_then(|kind| kind.build(settings.provider_config(kind.name(), instance)?));
+        match result {
+            Ok(_) => eprintln!("{name}: ok"),
+            Err(e) => {
+                eprintln!("{name}: {}", broker_core::error::chain(&e));
+                code = e.exit_code();
+            }
+        }
+    }
+    if code == 0 {
+        eprintln!("settings are valid ({})", settings.file().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into()));
+    }
+    Ok(code)
+}
+
+fn edit(file: &SettingsFile, chunk: Option<&str>) -> Result<()> {
+    use std::io::IsTerminal;
+    if std::env::var_os("BROKER_NON_INTERACTIVE").is_some() || !std::io::stdin().is_terminal() {
+        return Err(Error::user("`config edit` needs a terminal; did you mean `broker config set`?"));
+    }
+    let doc = Value::Mapping(file.read()?);
+    let current = match chunk {
+        Some(c) => lookup(&doc, c).unwrap_or(Value::Null),
+        None => doc,
+    };
+    let tmp = tempfile::Builder::new()
+        .suffix(".yaml")
+        .tempfile()
+        .map_err(|e| Error::io("creating a temporary file", std::env::temp_dir(), e))?;
+    std::fs::write(tmp.path(), serde_yaml::to_string(&current).unwrap_or_default())
+        .map_err(|e| Error::io("writing a temporary file", tmp.path(), e))?;
+    let editor = std::env::var("EDITOR").unwrap_or_else(|_| "vi".into());
+    let status = std::process::Command::new(&editor)
+        .arg(tmp.path())
+        .status()
+        .map_err(|e| Error::io("starting $EDITOR", &editor, e))?;
+    if !status.success() {
+        return Err(Error::user(format!("{editor} exited with {status}; nothing changed")));
+    }
+    let text = std::fs::read_to_string(tmp.path()).map_err(|e| Error::io("reading the edited file", tmp.path(), e))?;
+    let value = args::parse_data_text(tmp.path(), &text)?;
+    file.set(chunk.unwrap_or(""), value)?;
+    Ok(())
+}

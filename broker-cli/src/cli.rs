@@ -1,0 +1,491 @@
+//! The command line: verbs and flags of the Python broker, parsed with clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// broker: check hosts out of provisioning systems, use them, give them back.
+#[derive(Debug, Parser)]
+#[command(
+    name = "broker",
+    disable_version_flag = true,
+    about = "The infrastructure middleman: check hosts out of AWX, containers, OpenStack… and back in",
+    after_help = "Provider arguments pass through: `broker checkout --workflow deploy-rhel --deploy_rhel_version 9.4`.\n\
+                  Settings: $BROKER_DIRECTORY/broker_settings.yaml (default ~/.broker); env overrides BROKER_<KEY>__<SUB>=value."
+)]
+pub struct Cli {
+    /// Console log level.
+    #[arg(long, global = true, value_enum)]
+    pub log_level: Option<LogLevel>,
+
+    /// Also write the command's results as JSON to FILE.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
+
+    /// Print the version and the paths broker uses.
+    #[arg(long)]
+    pub version: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Console log levels, as the Python broker names them.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warning,
+    /// Progress (the default).
+    Info,
+    /// Details.
+    Debug,
+    /// Everything.
+    Trace,
+    /// Nothing.
+    Silent,
+}
+
+/// Output formats of listing commands.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
+pub enum Format {
+    /// A table for people.
+    #[default]
+    Table,
+    /// JSON for programs.
+    Json,
+    /// YAML for people and programs.
+    Yaml,
+}
+
+/// Output formats of `execute`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
+pub enum ExecuteFormat {
+    /// Logged and printed.
+    #[default]
+    Log,
+    /// Printed as it is.
+    Raw,
+    /// YAML.
+    Yaml,
+    /// JSON.
+    Json,
+}
+
+/// How to combine AWX artifacts.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Artifacts {
+    /// Deep-merge the artifacts of every child job.
+    Merge,
+    /// Only the newest child job's artifacts.
+    Last,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check out hosts.
+    #[command(after_help = "Examples:\n  broker checkout --nick rhel9\n  broker checkout --workflow deploy-rhel --deploy_rhel_version 9.4 -c 2\n  broker checkout --test_action basic --TestProvider local")]
+    Checkout(CheckoutArgs),
+    /// Check hosts in.
+    Checkin(CheckinArgs),
+    /// Show the local inventory.
+    Inventory(InventoryArgs),
+    /// Check out again with hosts' recorded arguments.
+    Duplicate(DuplicateArgs),
+    /// Extend hosts' leases.
+    Extend(ExtendArgs),
+    /// Run a provider action that is not a checkout.
+    Execute(ExecuteArgs),
+    /// List providers, or query one (`broker providers AnsibleTower --workflows`).
+    #[command(alias = "nick-help")]
+    Providers(ProvidersArgs),
+    /// View and change settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Clean up records left `pending` or `releasing` by a crash or a kill.
+    Recover(RecoverArgs),
+}
+
+/// `checkout`.
+#[derive(Debug, Args)]
+pub struct CheckoutArgs {
+    /// Run in the background.
+    #[arg(short = 'b', long)]
+    pub background: bool,
+    /// Use a nick from the settings.
+    #[arg(short = 'n', long)]
+    pub nick: Option<String>,
+    /// How many hosts.
+    #[arg(short = 'c', long)]
+    pub count: Option<usize>,
+    /// Labels for the provider: `k1=v1,k2=v2`.
+    #[arg(short = 'l', long)]
+    pub provider_labels: Option<String>,
+    /// A JSON or YAML file of arguments.
+    #[arg(long)]
+    pub args_file: Option<PathBuf>,
+    /// Keep the hosts that were made when others fail (default: check them in again).
+    #[arg(long)]
+    pub keep_partial: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: Format,
+    /// Provider arguments: `--key value`, `--key=value`, `key=value`, `--<Provider> <instance>`.
+    #[arg(last = true, value_name = "PROVIDER ARGS")]
+    pub extra: Vec<String>,
+}
+
+/// Host selection shared by checkin, extend and duplicate.
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// Hosts: inventory ids (positions), hostnames, names or record ids.
+    pub hosts: Vec<String>,
+    /// Every (filtered) host.
+    #[arg(long)]
+    pub all: bool,
+    /// A filter over the inventory, e.g. `@inv._broker_provider == "Container"`.
+    #[arg(long)]
+    pub filter: Option<String>,
+}
+
+/// `checkin`.
+#[derive(Debug, Args)]
+pub struct CheckinArgs {
+    /// Which hosts.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Run in the background.
+    #[arg(short = 'b', long)]
+    pub background: bool,
+    /// One host at a time.
+    #[arg(long)]
+    pub sequential: bool,
+    /// Also resolve records left pending or releasing by a crash (as `broker recover --all`).
+    #[arg(long)]
+    pub pending: bool,
+}
+
+/// `inventory`.
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    /// Every field of every host, `*_time` fields humanised.
+    #[arg(long)]
+    pub details: bool,
+    /// One line per host (`inventory_list_vars`).
+    #[arg(long)]
+    pub list: bool,
+    /// Only hosts matching this filter (ids are then positions in the filtered list).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// First pull a provider's hosts: `Provider[:arg][::instance]`.
+    #[arg(long, value_name = "PROVIDER")]
+    pub sync: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+/// `duplicate`.
+#[derive(Debug, Args)]
+pub struct DuplicateArgs {
+    /// Which hosts.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// How many copies of each.
+    #[arg(short = 'c', long, default_value_t = 1)]
+    pub count: usize,
+    /// Run in the background.
+    #[arg(short = 'b', long)]
+    pub background: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+/// `extend`.
+#[derive(Debug, Args)]
+pub struct ExtendArgs {
+    /// Which hosts.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Run in the background.
+    #[arg(short = 'b', long)]
+    pub background: bool,
+    /// One host at a time.
+    #[arg(long)]
+    pub sequential: bool,
+    /// Labels for the provider: `k1=v1,k2=v2`.
+    #[arg(short = 'l', long)]
+    pub provider_labels: Option<String>,
+    /// Provider arguments, e.g. `--new-expire-time +3600`.
+    #[arg(last = true, value_name = "PROVIDER ARGS")]
+    pub extra: Vec<String>,
+}
+
+/// `execute`.
+#[derive(Debug, Args)]
+pub struct ExecuteArgs {
+    /// Run in the background.
+    #[arg(short = 'b', long)]
+    pub background: bool,
+    /// Use a nick from the settings.
+    #[arg(long)]
+    pub nick: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output-format", value_enum, default_value_t)]
+    pub output: ExecuteFormat,
+    /// Return merged (or the last job's) artifacts instead of the job.
+    #[arg(long, value_enum)]
+    pub artifacts: Option<Artifacts>,
+    /// A JSON or YAML file of arguments.
+    #[arg(long)]
+    pub args_file: Option<PathBuf>,
+    /// Labels for the provider: `k1=v1,k2=v2`.
+    #[arg(short = 'l', long)]
+    pub provider_labels: Option<String>,
+    /// Provider arguments.
+    #[arg(last = true, value_name = "PROVIDER ARGS")]
+    pub extra: Vec<String>,
+}
+
+/// `providers`.
+#[derive(Debug, Args)]
+pub struct ProvidersArgs {
+    /// The provider to query; without it, list the providers.
+    pub provider: Option<String>,
+    /// Show at most this many results.
+    #[arg(long)]
+    pub results_limit: Option<usize>,
+    /// A filter over the results, e.g. `"rhel" in @res`.
+    #[arg(long)]
+    pub results_filter: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Yaml)]
+    pub output: Format,
+    /// The provider's flags, e.g. `--workflows`, `--workflow NAME`, `--AnsibleTower INSTANCE`.
+    #[arg(last = true, value_name = "QUERY")]
+    pub extra: Vec<String>,
+}
+
+/// `config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Show the settings (or one chunk, e.g. `AnsibleTower.instances.prod`), secrets masked.
+    View {
+        /// A dotted path into the settings.
+        chunk: Option<String>,
+        /// Plain text (kept for compatibility; output is never colored).
+        #[arg(long)]
+        no_syntax: bool,
+    },
+    /// Set a value (a YAML value, or a .json/.yaml file's content); the old file is backed up.
+    Set {
+        /// A dotted path into the settings.
+        chunk: String,
+        /// The new value.
+        value: String,
+    },
+    /// Write a settings file from the shipped example (or `--from FILE`).
+    Init {
+        /// Where to take the settings from.
+        #[arg(long = "from", value_name = "FILE")]
+        from: Option<PathBuf>,
+        /// Replace an existing settings file (it is backed up first).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check the settings: `base`, `all`, a provider, or `Provider:instance`.
+    Validate {
+        /// What to check.
+        #[arg(default_value = "all")]
+        chunk: String,
+    },
+    /// List the nicks.
+    Nicks,
+    /// Show one nick.
+    Nick {
+        /// The nick's name.
+        name: String,
+        /// Plain text (kept for compatibility).
+        #[arg(long)]
+        no_syntax: bool,
+    },
+    /// Edit the settings (or a chunk) in $EDITOR.
+    Edit {
+        /// A dotted path into the settings.
+        chunk: Option<String>,
+    },
+    /// Put the last backup back.
+    Restore,
+}
+
+/// `recover`.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Every pending or releasing record, also those whose owner may still be running.
+    #[arg(long)]
+    pub all: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+/// Subcommands whose unknown `--key value` tokens are provider arguments.
+const PASSTHROUGH: &[&str] = &["checkout", "execute", "extend", "providers", "nick-help"];
+
+/// Moves provider arguments behind a `--` so clap sees only its own flags.
+///
+/// Unknown `--key value`, `--key=value` and bare `key=value` tokens of the pass-through verbs become
+/// provider arguments; everything clap knows stays in place.
+pub fn split_passthrough(args: Vec<String>) -> Vec<String> {
+    use clap::CommandFactory;
+    let root = Cli::command();
+    let globals_with_value: Vec<String> = root
+        .get_arguments()
+        .filter(|a| a.get_action().takes_values() && a.get_long().is_some())
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect();
+    let mut i = 1;
+    while i < args.len() {
+        let token = &args[i];
+        if globals_with_value.iter().any(|g| g == token) {
+            i += 2;
+            continue;
+        }
+        if token.starts_with('-') {
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    let Some(verb) = args.get(i) else {
+        return args;
+    };
+    if !PASSTHROUGH.contains(&verb.as_str()) {
+        return args;
+    }
+    let name = if verb == "nick-help" { "providers" } else { verb.as_str() };
+    let Some(sub) = root.find_subcommand(name) else {
+        return args;
+    };
+    let known = |long: &str| -> Option<bool> {
+        sub.get_arguments()
+            .chain(root.get_arguments().filter(|a| a.is_global_set()))
+            .find(|a| a.get_long() == Some(long) && !a.is_last_set())
+            .map(|a| a.get_action().takes_values())
+    };
+    let known_short = |short: char| -> Option<bool> {
+        sub.get_arguments()
+            .find(|a| a.get_short() == Some(short))
+            .map(|a| a.get_action().takes_values())
+    };
+    let mut out: Vec<String> = args[..=i].to_vec();
+    let mut extra: Vec<String> = Vec::new();
+    let rest = &args[i + 1..];
+    let mut j = 0;
+    while j < rest.len() {
+        let token = &rest[j];
+        if token == "--" {
+            extra.extend(rest[j + 1..].iter().cloned());
+            break;
+        }
+        if let Some(flag) = token.strip_prefix("--") {
+            let (name, inline_value) = match flag.split_once('=') {
+                Some((n, _)) => (n, true),
+                None => (flag, false),
+            };
+            match known(name) {
+                Some(takes_value) => {
+                    out.push(token.clone());
+                    if takes_value && !inline_value && j + 1 < rest.len() {
+                        out.push(rest[j + 1].clone());
+                        j += 1;
+                    }
+                }
+                None => {
+                    extra.push(token.clone());
+                    if !inline_value && j + 1 < rest.len() && !looks_like_flag(&rest[j + 1]) {
+                        extra.push(rest[j + 1].clone());
+                        j += 1;
+                    }
+                }
+            }
+        } else if let Some(short) = token.strip_prefix('-').filter(|s| !s.is_empty()) {
+            out.push(token.clone());
+            let takes_value = short.chars().next().and_then(known_short).unwrap_or(false);
+            if takes_value && short.len() == 1 && j + 1 < rest.len() {
+                out.push(rest[j + 1].clone());
+                j += 1;
+            }
+        } else if token.contains('=') {
+            extra.push(token.clone());
+        } else {
+            out.push(token.clone());
+        }
+        j += 1;
+    }
+    if !extra.is_empty() {
+        out.push("--".into());
+        out.extend(extra);
+    }
+    out
+}
+
+/// `--x` or `-x` (a letter): a flag, not the value of the flag before it. `-1` is a value.
+fn looks_like_flag(token: &str) -> bool {
+    token.starts_with("--") || (token.starts_with('-') && token[1..].starts_with(|c: char| c.is_ascii_alphabetic()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(line: &str) -> Vec<String> {
+        split_passthrough(line.split_whitespace().map(str::to_owned).collect())
+    }
+
+    #[test]
+    fn provider_arguments_move_behind_the_separator() {
+        assert_eq!(
+            split("broker --log-level debug checkout --workflow deploy-rhel -c 2 --deploy_rhel_version=9.4 x=y -n nick"),
+            "broker --log-level debug checkout -c 2 -n nick -- --workflow deploy-rhel --deploy_rhel_version=9.4 x=y"
+                .split(' ')
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn other_verbs_are_untouched() {
+        assert_eq!(split("broker checkin --all"), vec!["broker", "checkin", "--all"]);
+        assert_eq!(split("broker inventory --filter x"), vec!["broker", "inventory", "--filter", "x"]);
+    }
+
+    #[test]
+    fn providers_switches_keep_their_place() {
+        assert_eq!(
+            split("broker providers TestProvider --hosts -o json --results-limit 5 --TestProvider local"),
+            "broker providers TestProvider -o json --results-limit 5 -- --hosts --TestProvider local"
+                .split(' ')
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn extend_keeps_positional_hosts() {
+        assert_eq!(
+            split("broker extend 0 host1 --new-expire-time +3600 --sequential"),
+            "broker extend 0 host1 --sequential -- --new-expire-time +3600"
+                .split(' ')
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,158 @@
+//! Printing: tables, JSON and YAML on stdout, progress on stderr, and the `--output-file` JSON.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use broker_core::inventory::{FieldSpec, broker_columns};
+use broker_core::{Error, HostRecord, Result, Value};
+use comfy_table::{ContentArrangement, Table, presets};
+
+use crate::cli::Format;
+
+/// Collects results for `--output-file`: one JSON object, written when the command ends.
+#[derive(Debug, Default)]
+pub struct Emitter {
+    path: Option<PathBuf>,
+    doc: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Emitter {
+    /// An emitter writing to `path` (or nowhere).
+    pub fn new(path: Option<PathBuf>) -> Self {
+        Emitter {
+            path,
+            doc: serde_json::Map::new(),
+        }
+    }
+
+    /// Records a key.
+    pub fn emit(&mut self, key: &str, value: impl serde::Serialize) {
+        if self.path.is_some() {
+            let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+            self.doc.insert(key.to_owned(), value);
+        }
+    }
+
+    /// Writes the file with the return code (and error message).
+    pub fn finish(mut self, code: i32, error: Option<&str>) {
+        let Some(path) = self.path.take() else {
+            return;
+        };
+        self.doc.insert("return_code".into(), code.into());
+        if let Some(message) = error {
+            self.doc.insert("error_message".into(), message.into());
+        }
+        let text = serde_json::to_string_pretty(&self.doc).unwrap_or_else(|_| "{}".into());
+        if let Err(e) = std::fs::write(&path, text + "\n") {
+            eprintln!("warning: cannot write --output-file {}: {e}", path.display());
+        }
+    }
+}
+
+/// Prints a value as JSON or YAML.
+pub fn print_value(value: &impl serde::Serialize, format: Format) -> Result<()> {
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(value)
+            .map(|s| s + "\n")
+            .map_err(|e| Error::user(format!("cannot show the result as JSON: {e}")))?,
+        Format::Yaml | Format::Table => serde_yaml::to_string(value)
+            .map_err(|e| Error::user(format!("cannot show the result as YAML: {e}")))?,
+    };
+    write_stdout(&text)
+}
+
+/// Writes to stdout, treating a closed pipe (`broker inventory | head`) as done.
+pub fn write_stdout(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::Io {
+            action: "writing",
+            path: "<stdout>".into(),
+            source: e,
+        }),
+    }
+}
+
+/// A table that fits the terminal.
+pub fn table(headers: Vec<String>, rows: Vec<Vec<String>>) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(headers);
+    if !std::io::stdout().is_terminal() {
+        table.set_width(200);
+    }
+    for row in rows {
+        table.add_row(row);
+    }
+    table.to_string() + "\n"
+}
+
+/// The inventory table: `Id`, the configured columns, then state, age and lease.
+pub fn inventory_table(records: &[HostRecord], fields: &[(String, String)], action_keys: &[&str]) -> String {
+    let specs: Vec<FieldSpec> = fields.iter().map(|(_, spec)| FieldSpec::parse(spec)).collect();
+    let mut headers = vec!["Id".to_owned()];
+    headers.extend(fields.iter().map(|(title, _)| title.clone()));
+    headers.extend(["State", "Age", "Lease"].map(str::to_owned));
+    let now = broker_core::time::now_epoch();
+    let rows = records
+        .iter()
+        .enumerate()
+        .map(|(i, record)| {
+            let mut row = vec![i.to_string()];
+            row.extend(specs.iter().map(|s| s.render(record, action_keys)));
+            row.extend(broker_columns(record, now));
+            row
+        })
+        .collect();
+    table(headers, rows)
+}
+
+/// Records as plain values, for JSON and YAML output.
+pub fn records_value(records: &[HostRecord]) -> Value {
+    Value::Sequence(records.iter().map(HostRecord::to_value).collect())
+}
+
+/// A spinner on stderr while long work runs, when stderr is a terminal.
+pub struct Progress {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Progress {
+    /// Starts showing `message` with the elapsed time.
+    pub fn start(message: String) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Progress { stop: None };
+        }
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+            let started = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_millis(120));
+            let mut n = 0usize;
+            loop {
+                tokio::select! {
+                    _ = &mut rx => break,
+                    _ = tick.tick() => {
+                        eprint!("\r{} {message} {}s ", frames[n % frames.len()], started.elapsed().as_secs());
+                        n += 1;
+                    }
+                }
+            }
+            eprint!("\r\x1b[2K");
+        });
+        Progress { stop: Some(tx) }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! A temporary broker directory and a way to run `broker` in it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BROKER: &str = env!("CARGO_BIN_EXE_broker");
+
+/// The settings most tests use: a TestProvider instance and a nick.
+pub const SETTINGS: &str = "\
+TestProvider:
+  instances:
+    local:
+      default: true
+nicks:
+  N:
+    test_action: basic
+";
+
+pub struct BrokerDir {
+    dir: tempfile::TempDir,
+}
+
+impl BrokerDir {
+    pub fn new(settings: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        if !settings.is_empty() {
+            std::fs::write(dir.path().join("broker_settings.yaml"), settings).expect("write settings");
+        }
+        BrokerDir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn inventory_path(&self) -> PathBuf {
+        self.path().join("inventory.yaml")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BROKER);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.path())
+            .env("USER", "tester")
+            .env("BROKER_DIRECTORY", self.path())
+            .env("BROKER_NON_INTERACTIVE", "1")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run broker")
+    }
+
+    /// Runs broker and asserts its exit code, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.expect(args, 0)
+    }
+
+    pub fn expect(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "broker {args:?}\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The inventory as JSON, through the CLI.
+    pub fn inventory(&self) -> Vec<Value> {
+        let text = self.ok(&["inventory", "-o", "json"]);
+        match serde_json::from_str(&text) {
+            Ok(Value::Array(items)) => items,
+            other => panic!("inventory -o json gave {other:?}: {text}"),
+        }
+    }
+
+    /// Hosts that exist at the TestProvider instance `local`.
+    pub fn provider_hosts(&self) -> Vec<String> {
+        let dir = self.path().join("test_provider/local/hosts");
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+/// Polls `check` until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
