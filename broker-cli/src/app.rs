@@ -14,7 +14,7 @@ use crate::cli::{
     CheckinArgs, CheckoutArgs, Cli, Command, ConfigCommand, DuplicateArgs, ExecuteArgs, ExecuteFormat, ExtendArgs,
     Format, InventoryArgs, LogLevel, ProvidersArgs, RecoverArgs, Selection,
 };
-use crate::output::{Emitter, Progress, inventory_table, print_value, records_value, table, write_stdout};
+use crate::output::{Emitter, Progress, inventory_table, print_value, table, write_stdout};
 
 
 /// The whole program.
@@ -220,7 +220,7 @@ async fn checkout(broker: &Broker, a: CheckoutArgs, emitter: &mut Emitter) -> Re
     };
     // The CLI hands hosts out: they stay checked out until `broker checkin`.
     let records: Vec<HostRecord> = guards.into_iter().map(|g| g.keep().record().clone()).collect();
-    emitter.emit("hosts", records_value(&records));
+    emitter.emit("hosts", &records);
     print_hosts(broker, &records, a.output)?;
     Ok(0)
 }
@@ -262,7 +262,7 @@ fn print_hosts(broker: &Broker, records: &[HostRecord], format: Format) -> Resul
             let keys: Vec<&str> = broker.registry().all_action_keys().collect();
             write_stdout(&inventory_table(records, &broker.settings().inventory_fields(), &keys))
         }
-        other => print_value(&records_value(records), other),
+        other => print_value(&records, other),
     }
 }
 
@@ -319,16 +319,13 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
         let r = interruptible(broker.sync_inventory(spec)).await?;
         eprintln!("synced {spec}: {} added, {} updated, {} removed", r.added, r.updated, r.removed);
     }
-    let all = broker.inventory().list()?;
-    let records: Vec<HostRecord> = match &a.filter {
-        Some(f) => broker_core::filter::Filter::parse(f, "inv")?
-            .apply(&all)
-            .into_iter()
-            .cloned()
-            .collect(),
-        None => all,
-    };
-    emitter.emit("inventory", records_value(&records));
+    let mut records = broker.inventory().list()?;
+    if let Some(f) = &a.filter {
+        let keep = broker_core::filter::Filter::parse(f, "inv")?.select(&records);
+        let mut all: Vec<Option<HostRecord>> = records.into_iter().map(Some).collect();
+        records = keep.into_iter().filter_map(|i| all[i].take()).collect();
+    }
+    emitter.emit("inventory", &records);
     if a.details {
         let details: Mapping = records
             .iter()
@@ -363,7 +360,7 @@ async fn duplicate(broker: &Broker, a: DuplicateArgs, emitter: &mut Emitter) -> 
         out = broker.duplicate(&records, a.count.max(1)) => out?,
         _ = tokio::signal::ctrl_c() => return Err(abandon_checkout(broker).await),
     };
-    emitter.emit("hosts", records_value(&made));
+    emitter.emit("hosts", &made);
     print_hosts(broker, &made, a.output)?;
     Ok(0)
 }

@@ -9,3 +9,6 @@ mod output;
 fn main() -> std::process::ExitCode {
     app::main()
 }
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use broker_core::inventory::{FieldSpec, broker_columns};
-use broker_core::{Error, HostRecord, Result, Value};
+use broker_core::{Error, HostRecord, Result};
 use comfy_table::{ContentArrangement, Table, presets};
 
 use crate::cli::Format;
@@ -84,7 +84,8 @@ pub fn table(headers: Vec<String>, rows: Vec<Vec<String>>) -> String {
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(headers);
     if !std::io::stdout().is_terminal() {
-        table.set_width(200);
+        // Not a terminal: no width to fit, and laying out thousands of rows is costly.
+        table.set_content_arrangement(ContentArrangement::Disabled);
     }
     for row in rows {
         table.add_row(row);
@@ -110,11 +111,6 @@ pub fn inventory_table(records: &[HostRecord], fields: &[(String, String)], acti
         })
         .collect();
     table(headers, rows)
-}
-
-/// Records as plain values, for JSON and YAML output.
-pub fn records_value(records: &[HostRecord]) -> Value {
-    Value::Sequence(records.iter().map(HostRecord::to_value).collect())
 }
 
 /// A spinner on stderr while long work runs, when stderr is a terminal.

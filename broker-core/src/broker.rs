@@ -689,7 +689,33 @@ impl BrokerInner {
         }
     }
 
+    /// Many hosts back with three inventory writes in all, however many hosts: mark them all
+    /// releasing, ask the providers in parallel, then drop the records of those given back and note
+    /// the error on the others. A crash in between leaves `releasing` records for `recover`, and
+    /// check-in is idempotent, so nothing is lost by batching.
     async fn checkin_many(self: &Arc<Self>, records: Vec<HostRecord>, limit: Option<usize>) -> Vec<HostOutcome> {
+        if records.is_empty() {
+            return Vec::new();
+        }
+        let marked: Vec<HostRecord> = records
+            .iter()
+            .filter(|r| r.has_broker_id())
+            .map(|r| {
+                let mut r = r.clone();
+                r.set_state(HostState::Releasing);
+                r
+            })
+            .collect();
+        if let Err(e) = self.put_many(marked).await {
+            let message = crate::error::chain(&e);
+            return records
+                .into_iter()
+                .map(|record| HostOutcome {
+                    record,
+                    result: Err(Error::user(format!("cannot record the check-in in the inventory: {message}"))),
+                })
+                .collect();
+        }
         let permits = Arc::new(Semaphore::new(
             limit.or(self.thread_limit).unwrap_or(records.len()).max(1),
         ));
@@ -701,21 +727,63 @@ impl BrokerInner {
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 let result = match inner.provider_for(&record) {
-                    Ok(provider) => inner.checkin_record(provider, record.clone()).await,
+                    Ok(provider) => provider
+                        .checkin(&record)
+                        .await
+                        .map_err(|e| e.with_host(&record.display_name())),
                     Err(e) => Err(e),
                 };
                 (index, HostOutcome { record, result })
             });
         }
-        collect_ordered(tasks).await
+        let mut outcomes = collect_ordered(tasks).await;
+        let done: Vec<RecordId> = outcomes.iter().filter(|o| o.result.is_ok()).map(|o| o.record.id()).collect();
+        let noted: Vec<HostRecord> = outcomes
+            .iter()
+            .filter(|o| o.record.has_broker_id())
+            .filter_map(|o| {
+                let e = o.result.as_ref().err()?;
+                let mut r = o.record.clone();
+                r.set_state(HostState::Releasing);
+                r.set(fields::LAST_ERROR, crate::error::chain(e));
+                Some(r)
+            })
+            .collect();
+        if let Err(e) = self.put_many(noted).await {
+            tracing::warn!("noting check-in errors in the inventory failed: {e}");
+        }
+        if let Err(e) = self.remove(done).await {
+            // The hosts are gone at their providers; their records say `releasing`, and a later
+            // `broker checkin` or `recover` finishes the job.
+            let message = crate::error::chain(&e);
+            for o in outcomes.iter_mut().filter(|o| o.result.is_ok()) {
+                o.result = Err(Error::user(format!(
+                    "checked in at the provider, but removing the record failed: {message}; run `broker recover --all`"
+                )));
+            }
+        }
+        for o in outcomes.iter().filter(|o| o.result.is_ok()) {
+            tracing::info!(host = %o.record.display_name(), "checked in");
+        }
+        outcomes
+    }
+
+    async fn put_many(&self, records: Vec<HostRecord>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let store = Arc::clone(&self.store);
+        blocking(move || store.put(&records)).await
     }
 
     async fn put(&self, record: HostRecord) -> Result<()> {
-        let store = Arc::clone(&self.store);
-        blocking(move || store.put(std::slice::from_ref(&record))).await
+        self.put_many(vec![record]).await
     }
 
     async fn remove(&self, ids: Vec<RecordId>) -> Result<Vec<RecordId>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let store = Arc::clone(&self.store);
         blocking(move || store.remove(&ids)).await
     }

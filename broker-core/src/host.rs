@@ -157,7 +157,7 @@ impl RecordId {
         h.write_u32(std::process::id());
         h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
         h.write(format!("{:?}", std::thread::current().id()).as_bytes());
-        RecordId(format!("{:016x}", h.finish()))
+        RecordId(format!("h{:016x}", h.finish()))
     }
 
     /// The identity as text.

@@ -21,7 +21,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,9 @@ use serde_yaml::Value;
 
 use crate::error::{Error, Result};
 use crate::host::{HostRecord, HostState, RecordId, fields};
+
+mod blocks;
+use blocks::Blocks;
 
 /// Storage of inventory records.
 ///
@@ -107,22 +110,37 @@ impl YamlFileStore {
         &self.path
     }
 
-    fn read(&self) -> Result<Vec<HostRecord>> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("reading inventory", &self.path, e)),
-        };
-        parse_inventory(&self.path, &text)
+    fn read_text(&self) -> Result<String> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(Error::io("reading inventory", &self.path, e)),
+        }
     }
 
-    /// Runs `change` on the records under the writer lock and writes the result atomically.
-    fn modify<T>(&self, change: impl FnOnce(&mut Vec<HostRecord>) -> Result<T>) -> Result<T> {
+    /// Runs `change` on the file's text under the writer lock and writes what it returns atomically.
+    fn modify<T>(&self, change: impl FnOnce(&str) -> Result<(String, T)>) -> Result<T> {
         let _lock = self.lock()?;
-        let mut records = self.read()?;
-        let out = change(&mut records)?;
-        self.write(&records)?;
+        let text = self.read_text()?;
+        let (new_text, out) = change(&text)?;
+        if new_text != text {
+            self.write(new_text.as_bytes())?;
+        }
         Ok(out)
+    }
+
+    /// Parses, changes and re-emits the whole document: the general path.
+    fn modify_records<T>(&self, text: &str, change: impl FnOnce(&mut Vec<HostRecord>) -> T) -> Result<(String, T)> {
+        let mut records = parse_inventory(&self.path, text)?;
+        let out = change(&mut records);
+        Ok((self.emit(&records)?, out))
+    }
+
+    fn emit(&self, records: &[HostRecord]) -> Result<String> {
+        if records.is_empty() {
+            return Ok("[]\n".to_owned());
+        }
+        serde_yaml::to_string(records).map_err(|e| Error::io("writing inventory", &self.path, std::io::Error::other(e)))
     }
 
     fn lock(&self) -> Result<LockGuard> {
@@ -169,19 +187,15 @@ impl YamlFileStore {
         Ok(LockGuard { file })
     }
 
-    fn write(&self, records: &[HostRecord]) -> Result<()> {
+    fn write(&self, contents: &[u8]) -> Result<()> {
         let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let failed = |e| Error::io("writing inventory", &self.path, e);
-        let tmp = tempfile::Builder::new()
+        let mut tmp = tempfile::Builder::new()
             .prefix(".inventory.")
             .suffix(".tmp")
             .tempfile_in(dir)
             .map_err(failed)?;
-        {
-            let mut out = BufWriter::new(tmp.as_file());
-            serde_yaml::to_writer(&mut out, records).map_err(|e| failed(std::io::Error::other(e)))?;
-            out.flush().map_err(failed)?;
-        }
+        tmp.write_all(contents).map_err(failed)?;
         tmp.as_file().sync_all().map_err(failed)?;
         tmp.persist(&self.path).map_err(|e| failed(e.error))?;
         if let Ok(d) = File::open(dir) {
@@ -203,9 +217,75 @@ impl Drop for LockGuard {
 
 /// Parses inventory text (a YAML list of mappings; empty text is an empty inventory).
 ///
+/// Large inventories in the usual block layout are parsed in parallel, one slice of entries per core.
+///
 /// # Errors
 /// [`Error::Parse`] naming file, line and column.
 pub fn parse_inventory(path: &Path, text: &str) -> Result<Vec<HostRecord>> {
+    const PARALLEL_FROM_BYTES: usize = 256 * 1024;
+    if text.len() >= PARALLEL_FROM_BYTES
+        && let Some(blocks) = Blocks::split(text)
+    {
+        let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1).min(4);
+        let chunks = blocks.chunks(cores);
+        if chunks.len() > 1 {
+            let parsed: Vec<Option<Vec<HostRecord>>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = chunks
+                    .iter()
+                    .map(|chunk| scope.spawn(move || parse_whole(path, chunk).ok()))
+                    .collect();
+                handles.into_iter().map(|h| h.join().ok().flatten()).collect()
+            });
+            if parsed.iter().all(Option::is_some) {
+                return Ok(parsed.into_iter().flatten().flatten().collect());
+            }
+            // Fall through: the whole-document parse reports the exact location.
+        }
+    }
+    parse_whole(path, text)
+}
+
+/// Checks that the text is an inventory (a list of mappings) without building it: the fast edits
+/// below never write into a file broker could not read back.
+fn check_syntax(path: &Path, text: &str) -> Result<()> {
+    let chunks: Vec<&str> = match Blocks::split(text) {
+        Some(blocks) if text.len() >= 256 * 1024 => blocks.chunks(2),
+        _ => vec![text],
+    };
+    let ok = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .iter()
+            .map(|chunk| scope.spawn(move || serde_yaml::from_str::<Option<Vec<AnyMapping>>>(chunk).is_ok()))
+            .collect();
+        handles.into_iter().all(|h| h.join().unwrap_or(false))
+    });
+    if ok { Ok(()) } else { parse_whole(path, text).map(drop) }
+}
+
+/// A mapping whose content is checked for syntax and thrown away.
+struct AnyMapping;
+
+impl<'de> serde::Deserialize<'de> for AnyMapping {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = AnyMapping;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a host mapping")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<AnyMapping, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(AnyMapping)
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+fn parse_whole(path: &Path, text: &str) -> Result<Vec<HostRecord>> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -214,53 +294,106 @@ pub fn parse_inventory(path: &Path, text: &str) -> Result<Vec<HostRecord>> {
     Ok(parsed.unwrap_or_default())
 }
 
+/// One record as a sequence entry (`- key: value …`).
+fn emit_entry(path: &Path, record: &HostRecord) -> Result<String> {
+    serde_yaml::to_string(std::slice::from_ref(record))
+        .map_err(|e| Error::io("writing inventory", path, std::io::Error::other(e)))
+}
+
+/// Adds or replaces records by splicing entries, when the text allows; `None` means "parse instead".
+fn put_fast(path: &Path, text: &str, new: &[HostRecord]) -> Result<Option<String>> {
+    let Some(blocks) = Blocks::split(text) else {
+        return Ok(None);
+    };
+    check_syntax(path, text)?;
+    let mut edits = Vec::new();
+    let mut appended = Vec::new();
+    for record in new {
+        if !record.has_broker_id() {
+            return Ok(None);
+        }
+        let id = record.id();
+        let entry = emit_entry(path, record)?;
+        match blocks.find_id(id.as_str()) {
+            Some(i) => edits.push((i, Some(entry))),
+            // Absent for certain only when the identity appears nowhere in the text.
+            None if !text.contains(id.as_str()) => appended.push(entry),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(blocks.rewrite(&edits, &appended)))
+}
+
+/// Removes broker's own records by splicing entries; `None` means "parse instead".
+fn remove_fast(path: &Path, text: &str, ids: &[RecordId]) -> Result<Option<(String, Vec<RecordId>)>> {
+    let Some(blocks) = Blocks::split(text) else {
+        return Ok(None);
+    };
+    check_syntax(path, text)?;
+    let mut edits = Vec::new();
+    let mut removed = Vec::new();
+    for id in ids {
+        if id.as_str().starts_with("legacy-") {
+            return Ok(None);
+        }
+        match blocks.find_id(id.as_str()) {
+            Some(i) => {
+                if !edits.iter().any(|(at, _)| *at == i) {
+                    edits.push((i, None));
+                    removed.push(id.clone());
+                }
+            }
+            None if !text.contains(id.as_str()) => {}
+            None => return Ok(None),
+        }
+    }
+    Ok(Some((blocks.rewrite(&edits, &[]), removed)))
+}
+
 impl InventoryStore for YamlFileStore {
     fn list(&self) -> Result<Vec<HostRecord>> {
-        self.read()
+        parse_inventory(&self.path, &self.read_text()?)
     }
 
     fn put(&self, new: &[HostRecord]) -> Result<()> {
-        self.modify(|records| {
-            for record in new {
-                let id = record.id();
-                let existing = if record.has_broker_id() {
-                    records
-                        .iter()
-                        .position(|r| r.get(fields::ID).and_then(Value::as_str) == Some(id.as_str()))
-                } else {
-                    records.iter().position(|r| r.id() == id)
-                };
-                match existing {
-                    Some(i) => records[i] = record.clone(),
-                    None => records.push(record.clone()),
-                }
+        self.modify(|text| {
+            if let Some(out) = put_fast(&self.path, text, new)? {
+                return Ok((out, ()));
             }
-            Ok(())
+            self.modify_records(text, |records| {
+                for record in new {
+                    let id = record.id();
+                    match records.iter().position(|r| r.id() == id) {
+                        Some(i) => records[i] = record.clone(),
+                        None => records.push(record.clone()),
+                    }
+                }
+            })
         })
     }
 
     fn remove(&self, ids: &[RecordId]) -> Result<Vec<RecordId>> {
-        self.modify(|records| {
-            let mut wanted: HashSet<&RecordId> = ids.iter().collect();
-            let mut removed = Vec::new();
-            let any_legacy = ids.iter().any(|id| id.as_str().starts_with("legacy-"));
-            records.retain(|r| {
-                if wanted.is_empty() {
-                    return true;
-                }
-                let id = match r.get(fields::ID).and_then(Value::as_str) {
-                    Some(id) if !id.is_empty() => RecordId::from(id),
-                    _ if any_legacy => r.id(),
-                    _ => return true,
-                };
-                if wanted.remove(&id) {
-                    removed.push(id);
-                    false
-                } else {
-                    true
-                }
-            });
-            Ok(removed)
+        self.modify(|text| {
+            if let Some(done) = remove_fast(&self.path, text, ids)? {
+                return Ok(done);
+            }
+            self.modify_records(text, |records| {
+                let mut wanted: HashSet<&RecordId> = ids.iter().collect();
+                let mut removed = Vec::new();
+                records.retain(|r| {
+                    if wanted.is_empty() {
+                        return true;
+                    }
+                    let id = r.id();
+                    if wanted.remove(&id) {
+                        removed.push(id);
+                        false
+                    } else {
+                        true
+                    }
+                });
+                removed
+            })
         })
     }
 
@@ -270,7 +403,7 @@ impl InventoryStore for YamlFileStore {
         instance: Option<&str>,
         reported: Vec<HostRecord>,
     ) -> Result<SyncReport> {
-        self.modify(|records| Ok(merge_sync(records, provider, instance, reported)))
+        self.modify(|text| self.modify_records(text, |records| merge_sync(records, provider, instance, reported)))
     }
 
     fn location(&self) -> String {
@@ -383,7 +516,7 @@ impl FieldSpec {
 
 fn render_part(record: &HostRecord, part: &str, action_keys: &[&str]) -> Option<String> {
     if part == "$action" {
-        let args = record.args();
+        let args = record.get(fields::ARGS)?.as_mapping()?;
         return action_keys
             .iter()
             .chain(KNOWN_ACTION_KEYS)
