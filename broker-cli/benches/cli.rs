@@ -54,11 +54,20 @@ fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let runs = if quick { 1 } else { 15 };
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("broker_settings.yaml"), "TestProvider: {}\n").expect("settings");
+    std::fs::write(
+        dir.path().join("broker_settings.yaml"),
+        "TestProvider: {}\n",
+    )
+    .expect("settings");
     println!("{:<38} {:>10}", "benchmark (whole process)", "median");
-    println!("{:<38} {:>10.2?}", "broker --version", time_command(dir.path(), &["--version"], runs * 3));
+    println!(
+        "{:<38} {:>10.2?}",
+        "broker --version",
+        time_command(dir.path(), &["--version"], runs * 3)
+    );
     for hosts in [1_000, 5_000] {
-        std::fs::write(dir.path().join("inventory.yaml"), upstream_inventory(hosts)).expect("inventory");
+        std::fs::write(dir.path().join("inventory.yaml"), upstream_inventory(hosts))
+            .expect("inventory");
         for (label, args) in [
             ("inventory -o json", &["inventory", "-o", "json"][..]),
             ("inventory (table)", &["inventory"][..]),
@@ -69,12 +78,25 @@ fn main() {
         }
         // A checkout writes the inventory twice (pending, then ready): the cost of adding one host.
         let t = time_command(dir.path(), &["checkout", "--test_action", "basic"], runs);
-        println!("{:<38} {:>10.1?}", format!("checkout (2 writes), {hosts} hosts"), t);
+        println!(
+            "{:<38} {:>10.1?}",
+            format!("checkout (2 writes), {hosts} hosts"),
+            t
+        );
         let t = time_command(
             dir.path(),
-            &["checkin", "--all", "--filter", "@inv._broker_provider == 'TestProvider'"],
+            &[
+                "checkin",
+                "--all",
+                "--filter",
+                "@inv._broker_provider == 'TestProvider'",
+            ],
             0,
         );
-        println!("{:<38} {:>10.1?}", format!("checkin the checked-out hosts, {hosts}"), t);
+        println!(
+            "{:<38} {:>10.1?}",
+            format!("checkin the checked-out hosts, {hosts}"),
+            t
+        );
     }
 }

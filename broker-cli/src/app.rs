@@ -5,17 +5,17 @@ use std::process::ExitCode;
 
 use broker_core::settings::{EXAMPLE_SETTINGS, SettingsFile};
 use broker_core::{
-    Broker, CheckoutRequest, Error, HostOutcome, HostRecord, Mapping, RecoverScope, Result, Settings, Value,
-    args, select_records,
+    Broker, CheckoutRequest, Error, HostOutcome, HostRecord, Mapping, RecoverScope, Result,
+    Settings, Value, args, select_records,
 };
 use clap::Parser;
 
 use crate::cli::{
-    CheckinArgs, CheckoutArgs, Cli, Command, ConfigCommand, DuplicateArgs, ExecuteArgs, ExecuteFormat, ExtendArgs,
-    Format, InventoryArgs, LogLevel, ProvidersArgs, RecoverArgs, Selection,
+    CheckinArgs, CheckoutArgs, Cli, Command, ConfigCommand, DuplicateArgs, ExecuteArgs,
+    ExecuteFormat, ExtendArgs, Format, InventoryArgs, LogLevel, ProvidersArgs, RecoverArgs,
+    Selection,
 };
 use crate::output::{Emitter, Progress, inventory_table, print_value, table, write_stdout};
-
 
 /// The whole program.
 pub fn main() -> ExitCode {
@@ -66,8 +66,12 @@ fn print_version() -> i32 {
         "broker {}\nBroker Directory  {}\nSettings File     {}\nInventory File    {}\nLog File          {}\n",
         env!("CARGO_PKG_VERSION"),
         directory.display(),
-        directory.join(broker_core::settings::SETTINGS_FILE).display(),
-        directory.join(broker_core::settings::INVENTORY_FILE).display(),
+        directory
+            .join(broker_core::settings::SETTINGS_FILE)
+            .display(),
+        directory
+            .join(broker_core::settings::INVENTORY_FILE)
+            .display(),
         log,
     );
     match write_stdout(&text) {
@@ -87,7 +91,11 @@ fn run(command: Command, log_level: Option<LogLevel>, emitter: &mut Emitter) -> 
         Some(LogLevel::Silent) => "silent",
         None => "",
     };
-    let console = if console.is_empty() { settings.console_level() } else { console.to_owned() };
+    let console = if console.is_empty() {
+        settings.console_level()
+    } else {
+        console.to_owned()
+    };
     crate::logging::init(
         crate::logging::level(&console),
         crate::logging::level(&settings.file_level()),
@@ -142,18 +150,24 @@ fn background_if_asked(command: &Command, settings: &Settings) -> Result<Option<
     if !asked {
         return Ok(None);
     }
-    let exe = std::env::current_exe().map_err(|e| Error::io("finding the broker executable", "/proc/self/exe", e))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::io("finding the broker executable", "/proc/self/exe", e))?;
     let argv: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "-b" && a != "--background")
         .collect();
     let log_path = settings.log_path();
-    let out_path = log_path.with_file_name(format!("background-{}.out", broker_core::time::now_epoch()));
+    let out_path =
+        log_path.with_file_name(format!("background-{}.out", broker_core::time::now_epoch()));
     if let Some(dir) = out_path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating the log directory", dir, e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io("creating the log directory", dir, e))?;
     }
-    let out = std::fs::File::create(&out_path).map_err(|e| Error::io("creating the background output file", &out_path, e))?;
-    let err = out.try_clone().map_err(|e| Error::io("creating the background output file", &out_path, e))?;
+    let out = std::fs::File::create(&out_path)
+        .map_err(|e| Error::io("creating the background output file", &out_path, e))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| Error::io("creating the background output file", &out_path, e))?;
     use std::os::unix::process::CommandExt;
     let child = std::process::Command::new(exe)
         .args(argv)
@@ -203,8 +217,13 @@ fn request_args(
 }
 
 async fn checkout(broker: &Broker, a: CheckoutArgs, emitter: &mut Emitter) -> Result<i32> {
-    let mut request = request_args(a.nick, a.args_file.as_deref(), a.provider_labels.as_deref(), &a.extra)?
-        .keep_partial(a.keep_partial);
+    let mut request = request_args(
+        a.nick,
+        a.args_file.as_deref(),
+        a.provider_labels.as_deref(),
+        &a.extra,
+    )?
+    .keep_partial(a.keep_partial);
     if let Some(count) = a.count {
         request = request.count(count);
     }
@@ -219,7 +238,10 @@ async fn checkout(broker: &Broker, a: CheckoutArgs, emitter: &mut Emitter) -> Re
         None => return Err(abandon_checkout(broker).await),
     };
     // The CLI hands hosts out: they stay checked out until `broker checkin`.
-    let records: Vec<HostRecord> = guards.into_iter().map(|g| g.keep().record().clone()).collect();
+    let records: Vec<HostRecord> = guards
+        .into_iter()
+        .map(|g| g.keep().record().clone())
+        .collect();
     emitter.emit("hosts", &records);
     print_hosts(broker, &records, a.output)?;
     Ok(0)
@@ -260,7 +282,11 @@ fn print_hosts(broker: &Broker, records: &[HostRecord], format: Format) -> Resul
     match format {
         Format::Table => {
             let keys: Vec<&str> = broker.registry().all_action_keys().collect();
-            write_stdout(&inventory_table(records, &broker.settings().inventory_fields(), &keys))
+            write_stdout(&inventory_table(
+                records,
+                &broker.settings().inventory_fields(),
+                &keys,
+            ))
         }
         other => print_value(&records, other),
     }
@@ -268,12 +294,17 @@ fn print_hosts(broker: &Broker, records: &[HostRecord], format: Format) -> Resul
 
 fn selected(broker: &Broker, s: &Selection) -> Result<Vec<HostRecord>> {
     if s.hosts.is_empty() && !s.all {
-        return Err(Error::usage("name the hosts (ids, hostnames or names) or give --all"));
+        return Err(Error::usage(
+            "name the hosts (ids, hostnames or names) or give --all",
+        ));
     }
     let records = broker.inventory().list()?;
     let (chosen, missing) = select_records(&records, &s.hosts, s.all, s.filter.as_deref())?;
     if !missing.is_empty() {
-        tracing::warn!("these hosts were not found in the inventory: {}", missing.join(", "));
+        tracing::warn!(
+            "these hosts were not found in the inventory: {}",
+            missing.join(", ")
+        );
     }
     Ok(chosen)
 }
@@ -308,7 +339,9 @@ async fn checkin(broker: &Broker, a: CheckinArgs, emitter: &mut Emitter) -> Resu
             eprintln!("no hosts to check in");
         }
         let _progress = Progress::start(format!("checking in {} host(s)", records.len()));
-        outcomes.extend(interruptible(async { Ok(broker.checkin(records, a.sequential).await) }).await?);
+        outcomes.extend(
+            interruptible(async { Ok(broker.checkin(records, a.sequential).await) }).await?,
+        );
     }
     Ok(report("checked in", &outcomes, emitter))
 }
@@ -317,7 +350,10 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
     if let Some(spec) = &a.sync {
         let _progress = Progress::start(format!("syncing {spec}"));
         let r = interruptible(broker.sync_inventory(spec)).await?;
-        eprintln!("synced {spec}: {} added, {} updated, {} removed", r.added, r.updated, r.removed);
+        eprintln!(
+            "synced {spec}: {} added, {} updated, {} removed",
+            r.added, r.updated, r.removed
+        );
     }
     let mut records = broker.inventory().list()?;
     if let Some(f) = &a.filter {
@@ -330,16 +366,30 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
         let details: Mapping = records
             .iter()
             .enumerate()
-            .map(|(i, r)| (Value::from(i as u64), broker_core::inventory::humanize_times(&r.to_value())))
+            .map(|(i, r)| {
+                (
+                    Value::from(i as u64),
+                    broker_core::inventory::humanize_times(&r.to_value()),
+                )
+            })
             .collect();
-        return print_value(&details, if a.output == Format::Json { Format::Json } else { Format::Yaml }).map(|()| 0);
+        return print_value(
+            &details,
+            if a.output == Format::Json {
+                Format::Json
+            } else {
+                Format::Yaml
+            },
+        )
+        .map(|()| 0);
     }
     match a.output {
         Format::Table if records.is_empty() => {
             eprintln!("No hosts found in inventory.");
         }
         Format::Table if a.list => {
-            let spec = broker_core::inventory::FieldSpec::parse(&broker.settings().inventory_list_vars());
+            let spec =
+                broker_core::inventory::FieldSpec::parse(&broker.settings().inventory_list_vars());
             let keys: Vec<&str> = broker.registry().all_action_keys().collect();
             let mut text = String::new();
             for r in &records {
@@ -377,13 +427,18 @@ async fn extend(broker: &Broker, a: ExtendArgs, emitter: &mut Emitter) -> Result
         })
         .collect();
     if let Some(labels) = &a.provider_labels {
-        extra.insert("provider_labels".into(), Value::Mapping(args::parse_labels(labels)));
+        extra.insert(
+            "provider_labels".into(),
+            Value::Mapping(args::parse_labels(labels)),
+        );
     }
     let _progress = Progress::start(format!("extending {} host(s)", records.len()));
     let outcomes = if a.sequential {
         let mut all = Vec::new();
         for r in records {
-            all.extend(interruptible(async { Ok(broker.extend(vec![r], extra.clone()).await) }).await?);
+            all.extend(
+                interruptible(async { Ok(broker.extend(vec![r], extra.clone()).await) }).await?,
+            );
         }
         all
     } else {
@@ -393,7 +448,12 @@ async fn extend(broker: &Broker, a: ExtendArgs, emitter: &mut Emitter) -> Result
 }
 
 async fn execute(broker: &Broker, a: ExecuteArgs, emitter: &mut Emitter) -> Result<i32> {
-    let mut request = request_args(a.nick, a.args_file.as_deref(), a.provider_labels.as_deref(), &a.extra)?;
+    let mut request = request_args(
+        a.nick,
+        a.args_file.as_deref(),
+        a.provider_labels.as_deref(),
+        &a.extra,
+    )?;
     if let Some(artifacts) = a.artifacts {
         let value = match artifacts {
             crate::cli::Artifacts::Merge => "merge",
@@ -407,7 +467,10 @@ async fn execute(broker: &Broker, a: ExecuteArgs, emitter: &mut Emitter) -> Resu
     emitter.emit("output", &result);
     match a.output {
         ExecuteFormat::Log => {
-            tracing::info!("result:\n{}", serde_yaml::to_string(&result).unwrap_or_default());
+            tracing::info!(
+                "result:\n{}",
+                serde_yaml::to_string(&result).unwrap_or_default()
+            );
             print_value(&result, Format::Yaml)?;
         }
         ExecuteFormat::Raw => match &result {
@@ -431,12 +494,18 @@ async fn providers(broker: &Broker, a: ProvidersArgs, emitter: &mut Emitter) -> 
                 vec![
                     k.name().to_owned(),
                     k.checkout_action_keys().join(", "),
-                    if instances.is_empty() { "-".into() } else { instances.join(", ") },
+                    if instances.is_empty() {
+                        "-".into()
+                    } else {
+                        instances.join(", ")
+                    },
                     k.about().to_owned(),
                 ]
             })
             .collect();
-        let headers = ["Provider", "Actions", "Instances", "About"].map(str::to_owned).to_vec();
+        let headers = ["Provider", "Actions", "Instances", "About"]
+            .map(str::to_owned)
+            .to_vec();
         write_stdout(&table(headers, rows))?;
         return Ok(0);
     };
@@ -447,12 +516,17 @@ async fn providers(broker: &Broker, a: ProvidersArgs, emitter: &mut Emitter) -> 
     let mut tokens = a.extra.iter().peekable();
     while let Some(token) = tokens.next() {
         let Some(flag) = token.strip_prefix("--") else {
-            return Err(Error::usage(format!("unexpected `{token}`; provider queries are flags like `--workflows`")));
+            return Err(Error::usage(format!(
+                "unexpected `{token}`; provider queries are flags like `--workflows`"
+            )));
         };
         let (key, value) = match flag.split_once('=') {
             Some((k, v)) => (k.to_owned(), Value::from(v)),
             None => match tokens.peek() {
-                Some(v) if !v.starts_with('-') => (flag.to_owned(), Value::from(tokens.next().cloned().unwrap_or_default())),
+                Some(v) if !v.starts_with('-') => (
+                    flag.to_owned(),
+                    Value::from(tokens.next().cloned().unwrap_or_default()),
+                ),
                 _ => (flag.to_owned(), Value::Bool(true)),
             },
         };
@@ -471,12 +545,17 @@ async fn providers(broker: &Broker, a: ProvidersArgs, emitter: &mut Emitter) -> 
                 "{} has no query `--{}`; it answers: {}",
                 kind.name(),
                 key.replace('_', "-"),
-                if known.is_empty() { "none".into() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
             )));
         }
         query.insert(Value::from(key), value);
     }
-    let mut result = interruptible(broker.provider_help(kind.name(), instance.as_deref(), &query)).await?;
+    let mut result =
+        interruptible(broker.provider_help(kind.name(), instance.as_deref(), &query)).await?;
     if let Value::Sequence(items) = &mut result {
         if let Some(filter) = &a.results_filter {
             let keep = broker_core::filter::Filter::parse(filter, "res")?.select(items);
@@ -487,12 +566,23 @@ async fn providers(broker: &Broker, a: ProvidersArgs, emitter: &mut Emitter) -> 
         }
     }
     emitter.emit("output", &result);
-    print_value(&result, if a.output == Format::Json { Format::Json } else { Format::Yaml })?;
+    print_value(
+        &result,
+        if a.output == Format::Json {
+            Format::Json
+        } else {
+            Format::Yaml
+        },
+    )?;
     Ok(0)
 }
 
 async fn recover(broker: &Broker, a: RecoverArgs, emitter: &mut Emitter) -> Result<i32> {
-    let scope = if a.all { RecoverScope::Unfinished } else { RecoverScope::Orphaned };
+    let scope = if a.all {
+        RecoverScope::Unfinished
+    } else {
+        RecoverScope::Orphaned
+    };
     let outcomes = interruptible(broker.recover(scope)).await?;
     if outcomes.is_empty() {
         eprintln!("nothing to recover");
@@ -541,7 +631,9 @@ fn config(cmd: ConfigCommand, settings: &Settings) -> Result<i32> {
             eprintln!(
                 "set `{chunk}` in {}{}",
                 file.path().display(),
-                backup.map(|b| format!(" (previous file kept as {})", b.display())).unwrap_or_default()
+                backup
+                    .map(|b| format!(" (previous file kept as {})", b.display()))
+                    .unwrap_or_default()
             );
         }
         ConfigCommand::Init { from, force } => {
@@ -552,7 +644,8 @@ fn config(cmd: ConfigCommand, settings: &Settings) -> Result<i32> {
                 )));
             }
             let text = match &from {
-                Some(path) => std::fs::read_to_string(path).map_err(|e| Error::io("reading --from file", path, e))?,
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| Error::io("reading --from file", path, e))?,
                 None => EXAMPLE_SETTINGS.to_owned(),
             };
             file.init(&text)?;
@@ -591,7 +684,14 @@ fn lookup(value: &Value, path: &str) -> Option<Value> {
 fn validate(settings: &Settings, chunk: &str) -> Result<i32> {
     let registry = broker_providers::registry();
     let (targets, instance): (Vec<&str>, Option<&str>) = match chunk {
-        "all" => (registry.names().into_iter().filter(|n| settings.has_provider_section(n)).collect(), None),
+        "all" => (
+            registry
+                .names()
+                .into_iter()
+                .filter(|n| settings.has_provider_section(n))
+                .collect(),
+            None,
+        ),
         "base" | "ssh" => (Vec::new(), None),
         other => match other.split_once(':') {
             Some((p, i)) => (vec![p], Some(i)),
@@ -612,7 +712,13 @@ fn validate(settings: &Settings, chunk: &str) -> Result<i32> {
         }
     }
     if code == 0 {
-        eprintln!("settings are valid ({})", settings.file().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into()));
+        eprintln!(
+            "settings are valid ({})",
+            settings
+                .file()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "built-in defaults".into())
+        );
     }
     Ok(code)
 }
@@ -620,7 +726,9 @@ fn validate(settings: &Settings, chunk: &str) -> Result<i32> {
 fn edit(file: &SettingsFile, chunk: Option<&str>) -> Result<()> {
     use std::io::IsTerminal;
     if std::env::var_os("BROKER_NON_INTERACTIVE").is_some() || !std::io::stdin().is_terminal() {
-        return Err(Error::user("`config edit` needs a terminal; did you mean `broker config set`?"));
+        return Err(Error::user(
+            "`config edit` needs a terminal; did you mean `broker config set`?",
+        ));
     }
     let doc = Value::Mapping(file.read()?);
     let current = match chunk {
@@ -631,17 +739,23 @@ fn edit(file: &SettingsFile, chunk: Option<&str>) -> Result<()> {
         .suffix(".yaml")
         .tempfile()
         .map_err(|e| Error::io("creating a temporary file", std::env::temp_dir(), e))?;
-    std::fs::write(tmp.path(), serde_yaml::to_string(&current).unwrap_or_default())
-        .map_err(|e| Error::io("writing a temporary file", tmp.path(), e))?;
+    std::fs::write(
+        tmp.path(),
+        serde_yaml::to_string(&current).unwrap_or_default(),
+    )
+    .map_err(|e| Error::io("writing a temporary file", tmp.path(), e))?;
     let editor = std::env::var("EDITOR").unwrap_or_else(|_| "vi".into());
     let status = std::process::Command::new(&editor)
         .arg(tmp.path())
         .status()
         .map_err(|e| Error::io("starting $EDITOR", &editor, e))?;
     if !status.success() {
-        return Err(Error::user(format!("{editor} exited with {status}; nothing changed")));
+        return Err(Error::user(format!(
+            "{editor} exited with {status}; nothing changed"
+        )));
     }
-    let text = std::fs::read_to_string(tmp.path()).map_err(|e| Error::io("reading the edited file", tmp.path(), e))?;
+    let text = std::fs::read_to_string(tmp.path())
+        .map_err(|e| Error::io("reading the edited file", tmp.path(), e))?;
     let value = args::parse_data_text(tmp.path(), &text)?;
     file.set(chunk.unwrap_or(""), value)?;
     Ok(())

@@ -87,7 +87,9 @@ pub enum Artifacts {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check out hosts.
-    #[command(after_help = "Examples:\n  broker checkout --nick rhel9\n  broker checkout --workflow deploy-rhel --deploy_rhel_version 9.4 -c 2\n  broker checkout --test_action basic --TestProvider local")]
+    #[command(
+        after_help = "Examples:\n  broker checkout --nick rhel9\n  broker checkout --workflow deploy-rhel --deploy_rhel_version 9.4 -c 2\n  broker checkout --test_action basic --TestProvider local"
+    )]
     Checkout(CheckoutArgs),
     /// Check hosts in.
     Checkin(CheckinArgs),
@@ -367,7 +369,11 @@ pub fn split_passthrough(args: Vec<String>) -> Vec<String> {
     if !PASSTHROUGH.contains(&verb.as_str()) {
         return args;
     }
-    let name = if verb == "nick-help" { "providers" } else { verb.as_str() };
+    let name = if verb == "nick-help" {
+        "providers"
+    } else {
+        verb.as_str()
+    };
     let Some(sub) = root.find_subcommand(name) else {
         return args;
     };
@@ -436,7 +442,8 @@ pub fn split_passthrough(args: Vec<String>) -> Vec<String> {
 
 /// `--x` or `-x` (a letter): a flag, not the value of the flag before it. `-1` is a value.
 fn looks_like_flag(token: &str) -> bool {
-    token.starts_with("--") || (token.starts_with('-') && token[1..].starts_with(|c: char| c.is_ascii_alphabetic()))
+    token.starts_with("--")
+        || (token.starts_with('-') && token[1..].starts_with(|c: char| c.is_ascii_alphabetic()))
 }
 
 #[cfg(test)]
@@ -459,8 +466,14 @@ mod tests {
 
     #[test]
     fn other_verbs_are_untouched() {
-        assert_eq!(split("broker checkin --all"), vec!["broker", "checkin", "--all"]);
-        assert_eq!(split("broker inventory --filter x"), vec!["broker", "inventory", "--filter", "x"]);
+        assert_eq!(
+            split("broker checkin --all"),
+            vec!["broker", "checkin", "--all"]
+        );
+        assert_eq!(
+            split("broker inventory --filter x"),
+            vec!["broker", "inventory", "--filter", "x"]
+        );
     }
 
     #[test]

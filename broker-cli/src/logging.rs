@@ -7,11 +7,11 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use tracing_subscriber::Layer;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::Layer;
 
 /// Rotate the log file past this size.
 const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
@@ -42,7 +42,10 @@ pub fn init(console: LevelFilter, file: LevelFilter, log_path: &Path) {
         .with_writer(RotatingFile::new(log_path.to_path_buf()))
         .with_ansi(false)
         .with_filter(file);
-    let _ = tracing_subscriber::registry().with(stderr).with(file_layer).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(file_layer)
+        .try_init();
 }
 
 /// A log file opened on first write and rotated by size.
@@ -76,7 +79,10 @@ impl RotatingFile {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         let len = file.metadata()?.len();
         Ok((file, len))
     }
@@ -90,7 +96,11 @@ pub struct RotatingWriter<'a> {
 
 impl Write for RotatingWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.state.as_ref().is_some_and(|(_, len)| *len >= MAX_LOG_BYTES) {
+        if self
+            .state
+            .as_ref()
+            .is_some_and(|(_, len)| *len >= MAX_LOG_BYTES)
+        {
             *self.state = None;
             self.owner.rotate();
         }

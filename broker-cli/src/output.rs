@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use broker_core::inventory::{FieldSpec, broker_columns};
 use broker_core::{Error, HostRecord, Result};
-use comfy_table::{ContentArrangement, Table, presets};
 
 use crate::cli::Format;
 
@@ -45,7 +44,10 @@ impl Emitter {
         }
         let text = serde_json::to_string_pretty(&self.doc).unwrap_or_else(|_| "{}".into());
         if let Err(e) = std::fs::write(&path, text + "\n") {
-            eprintln!("warning: cannot write --output-file {}: {e}", path.display());
+            eprintln!(
+                "warning: cannot write --output-file {}: {e}",
+                path.display()
+            );
         }
     }
 }
@@ -76,26 +78,73 @@ pub fn write_stdout(text: &str) -> Result<()> {
     }
 }
 
-/// A table that fits the terminal.
+/// A plain table: a header, a rule, one line per row, columns two spaces apart. On a terminal the
+/// widest columns are cut (with `…`) until the table fits.
 pub fn table(headers: Vec<String>, rows: Vec<Vec<String>>) -> String {
-    let mut table = Table::new();
-    table
-        .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(headers);
-    if !std::io::stdout().is_terminal() {
-        // Not a terminal: no width to fit, and laying out thousands of rows is costly.
-        table.set_content_arrangement(ContentArrangement::Disabled);
+    let columns = headers.len();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
     }
-    for row in rows {
-        table.add_row(row);
+    if std::io::stdout().is_terminal()
+        && let Some((terminal_size::Width(total), _)) = terminal_size::terminal_size()
+    {
+        let total = usize::from(total);
+        let gaps = 2 * columns.saturating_sub(1);
+        while widths.iter().sum::<usize>() + gaps > total {
+            let Some((widest, w)) = widths.iter().copied().enumerate().max_by_key(|(_, w)| *w)
+            else {
+                break;
+            };
+            if w <= 8 {
+                break;
+            }
+            widths[widest] = w - 1;
+        }
     }
-    table.to_string() + "\n"
+    let mut out =
+        String::with_capacity((rows.len() + 2) * (widths.iter().sum::<usize>() + 2 * columns + 1));
+    push_row(&mut out, &headers, &widths);
+    let rule: Vec<String> = widths.iter().map(|w| "─".repeat(*w)).collect();
+    push_row(&mut out, &rule, &widths);
+    for row in &rows {
+        push_row(&mut out, row, &widths);
+    }
+    out
+}
+
+fn push_row(out: &mut String, cells: &[String], widths: &[usize]) {
+    let line_start = out.len();
+    for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+        if i > 0 {
+            out.push_str("  ");
+        }
+        let length = cell.chars().count();
+        if length > *width {
+            out.extend(cell.chars().take(width.saturating_sub(1)));
+            out.push('…');
+        } else {
+            out.push_str(cell);
+            out.extend(std::iter::repeat_n(' ', width - length));
+        }
+    }
+    let trimmed = out[line_start..].trim_end().len();
+    out.truncate(line_start + trimmed);
+    out.push('\n');
 }
 
 /// The inventory table: `Id`, the configured columns, then state, age and lease.
-pub fn inventory_table(records: &[HostRecord], fields: &[(String, String)], action_keys: &[&str]) -> String {
-    let specs: Vec<FieldSpec> = fields.iter().map(|(_, spec)| FieldSpec::parse(spec)).collect();
+pub fn inventory_table(
+    records: &[HostRecord],
+    fields: &[(String, String)],
+    action_keys: &[&str],
+) -> String {
+    let specs: Vec<FieldSpec> = fields
+        .iter()
+        .map(|(_, spec)| FieldSpec::parse(spec))
+        .collect();
     let mut headers = vec!["Id".to_owned()];
     headers.extend(fields.iter().map(|(title, _)| title.clone()));
     headers.extend(["State", "Age", "Lease"].map(str::to_owned));
@@ -150,5 +199,25 @@ impl Drop for Progress {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns_and_trims_lines() {
+        let text = table(
+            vec!["Id".into(), "Host".into()],
+            vec![
+                vec!["0".into(), "a.example.com".into()],
+                vec!["10".into(), "b".into()],
+            ],
+        );
+        assert_eq!(
+            text,
+            "Id  Host\n──  ─────────────\n0   a.example.com\n10  b\n"
+        );
     }
 }

@@ -30,11 +30,15 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 fn measure(runs: usize, mut f: impl FnMut()) -> Duration {
     f(); // warm up
-    median((0..runs).map(|_| {
-        let start = Instant::now();
-        f();
-        start.elapsed()
-    }).collect())
+    median(
+        (0..runs)
+            .map(|_| {
+                let start = Instant::now();
+                f();
+                start.elapsed()
+            })
+            .collect(),
+    )
 }
 
 fn main() {
@@ -58,19 +62,31 @@ fn main() {
         let list = measure(runs, || {
             assert_eq!(store.list().expect("list").len(), hosts);
         });
-        println!("{:<34} {:>10.1?}", format!("inventory list, {hosts} hosts"), list);
+        println!(
+            "{:<34} {:>10.1?}",
+            format!("inventory list, {hosts} hosts"),
+            list
+        );
 
         let add = measure(runs, || {
             let record = HostRecord::pending("TestProvider", None, Default::default());
             store.put(std::slice::from_ref(&record)).expect("put");
             store.remove(&[record.id()]).expect("remove");
         });
-        println!("{:<34} {:>10.1?}", format!("add + remove one, {hosts} hosts"), add);
+        println!(
+            "{:<34} {:>10.1?}",
+            format!("add + remove one, {hosts} hosts"),
+            add
+        );
 
         let add_only = measure(runs, || {
             let record = HostRecord::pending("TestProvider", None, Default::default());
             store.put(std::slice::from_ref(&record)).expect("put");
         });
-        println!("{:<34} {:>10.1?}", format!("add one, {hosts} hosts"), add_only);
+        println!(
+            "{:<34} {:>10.1?}",
+            format!("add one, {hosts} hosts"),
+            add_only
+        );
     }
 }

@@ -50,7 +50,11 @@ pub fn parse_passthrough(tokens: &[String]) -> Result<Mapping> {
 /// A value that names an existing data file becomes the file's content; anything else stays text.
 fn resolve_file_value(value: String) -> Result<Value> {
     let lower = value.to_ascii_lowercase();
-    if [".json", ".yaml", ".yml"].iter().any(|ext| lower.ends_with(ext)) && Path::new(&value).is_file() {
+    if [".json", ".yaml", ".yml"]
+        .iter()
+        .any(|ext| lower.ends_with(ext))
+        && Path::new(&value).is_file()
+    {
         return load_data_file(Path::new(&value));
     }
     Ok(Value::String(value))
@@ -165,7 +169,10 @@ mod tests {
         let file = dir.path().join("extra.yaml");
         std::fs::write(&file, "a: 1\nb: [x, y]\n").unwrap();
         let args = parse_passthrough(&["--extra".into(), file.display().to_string()]).unwrap();
-        assert_eq!(args.get("extra").unwrap().get("a").and_then(Value::as_u64), Some(1));
+        assert_eq!(
+            args.get("extra").unwrap().get("a").and_then(Value::as_u64),
+            Some(1)
+        );
     }
 
     #[test]

@@ -80,7 +80,9 @@ impl Broker {
     /// As [`crate::Broker::checkout`].
     pub fn checkout_one(&self, request: CheckoutRequest) -> Result<HostGuard> {
         let mut hosts = self.checkout_as(request.count(1))?;
-        hosts.pop().ok_or_else(|| Error::user("the provider returned no host"))
+        hosts
+            .pop()
+            .ok_or_else(|| Error::user("the provider returned no host"))
     }
 
     /// Checks out hosts wrapped in a test framework's own host type.
@@ -88,7 +90,9 @@ impl Broker {
     /// # Errors
     /// As [`crate::Broker::checkout_as`].
     pub fn checkout_as<H: FromHost>(&self, request: CheckoutRequest) -> Result<Vec<HostGuard<H>>> {
-        let guards = self.runtime.block_on(self.inner.checkout_as::<H>(request))?;
+        let guards = self
+            .runtime
+            .block_on(self.inner.checkout_as::<H>(request))?;
         Ok(guards
             .into_iter()
             .map(|g| HostGuard {
@@ -102,7 +106,11 @@ impl Broker {
     ///
     /// # Errors
     /// As [`crate::Broker::with_hosts`].
-    pub fn with_hosts<T>(&self, request: CheckoutRequest, body: impl FnOnce(&[HostGuard]) -> T) -> Result<T> {
+    pub fn with_hosts<T>(
+        &self,
+        request: CheckoutRequest,
+        body: impl FnOnce(&[HostGuard]) -> T,
+    ) -> Result<T> {
         let guards = self.checkout(request)?;
         let out = body(&guards);
         let mut first_error = None;
@@ -116,7 +124,8 @@ impl Broker {
 
     /// Checks in inventory records (see [`crate::Broker::checkin`]).
     pub fn checkin(&self, records: Vec<HostRecord>, sequential: bool) -> Vec<HostOutcome> {
-        self.runtime.block_on(self.inner.checkin(records, sequential))
+        self.runtime
+            .block_on(self.inner.checkin(records, sequential))
     }
 }
 
@@ -173,7 +182,8 @@ impl<H: FromHost> HostGuard<H> {
     /// # Errors
     /// As [`Host::execute_with_timeout`].
     pub fn execute_with_timeout(&self, command: &str, timeout: Duration) -> Result<ExecOutput> {
-        self.runtime.block_on(self.host().execute_with_timeout(command, timeout))
+        self.runtime
+            .block_on(self.host().execute_with_timeout(command, timeout))
     }
 
     /// Reads a file from the host.
@@ -189,6 +199,7 @@ impl<H: FromHost> HostGuard<H> {
     /// # Errors
     /// As [`Host::write_file`].
     pub fn write_file(&self, path: &str, contents: &[u8]) -> Result<()> {
-        self.runtime.block_on(self.host().write_file(path, contents))
+        self.runtime
+            .block_on(self.host().write_file(path, contents))
     }
 }

@@ -131,11 +131,14 @@ pub enum RecoverScope {
     ThisProcess,
 }
 
+type ProviderKey = (String, Option<String>);
+
 pub(crate) struct BrokerInner {
     settings: Settings,
     registry: ProviderRegistry,
     pub(crate) store: Arc<dyn InventoryStore>,
-    providers: Mutex<HashMap<(String, Option<String>), Arc<dyn Provider>>>,
+    /// Providers built so far, by (provider, instance).
+    providers: Mutex<HashMap<ProviderKey, Arc<dyn Provider>>>,
     pub(crate) checkin_timeout: Duration,
     pub(crate) keep_on_failure: Option<Duration>,
     thread_limit: Option<usize>,
@@ -253,9 +256,14 @@ impl Broker {
     ///
     /// # Errors
     /// As [`Broker::checkout`], plus the wrapper's own error (the hosts are then checked in).
-    pub async fn checkout_as<H: FromHost>(&self, request: CheckoutRequest) -> Result<Vec<HostGuard<H>>> {
+    pub async fn checkout_as<H: FromHost>(
+        &self,
+        request: CheckoutRequest,
+    ) -> Result<Vec<HostGuard<H>>> {
         let resolved = self.resolve(&request)?;
-        let provider = self.inner.provider(&resolved.kind, resolved.instance.as_deref())?;
+        let provider = self
+            .inner
+            .provider(&resolved.kind, resolved.instance.as_deref())?;
         tracing::info!(
             provider = resolved.kind.name(),
             instance = provider.instance().unwrap_or("-"),
@@ -282,7 +290,10 @@ impl Broker {
             match joined {
                 Ok((index, Ok(record))) => made.push((index, record)),
                 Ok((index, Err(e))) => failures.push((index, e)),
-                Err(e) => failures.push((usize::MAX, Error::user(format!("a checkout task failed: {e}")))),
+                Err(e) => failures.push((
+                    usize::MAX,
+                    Error::user(format!("a checkout task failed: {e}")),
+                )),
             }
         }
         made.sort_by_key(|(i, _)| *i);
@@ -316,7 +327,11 @@ impl Broker {
         let mut guards = Vec::with_capacity(made.len());
         let mut records = made.into_iter().map(|(_, r)| r);
         while let Some(record) = records.next() {
-            match HostGuard::<H>::new(Arc::clone(&self.inner), Arc::clone(&provider), record.clone()) {
+            match HostGuard::<H>::new(
+                Arc::clone(&self.inner),
+                Arc::clone(&provider),
+                record.clone(),
+            ) {
                 Ok(guard) => guards.push(guard),
                 Err(e) => {
                     // Guards already made check themselves in when dropped; the rest go back explicitly.
@@ -372,7 +387,10 @@ impl Broker {
             tasks.spawn(async move {
                 let result = async {
                     let provider = inner.provider_for(&record)?;
-                    provider.extend(&record, &args).await.map_err(|e| e.with_host(&record.display_name()))
+                    provider
+                        .extend(&record, &args)
+                        .await
+                        .map_err(|e| e.with_host(&record.display_name()))
                 }
                 .await;
                 (index, HostOutcome { record, result })
@@ -396,7 +414,12 @@ impl Broker {
     ///
     /// # Errors
     /// Unknown provider or instance; the provider's error.
-    pub async fn provider_help(&self, provider: &str, instance: Option<&str>, query: &Mapping) -> Result<Value> {
+    pub async fn provider_help(
+        &self,
+        provider: &str,
+        instance: Option<&str>,
+        query: &Mapping,
+    ) -> Result<Value> {
         let kind = *self.inner.registry.require(provider)?;
         let provider = self.inner.provider(&kind, instance)?;
         provider.help(query).await
@@ -422,7 +445,10 @@ impl Broker {
         let resolved_instance = provider.instance().map(str::to_owned);
         let store = Arc::clone(&self.inner.store);
         let provider_name = kind.name().to_owned();
-        blocking(move || store.sync_provider(&provider_name, resolved_instance.as_deref(), reported)).await
+        blocking(move || {
+            store.sync_provider(&provider_name, resolved_instance.as_deref(), reported)
+        })
+        .await
     }
 
     /// Hosts from the inventory, optionally filtered, attached to their providers.
@@ -434,7 +460,11 @@ impl Broker {
         let selected = match filter {
             Some(f) => {
                 let filter = Filter::parse(f, "inv")?;
-                filter.select(&records).into_iter().map(|i| records[i].clone()).collect()
+                filter
+                    .select(&records)
+                    .into_iter()
+                    .map(|i| records[i].clone())
+                    .collect()
             }
             None => records,
         };
@@ -461,7 +491,9 @@ impl Broker {
             if let (Some(provider), Some(instance)) = (record.provider(), record.instance()) {
                 args.insert(Value::from(provider), Value::from(instance));
             }
-            let guards = self.checkout(CheckoutRequest::new().args(args).count(count)).await?;
+            let guards = self
+                .checkout(CheckoutRequest::new().args(args).count(count))
+                .await?;
             out.extend(guards.into_iter().map(|g| g.keep().record().clone()));
         }
         Ok(out)
@@ -513,16 +545,26 @@ impl Broker {
     fn split_instance(
         &self,
         mut args: Mapping,
-        pick: impl for<'r> Fn(&'r ProviderRegistry, &Mapping) -> Option<(&'r ProviderKind, &'static str)>,
+        pick: impl for<'r> Fn(
+            &'r ProviderRegistry,
+            &Mapping,
+        ) -> Option<(&'r ProviderKind, &'static str)>,
     ) -> Result<(ProviderKind, Option<String>, Mapping)> {
         let kind = match pick(&self.inner.registry, &args) {
             Some((kind, _)) => *kind,
             None => {
                 let keys: Vec<&str> = self.inner.registry.all_action_keys().collect();
-                let given: Vec<String> = args.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect();
+                let given: Vec<String> = args
+                    .keys()
+                    .filter_map(|k| k.as_str().map(str::to_owned))
+                    .collect();
                 return Err(Error::user(format!(
                     "could not determine a provider from the arguments ({}); give one of: {}",
-                    if given.is_empty() { "none given".to_owned() } else { given.join(", ") },
+                    if given.is_empty() {
+                        "none given".to_owned()
+                    } else {
+                        given.join(", ")
+                    },
                     keys.join(", ")
                 )));
             }
@@ -530,7 +572,12 @@ impl Broker {
         let instance = match args.shift_remove(kind.name()) {
             Some(Value::String(s)) => Some(s),
             Some(Value::Null) | None => None,
-            Some(other) => Some(serde_yaml::to_string(&other).unwrap_or_default().trim().to_owned()),
+            Some(other) => Some(
+                serde_yaml::to_string(&other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            ),
         };
         // Instance selectors of other providers are not arguments either.
         for other in self.inner.registry.names() {
@@ -577,11 +624,17 @@ impl Broker {
         }
         let user = crate::host::current_user();
         match std::thread::current().name() {
-            Some(name) if name != "main" && !name.starts_with("tokio-") => format!("{name} ({user})"),
+            Some(name) if name != "main" && !name.starts_with("tokio-") => {
+                format!("{name} ({user})")
+            }
             _ => {
                 let program = std::env::args()
                     .next()
-                    .and_then(|p| std::path::Path::new(&p).file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .and_then(|p| {
+                        std::path::Path::new(&p)
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                    })
                     .unwrap_or_else(|| "broker".into());
                 format!("{program}:{user}")
             }
@@ -621,11 +674,18 @@ impl BrokerInner {
     }
 
     /// One host: intent → provider → ready.
-    async fn checkout_single(&self, provider: Arc<dyn Provider>, args: &Mapping, index: usize) -> Result<HostRecord> {
+    async fn checkout_single(
+        &self,
+        provider: Arc<dyn Provider>,
+        args: &Mapping,
+        index: usize,
+    ) -> Result<HostRecord> {
         let mut record = HostRecord::pending(provider.name(), provider.instance(), args.clone());
         self.put(record.clone()).await?;
         let id = record.id();
-        let attempt = provider.checkout(&CheckoutContext::new(&id, args, index)).await;
+        let attempt = provider
+            .checkout(&CheckoutContext::new(&id, args, index))
+            .await;
         let fields = match attempt {
             Ok(fields) => fields,
             Err(e) => {
@@ -665,7 +725,11 @@ impl BrokerInner {
     }
 
     /// One host back: mark releasing → provider → remove the record.
-    pub(crate) async fn checkin_record(&self, provider: Arc<dyn Provider>, mut record: HostRecord) -> Result<()> {
+    pub(crate) async fn checkin_record(
+        &self,
+        provider: Arc<dyn Provider>,
+        mut record: HostRecord,
+    ) -> Result<()> {
         let name = record.display_name();
         let id = record.id();
         if record.has_broker_id() {
@@ -693,7 +757,11 @@ impl BrokerInner {
     /// releasing, ask the providers in parallel, then drop the records of those given back and note
     /// the error on the others. A crash in between leaves `releasing` records for `recover`, and
     /// check-in is idempotent, so nothing is lost by batching.
-    async fn checkin_many(self: &Arc<Self>, records: Vec<HostRecord>, limit: Option<usize>) -> Vec<HostOutcome> {
+    async fn checkin_many(
+        self: &Arc<Self>,
+        records: Vec<HostRecord>,
+        limit: Option<usize>,
+    ) -> Vec<HostOutcome> {
         if records.is_empty() {
             return Vec::new();
         }
@@ -712,7 +780,9 @@ impl BrokerInner {
                 .into_iter()
                 .map(|record| HostOutcome {
                     record,
-                    result: Err(Error::user(format!("cannot record the check-in in the inventory: {message}"))),
+                    result: Err(Error::user(format!(
+                        "cannot record the check-in in the inventory: {message}"
+                    ))),
                 })
                 .collect();
         }
@@ -737,7 +807,11 @@ impl BrokerInner {
             });
         }
         let mut outcomes = collect_ordered(tasks).await;
-        let done: Vec<RecordId> = outcomes.iter().filter(|o| o.result.is_ok()).map(|o| o.record.id()).collect();
+        let done: Vec<RecordId> = outcomes
+            .iter()
+            .filter(|o| o.result.is_ok())
+            .map(|o| o.record.id())
+            .collect();
         let noted: Vec<HostRecord> = outcomes
             .iter()
             .filter(|o| o.record.has_broker_id())
@@ -802,7 +876,9 @@ async fn collect_ordered(mut tasks: JoinSet<(usize, HostOutcome)>) -> Vec<HostOu
 }
 
 /// Runs blocking inventory I/O off the async threads.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
         .unwrap_or_else(|e| Err(Error::user(format!("inventory task failed: {e}"))))
@@ -852,5 +928,8 @@ pub fn select_records(
             }
         }
     }
-    Ok((chosen.into_iter().map(|i| filtered[i].clone()).collect(), missing))
+    Ok((
+        chosen.into_iter().map(|i| filtered[i].clone()).collect(),
+        missing,
+    ))
 }

@@ -334,9 +334,12 @@ mod tests {
 
     #[test]
     fn provider_error_names_instance_and_host() {
-        let err = Error::provider("TestProvider", "release failed; retry with `broker checkin`")
-            .with_instance("test1")
-            .with_host("h1.example.com");
+        let err = Error::provider(
+            "TestProvider",
+            "release failed; retry with `broker checkin`",
+        )
+        .with_instance("test1")
+        .with_host("h1.example.com");
         assert_eq!(
             err.to_string(),
             "TestProvider::test1 (host h1.example.com): release failed; retry with `broker checkin`"
@@ -376,7 +379,10 @@ mod tests {
         };
         let text = err.to_string();
         assert!(text.starts_with("1 of 3 checkouts failed"), "{text}");
-        assert!(text.contains("#3: TestProvider: injected failure"), "{text}");
+        assert!(
+            text.contains("#3: TestProvider: injected failure"),
+            "{text}"
+        );
         assert!(text.contains("checked in again: a, b"), "{text}");
         assert_eq!(err.exit_code(), 7);
     }

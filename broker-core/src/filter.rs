@@ -166,7 +166,10 @@ fn lex(text: &str, err: &dyn Fn(usize, String) -> FilterError) -> Result<Vec<Tok
                     i += 1;
                 }
                 if i == start {
-                    return Err(err(col, "`@` must be followed by a name such as `@inv`".into()));
+                    return Err(err(
+                        col,
+                        "`@` must be followed by a name such as `@inv`".into(),
+                    ));
                 }
                 tokens.push(Token {
                     tok: Tok::Root(chars[start..i].iter().collect()),
@@ -200,7 +203,10 @@ fn lex(text: &str, err: &dyn Fn(usize, String) -> FilterError) -> Result<Vec<Tok
                         }
                     }
                 }
-                tokens.push(Token { tok: Tok::Str(s), col });
+                tokens.push(Token {
+                    tok: Tok::Str(s),
+                    col,
+                });
                 continue;
             }
             '0'..='9' => {
@@ -220,7 +226,10 @@ fn lex(text: &str, err: &dyn Fn(usize, String) -> FilterError) -> Result<Vec<Tok
                 let tok = if is_float {
                     Tok::Float(text.parse().map_err(|_| err(col, "bad number".into()))?)
                 } else {
-                    Tok::Int(text.parse().map_err(|_| err(col, "number too large".into()))?)
+                    Tok::Int(
+                        text.parse()
+                            .map_err(|_| err(col, "number too large".into()))?,
+                    )
                 };
                 tokens.push(Token { tok, col });
                 continue;
@@ -349,7 +358,10 @@ impl Parser<'_> {
     }
 
     fn col(&self) -> usize {
-        self.tokens.get(self.pos).map(|t| t.col).unwrap_or(self.end_col)
+        self.tokens
+            .get(self.pos)
+            .map(|t| t.col)
+            .unwrap_or(self.end_col)
     }
 
     fn next(&mut self) -> Option<Tok> {
@@ -373,7 +385,11 @@ impl Parser<'_> {
 
     fn stage(&mut self) -> Result<Stage, FilterError> {
         let start_col = self.col();
-        if let (Some(Tok::Root(_)), Some(Tok::LBracket), Some(Tok::Int(_) | Tok::Minus | Tok::Colon)) = (
+        if let (
+            Some(Tok::Root(_)),
+            Some(Tok::LBracket),
+            Some(Tok::Int(_) | Tok::Minus | Tok::Colon),
+        ) = (
             self.tokens.get(self.pos).map(|t| &t.tok),
             self.tokens.get(self.pos + 1).map(|t| &t.tok),
             self.tokens.get(self.pos + 2).map(|t| &t.tok),
@@ -400,7 +416,10 @@ impl Parser<'_> {
         if !mentions_root(&expr) {
             return Err(self.err(
                 start_col,
-                format!("this stage never mentions `@{}`, so it would select nothing useful", self.key),
+                format!(
+                    "this stage never mentions `@{}`, so it would select nothing useful",
+                    self.key
+                ),
             ));
         }
         Ok(Stage::Predicate(expr))
@@ -428,9 +447,12 @@ impl Parser<'_> {
         let col = self.col();
         let start = self.signed_int()?;
         if self.peek() != Some(&Tok::Colon) {
-            return start
-                .map(Stage::Index)
-                .ok_or_else(|| self.err(col, "expected an index such as `-1` or a slice such as `1:3`"));
+            return start.map(Stage::Index).ok_or_else(|| {
+                self.err(
+                    col,
+                    "expected an index such as `-1` or a slice such as `1:3`",
+                )
+            });
         }
         self.pos += 1;
         let stop = self.signed_int()?;
@@ -452,7 +474,10 @@ impl Parser<'_> {
             Some(Tok::Root(name)) if name == self.key => Ok(()),
             Some(Tok::Root(name)) => Err(self.err(
                 col,
-                format!("unknown name `@{name}`; this filter is over `@{}`", self.key),
+                format!(
+                    "unknown name `@{name}`; this filter is over `@{}`",
+                    self.key
+                ),
             )),
             _ => Err(self.err(col, format!("expected `@{}`", self.key))),
         }
@@ -506,7 +531,8 @@ impl Parser<'_> {
                 CompareOp::In
             }
             Some(Tok::Ident(w)) if w == "not" => {
-                if matches!(self.tokens.get(self.pos + 1).map(|t| &t.tok), Some(Tok::Ident(w)) if w == "in") {
+                if matches!(self.tokens.get(self.pos + 1).map(|t| &t.tok), Some(Tok::Ident(w)) if w == "in")
+                {
                     self.pos += 2;
                     CompareOp::NotIn
                 } else {
@@ -545,7 +571,10 @@ impl Parser<'_> {
                     };
                     if self.peek() == Some(&Tok::LParen) {
                         self.pos += 1;
-                        if !matches!(name.as_str(), "startswith" | "endswith" | "lower" | "upper" | "strip") {
+                        if !matches!(
+                            name.as_str(),
+                            "startswith" | "endswith" | "lower" | "upper" | "strip"
+                        ) {
                             return Err(self.err(
                                 col,
                                 format!(
@@ -563,7 +592,8 @@ impl Parser<'_> {
                         match &mut expr {
                             Expr::Path(segments) => segments.push(Segment::Field(name)),
                             _ => {
-                                return Err(self.err(col, format!("fields can only follow `@{}`", self.key)));
+                                return Err(self
+                                    .err(col, format!("fields can only follow `@{}`", self.key)));
                             }
                         }
                     }
@@ -584,7 +614,11 @@ impl Parser<'_> {
                     self.expect(&Tok::RBracket, "`]`")?;
                     match &mut expr {
                         Expr::Path(segments) => segments.push(segment),
-                        _ => return Err(self.err(col, format!("indexes can only follow `@{}`", self.key))),
+                        _ => {
+                            return Err(
+                                self.err(col, format!("indexes can only follow `@{}`", self.key))
+                            );
+                        }
                     }
                 }
                 _ => return Ok(expr),
@@ -628,8 +662,12 @@ impl Parser<'_> {
                     self.pos += 1;
                 }
                 match self.next() {
-                    Some(Tok::Int(n)) => Ok(Expr::Literal(Value::from(if negative { -n } else { n }))),
-                    Some(Tok::Float(f)) => Ok(Expr::Literal(Value::from(if negative { -f } else { f }))),
+                    Some(Tok::Int(n)) => {
+                        Ok(Expr::Literal(Value::from(if negative { -n } else { n })))
+                    }
+                    Some(Tok::Float(f)) => {
+                        Ok(Expr::Literal(Value::from(if negative { -f } else { f })))
+                    }
                     _ => Err(self.err(col, "expected a number")),
                 }
             }
@@ -696,7 +734,9 @@ fn mentions_root(expr: &Expr) -> bool {
         Expr::Path(_) => true,
         Expr::Literal(_) => false,
         Expr::List(items) => items.iter().any(mentions_root),
-        Expr::Method { target, args, .. } => mentions_root(target) || args.iter().any(mentions_root),
+        Expr::Method { target, args, .. } => {
+            mentions_root(target) || args.iter().any(mentions_root)
+        }
         Expr::Call { arg, .. } => mentions_root(arg),
         Expr::Not(e) => mentions_root(e),
         Expr::And(a, b) | Expr::Or(a, b) => mentions_root(a) || mentions_root(b),
@@ -717,7 +757,11 @@ impl Filter {
         };
         let tokens = lex(text, &err)?;
         let end_col = text.chars().count() + 1;
-        let pipes: Vec<usize> = tokens.iter().filter(|t| t.tok == Tok::Pipe).map(|t| t.col).collect();
+        let pipes: Vec<usize> = tokens
+            .iter()
+            .filter(|t| t.tok == Tok::Pipe)
+            .map(|t| t.col)
+            .collect();
         let mut stages = Vec::new();
         for (n, chunk) in tokens.split(|t| t.tok == Tok::Pipe).enumerate() {
             if chunk.is_empty() {
@@ -726,7 +770,10 @@ impl Filter {
                     .find(|t| t.tok == Tok::Pipe)
                     .map(|t| t.col)
                     .unwrap_or(1);
-                return Err(err(col, "empty stage: write an expression on both sides of `|`".into()));
+                return Err(err(
+                    col,
+                    "empty stage: write an expression on both sides of `|`".into(),
+                ));
             }
             let mut parser = Parser {
                 tokens: chunk,
@@ -755,7 +802,9 @@ impl Filter {
                 Stage::Index(n) => resolve_index(*n, current.len())
                     .map(|i| vec![current[i]])
                     .unwrap_or_default(),
-                Stage::Slice(start, stop, step) => slice(&current, *start, *stop, step.unwrap_or(1)),
+                Stage::Slice(start, stop, step) => {
+                    slice(&current, *start, *stop, step.unwrap_or(1))
+                }
             };
         }
         current
@@ -831,9 +880,11 @@ fn eval<T: FilterTarget>(expr: &Expr, item: &T) -> Val {
             let left = eval(a, item);
             if truthy(&left) { left } else { eval(b, item) }
         }
-        Expr::Compare { op, left, right } => {
-            Val::V(Value::Bool(compare(*op, &eval(left, item), &eval(right, item))))
-        }
+        Expr::Compare { op, left, right } => Val::V(Value::Bool(compare(
+            *op,
+            &eval(left, item),
+            &eval(right, item),
+        ))),
         Expr::Method { target, name, args } => {
             let Val::V(Value::String(s)) = eval(target, item) else {
                 return Val::Missing;
@@ -847,9 +898,10 @@ fn eval<T: FilterTarget>(expr: &Expr, item: &T) -> Val {
                         .iter()
                         .flat_map(|a| match eval(a, item) {
                             Val::V(Value::String(p)) => vec![p],
-                            Val::V(Value::Sequence(ps)) => {
-                                ps.into_iter().filter_map(|p| p.as_str().map(str::to_owned)).collect()
-                            }
+                            Val::V(Value::Sequence(ps)) => ps
+                                .into_iter()
+                                .filter_map(|p| p.as_str().map(str::to_owned))
+                                .collect(),
                             _ => vec![],
                         })
                         .collect();
@@ -872,7 +924,9 @@ fn eval<T: FilterTarget>(expr: &Expr, item: &T) -> Val {
                     Value::Mapping(m) => Val::V(Value::from(m.len() as u64)),
                     _ => Val::Missing,
                 },
-                ("str", Val::V(v)) => text_of(&v).map(|s| Val::V(Value::String(s))).unwrap_or(Val::Missing),
+                ("str", Val::V(v)) => text_of(&v)
+                    .map(|s| Val::V(Value::String(s)))
+                    .unwrap_or(Val::Missing),
                 (_, Val::V(v)) => text_of(&v)
                     .and_then(|s| s.trim().parse::<i64>().ok())
                     .map(|n| Val::V(Value::from(n)))
@@ -899,7 +953,9 @@ fn walk<T: FilterTarget>(item: &T, segments: &[Segment]) -> Val {
     for seg in rest {
         current = current.and_then(|v| match (seg, v) {
             (Segment::Field(name), v) => field_of(v, name),
-            (Segment::Index(n), Value::Sequence(s)) => resolve_index(*n, s.len()).and_then(|i| s.get(i)),
+            (Segment::Index(n), Value::Sequence(s)) => {
+                resolve_index(*n, s.len()).and_then(|i| s.get(i))
+            }
             _ => None,
         });
     }
@@ -937,10 +993,18 @@ fn equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
         (Value::Number(_), Value::String(s)) | (Value::String(s), Value::Number(_)) => {
-            let n = if let Value::Number(n) = a { n } else if let Value::Number(n) = b { n } else { return false };
+            let n = if let Value::Number(n) = a {
+                n
+            } else if let Value::Number(n) = b {
+                n
+            } else {
+                return false;
+            };
             n.to_string() == *s || s.trim().parse::<f64>().ok() == n.as_f64()
         }
-        (Value::Sequence(x), Value::Sequence(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| equal(a, b)),
+        (Value::Sequence(x), Value::Sequence(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| equal(a, b))
+        }
         (Value::Tagged(t), other) | (other, Value::Tagged(t)) => equal(&t.value, other),
         _ => a == b,
     }
@@ -950,8 +1014,12 @@ fn order(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
         (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
-        (Value::Number(x), Value::String(y)) => x.as_f64()?.partial_cmp(&y.trim().parse::<f64>().ok()?),
-        (Value::String(x), Value::Number(y)) => x.trim().parse::<f64>().ok()?.partial_cmp(&y.as_f64()?),
+        (Value::Number(x), Value::String(y)) => {
+            x.as_f64()?.partial_cmp(&y.trim().parse::<f64>().ok()?)
+        }
+        (Value::String(x), Value::Number(y)) => {
+            x.trim().parse::<f64>().ok()?.partial_cmp(&y.as_f64()?)
+        }
         _ => None,
     }
 }
@@ -1013,14 +1081,26 @@ mod tests {
     fn upstream_examples_select_the_right_hosts() {
         assert_eq!(sel("@inv.hostname"), vec![0, 1, 2]);
         assert_eq!(sel("'rhel' in @inv.name"), vec![0, 2]);
-        assert_eq!(sel(r#"@inv._broker_args.deploy_rhel_version == "9.4""#), vec![2]);
-        assert_eq!(sel(r#"@inv._broker_args.template.startswith("deploy-sat")"#), vec![0]);
-        assert_eq!(sel(r#"@inv._broker_provider == "AnsibleTower""#), vec![0, 2]);
+        assert_eq!(
+            sel(r#"@inv._broker_args.deploy_rhel_version == "9.4""#),
+            vec![2]
+        );
+        assert_eq!(
+            sel(r#"@inv._broker_args.template.startswith("deploy-sat")"#),
+            vec![0]
+        );
+        assert_eq!(
+            sel(r#"@inv._broker_provider == "AnsibleTower""#),
+            vec![0, 2]
+        );
         assert_eq!(sel("@inv[-1]"), vec![3]);
         assert_eq!(sel("@inv[1:3]"), vec![1, 2]);
         assert_eq!(sel("@inv[:]"), vec![0, 1, 2, 3]);
         assert_eq!(sel("@inv[::-1]"), vec![3, 2, 1, 0]);
-        assert_eq!(sel(r#""rhel" in @inv.hostname | @inv._broker_provider == "AnsibleTower""#), vec![]);
+        assert_eq!(
+            sel(r#""rhel" in @inv.hostname | @inv._broker_provider == "AnsibleTower""#),
+            vec![]
+        );
         assert_eq!(sel(r#"'rhel' in @inv.name | @inv[-1]"#), vec![2]);
     }
 
@@ -1028,13 +1108,19 @@ mod tests {
     fn boolean_operators_and_missing_fields() {
         assert_eq!(sel(r#"not 'rhel' in @inv.name"#), vec![1, 3]);
         assert_eq!(sel(r#"'rhel' in @inv.name and @inv.nics"#), vec![2]);
-        assert_eq!(sel(r#"@inv.name == 'fedora-b' or @inv.name == 'no-host'"#), vec![1, 3]);
+        assert_eq!(
+            sel(r#"@inv.name == 'fedora-b' or @inv.name == 'no-host'"#),
+            vec![1, 3]
+        );
         assert_eq!(sel(r#"@inv.hostname is None"#), vec![3]);
         assert_eq!(sel(r#"@inv.missing != 'x'"#), vec![0, 1, 2, 3]);
         assert_eq!(sel(r#"'eth1' in @inv.nics"#), vec![2]);
         assert_eq!(sel(r#"@inv.nics[0] == 'eth0'"#), vec![2]);
         assert_eq!(sel(r#"len(@inv.nics) > 1"#), vec![2]);
-        assert_eq!(sel(r#"@inv.name.upper().startswith(['FED', 'NO'])"#), vec![1, 3]);
+        assert_eq!(
+            sel(r#"@inv.name.upper().startswith(['FED', 'NO'])"#),
+            vec![1, 3]
+        );
         assert_eq!(sel(r#"@inv['name'] == 'no-host'"#), vec![3]);
     }
 
@@ -1075,8 +1161,24 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        for filter in ["", "|", "@", "((", "@inv[", "@inv[-]", "'", "@inv.", "not", "[1,", "@inv in in", "-"] {
-            assert!(Filter::parse(filter, "inv").is_err(), "{filter:?} should not parse");
+        for filter in [
+            "",
+            "|",
+            "@",
+            "((",
+            "@inv[",
+            "@inv[-]",
+            "'",
+            "@inv.",
+            "not",
+            "[1,",
+            "@inv in in",
+            "-",
+        ] {
+            assert!(
+                Filter::parse(filter, "inv").is_err(),
+                "{filter:?} should not parse"
+            );
         }
     }
 }

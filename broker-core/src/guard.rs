@@ -71,7 +71,11 @@ impl<H: FromHost> std::ops::Deref for HostGuard<H> {
 }
 
 impl<H: FromHost> HostGuard<H> {
-    pub(crate) fn new(inner: Arc<BrokerInner>, provider: Arc<dyn Provider>, record: HostRecord) -> Result<Self> {
+    pub(crate) fn new(
+        inner: Arc<BrokerInner>,
+        provider: Arc<dyn Provider>,
+        record: HostRecord,
+    ) -> Result<Self> {
         let host = H::from_host(Host::new(record.clone(), Arc::clone(&provider)))?;
         Ok(HostGuard {
             host: Some(host),
@@ -143,7 +147,11 @@ impl<H: FromHost> Drop for HostGuard<H> {
                     "checking in on drop did not finish within {timeout:?}; the record stays in the inventory \
                      marked releasing: retry with `broker checkin {name}`"
                 );
-                let _ = note_error(&*store, &id, &format!("check-in on drop timed out after {timeout:?}"));
+                let _ = note_error(
+                    &*store,
+                    &id,
+                    &format!("check-in on drop timed out after {timeout:?}"),
+                );
             }
         }
     }
@@ -160,11 +168,17 @@ fn keep_after_failure(ticket: Ticket, keep_for: Duration) {
             "the test panicked: keeping the host until {} ({KEEP_ON_FAILURE_ENV}); check it in with `broker checkin {name}`",
             crate::time::format_epoch(expires)
         ),
-        Err(e) => tracing::error!(host = %name, "the test panicked and recording the kept host failed: {e}"),
+        Err(e) => {
+            tracing::error!(host = %name, "the test panicked and recording the kept host failed: {e}")
+        }
     }
 }
 
-fn note_error(store: &dyn crate::inventory::InventoryStore, id: &crate::host::RecordId, message: &str) -> Result<()> {
+fn note_error(
+    store: &dyn crate::inventory::InventoryStore,
+    id: &crate::host::RecordId,
+    message: &str,
+) -> Result<()> {
     let Some(mut record) = store.list()?.into_iter().find(|r| &r.id() == id) else {
         return Ok(());
     };
@@ -233,14 +247,17 @@ async fn race_with_deadline<T>(work: impl Future<Output = T>, timeout: Duration)
 /// The process-wide drop worker: a thread running a current-thread runtime that runs handed-over
 /// check-ins concurrently.
 fn drop_worker() -> Option<tokio::sync::mpsc::UnboundedSender<BoxFuture>> {
-    static WORKER: OnceLock<Mutex<Option<tokio::sync::mpsc::UnboundedSender<BoxFuture>>>> = OnceLock::new();
+    static WORKER: OnceLock<Mutex<Option<tokio::sync::mpsc::UnboundedSender<BoxFuture>>>> =
+        OnceLock::new();
     let slot = WORKER.get_or_init(|| Mutex::new(None));
     let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(tx) = slot.as_ref().filter(|tx| !tx.is_closed()) {
         return Some(tx.clone());
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<BoxFuture>();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {

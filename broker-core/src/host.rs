@@ -325,7 +325,8 @@ impl HostRecord {
 
     /// Sets a top-level field, keeping its position when it exists.
     pub fn set(&mut self, key: &str, value: impl Into<Value>) {
-        self.fields.insert(Value::String(key.to_owned()), value.into());
+        self.fields
+            .insert(Value::String(key.to_owned()), value.into());
     }
 
     /// Removes a top-level field.
@@ -537,7 +538,11 @@ impl Host {
     ///
     /// # Errors
     /// A session error, or [`Error::Timeout`] when the command outlives `timeout`.
-    pub async fn execute_with_timeout(&self, command: &str, timeout: Duration) -> Result<ExecOutput> {
+    pub async fn execute_with_timeout(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<ExecOutput> {
         self.session().await?.execute(command, Some(timeout)).await
     }
 
@@ -633,10 +638,14 @@ mod tests {
     fn lookup_follows_dotted_paths() {
         let rec = record("{_broker_args: {deploy_rhel_version: '9.4', nics: [a, b]}}");
         assert_eq!(
-            rec.lookup("_broker_args.deploy_rhel_version").and_then(Value::as_str),
+            rec.lookup("_broker_args.deploy_rhel_version")
+                .and_then(Value::as_str),
             Some("9.4")
         );
-        assert_eq!(rec.lookup("_broker_args.nics.1").and_then(Value::as_str), Some("b"));
+        assert_eq!(
+            rec.lookup("_broker_args.nics.1").and_then(Value::as_str),
+            Some("b")
+        );
         assert!(rec.lookup("_broker_args.missing").is_none());
     }
 

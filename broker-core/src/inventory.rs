@@ -95,7 +95,10 @@ impl YamlFileStore {
     /// A store for the inventory at `path`, waiting up to `lock_timeout` for other writers.
     pub fn new(path: impl Into<PathBuf>, lock_timeout: Duration) -> Self {
         let path = path.into();
-        let mut lock_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let mut lock_name = path
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
         lock_name.push(".flock");
         let lock_path = path.with_file_name(lock_name);
         YamlFileStore {
@@ -130,7 +133,11 @@ impl YamlFileStore {
     }
 
     /// Parses, changes and re-emits the whole document: the general path.
-    fn modify_records<T>(&self, text: &str, change: impl FnOnce(&mut Vec<HostRecord>) -> T) -> Result<(String, T)> {
+    fn modify_records<T>(
+        &self,
+        text: &str,
+        change: impl FnOnce(&mut Vec<HostRecord>) -> T,
+    ) -> Result<(String, T)> {
         let mut records = parse_inventory(&self.path, text)?;
         let out = change(&mut records);
         Ok((self.emit(&records)?, out))
@@ -140,11 +147,16 @@ impl YamlFileStore {
         if records.is_empty() {
             return Ok("[]\n".to_owned());
         }
-        serde_yaml::to_string(records).map_err(|e| Error::io("writing inventory", &self.path, std::io::Error::other(e)))
+        serde_yaml::to_string(records)
+            .map_err(|e| Error::io("writing inventory", &self.path, std::io::Error::other(e)))
     }
 
     fn lock(&self) -> Result<LockGuard> {
-        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating broker directory", dir, e))?;
         let file = File::options()
             .read(true)
@@ -183,12 +195,20 @@ impl YamlFileStore {
         let owner = crate::host::Owner::current();
         let mut f = &file;
         let _ = f.set_len(0);
-        let _ = writeln!(f, "pid {} on {} (user {})", owner.pid, owner.machine, owner.user);
+        let _ = writeln!(
+            f,
+            "pid {} on {} (user {})",
+            owner.pid, owner.machine, owner.user
+        );
         Ok(LockGuard { file })
     }
 
     fn write(&self, contents: &[u8]) -> Result<()> {
-        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let failed = |e| Error::io("writing inventory", &self.path, e);
         let mut tmp = tempfile::Builder::new()
             .prefix(".inventory.")
@@ -226,7 +246,10 @@ pub fn parse_inventory(path: &Path, text: &str) -> Result<Vec<HostRecord>> {
     if text.len() >= PARALLEL_FROM_BYTES
         && let Some(blocks) = Blocks::split(text)
     {
-        let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1).min(4);
+        let cores = std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+            .min(4);
         let chunks = blocks.chunks(cores);
         if chunks.len() > 1 {
             let parsed: Vec<Option<Vec<HostRecord>>> = std::thread::scope(|scope| {
@@ -234,7 +257,10 @@ pub fn parse_inventory(path: &Path, text: &str) -> Result<Vec<HostRecord>> {
                     .iter()
                     .map(|chunk| scope.spawn(move || parse_whole(path, chunk).ok()))
                     .collect();
-                handles.into_iter().map(|h| h.join().ok().flatten()).collect()
+                handles
+                    .into_iter()
+                    .map(|h| h.join().ok().flatten())
+                    .collect()
             });
             if parsed.iter().all(Option::is_some) {
                 return Ok(parsed.into_iter().flatten().flatten().collect());
@@ -255,25 +281,36 @@ fn check_syntax(path: &Path, text: &str) -> Result<()> {
     let ok = std::thread::scope(|scope| {
         let handles: Vec<_> = chunks
             .iter()
-            .map(|chunk| scope.spawn(move || serde_yaml::from_str::<Option<Vec<AnyMapping>>>(chunk).is_ok()))
+            .map(|chunk| {
+                scope.spawn(move || serde_yaml::from_str::<Option<Vec<AnyMapping>>>(chunk).is_ok())
+            })
             .collect();
         handles.into_iter().all(|h| h.join().unwrap_or(false))
     });
-    if ok { Ok(()) } else { parse_whole(path, text).map(drop) }
+    if ok {
+        Ok(())
+    } else {
+        parse_whole(path, text).map(drop)
+    }
 }
 
 /// A mapping whose content is checked for syntax and thrown away.
 struct AnyMapping;
 
 impl<'de> serde::Deserialize<'de> for AnyMapping {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
         struct Visit;
         impl<'de> serde::de::Visitor<'de> for Visit {
             type Value = AnyMapping;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a host mapping")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<AnyMapping, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<AnyMapping, A::Error> {
                 while map
                     .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
                     .is_some()
@@ -325,7 +362,11 @@ fn put_fast(path: &Path, text: &str, new: &[HostRecord]) -> Result<Option<String
 }
 
 /// Removes broker's own records by splicing entries; `None` means "parse instead".
-fn remove_fast(path: &Path, text: &str, ids: &[RecordId]) -> Result<Option<(String, Vec<RecordId>)>> {
+fn remove_fast(
+    path: &Path,
+    text: &str,
+    ids: &[RecordId],
+) -> Result<Option<(String, Vec<RecordId>)>> {
     let Some(blocks) = Blocks::split(text) else {
         return Ok(None);
     };
@@ -403,7 +444,11 @@ impl InventoryStore for YamlFileStore {
         instance: Option<&str>,
         reported: Vec<HostRecord>,
     ) -> Result<SyncReport> {
-        self.modify(|text| self.modify_records(text, |records| merge_sync(records, provider, instance, reported)))
+        self.modify(|text| {
+            self.modify_records(text, |records| {
+                merge_sync(records, provider, instance, reported)
+            })
+        })
     }
 
     fn location(&self) -> String {
@@ -426,7 +471,8 @@ pub fn merge_sync(
             }
     };
     let same_host = |a: &HostRecord, b: &HostRecord| {
-        (a.hostname().is_some() && a.hostname() == b.hostname()) || (a.name().is_some() && a.name() == b.name())
+        (a.hostname().is_some() && a.hostname() == b.hostname())
+            || (a.name().is_some() && a.name() == b.name())
     };
     let mut report = SyncReport::default();
     let mut old: Vec<HostRecord> = Vec::new();
@@ -493,7 +539,11 @@ impl FieldSpec {
         FieldSpec {
             alternatives: spec
                 .split('|')
-                .map(|alt| alt.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .map(|alt| {
+                    alt.split_whitespace()
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
                 .filter(|parts| !parts.is_empty())
                 .collect(),
         }
@@ -538,7 +588,9 @@ fn value_text(v: &Value) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         Value::Null => None,
-        other => serde_yaml::to_string(other).ok().map(|s| s.trim().replace('\n', " ")),
+        other => serde_yaml::to_string(other)
+            .ok()
+            .map(|s| s.trim().replace('\n', " ")),
     }
 }
 
@@ -616,7 +668,8 @@ mod tests {
         store.put(&[]).unwrap();
         let after = store.list().unwrap();
         assert_eq!(before, after);
-        let as_values: Value = serde_yaml::from_str(&std::fs::read_to_string(store.path()).unwrap()).unwrap();
+        let as_values: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(store.path()).unwrap()).unwrap();
         let original: Value = serde_yaml::from_str(UPSTREAM).unwrap();
         assert_eq!(as_values, original);
     }
@@ -654,7 +707,11 @@ mod tests {
         std::fs::write(store.path(), bad).unwrap();
         let err = store.list().unwrap_err();
         assert!(matches!(err, Error::Parse { line: 2.., .. }), "{err}");
-        assert!(store.put(&[HostRecord::pending("P", None, Default::default())]).is_err());
+        assert!(
+            store
+                .put(&[HostRecord::pending("P", None, Default::default())])
+                .is_err()
+        );
         assert_eq!(std::fs::read_to_string(store.path()).unwrap(), bad);
     }
 
@@ -666,7 +723,11 @@ mod tests {
         // A second handle on the same file conflicts with the first one's flock, as another process would.
         let err = store.put(&[]).unwrap_err();
         assert!(matches!(err, Error::InventoryLocked { .. }), "{err}");
-        assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         drop(held);
         store.put(&[]).unwrap();
     }
@@ -683,16 +744,40 @@ mod tests {
 "#,
         )
         .unwrap();
-        let reported: Vec<HostRecord> =
-            serde_yaml::from_str("[{hostname: keep-me-updated, extra: new}, {hostname: brand-new}]").unwrap();
+        let reported: Vec<HostRecord> = serde_yaml::from_str(
+            "[{hostname: keep-me-updated, extra: new}, {hostname: brand-new}]",
+        )
+        .unwrap();
         let report = merge_sync(&mut records, "P", Some("a"), reported);
-        assert_eq!(report, SyncReport { added: 1, updated: 1, removed: 1 });
+        assert_eq!(
+            report,
+            SyncReport {
+                added: 1,
+                updated: 1,
+                removed: 1
+            }
+        );
         let names: Vec<String> = records.iter().map(|r| r.display_name()).collect();
-        assert_eq!(names, vec!["other-instance", "p1", "other-provider", "keep-me-updated", "brand-new"]);
-        let updated = records.iter().find(|r| r.hostname() == Some("keep-me-updated")).unwrap();
+        assert_eq!(
+            names,
+            vec![
+                "other-instance",
+                "p1",
+                "other-provider",
+                "keep-me-updated",
+                "brand-new"
+            ]
+        );
+        let updated = records
+            .iter()
+            .find(|r| r.hostname() == Some("keep-me-updated"))
+            .unwrap();
         assert_eq!(updated.get("extra").and_then(Value::as_str), Some("new"));
         assert_eq!(updated.id().as_str(), "x1");
-        let added = records.iter().find(|r| r.hostname() == Some("brand-new")).unwrap();
+        let added = records
+            .iter()
+            .find(|r| r.hostname() == Some("brand-new"))
+            .unwrap();
         assert_eq!(added.instance(), Some("a"));
     }
 
@@ -704,12 +789,27 @@ mod tests {
         )
         .unwrap();
         let keys = ["workflow", "container_host"];
-        assert_eq!(FieldSpec::parse("hostname | name").render(&rec, &keys), "n1");
-        assert_eq!(FieldSpec::parse("os_distribution os_distribution_version").render(&rec, &keys), "RHEL 9.4");
-        assert_eq!(FieldSpec::parse("$action").render(&rec, &keys), "deploy-rhel");
+        assert_eq!(
+            FieldSpec::parse("hostname | name").render(&rec, &keys),
+            "n1"
+        );
+        assert_eq!(
+            FieldSpec::parse("os_distribution os_distribution_version").render(&rec, &keys),
+            "RHEL 9.4"
+        );
+        assert_eq!(
+            FieldSpec::parse("$action").render(&rec, &keys),
+            "deploy-rhel"
+        );
         assert_eq!(FieldSpec::parse("missing").render(&rec, &keys), "Unknown");
-        assert_eq!(FieldSpec::parse("shutdown_time").render(&rec, &keys), "Dec 15, 2025 13:08 UTC");
+        assert_eq!(
+            FieldSpec::parse("shutdown_time").render(&rec, &keys),
+            "Dec 15, 2025 13:08 UTC"
+        );
         assert_eq!(FieldSpec::parse("remove_time").render(&rec, &keys), "5d");
-        assert_eq!(FieldSpec::parse("_broker_args.workflow").render(&rec, &keys), "deploy-rhel");
+        assert_eq!(
+            FieldSpec::parse("_broker_args.workflow").render(&rec, &keys),
+            "deploy-rhel"
+        );
     }
 }

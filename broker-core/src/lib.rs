@@ -54,7 +54,7 @@ pub use provider::{CheckoutContext, HelpOption, Provider, ProviderKind, Provider
 pub use session::{ExecOutput, Session};
 pub use settings::{ProviderConfig, Settings};
 
-/// The YAML value type used for arguments and host fields.
-pub use serde_yaml::{Mapping, Value};
 /// Secret strings, as handed out by [`ProviderConfig::secret`].
 pub use secrecy;
+/// The YAML value type used for arguments and host fields.
+pub use serde_yaml::{Mapping, Value};

@@ -263,10 +263,11 @@ impl ProviderRegistry {
 
     /// The kind named `name` (exact, else case-insensitive).
     pub fn get(&self, name: &str) -> Option<&ProviderKind> {
-        self.kinds
-            .iter()
-            .find(|k| k.name == name)
-            .or_else(|| self.kinds.iter().find(|k| k.name.eq_ignore_ascii_case(name)))
+        self.kinds.iter().find(|k| k.name == name).or_else(|| {
+            self.kinds
+                .iter()
+                .find(|k| k.name.eq_ignore_ascii_case(name))
+        })
     }
 
     /// The kind named `name`, or an error listing the known ones.

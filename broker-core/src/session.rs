@@ -79,7 +79,8 @@ pub trait Session: Send + Sync + fmt::Debug {
     async fn download(&self, remote: &str, local: &Path) -> Result<()> {
         let contents = self.read_file(remote).await?;
         if let Some(parent) = local.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io("creating directory", parent, e))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io("creating directory", parent, e))?;
         }
         std::fs::write(local, contents).map_err(|e| Error::io("writing file", local, e))
     }

@@ -35,11 +35,7 @@ pub const INVENTORY_FILE: &str = "inventory.yaml";
 pub const EXAMPLE_SETTINGS: &str = include_str!("broker_settings.yaml.example");
 
 /// Environment variables with the `BROKER_` prefix that are not setting overrides.
-const RESERVED_ENV: &[&str] = &[
-    "DIRECTORY",
-    "NON_INTERACTIVE",
-    "NO_GLOBAL_CONFIG",
-];
+const RESERVED_ENV: &[&str] = &["DIRECTORY", "NON_INTERACTIVE", "NO_GLOBAL_CONFIG"];
 
 const SECRET_MARKERS: &[&str] = &["password", "pword", "token", "secret", "passphrase"];
 
@@ -228,10 +224,9 @@ impl Settings {
     fn get_duration(&self, path: &str, default: Duration) -> Result<Duration> {
         match self.get(path) {
             None | Some(Value::Null) => Ok(default),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .map(Duration::from_secs)
-                .ok_or_else(|| Error::configuration(format!("`{path}` must be a positive number of seconds"))),
+            Some(Value::Number(n)) => n.as_u64().map(Duration::from_secs).ok_or_else(|| {
+                Error::configuration(format!("`{path}` must be a positive number of seconds"))
+            }),
             Some(Value::String(s)) => crate::time::parse_duration(s)
                 .map_err(|_| Error::configuration(format!("`{path}`: `{s}` is not a duration"))),
             Some(_) => Err(Error::configuration(format!("`{path}` must be a duration"))),
@@ -280,7 +275,10 @@ impl Settings {
                 ("Host".into(), "hostname | name".into()),
                 ("Provider".into(), "_broker_provider".into()),
                 ("Action".into(), "$action".into()),
-                ("OS".into(), "os_distribution os_distribution_version".into()),
+                (
+                    "OS".into(),
+                    "os_distribution os_distribution_version".into(),
+                ),
             ],
         }
     }
@@ -336,7 +334,10 @@ impl Settings {
             None => {
                 let known = self.nicks();
                 Err(Error::user(if known.is_empty() {
-                    format!("unknown nick `{name}`: no nicks are defined in {}", self.settings_path().display())
+                    format!(
+                        "unknown nick `{name}`: no nicks are defined in {}",
+                        self.settings_path().display()
+                    )
                 } else {
                     format!(
                         "unknown nick `{name}`; known nicks: {} (see `broker config nicks`)",
@@ -366,7 +367,11 @@ impl Settings {
     /// # Errors
     /// [`Error::Configuration`] when the named instance does not exist, or several exist and none is
     /// the default.
-    pub fn provider_config(&self, provider: &str, instance: Option<&str>) -> Result<ProviderConfig> {
+    pub fn provider_config(
+        &self,
+        provider: &str,
+        instance: Option<&str>,
+    ) -> Result<ProviderConfig> {
         let section = get_ci(&self.raw, provider)
             .and_then(Value::as_mapping)
             .cloned()
@@ -459,7 +464,9 @@ fn parse_env_value(text: &str) -> Value {
         return Value::String(String::new());
     }
     match serde_yaml::from_str::<Value>(text) {
-        Ok(Value::Null) if !matches!(text.trim(), "null" | "~" | "None") => Value::String(text.to_owned()),
+        Ok(Value::Null) if !matches!(text.trim(), "null" | "~" | "None") => {
+            Value::String(text.to_owned())
+        }
         Ok(Value::String(_)) | Err(_) => Value::String(text.to_owned()),
         Ok(v) => v,
     }
@@ -504,7 +511,9 @@ fn set_path_ci(map: &mut Mapping, path: &[String], value: Value) {
         }
         return;
     }
-    let entry = map.entry(key).or_insert_with(|| Value::Mapping(Mapping::new()));
+    let entry = map
+        .entry(key)
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
     if !entry.is_mapping() {
         *entry = Value::Mapping(Mapping::new());
     }
@@ -530,14 +539,17 @@ fn instances_of(section: &Mapping) -> Vec<(String, Mapping)> {
     match get_ci(section, "instances") {
         Some(Value::Mapping(map)) => map
             .iter()
-            .filter_map(|(k, v)| Some((scalar_text(k)?, v.as_mapping().cloned().unwrap_or_default())))
+            .filter_map(|(k, v)| {
+                Some((scalar_text(k)?, v.as_mapping().cloned().unwrap_or_default()))
+            })
             .collect(),
         Some(Value::Sequence(items)) => items
             .iter()
             .filter_map(Value::as_mapping)
             .flat_map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((scalar_text(k)?, v.as_mapping().cloned().unwrap_or_default())))
+                m.iter().filter_map(|(k, v)| {
+                    Some((scalar_text(k)?, v.as_mapping().cloned().unwrap_or_default()))
+                })
             })
             .collect(),
         _ => Vec::new(),
@@ -588,7 +600,12 @@ impl fmt::Debug for ProviderConfig {
 
 impl ProviderConfig {
     /// A configuration built by hand (for tests and embedding).
-    pub fn new(provider: &str, instance: Option<&str>, values: Mapping, directory: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        provider: &str,
+        instance: Option<&str>,
+        values: Mapping,
+        directory: impl Into<PathBuf>,
+    ) -> Self {
         ProviderConfig {
             provider: provider.to_owned(),
             instance: instance.map(str::to_owned),
@@ -669,7 +686,10 @@ impl ProviderConfig {
             Error::configuration(format!(
                 "{}{} needs `{key}`; set it in broker_settings.yaml or BROKER_{}__{}",
                 self.provider,
-                self.instance.as_deref().map(|i| format!(" instance `{i}`")).unwrap_or_default(),
+                self.instance
+                    .as_deref()
+                    .map(|i| format!(" instance `{i}`"))
+                    .unwrap_or_default(),
                 self.provider.to_ascii_uppercase(),
                 key.to_ascii_uppercase()
             ))
@@ -724,7 +744,11 @@ impl SettingsFile {
     /// Read, parse and write errors.
     pub fn set(&self, chunk: &str, value: Value) -> Result<Option<PathBuf>> {
         let mut doc = self.read()?;
-        let path: Vec<String> = chunk.split('.').filter(|p| !p.is_empty()).map(str::to_owned).collect();
+        let path: Vec<String> = chunk
+            .split('.')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect();
         if path.is_empty() {
             match value {
                 Value::Mapping(m) => doc = m,
@@ -757,7 +781,10 @@ impl SettingsFile {
         let text = match std::fs::read(&backup) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::user(format!("no backup file found at {}", backup.display())));
+                return Err(Error::user(format!(
+                    "no backup file found at {}",
+                    backup.display()
+                )));
             }
             Err(e) => return Err(Error::io("reading settings backup", &backup, e)),
         };
@@ -798,7 +825,10 @@ fn replace_path_ci(map: &mut Mapping, path: &[String], value: Value) {
 
 /// Writes a file by temp file, fsync and rename in its directory.
 pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))?;
     let failed = |e| Error::io("writing", path, e);
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
@@ -835,7 +865,10 @@ nicks:
 "#;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
@@ -871,7 +904,10 @@ nicks:
             ("BROKER_DIRECTORY", "/ignored"),
             ("BROKER_LOGGING__CONSOLE_LEVEL", "debug"),
         ]);
-        assert_eq!(s.get("ssh.host_ssh_port").and_then(Value::as_u64), Some(2222));
+        assert_eq!(
+            s.get("ssh.host_ssh_port").and_then(Value::as_u64),
+            Some(2222)
+        );
         assert_eq!(s.thread_limit(), Some(4));
         assert_eq!(s.console_level(), "debug");
         assert!(s.get("directory").is_none());
@@ -942,14 +978,22 @@ nicks:
         let dir = tempfile::tempdir().unwrap();
         let file = SettingsFile::in_directory(dir.path());
         assert!(file.init(SETTINGS).unwrap().is_none());
-        let backup = file.set("TestProvider.instances.test1.foo", Value::from(7)).unwrap();
+        let backup = file
+            .set("TestProvider.instances.test1.foo", Value::from(7))
+            .unwrap();
         assert!(backup.is_some());
         let s = Settings::load_from(dir.path(), env(&[])).unwrap();
         let c = s.provider_config("TestProvider", Some("test1")).unwrap();
         assert_eq!(c.get_u64("foo"), Some(7));
         file.restore().unwrap();
         let s = Settings::load_from(dir.path(), env(&[])).unwrap();
-        assert_eq!(s.provider_config("TestProvider", Some("test1")).unwrap().get_str("foo").as_deref(), Some("bar"));
+        assert_eq!(
+            s.provider_config("TestProvider", Some("test1"))
+                .unwrap()
+                .get_str("foo")
+                .as_deref(),
+            Some("bar")
+        );
         assert!(file.init("a: [").is_err());
     }
 

@@ -48,7 +48,9 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
             _ => return Err(bad()),
         };
         let n: u64 = number.parse().map_err(|_| bad())?;
-        total = total.checked_add(n.checked_mul(unit).ok_or_else(bad)?).ok_or_else(bad)?;
+        total = total
+            .checked_add(n.checked_mul(unit).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
         number.clear();
     }
     if !number.is_empty() {

@@ -26,35 +26,43 @@ use std::time::Duration;
 
 use broker_core::provider::HelpOption;
 use broker_core::{
-    CheckoutContext, Error, ExecOutput, HostRecord, Mapping, Provider, ProviderConfig, ProviderKind, Result,
-    Session, Value,
+    CheckoutContext, Error, ExecOutput, HostRecord, Mapping, Provider, ProviderConfig,
+    ProviderKind, Result, Session, Value,
 };
 
 /// The provider's name, as the inventory records it.
 pub const NAME: &str = "TestProvider";
 
 /// The registration of TestProvider.
-pub const KIND: ProviderKind = ProviderKind::new(NAME, "local directory-backed hosts for trying broker out and tests", build)
-    .checkout_actions(&["test_action"])
-    .execute_actions(&["test_action"])
-    .help_options(&[
-        HelpOption {
-            name: "hosts",
-            takes_value: false,
-            help: "List the hosts this provider holds",
-        },
-        HelpOption {
-            name: "host",
-            takes_value: true,
-            help: "Show one host's details",
-        },
-    ]);
+pub const KIND: ProviderKind = ProviderKind::new(
+    NAME,
+    "local directory-backed hosts for trying broker out and tests",
+    build,
+)
+.checkout_actions(&["test_action"])
+.execute_actions(&["test_action"])
+.help_options(&[
+    HelpOption {
+        name: "hosts",
+        takes_value: false,
+        help: "List the hosts this provider holds",
+    },
+    HelpOption {
+        name: "host",
+        takes_value: true,
+        help: "Show one host's details",
+    },
+]);
 
 fn build(config: ProviderConfig) -> Result<Arc<dyn Provider>> {
     let state_dir = match config.get_str("state_dir") {
         Some(dir) => {
             let dir = PathBuf::from(dir);
-            if dir.is_relative() { config.directory().join(dir) } else { dir }
+            if dir.is_relative() {
+                config.directory().join(dir)
+            } else {
+                dir
+            }
         }
         None => config
             .directory()
@@ -134,7 +142,9 @@ impl TestProvider {
 }
 
 fn positions(spec: &str) -> Vec<usize> {
-    spec.split(',').filter_map(|p| p.trim().parse().ok()).collect()
+    spec.split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .collect()
 }
 
 #[async_trait::async_trait]
@@ -162,7 +172,8 @@ impl Provider for TestProvider {
         let name = format!("broker-test-{}", ctx.record_id());
         let dir = self.host_dir(&name);
         let root = dir.join("root");
-        std::fs::create_dir_all(&root).map_err(|e| self.error(format!("creating {}: {e}", root.display())))?;
+        std::fs::create_dir_all(&root)
+            .map_err(|e| self.error(format!("creating {}: {e}", root.display())))?;
         let mut fields = Mapping::new();
         fields.insert("hostname".into(), format!("{name}.test.example.com").into());
         fields.insert("name".into(), name.clone().into());
@@ -172,7 +183,8 @@ impl Provider for TestProvider {
         let action = ctx.arg("test_action").unwrap_or("basic").to_owned();
         fields.insert("test_action".into(), action.into());
         let meta = serde_yaml::to_string(&fields).map_err(|e| self.error(e.to_string()))?;
-        std::fs::write(dir.join("host.yaml"), meta).map_err(|e| self.error(format!("writing host state: {e}")))?;
+        std::fs::write(dir.join("host.yaml"), meta)
+            .map_err(|e| self.error(format!("writing host state: {e}")))?;
         self.hang_if(args, "created").await;
         Ok(fields)
     }
@@ -204,16 +216,22 @@ impl Provider for TestProvider {
         let meta = self.host_dir(&name).join("host.yaml");
         let Some(mut record) = self.read_host(&name) else {
             return Err(self
-                .error(format!("host {name} no longer exists; check it in to drop the record"))
+                .error(format!(
+                    "host {name} no longer exists; check it in to drop the record"
+                ))
                 .with_host(&name));
         };
         let by = match args.get("extend_duration").and_then(Value::as_str) {
             Some(text) => broker_core::time::parse_duration(text)?,
             None => Duration::from_secs(3600),
         };
-        record.set("expire_time", broker_core::time::now_epoch() + by.as_secs() as i64);
+        record.set(
+            "expire_time",
+            broker_core::time::now_epoch() + by.as_secs() as i64,
+        );
         let text = serde_yaml::to_string(&record).map_err(|e| self.error(e.to_string()))?;
-        std::fs::write(&meta, text).map_err(|e| self.error(format!("writing {}: {e}", meta.display())))
+        std::fs::write(&meta, text)
+            .map_err(|e| self.error(format!("writing {}: {e}", meta.display())))
     }
 
     async fn execute(&self, args: &Mapping) -> Result<Value> {
@@ -222,7 +240,10 @@ impl Provider for TestProvider {
             return Err(self.error("injected failure of execute (fail_checkout: all)"));
         }
         let mut out = Mapping::new();
-        out.insert("action".into(), args.get("test_action").cloned().unwrap_or(Value::Null));
+        out.insert(
+            "action".into(),
+            args.get("test_action").cloned().unwrap_or(Value::Null),
+        );
         out.insert("arguments".into(), Value::Mapping(args.clone()));
         Ok(Value::Mapping(out))
     }
@@ -236,7 +257,10 @@ impl Provider for TestProvider {
         }
         let hosts = self.inventory(None).await?;
         Ok(Value::Sequence(
-            hosts.iter().filter_map(|h| h.name().map(Value::from)).collect(),
+            hosts
+                .iter()
+                .filter_map(|h| h.name().map(Value::from))
+                .collect(),
         ))
     }
 
@@ -244,7 +268,9 @@ impl Provider for TestProvider {
         let entries = match std::fs::read_dir(self.hosts_dir()) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.error(format!("listing {}: {e}", self.hosts_dir().display()))),
+            Err(e) => {
+                return Err(self.error(format!("listing {}: {e}", self.hosts_dir().display())));
+            }
         };
         let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
@@ -269,11 +295,16 @@ impl Provider for TestProvider {
         if !root.is_dir() {
             return Err(Error::Host {
                 host: host.display_name(),
-                message: "this host no longer exists at TestProvider; check it in to drop the record".into(),
+                message:
+                    "this host no longer exists at TestProvider; check it in to drop the record"
+                        .into(),
                 source: None,
             });
         }
-        Ok(Box::new(LocalSession { host: host.display_name(), root }))
+        Ok(Box::new(LocalSession {
+            host: host.display_name(),
+            root,
+        }))
     }
 }
 
@@ -315,10 +346,12 @@ impl Session for LocalSession {
             .map_err(|e| self.host_error(format!("starting `sh -c {command}`: {e}")))?;
         let wait = child.wait_with_output();
         let output = match timeout {
-            Some(limit) => tokio::time::timeout(limit, wait).await.map_err(|_| Error::Timeout {
-                operation: format!("`{command}` on {}", self.host),
-                after: limit,
-            })?,
+            Some(limit) => tokio::time::timeout(limit, wait)
+                .await
+                .map_err(|_| Error::Timeout {
+                    operation: format!("`{command}` on {}", self.host),
+                    after: limit,
+                })?,
             None => wait.await,
         }
         .map_err(|e| self.host_error(format!("running `{command}`: {e}")))?;
@@ -378,8 +411,14 @@ mod tests {
             .unwrap();
         assert_eq!(host.state(), HostState::Ready);
         assert_eq!(broker.inventory().list().unwrap().len(), 1);
-        let out = host.execute("echo out; echo err >&2; exit 3").await.unwrap();
-        assert_eq!((out.stdout.as_str(), out.stderr.as_str(), out.status), ("out\n", "err\n", 3));
+        let out = host
+            .execute("echo out; echo err >&2; exit 3")
+            .await
+            .unwrap();
+        assert_eq!(
+            (out.stdout.as_str(), out.stderr.as_str(), out.status),
+            ("out\n", "err\n", 3)
+        );
         host.write_file("/etc/motd", b"hello").await.unwrap();
         assert_eq!(host.read_file("/etc/motd").await.unwrap(), b"hello");
         assert_eq!(host.execute("cat etc/motd").await.unwrap().stdout, "hello");
@@ -437,7 +476,10 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert!(matches!(&err, Error::CheckoutFailed { kept, .. } if kept.len() == 2), "{err}");
+        assert!(
+            matches!(&err, Error::CheckoutFailed { kept, .. } if kept.len() == 2),
+            "{err}"
+        );
         assert_eq!(broker.inventory().list().unwrap().len(), 2);
         assert_eq!(hosts_on_provider(dir.path()), 2);
     }
@@ -450,7 +492,12 @@ mod tests {
             .checkout_one(CheckoutRequest::new().arg("test_action", "basic"))
             .await
             .unwrap();
-        std::fs::remove_dir_all(dir.path().join("test_provider/default/hosts").join(host.name().unwrap())).unwrap();
+        std::fs::remove_dir_all(
+            dir.path()
+                .join("test_provider/default/hosts")
+                .join(host.name().unwrap()),
+        )
+        .unwrap();
         host.checkin().await.unwrap();
         assert!(broker.inventory().list().unwrap().is_empty());
     }
@@ -460,7 +507,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let broker = broker(dir.path());
         let host = broker
-            .checkout_one(CheckoutRequest::new().arg("test_action", "basic").arg("fail_checkin", "all"))
+            .checkout_one(
+                CheckoutRequest::new()
+                    .arg("test_action", "basic")
+                    .arg("fail_checkin", "all"),
+            )
             .await
             .unwrap();
         let err = host.checkin().await.unwrap_err();
@@ -512,7 +563,10 @@ mod tests {
     fn dropped_guard_checks_in_outside_any_runtime() {
         let dir = tempfile::tempdir().unwrap();
         let broker = broker(dir.path());
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let host = runtime
             .block_on(broker.checkout_one(CheckoutRequest::new().arg("test_action", "basic")))
             .unwrap();
@@ -527,7 +581,10 @@ mod tests {
         let broker = broker(dir.path());
         let for_thread = broker.clone();
         let outcome = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             runtime.block_on(async move {
                 let _host = for_thread
                     .checkout_one(CheckoutRequest::new().arg("test_action", "basic"))
@@ -547,7 +604,10 @@ mod tests {
         let broker = broker_with(dir.path(), "keep_on_failure: 30m\n");
         let for_thread = broker.clone();
         let outcome = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             runtime.block_on(async move {
                 let _host = for_thread
                     .checkout_one(CheckoutRequest::new().arg("test_action", "basic"))
@@ -571,14 +631,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let broker = broker_with(dir.path(), "checkin_timeout: 1\n");
         let host = broker
-            .checkout_one(CheckoutRequest::new().arg("test_action", "basic").arg("hang", "checkin"))
+            .checkout_one(
+                CheckoutRequest::new()
+                    .arg("test_action", "basic")
+                    .arg("hang", "checkin"),
+            )
             .await
             .unwrap();
         drop(host);
         let records = broker.inventory().list().unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].state(), HostState::Releasing);
-        let note = records[0].get("_broker_last_error").and_then(Value::as_str).unwrap_or("");
+        let note = records[0]
+            .get("_broker_last_error")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         assert!(note.contains("timed out"), "{note}");
     }
 
@@ -587,11 +654,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let broker = broker_with(dir.path(), "checkin_timeout: 1\n");
         let host = broker
-            .checkout_one(CheckoutRequest::new().arg("test_action", "basic").arg("hang", "checkin"))
+            .checkout_one(
+                CheckoutRequest::new()
+                    .arg("test_action", "basic")
+                    .arg("hang", "checkin"),
+            )
             .await
             .unwrap();
         drop(host);
-        assert_eq!(broker.inventory().list().unwrap()[0].state(), HostState::Releasing);
+        assert_eq!(
+            broker.inventory().list().unwrap()[0].state(),
+            HostState::Releasing
+        );
     }
 
     #[tokio::test]
@@ -600,7 +674,11 @@ mod tests {
         let broker = broker(dir.path());
         let attempt = tokio::time::timeout(
             Duration::from_millis(500),
-            broker.checkout_one(CheckoutRequest::new().arg("test_action", "basic").arg("hang", "created")),
+            broker.checkout_one(
+                CheckoutRequest::new()
+                    .arg("test_action", "basic")
+                    .arg("hang", "created"),
+            ),
         )
         .await;
         assert!(attempt.is_err(), "the checkout should hang");
@@ -609,8 +687,17 @@ mod tests {
         assert_eq!(records[0].state(), HostState::Pending);
         assert_eq!(hosts_on_provider(dir.path()), 1);
         // The owner (this process) is alive, so only the broader scope touches it.
-        assert!(broker.recover(broker_core::RecoverScope::Orphaned).await.unwrap().is_empty());
-        let outcomes = broker.recover(broker_core::RecoverScope::Unfinished).await.unwrap();
+        assert!(
+            broker
+                .recover(broker_core::RecoverScope::Orphaned)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let outcomes = broker
+            .recover(broker_core::RecoverScope::Unfinished)
+            .await
+            .unwrap();
         assert_eq!(outcomes.len(), 1);
         assert!(outcomes[0].result.is_ok());
         assert_all_checked_in(&broker, dir.path());
@@ -666,17 +753,31 @@ mod tests {
             "TestProvider:\n  instances:\n    a: {default: true}\n    b: {}\nnicks:\n  mine: {test_action: basic, tag: from-nick}\n",
         );
         let host = broker
-            .checkout_one(CheckoutRequest::new().nick("mine").arg("TestProvider", "b").arg("tag", "explicit"))
+            .checkout_one(
+                CheckoutRequest::new()
+                    .nick("mine")
+                    .arg("TestProvider", "b")
+                    .arg("tag", "explicit"),
+            )
             .await
             .unwrap();
         assert_eq!(host.instance(), Some("b"));
-        assert_eq!(host.args().get("tag").and_then(Value::as_str), Some("explicit"));
+        assert_eq!(
+            host.args().get("tag").and_then(Value::as_str),
+            Some("explicit")
+        );
         assert!(host.args().get("TestProvider").is_none());
         assert!(host.args().get("_broker_origin").is_some());
         host.checkin().await.unwrap();
-        let err = broker.checkout_one(CheckoutRequest::new().nick("nope")).await.unwrap_err();
+        let err = broker
+            .checkout_one(CheckoutRequest::new().nick("nope"))
+            .await
+            .unwrap_err();
         assert_eq!(err.exit_code(), 13);
-        let err = broker.checkout_one(CheckoutRequest::new().arg("unknown", "x")).await.unwrap_err();
+        let err = broker
+            .checkout_one(CheckoutRequest::new().arg("unknown", "x"))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("test_action"), "{err}");
     }
 }

@@ -29,10 +29,19 @@ fn checkout_prints_json_and_writes_the_output_file() {
     let dir = BrokerDir::new(SETTINGS);
     let out_file = dir.path().join("out.json");
     let out_arg = out_file.display().to_string();
-    let stdout = dir.ok(&["--output-file", &out_arg, "checkout", "--test_action", "basic", "-o", "json"]);
+    let stdout = dir.ok(&[
+        "--output-file",
+        &out_arg,
+        "checkout",
+        "--test_action",
+        "basic",
+        "-o",
+        "json",
+    ]);
     let hosts: Vec<Value> = serde_json::from_str(&stdout).expect("json");
     assert_eq!(hosts.len(), 1);
-    let emitted: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    let emitted: Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
     assert_eq!(emitted["return_code"], 0);
     assert_eq!(emitted["hosts"][0]["name"], hosts[0]["name"]);
 }
@@ -55,11 +64,23 @@ fn exit_codes_follow_upstream() {
     assert_eq!(out.status.code(), Some(13));
     assert!(stderr(&out).contains("column 11"), "{}", stderr(&out));
 
-    let out = dir.run(&["checkout", "--test_action", "basic", "--fail_checkout", "all"]);
+    let out = dir.run(&[
+        "checkout",
+        "--test_action",
+        "basic",
+        "--fail_checkout",
+        "all",
+    ]);
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert!(dir.inventory().is_empty());
 
-    dir.ok(&["checkout", "--test_action", "basic", "--fail_checkin", "all"]);
+    dir.ok(&[
+        "checkout",
+        "--test_action",
+        "basic",
+        "--fail_checkin",
+        "all",
+    ]);
     let out = dir.run(&["checkin", "--all"]);
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert!(stderr(&out).contains("broker checkin"), "{}", stderr(&out));
@@ -74,7 +95,10 @@ fn malformed_settings_name_file_line_and_column() {
     let out = dir.run(&["inventory"]);
     assert_eq!(out.status.code(), Some(8));
     let err = stderr(&out);
-    assert!(err.contains("broker_settings.yaml") && err.contains("line 4"), "{err}");
+    assert!(
+        err.contains("broker_settings.yaml") && err.contains("line 4"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -84,22 +108,50 @@ fn malformed_inventory_is_reported_and_kept() {
     std::fs::write(dir.inventory_path(), bad).unwrap();
     let out = dir.run(&["checkout", "--test_action", "basic"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("inventory.yaml` at line"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("inventory.yaml` at line"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(std::fs::read_to_string(dir.inventory_path()).unwrap(), bad);
-    assert!(dir.provider_hosts().is_empty(), "nothing may be created when the intent cannot be recorded");
+    assert!(
+        dir.provider_hosts().is_empty(),
+        "nothing may be created when the intent cannot be recorded"
+    );
 }
 
 #[test]
 fn all_or_nothing_and_keep_partial() {
     let dir = BrokerDir::new(SETTINGS);
-    let out = dir.run(&["checkout", "--test_action", "basic", "--fail_checkout", "2", "-c", "3"]);
+    let out = dir.run(&[
+        "checkout",
+        "--test_action",
+        "basic",
+        "--fail_checkout",
+        "2",
+        "-c",
+        "3",
+    ]);
     assert_eq!(out.status.code(), Some(7));
-    assert!(stderr(&out).contains("1 of 3 checkouts failed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1 of 3 checkouts failed"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("#2"), "{}", stderr(&out));
     assert!(dir.inventory().is_empty());
     assert!(dir.provider_hosts().is_empty());
 
-    let out = dir.run(&["checkout", "--test_action", "basic", "--fail_checkout", "2", "-c", "3", "--keep-partial"]);
+    let out = dir.run(&[
+        "checkout",
+        "--test_action",
+        "basic",
+        "--fail_checkout",
+        "2",
+        "-c",
+        "3",
+        "--keep-partial",
+    ]);
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(dir.inventory().len(), 2);
 }
@@ -121,7 +173,11 @@ fn checkin_by_id_hostname_name_and_filter() {
     assert_eq!(left[0]["name"], records[0]["name"]);
     let out = dir.run(&["checkin", "no-such-host"]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(stderr(&out).contains("not found in the inventory: no-such-host"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not found in the inventory: no-such-host"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(dir.inventory().len(), 1);
 }
 
@@ -137,7 +193,13 @@ fn duplicate_and_extend() {
     }
     dir.ok(&["extend", "--all", "--extend-duration", "2h"]);
     for host in dir.provider_hosts() {
-        let meta = std::fs::read_to_string(dir.path().join("test_provider/local/hosts").join(host).join("host.yaml")).unwrap();
+        let meta = std::fs::read_to_string(
+            dir.path()
+                .join("test_provider/local/hosts")
+                .join(host)
+                .join("host.yaml"),
+        )
+        .unwrap();
         assert!(meta.contains("expire_time"), "{meta}");
     }
 }
@@ -149,14 +211,28 @@ fn execute_and_providers() {
     let result: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(result["action"], "ping");
     let listing = dir.ok(&["providers"]);
-    assert!(listing.contains("TestProvider") && listing.contains("test_action"), "{listing}");
+    assert!(
+        listing.contains("TestProvider") && listing.contains("test_action"),
+        "{listing}"
+    );
     dir.ok(&["checkout", "--nick", "N", "-c", "2"]);
     let hosts = dir.ok(&["providers", "TestProvider", "--hosts", "-o", "json"]);
     let hosts: Vec<Value> = serde_json::from_str(&hosts).unwrap();
     assert_eq!(hosts.len(), 2);
     let first = hosts[0].as_str().unwrap().to_owned();
-    let filtered = dir.ok(&["nick-help", "TestProvider", "--hosts", "--results-filter", &format!("'{first}' == @res"), "-o", "json"]);
-    assert_eq!(serde_json::from_str::<Vec<Value>>(&filtered).unwrap().len(), 1);
+    let filtered = dir.ok(&[
+        "nick-help",
+        "TestProvider",
+        "--hosts",
+        "--results-filter",
+        &format!("'{first}' == @res"),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        serde_json::from_str::<Vec<Value>>(&filtered).unwrap().len(),
+        1
+    );
     let out = dir.run(&["providers", "TestProvider", "--workflows"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--hosts"), "{}", stderr(&out));
@@ -170,11 +246,22 @@ fn sync_pulls_provider_hosts_without_losing_other_records() {
     // Forget one record, as if written by a tool that crashed; add an unrelated upstream entry.
     let mut records: Vec<serde_yaml::Value> = serde_yaml::from_str(&inventory).unwrap();
     records.remove(0);
-    records.push(serde_yaml::from_str("{_broker_provider: AnsibleTower, hostname: keep.example.com}").unwrap());
-    std::fs::write(dir.inventory_path(), serde_yaml::to_string(&records).unwrap()).unwrap();
+    records.push(
+        serde_yaml::from_str("{_broker_provider: AnsibleTower, hostname: keep.example.com}")
+            .unwrap(),
+    );
+    std::fs::write(
+        dir.inventory_path(),
+        serde_yaml::to_string(&records).unwrap(),
+    )
+    .unwrap();
     let out = dir.run(&["inventory", "--sync", "TestProvider"]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(stderr(&out).contains("1 added, 1 updated, 0 removed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1 added, 1 updated, 0 removed"),
+        "{}",
+        stderr(&out)
+    );
     let after = dir.inventory();
     assert_eq!(after.len(), 3);
     assert!(after.iter().any(|r| r["hostname"] == "keep.example.com"));
@@ -194,8 +281,17 @@ fn version_needs_no_settings_and_creates_nothing() {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("broker "), "{text}");
-    assert!(text.contains(&format!("{}", empty_home.join(".broker/inventory.yaml").display())), "{text}");
-    assert!(!empty_home.join(".broker").exists(), "--version must not create the broker directory");
+    assert!(
+        text.contains(&format!(
+            "{}",
+            empty_home.join(".broker/inventory.yaml").display()
+        )),
+        "{text}"
+    );
+    assert!(
+        !empty_home.join(".broker").exists(),
+        "--version must not create the broker directory"
+    );
 }
 
 #[test]
@@ -206,7 +302,11 @@ fn works_with_no_settings_file_at_all() {
     dir.ok(&["checkin", "0"]);
     let view = dir.run(&["config", "view"]);
     assert_eq!(view.status.code(), Some(0));
-    assert!(stderr(&view).contains("built-in defaults"), "{}", stderr(&view));
+    assert!(
+        stderr(&view).contains("built-in defaults"),
+        "{}",
+        stderr(&view)
+    );
 }
 
 #[test]
@@ -217,7 +317,10 @@ fn config_commands() {
     let view = dir.ok(&["config", "view", "AnsibleTower"]);
     assert!(view.contains("token: '********'"), "{view}");
     assert_eq!(dir.ok(&["config", "nicks"]), "rhel9\nlocal\n");
-    assert!(dir.ok(&["config", "nick", "rhel9"]).contains("workflow: deploy-rhel"));
+    assert!(
+        dir.ok(&["config", "nick", "rhel9"])
+            .contains("workflow: deploy-rhel")
+    );
     dir.ok(&["config", "set", "thread_limit", "4"]);
     let settings = std::fs::read_to_string(dir.path().join("broker_settings.yaml")).unwrap();
     assert!(settings.contains("thread_limit: 4"), "{settings}");
@@ -225,7 +328,10 @@ fn config_commands() {
     let settings = std::fs::read_to_string(dir.path().join("broker_settings.yaml")).unwrap();
     assert!(settings.contains("thread_limit: null"), "{settings}");
     dir.ok(&["config", "validate", "TestProvider"]);
-    assert_eq!(dir.run(&["config", "validate", "Nope"]).status.code(), Some(13));
+    assert_eq!(
+        dir.run(&["config", "validate", "Nope"]).status.code(),
+        Some(13)
+    );
     let out = dir.run(&["config", "edit"]);
     assert_eq!(out.status.code(), Some(13));
     assert!(stderr(&out).contains("config set"), "{}", stderr(&out));
@@ -258,23 +364,46 @@ fn background_checkout_returns_at_once_and_logs() {
     let dir = BrokerDir::new(SETTINGS);
     let out = dir.run(&["checkout", "-b", "--test_action", "basic", "--delay", "1s"]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(stderr(&out).contains("runs in the background as pid"), "{}", stderr(&out));
-    assert!(wait_for(Duration::from_secs(20), || dir.provider_hosts().len() == 1
-        && dir.inventory().first().is_some_and(|r| r["_broker_state"] == "ready")));
+    assert!(
+        stderr(&out).contains("runs in the background as pid"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(wait_for(Duration::from_secs(20), || dir
+        .provider_hosts()
+        .len()
+        == 1
+        && dir
+            .inventory()
+            .first()
+            .is_some_and(|r| r["_broker_state"] == "ready")));
     let log = dir.path().join("logs/broker.log");
-    assert!(wait_for(Duration::from_secs(5), || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("checked out"))));
+    assert!(wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("checked out"))
+    }));
 }
 
 #[test]
 fn ctrl_c_during_checkout_checks_in_what_was_made() {
     let dir = BrokerDir::new(SETTINGS);
     let child = dir
-        .command(&["checkout", "--test_action", "basic", "--hang", "created", "-c", "2"])
+        .command(&[
+            "checkout",
+            "--test_action",
+            "basic",
+            "--hang",
+            "created",
+            "-c",
+            "2",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(wait_for(Duration::from_secs(20), || dir.provider_hosts().len() == 2));
+    assert!(wait_for(Duration::from_secs(20), || dir
+        .provider_hosts()
+        .len()
+        == 2));
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -282,7 +411,11 @@ fn ctrl_c_during_checkout_checks_in_what_was_made() {
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    assert!(dir.provider_hosts().is_empty(), "{:?}", dir.provider_hosts());
+    assert!(
+        dir.provider_hosts().is_empty(),
+        "{:?}",
+        dir.provider_hosts()
+    );
     assert!(dir.inventory().is_empty());
 }
 
@@ -292,12 +425,21 @@ fn inventory_views() {
     assert!(stderr(&dir.run(&["inventory"])).contains("No hosts found in inventory."));
     dir.ok(&["checkout", "--nick", "N", "-c", "2"]);
     let table = dir.ok(&["inventory"]);
-    assert!(table.contains("Id") && table.contains("State") && table.contains("ready"), "{table}");
+    assert!(
+        table.contains("Id") && table.contains("State") && table.contains("ready"),
+        "{table}"
+    );
     let list = dir.ok(&["inventory", "--list"]);
     assert_eq!(list.lines().count(), 2);
-    assert!(list.lines().all(|l| l.ends_with(".test.example.com")), "{list}");
+    assert!(
+        list.lines().all(|l| l.ends_with(".test.example.com")),
+        "{list}"
+    );
     let details = dir.ok(&["inventory", "--details"]);
-    assert!(details.contains("_broker_checkout_time:") && details.contains("UTC"), "{details}");
+    assert!(
+        details.contains("_broker_checkout_time:") && details.contains("UTC"),
+        "{details}"
+    );
     let yaml = dir.ok(&["inventory", "-o", "yaml", "--filter", "@inv[-1]"]);
     let parsed: Vec<serde_yaml::Value> = serde_yaml::from_str(&yaml).unwrap();
     assert_eq!(parsed.len(), 1);

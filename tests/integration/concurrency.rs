@@ -22,14 +22,27 @@ fn eight_processes_ten_cycles_lose_nothing() {
                     let mut previous: Option<String> = None;
                     for cycle in 0..CYCLES {
                         let tag = format!("w{worker}c{cycle}");
-                        let out = dir.run(&["checkout", "--test_action", "basic", "--tag", &tag, "-o", "json"]);
+                        let out = dir.run(&[
+                            "checkout",
+                            "--test_action",
+                            "basic",
+                            "--tag",
+                            &tag,
+                            "-o",
+                            "json",
+                        ]);
                         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-                        let hosts: Vec<Value> = serde_json::from_slice(&out.stdout).expect("checkout json");
+                        let hosts: Vec<Value> =
+                            serde_json::from_slice(&out.stdout).expect("checkout json");
                         let name = hosts[0]["name"].as_str().expect("name").to_owned();
                         if let Some(prev) = previous.take() {
                             let out = dir.run(&["checkin", &prev]);
                             assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-                            assert!(!stderr(&out).contains("not found"), "{prev} was lost: {}", stderr(&out));
+                            assert!(
+                                !stderr(&out).contains("not found"),
+                                "{prev} was lost: {}",
+                                stderr(&out)
+                            );
                         }
                         previous = Some(name);
                     }
@@ -37,10 +50,14 @@ fn eight_processes_ten_cycles_lose_nothing() {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("worker")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker"))
+            .collect()
     });
     let text = std::fs::read_to_string(dir.inventory_path()).unwrap();
-    let records: Vec<serde_yaml::Value> = serde_yaml::from_str(&text).expect("inventory parses after the run");
+    let records: Vec<serde_yaml::Value> =
+        serde_yaml::from_str(&text).expect("inventory parses after the run");
     let names: Vec<String> = records
         .iter()
         .map(|r| r["name"].as_str().unwrap_or_default().to_owned())
@@ -49,7 +66,11 @@ fn eight_processes_ten_cycles_lose_nothing() {
     assert_eq!(unique.len(), names.len(), "duplicated records: {names:?}");
     let expected: HashSet<&String> = kept.iter().collect();
     assert_eq!(unique, expected);
-    assert_eq!(dir.provider_hosts().len(), WORKERS, "hosts at the provider without a record");
+    assert_eq!(
+        dir.provider_hosts().len(),
+        WORKERS,
+        "hosts at the provider without a record"
+    );
     dir.ok(&["checkin", "--all"]);
     assert!(dir.inventory().is_empty());
     assert!(dir.provider_hosts().is_empty());
@@ -61,21 +82,39 @@ fn eight_processes_ten_cycles_lose_nothing() {
 fn kill_nine_mid_checkout_then_recover_leaves_no_orphan() {
     let dir = BrokerDir::new(SETTINGS);
     let mut child = dir
-        .command(&["checkout", "--test_action", "basic", "--hang", "created", "-c", "3"])
+        .command(&[
+            "checkout",
+            "--test_action",
+            "basic",
+            "--hang",
+            "created",
+            "-c",
+            "3",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    assert!(wait_for(Duration::from_secs(20), || dir.provider_hosts().len() == 3));
+    assert!(wait_for(Duration::from_secs(20), || dir
+        .provider_hosts()
+        .len()
+        == 3));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let records = dir.inventory();
     assert_eq!(records.len(), 3);
-    assert!(records.iter().all(|r| r["_broker_state"] == "pending"), "{records:?}");
+    assert!(
+        records.iter().all(|r| r["_broker_state"] == "pending"),
+        "{records:?}"
+    );
     let out = dir.run(&["recover"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(dir.inventory().is_empty());
-    assert!(dir.provider_hosts().is_empty(), "orphans: {:?}", dir.provider_hosts());
+    assert!(
+        dir.provider_hosts().is_empty(),
+        "orphans: {:?}",
+        dir.provider_hosts()
+    );
 }
 
 /// A kill before the provider made anything leaves only a pending record, which recover drops.

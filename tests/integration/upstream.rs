@@ -16,9 +16,18 @@ fn upstream_inventory_is_listed_unchanged() {
     let listed = dir.ok(&["inventory", "-o", "yaml"]);
     assert_eq!(as_yaml(&listed), as_yaml(INVENTORY));
     // Listing never writes.
-    assert_eq!(std::fs::read_to_string(dir.inventory_path()).unwrap(), INVENTORY);
+    assert_eq!(
+        std::fs::read_to_string(dir.inventory_path()).unwrap(),
+        INVENTORY
+    );
     let table = dir.ok(&["inventory"]);
-    for expected in ["dhcp-111.test.example.com", "deploy-rhel", "RedHat 8.6", "Dec 15, 2025 13:08 UTC", "ubi8:latest"] {
+    for expected in [
+        "dhcp-111.test.example.com",
+        "deploy-rhel",
+        "RedHat 8.6",
+        "Dec 15, 2025 13:08 UTC",
+        "ubi8:latest",
+    ] {
         assert!(table.contains(expected), "{expected} missing from\n{table}");
     }
 }
@@ -54,7 +63,10 @@ fn upstream_settings_are_read_as_they_are() {
     for secret in ["sup3rs3cret", "tok3n-value", "c0ntainer-pass"] {
         assert!(!view.contains(secret), "{secret} shown in\n{view}");
     }
-    assert!(view.contains("base_url: https://tower.example.com/"), "{view}");
+    assert!(
+        view.contains("base_url: https://tower.example.com/"),
+        "{view}"
+    );
     assert_eq!(dir.ok(&["config", "nicks"]), "rhel9\ntest_nick\n");
     let providers = dir.ok(&["providers"]);
     assert!(providers.contains("test1, test2"), "{providers}");

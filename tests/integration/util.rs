@@ -27,7 +27,8 @@ impl BrokerDir {
     pub fn new(settings: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         if !settings.is_empty() {
-            std::fs::write(dir.path().join("broker_settings.yaml"), settings).expect("write settings");
+            std::fs::write(dir.path().join("broker_settings.yaml"), settings)
+                .expect("write settings");
         }
         BrokerDir { dir }
     }
@@ -87,7 +88,10 @@ impl BrokerDir {
     pub fn provider_hosts(&self) -> Vec<String> {
         let dir = self.path().join("test_provider/local/hosts");
         let mut names: Vec<String> = std::fs::read_dir(dir)
-            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         names

@@ -44,7 +44,9 @@ impl<'t> Blocks<'t> {
                 None => {}
                 Some(b'#') => {}
                 Some(b'-') if content.starts_with("---") => return None,
-                Some(b'-') if content.len() == 1 || matches!(content.as_bytes()[1], b' ' | b'\t') => {
+                Some(b'-')
+                    if content.len() == 1 || matches!(content.as_bytes()[1], b' ' | b'\t') =>
+                {
                     if let Some(last) = entries.last_mut() {
                         last.end = start;
                     } else {
@@ -52,11 +54,14 @@ impl<'t> Blocks<'t> {
                     }
                     entries.push(start..text.len());
                 }
-                Some(b' ' | b'\t') => {
-                    if entries.is_empty() && !content.trim_start().is_empty() && !content.trim_start().starts_with('#') {
-                        return None;
-                    }
+                Some(b' ' | b'\t')
+                    if entries.is_empty()
+                        && !content.trim_start().is_empty()
+                        && !content.trim_start().starts_with('#') =>
+                {
+                    return None;
                 }
+                Some(b' ' | b'\t') => {}
                 Some(_) => return None,
             }
         }
@@ -76,14 +81,19 @@ impl<'t> Blocks<'t> {
         let inner = format!("\n  _broker_id: {id}");
         self.entries.iter().position(|range| {
             let entry = &self.text[range.clone()];
-            line_match(entry, &first, 0) || entry.match_indices(&inner).any(|(at, m)| ends_line(entry, at + m.len()))
+            line_match(entry, &first, 0)
+                || entry
+                    .match_indices(&inner)
+                    .any(|(at, m)| ends_line(entry, at + m.len()))
         })
     }
 
     /// The text with entries replaced (`Some(text)`) or removed (`None`) and `appended` entries at
     /// the end. `edits` maps entry positions to their new text.
     pub(crate) fn rewrite(&self, edits: &[(usize, Option<String>)], appended: &[String]) -> String {
-        let mut out = String::with_capacity(self.text.len() + appended.iter().map(String::len).sum::<usize>());
+        let mut out = String::with_capacity(
+            self.text.len() + appended.iter().map(String::len).sum::<usize>(),
+        );
         out.push_str(&self.text[self.header.clone()]);
         for (i, range) in self.entries.iter().enumerate() {
             match edits.iter().find(|(at, _)| *at == i) {
@@ -155,7 +165,10 @@ mod tests {
     #[test]
     fn rewrite_replaces_removes_and_appends() {
         let blocks = Blocks::split(TEXT).unwrap();
-        let out = blocks.rewrite(&[(0, None), (1, Some("- name: B\n".into()))], &["- name: d".into()]);
+        let out = blocks.rewrite(
+            &[(0, None), (1, Some("- name: B\n".into()))],
+            &["- name: d".into()],
+        );
         assert_eq!(out, "# kept\n- name: B\n-\n  name: c\n- name: d\n");
         let parsed: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
         assert_eq!(parsed.as_sequence().unwrap().len(), 3);
@@ -172,7 +185,13 @@ mod tests {
 
     #[test]
     fn other_shapes_are_refused() {
-        for text in ["[{a: 1}]\n", "---\n- a: 1\n", "a: 1\n", "  - a: 1\n", "- a: 1\n...\n"] {
+        for text in [
+            "[{a: 1}]\n",
+            "---\n- a: 1\n",
+            "a: 1\n",
+            "  - a: 1\n",
+            "- a: 1\n...\n",
+        ] {
             assert!(Blocks::split(text).is_none(), "{text:?}");
         }
     }
