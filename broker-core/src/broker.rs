@@ -719,7 +719,21 @@ impl BrokerInner {
             record.set(fields::PROVIDER_INSTANCE, i);
         }
         record.set_state(HostState::Ready);
-        self.put(record.clone()).await?;
+        if let Err(e) = self.put(record.clone()).await {
+            // The host exists but is recorded only as pending: give it back rather than hand out a
+            // host the inventory does not know as ready. If that fails too, the pending record
+            // remains for `broker recover`.
+            match provider.checkin(&record).await {
+                Ok(()) => {
+                    let _removed = self.remove(vec![id]).await;
+                }
+                Err(cleanup) => tracing::error!(
+                    host = %record.display_name(),
+                    "recording the host failed and giving it back failed too: {cleanup}; run `broker recover --all`"
+                ),
+            }
+            return Err(e);
+        }
         tracing::info!(host = %record.display_name(), "checked out");
         Ok(record)
     }

@@ -233,6 +233,11 @@ impl Settings {
         }
     }
 
+    /// A secret by dotted path (`ssh.host_password`), never exposed in logs or `Debug`.
+    pub fn secret(&self, path: &str) -> Option<SecretString> {
+        self.get(path).and_then(scalar_text).map(SecretString::from)
+    }
+
     /// `thread_limit`: the most provider calls broker makes at once (`None` = as many as hosts).
     pub fn thread_limit(&self) -> Option<usize> {
         self.get_u64("thread_limit").map(|n| n.max(1) as usize)
@@ -936,6 +941,10 @@ nicks:
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("host_password: '********'"), "{shown}");
         assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(
+            s.secret("ssh.host_password").unwrap().expose_secret(),
+            "hunter2"
+        );
         let c = s.provider_config("TestProvider", None).unwrap();
         assert!(!format!("{c:?}").contains("abc"));
         assert_eq!(c.secret("token").unwrap().expose_secret(), "abc");

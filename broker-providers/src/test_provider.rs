@@ -780,4 +780,40 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("test_action"), "{err}");
     }
+
+    #[test]
+    fn blocking_api_runs_commands_and_checks_in_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
+        let broker =
+            broker_core::blocking::Broker::new(settings, ProviderRegistry::new().with(KIND))
+                .unwrap();
+        let hosts = broker
+            .checkout(CheckoutRequest::new().arg("test_action", "basic").count(2))
+            .unwrap();
+        assert_eq!(hosts[0].execute("echo hi").unwrap().stdout, "hi\n");
+        hosts[1].write_file("/a/b", b"x").unwrap();
+        assert_eq!(hosts[1].read_file("/a/b").unwrap(), b"x");
+        drop(hosts);
+        assert!(broker.as_async().inventory().list().unwrap().is_empty());
+        assert_eq!(hosts_on_provider(dir.path()), 0);
+        let seen = broker
+            .with_hosts(
+                CheckoutRequest::new().arg("test_action", "basic"),
+                |hosts| hosts.len(),
+            )
+            .unwrap();
+        assert_eq!(seen, 1);
+        assert_eq!(hosts_on_provider(dir.path()), 0);
+    }
+
+    #[tokio::test]
+    async fn blocking_api_refuses_to_start_inside_a_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
+        let err = broker_core::blocking::Broker::new(settings, ProviderRegistry::new().with(KIND))
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("async runtime"), "{err}");
+    }
 }
