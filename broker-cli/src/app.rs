@@ -12,8 +12,8 @@ use clap::Parser;
 
 use crate::cli::{
     CheckinArgs, CheckoutArgs, Cli, Command, ConfigCommand, DuplicateArgs, ExecuteArgs,
-    ExecuteFormat, ExtendArgs, Format, InventoryArgs, LogLevel, ProvidersArgs, RecoverArgs,
-    Selection,
+    ExecuteFormat, ExtendArgs, Format, InventoryArgs, LogLevel, ProviderArgs, ProvidersArgs,
+    RecoverArgs, Selection,
 };
 use crate::output::{Emitter, Progress, inventory_table, print_value, table, write_stdout};
 
@@ -197,33 +197,22 @@ async fn interruptible<T>(work: impl std::future::Future<Output = Result<T>>) ->
     }
 }
 
-fn request_args(
-    nick: Option<String>,
-    args_file: Option<&Path>,
-    labels: Option<&str>,
-    extra: &[String],
-) -> Result<CheckoutRequest> {
-    let mut request = CheckoutRequest::new().args(args::parse_passthrough(extra)?);
+fn request_args(nick: Option<String>, provider: &ProviderArgs) -> Result<CheckoutRequest> {
+    let mut request = CheckoutRequest::new().args(args::parse_passthrough(&provider.extra)?);
     if let Some(nick) = nick {
         request = request.nick(nick);
     }
-    if let Some(path) = args_file {
+    if let Some(path) = &provider.args_file {
         request = request.args_file(args::load_args_file(path)?);
     }
-    if let Some(labels) = labels {
+    if let Some(labels) = &provider.provider_labels {
         request = request.provider_labels(args::parse_labels(labels));
     }
     Ok(request)
 }
 
 async fn checkout(broker: &Broker, a: CheckoutArgs, emitter: &mut Emitter) -> Result<i32> {
-    let mut request = request_args(
-        a.nick,
-        a.args_file.as_deref(),
-        a.provider_labels.as_deref(),
-        &a.extra,
-    )?
-    .keep_partial(a.keep_partial);
+    let mut request = request_args(a.nick, &a.provider)?.keep_partial(a.keep_partial);
     if let Some(count) = a.count {
         request = request.count(count);
     }
@@ -448,12 +437,7 @@ async fn extend(broker: &Broker, a: ExtendArgs, emitter: &mut Emitter) -> Result
 }
 
 async fn execute(broker: &Broker, a: ExecuteArgs, emitter: &mut Emitter) -> Result<i32> {
-    let mut request = request_args(
-        a.nick,
-        a.args_file.as_deref(),
-        a.provider_labels.as_deref(),
-        &a.extra,
-    )?;
+    let mut request = request_args(a.nick, &a.provider)?;
     if let Some(artifacts) = a.artifacts {
         let value = match artifacts {
             crate::cli::Artifacts::Merge => "merge",

@@ -123,18 +123,26 @@ pub struct CheckoutArgs {
     /// How many hosts.
     #[arg(short = 'c', long)]
     pub count: Option<usize>,
-    /// Labels for the provider: `k1=v1,k2=v2`.
-    #[arg(short = 'l', long)]
-    pub provider_labels: Option<String>,
-    /// A JSON or YAML file of arguments.
-    #[arg(long)]
-    pub args_file: Option<PathBuf>,
     /// Keep the hosts that were made when others fail (default: check them in again).
     #[arg(long)]
     pub keep_partial: bool,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: Format,
+    /// Arguments for the provider.
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+}
+
+/// What `checkout` and `execute` hand to the provider.
+#[derive(Debug, Args)]
+pub struct ProviderArgs {
+    /// Labels for the provider: `k1=v1,k2=v2`.
+    #[arg(short = 'l', long)]
+    pub provider_labels: Option<String>,
+    /// A JSON or YAML file of arguments.
+    #[arg(long)]
+    pub args_file: Option<PathBuf>,
     /// Provider arguments: `--key value`, `--key=value`, `key=value`, `--<Provider> <instance>`.
     #[arg(last = true, value_name = "PROVIDER ARGS")]
     pub extra: Vec<String>,
@@ -242,15 +250,9 @@ pub struct ExecuteArgs {
     /// Return merged (or the last job's) artifacts instead of the job.
     #[arg(long, value_enum)]
     pub artifacts: Option<Artifacts>,
-    /// A JSON or YAML file of arguments.
-    #[arg(long)]
-    pub args_file: Option<PathBuf>,
-    /// Labels for the provider: `k1=v1,k2=v2`.
-    #[arg(short = 'l', long)]
-    pub provider_labels: Option<String>,
-    /// Provider arguments.
-    #[arg(last = true, value_name = "PROVIDER ARGS")]
-    pub extra: Vec<String>,
+    /// Arguments for the provider.
+    #[command(flatten)]
+    pub provider: ProviderArgs,
 }
 
 /// `providers`.

@@ -575,18 +575,23 @@ mod tests {
         assert_all_checked_in(&broker, dir.path());
     }
 
-    #[test]
-    fn dropped_guard_checks_in_while_a_test_panics() {
-        let dir = tempfile::tempdir().unwrap();
-        let broker = broker(dir.path());
-        let for_thread = broker.clone();
+    /// Checks a host out on a thread of its own, in a runtime of the given kind, and panics with the
+    /// guard alive, as a failing test does.
+    fn panic_holding_a_host(broker: &Broker, multi_thread: bool) {
+        let broker = broker.clone();
         let outcome = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = if multi_thread {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            }
+            .unwrap();
             runtime.block_on(async move {
-                let _host = for_thread
+                let _host = broker
                     .checkout_one(CheckoutRequest::new().arg("test_action", "basic"))
                     .await
                     .unwrap();
@@ -595,6 +600,15 @@ mod tests {
         })
         .join();
         assert!(outcome.is_err());
+    }
+
+    #[test]
+    fn dropped_guard_checks_in_while_a_test_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        panic_holding_a_host(&broker, false);
+        assert_all_checked_in(&broker, dir.path());
+        panic_holding_a_host(&broker, true);
         assert_all_checked_in(&broker, dir.path());
     }
 
@@ -602,22 +616,7 @@ mod tests {
     fn keep_on_failure_keeps_the_hosts_of_a_panicking_test_with_a_lease() {
         let dir = tempfile::tempdir().unwrap();
         let broker = broker_with(dir.path(), "keep_on_failure: 30m\n");
-        let for_thread = broker.clone();
-        let outcome = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let _host = for_thread
-                    .checkout_one(CheckoutRequest::new().arg("test_action", "basic"))
-                    .await
-                    .unwrap();
-                panic!("the test failed");
-            })
-        })
-        .join();
-        assert!(outcome.is_err());
+        panic_holding_a_host(&broker, true);
         let records = broker.inventory().list().unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].state(), HostState::Ready);

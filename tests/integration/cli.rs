@@ -386,24 +386,10 @@ fn background_checkout_returns_at_once_and_logs() {
 #[test]
 fn ctrl_c_during_checkout_checks_in_what_was_made() {
     let dir = BrokerDir::new(SETTINGS);
-    let child = dir
-        .command(&[
-            "checkout",
-            "--test_action",
-            "basic",
-            "--hang",
-            "created",
-            "-c",
-            "2",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(wait_for(Duration::from_secs(20), || dir
-        .provider_hosts()
-        .len()
-        == 2));
+    let child = dir.spawn_checkout(
+        &["--test_action", "basic", "--hang", "created", "-c", "2"],
+        2,
+    );
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -81,24 +81,10 @@ fn eight_processes_ten_cycles_lose_nothing() {
 #[test]
 fn kill_nine_mid_checkout_then_recover_leaves_no_orphan() {
     let dir = BrokerDir::new(SETTINGS);
-    let mut child = dir
-        .command(&[
-            "checkout",
-            "--test_action",
-            "basic",
-            "--hang",
-            "created",
-            "-c",
-            "3",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_for(Duration::from_secs(20), || dir
-        .provider_hosts()
-        .len()
-        == 3));
+    let mut child = dir.spawn_checkout(
+        &["--test_action", "basic", "--hang", "created", "-c", "3"],
+        3,
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let records = dir.inventory();
@@ -121,12 +107,7 @@ fn kill_nine_mid_checkout_then_recover_leaves_no_orphan() {
 #[test]
 fn kill_nine_before_creation_then_checkin_pending() {
     let dir = BrokerDir::new(SETTINGS);
-    let mut child = dir
-        .command(&["checkout", "--test_action", "basic", "--hang", "checkout"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = dir.spawn_checkout(&["--test_action", "basic", "--hang", "checkout"], 0);
     assert!(wait_for(Duration::from_secs(20), || dir.inventory().len() == 1));
     child.kill().unwrap();
     child.wait().unwrap();

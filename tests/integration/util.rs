@@ -84,6 +84,25 @@ impl BrokerDir {
         }
     }
 
+    /// Starts `broker checkout` with these arguments and waits until the provider holds `hosts` hosts
+    /// (use a `--hang` fault to stop it there).
+    pub fn spawn_checkout(&self, args: &[&str], hosts: usize) -> std::process::Child {
+        let mut full = vec!["checkout"];
+        full.extend_from_slice(args);
+        let child = self
+            .command(&full)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start broker checkout");
+        assert!(
+            wait_for(Duration::from_secs(20), || self.provider_hosts().len()
+                == hosts),
+            "the checkout never made {hosts} hosts"
+        );
+        child
+    }
+
     /// Hosts that exist at the TestProvider instance `local`.
     pub fn provider_hosts(&self) -> Vec<String> {
         let dir = self.path().join("test_provider/local/hosts");
