@@ -25,6 +25,7 @@
 //! assert_eq!(filter.select(&hosts), vec![2]);
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde_yaml::{Mapping, Value};
@@ -68,18 +69,18 @@ impl std::error::Error for FilterError {}
 
 /// Something a filter can look into: an inventory record or a provider result.
 pub trait FilterTarget {
-    /// The item's field `key`, or the item itself when it is not a mapping and `key` is `None`.
+    /// The item's field `key` (none when the item is not a mapping).
     fn field(&self, key: &str) -> Option<&Value>;
-    /// The item as a value, when it is one (used when the filter tests `@inv` itself).
-    fn as_value(&self) -> Option<&Value>;
+    /// The item itself as a value (used when the filter tests `@inv` itself).
+    fn as_value(&self) -> Option<Cow<'_, Value>>;
 }
 
 impl FilterTarget for Value {
     fn field(&self, key: &str) -> Option<&Value> {
         field_of(self, key)
     }
-    fn as_value(&self) -> Option<&Value> {
-        Some(self)
+    fn as_value(&self) -> Option<Cow<'_, Value>> {
+        Some(Cow::Borrowed(self))
     }
 }
 
@@ -87,8 +88,8 @@ impl FilterTarget for Mapping {
     fn field(&self, key: &str) -> Option<&Value> {
         self.get(key)
     }
-    fn as_value(&self) -> Option<&Value> {
-        None
+    fn as_value(&self) -> Option<Cow<'_, Value>> {
+        Some(Cow::Owned(Value::Mapping(self.clone())))
     }
 }
 
@@ -96,8 +97,8 @@ impl FilterTarget for HostRecord {
     fn field(&self, key: &str) -> Option<&Value> {
         self.get(key)
     }
-    fn as_value(&self) -> Option<&Value> {
-        None
+    fn as_value(&self) -> Option<Cow<'_, Value>> {
+        Some(Cow::Owned(self.to_value()))
     }
 }
 
@@ -105,7 +106,7 @@ impl<T: FilterTarget> FilterTarget for &T {
     fn field(&self, key: &str) -> Option<&Value> {
         (*self).field(key)
     }
-    fn as_value(&self) -> Option<&Value> {
+    fn as_value(&self) -> Option<Cow<'_, Value>> {
         (*self).as_value()
     }
 }
@@ -939,16 +940,20 @@ fn eval<T: FilterTarget>(expr: &Expr, item: &T) -> Val {
 fn walk<T: FilterTarget>(item: &T, segments: &[Segment]) -> Val {
     let Some((first, rest)) = segments.split_first() else {
         return match item.as_value() {
-            Some(v) => Val::V(v.clone()),
+            Some(v) => Val::V(v.into_owned()),
             None => Val::Missing,
         };
     };
+    let whole;
     let mut current = match first {
         Segment::Field(name) => item.field(name),
-        Segment::Index(n) => match item.as_value() {
-            Some(Value::Sequence(s)) => resolve_index(*n, s.len()).and_then(|i| s.get(i)),
-            _ => None,
-        },
+        Segment::Index(n) => {
+            whole = item.as_value();
+            match whole.as_deref() {
+                Some(Value::Sequence(s)) => resolve_index(*n, s.len()).and_then(|i| s.get(i)),
+                _ => None,
+            }
+        }
     };
     for seg in rest {
         current = current.and_then(|v| match (seg, v) {
@@ -1122,6 +1127,17 @@ mod tests {
             vec![1, 3]
         );
         assert_eq!(sel(r#"@inv['name'] == 'no-host'"#), vec![3]);
+        let records: Vec<HostRecord> = serde_yaml::from_str("[{name: a}, {}]").unwrap();
+        assert_eq!(
+            Filter::parse("@inv", "inv").unwrap().select(&records),
+            vec![0]
+        );
+        assert_eq!(
+            Filter::parse("'name' in @inv", "inv")
+                .unwrap()
+                .select(&records),
+            vec![0]
+        );
     }
 
     #[test]
