@@ -13,7 +13,7 @@ use clap::Parser;
 use crate::cli::{
     CheckinArgs, CheckoutArgs, Cli, Command, ConfigCommand, DuplicateArgs, ExecuteArgs,
     ExecuteFormat, ExtendArgs, Format, InventoryArgs, LogLevel, ProviderArgs, ProvidersArgs,
-    RecoverArgs, Selection,
+    RecoverArgs, Selection, SshArgs,
 };
 use crate::output::{Emitter, Progress, inventory_table, print_value, table, write_stdout};
 
@@ -131,6 +131,7 @@ async fn dispatch(command: Command, settings: Settings, emitter: &mut Emitter) -
                 Command::Execute(a) => execute(&broker, a, emitter).await,
                 Command::Providers(a) => providers(&broker, a, emitter).await,
                 Command::Recover(a) => recover(&broker, a, emitter).await,
+                Command::Ssh(a) => ssh(&broker, a, emitter).await,
                 Command::Config(_) => unreachable!("handled above"),
             }
         }
@@ -197,8 +198,14 @@ async fn interruptible<T>(work: impl std::future::Future<Output = Result<T>>) ->
     }
 }
 
-fn request_args(nick: Option<String>, provider: &ProviderArgs) -> Result<CheckoutRequest> {
-    let mut request = CheckoutRequest::new().args(args::parse_passthrough(&provider.extra)?);
+fn request_args(
+    broker: &Broker,
+    nick: Option<String>,
+    provider: &ProviderArgs,
+) -> Result<CheckoutRequest> {
+    let declared: Vec<&str> = broker.registry().all_action_keys().collect();
+    let given = args::normalize_declared(args::parse_passthrough(&provider.extra)?, &declared);
+    let mut request = CheckoutRequest::new().args(given);
     if let Some(nick) = nick {
         request = request.nick(nick);
     }
@@ -212,7 +219,7 @@ fn request_args(nick: Option<String>, provider: &ProviderArgs) -> Result<Checkou
 }
 
 async fn checkout(broker: &Broker, a: CheckoutArgs, emitter: &mut Emitter) -> Result<i32> {
-    let mut request = request_args(a.nick, &a.provider)?.keep_partial(a.keep_partial);
+    let mut request = request_args(broker, a.nick, &a.provider)?.keep_partial(a.keep_partial);
     if let Some(count) = a.count {
         request = request.count(count);
     }
@@ -437,7 +444,7 @@ async fn extend(broker: &Broker, a: ExtendArgs, emitter: &mut Emitter) -> Result
 }
 
 async fn execute(broker: &Broker, a: ExecuteArgs, emitter: &mut Emitter) -> Result<i32> {
-    let mut request = request_args(a.nick, &a.provider)?;
+    let mut request = request_args(broker, a.nick, &a.provider)?;
     if let Some(artifacts) = a.artifacts {
         let value = match artifacts {
             crate::cli::Artifacts::Merge => "merge",
@@ -585,6 +592,50 @@ async fn recover(broker: &Broker, a: RecoverArgs, emitter: &mut Emitter) -> Resu
         }
     }
     Ok(code)
+}
+
+async fn ssh(broker: &Broker, a: SshArgs, emitter: &mut Emitter) -> Result<i32> {
+    let records = broker.inventory().list()?;
+    let (mut found, _) = select_records(&records, std::slice::from_ref(&a.host), false, None)?;
+    let record = match found.len() {
+        1 => found.remove(0),
+        0 => {
+            return Err(Error::user(format!(
+                "no host `{}` in the inventory (see `broker inventory`)",
+                a.host
+            )));
+        }
+        n => {
+            return Err(Error::user(format!(
+                "`{}` matches {n} hosts; use the inventory id or the record id",
+                a.host
+            )));
+        }
+    };
+    if a.command.is_empty() {
+        return Err(Error::NotImplemented {
+            provider: record.provider().unwrap_or("this provider").to_owned(),
+            operation: format!(
+                "interactive shells yet; run a command (`broker ssh {} -- uname -a`)",
+                a.host
+            ),
+        });
+    }
+    let host = broker.attach(record)?;
+    let command = a.command.join(" ");
+    let out = match &a.timeout {
+        Some(t) => {
+            interruptible(
+                host.execute_with_timeout(&command, broker_core::time::parse_duration(t)?),
+            )
+            .await?
+        }
+        None => interruptible(host.execute(&command)).await?,
+    };
+    write_stdout(&out.stdout)?;
+    eprint!("{}", out.stderr);
+    emitter.emit("output", &out);
+    Ok(out.status.clamp(0, 255))
 }
 
 fn config(cmd: ConfigCommand, settings: &Settings) -> Result<i32> {

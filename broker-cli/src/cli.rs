@@ -109,6 +109,21 @@ pub enum Command {
     Config(ConfigCommand),
     /// Clean up records left `pending` or `releasing` by a crash or a kill.
     Recover(RecoverArgs),
+    /// Run a command on a host: `broker ssh HOST -- uname -a` (exits with the command's status).
+    Ssh(SshArgs),
+}
+
+/// `ssh`.
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// The host: inventory id, hostname, name or record id.
+    pub host: String,
+    /// Give up (and stop the command) after this long, e.g. `30s`.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// The command and its arguments (joined with spaces and run by the host's shell).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// `checkout`.

@@ -107,6 +107,22 @@ fn not_args(path: &Path) -> Error {
     ))
 }
 
+/// Renames `container-host` to `container_host` for the keys providers declare (their action keys), as
+/// the Python broker's declared options (`--container-host`, `--tower-inventory`) did; other keys keep
+/// their spelling.
+pub fn normalize_declared(args: Mapping, declared: &[&str]) -> Mapping {
+    args.into_iter()
+        .map(|(k, v)| match k {
+            Value::String(key)
+                if key.contains('-') && declared.contains(&key.replace('-', "_").as_str()) =>
+            {
+                (Value::String(key.replace('-', "_")), v)
+            }
+            other => (other, v),
+        })
+        .collect()
+}
+
 /// Parses `-l/--provider-labels`: `k1=v1,k2=v2,k3=v3=z4`; a bare key gets an empty value.
 pub fn parse_labels(text: &str) -> Mapping {
     text.split(',')
@@ -173,6 +189,15 @@ mod tests {
             args.get("extra").unwrap().get("a").and_then(Value::as_u64),
             Some(1)
         );
+    }
+
+    #[test]
+    fn declared_options_lose_their_dashes() {
+        let args =
+            parse_passthrough(&toks(&["--container-host", "fedora", "--my-arg", "x"])).unwrap();
+        let args = normalize_declared(args, &["container_host"]);
+        assert!(args.contains_key("container_host"));
+        assert!(args.contains_key("my-arg"));
     }
 
     #[test]

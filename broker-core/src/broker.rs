@@ -470,11 +470,17 @@ impl Broker {
         };
         selected
             .into_iter()
-            .map(|record| {
-                let provider = self.inner.provider_for(&record)?;
-                Ok(Host::new(record, provider))
-            })
+            .map(|record| self.attach(record))
             .collect()
+    }
+
+    /// A host from an inventory record, attached to its provider (for sessions).
+    ///
+    /// # Errors
+    /// A record whose provider is not compiled in, or whose instance is not configured.
+    pub fn attach(&self, record: HostRecord) -> Result<Host> {
+        let provider = self.inner.provider_for(&record)?;
+        Ok(Host::new(record, provider))
     }
 
     /// Checks out again with each host's recorded arguments (`broker duplicate`); the new hosts are
@@ -553,7 +559,9 @@ impl Broker {
         let kind = match pick(&self.inner.registry, &args) {
             Some((kind, _)) => *kind,
             None => {
-                let keys: Vec<&str> = self.inner.registry.all_action_keys().collect();
+                let mut keys: Vec<&str> = self.inner.registry.all_action_keys().collect();
+                keys.sort_unstable();
+                keys.dedup();
                 let given: Vec<String> = args
                     .keys()
                     .filter_map(|k| k.as_str().map(str::to_owned))

@@ -3,6 +3,7 @@
 //! | feature | provider | action keys |
 //! |---|---|---|
 //! | `test-provider` (default) | [`TestProvider`](test_provider) | `test_action` |
+//! | `container` (default) | [`Container`](container) (Docker, Podman) | `container_host`, `container_app` |
 //!
 //! [`registry`] returns every provider compiled in; hand it to [`broker_core::Broker::new`].
 //!
@@ -16,6 +17,8 @@
 
 use broker_core::ProviderRegistry;
 
+#[cfg(feature = "container")]
+pub mod container;
 #[cfg(feature = "test-provider")]
 pub mod test_provider;
 
@@ -23,6 +26,8 @@ pub mod test_provider;
 pub fn registry() -> ProviderRegistry {
     #[allow(unused_mut)]
     let mut registry = ProviderRegistry::new();
+    #[cfg(feature = "container")]
+    registry.register(container::KIND);
     #[cfg(feature = "test-provider")]
     registry.register(test_provider::KIND);
     registry

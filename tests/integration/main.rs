@@ -2,5 +2,6 @@
 
 mod cli;
 mod concurrency;
+mod container;
 mod upstream;
 mod util;

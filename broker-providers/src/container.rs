@@ -1,0 +1,1341 @@
+//! `Container`: long-running containers as hosts, on Docker or Podman (Docker Engine API, `bollard`).
+//!
+//! # Engine discovery
+//! The first engine that answers a ping, in this order:
+//! 1. the instance's settings: `socket` (a path or `unix://…`), or `host` + `host_port` (`tcp://`);
+//! 2. `CONTAINER_HOST`, then `DOCKER_HOST`;
+//! 3. rootful Podman `/run/podman/podman.sock`;
+//! 4. rootless Podman `$XDG_RUNTIME_DIR/podman/podman.sock`;
+//! 5. Docker `/var/run/docker.sock`.
+//!
+//! When none answers, the error lists what was tried and how to start an engine's API.
+//!
+//! # Checkout (`container_host: IMAGE`)
+//! The image is used when present (`localhost/IMAGE` too) and pulled otherwise. The container is named
+//! `<name_prefix>_<8 hex of the record id>` (prefix: setting `name_prefix`, default the local user) and
+//! labelled so that every container this broker made can be found again: `broker.managed=true`,
+//! `broker.record_id`, `broker.owner`, `broker.origin`, and each provider label `k` as `broker.k`.
+//! Arguments: `ports` (`22`, `22:1337`, `22/tcp:1337`, space or comma separated; with `auto_map_ports`
+//! the image's exposed ports too), `environment` (a mapping or `A=1,B=2`; `BROKER_ORIGIN` is added),
+//! `command`, `entrypoint`, `hostname`, `volumes` (`src:dst[:ro]`). Networks come from the setting
+//! `network` (comma separated) and must exist.
+//!
+//! Hosts get a container exec session: commands run as `sh -c COMMAND` (the command is one argument,
+//! so no quoting pitfalls), files move through the archive API. When port 22 is published the host's
+//! `hostname` is `ENGINE_HOST:PORT`, as upstream.
+//!
+//! Check-in force-removes the container and its anonymous volumes; a container that is already gone is
+//! checked in. A record still `pending` (a crash between create and record) finds its container by the
+//! `broker.record_id` label.
+//!
+//! Fault injection for reliability tests, through the argument `_broker_fault`: `hang_after_create`
+//! makes a checkout wait forever once its container runs; `fail_after_create:3` (a comma list of
+//! 1-based positions) makes those hosts of a request fail after their container runs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::errors::Error as EngineError;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, PortBinding,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions,
+    ListContainersOptions, ListImagesOptions, LogsOptions, RemoveContainerOptions,
+    UploadToContainerOptions, WaitContainerOptions,
+};
+use broker_core::provider::HelpOption;
+use broker_core::{
+    CheckoutContext, Error, ExecOutput, HostRecord, Mapping, Provider, ProviderConfig,
+    ProviderKind, Result, Session, Value,
+};
+use futures_util::StreamExt;
+
+/// The provider's name, as the inventory records it.
+pub const NAME: &str = "Container";
+
+/// The registration of the Container provider.
+pub const KIND: ProviderKind =
+    ProviderKind::new(NAME, "Docker or Podman containers as hosts", build)
+        .checkout_actions(&["container_host"])
+        .execute_actions(&["container_app"])
+        .help_options(&[
+            HelpOption {
+                name: "container_hosts",
+                takes_value: false,
+                help: "Images labelled broker_compatible",
+            },
+            HelpOption {
+                name: "container_host",
+                takes_value: true,
+                help: "Details of one image",
+            },
+            HelpOption {
+                name: "container_apps",
+                takes_value: false,
+                help: "All tagged images",
+            },
+            HelpOption {
+                name: "container_app",
+                takes_value: true,
+                help: "Details of one image",
+            },
+        ]);
+
+/// Label marking containers this broker made.
+const LABEL_MANAGED: &str = "broker.managed";
+/// Label holding the inventory record's identity.
+const LABEL_RECORD: &str = "broker.record_id";
+
+/// How to start an engine's API when none answers.
+const START_HINT: &str = "start one, e.g. `podman system service --time=0 unix:///run/podman/podman.sock &` \
+     (or `systemctl start docker`), or point DOCKER_HOST at a running engine";
+
+fn build(config: ProviderConfig) -> Result<Arc<dyn Provider>> {
+    let prefix = config
+        .get_str("name_prefix")
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(broker_core::host::current_user);
+    Ok(Arc::new(ContainerProvider {
+        prefix,
+        engine: tokio::sync::OnceCell::new(),
+        config,
+    }))
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct ContainerProvider {
+    config: ProviderConfig,
+    prefix: String,
+    engine: tokio::sync::OnceCell<Engine>,
+}
+
+/// A connected engine and the host name its published ports are reached at.
+#[derive(Debug, Clone)]
+struct Engine {
+    docker: Docker,
+    address: String,
+    public_host: String,
+}
+
+/// Where an engine's API may be.
+#[derive(Debug, Clone, PartialEq)]
+enum Endpoint {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl Endpoint {
+    fn parse(text: &str) -> Option<Endpoint> {
+        let text = text.trim();
+        if let Some(path) = text.strip_prefix("unix://") {
+            return Some(Endpoint::Unix(PathBuf::from(path)));
+        }
+        if let Some(addr) = text
+            .strip_prefix("tcp://")
+            .or_else(|| text.strip_prefix("http://"))
+        {
+            return Some(Endpoint::Tcp(addr.trim_end_matches('/').to_owned()));
+        }
+        text.starts_with('/')
+            .then(|| Endpoint::Unix(PathBuf::from(text)))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Endpoint::Unix(p) => format!("unix://{}", p.display()),
+            Endpoint::Tcp(a) => format!("tcp://{a}"),
+        }
+    }
+
+    fn public_host(&self) -> String {
+        match self {
+            Endpoint::Unix(_) => "localhost".into(),
+            Endpoint::Tcp(addr) => addr
+                .rsplit_once(':')
+                .map(|(h, _)| h.to_owned())
+                .unwrap_or_else(|| addr.clone()),
+        }
+    }
+
+    fn connect(&self) -> std::result::Result<Docker, EngineError> {
+        match self {
+            Endpoint::Unix(p) => {
+                Docker::connect_with_unix(&p.to_string_lossy(), 120, bollard::API_DEFAULT_VERSION)
+            }
+            Endpoint::Tcp(a) => {
+                Docker::connect_with_http(&format!("http://{a}"), 120, bollard::API_DEFAULT_VERSION)
+            }
+        }
+    }
+}
+
+impl ContainerProvider {
+    fn error(&self, message: impl Into<String>) -> Error {
+        let e = Error::provider(NAME, message);
+        match self.config.instance() {
+            Some(i) => e.with_instance(i),
+            None => e,
+        }
+    }
+
+    fn engine_error(&self, doing: &str, e: EngineError) -> Error {
+        self.error(format!("{doing}: {}", engine_message(&e)))
+    }
+
+    /// The candidate engines, in discovery order, with where each came from.
+    fn candidates(&self) -> Vec<(String, Endpoint)> {
+        let mut out = Vec::new();
+        if let Some(socket) = self
+            .config
+            .get_str("socket")
+            .and_then(|s| Endpoint::parse(&s))
+        {
+            out.push(("setting `socket`".to_owned(), socket));
+        }
+        if let Some(host) = self
+            .config
+            .get_str("host")
+            .filter(|h| !h.is_empty() && h != "localhost")
+        {
+            let port = self.config.get_u64("host_port").unwrap_or(2375);
+            out.push((
+                "settings `host`/`host_port`".to_owned(),
+                Endpoint::Tcp(format!("{host}:{port}")),
+            ));
+        }
+        for var in ["CONTAINER_HOST", "DOCKER_HOST"] {
+            if let Some(ep) = std::env::var(var).ok().and_then(|v| Endpoint::parse(&v)) {
+                out.push((format!("${var}"), ep));
+            }
+        }
+        out.push((
+            "rootful Podman".to_owned(),
+            Endpoint::Unix("/run/podman/podman.sock".into()),
+        ));
+        if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+            out.push((
+                "rootless Podman".to_owned(),
+                Endpoint::Unix(Path::new(&dir).join("podman/podman.sock")),
+            ));
+        }
+        out.push((
+            "Docker".to_owned(),
+            Endpoint::Unix("/var/run/docker.sock".into()),
+        ));
+        out
+    }
+
+    /// The engine, found on first use.
+    async fn engine(&self) -> Result<&Engine> {
+        self.engine
+            .get_or_try_init(|| async {
+                let mut tried = Vec::new();
+                for (source, endpoint) in self.candidates() {
+                    if let Endpoint::Unix(path) = &endpoint
+                        && !path.exists()
+                    {
+                        tried.push(format!("{} ({source}): no such socket", endpoint.describe()));
+                        continue;
+                    }
+                    let attempt = match endpoint.connect() {
+                        Ok(docker) => match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
+                            Ok(Ok(_)) => Ok(docker),
+                            Ok(Err(e)) => Err(engine_message(&e)),
+                            Err(_) => Err("no answer within 5 s".to_owned()),
+                        },
+                        Err(e) => Err(engine_message(&e)),
+                    };
+                    match attempt {
+                        Ok(docker) => {
+                            tracing::debug!(engine = %endpoint.describe(), "container engine found");
+                            return Ok(Engine {
+                                docker,
+                                address: endpoint.describe(),
+                                public_host: endpoint.public_host(),
+                            });
+                        }
+                        Err(why) => tried.push(format!("{} ({source}): {why}", endpoint.describe())),
+                    }
+                }
+                Err(self.error(format!(
+                    "no container engine answered; tried: {}; {START_HINT}",
+                    tried.join("; ")
+                )))
+            })
+            .await
+    }
+
+    async fn docker(&self) -> Result<&Docker> {
+        Ok(&self.engine().await?.docker)
+    }
+
+    /// The image to run: as named, else `localhost/NAME`, else pulled.
+    async fn ensure_image(&self, image: &str) -> Result<String> {
+        let docker = self.docker().await?;
+        let local = if image.starts_with("localhost/") {
+            None
+        } else {
+            Some(format!("localhost/{image}"))
+        };
+        for candidate in std::iter::once(image.to_owned()).chain(local) {
+            match docker.inspect_image(&candidate).await {
+                Ok(_) => return Ok(candidate),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => {
+                    return Err(self.engine_error(&format!("inspecting image {candidate}"), e));
+                }
+            }
+        }
+        let options = CreateImageOptions {
+            from_image: Some(image.to_owned()),
+            ..Default::default()
+        };
+        let mut pull = docker.create_image(Some(options), None, None);
+        while let Some(progress) = pull.next().await {
+            if let Err(e) = progress {
+                return Err(self.error(format!(
+                    "unable to find image {image} locally or pull it: {}; build or load it first \
+                     (`podman images` lists what is there)",
+                    engine_message(&e)
+                )));
+            }
+        }
+        Ok(image.to_owned())
+    }
+
+    /// The container's name for a record: its `name`, else derived from its identity.
+    fn name_for(&self, record_id: &str) -> String {
+        let hex: String = record_id
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .take(8)
+            .collect();
+        format!("{}_{hex}", self.prefix)
+    }
+
+    fn labels(&self, ctx: &CheckoutContext<'_>) -> HashMap<String, String> {
+        let mut labels = HashMap::new();
+        labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
+        labels.insert(LABEL_RECORD.to_owned(), ctx.record_id().to_string());
+        let owner = broker_core::Owner::current();
+        labels.insert(
+            "broker.owner".to_owned(),
+            format!("{}@{}", owner.user, owner.machine),
+        );
+        if let Some(origin) = ctx.arg("_broker_origin") {
+            labels.insert("broker.origin".to_owned(), origin.to_owned());
+        }
+        if let Some(url) = ctx.arg("_jenkins_url") {
+            labels.insert("broker.jenkins.url".to_owned(), url.to_owned());
+        }
+        let mut provider_labels = self.config.provider_labels();
+        if let Some(Value::Mapping(given)) = ctx.args().get("provider_labels") {
+            provider_labels.extend(given.clone());
+        }
+        for (k, v) in provider_labels {
+            if let Some(k) = text(&k) {
+                labels.insert(format!("broker.{k}"), text(&v).unwrap_or_default());
+            }
+        }
+        labels
+    }
+
+    /// Finds the containers of a record: by name, else by the record-identity label.
+    async fn containers_of(&self, record: &HostRecord) -> Result<Vec<String>> {
+        if let Some(name) = record.name() {
+            return Ok(vec![name.to_owned()]);
+        }
+        let docker = self.docker().await?;
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_RECORD}={}", record.id())],
+        )]);
+        let found = docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| self.engine_error("listing containers", e))?;
+        Ok(found.into_iter().filter_map(|c| c.id).collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for ContainerProvider {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn instance(&self) -> Option<&str> {
+        self.config.instance()
+    }
+
+    async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+        let args = ctx.args();
+        let wanted = ctx.arg("container_host").ok_or_else(|| {
+            Error::user("container_host needs an image name, e.g. `--container-host fedora:40`")
+        })?;
+        let engine = self.engine().await?;
+        let docker = &engine.docker;
+        let mut image = wanted.to_owned();
+
+        // Ports: the image's exposed ports when auto-mapping, then the `ports` argument.
+        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        if self.config.get_bool("auto_map_ports").unwrap_or(false) {
+            image = self.ensure_image(wanted).await?;
+            let inspect = docker
+                .inspect_image(&image)
+                .await
+                .map_err(|e| self.engine_error("inspecting image", e))?;
+            for port in inspect
+                .config
+                .and_then(|c| c.exposed_ports)
+                .unwrap_or_default()
+            {
+                bindings.insert(port, Some(vec![PortBinding::default()]));
+            }
+        }
+        if let Some(spec) = args.get("ports") {
+            for (port, host_port) in
+                parse_ports(&text(spec).unwrap_or_default()).map_err(Error::user)?
+            {
+                let binding = PortBinding {
+                    host_ip: None,
+                    host_port: host_port.map(|p| p.to_string()),
+                };
+                bindings.insert(port, Some(vec![binding]));
+            }
+        }
+
+        // Networks must exist.
+        let mut endpoints = HashMap::new();
+        let networks: Vec<String> = self
+            .config
+            .get_str("network")
+            .map(|n| {
+                n.split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for network in &networks {
+            match docker.inspect_network(network, None).await {
+                Ok(_) => {
+                    endpoints.insert(network.clone(), EndpointSettings::default());
+                }
+                Err(e) if is_not_found(&e) => {
+                    return Err(Error::user(format!(
+                        "network '{network}' not found on container host {}; create it or change the `network` setting",
+                        engine.address
+                    )));
+                }
+                Err(e) => {
+                    return Err(self.engine_error(&format!("inspecting network {network}"), e));
+                }
+            }
+        }
+
+        let mut env = parse_environment(args.get("environment"));
+        if let Some(origin) = ctx.arg("_broker_origin") {
+            env.push(format!("BROKER_ORIGIN={origin}"));
+        }
+        let name = match ctx.arg("name") {
+            Some(n) => n.to_owned(),
+            None => self.name_for(ctx.record_id().as_str()),
+        };
+        let publishes = !bindings.is_empty();
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            hostname: ctx.arg("hostname").map(str::to_owned),
+            cmd: args.get("command").map(command_words),
+            entrypoint: args.get("entrypoint").map(command_words),
+            env: Some(env),
+            labels: Some(self.labels(ctx)),
+            exposed_ports: Some(bindings.keys().cloned().collect()),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                binds: args.get("volumes").map(list_of),
+                network_mode: networks.first().cloned(),
+                ..Default::default()
+            }),
+            networking_config: (!endpoints.is_empty()).then_some(NetworkingConfig {
+                endpoints_config: Some(endpoints),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        // Create first and look for the image only when the engine does not have it: one round trip
+        // fewer on the common path.
+        let created = match docker
+            .create_container(Some(options.clone()), body.clone())
+            .await
+        {
+            Err(e) if is_not_found(&e) => {
+                image = self.ensure_image(wanted).await?;
+                let body = ContainerCreateBody {
+                    image: Some(image.clone()),
+                    ..body
+                };
+                docker.create_container(Some(options), body).await
+            }
+            other => other,
+        }
+        .map_err(|e| self.engine_error(&format!("creating container {name} from {image}"), e))?;
+        docker
+            .start_container(&name, None)
+            .await
+            .map_err(|e| self.engine_error(&format!("starting container {name}"), e))?;
+        match ctx
+            .arg("_broker_fault")
+            .map(|f| f.split_once(':').unwrap_or((f, "")))
+        {
+            Some(("hang_after_create", _)) => {
+                tracing::warn!(
+                    "Container: hanging after creating {name} as asked (fault injection)"
+                );
+                std::future::pending::<()>().await;
+            }
+            Some(("fail_after_create", which))
+                if which
+                    .split(',')
+                    .any(|n| n.trim().parse::<usize>().ok() == Some(ctx.index() + 1)) =>
+            {
+                return Err(self.error(format!(
+                    "injected failure of checkout #{} after creating {name} (_broker_fault)",
+                    ctx.index() + 1
+                )));
+            }
+            _ => {}
+        }
+
+        let short_id: String = created.id.chars().take(12).collect();
+        // Published ports are only known once the container runs; without any, nothing to ask.
+        let mut exposed = Mapping::new();
+        if publishes {
+            let inspect = docker
+                .inspect_container(&name, None)
+                .await
+                .map_err(|e| self.engine_error(&format!("inspecting container {name}"), e))?;
+            for (port, binds) in inspect
+                .network_settings
+                .and_then(|n| n.ports)
+                .unwrap_or_default()
+            {
+                let host_port = binds.and_then(|b| b.into_iter().find_map(|b| b.host_port));
+                if let Some(host_port) = host_port.filter(|p| !p.is_empty()) {
+                    let bare = port.split('/').next().unwrap_or(&port).to_owned();
+                    exposed.insert(bare.into(), host_port.into());
+                }
+            }
+        }
+        // The container's host name is what was asked for, else (Docker and Podman alike) its short id.
+        let hostname = match exposed.get("22").and_then(Value::as_str) {
+            Some(port) => format!("{}:{port}", engine.public_host),
+            None => ctx
+                .arg("hostname")
+                .map(str::to_owned)
+                .unwrap_or_else(|| short_id.clone()),
+        };
+        let mut fields = Mapping::new();
+        fields.insert("hostname".into(), hostname.into());
+        fields.insert("name".into(), name.into());
+        fields.insert("image".into(), image.into());
+        fields.insert("container_id".into(), short_id.into());
+        if !exposed.is_empty() {
+            fields.insert("exposed_ports".into(), Value::Mapping(exposed));
+        }
+        Ok(fields)
+    }
+
+    async fn checkin(&self, host: &HostRecord) -> Result<()> {
+        let docker = self.docker().await?;
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        for container in self.containers_of(host).await? {
+            match docker
+                .remove_container(&container, Some(options.clone()))
+                .await
+            {
+                Ok(()) => {}
+                // Already gone (or being removed by someone else) is checked in.
+                Err(e) if is_not_found(&e) || is_conflict_removal(&e) => {}
+                Err(e) => {
+                    return Err(self.engine_error(&format!("removing container {container}"), e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn extend(&self, host: &HostRecord, _args: &Mapping) -> Result<()> {
+        tracing::info!(host = %host.display_name(), "containers have no lease to extend; nothing to do");
+        Ok(())
+    }
+
+    async fn execute(&self, args: &Mapping) -> Result<Value> {
+        let image = args
+            .get("container_app")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::user("container_app needs an image name"))?;
+        let image = self.ensure_image(image).await?;
+        let docker = self.docker().await?;
+        let name = format!(
+            "{}_app_{}",
+            self.prefix,
+            broker_core::RecordId::generate()
+                .as_str()
+                .trim_start_matches('h')
+                .chars()
+                .take(8)
+                .collect::<String>()
+        );
+        let mut labels = HashMap::from([(LABEL_MANAGED.to_owned(), "true".to_owned())]);
+        labels.insert("broker.app".to_owned(), "true".to_owned());
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            cmd: args.get("command").map(command_words),
+            env: Some(parse_environment(args.get("environment"))),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| self.engine_error(&format!("creating container from {image}"), e))?;
+        let run = async {
+            docker
+                .start_container(&name, None)
+                .await
+                .map_err(|e| self.engine_error("starting the app container", e))?;
+            let mut wait = docker.wait_container(&name, None::<WaitContainerOptions>);
+            let mut status = 0;
+            while let Some(item) = wait.next().await {
+                match item {
+                    Ok(r) => status = r.status_code,
+                    // Non-zero exits surface as an error carrying the code.
+                    Err(EngineError::DockerContainerWaitError { code, .. }) => status = code,
+                    Err(e) => return Err(self.engine_error("waiting for the app container", e)),
+                }
+            }
+            let mut logs = docker.logs(
+                &name,
+                Some(LogsOptions {
+                    stdout: true,
+                    stderr: true,
+                    ..Default::default()
+                }),
+            );
+            let mut output = String::new();
+            while let Some(chunk) = logs.next().await {
+                let chunk = chunk
+                    .map_err(|e| self.engine_error("reading the app container's output", e))?;
+                output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            }
+            Ok((output, status))
+        }
+        .await;
+        let removal = docker
+            .remove_container(
+                &name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        if let Err(e) = removal
+            && !is_not_found(&e)
+        {
+            tracing::warn!("removing app container {name}: {}", engine_message(&e));
+        }
+        let (output, status) = run?;
+        let mut out = Mapping::new();
+        out.insert("output".into(), output.into());
+        out.insert("status".into(), status.into());
+        Ok(Value::Mapping(out))
+    }
+
+    async fn help(&self, query: &Mapping) -> Result<Value> {
+        let docker = self.docker().await?;
+        let detail = query
+            .get("container_host")
+            .or_else(|| query.get("container_app"))
+            .and_then(Value::as_str);
+        if let Some(image) = detail {
+            let inspect = docker
+                .inspect_image(image)
+                .await
+                .map_err(|e| self.engine_error(&format!("inspecting image {image}"), e))?;
+            let mut out = Mapping::new();
+            out.insert("id".into(), inspect.id.unwrap_or_default().into());
+            out.insert(
+                "tags".into(),
+                Value::Sequence(
+                    inspect
+                        .repo_tags
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(Value::from)
+                        .collect(),
+                ),
+            );
+            out.insert("size".into(), inspect.size.unwrap_or_default().into());
+            if let Some(config) = inspect.config {
+                let config = serde_yaml::to_value(&config).unwrap_or(Value::Null);
+                out.insert("config".into(), config);
+            }
+            return Ok(Value::Mapping(out));
+        }
+        let filters = query
+            .contains_key("container_hosts")
+            .then(|| HashMap::from([("label".to_owned(), vec!["broker_compatible".to_owned()])]));
+        let images = docker
+            .list_images(Some(ListImagesOptions {
+                filters,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| self.engine_error("listing images", e))?;
+        let mut tags: Vec<String> = images
+            .into_iter()
+            .flat_map(|i| i.repo_tags)
+            .filter(|t| t != "<none>:<none>")
+            .collect();
+        tags.sort();
+        Ok(Value::Sequence(tags.into_iter().map(Value::from).collect()))
+    }
+
+    async fn inventory(&self, filter: Option<&str>) -> Result<Vec<HostRecord>> {
+        let docker = self.docker().await?;
+        let containers = docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| self.engine_error("listing containers", e))?;
+        let prefix = filter.unwrap_or(&self.prefix);
+        let mut records = Vec::new();
+        for c in containers {
+            let labels = c.labels.clone().unwrap_or_default();
+            let name = c
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_owned())
+                .unwrap_or_default();
+            let ours = labels.get(LABEL_MANAGED).is_some_and(|v| v == "true")
+                && !labels.contains_key("broker.app");
+            if !(ours || (!prefix.is_empty() && name.starts_with(prefix))) {
+                continue;
+            }
+            let mut record = HostRecord::default();
+            if let Some(id) = labels.get(LABEL_RECORD) {
+                record.set(broker_core::host::fields::ID, id.as_str());
+            }
+            record.set(broker_core::host::fields::PROVIDER, NAME);
+            if let Some(instance) = self.config.instance() {
+                record.set(broker_core::host::fields::PROVIDER_INSTANCE, instance);
+            }
+            let image = c.image.clone().unwrap_or_default();
+            let mut args = Mapping::new();
+            args.insert("container_host".into(), image.clone().into());
+            if let Some(origin) = labels.get("broker.origin") {
+                args.insert("_broker_origin".into(), origin.clone().into());
+            }
+            record.set(broker_core::host::fields::ARGS, Value::Mapping(args));
+            record.set("name", name.as_str());
+            record.set("hostname", name.as_str());
+            record.set("image", image);
+            record.set("type", "host");
+            if let Some(id) = &c.id {
+                record.set("container_id", id.chars().take(12).collect::<String>());
+            }
+            if let Some(state) = c.state {
+                record.set("status", state.to_string());
+            }
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    async fn connect(&self, host: &HostRecord) -> Result<Box<dyn Session>> {
+        let container = host
+            .name()
+            .map(str::to_owned)
+            .or_else(|| {
+                host.get("container_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .ok_or_else(|| Error::Host {
+                host: host.display_name(),
+                message: "the record names no container".into(),
+                source: None,
+            })?;
+        Ok(Box::new(ContainerSession {
+            docker: self.docker().await?.clone(),
+            container,
+            host: host.display_name(),
+        }))
+    }
+}
+
+/// Runs commands with `docker exec` and moves files through the archive API.
+#[derive(Debug)]
+struct ContainerSession {
+    docker: Docker,
+    container: String,
+    host: String,
+}
+
+impl ContainerSession {
+    fn host_error(&self, message: impl Into<String>) -> Error {
+        Error::Host {
+            host: self.host.clone(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    async fn run(&self, argv: Vec<String>) -> Result<ExecOutput> {
+        let exec = self
+            .docker
+            .create_exec(
+                &self.container,
+                CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(argv),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| self.gone_or(e, "starting a command"))?;
+        let started = self
+            .docker
+            .start_exec(&exec.id, None::<StartExecOptions>)
+            .await
+            .map_err(|e| self.gone_or(e, "starting a command"))?;
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        if let StartExecResults::Attached { mut output, .. } = started {
+            while let Some(chunk) = output.next().await {
+                match chunk.map_err(|e| {
+                    self.host_error(format!("reading command output: {}", engine_message(&e)))
+                })? {
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        stdout.extend_from_slice(&message)
+                    }
+                    LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
+                    LogOutput::StdIn { .. } => {}
+                }
+            }
+        }
+        let inspect = self.docker.inspect_exec(&exec.id).await.map_err(|e| {
+            self.host_error(format!("reading the exit status: {}", engine_message(&e)))
+        })?;
+        let status = inspect
+            .exit_code
+            .ok_or_else(|| self.host_error("the engine reported no exit status for the command"))?;
+        Ok(ExecOutput {
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            status: status as i32,
+        })
+    }
+
+    fn gone_or(&self, e: EngineError, doing: &str) -> Error {
+        if is_not_found(&e) {
+            self.host_error(format!(
+                "container {} no longer exists; check the host in",
+                self.container
+            ))
+        } else {
+            self.host_error(format!("{doing}: {}", engine_message(&e)))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Session for ContainerSession {
+    async fn execute(&self, command: &str, timeout: Option<Duration>) -> Result<ExecOutput> {
+        // The command is one argument of `sh -c`; its shell's pid is kept so a timeout can kill it.
+        let marker = format!("/tmp/.broker-exec-{}", broker_core::RecordId::generate());
+        let script =
+            format!("echo $$ > {marker}; sh -c \"$1\"; status=$?; rm -f {marker}; exit $status");
+        let argv = vec![
+            "sh".into(),
+            "-c".into(),
+            script,
+            "broker-exec".into(),
+            command.to_owned(),
+        ];
+        let Some(limit) = timeout else {
+            return self.run(argv).await;
+        };
+        match tokio::time::timeout(limit, self.run(argv)).await {
+            Ok(result) => result,
+            Err(_) => {
+                // Kill the command's process tree, children first, found through /proc (no ps/pkill
+                // needed in the image).
+                let kill = format!(
+                    "kt() {{ for s in /proc/[0-9]*/stat; do read -r p c st pp r < \"$s\" 2>/dev/null || continue; \
+                     [ \"$pp\" = \"$1\" ] && kt \"$p\"; done; kill -9 \"$1\" 2>/dev/null; }}; \
+                     for p in $(cat {marker} 2>/dev/null); do kt \"$p\"; done; rm -f {marker}"
+                );
+                match self.run(vec!["sh".into(), "-c".into(), kill]).await {
+                    Ok(out) if out.success() => {}
+                    Ok(out) => {
+                        tracing::warn!(host = %self.host, "stopping a timed-out command: {}", out.stderr.trim())
+                    }
+                    Err(e) => {
+                        tracing::warn!(host = %self.host, "stopping a timed-out command: {e}")
+                    }
+                }
+                Err(Error::Timeout {
+                    operation: format!("`{command}` on {}", self.host),
+                    after: limit,
+                })
+            }
+        }
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        let mut stream = self.docker.download_from_container(
+            &self.container,
+            Some(DownloadFromContainerOptions {
+                path: path.to_owned(),
+            }),
+        );
+        let mut archive = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| match &e {
+                e2 if is_not_found(e2) => self.host_error(format!("no such file: {path}")),
+                _ => self.host_error(format!("reading {path}: {}", engine_message(&e))),
+            })?;
+            archive.extend_from_slice(&chunk);
+        }
+        let mut tar = tar::Archive::new(std::io::Cursor::new(archive));
+        let entries = tar
+            .entries()
+            .map_err(|e| self.host_error(format!("reading {path}: bad archive: {e}")))?;
+        for entry in entries {
+            let mut entry =
+                entry.map_err(|e| self.host_error(format!("reading {path}: bad archive: {e}")))?;
+            if entry.header().entry_type().is_file() {
+                let mut contents = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut contents)
+                    .map_err(|e| self.host_error(format!("reading {path}: {e}")))?;
+                return Ok(contents);
+            }
+        }
+        Err(self.host_error(format!("{path} is not a regular file")))
+    }
+
+    async fn write_file(&self, path: &str, contents: &[u8]) -> Result<()> {
+        let (dir, file) = match path.rsplit_once('/') {
+            Some(("", f)) => ("/".to_owned(), f.to_owned()),
+            Some((d, f)) => (d.to_owned(), f.to_owned()),
+            None => (".".to_owned(), path.to_owned()),
+        };
+        if file.is_empty() {
+            return Err(self.host_error(format!("{path} names a directory, not a file")));
+        }
+        let made = self
+            .run(vec!["mkdir".into(), "-p".into(), dir.clone()])
+            .await?;
+        if !made.success() {
+            return Err(self.host_error(format!("creating {dir}: {}", made.stderr.trim())));
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(contents.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(broker_core::time::now_epoch().max(0) as u64);
+        let mut builder = tar::Builder::new(Vec::new());
+        builder
+            .append_data(&mut header, &file, contents)
+            .map_err(|e| self.host_error(format!("packing {path}: {e}")))?;
+        let archive = builder
+            .into_inner()
+            .map_err(|e| self.host_error(format!("packing {path}: {e}")))?;
+        self.docker
+            .upload_to_container(
+                &self.container,
+                Some(UploadToContainerOptions {
+                    path: dir,
+                    ..Default::default()
+                }),
+                bollard::body_full(archive.into()),
+            )
+            .await
+            .map_err(|e| self.gone_or(e, &format!("writing {path}")))
+    }
+}
+
+fn is_not_found(e: &EngineError) -> bool {
+    matches!(
+        e,
+        EngineError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// "removal already in progress" is a 409 for Docker; treat as gone.
+fn is_conflict_removal(e: &EngineError) -> bool {
+    matches!(e, EngineError::DockerResponseServerError { status_code: 409, message } if message.contains("in progress"))
+}
+
+fn engine_message(e: &EngineError) -> String {
+    match e {
+        EngineError::DockerResponseServerError {
+            status_code,
+            message,
+        } => format!("{message} (HTTP {status_code})"),
+        other => other.to_string(),
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// `22`, `22:1337`, `22/tcp:1337`, space or comma separated → (`22/tcp`, host port).
+fn parse_ports(spec: &str) -> std::result::Result<Vec<(String, Option<u16>)>, String> {
+    spec.split([' ', ','])
+        .filter(|p| !p.is_empty())
+        .map(|part| {
+            let bad = || format!("`{part}` is not a port; write `22`, `22:1337` or `22/tcp:1337`");
+            let (container, host) = match part.split_once(':') {
+                Some((c, h)) => (c, Some(h.parse::<u16>().map_err(|_| bad())?)),
+                None => (part, None),
+            };
+            let (port, proto) = container.split_once('/').unwrap_or((container, "tcp"));
+            port.parse::<u16>().map_err(|_| bad())?;
+            if !matches!(proto, "tcp" | "udp" | "sctp") {
+                return Err(bad());
+            }
+            Ok((format!("{port}/{proto}"), host))
+        })
+        .collect()
+}
+
+/// `environment`: a mapping, or `A=1,B=2`.
+fn parse_environment(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Mapping(m)) => m
+            .iter()
+            .filter_map(|(k, v)| Some(format!("{}={}", text(k)?, text(v).unwrap_or_default())))
+            .collect(),
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A list argument: a YAML list, or comma-separated text.
+fn list_of(value: &Value) -> Vec<String> {
+    match value {
+        Value::Sequence(items) => items.iter().filter_map(text).collect(),
+        other => text(other)
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// A command: a YAML list as it is, or text split like a shell would (quotes and backslashes).
+fn command_words(value: &Value) -> Vec<String> {
+    if let Value::Sequence(items) = value {
+        return items.iter().filter_map(text).collect();
+    }
+    let line = text(value).unwrap_or_default();
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some('"'), '\\') => current.extend(chars.next()),
+            (Some(_), c) => current.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, '\\') => {
+                current.extend(chars.next());
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut current));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                current.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(current);
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_forms_match_upstream() {
+        assert_eq!(
+            parse_ports("22 8080:80,53/udp:5353").unwrap(),
+            vec![
+                ("22/tcp".to_owned(), None),
+                ("8080/tcp".to_owned(), Some(80)),
+                ("53/udp".to_owned(), Some(5353))
+            ]
+        );
+        assert!(parse_ports("ssh").is_err());
+        assert!(parse_ports("22/xyz").is_err());
+    }
+
+    #[test]
+    fn environment_from_mapping_or_text() {
+        let m: Value = serde_yaml::from_str("{A: 1, B: two}").unwrap();
+        assert_eq!(parse_environment(Some(&m)), vec!["A=1", "B=two"]);
+        assert_eq!(
+            parse_environment(Some(&Value::from("A=1, B=2"))),
+            vec!["A=1", "B=2"]
+        );
+    }
+
+    #[test]
+    fn commands_split_like_a_shell() {
+        assert_eq!(
+            command_words(&Value::from(r#"sh -c 'echo "hi there"' x\ y"#)),
+            vec!["sh", "-c", r#"echo "hi there""#, "x y"]
+        );
+        assert_eq!(command_words(&Value::from("")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn endpoints_parse() {
+        assert_eq!(
+            Endpoint::parse("unix:///run/x.sock"),
+            Some(Endpoint::Unix("/run/x.sock".into()))
+        );
+        assert_eq!(
+            Endpoint::parse("tcp://h:2375"),
+            Some(Endpoint::Tcp("h:2375".into()))
+        );
+        assert_eq!(
+            Endpoint::parse("/var/run/docker.sock"),
+            Some(Endpoint::Unix("/var/run/docker.sock".into()))
+        );
+        assert_eq!(Endpoint::parse("ssh://u@h"), None);
+        assert_eq!(Endpoint::Tcp("h:2375".into()).public_host(), "h");
+    }
+
+    // ---- against the real engine (Podman via scripts/setup-podman) ----
+
+    use broker_core::{Broker, CheckoutRequest, ProviderRegistry, Settings};
+
+    /// A broker on the local engine, or `None` (with a loud note) when no engine can be had. With
+    /// `BROKER_REQUIRE_ENGINE=1` (set by scripts/test) a missing engine fails the test instead.
+    async fn engine_broker(dir: &Path, prefix: &str) -> Option<Broker> {
+        let yaml = format!("Container:\n  name_prefix: {prefix}\n");
+        let settings = Settings::from_yaml(dir, &yaml).unwrap();
+        let broker = Broker::new(settings, ProviderRegistry::new().with(KIND)).unwrap();
+        let probe = broker.provider_help(NAME, None, &Mapping::new()).await;
+        match probe {
+            Ok(_) => Some(broker),
+            Err(e) if std::env::var_os("BROKER_REQUIRE_ENGINE").is_some() => {
+                panic!("BROKER_REQUIRE_ENGINE is set but no container engine answered: {e}")
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: no container engine: {e}; run scripts/setup-podman");
+                None
+            }
+        }
+    }
+
+    async fn containers_named(broker: &Broker, prefix: &str) -> Vec<String> {
+        let config = broker.settings().provider_config(NAME, None).unwrap();
+        let p = KIND.build(config).unwrap();
+        let mut names: Vec<String> = p
+            .inventory(Some(prefix))
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.name().map(str::to_owned))
+            .filter(|n| n.starts_with(&format!("{prefix}_")))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn prefix(test: &str) -> String {
+        format!("bt{}{}", std::process::id(), test)
+    }
+
+    #[tokio::test]
+    async fn real_engine_checkout_exec_files_checkin_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = prefix("exec");
+        let Some(broker) = engine_broker(dir.path(), &prefix).await else {
+            return;
+        };
+        let host = broker
+            .checkout_one(
+                CheckoutRequest::new()
+                    .arg("container_host", "broker-busybox")
+                    .arg("command", "sleep 3600")
+                    .arg("environment", "GREETING=hello"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            containers_named(&broker, &prefix).await,
+            vec![host.name().unwrap().to_owned()]
+        );
+        let out = host
+            .execute("echo $GREETING $BROKER_ORIGIN; echo oops >&2; exit 4")
+            .await
+            .unwrap();
+        assert!(out.stdout.starts_with("hello "), "{out}");
+        assert_eq!((out.stderr.as_str(), out.status), ("oops\n", 4));
+        // The command is one argument: quotes and metacharacters reach the shell unharmed.
+        let tricky = host
+            .execute(r#"printf '%s|' "a b" 'c"d' "$(echo e)""#)
+            .await
+            .unwrap();
+        assert_eq!(tricky.stdout, r#"a b|c"d|e|"#);
+        let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        host.write_file("/data/deep/blob.bin", &payload)
+            .await
+            .unwrap();
+        assert_eq!(
+            host.read_file("/data/deep/blob.bin").await.unwrap(),
+            payload
+        );
+        assert!(matches!(
+            host.read_file("/nope").await,
+            Err(Error::Host { .. })
+        ));
+        let started = std::time::Instant::now();
+        let err = host
+            .execute_with_timeout("sleep 30", Duration::from_millis(500))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let ps = host.execute("ps").await.unwrap();
+        assert!(
+            !ps.stdout.contains("sleep 30"),
+            "the timed-out command was stopped:\n{}",
+            ps.stdout
+        );
+        host.checkin().await.unwrap();
+        assert!(containers_named(&broker, &prefix).await.is_empty());
+        assert!(broker.inventory().list().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn real_engine_five_hosts_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = prefix("five");
+        let Some(broker) = engine_broker(dir.path(), &prefix).await else {
+            return;
+        };
+        let err = broker
+            .checkout(
+                CheckoutRequest::new()
+                    .arg("container_host", "broker-busybox")
+                    .arg("command", "sleep 3600")
+                    .arg("_broker_fault", "fail_after_create:3")
+                    .count(5),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::CheckoutFailed { failures, rolled_back, .. }
+            if failures.len() == 1 && failures[0].0 == 2 && rolled_back.len() == 4),
+            "{err}"
+        );
+        assert!(
+            containers_named(&broker, &prefix).await.is_empty(),
+            "containers left behind"
+        );
+        assert!(broker.inventory().list().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn real_engine_vanished_container_checks_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = prefix("gone");
+        let Some(broker) = engine_broker(dir.path(), &prefix).await else {
+            return;
+        };
+        let host = broker
+            .checkout_one(
+                CheckoutRequest::new()
+                    .arg("container_host", "broker-busybox")
+                    .arg("command", "sleep 3600"),
+            )
+            .await
+            .unwrap();
+        let provider = host.provider_handle().unwrap().clone();
+        provider.checkin(host.record()).await.unwrap(); // removed behind the broker's back
+        assert!(matches!(
+            host.execute("true").await,
+            Err(Error::Host { .. })
+        ));
+        host.checkin().await.unwrap();
+        assert!(broker.inventory().list().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,220 @@
+//! The Container provider through the real `broker` binary, against the local Podman engine
+//! (started by scripts/setup-podman).
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::{BrokerDir, stderr, wait_for};
+
+/// A broker directory whose containers are named `<prefix>_…`, or `None` when no engine can be had
+/// (a failure instead when `BROKER_REQUIRE_ENGINE` is set, as scripts/test does).
+fn engine_dir(test: &str) -> Option<(BrokerDir, String)> {
+    let prefix = format!("it{}{test}", std::process::id());
+    let answers = Command::new("podman")
+        .args(["--url", "unix:///run/podman/podman.sock", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !answers {
+        assert!(
+            std::env::var_os("BROKER_REQUIRE_ENGINE").is_none(),
+            "BROKER_REQUIRE_ENGINE is set but Podman's API does not answer; run scripts/setup-podman"
+        );
+        eprintln!("SKIPPED: no container engine; run scripts/setup-podman");
+        return None;
+    }
+    let settings = format!("Container:\n  name_prefix: {prefix}\n");
+    Some((BrokerDir::new(&settings), prefix))
+}
+
+/// Containers (running or not) whose name starts with `<prefix>_`.
+fn containers(prefix: &str) -> Vec<String> {
+    let out = Command::new("podman")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("name=^{prefix}_"),
+            "--format",
+            "{{.Names}}",
+        ])
+        .output()
+        .expect("podman ps");
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn container_checkout_ssh_checkin() {
+    let Some((dir, prefix)) = engine_dir("ssh") else {
+        return;
+    };
+    let out = dir.ok(&[
+        "checkout",
+        "--container-host",
+        "broker-busybox",
+        "--command",
+        "sleep 3600",
+        "-o",
+        "json",
+    ]);
+    let hosts: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let name = hosts[0]["name"].as_str().unwrap().to_owned();
+    assert_eq!(containers(&prefix), vec![name.clone()]);
+    assert_eq!(dir.ok(&["ssh", &name, "--", "echo", "hello"]), "hello\n");
+    let out = dir.run(&["ssh", "0", "--", "uname -a; exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Linux"));
+    dir.ok(&["extend", "0"]);
+    dir.ok(&["checkin", "0"]);
+    assert!(containers(&prefix).is_empty());
+    assert!(dir.inventory().is_empty());
+}
+
+#[test]
+fn sync_finds_an_orphan_container() {
+    let Some((dir, prefix)) = engine_dir("sync") else {
+        return;
+    };
+    let orphan = format!("{prefix}_orphan");
+    let made = Command::new("podman")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &orphan,
+            "--stop-timeout",
+            "1",
+            "--label",
+            "broker.managed=true",
+            "localhost/broker-busybox",
+            "sleep",
+            "3600",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let out = dir.run(&["inventory", "--sync", "Container"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let records = dir.inventory();
+    let found: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["name"] == orphan.as_str())
+        .collect();
+    assert_eq!(found.len(), 1, "{records:?}");
+    assert_eq!(found[0]["_broker_provider"], "Container");
+    dir.ok(&["checkin", &orphan]);
+    assert!(containers(&prefix).is_empty());
+}
+
+#[test]
+fn kill_nine_between_create_and_record_then_recover() {
+    let Some((dir, prefix)) = engine_dir("kill") else {
+        return;
+    };
+    let mut child = dir
+        .command(&[
+            "checkout",
+            "--container-host",
+            "broker-busybox",
+            "--command",
+            "sleep 3600",
+            "--_broker_fault",
+            "hang_after_create",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(30), || containers(&prefix)
+        .len()
+        == 1));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let records = dir.inventory();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["_broker_state"], "pending");
+    assert!(
+        records[0].get("name").is_none(),
+        "the record never learned the container's name"
+    );
+    let out = dir.run(&["recover"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        containers(&prefix).is_empty(),
+        "orphan left: {:?}",
+        containers(&prefix)
+    );
+    assert!(dir.inventory().is_empty());
+}
+
+#[test]
+fn execute_container_app_and_discovery() {
+    let Some((dir, prefix)) = engine_dir("app") else {
+        return;
+    };
+    let out = dir.ok(&[
+        "execute",
+        "--container-app",
+        "broker-busybox",
+        "--command",
+        "sh -c 'echo from app; exit 2'",
+        "-o",
+        "json",
+    ]);
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(result["output"], "from app\n");
+    assert_eq!(result["status"], 2);
+    assert!(containers(&prefix).is_empty());
+    let listing = dir.ok(&["providers", "Container", "--container-hosts", "-o", "json"]);
+    let images: Vec<Value> = serde_json::from_str(&listing).unwrap();
+    assert!(
+        images
+            .iter()
+            .any(|i| i == "localhost/broker-busybox:latest"),
+        "{images:?}"
+    );
+    let details = dir.ok(&[
+        "providers",
+        "Container",
+        "--container-host",
+        "localhost/broker-busybox",
+    ]);
+    assert!(details.contains("broker_compatible"), "{details}");
+}
+
+#[test]
+fn missing_image_and_network_are_clear_errors() {
+    let Some((dir, _prefix)) = engine_dir("errs") else {
+        return;
+    };
+    let out = dir.run(&["checkout", "--container-host", "no-such-image-here"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert!(
+        stderr(&out).contains("no-such-image-here"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(
+        dir.path().join("broker_settings.yaml"),
+        "Container:\n  network: no-such-network\n",
+    )
+    .unwrap();
+    let out = dir.run(&["checkout", "--container-host", "broker-busybox"]);
+    assert_eq!(out.status.code(), Some(13));
+    assert!(
+        stderr(&out).contains("network 'no-such-network' not found"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(dir.inventory().is_empty());
+}
