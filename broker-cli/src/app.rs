@@ -350,6 +350,12 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
             "synced {spec}: {} added, {} updated, {} removed",
             r.added, r.updated, r.removed
         );
+        if !r.added_hosts.is_empty() {
+            eprintln!(
+                "hosts the provider holds that no record knew (now in the inventory; `broker checkin` them if unwanted): {}",
+                r.added_hosts.join(", ")
+            );
+        }
     }
     let mut records = broker.inventory().list()?;
     if let Some(f) = &a.filter {

@@ -81,6 +81,8 @@ pub struct SyncReport {
     pub updated: usize,
     /// Hosts the inventory knew that the provider no longer has.
     pub removed: usize,
+    /// The names of the added hosts: what the provider holds that no record knew (orphans).
+    pub added_hosts: Vec<String>,
 }
 
 /// The `inventory.yaml` store.
@@ -471,7 +473,8 @@ pub fn merge_sync(
             }
     };
     let same_host = |a: &HostRecord, b: &HostRecord| {
-        (a.hostname().is_some() && a.hostname() == b.hostname())
+        (a.has_broker_id() && b.has_broker_id() && a.id() == b.id())
+            || (a.hostname().is_some() && a.hostname() == b.hostname())
             || (a.name().is_some() && a.name() == b.name())
     };
     let mut report = SyncReport::default();
@@ -503,6 +506,7 @@ pub fn merge_sync(
             if let (Some(i), None) = (instance, new.instance()) {
                 new.set(fields::PROVIDER_INSTANCE, i);
             }
+            report.added_hosts.push(new.display_name());
             records.push(new);
             report.added += 1;
         }
@@ -754,7 +758,8 @@ mod tests {
             SyncReport {
                 added: 1,
                 updated: 1,
-                removed: 1
+                removed: 1,
+                added_hosts: vec!["brand-new".into()]
             }
         );
         let names: Vec<String> = records.iter().map(|r| r.display_name()).collect();

@@ -1338,4 +1338,40 @@ mod tests {
         host.checkin().await.unwrap();
         assert!(broker.inventory().list().unwrap().is_empty());
     }
+
+    #[tokio::test]
+    async fn real_engine_published_ssh_port_becomes_the_hostname() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = prefix("ports");
+        let Some(broker) = engine_broker(dir.path(), &prefix).await else {
+            return;
+        };
+        let host = broker
+            .checkout_one(
+                CheckoutRequest::new()
+                    .arg("container_host", "broker-busybox")
+                    .arg("command", "sleep 3600")
+                    .arg("ports", "22 8080/tcp"),
+            )
+            .await
+            .unwrap();
+        let ports = host
+            .get("exposed_ports")
+            .and_then(Value::as_mapping)
+            .cloned()
+            .unwrap_or_default();
+        let ssh_port = ports
+            .get("22")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        assert!(ssh_port.parse::<u16>().is_ok(), "{ports:?}");
+        assert!(ports.contains_key("8080"), "{ports:?}");
+        assert_eq!(
+            host.hostname(),
+            Some(format!("localhost:{ssh_port}").as_str())
+        );
+        host.checkin().await.unwrap();
+        assert!(containers_named(&broker, &prefix).await.is_empty());
+    }
 }

@@ -105,6 +105,11 @@ fn sync_finds_an_orphan_container() {
     );
     let out = dir.run(&["inventory", "--sync", "Container"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&orphan),
+        "the orphan is named: {}",
+        stderr(&out)
+    );
     let records = dir.inventory();
     let found: Vec<&Value> = records
         .iter()
