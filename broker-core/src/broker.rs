@@ -689,11 +689,13 @@ impl BrokerInner {
         index: usize,
     ) -> Result<HostRecord> {
         let mut record = HostRecord::pending(provider.name(), provider.instance(), args.clone());
-        self.put(record.clone()).await?;
         let id = record.id();
-        let attempt = provider
-            .checkout(&CheckoutContext::new(&id, args, index))
-            .await;
+        let ctx = CheckoutContext::new(&id, args, index);
+        // What the provider knows before it creates anything (the name it will give the host) goes
+        // into the intent record, so a crash at any point leaves a record that names the host.
+        record.merge(provider.planned_fields(&ctx));
+        self.put(record.clone()).await?;
+        let attempt = provider.checkout(&ctx).await;
         let fields = match attempt {
             Ok(fields) => fields,
             Err(e) => {

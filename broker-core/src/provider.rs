@@ -40,6 +40,13 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// Any failure; the provider should leave nothing behind, or leave it findable by the record id.
     async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping>;
 
+    /// Fields the provider can tell before it makes the host — typically the `name` it will give it.
+    /// They are written into the intent record, before [`Provider::checkout`] is called.
+    fn planned_fields(&self, ctx: &CheckoutContext<'_>) -> Mapping {
+        let _ = ctx;
+        Mapping::new()
+    }
+
     /// Gives a host back. Must succeed when the host no longer exists, and must handle records still
     /// `pending` (found by [`HostRecord::id`]).
     ///

@@ -45,9 +45,8 @@ use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions,
-    ListContainersOptions, ListImagesOptions, LogsOptions, RemoveContainerOptions,
-    UploadToContainerOptions, WaitContainerOptions,
+    CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, ListImagesOptions,
+    LogsOptions, RemoveContainerOptions, UploadToContainerOptions, WaitContainerOptions,
 };
 use broker_core::provider::HelpOption;
 use broker_core::{
@@ -120,6 +119,7 @@ pub struct ContainerProvider {
 #[derive(Debug, Clone)]
 struct Engine {
     docker: Docker,
+    endpoint: Endpoint,
     address: String,
     public_host: String,
 }
@@ -259,6 +259,7 @@ impl ContainerProvider {
                                 docker,
                                 address: endpoint.describe(),
                                 public_host: endpoint.public_host(),
+                                endpoint,
                             });
                         }
                         Err(why) => tried.push(format!("{} ({source}): {why}", endpoint.describe())),
@@ -310,9 +311,14 @@ impl ContainerProvider {
         Ok(image.to_owned())
     }
 
-    /// The container's name for a record: its `name`, else derived from its identity.
-    fn name_for(&self, record_id: &str) -> String {
-        let hex: String = record_id
+    /// The container's name: the `name` argument, else `<prefix>_<8 hex of the record id>`.
+    fn planned_name(&self, ctx: &CheckoutContext<'_>) -> String {
+        if let Some(name) = ctx.arg("name") {
+            return name.to_owned();
+        }
+        let hex: String = ctx
+            .record_id()
+            .as_str()
             .chars()
             .filter(char::is_ascii_hexdigit)
             .take(8)
@@ -347,26 +353,97 @@ impl ContainerProvider {
         labels
     }
 
-    /// Finds the containers of a record: by name, else by the record-identity label.
+    /// Finds the containers of a record: by name; for records still `pending`, or without a name, by
+    /// the record-identity label too.
     async fn containers_of(&self, record: &HostRecord) -> Result<Vec<String>> {
-        if let Some(name) = record.name() {
-            return Ok(vec![name.to_owned()]);
+        let mut found: Vec<String> = record.name().map(str::to_owned).into_iter().collect();
+        if !found.is_empty() && record.state() != broker_core::HostState::Pending {
+            return Ok(found);
         }
-        let docker = self.docker().await?;
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![format!("{LABEL_RECORD}={}", record.id())],
-        )]);
-        let found = docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| self.engine_error("listing containers", e))?;
-        Ok(found.into_iter().filter_map(|c| c.id).collect())
+        let label = format!("{LABEL_RECORD}={}", record.id());
+        for container in self.list_containers(Some(("label", &label))).await? {
+            if let Some(id) = container.get("Id").and_then(serde_json::Value::as_str) {
+                found.push(id.to_owned());
+            }
+        }
+        Ok(found)
     }
+
+    /// `GET /containers/json?all=1`, read as plain JSON. bollard's typed summary rejects states other
+    /// engines report (Podman's `stopped`), and one such container would break every listing.
+    async fn list_containers(
+        &self,
+        filter: Option<(&str, &str)>,
+    ) -> Result<Vec<serde_json::Value>> {
+        let engine = self.engine().await?;
+        let mut path = "/containers/json?all=1".to_owned();
+        if let Some((key, value)) = filter {
+            let filters = serde_json::json!({ key: [value] }).to_string();
+            path.push_str("&filters=");
+            path.push_str(&percent_encode(&filters));
+        }
+        let (status, body) = http_get(&engine.endpoint, &path)
+            .await
+            .map_err(|e| self.error(format!("listing containers at {}: {e}", engine.address)))?;
+        if status != 200 {
+            return Err(self.error(format!(
+                "listing containers at {}: HTTP {status}: {}",
+                engine.address,
+                String::from_utf8_lossy(&body).trim()
+            )));
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            self.error(format!(
+                "listing containers at {}: unexpected answer: {e}",
+                engine.address
+            ))
+        })
+    }
+}
+
+/// One HTTP/1.0 GET (no chunked encoding, connection closed by the server) on the engine's socket.
+async fn http_get(endpoint: &Endpoint, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nAccept: application/json\r\n\r\n");
+    let mut response = Vec::new();
+    match endpoint {
+        Endpoint::Unix(socket) => {
+            let mut stream = tokio::net::UnixStream::connect(socket).await?;
+            stream.write_all(request.as_bytes()).await?;
+            stream.read_to_end(&mut response).await?;
+        }
+        Endpoint::Tcp(addr) => {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.write_all(request.as_bytes()).await?;
+            stream.read_to_end(&mut response).await?;
+        }
+    }
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| invalid("no HTTP header in the answer"))?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| invalid("no HTTP status in the answer"))?;
+    Ok((status, response[split + 4..].to_vec()))
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[async_trait::async_trait]
@@ -377,6 +454,12 @@ impl Provider for ContainerProvider {
 
     fn instance(&self) -> Option<&str> {
         self.config.instance()
+    }
+
+    fn planned_fields(&self, ctx: &CheckoutContext<'_>) -> Mapping {
+        let mut fields = Mapping::new();
+        fields.insert("name".into(), self.planned_name(ctx).into());
+        fields
     }
 
     async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping> {
@@ -450,10 +533,7 @@ impl Provider for ContainerProvider {
         if let Some(origin) = ctx.arg("_broker_origin") {
             env.push(format!("BROKER_ORIGIN={origin}"));
         }
-        let name = match ctx.arg("name") {
-            Some(n) => n.to_owned(),
-            None => self.name_for(ctx.record_id().as_str()),
-        };
+        let name = self.planned_name(ctx);
         let publishes = !bindings.is_empty();
         let body = ContainerCreateBody {
             image: Some(image.clone()),
@@ -730,54 +810,57 @@ impl Provider for ContainerProvider {
     }
 
     async fn inventory(&self, filter: Option<&str>) -> Result<Vec<HostRecord>> {
-        let docker = self.docker().await?;
-        let containers = docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| self.engine_error("listing containers", e))?;
+        let containers = self.list_containers(None).await?;
         let prefix = filter.unwrap_or(&self.prefix);
         let mut records = Vec::new();
         for c in containers {
-            let labels = c.labels.clone().unwrap_or_default();
+            let field = |key: &str| {
+                c.get(key)
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let label = |key: &str| {
+                c.get("Labels")
+                    .and_then(|l| l.get(key))
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            };
             let name = c
-                .names
-                .as_ref()
-                .and_then(|n| n.first())
+                .get("Names")
+                .and_then(|n| n.get(0))
+                .and_then(serde_json::Value::as_str)
                 .map(|n| n.trim_start_matches('/').to_owned())
                 .unwrap_or_default();
-            let ours = labels.get(LABEL_MANAGED).is_some_and(|v| v == "true")
-                && !labels.contains_key("broker.app");
-            if !(ours || (!prefix.is_empty() && name.starts_with(prefix))) {
+            let ours =
+                label(LABEL_MANAGED).as_deref() == Some("true") && label("broker.app").is_none();
+            if !(ours || (!prefix.is_empty() && name.starts_with(&format!("{prefix}_")))) {
                 continue;
             }
             let mut record = HostRecord::default();
-            if let Some(id) = labels.get(LABEL_RECORD) {
-                record.set(broker_core::host::fields::ID, id.as_str());
+            if let Some(id) = label(LABEL_RECORD) {
+                record.set(broker_core::host::fields::ID, id);
             }
             record.set(broker_core::host::fields::PROVIDER, NAME);
             if let Some(instance) = self.config.instance() {
                 record.set(broker_core::host::fields::PROVIDER_INSTANCE, instance);
             }
-            let image = c.image.clone().unwrap_or_default();
+            let image = field("Image");
             let mut args = Mapping::new();
             args.insert("container_host".into(), image.clone().into());
-            if let Some(origin) = labels.get("broker.origin") {
-                args.insert("_broker_origin".into(), origin.clone().into());
+            if let Some(origin) = label("broker.origin") {
+                args.insert("_broker_origin".into(), origin.into());
             }
             record.set(broker_core::host::fields::ARGS, Value::Mapping(args));
             record.set("name", name.as_str());
             record.set("hostname", name.as_str());
             record.set("image", image);
             record.set("type", "host");
-            if let Some(id) = &c.id {
-                record.set("container_id", id.chars().take(12).collect::<String>());
-            }
-            if let Some(state) = c.state {
-                record.set("status", state.to_string());
-            }
+            record.set(
+                "container_id",
+                field("Id").chars().take(12).collect::<String>(),
+            );
+            record.set("status", field("State"));
             records.push(record);
         }
         Ok(records)

@@ -157,6 +157,15 @@ impl Provider for TestProvider {
         self.config.instance()
     }
 
+    fn planned_fields(&self, ctx: &CheckoutContext<'_>) -> Mapping {
+        let mut fields = Mapping::new();
+        fields.insert(
+            "name".into(),
+            format!("broker-test-{}", ctx.record_id()).into(),
+        );
+        fields
+    }
+
     async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping> {
         let args = ctx.args();
         let position = ctx.index() + 1;

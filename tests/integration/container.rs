@@ -148,9 +148,10 @@ fn kill_nine_between_create_and_record_then_recover() {
     let records = dir.inventory();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["_broker_state"], "pending");
-    assert!(
-        records[0].get("name").is_none(),
-        "the record never learned the container's name"
+    // The intent record names the container it was about to create.
+    assert_eq!(
+        vec![records[0]["name"].as_str().unwrap_or_default().to_owned()],
+        containers(&prefix)
     );
     let out = dir.run(&["recover"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
