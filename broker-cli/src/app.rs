@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use broker_core::settings::{EXAMPLE_SETTINGS, SettingsFile};
 use broker_core::{
-    Broker, CheckoutRequest, Error, HostOutcome, HostRecord, Mapping, RecoverScope, Result,
-    Settings, Value, args, select_records,
+    Broker, CheckoutRequest, Error, HostOutcome, HostRecord, Mapping, OutputStream, RecoverScope,
+    Result, Settings, Value, args, select_records,
 };
 use clap::Parser;
 
@@ -629,17 +629,23 @@ async fn ssh(broker: &Broker, a: SshArgs, emitter: &mut Emitter) -> Result<i32> 
     }
     let host = broker.attach(record)?;
     let command = a.command.join(" ");
-    let out = match &a.timeout {
-        Some(t) => {
-            interruptible(
-                host.execute_with_timeout(&command, broker_core::time::parse_duration(t)?),
-            )
-            .await?
-        }
-        None => interruptible(host.execute(&command)).await?,
+    let timeout = a
+        .timeout
+        .as_deref()
+        .map(broker_core::time::parse_duration)
+        .transpose()?;
+    // Output goes out as the command produces it.
+    let sink = |stream: OutputStream, bytes: &[u8]| {
+        use std::io::Write;
+        let _ignored = match stream {
+            OutputStream::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes).and_then(|()| out.flush())
+            }
+            OutputStream::Stderr => std::io::stderr().lock().write_all(bytes),
+        };
     };
-    write_stdout(&out.stdout)?;
-    eprint!("{}", out.stderr);
+    let out = interruptible(host.execute_streaming(&command, timeout, &sink)).await?;
     emitter.emit("output", &out);
     Ok(out.status.clamp(0, 255))
 }

@@ -546,6 +546,22 @@ impl Host {
         self.session().await?.execute(command, Some(timeout)).await
     }
 
+    /// Runs a command, handing its output to `sink` as it arrives.
+    ///
+    /// # Errors
+    /// A session error, or [`Error::Timeout`] when the command outlives `timeout`.
+    pub async fn execute_streaming(
+        &self,
+        command: &str,
+        timeout: Option<Duration>,
+        sink: crate::session::OutputSink<'_>,
+    ) -> Result<ExecOutput> {
+        self.session()
+            .await?
+            .execute_streaming(command, timeout, sink)
+            .await
+    }
+
     /// Reads a file from the host.
     ///
     /// # Errors

@@ -51,7 +51,7 @@ pub use guard::{HostGuard, KEEP_ON_FAILURE_ENV};
 pub use host::{FromHost, Host, HostRecord, HostState, Owner, RecordId};
 pub use inventory::{InventoryStore, SyncReport, YamlFileStore};
 pub use provider::{CheckoutContext, HelpOption, Provider, ProviderKind, ProviderRegistry};
-pub use session::{ExecOutput, Session};
+pub use session::{ExecOutput, OutputSink, OutputStream, Session};
 pub use settings::{ProviderConfig, Settings};
 
 /// Secret strings, as handed out by [`ProviderConfig::secret`].

@@ -37,6 +37,18 @@ impl fmt::Display for ExecOutput {
     }
 }
 
+/// Which stream a piece of streamed output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Receives output as a command produces it.
+pub type OutputSink<'a> = &'a (dyn Fn(OutputStream, &[u8]) + Send + Sync);
+
 /// A connection to a host that runs commands and moves files.
 ///
 /// Implementations must be safe to share between tasks: one session serves many concurrent commands.
@@ -48,6 +60,24 @@ pub trait Session: Send + Sync + fmt::Debug {
     /// # Errors
     /// Transport failures and timeouts. A non-zero exit status is reported in [`ExecOutput::status`].
     async fn execute(&self, command: &str, timeout: Option<Duration>) -> Result<ExecOutput>;
+
+    /// Runs `command` like [`Session::execute`], handing its output to `sink` as it arrives (for long
+    /// commands and `broker ssh`). The default hands it over when the command ends; transports that
+    /// can stream override this.
+    ///
+    /// # Errors
+    /// As [`Session::execute`].
+    async fn execute_streaming(
+        &self,
+        command: &str,
+        timeout: Option<Duration>,
+        sink: OutputSink<'_>,
+    ) -> Result<ExecOutput> {
+        let out = self.execute(command, timeout).await?;
+        sink(OutputStream::Stdout, out.stdout.as_bytes());
+        sink(OutputStream::Stderr, out.stderr.as_bytes());
+        Ok(out)
+    }
 
     /// Reads a whole file from the host.
     ///

@@ -50,8 +50,8 @@ use bollard::query_parameters::{
 };
 use broker_core::provider::HelpOption;
 use broker_core::{
-    CheckoutContext, Error, ExecOutput, HostRecord, Mapping, Provider, ProviderConfig,
-    ProviderKind, Result, Session, Value,
+    CheckoutContext, Error, ExecOutput, HostRecord, Mapping, OutputSink, OutputStream, Provider,
+    ProviderConfig, ProviderKind, Result, Session, Value,
 };
 use futures_util::StreamExt;
 
@@ -905,7 +905,7 @@ impl ContainerSession {
         }
     }
 
-    async fn run(&self, argv: Vec<String>) -> Result<ExecOutput> {
+    async fn run(&self, argv: Vec<String>, sink: Option<OutputSink<'_>>) -> Result<ExecOutput> {
         let exec = self
             .docker
             .create_exec(
@@ -932,9 +932,17 @@ impl ContainerSession {
                     self.host_error(format!("reading command output: {}", engine_message(&e)))
                 })? {
                     LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        if let Some(sink) = sink {
+                            sink(OutputStream::Stdout, &message);
+                        }
                         stdout.extend_from_slice(&message)
                     }
-                    LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
+                    LogOutput::StdErr { message } => {
+                        if let Some(sink) = sink {
+                            sink(OutputStream::Stderr, &message);
+                        }
+                        stderr.extend_from_slice(&message)
+                    }
                     LogOutput::StdIn { .. } => {}
                 }
             }
@@ -952,6 +960,54 @@ impl ContainerSession {
         })
     }
 
+    /// Runs `sh -c COMMAND` (the command is one argument, so no quoting pitfalls), bounded by `timeout`.
+    async fn exec_command(
+        &self,
+        command: &str,
+        timeout: Option<Duration>,
+        sink: Option<OutputSink<'_>>,
+    ) -> Result<ExecOutput> {
+        // The command is one argument of `sh -c`; its shell's pid is kept so a timeout can kill it.
+        let marker = format!("/tmp/.broker-exec-{}", broker_core::RecordId::generate());
+        let script =
+            format!("echo $$ > {marker}; sh -c \"$1\"; status=$?; rm -f {marker}; exit $status");
+        let argv = vec![
+            "sh".into(),
+            "-c".into(),
+            script,
+            "broker-exec".into(),
+            command.to_owned(),
+        ];
+        let Some(limit) = timeout else {
+            return self.run(argv, sink).await;
+        };
+        match tokio::time::timeout(limit, self.run(argv, sink)).await {
+            Ok(result) => result,
+            Err(_) => {
+                // Kill the command's process tree, children first, found through /proc (no ps/pkill
+                // needed in the image).
+                let kill = format!(
+                    "kt() {{ for s in /proc/[0-9]*/stat; do read -r p c st pp r < \"$s\" 2>/dev/null || continue; \
+                     [ \"$pp\" = \"$1\" ] && kt \"$p\"; done; kill -9 \"$1\" 2>/dev/null; }}; \
+                     for p in $(cat {marker} 2>/dev/null); do kt \"$p\"; done; rm -f {marker}"
+                );
+                match self.run(vec!["sh".into(), "-c".into(), kill], None).await {
+                    Ok(out) if out.success() => {}
+                    Ok(out) => {
+                        tracing::warn!(host = %self.host, "stopping a timed-out command: {}", out.stderr.trim())
+                    }
+                    Err(e) => {
+                        tracing::warn!(host = %self.host, "stopping a timed-out command: {e}")
+                    }
+                }
+                Err(Error::Timeout {
+                    operation: format!("`{command}` on {}", self.host),
+                    after: limit,
+                })
+            }
+        }
+    }
+
     fn gone_or(&self, e: EngineError, doing: &str) -> Error {
         if is_not_found(&e) {
             self.host_error(format!(
@@ -967,45 +1023,16 @@ impl ContainerSession {
 #[async_trait::async_trait]
 impl Session for ContainerSession {
     async fn execute(&self, command: &str, timeout: Option<Duration>) -> Result<ExecOutput> {
-        // The command is one argument of `sh -c`; its shell's pid is kept so a timeout can kill it.
-        let marker = format!("/tmp/.broker-exec-{}", broker_core::RecordId::generate());
-        let script =
-            format!("echo $$ > {marker}; sh -c \"$1\"; status=$?; rm -f {marker}; exit $status");
-        let argv = vec![
-            "sh".into(),
-            "-c".into(),
-            script,
-            "broker-exec".into(),
-            command.to_owned(),
-        ];
-        let Some(limit) = timeout else {
-            return self.run(argv).await;
-        };
-        match tokio::time::timeout(limit, self.run(argv)).await {
-            Ok(result) => result,
-            Err(_) => {
-                // Kill the command's process tree, children first, found through /proc (no ps/pkill
-                // needed in the image).
-                let kill = format!(
-                    "kt() {{ for s in /proc/[0-9]*/stat; do read -r p c st pp r < \"$s\" 2>/dev/null || continue; \
-                     [ \"$pp\" = \"$1\" ] && kt \"$p\"; done; kill -9 \"$1\" 2>/dev/null; }}; \
-                     for p in $(cat {marker} 2>/dev/null); do kt \"$p\"; done; rm -f {marker}"
-                );
-                match self.run(vec!["sh".into(), "-c".into(), kill]).await {
-                    Ok(out) if out.success() => {}
-                    Ok(out) => {
-                        tracing::warn!(host = %self.host, "stopping a timed-out command: {}", out.stderr.trim())
-                    }
-                    Err(e) => {
-                        tracing::warn!(host = %self.host, "stopping a timed-out command: {e}")
-                    }
-                }
-                Err(Error::Timeout {
-                    operation: format!("`{command}` on {}", self.host),
-                    after: limit,
-                })
-            }
-        }
+        self.exec_command(command, timeout, None).await
+    }
+
+    async fn execute_streaming(
+        &self,
+        command: &str,
+        timeout: Option<Duration>,
+        sink: OutputSink<'_>,
+    ) -> Result<ExecOutput> {
+        self.exec_command(command, timeout, Some(sink)).await
     }
 
     async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
@@ -1050,7 +1077,7 @@ impl Session for ContainerSession {
             return Err(self.host_error(format!("{path} names a directory, not a file")));
         }
         let made = self
-            .run(vec!["mkdir".into(), "-p".into(), dir.clone()])
+            .run(vec!["mkdir".into(), "-p".into(), dir.clone()], None)
             .await?;
         if !made.success() {
             return Err(self.host_error(format!("creating {dir}: {}", made.stderr.trim())));
@@ -1332,6 +1359,23 @@ mod tests {
             .unwrap();
         assert!(out.stdout.starts_with("hello "), "{out}");
         assert_eq!((out.stderr.as_str(), out.status), ("oops\n", 4));
+        let seen = std::sync::Mutex::new(Vec::new());
+        let sink = |stream: broker_core::OutputStream, bytes: &[u8]| {
+            seen.lock().unwrap().push((stream, bytes.to_vec()));
+        };
+        let streamed = host
+            .execute_streaming("echo one; sleep 0.2; echo two >&2", None, &sink)
+            .await
+            .unwrap();
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(
+            (streamed.stdout.as_str(), streamed.stderr.as_str()),
+            ("one\n", "two\n")
+        );
+        assert_eq!(
+            seen.first().map(|(s, b)| (*s, b.as_slice())),
+            Some((broker_core::OutputStream::Stdout, &b"one\n"[..]))
+        );
         // The command is one argument: quotes and metacharacters reach the shell unharmed.
         let tricky = host
             .execute(r#"printf '%s|' "a b" 'c"d' "$(echo e)""#)
