@@ -274,26 +274,33 @@ impl Broker {
         let permits = Arc::new(Semaphore::new(limit));
         let args = Arc::new(resolved.args);
         let mut tasks = JoinSet::new();
+        let mut task_index = HashMap::new();
         for index in 0..resolved.count {
             let inner = Arc::clone(&self.inner);
             let provider = Arc::clone(&provider);
             let args = Arc::clone(&args);
             let permits = Arc::clone(&permits);
-            tasks.spawn(async move {
+            let task = tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                (index, inner.checkout_single(provider, &args, index).await)
+                inner.checkout_single(provider, &args, index).await
             });
+            task_index.insert(task.id(), index);
         }
         let mut made: Vec<(usize, HostRecord)> = Vec::new();
         let mut failures: Vec<(usize, Error)> = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok((index, Ok(record))) => made.push((index, record)),
-                Ok((index, Err(e))) => failures.push((index, e)),
-                Err(e) => failures.push((
-                    usize::MAX,
-                    Error::user(format!("a checkout task failed: {e}")),
-                )),
+        while let Some(joined) = tasks.join_next_with_id().await {
+            let (id, result) = match joined {
+                Ok((id, result)) => (id, result),
+                // A provider that panics fails its host, not the whole process.
+                Err(e) => (
+                    e.id(),
+                    Err(Error::user(format!("the checkout task failed: {e}"))),
+                ),
+            };
+            let index = task_index.get(&id).copied().unwrap_or_default();
+            match result {
+                Ok(record) => made.push((index, record)),
+                Err(e) => failures.push((index, e)),
             }
         }
         made.sort_by_key(|(i, _)| *i);
@@ -380,23 +387,19 @@ impl Broker {
     /// Extends hosts' leases at their providers, each through its own provider instance.
     pub async fn extend(&self, records: Vec<HostRecord>, args: Mapping) -> Vec<HostOutcome> {
         let args = Arc::new(args);
-        let mut tasks = JoinSet::new();
-        for (index, record) in records.into_iter().enumerate() {
+        let limit = records.len();
+        for_each_host(records, limit, |record| {
             let inner = Arc::clone(&self.inner);
             let args = Arc::clone(&args);
-            tasks.spawn(async move {
-                let result = async {
-                    let provider = inner.provider_for(&record)?;
-                    provider
-                        .extend(&record, &args)
-                        .await
-                        .map_err(|e| e.with_host(&record.display_name()))
-                }
-                .await;
-                (index, HostOutcome { record, result })
-            });
-        }
-        collect_ordered(tasks).await
+            async move {
+                let provider = inner.provider_for(&record)?;
+                provider
+                    .extend(&record, &args)
+                    .await
+                    .map_err(|e| e.with_host(&record.display_name()))
+            }
+        })
+        .await
     }
 
     /// Runs a provider action that is not a checkout (`broker execute`).
@@ -810,27 +813,18 @@ impl BrokerInner {
                 })
                 .collect();
         }
-        let permits = Arc::new(Semaphore::new(
-            limit.or(self.thread_limit).unwrap_or(records.len()).max(1),
-        ));
-        let mut tasks = JoinSet::new();
-        // Reverse order, as the Python broker does: the newest host goes first.
-        for (index, record) in records.into_iter().enumerate().rev() {
+        let limit = limit.or(self.thread_limit).unwrap_or(records.len());
+        let mut outcomes = for_each_host(records, limit, |record| {
             let inner = Arc::clone(self);
-            let permits = Arc::clone(&permits);
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                let result = match inner.provider_for(&record) {
-                    Ok(provider) => provider
-                        .checkin(&record)
-                        .await
-                        .map_err(|e| e.with_host(&record.display_name())),
-                    Err(e) => Err(e),
-                };
-                (index, HostOutcome { record, result })
-            });
-        }
-        let mut outcomes = collect_ordered(tasks).await;
+            async move {
+                let provider = inner.provider_for(&record)?;
+                provider
+                    .checkin(&record)
+                    .await
+                    .map_err(|e| e.with_host(&record.display_name()))
+            }
+        })
+        .await;
         let done: Vec<RecordId> = outcomes
             .iter()
             .filter(|o| o.result.is_ok())
@@ -887,16 +881,47 @@ impl BrokerInner {
     }
 }
 
-async fn collect_ordered(mut tasks: JoinSet<(usize, HostOutcome)>) -> Vec<HostOutcome> {
-    let mut out = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(pair) => out.push(pair),
-            Err(e) => tracing::error!("a host task failed: {e}"),
+/// Runs `work` for every record, at most `limit` at once, newest first (as the Python broker does), and
+/// reports each record's outcome in the records' order — also when its task panicked.
+async fn for_each_host<F, Fut>(records: Vec<HostRecord>, limit: usize, work: F) -> Vec<HostOutcome>
+where
+    F: Fn(HostRecord) -> Fut,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(limit.max(1)));
+    let mut tasks = JoinSet::new();
+    let mut task_index = HashMap::new();
+    for (index, record) in records.iter().enumerate().rev() {
+        let permits = Arc::clone(&permits);
+        let job = work(record.clone());
+        let task = tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            job.await
+        });
+        task_index.insert(task.id(), index);
+    }
+    let mut results: Vec<Option<Result<()>>> = records.iter().map(|_| None).collect();
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let (id, result) = match joined {
+            Ok((id, result)) => (id, result),
+            Err(e) => (
+                e.id(),
+                Err(Error::user(format!("the task for this host failed: {e}"))),
+            ),
+        };
+        if let Some(slot) = task_index.get(&id).and_then(|i| results.get_mut(*i)) {
+            *slot = Some(result);
         }
     }
-    out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, o)| o).collect()
+    records
+        .into_iter()
+        .zip(results)
+        .map(|(record, result)| HostOutcome {
+            record,
+            result: result
+                .unwrap_or_else(|| Err(Error::user("the task for this host never finished"))),
+        })
+        .collect()
 }
 
 /// Runs blocking inventory I/O off the async threads.
@@ -956,4 +981,72 @@ pub fn select_records(
         chosen.into_iter().map(|i| filtered[i].clone()).collect(),
         missing,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::ProviderKind;
+
+    /// A provider whose second checkout panics.
+    #[derive(Debug)]
+    struct Panicky;
+
+    #[async_trait::async_trait]
+    impl Provider for Panicky {
+        fn name(&self) -> &str {
+            "Panicky"
+        }
+        fn instance(&self) -> Option<&str> {
+            None
+        }
+        async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+            if ctx.index() == 1 {
+                panic!("provider bug");
+            }
+            let mut fields = Mapping::new();
+            fields.insert("hostname".into(), format!("h{}", ctx.index()).into());
+            Ok(fields)
+        }
+        async fn checkin(&self, _host: &HostRecord) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn build_panicky(_config: crate::ProviderConfig) -> Result<Arc<dyn Provider>> {
+        Ok(Arc::new(Panicky))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_provider_fails_its_host_not_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
+        let kind =
+            ProviderKind::new("Panicky", "test", build_panicky).checkout_actions(&["panic_action"]);
+        let broker = Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap();
+        let err = broker
+            .checkout(CheckoutRequest::new().arg("panic_action", "x").count(3))
+            .await
+            .unwrap_err();
+        match &err {
+            Error::CheckoutFailed {
+                failures,
+                rolled_back,
+                ..
+            } => {
+                assert_eq!(failures.len(), 1);
+                assert_eq!(failures[0].0, 1, "{err}");
+                assert!(failures[0].1.to_string().contains("task failed"), "{err}");
+                assert_eq!(rolled_back.len(), 2);
+            }
+            other => panic!("unexpected {other}"),
+        }
+        // The panicked host's intent record stays for `recover`; the others are gone.
+        let left = broker.inventory().list().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].state(), HostState::Pending);
+        let outcomes = broker.recover(RecoverScope::Unfinished).await.unwrap();
+        assert!(outcomes.iter().all(|o| o.result.is_ok()));
+        assert!(broker.inventory().list().unwrap().is_empty());
+    }
 }
