@@ -968,7 +968,7 @@ impl ContainerSession {
         sink: Option<OutputSink<'_>>,
     ) -> Result<ExecOutput> {
         // The command is one argument of `sh -c`; its shell's pid is kept so a timeout can kill it.
-        let marker = format!("/tmp/.broker-exec-{}", broker_core::RecordId::generate());
+        let marker = crate::shell::pid_marker();
         let script =
             format!("echo $$ > {marker}; sh -c \"$1\"; status=$?; rm -f {marker}; exit $status");
         let argv = vec![
@@ -986,11 +986,7 @@ impl ContainerSession {
             Err(_) => {
                 // Kill the command's process tree, children first, found through /proc (no ps/pkill
                 // needed in the image).
-                let kill = format!(
-                    "kt() {{ for s in /proc/[0-9]*/stat; do read -r p c st pp r < \"$s\" 2>/dev/null || continue; \
-                     [ \"$pp\" = \"$1\" ] && kt \"$p\"; done; kill -9 \"$1\" 2>/dev/null; }}; \
-                     for p in $(cat {marker} 2>/dev/null); do kt \"$p\"; done; rm -f {marker}"
-                );
+                let kill = crate::shell::kill_tree(&marker);
                 match self.run(vec!["sh".into(), "-c".into(), kill], None).await {
                     Ok(out) if out.success() => {}
                     Ok(out) => {

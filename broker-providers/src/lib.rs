@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `test-provider` (default) | [`TestProvider`](test_provider) | `test_action` |
 //! | `container` (default) | [`Container`](container) (Docker, Podman) | `container_host`, `container_app` |
+//! | `ssh` (default) | [SSH sessions](ssh) for hosts reached over SSH | — |
 //!
 //! [`registry`] returns every provider compiled in; hand it to [`broker_core::Broker::new`].
 //!
@@ -19,6 +20,10 @@ use broker_core::ProviderRegistry;
 
 #[cfg(feature = "container")]
 pub mod container;
+#[cfg(any(feature = "container", feature = "ssh"))]
+mod shell;
+#[cfg(feature = "ssh")]
+pub mod ssh;
 #[cfg(feature = "test-provider")]
 pub mod test_provider;
 
