@@ -439,6 +439,11 @@ impl Settings {
             values,
             directory: self.directory.clone(),
             global_labels: self.provider_labels(),
+            ssh: self
+                .get("ssh")
+                .and_then(Value::as_mapping)
+                .cloned()
+                .unwrap_or_default(),
         })
     }
 
@@ -591,6 +596,7 @@ pub struct ProviderConfig {
     values: Mapping,
     directory: PathBuf,
     global_labels: Mapping,
+    ssh: Mapping,
 }
 
 impl fmt::Debug for ProviderConfig {
@@ -617,7 +623,14 @@ impl ProviderConfig {
             values,
             directory: directory.into(),
             global_labels: Mapping::new(),
+            ssh: Mapping::new(),
         }
+    }
+
+    /// The settings' `ssh` section (secrets included: pass it on, don't show it), for providers whose
+    /// hosts are reached over SSH.
+    pub fn ssh_settings(&self) -> &Mapping {
+        &self.ssh
     }
 
     /// The provider's name.

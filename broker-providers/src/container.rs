@@ -22,7 +22,7 @@
 //!
 //! Hosts get a container exec session: commands run as `sh -c COMMAND` (the command is one argument,
 //! so no quoting pitfalls), files move through the archive API. When port 22 is published the host's
-//! `hostname` is `ENGINE_HOST:PORT`, as upstream.
+//! `hostname` is `ENGINE_HOST:PORT` and it is reached over SSH instead (feature `ssh`), as upstream.
 //!
 //! Check-in force-removes the container and its anonymous volumes; a container that is already gone is
 //! checked in. A record still `pending` (a crash between create and record) finds its container by the
@@ -867,6 +867,15 @@ impl Provider for ContainerProvider {
     }
 
     async fn connect(&self, host: &HostRecord) -> Result<Box<dyn Session>> {
+        // With port 22 published the host is reached over SSH, as upstream does.
+        #[cfg(feature = "ssh")]
+        if host
+            .get("exposed_ports")
+            .and_then(Value::as_mapping)
+            .is_some_and(|p| p.contains_key("22"))
+        {
+            return crate::ssh::connect_host(host, &self.config).await;
+        }
         let container = host
             .name()
             .map(str::to_owned)

@@ -21,10 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use broker_core::secrecy::{ExposeSecret, SecretString};
-use broker_core::{Error, ExecOutput, HostRecord, Mapping, OutputSink, OutputStream, Result, Session, Value};
+use broker_core::{
+    Error, ExecOutput, HostRecord, Mapping, OutputSink, OutputStream, Result, Session, Value,
+};
 use russh::client;
-use russh::keys::{PrivateKeyWithHashAlg, PublicKey};
 use russh::keys::PublicKeyOrCertificate;
+use russh::keys::{PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Sig};
 use tokio::io::AsyncWriteExt;
 
@@ -104,7 +106,11 @@ impl SshOptions {
     ///
     /// # Errors
     /// [`Error::Configuration`] for values of the wrong kind.
-    pub fn resolve(ssh: &Mapping, host: Option<&HostRecord>, broker_directory: &Path) -> Result<Self> {
+    pub fn resolve(
+        ssh: &Mapping,
+        host: Option<&HostRecord>,
+        broker_directory: &Path,
+    ) -> Result<Self> {
         let args = host.map(HostRecord::args).unwrap_or_default();
         let lookup = |keys: &[&str]| -> Option<String> {
             for key in keys {
@@ -134,12 +140,18 @@ impl SshOptions {
         let key_filename = lookup(&["host_ssh_key_filename", "key_filename"])
             .filter(|k| !k.starts_with('<'))
             .map(|k| match k.strip_prefix("~/") {
-                Some(rest) => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(rest),
+                Some(rest) => std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_default()
+                    .join(rest),
                 None => PathBuf::from(k),
             });
         let timeout = match lookup(&["host_connection_timeout", "connection_timeout"]) {
-            Some(t) => broker_core::time::parse_duration(&t)
-                .map_err(|_| Error::configuration(format!("ssh host_connection_timeout `{t}` is not a duration")))?,
+            Some(t) => broker_core::time::parse_duration(&t).map_err(|_| {
+                Error::configuration(format!(
+                    "ssh host_connection_timeout `{t}` is not a duration"
+                ))
+            })?,
             None => Duration::from_secs(60),
         };
         let port = number(&["host_ssh_port", "port"], 22)?;
@@ -148,10 +160,13 @@ impl SshOptions {
             password: lookup(&["host_password", "password"])
                 .filter(|p| !p.starts_with('<'))
                 .map(SecretString::from),
-            port: u16::try_from(port).map_err(|_| Error::configuration(format!("ssh port {port} is out of range")))?,
+            port: u16::try_from(port)
+                .map_err(|_| Error::configuration(format!("ssh port {port} is out of range")))?,
             key_filename,
             connection_timeout: timeout,
-            host_key_policy: HostKeyPolicy::parse(&lookup(&["host_key_checking"]).unwrap_or_default())?,
+            host_key_policy: HostKeyPolicy::parse(
+                &lookup(&["host_key_checking"]).unwrap_or_default(),
+            )?,
             known_hosts: match lookup(&["known_hosts"]) {
                 Some(p) => PathBuf::from(p),
                 None => broker_directory.join("known_hosts"),
@@ -162,12 +177,34 @@ impl SshOptions {
     }
 }
 
+/// A session to a host reached over SSH, with the `ssh` settings and the host's own overrides: what
+/// providers whose hosts are machines return from `Provider::connect`.
+///
+/// # Errors
+/// As [`connect`], and [`Error::Host`] when the record has no hostname or IP.
+pub async fn connect_host(
+    host: &HostRecord,
+    config: &broker_core::ProviderConfig,
+) -> Result<Box<dyn Session>> {
+    let address = host.hostname().or_else(|| host.ip()).ok_or_else(|| {
+        host_error(
+            &host.display_name(),
+            "the record has no hostname or ip to reach over SSH",
+        )
+    })?;
+    let options = SshOptions::resolve(config.ssh_settings(), Some(host), config.directory())?;
+    Ok(Box::new(connect(address, &options).await?))
+}
+
 /// Splits `host:port` (and `[v6]:port`); a bare host keeps `default_port`.
 fn split_host(hostname: &str, default_port: u16) -> (String, u16) {
     if let Some(rest) = hostname.strip_prefix('[')
         && let Some((host, tail)) = rest.split_once(']')
     {
-        let port = tail.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(default_port);
+        let port = tail
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(default_port);
         return (host.to_owned(), port);
     }
     match hostname.rsplit_once(':') {
@@ -200,7 +237,10 @@ impl KeyCheck {
 impl client::Handler for KeyCheck {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, offered: &PublicKeyOrCertificate) -> std::result::Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        offered: &PublicKeyOrCertificate,
+    ) -> std::result::Result<bool, Self::Error> {
         if self.policy == HostKeyPolicy::Off {
             return Ok(true);
         }
@@ -250,7 +290,9 @@ pub struct SshSession {
 
 impl fmt::Debug for SshSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SshSession").field("host", &self.name).finish_non_exhaustive()
+        f.debug_struct("SshSession")
+            .field("host", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -289,17 +331,31 @@ pub async fn connect(hostname: &str, options: &SshOptions) -> Result<SshSession>
             known_hosts: options.known_hosts.clone(),
             refusal: Arc::clone(&refusal),
         };
-        let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
-        let attempt = tokio::time::timeout(remaining, client::connect(Arc::clone(&config), (host.as_str(), port), check)).await;
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        let attempt = tokio::time::timeout(
+            remaining,
+            client::connect(Arc::clone(&config), (host.as_str(), port), check),
+        )
+        .await;
         match attempt {
             Ok(Ok(handle)) => break handle,
             Ok(Err(russh::Error::UnknownKey)) => {
-                let why = refusal.lock().ok().and_then(|r| r.clone()).unwrap_or_else(|| "its host key was refused".into());
+                let why = refusal
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.clone())
+                    .unwrap_or_else(|| "its host key was refused".into());
                 return Err(host_error(hostname, format!("refusing to connect: {why}")));
             }
             Ok(Err(e)) if Instant::now() < deadline => {
-                tracing::debug!(host = hostname, "SSH connection failed ({e}); retrying in {pause:?}");
-                tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+                tracing::debug!(
+                    host = hostname,
+                    "SSH connection failed ({e}); retrying in {pause:?}"
+                );
+                tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
             Ok(Err(e)) => {
@@ -314,7 +370,10 @@ pub async fn connect(hostname: &str, options: &SshOptions) -> Result<SshSession>
             Err(_) => {
                 return Err(host_error(
                     hostname,
-                    format!("no SSH answer on port {port} within {:?}", options.connection_timeout),
+                    format!(
+                        "no SSH answer on port {port} within {:?}",
+                        options.connection_timeout
+                    ),
                 ));
             }
         }
@@ -329,13 +388,22 @@ pub async fn connect(hostname: &str, options: &SshOptions) -> Result<SshSession>
 }
 
 /// Key file, then password, then agent; the error names each method that was tried.
-async fn authenticate(handle: &mut client::Handle<KeyCheck>, hostname: &str, options: &SshOptions) -> Result<()> {
+async fn authenticate(
+    handle: &mut client::Handle<KeyCheck>,
+    hostname: &str,
+    options: &SshOptions,
+) -> Result<()> {
     let user = options.username.clone();
     let mut tried: Vec<String> = Vec::new();
     if let Some(path) = &options.key_filename {
         match russh::keys::load_secret_key(path, None) {
             Ok(key) => {
-                let hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+                let hash = handle
+                    .best_supported_rsa_hash()
+                    .await
+                    .ok()
+                    .flatten()
+                    .flatten();
                 let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
                 match handle.authenticate_publickey(user.clone(), key).await {
                     Ok(r) if r.success() => return Ok(()),
@@ -347,7 +415,10 @@ async fn authenticate(handle: &mut client::Handle<KeyCheck>, hostname: &str, opt
         }
     }
     if let Some(password) = &options.password {
-        match handle.authenticate_password(user.clone(), password.expose_secret()).await {
+        match handle
+            .authenticate_password(user.clone(), password.expose_secret())
+            .await
+        {
             Ok(r) if r.success() => return Ok(()),
             Ok(_) => tried.push("password was not accepted".into()),
             Err(e) => tried.push(format!("password: {e}")),
@@ -359,9 +430,19 @@ async fn authenticate(handle: &mut client::Handle<KeyCheck>, hostname: &str, opt
             Ok(identities) => {
                 let mut accepted = false;
                 for identity in identities {
-                    let hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+                    let hash = handle
+                        .best_supported_rsa_hash()
+                        .await
+                        .ok()
+                        .flatten()
+                        .flatten();
                     if let Ok(r) = handle
-                        .authenticate_publickey_with(user.clone(), identity.public_key().into_owned(), hash, &mut agent)
+                        .authenticate_publickey_with(
+                            user.clone(),
+                            identity.public_key().into_owned(),
+                            hash,
+                            &mut agent,
+                        )
                         .await
                         && r.success()
                     {
@@ -387,7 +468,12 @@ async fn authenticate(handle: &mut client::Handle<KeyCheck>, hostname: &str, opt
 }
 
 impl SshSession {
-    async fn run(&self, command: &str, timeout: Option<Duration>, sink: Option<OutputSink<'_>>) -> Result<ExecOutput> {
+    async fn run(
+        &self,
+        command: &str,
+        timeout: Option<Duration>,
+        sink: Option<OutputSink<'_>>,
+    ) -> Result<ExecOutput> {
         let _slot = self
             .channels
             .acquire()
@@ -431,7 +517,9 @@ impl SshSession {
                         stderr.extend_from_slice(&data);
                     }
                     ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
-                    ChannelMsg::ExitSignal { signal_name, .. } => signal = Some(format!("{signal_name:?}")),
+                    ChannelMsg::ExitSignal { signal_name, .. } => {
+                        signal = Some(format!("{signal_name:?}"))
+                    }
                     _ => {}
                 }
             }
@@ -461,12 +549,17 @@ impl SshSession {
         let status = match (status, signal) {
             (Some(s), _) => s as i32,
             (None, Some(sig)) => {
-                return Err(host_error(&self.name, format!("`{command}` was killed by signal {sig}")));
+                return Err(host_error(
+                    &self.name,
+                    format!("`{command}` was killed by signal {sig}"),
+                ));
             }
             (None, None) => {
                 return Err(host_error(
                     &self.name,
-                    format!("`{command}` ended without an exit status (the connection may have dropped)"),
+                    format!(
+                        "`{command}` ended without an exit status (the connection may have dropped)"
+                    ),
                 ));
             }
         };
@@ -480,11 +573,10 @@ impl SshSession {
     async fn sftp(&self) -> Result<&russh_sftp::client::SftpSession> {
         self.sftp
             .get_or_try_init(|| async {
-                let channel = self
-                    .handle
-                    .channel_open_session()
-                    .await
-                    .map_err(|e| host_error(&self.name, format!("opening an SFTP channel: {e}")))?;
+                let channel =
+                    self.handle.channel_open_session().await.map_err(|e| {
+                        host_error(&self.name, format!("opening an SFTP channel: {e}"))
+                    })?;
                 channel
                     .request_subsystem(true, "sftp")
                     .await
@@ -508,7 +600,10 @@ impl SshSession {
         if made.success() {
             Ok(())
         } else {
-            Err(host_error(&self.name, format!("creating {parent}: {}", made.stderr.trim())))
+            Err(host_error(
+                &self.name,
+                format!("creating {parent}: {}", made.stderr.trim()),
+            ))
         }
     }
 }
@@ -590,7 +685,10 @@ impl Session for SshSession {
         tokio::io::copy(&mut source, &mut target)
             .await
             .map_err(|e| host_error(&self.name, format!("reading {remote}: {e}")))?;
-        target.flush().await.map_err(|e| Error::io("writing", local, e))
+        target
+            .flush()
+            .await
+            .map_err(|e| Error::io("writing", local, e))
     }
 
     async fn close(&self) -> Result<()> {
@@ -607,7 +705,10 @@ mod tests {
 
     #[test]
     fn host_and_port_split() {
-        assert_eq!(split_host("h.example.com", 22), ("h.example.com".into(), 22));
+        assert_eq!(
+            split_host("h.example.com", 22),
+            ("h.example.com".into(), 22)
+        );
         assert_eq!(split_host("localhost:2222", 22), ("localhost".into(), 2222));
         assert_eq!(split_host("[::1]:2200", 22), ("::1".into(), 2200));
         assert_eq!(split_host("::1", 22), ("::1".into(), 22));
@@ -619,16 +720,31 @@ mod tests {
             "{host_username: admin, host_password: s3cret, host_ssh_port: 2222, host_ssh_key_filename: '</path/to/the/ssh-key>'}",
         )
         .unwrap();
-        let host: HostRecord = serde_yaml::from_str("{hostname: h, _broker_args: {host_username: tester}}").unwrap();
+        let host: HostRecord =
+            serde_yaml::from_str("{hostname: h, _broker_args: {host_username: tester}}").unwrap();
         let opts = SshOptions::resolve(&ssh, Some(&host), Path::new("/tmp/b")).unwrap();
         assert_eq!(opts.username, "tester");
         assert_eq!(opts.port, 2222);
-        assert!(opts.key_filename.is_none(), "example placeholders are not paths");
-        assert_eq!(opts.password.as_ref().map(|p| p.expose_secret().to_owned()).as_deref(), Some("s3cret"));
+        assert!(
+            opts.key_filename.is_none(),
+            "example placeholders are not paths"
+        );
+        assert_eq!(
+            opts.password
+                .as_ref()
+                .map(|p| p.expose_secret().to_owned())
+                .as_deref(),
+            Some("s3cret")
+        );
         assert!(!format!("{opts:?}").contains("s3cret"));
         assert_eq!(opts.known_hosts, Path::new("/tmp/b/known_hosts"));
         let bad: Mapping = serde_yaml::from_str("{host_key_checking: maybe}").unwrap();
-        assert_eq!(SshOptions::resolve(&bad, None, Path::new("/")).unwrap_err().exit_code(), 8);
+        assert_eq!(
+            SshOptions::resolve(&bad, None, Path::new("/"))
+                .unwrap_err()
+                .exit_code(),
+            8
+        );
     }
 
     // ---- against a real OpenSSH server started here (scripts/setup-sshd installs it) ----
@@ -652,7 +768,11 @@ mod tests {
     }
 
     fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 
     fn keygen(path: &Path) {
@@ -685,8 +805,16 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             keygen(&dir.path().join("host_key"));
             keygen(&dir.path().join("id_ed25519"));
-            std::fs::copy(dir.path().join("id_ed25519.pub"), dir.path().join("authorized_keys")).unwrap();
-            Sshd { dir, port: free_port(), child: None }
+            std::fs::copy(
+                dir.path().join("id_ed25519.pub"),
+                dir.path().join("authorized_keys"),
+            )
+            .unwrap();
+            Sshd {
+                dir,
+                port: free_port(),
+                child: None,
+            }
         }
 
         fn start(&mut self) {
@@ -763,20 +891,42 @@ mod tests {
     async fn key_and_password_auth_run_commands() {
         let Some(sshd) = Sshd::running() else { return };
         let session = connect(&sshd.address(), &sshd.key_options()).await.unwrap();
-        let out = session.execute("echo out; echo err >&2; exit 7", None).await.unwrap();
-        assert_eq!((out.stdout.as_str(), out.stderr.as_str(), out.status), ("out\n", "err\n", 7));
-        assert_eq!(session.execute("id -un", None).await.unwrap().stdout, "root\n");
-        let session = connect(&sshd.address(), &sshd.password_options("broker-test-password")).await.unwrap();
-        assert_eq!(session.execute("id -un", None).await.unwrap().stdout, "brokertest\n");
+        let out = session
+            .execute("echo out; echo err >&2; exit 7", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (out.stdout.as_str(), out.stderr.as_str(), out.status),
+            ("out\n", "err\n", 7)
+        );
+        assert_eq!(
+            session.execute("id -un", None).await.unwrap().stdout,
+            "root\n"
+        );
+        let session = connect(
+            &sshd.address(),
+            &sshd.password_options("broker-test-password"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            session.execute("id -un", None).await.unwrap().stdout,
+            "brokertest\n"
+        );
         session.close().await.unwrap();
     }
 
     #[tokio::test]
     async fn wrong_credentials_are_authentication_errors() {
         let Some(sshd) = Sshd::running() else { return };
-        let err = connect(&sshd.address(), &sshd.password_options("nope")).await.unwrap_err();
+        let err = connect(&sshd.address(), &sshd.password_options("nope"))
+            .await
+            .unwrap_err();
         assert_eq!(err.exit_code(), 5, "{err}");
-        assert!(err.to_string().contains("password was not accepted"), "{err}");
+        assert!(
+            err.to_string().contains("password was not accepted"),
+            "{err}"
+        );
         let other = tempfile::tempdir().unwrap();
         keygen(&other.path().join("id"));
         let mut opts = sshd.key_options();
@@ -793,15 +943,25 @@ mod tests {
         let session = connect(&sshd.address(), &sshd.key_options()).await.unwrap();
         let marker = format!("sleep 4{}", std::process::id() % 1000);
         let err = session
-            .execute(&format!("{marker}; echo never"), Some(Duration::from_millis(500)))
+            .execute(
+                &format!("{marker}; echo never"),
+                Some(Duration::from_millis(500)),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Timeout { .. }), "{err}");
         // The session still works afterwards.
         assert!(session.execute("true", None).await.unwrap().success());
         std::thread::sleep(Duration::from_millis(300));
-        let left = Command::new("pgrep").args(["-f", &marker]).output().unwrap();
-        assert!(left.stdout.is_empty(), "the command was not stopped: {}", String::from_utf8_lossy(&left.stdout));
+        let left = Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .unwrap();
+        assert!(
+            left.stdout.is_empty(),
+            "the command was not stopped: {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
     }
 
     #[tokio::test]
@@ -810,21 +970,34 @@ mod tests {
         let session = connect(&sshd.address(), &sshd.key_options()).await.unwrap();
         let local = tempfile::tempdir().unwrap();
         let source = local.path().join("blob");
-        let payload: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let payload: Vec<u8> = (0..20 * 1024 * 1024u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         std::fs::write(&source, &payload).unwrap();
         let remote = format!("{}/remote/deep/blob", sshd.dir.path().display());
         session.upload(&source, &remote).await.unwrap();
         let back = local.path().join("back/blob");
         session.download(&remote, &back).await.unwrap();
         assert!(std::fs::read(&back).unwrap() == payload, "checksums differ");
-        let sum = session.execute(&format!("sha256sum {remote}"), None).await.unwrap();
+        let sum = session
+            .execute(&format!("sha256sum {remote}"), None)
+            .await
+            .unwrap();
         let local_sum = Command::new("sha256sum").arg(&source).output().unwrap();
         assert_eq!(
             sum.stdout.split_whitespace().next(),
-            String::from_utf8_lossy(&local_sum.stdout).split_whitespace().next()
+            String::from_utf8_lossy(&local_sum.stdout)
+                .split_whitespace()
+                .next()
         );
-        session.write_file(&format!("{remote}.small"), b"small").await.unwrap();
-        assert_eq!(session.read_file(&format!("{remote}.small")).await.unwrap(), b"small");
+        session
+            .write_file(&format!("{remote}.small"), b"small")
+            .await
+            .unwrap();
+        assert_eq!(
+            session.read_file(&format!("{remote}.small")).await.unwrap(),
+            b"small"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -869,10 +1042,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_changed_host_key_is_refused_under_accept_new() {
-        let Some(mut sshd) = Sshd::running() else { return };
+        let Some(mut sshd) = Sshd::running() else {
+            return;
+        };
         let options = sshd.key_options();
         connect(&sshd.address(), &options).await.unwrap();
-        assert!(options.known_hosts.exists(), "the new host key was remembered");
+        assert!(
+            options.known_hosts.exists(),
+            "the new host key was remembered"
+        );
         sshd.stop();
         std::fs::remove_file(sshd.dir.path().join("host_key")).unwrap();
         std::fs::remove_file(sshd.dir.path().join("host_key.pub")).unwrap();
@@ -883,7 +1061,13 @@ mod tests {
         let mut strict = options.clone();
         strict.host_key_policy = HostKeyPolicy::Strict;
         strict.known_hosts = sshd.dir.path().join("empty_known_hosts");
-        assert!(connect(&sshd.address(), &strict).await.unwrap_err().to_string().contains("strict"));
+        assert!(
+            connect(&sshd.address(), &strict)
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("strict")
+        );
         let mut off = options.clone();
         off.host_key_policy = HostKeyPolicy::Off;
         assert!(connect(&sshd.address(), &off).await.is_ok());

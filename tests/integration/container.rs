@@ -224,3 +224,55 @@ fn missing_image_and_network_are_clear_errors() {
     );
     assert!(dir.inventory().is_empty());
 }
+
+#[test]
+fn container_with_sshd_is_reached_over_ssh() {
+    let Some((_dir, prefix)) = engine_dir("sshd") else {
+        return;
+    };
+    let has_image = Command::new("podman")
+        .args(["image", "exists", "localhost/broker-sshd:latest"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_image {
+        assert!(
+            std::env::var_os("BROKER_REQUIRE_SSHD").is_none(),
+            "BROKER_REQUIRE_SSHD is set but localhost/broker-sshd is missing; run scripts/setup-sshd-image"
+        );
+        eprintln!("SKIPPED: no localhost/broker-sshd image; run scripts/setup-sshd-image");
+        return;
+    }
+    let settings = format!(
+        "Container:\n  name_prefix: {prefix}\nssh:\n  host_username: root\n  host_password: broker-test-password\n  host_connection_timeout: 60\n"
+    );
+    let dir = BrokerDir::new(&settings);
+    let out = dir.ok(&[
+        "checkout",
+        "--container-host",
+        "broker-sshd",
+        "--ports",
+        "22",
+        "-o",
+        "json",
+    ]);
+    let hosts: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let hostname = hosts[0]["hostname"].as_str().unwrap().to_owned();
+    assert!(hostname.starts_with("localhost:"), "{hostname}");
+    // SSH_CONNECTION is set only in an SSH session, not in a container exec.
+    let via = dir.ok(&["ssh", &hostname, "--", "echo \"$SSH_CONNECTION\""]);
+    assert!(via.trim().ends_with(" 22"), "not over SSH: {via:?}");
+    assert!(
+        dir.ok(&["ssh", "0", "--", "uname", "-a"])
+            .starts_with("Linux")
+    );
+    assert_eq!(
+        dir.run(&["ssh", "0", "--", "exit 9"]).status.code(),
+        Some(9)
+    );
+    assert!(
+        dir.path().join("known_hosts").exists(),
+        "the host key was remembered"
+    );
+    dir.ok(&["checkin", "--all"]);
+    assert!(containers(&prefix).is_empty());
+}
