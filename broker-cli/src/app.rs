@@ -113,7 +113,11 @@ fn run(command: Command, log_level: Option<LogLevel>, emitter: &mut Emitter) -> 
             path: "<runtime>".into(),
             source: e,
         })?;
-    runtime.block_on(dispatch(command, settings, emitter))
+    let result = runtime.block_on(dispatch(command, settings, emitter));
+    // A read of the terminal may still be blocked in the background (after `broker ssh HOST`): don't
+    // wait for it.
+    runtime.shutdown_background();
+    result
 }
 
 async fn dispatch(command: Command, settings: Settings, emitter: &mut Emitter) -> Result<i32> {
@@ -618,16 +622,10 @@ async fn ssh(broker: &Broker, a: SshArgs, emitter: &mut Emitter) -> Result<i32> 
             )));
         }
     };
-    if a.command.is_empty() {
-        return Err(Error::NotImplemented {
-            provider: record.provider().unwrap_or("this provider").to_owned(),
-            operation: format!(
-                "interactive shells yet; run a command (`broker ssh {} -- uname -a`)",
-                a.host
-            ),
-        });
-    }
     let host = broker.attach(record)?;
+    if a.command.is_empty() {
+        return interactive_shell(&host).await;
+    }
     let command = a.command.join(" ");
     let timeout = a
         .timeout
@@ -648,6 +646,39 @@ async fn ssh(broker: &Broker, a: SshArgs, emitter: &mut Emitter) -> Result<i32> 
     let out = interruptible(host.execute_streaming(&command, timeout, &sink)).await?;
     emitter.emit("output", &out);
     Ok(out.status.clamp(0, 255))
+}
+
+/// `broker ssh HOST` with no command: a shell with a PTY, the local terminal in raw mode meanwhile.
+async fn interactive_shell(host: &broker_core::Host) -> Result<i32> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    let size = terminal_size::terminal_size()
+        .map(|(w, h)| (u32::from(w.0), u32::from(h.0)))
+        .unwrap_or((80, 24));
+    // Raw mode only when stdin is a terminal; restored however the shell ends.
+    let saved = if stdin.is_terminal() {
+        let saved = rustix::termios::tcgetattr(&stdin)
+            .map_err(|e| Error::io("reading terminal mode", "<stdin>", e.into()))?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw)
+            .map_err(|e| Error::io("setting terminal mode", "<stdin>", e.into()))?;
+        Some(saved)
+    } else {
+        None
+    };
+    let status = host
+        .interactive(
+            Box::new(tokio::io::stdin()),
+            Box::new(tokio::io::stdout()),
+            size,
+        )
+        .await;
+    if let Some(saved) = saved {
+        let _restored =
+            rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &saved);
+    }
+    Ok(status?.clamp(0, 255))
 }
 
 fn config(cmd: ConfigCommand, settings: &Settings) -> Result<i32> {

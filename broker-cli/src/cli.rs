@@ -109,7 +109,7 @@ pub enum Command {
     Config(ConfigCommand),
     /// Clean up records left `pending` or `releasing` by a crash or a kill.
     Recover(RecoverArgs),
-    /// Run a command on a host: `broker ssh HOST -- uname -a` (exits with the command's status).
+    /// Run a command on a host (`broker ssh HOST -- uname -a`, exits with its status), or open a shell.
     Ssh(SshArgs),
 }
 
@@ -121,7 +121,8 @@ pub struct SshArgs {
     /// Give up (and stop the command) after this long, e.g. `30s`.
     #[arg(long)]
     pub timeout: Option<String>,
-    /// The command and its arguments (joined with spaces and run by the host's shell).
+    /// The command and its arguments (joined with spaces and run by the host's shell); none: an
+    /// interactive shell with a terminal (hosts reached over SSH).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }

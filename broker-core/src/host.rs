@@ -562,6 +562,19 @@ impl Host {
             .await
     }
 
+    /// Opens an interactive shell on the host (see [`Session::interactive`]).
+    ///
+    /// # Errors
+    /// A session error, or [`Error::NotImplemented`] when the session has no PTYs.
+    pub async fn interactive(
+        &self,
+        input: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        output: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+        size: (u32, u32),
+    ) -> Result<i32> {
+        self.session().await?.interactive(input, output, size).await
+    }
+
     /// Reads a file from the host.
     ///
     /// # Errors

@@ -79,6 +79,25 @@ pub trait Session: Send + Sync + fmt::Debug {
         Ok(out)
     }
 
+    /// Opens an interactive shell with a PTY of `size` (columns, rows), copying `input` to it and its
+    /// output to `output` until it exits; returns its exit status. The caller owns the terminal (raw
+    /// mode, restoring it).
+    ///
+    /// # Errors
+    /// [`Error::NotImplemented`] for sessions without PTYs; transport failures.
+    async fn interactive(
+        &self,
+        input: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        output: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+        size: (u32, u32),
+    ) -> Result<i32> {
+        let _ = (input, output, size);
+        Err(Error::NotImplemented {
+            provider: format!("{self:?}"),
+            operation: "interactive shells".into(),
+        })
+    }
+
     /// Reads a whole file from the host.
     ///
     /// # Errors

@@ -691,6 +691,59 @@ impl Session for SshSession {
             .map_err(|e| Error::io("writing", local, e))
     }
 
+    async fn interactive(
+        &self,
+        mut input: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        mut output: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+        (cols, rows): (u32, u32),
+    ) -> Result<i32> {
+        use tokio::io::AsyncReadExt;
+        let mut channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| host_error(&self.name, format!("opening a channel: {e}")))?;
+        let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
+        channel
+            .request_pty(true, &term, cols, rows, 0, 0, &[])
+            .await
+            .map_err(|e| host_error(&self.name, format!("requesting a terminal: {e}")))?;
+        channel
+            .request_shell(true)
+            .await
+            .map_err(|e| host_error(&self.name, format!("starting a shell: {e}")))?;
+        let mut buffer = vec![0u8; 4096];
+        let mut input_open = true;
+        let mut status = None;
+        loop {
+            tokio::select! {
+                read = input.read(&mut buffer), if input_open => match read {
+                    Ok(0) | Err(_) => {
+                        input_open = false;
+                        let _eof = channel.eof().await;
+                    }
+                    Ok(n) => {
+                        if channel.data_bytes(buffer[..n].to_vec()).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+                msg = channel.wait() => match msg {
+                    Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
+                        let written = output.write_all(&data).await.and(output.flush().await);
+                        if written.is_err() {
+                            break;
+                        }
+                    }
+                    Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status as i32),
+                    Some(_) => {}
+                    None => break,
+                },
+            }
+        }
+        status.ok_or_else(|| host_error(&self.name, "the shell ended without an exit status"))
+    }
+
     async fn close(&self) -> Result<()> {
         self.handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")

@@ -273,6 +273,33 @@ fn container_with_sshd_is_reached_over_ssh() {
         dir.path().join("known_hosts").exists(),
         "the host key was remembered"
     );
+    // No command: an interactive shell with a terminal (driven here through `script`'s PTY).
+    let mut shell = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} ssh 0; echo broker-rc=$?", crate::util::BROKER),
+            "/dev/null",
+        ])
+        .env("BROKER_DIRECTORY", dir.path())
+        .env("HOME", dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = shell.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        std::thread::sleep(Duration::from_secs(2));
+        let _typed = input.write_all(b"echo typed-$((40+2))\r");
+        std::thread::sleep(Duration::from_secs(1));
+        let _typed = input.write_all(b"exit 3\r");
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let out = shell.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("typed-42"), "{text}");
+    assert!(text.contains("broker-rc=3"), "{text}");
     dir.ok(&["checkin", "--all"]);
     assert!(containers(&prefix).is_empty());
 }
