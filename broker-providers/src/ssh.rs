@@ -334,10 +334,12 @@ pub async fn connect(hostname: &str, options: &SshOptions) -> Result<SshSession>
         let remaining = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(100));
-        let attempt = tokio::time::timeout(
-            remaining,
-            client::connect(Arc::clone(&config), (host.as_str(), port), check),
-        )
+        let attempt = tokio::time::timeout(remaining, async {
+            let stream = open_tcp(&host, port, options)
+                .await
+                .map_err(russh::Error::from)?;
+            client::connect_stream(Arc::clone(&config), stream, check).await
+        })
         .await;
         match attempt {
             Ok(Ok(handle)) => break handle,
@@ -385,6 +387,42 @@ pub async fn connect(hostname: &str, options: &SshOptions) -> Result<SshSession>
         channels: tokio::sync::Semaphore::new(8),
         sftp: tokio::sync::OnceCell::new(),
     })
+}
+
+/// A TCP connection to the host, trying its addresses in the preferred order: IPv6 first with
+/// `host_ipv6` (and only IPv6 unless `host_ipv4_fallback`), else IPv4 first.
+async fn open_tcp(
+    host: &str,
+    port: u16,
+    options: &SshOptions,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let mut addresses: Vec<std::net::SocketAddr> =
+        tokio::net::lookup_host((host, port)).await?.collect();
+    addresses.sort_by_key(|a| a.is_ipv6() != options.ipv6);
+    if options.ipv6 && !options.ipv4_fallback {
+        addresses.retain(std::net::SocketAddr::is_ipv6);
+    }
+    let mut last = std::io::Error::new(
+        std::io::ErrorKind::AddrNotAvailable,
+        format!(
+            "{host} has no {}address",
+            if options.ipv6 && !options.ipv4_fallback {
+                "IPv6 "
+            } else {
+                ""
+            }
+        ),
+    );
+    for address in addresses {
+        match tokio::net::TcpStream::connect(address).await {
+            Ok(stream) => {
+                let _nodelay = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Key file, then password, then agent; the error names each method that was tried.
@@ -1076,6 +1114,19 @@ mod tests {
         for out in futures_util::future::join_all(checks).await {
             assert!(out.unwrap().success());
         }
+    }
+
+    #[tokio::test]
+    async fn ipv6_only_refuses_an_ipv4_only_host() {
+        let Some(sshd) = Sshd::running() else { return };
+        let mut options = sshd.key_options();
+        options.ipv6 = true;
+        options.ipv4_fallback = false;
+        options.connection_timeout = Duration::from_millis(300);
+        assert!(connect(&sshd.address(), &options).await.is_err());
+        options.ipv4_fallback = true;
+        options.connection_timeout = Duration::from_secs(10);
+        assert!(connect(&sshd.address(), &options).await.is_ok());
     }
 
     #[tokio::test]
