@@ -626,6 +626,28 @@ impl SshSession {
             .await
     }
 
+    /// Streams `source` into the remote file `path`, creating its parent directory.
+    async fn write_from(
+        &self,
+        path: &str,
+        source: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
+    ) -> Result<()> {
+        self.ensure_parent(path).await?;
+        let mut target = self
+            .sftp()
+            .await?
+            .create(path)
+            .await
+            .map_err(|e| host_error(&self.name, format!("creating {path}: {e}")))?;
+        tokio::io::copy(source, &mut target)
+            .await
+            .map_err(|e| host_error(&self.name, format!("writing {path}: {e}")))?;
+        target
+            .shutdown()
+            .await
+            .map_err(|e| host_error(&self.name, format!("closing {path}: {e}")))
+    }
+
     async fn ensure_parent(&self, path: &str) -> Result<()> {
         let Some((parent, _)) = path.rsplit_once('/') else {
             return Ok(());
@@ -670,39 +692,14 @@ impl Session for SshSession {
     }
 
     async fn write_file(&self, path: &str, contents: &[u8]) -> Result<()> {
-        self.ensure_parent(path).await?;
-        let mut file = self
-            .sftp()
-            .await?
-            .create(path)
-            .await
-            .map_err(|e| host_error(&self.name, format!("creating {path}: {e}")))?;
-        file.write_all(contents)
-            .await
-            .map_err(|e| host_error(&self.name, format!("writing {path}: {e}")))?;
-        file.shutdown()
-            .await
-            .map_err(|e| host_error(&self.name, format!("closing {path}: {e}")))
+        self.write_from(path, &mut &contents[..]).await
     }
 
     async fn upload(&self, local: &Path, remote: &str) -> Result<()> {
-        self.ensure_parent(remote).await?;
         let mut source = tokio::fs::File::open(local)
             .await
             .map_err(|e| Error::io("reading", local, e))?;
-        let mut target = self
-            .sftp()
-            .await?
-            .create(remote)
-            .await
-            .map_err(|e| host_error(&self.name, format!("creating {remote}: {e}")))?;
-        tokio::io::copy(&mut source, &mut target)
-            .await
-            .map_err(|e| host_error(&self.name, format!("writing {remote}: {e}")))?;
-        target
-            .shutdown()
-            .await
-            .map_err(|e| host_error(&self.name, format!("closing {remote}: {e}")))
+        self.write_from(remote, &mut source).await
     }
 
     async fn download(&self, remote: &str, local: &Path) -> Result<()> {
