@@ -353,20 +353,25 @@ impl ContainerProvider {
         labels
     }
 
-    /// Finds the containers of a record: by name; for records still `pending`, or without a name, by
-    /// the record-identity label too.
+    /// Finds the containers of a record. A record that is `ready` (or written by another tool) names
+    /// its container. A record still `pending` may name a container that was never made — and that
+    /// name may meanwhile belong to another host — so only containers carrying its identity label count.
     async fn containers_of(&self, record: &HostRecord) -> Result<Vec<String>> {
-        let mut found: Vec<String> = record.name().map(str::to_owned).into_iter().collect();
-        if !found.is_empty() && record.state() != broker_core::HostState::Pending {
-            return Ok(found);
+        if record.state() != broker_core::HostState::Pending
+            && let Some(name) = record.name()
+        {
+            return Ok(vec![name.to_owned()]);
         }
         let label = format!("{LABEL_RECORD}={}", record.id());
-        for container in self.list_containers(Some(("label", &label))).await? {
-            if let Some(id) = container.get("Id").and_then(serde_json::Value::as_str) {
-                found.push(id.to_owned());
-            }
-        }
-        Ok(found)
+        let labelled = self.list_containers(Some(("label", &label))).await?;
+        Ok(labelled
+            .iter()
+            .filter_map(|c| {
+                c.get("Id")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            })
+            .collect())
     }
 
     /// `GET /containers/json?all=1`, read as plain JSON. bollard's typed summary rejects states other
@@ -1504,6 +1509,38 @@ mod tests {
             Some(format!("localhost:{ssh_port}").as_str())
         );
         host.checkin().await.unwrap();
+        assert!(containers_named(&broker, &prefix).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn real_engine_failed_checkout_never_removes_another_hosts_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = prefix("clash");
+        let Some(broker) = engine_broker(dir.path(), &prefix).await else {
+            return;
+        };
+        // Both hosts ask for the same name: the second create fails, and its clean-up must not remove
+        // the first host's container, which has that name.
+        let name = format!("{prefix}_fixed");
+        let err = broker
+            .checkout(
+                CheckoutRequest::new()
+                    .arg("container_host", "broker-busybox")
+                    .arg("name", name.as_str())
+                    .count(2)
+                    .keep_partial(true),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::CheckoutFailed { kept, .. } if kept.len() == 1),
+            "{err}"
+        );
+        assert_eq!(containers_named(&broker, &prefix).await, vec![name]);
+        let kept = broker.inventory().list().unwrap();
+        assert_eq!(kept.len(), 1);
+        let outcomes = broker.checkin(kept, false).await;
+        assert!(outcomes.iter().all(|o| o.result.is_ok()));
         assert!(containers_named(&broker, &prefix).await.is_empty());
     }
 }
