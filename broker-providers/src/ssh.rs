@@ -433,15 +433,16 @@ async fn authenticate(
 ) -> Result<()> {
     let user = options.username.clone();
     let mut tried: Vec<String> = Vec::new();
+    // The RSA signature hash the server accepts: asked once, used for the key file and agent keys.
+    let hash = handle
+        .best_supported_rsa_hash()
+        .await
+        .ok()
+        .flatten()
+        .flatten();
     if let Some(path) = &options.key_filename {
         match russh::keys::load_secret_key(path, None) {
             Ok(key) => {
-                let hash = handle
-                    .best_supported_rsa_hash()
-                    .await
-                    .ok()
-                    .flatten()
-                    .flatten();
                 let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
                 match handle.authenticate_publickey(user.clone(), key).await {
                     Ok(r) if r.success() => return Ok(()),
@@ -468,12 +469,6 @@ async fn authenticate(
             Ok(identities) => {
                 let mut accepted = false;
                 for identity in identities {
-                    let hash = handle
-                        .best_supported_rsa_hash()
-                        .await
-                        .ok()
-                        .flatten()
-                        .flatten();
                     if let Ok(r) = handle
                         .authenticate_publickey_with(
                             user.clone(),
