@@ -555,6 +555,13 @@ async fn providers(broker: &Broker, a: ProvidersArgs, emitter: &mut Emitter) -> 
         }
         query.insert(Value::from(key), value);
     }
+    // Providers that list many results apply these themselves (before their default limit).
+    if let Some(filter) = &a.results_filter {
+        query.insert("results_filter".into(), Value::from(filter.as_str()));
+    }
+    if let Some(limit) = a.results_limit {
+        query.insert("results_limit".into(), Value::from(limit as u64));
+    }
     let mut result =
         interruptible(broker.provider_help(kind.name(), instance.as_deref(), &query)).await?;
     if let Value::Sequence(items) = &mut result {

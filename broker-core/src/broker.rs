@@ -706,6 +706,11 @@ impl BrokerInner {
                     Some(i) => e.with_instance(i),
                     None => e,
                 };
+                let kept = ctx.take_kept();
+                if !kept.is_empty() {
+                    self.keep_failed(&provider, record, kept, &e).await;
+                    return Err(e);
+                }
                 // The provider may have left something tagged with the record's identity behind.
                 match provider.checkin(&record).await {
                     Ok(()) => {
@@ -749,6 +754,43 @@ impl BrokerInner {
         }
         tracing::info!(host = %record.display_name(), "checked out");
         Ok(record)
+    }
+
+    /// Records the hosts a failed checkout left and the provider asked to keep: the first in the
+    /// intent record, the others as records of their own, all `ready` and marked `deploy_failed`.
+    async fn keep_failed(
+        &self,
+        provider: &Arc<dyn Provider>,
+        mut record: HostRecord,
+        kept: Vec<Mapping>,
+        error: &Error,
+    ) {
+        let reason = crate::error::chain(error);
+        let mut records = Vec::with_capacity(kept.len());
+        for (n, fields) in kept.into_iter().enumerate() {
+            let mut r = if n == 0 {
+                record.clone()
+            } else {
+                HostRecord::pending(provider.name(), provider.instance(), record.args())
+            };
+            let id = r.id();
+            r.merge(fields);
+            r.set(fields::ID, id.as_str());
+            r.set(fields::PROVIDER, provider.name());
+            if let Some(i) = provider.instance() {
+                r.set(fields::PROVIDER_INSTANCE, i);
+            }
+            r.set("deploy_failed", true);
+            r.set(fields::LAST_ERROR, reason.clone());
+            r.set_state(HostState::Ready);
+            tracing::warn!(host = %r.display_name(), "kept a host of a failed checkout in the inventory; check it in when done with it");
+            records.push(r);
+        }
+        if let Err(e) = self.put_many(records).await {
+            tracing::error!("recording the hosts a failed checkout left failed: {e}");
+            record.set(fields::LAST_ERROR, reason);
+            let _ = self.put(record).await;
+        }
     }
 
     /// One host back: mark releasing → provider → remove the record.

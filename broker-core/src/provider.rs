@@ -115,6 +115,7 @@ pub struct CheckoutContext<'a> {
     record_id: &'a RecordId,
     args: &'a Mapping,
     index: usize,
+    kept: std::sync::Mutex<Vec<Mapping>>,
 }
 
 impl<'a> CheckoutContext<'a> {
@@ -124,6 +125,7 @@ impl<'a> CheckoutContext<'a> {
             record_id,
             args,
             index,
+            kept: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -145,6 +147,28 @@ impl<'a> CheckoutContext<'a> {
     /// Which host of the request this is (0-based).
     pub fn index(&self) -> usize {
         self.index
+    }
+
+    /// Asks broker to keep a host that a *failed* checkout left behind, instead of cleaning up.
+    ///
+    /// Call it before returning the error from [`Provider::checkout`]. Broker then records each kept
+    /// host in the inventory (the first in the intent record, marked `deploy_failed: true`, with the
+    /// error), so the user can look at it and check it in later, and does not call
+    /// [`Provider::checkin`] on the intent record. Used for AnsibleTower's
+    /// `dangling_behavior: store`.
+    pub fn keep_failed(&self, fields: Mapping) {
+        match self.kept.lock() {
+            Ok(mut kept) => kept.push(fields),
+            Err(poisoned) => poisoned.into_inner().push(fields),
+        }
+    }
+
+    /// The hosts [`CheckoutContext::keep_failed`] was given, taking them.
+    pub fn take_kept(&self) -> Vec<Mapping> {
+        match self.kept.lock() {
+            Ok(mut kept) => std::mem::take(&mut *kept),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
     }
 }
 

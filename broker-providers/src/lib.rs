@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `test-provider` (default) | [`TestProvider`](test_provider) | `test_action` |
 //! | `container` (default) | [`Container`](container) (Docker, Podman) | `container_host`, `container_app` |
+//! | `ansible-tower` (default) | [`AnsibleTower`](ansible_tower) (AWX, AAP) | `workflow`, `job_template` |
 //! | `ssh` (default) | [SSH sessions](ssh) for hosts reached over SSH | — |
 //!
 //! [`registry`] returns every provider compiled in; hand it to [`broker_core::Broker::new`].
@@ -18,6 +19,8 @@
 
 use broker_core::ProviderRegistry;
 
+#[cfg(feature = "ansible-tower")]
+pub mod ansible_tower;
 #[cfg(feature = "container")]
 pub mod container;
 #[cfg(any(feature = "container", feature = "ssh"))]
@@ -31,6 +34,8 @@ pub mod test_provider;
 pub fn registry() -> ProviderRegistry {
     #[allow(unused_mut)]
     let mut registry = ProviderRegistry::new();
+    #[cfg(feature = "ansible-tower")]
+    registry.register(ansible_tower::KIND);
     #[cfg(feature = "container")]
     registry.register(container::KIND);
     #[cfg(feature = "test-provider")]

@@ -1,0 +1,739 @@
+//! The AWX / AAP REST client: base-path detection, authentication, temporary tokens, pagination and
+//! error mapping.
+//!
+//! Every request runs on one background runtime of its own (see [`io`]), so that the client works
+//! whatever runtime — or none — the caller has: a host guard may check its host in from a drop
+//! worker long after the runtime that made the connection pool is gone.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use broker_core::secrecy::{ExposeSecret, SecretString};
+use broker_core::{Error, Result};
+use reqwest::Method;
+use serde_json::{Value as Json, json};
+
+/// Largest page AWX grants (`MAX_PAGE_SIZE`).
+pub(crate) const PAGE_SIZE: usize = 200;
+
+/// How the TLS certificate of the server is checked.
+#[derive(Debug, Clone)]
+pub(crate) enum Verify {
+    /// Against the system's trust store.
+    System,
+    /// Not at all (`verify: false`).
+    Off,
+    /// Against the system store plus this PEM bundle (`verify: /path/ca.pem`).
+    Bundle(PathBuf),
+}
+
+/// What the settings say about credentials.
+pub(crate) enum Credentials {
+    Token(SecretString),
+    Password {
+        username: String,
+        password: SecretString,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Token(_) => f.write_str("Token(***)"),
+            Credentials::Password { username, .. } => {
+                write!(f, "Password {{ username: {username:?}, password: *** }}")
+            }
+        }
+    }
+}
+
+/// How requests are authenticated once connected.
+enum Auth {
+    Bearer(SecretString),
+    Temporary(Arc<TempToken>),
+    Basic {
+        username: String,
+        password: SecretString,
+    },
+}
+
+impl Auth {
+    fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Auth::Bearer(token) => request.bearer_auth(token.expose_secret()),
+            Auth::Temporary(t) => request.bearer_auth(t.token.expose_secret()),
+            Auth::Basic { username, password } => {
+                request.basic_auth(username, Some(password.expose_secret()))
+            }
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Auth::Bearer(_) => "token",
+            Auth::Temporary(_) => "temporary token",
+            Auth::Basic { .. } => "password",
+        }
+    }
+}
+
+/// A failed request, before it becomes a broker [`Error`].
+#[derive(Debug)]
+pub(crate) enum ApiError {
+    /// No answer: refused, reset, timed out.
+    Transport { url: String, message: String },
+    /// An answer with an error status.
+    Status {
+        status: u16,
+        method: String,
+        url: String,
+        detail: String,
+    },
+    /// An answer that is not the JSON expected.
+    Decode { url: String, message: String },
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Transport { url, message } => write!(f, "{url} did not answer: {message}"),
+            ApiError::Status {
+                status,
+                method,
+                url,
+                detail,
+            } => write!(f, "{method} {url} answered {status}: {detail}"),
+            ApiError::Decode { url, message } => {
+                write!(
+                    f,
+                    "{url} answered something that is not AWX's JSON: {message}"
+                )
+            }
+        }
+    }
+}
+
+impl ApiError {
+    /// Worth riding out while a job runs: no answer, a 5xx, or a 403 blip.
+    pub(crate) fn transient(&self) -> bool {
+        match self {
+            ApiError::Transport { .. } => true,
+            ApiError::Status { status, .. } => *status >= 500 || *status == 403,
+            ApiError::Decode { .. } => false,
+        }
+    }
+
+    /// The HTTP status, when there was an answer.
+    pub(crate) fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The broker error, saying what broker was doing.
+    pub(crate) fn into_error(self, doing: &str) -> Error {
+        match &self {
+            ApiError::Status { status: 401, .. } => Error::Authentication {
+                message: format!(
+                    "AnsibleTower refused the credentials while {doing} ({self}); check `token`, or \
+                     `username` and `password`, of this instance in broker_settings.yaml"
+                ),
+            },
+            ApiError::Status { status: 403, .. } => Error::Permission {
+                message: format!("{doing}: {self}"),
+            },
+            _ => Error::provider(super::NAME, format!("{doing}: {self}")),
+        }
+    }
+}
+
+pub(crate) type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// The runtime every request of this provider runs on, started on first use.
+fn io() -> Option<&'static tokio::runtime::Handle> {
+    static IO: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
+    IO.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("broker-awx-io".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))
+            .ok()?;
+        Some(handle)
+    })
+    .as_ref()
+}
+
+/// Sends a request on the I/O runtime and reads the whole answer.
+async fn exchange(request: reqwest::RequestBuilder) -> ApiResult<(u16, bytes::Bytes, String)> {
+    let work = async move {
+        let response = request.send().await.map_err(|e| ApiError::Transport {
+            url: e.url().map(|u| u.to_string()).unwrap_or_default(),
+            message: transport_message(&e),
+        })?;
+        let status = response.status().as_u16();
+        let url = response.url().to_string();
+        let body = response.bytes().await.map_err(|e| ApiError::Transport {
+            url: url.clone(),
+            message: transport_message(&e),
+        })?;
+        Ok((status, body, url))
+    };
+    match io() {
+        Some(handle) => match handle.spawn(work).await {
+            Ok(result) => result,
+            Err(e) => Err(ApiError::Transport {
+                url: String::new(),
+                message: format!("the request task failed: {e}"),
+            }),
+        },
+        None => work.await,
+    }
+}
+
+fn transport_message(e: &reqwest::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+/// The readable part of an AWX error body: `detail`, the first field error, or the text.
+fn detail(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let parsed: Option<Json> = serde_json::from_slice(body).ok();
+    let found = parsed.as_ref().and_then(|v| {
+        if let Some(d) = v.get("detail").and_then(Json::as_str) {
+            return Some(d.to_owned());
+        }
+        let map = v.as_object()?;
+        let (field, errors) = map.iter().next()?;
+        let first = match errors {
+            Json::Array(items) => items.first().map(json_text).unwrap_or_default(),
+            other => json_text(other),
+        };
+        Some(if field == "__all__" {
+            first
+        } else {
+            format!("{field}: {first}")
+        })
+    });
+    let mut out = found.unwrap_or_else(|| text.trim().to_owned());
+    if out.len() > 400 {
+        let mut cut = 400;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    if out.is_empty() {
+        "(no body)".into()
+    } else {
+        out
+    }
+}
+
+pub(crate) fn json_text(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        Json::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// A connected client for one AWX / AAP instance.
+pub(crate) struct Api {
+    http: reqwest::Client,
+    root: String,
+    base: String,
+    aap25: bool,
+    auth: Auth,
+    username: String,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("root", &self.root)
+            .field("base", &self.base)
+            .field("auth", &self.auth.kind())
+            .field("username", &self.username)
+            .finish()
+    }
+}
+
+/// Connection settings of one instance.
+#[derive(Debug)]
+pub(crate) struct ConnectOptions {
+    pub base_url: String,
+    pub credentials: Credentials,
+    pub aap_version: Option<String>,
+    pub verify: Verify,
+    pub request_timeout: Duration,
+}
+
+impl Api {
+    /// Connects: finds the API's base path, authenticates (creating a temporary token for a
+    /// password login) and learns the user's name.
+    pub(crate) async fn connect(options: &ConnectOptions) -> Result<Api> {
+        let http = client(&options.verify, options.request_timeout)?;
+        let root = options.base_url.trim_end_matches('/').to_owned();
+        let (base, aap25) = detect_base(&http, &root, options.aap_version.as_deref()).await?;
+        tracing::debug!(%root, %base, "AnsibleTower API located");
+        let mut api = Api {
+            http,
+            root,
+            base,
+            aap25,
+            auth: Auth::Basic {
+                username: String::new(),
+                password: SecretString::from(String::new()),
+            },
+            username: String::new(),
+        };
+        api.auth = match &options.credentials {
+            Credentials::Token(token) => Auth::Bearer(token.clone()),
+            Credentials::Password { username, password } => {
+                api.password_auth(username, password).await?
+            }
+        };
+        let me = api
+            .get("me/", &[])
+            .await
+            .map_err(|e| e.into_error("checking the login (GET me/)"))?;
+        api.username = me
+            .pointer("/results/0/username")
+            .and_then(Json::as_str)
+            .map(str::to_owned)
+            .or_else(|| match &options.credentials {
+                Credentials::Password { username, .. } => Some(username.clone()),
+                Credentials::Token(_) => None,
+            })
+            .unwrap_or_default();
+        tracing::debug!(user = %api.username, auth = api.auth.kind(), "logged in to AnsibleTower");
+        Ok(api)
+    }
+
+    /// A temporary token for a password login, shared with every instance of this process that logs
+    /// in to the same server as the same user; Basic auth when the server refuses tokens.
+    async fn password_auth(&self, username: &str, password: &SecretString) -> Result<Auth> {
+        tracing::warn!(
+            "AnsibleTower: logging in with a password; a personal `token` in the settings is preferred"
+        );
+        if let Some(shared) = TempToken::shared(&self.root, username) {
+            return Ok(Auth::Temporary(shared));
+        }
+        let description = format!("Broker temp {}", random_letters(10));
+        let request = self
+            .http
+            .request(Method::POST, self.url("tokens/"))
+            .basic_auth(username, Some(password.expose_secret()))
+            .json(&json!({"description": description, "application": null, "scope": "write"}));
+        match decode(exchange(request).await, "POST") {
+            Ok(created) => {
+                let (Some(id), Some(token)) = (
+                    created.get("id").and_then(Json::as_u64),
+                    created.get("token").and_then(Json::as_str),
+                ) else {
+                    tracing::warn!(
+                        "AnsibleTower answered the token request without a token; using the password for every request"
+                    );
+                    return Ok(basic(username, password));
+                };
+                let temp = Arc::new(TempToken {
+                    token: SecretString::from(token.to_owned()),
+                    url: self.url(&format!("tokens/{id}/")),
+                    description,
+                    http: self.http.clone(),
+                });
+                TempToken::share(&self.root, username, &temp);
+                tracing::info!(
+                    id,
+                    "created a temporary AnsibleTower token; it is deleted when broker is done"
+                );
+                Ok(Auth::Temporary(temp))
+            }
+            Err(e) if e.status() == Some(401) => {
+                Err(e.into_error(&format!("logging in as `{username}`")))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "AnsibleTower refused a temporary token ({e}); using the password for every request"
+                );
+                Ok(basic(username, password))
+            }
+        }
+    }
+
+    /// The logged-in user.
+    pub(crate) fn username(&self) -> &str {
+        &self.username
+    }
+
+    /// The web UI's address of a job: `kind` is `workflow` or `playbook`.
+    pub(crate) fn ui_url(&self, kind: &str, id: u64) -> String {
+        let prefix = if self.aap25 { "execution" } else { "#" };
+        format!("{}/{prefix}/jobs/{kind}/{id}/output", self.root)
+    }
+
+    /// A full URL from a path relative to the API base (`inventories/`), an absolute path
+    /// (`/api/v2/jobs/4/`, as `related` links and `next` give them) or a full URL.
+    pub(crate) fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_owned()
+        } else if path.starts_with('/') {
+            format!("{}{path}", self.root)
+        } else {
+            format!("{}{}{path}", self.root, self.base)
+        }
+    }
+
+    /// The API path (`/api/v2/…`) of a path relative to the base.
+    pub(crate) fn path(&self, relative: &str) -> String {
+        format!("{}{relative}", self.base)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Json>,
+    ) -> ApiResult<Json> {
+        let mut request = self
+            .http
+            .request(method.clone(), self.url(path))
+            .header(reqwest::header::ACCEPT, "application/json");
+        if !query.is_empty() {
+            request = request.query(query);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request = self.auth.apply(request);
+        decode(exchange(request).await, method.as_str())
+    }
+
+    /// `GET` one object or page.
+    pub(crate) async fn get(&self, path: &str, query: &[(&str, String)]) -> ApiResult<Json> {
+        self.send(Method::GET, path, query, None).await
+    }
+
+    /// `POST` a JSON body.
+    pub(crate) async fn post(&self, path: &str, body: &Json) -> ApiResult<Json> {
+        self.send(Method::POST, path, &[], Some(body)).await
+    }
+
+    /// Every result of a list endpoint, following `next` page by page (at most `limit`).
+    pub(crate) async fn get_all(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        limit: Option<usize>,
+    ) -> ApiResult<Vec<Json>> {
+        let mut q: Vec<(&str, String)> = query.to_vec();
+        let size = limit.unwrap_or(PAGE_SIZE).clamp(1, PAGE_SIZE);
+        q.push(("page_size", size.to_string()));
+        let mut page = self.get(path, &q).await?;
+        let mut out = Vec::new();
+        loop {
+            if let Some(Json::Array(items)) = page.get_mut("results").map(Json::take) {
+                out.extend(items);
+            }
+            if limit.is_some_and(|l| out.len() >= l) {
+                out.truncate(limit.unwrap_or(usize::MAX));
+                break;
+            }
+            match page.get("next").and_then(Json::as_str) {
+                Some(next) if !next.is_empty() => {
+                    let next = next.to_owned();
+                    page = self.get(&next, &[]).await?;
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn basic(username: &str, password: &SecretString) -> Auth {
+    Auth::Basic {
+        username: username.to_owned(),
+        password: password.clone(),
+    }
+}
+
+fn decode(answer: ApiResult<(u16, bytes::Bytes, String)>, method: &str) -> ApiResult<Json> {
+    let (status, body, url) = answer?;
+    if !(200..300).contains(&status) {
+        return Err(ApiError::Status {
+            status,
+            method: method.to_owned(),
+            url,
+            detail: detail(&body),
+        });
+    }
+    if body.is_empty() {
+        return Ok(Json::Null);
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
+        url,
+        message: e.to_string(),
+    })
+}
+
+fn client(verify: &Verify, timeout: Duration) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("broker/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(15))
+        .timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(50));
+    match verify {
+        Verify::System => {}
+        Verify::Off => {
+            tracing::warn!("AnsibleTower: TLS certificates are not checked (`verify: false`)");
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        Verify::Bundle(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| Error::io("reading the CA bundle named by `verify`", path, e))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::configuration(format!(
+                    "AnsibleTower `verify: {}` is not a PEM bundle of CA certificates: {e}",
+                    path.display()
+                ))
+            })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+    }
+    builder.build().map_err(|e| {
+        Error::configuration(format!("AnsibleTower: cannot set up the HTTP client: {e}"))
+    })
+}
+
+/// Finds the API base: `aap_version` when set (2.5 and later live under `/api/controller/v2/`),
+/// else the API root's answer (`available_versions` on AWX and older AAP; the gateway's `apis` on
+/// AAP 2.5).
+async fn detect_base(
+    http: &reqwest::Client,
+    root: &str,
+    aap_version: Option<&str>,
+) -> Result<(String, bool)> {
+    if let Some(version) = aap_version.map(str::trim).filter(|v| !v.is_empty()) {
+        let mut parts = version.split('.').map(|p| p.trim().parse::<u32>());
+        match (parts.next(), parts.next()) {
+            (Some(Ok(major)), minor) => {
+                let minor = minor.and_then(|m| m.ok()).unwrap_or(0);
+                return Ok(if (major, minor) >= (2, 5) {
+                    ("/api/controller/v2/".into(), true)
+                } else {
+                    ("/api/v2/".into(), false)
+                });
+            }
+            _ => tracing::warn!(
+                "AnsibleTower `aap_version: {version}` is not a version like 2.4 or 2.5; asking the server"
+            ),
+        }
+    }
+    let request = http
+        .request(Method::GET, format!("{root}/api/"))
+        .header(reqwest::header::ACCEPT, "application/json");
+    let probe = decode(exchange(request).await, "GET");
+    match probe {
+        Ok(answer) => {
+            if let Some(v2) = answer
+                .pointer("/available_versions/v2")
+                .and_then(Json::as_str)
+            {
+                return Ok((with_slash(v2), false));
+            }
+            if let Some(controller) = answer.pointer("/apis/controller").and_then(Json::as_str) {
+                return Ok((format!("{}v2/", with_slash(controller)), true));
+            }
+            Ok(("/api/controller/v2/".into(), true))
+        }
+        Err(e @ ApiError::Transport { .. }) => Err(Error::provider(
+            super::NAME,
+            format!("cannot reach `{root}` ({e}); check `base_url` and that the server is up"),
+        )),
+        Err(e) => Err(Error::provider(
+            super::NAME,
+            format!(
+                "`{root}/api/` does not look like AWX or Ansible Automation Platform ({e}); check \
+                 `base_url`, or set `aap_version`"
+            ),
+        )),
+    }
+}
+
+fn with_slash(path: &str) -> String {
+    if path.ends_with('/') {
+        path.to_owned()
+    } else {
+        format!("{path}/")
+    }
+}
+
+fn random_letters(n: usize) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::with_capacity(n);
+    let mut seed = std::collections::hash_map::RandomState::new().build_hasher();
+    seed.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    let mut x = seed.finish() | 1;
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push(char::from(b'a' + (x % 26) as u8));
+    }
+    out
+}
+
+/// A token broker made from a password login. It is deleted from the server when the last
+/// provider using it is dropped (the CLI drops its providers on every way out, Ctrl-C included).
+pub(crate) struct TempToken {
+    token: SecretString,
+    url: String,
+    description: String,
+    http: reqwest::Client,
+}
+
+type SharedTokens = Mutex<Vec<(String, String, Weak<TempToken>)>>;
+
+fn shared_tokens() -> &'static SharedTokens {
+    static TOKENS: OnceLock<SharedTokens> = OnceLock::new();
+    TOKENS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+impl TempToken {
+    fn shared(root: &str, username: &str) -> Option<Arc<TempToken>> {
+        let tokens = shared_tokens().lock().ok()?;
+        tokens
+            .iter()
+            .filter(|(r, u, _)| r == root && u == username)
+            .find_map(|(_, _, weak)| weak.upgrade())
+    }
+
+    fn share(root: &str, username: &str, token: &Arc<TempToken>) {
+        if let Ok(mut tokens) = shared_tokens().lock() {
+            tokens.retain(|(_, _, w)| w.strong_count() > 0);
+            tokens.push((root.to_owned(), username.to_owned(), Arc::downgrade(token)));
+        }
+    }
+}
+
+impl Drop for TempToken {
+    fn drop(&mut self) {
+        let request = self
+            .http
+            .request(Method::DELETE, &self.url)
+            .bearer_auth(self.token.expose_secret())
+            .timeout(Duration::from_secs(10));
+        let (done, wait) = std::sync::mpsc::channel();
+        let work = async move {
+            let _ = done.send(decode(exchange(request).await, "DELETE"));
+        };
+        match io() {
+            Some(handle) => {
+                handle.spawn(work);
+            }
+            None => return,
+        }
+        match wait.recv_timeout(Duration::from_secs(12)) {
+            Ok(Ok(_)) => {
+                tracing::info!(token = %self.description, "deleted the temporary AnsibleTower token")
+            }
+            Ok(Err(e)) if e.status() == Some(404) => {}
+            Ok(Err(e)) => tracing::warn!(
+                "could not delete the temporary AnsibleTower token `{}` ({e}); delete it in the UI under your user's tokens",
+                self.description
+            ),
+            Err(_) => tracing::warn!(
+                "timed out deleting the temporary AnsibleTower token `{}`; delete it in the UI under your user's tokens",
+                self.description
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detail_prefers_awx_messages() {
+        assert_eq!(detail(br#"{"detail": "Not found."}"#), "Not found.");
+        assert_eq!(
+            detail(br#"{"__all__": ["Label with this Name and Organization already exists."]}"#),
+            "Label with this Name and Organization already exists."
+        );
+        assert_eq!(
+            detail(br#"{"inventory": ["Invalid pk \"9\" - object does not exist."]}"#),
+            "inventory: Invalid pk \"9\" - object does not exist."
+        );
+        assert_eq!(
+            detail(b"<html>Bad Gateway</html>"),
+            "<html>Bad Gateway</html>"
+        );
+        assert_eq!(detail(b""), "(no body)");
+    }
+
+    #[test]
+    fn transient_errors_are_the_ones_worth_waiting_for() {
+        let status = |status| ApiError::Status {
+            status,
+            method: "GET".into(),
+            url: "u".into(),
+            detail: String::new(),
+        };
+        assert!(status(502).transient());
+        assert!(status(403).transient());
+        assert!(!status(404).transient());
+        assert!(!status(401).transient());
+        assert!(
+            ApiError::Transport {
+                url: "u".into(),
+                message: "reset".into()
+            }
+            .transient()
+        );
+        assert_eq!(status(401).into_error("x").exit_code(), 5);
+        assert_eq!(status(403).into_error("x").exit_code(), 6);
+        assert_eq!(status(500).into_error("x").exit_code(), 7);
+    }
+
+    #[test]
+    fn random_letters_are_letters() {
+        let a = random_letters(10);
+        assert_eq!(a.len(), 10);
+        assert!(a.chars().all(|c| c.is_ascii_lowercase()));
+    }
+
+    #[test]
+    fn credentials_never_show_secrets() {
+        let c = Credentials::Password {
+            username: "alice".into(),
+            password: SecretString::from("hunter2".to_owned()),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let t = Credentials::Token(SecretString::from("tok-123".to_owned()));
+        assert!(!format!("{t:?}").contains("tok-123"));
+    }
+}

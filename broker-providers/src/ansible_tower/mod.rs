@@ -1,0 +1,1105 @@
+//! `AnsibleTower`: hosts made by AWX / Ansible Automation Platform workflows.
+//!
+//! A checkout launches a workflow (e.g. `deploy-rhel`) with every argument as an extra var, waits for
+//! it, and builds the host from the artifacts its jobs set: `_broker_facts` (hostname from the fact
+//! ending in `fqdn`, name from `name` or `vm_provisioned`, type from the fact ending in `host_type`)
+//! and `_broker_args`. Check-in launches the `release_workflow` (`remove-vm`) with `source_vm`,
+//! extend the `extend_workflow` (`extend-vm`) with `target_vm` and `new_expire_time`. Hosts are
+//! reached over SSH (feature `ssh`).
+//!
+//! # Settings (`AnsibleTower:` in `broker_settings.yaml`, per instance under `instances:`)
+//! | key | default | |
+//! |---|---|---|
+//! | `base_url` | required | `https://tower.example.com/` |
+//! | `token` | — | a personal access token (preferred) |
+//! | `username`, `password` | — | a password login: broker makes a temporary token, shares it with every instance of the process that logs in the same way, and deletes it when done |
+//! | `aap_version` | probe | `2.5` and later use `/api/controller/v2/`; otherwise `/api/` is asked |
+//! | `inventory` | template's | inventory name or id to launch into |
+//! | `release_workflow` / `extend_workflow` | `remove-vm` / `extend-vm` | |
+//! | `new_expire_time` | `+172800` | for extend |
+//! | `workflow_timeout` | 3600 | seconds a job may take |
+//! | `workflow_poll_interval` | 5 | seconds between polls (fractions allowed) |
+//! | `max_resilient_wait` | 7200 | seconds of connection errors, 5xx and 403 answers ridden out while polling |
+//! | `results_limit` | 20 | default limit of discovery lists |
+//! | `error_scope` | `last` | `last`: the newest failure reason; anything else: all |
+//! | `dangling_behavior` | `checkin` | hosts a failed workflow made: `checkin`, `store` (keep in the inventory with `deploy_failed: true`) or `prompt` (ask on a terminal; `store` without one) |
+//! | `provider_labels` | — | `k: v` labels put on every job (with the top-level `provider_labels`) |
+//! | `verify` | `true` | `false` skips TLS checks; a path adds a PEM CA bundle |
+//!
+//! # No host is lost
+//! Every launch carries the intent record's id in the extra var `_broker_record_id`. A checkout
+//! that fails, times out or is interrupted is cleaned up from its intent record: a job still
+//! running is canceled, and the VMs its successful jobs made (`vm_name` artifacts, or the finished
+//! host) are released. After a crash, `broker recover` finds the job by that id.
+
+mod api;
+mod jobs;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use broker_core::provider::HelpOption;
+use broker_core::{
+    CheckoutContext, Error, HostRecord, HostState, Mapping, Provider, ProviderConfig, ProviderKind,
+    Result, Value,
+};
+use futures_util::StreamExt;
+use serde_json::{Value as Json, json};
+
+use api::{Api, ConnectOptions, Credentials, Verify, json_text};
+use jobs::{Finished, Kind, Launched, Reason, host_fields, to_yaml};
+
+/// The provider's name, as the inventory records it.
+pub const NAME: &str = "AnsibleTower";
+
+/// The registration of the AnsibleTower provider.
+pub const KIND: ProviderKind =
+    ProviderKind::new(NAME, "AWX / Ansible Automation Platform workflows", build)
+        .checkout_actions(&["workflow"])
+        .execute_actions(&["workflow", "job_template"])
+        .help_options(&[
+            HelpOption {
+                name: "workflows",
+                takes_value: false,
+                help: "Workflows you can launch",
+            },
+            HelpOption {
+                name: "workflow",
+                takes_value: true,
+                help: "A workflow's description, default inventory and extra vars",
+            },
+            HelpOption {
+                name: "job_templates",
+                takes_value: false,
+                help: "Job templates you can launch",
+            },
+            HelpOption {
+                name: "job_template",
+                takes_value: true,
+                help: "A job template's description, default inventory and extra vars",
+            },
+            HelpOption {
+                name: "inventories",
+                takes_value: false,
+                help: "Inventories you can see",
+            },
+            HelpOption {
+                name: "inventory",
+                takes_value: true,
+                help: "One inventory",
+            },
+            HelpOption {
+                name: "templates",
+                takes_value: false,
+                help: "Deployable templates (the `list-templates` workflow's artifacts)",
+            },
+            HelpOption {
+                name: "flavors",
+                takes_value: false,
+                help: "VM flavors (the `list-flavors` workflow's artifacts)",
+            },
+            HelpOption {
+                name: "tower_inventory",
+                takes_value: true,
+                help: "Filter results by the specified inventory",
+            },
+        ]);
+
+fn build(config: ProviderConfig) -> Result<std::sync::Arc<dyn Provider>> {
+    Ok(std::sync::Arc::new(Tower::new(config)?))
+}
+
+/// What to do with hosts a failed workflow made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dangling {
+    Checkin,
+    Store,
+    Prompt,
+}
+
+/// The settings of one instance, read once.
+#[derive(Debug, Clone)]
+pub(crate) struct TowerSettings {
+    pub inventory: Option<String>,
+    pub release_workflow: String,
+    pub extend_workflow: String,
+    pub new_expire_time: String,
+    pub workflow_timeout: Duration,
+    pub poll_interval: Duration,
+    pub max_resilient_wait: Duration,
+    pub results_limit: usize,
+    pub error_scope_last: bool,
+    pub dangling: Dangling,
+    pub provider_labels: Mapping,
+}
+
+/// What this process knows about the launch made for an intent record.
+#[derive(Debug, Clone)]
+pub(crate) enum LaunchNote {
+    /// Nothing was sent to AWX yet: nothing to clean up.
+    NotLaunched,
+    /// The launch request was sent; whether AWX made a job is unknown until asked.
+    Sent,
+    /// AWX runs (or ran) this job.
+    Launched(Launched),
+    /// The job's outcome was handled (its dangling hosts checked in or kept): nothing left to do.
+    Settled,
+}
+
+/// The provider for one configured instance.
+pub(crate) struct Tower {
+    config: ProviderConfig,
+    settings: TowerSettings,
+    connect: ConnectOptions,
+    api: tokio::sync::OnceCell<Api>,
+    launches: Mutex<HashMap<String, LaunchNote>>,
+    /// A "for all" answer (`cA` / `sA`) to the dangling-host question.
+    sticky: Mutex<Option<Dangling>>,
+    prompt: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Tower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnsibleTower")
+            .field("instance", &self.config.instance())
+            .field("base_url", &self.connect.base_url)
+            .field("credentials", &self.connect.credentials)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl Tower {
+    fn new(config: ProviderConfig) -> Result<Tower> {
+        let base_url = config.require_str("base_url")?;
+        let where_ = match config.instance() {
+            Some(i) => format!("AnsibleTower instance `{i}`"),
+            None => "AnsibleTower".to_owned(),
+        };
+        let credentials = match (
+            config
+                .secret("token")
+                .filter(|t| !broker_core::secrecy::ExposeSecret::expose_secret(t).is_empty()),
+            config.get_str("username").filter(|u| !u.is_empty()),
+            config
+                .secret("password")
+                .filter(|p| !broker_core::secrecy::ExposeSecret::expose_secret(p).is_empty()),
+        ) {
+            (Some(token), _, _) => Credentials::Token(token),
+            (None, Some(username), Some(password)) => Credentials::Password { username, password },
+            _ => {
+                return Err(Error::configuration(format!(
+                    "{where_} needs `token`, or `username` and `password`; set them in broker_settings.yaml \
+                     or BROKER_ANSIBLETOWER__TOKEN"
+                )));
+            }
+        };
+        let verify = match config.get("verify") {
+            None | Some(Value::Null) | Some(Value::Bool(true)) => Verify::System,
+            Some(Value::Bool(false)) => Verify::Off,
+            Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" | "" => Verify::System,
+                "false" | "no" | "0" => Verify::Off,
+                _ => {
+                    let path = std::path::PathBuf::from(s);
+                    Verify::Bundle(if path.is_relative() {
+                        config.directory().join(path)
+                    } else {
+                        path
+                    })
+                }
+            },
+            Some(other) => {
+                return Err(Error::configuration(format!(
+                    "{where_} `verify` must be true, false or a CA bundle path, not {}",
+                    serde_yaml::to_string(other).unwrap_or_default().trim()
+                )));
+            }
+        };
+        let dangling = match config
+            .get_str("dangling_behavior")
+            .unwrap_or_else(|| "checkin".into())
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "checkin" => Dangling::Checkin,
+            "store" => Dangling::Store,
+            "prompt" => Dangling::Prompt,
+            other => {
+                return Err(Error::configuration(format!(
+                    "{where_} `dangling_behavior: {other}` is not one of checkin, store, prompt"
+                )));
+            }
+        };
+        let workflow_timeout = jobs::seconds(config.get("workflow_timeout"), 3600.0);
+        let settings = TowerSettings {
+            inventory: config.get_str("inventory").filter(|s| !s.is_empty()),
+            release_workflow: config
+                .get_str("release_workflow")
+                .unwrap_or_else(|| "remove-vm".into()),
+            extend_workflow: config
+                .get_str("extend_workflow")
+                .unwrap_or_else(|| "extend-vm".into()),
+            new_expire_time: config
+                .get_str("new_expire_time")
+                .unwrap_or_else(|| "+172800".into()),
+            workflow_timeout,
+            poll_interval: jobs::seconds(config.get("workflow_poll_interval"), 5.0)
+                .max(Duration::from_millis(10)),
+            max_resilient_wait: jobs::seconds(config.get("max_resilient_wait"), 7200.0),
+            results_limit: config.get_u64("results_limit").unwrap_or(20) as usize,
+            error_scope_last: config
+                .get_str("error_scope")
+                .is_none_or(|s| s.eq_ignore_ascii_case("last")),
+            dangling,
+            provider_labels: config.provider_labels(),
+        };
+        let connect = ConnectOptions {
+            base_url,
+            credentials,
+            aap_version: config.get_str("aap_version"),
+            verify,
+            request_timeout: Duration::from_secs(120),
+        };
+        Ok(Tower {
+            config,
+            settings,
+            connect,
+            api: tokio::sync::OnceCell::new(),
+            launches: Mutex::new(HashMap::new()),
+            sticky: Mutex::new(None),
+            prompt: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The connected client, made on first use and shared by every call of this instance.
+    async fn api(&self) -> Result<&Api> {
+        let api = self
+            .api
+            .get_or_try_init(|| Api::connect(&self.connect))
+            .await;
+        api.map_err(|e| match self.config.instance() {
+            Some(i) => e.with_instance(i),
+            None => e,
+        })
+    }
+
+    pub(crate) fn instance_suffix(&self) -> String {
+        self.config
+            .instance()
+            .map(|i| format!("::{i}"))
+            .unwrap_or_default()
+    }
+
+    fn error(&self, message: String) -> Error {
+        let e = Error::provider(NAME, message);
+        match self.config.instance() {
+            Some(i) => e.with_instance(i),
+            None => e,
+        }
+    }
+
+    pub(crate) fn note(&self, record: &str, note: LaunchNote) {
+        lock(&self.launches).insert(record.to_owned(), note);
+    }
+
+    fn settle(&self, record: &str) {
+        self.note(record, LaunchNote::Settled);
+    }
+
+    /// Launches and waits; a failed job becomes an error with its reasons. The job is noted
+    /// against the intent record of `ctx`.
+    async fn run(
+        &self,
+        api: &Api,
+        kind: Kind,
+        name: &str,
+        args: Mapping,
+        ctx: Option<&CheckoutContext<'_>>,
+    ) -> Result<Finished> {
+        let record = ctx.map(|c| c.record_id().as_str());
+        let launched = self.launch(api, kind, name, args, record).await?;
+        if let Some(record) = record {
+            self.note(record, LaunchNote::Launched(launched.clone()));
+        }
+        let finished = self.wait(api, &launched).await?;
+        if finished.succeeded() {
+            return Ok(finished);
+        }
+        let reasons = self.failure_reasons(api, &finished).await;
+        Err(self.failure(&finished, &reasons, &[]))
+    }
+
+    /// As [`Tower::run`], and the hosts a failed workflow left are checked in or kept as
+    /// `dangling_behavior` says (kept through `ctx`).
+    async fn run_handling_dangling(
+        &self,
+        api: &Api,
+        kind: Kind,
+        name: &str,
+        args: Mapping,
+        ctx: Option<&CheckoutContext<'_>>,
+    ) -> Result<Finished> {
+        let record = ctx.map(|c| c.record_id().as_str());
+        let launched = self.launch(api, kind, name, args, record).await?;
+        if let Some(record) = record {
+            self.note(record, LaunchNote::Launched(launched.clone()));
+        }
+        let finished = self.wait(api, &launched).await?;
+        if finished.succeeded() {
+            return Ok(finished);
+        }
+        let reasons = self.failure_reasons(api, &finished).await;
+        let mut notes = Vec::new();
+        let auto_checked_in = reasons
+            .iter()
+            .any(|r| r.reason.contains("was automatically checked-in"));
+        if !auto_checked_in {
+            for vm in self.dangling_vms(api, &finished).await {
+                let choice = self.dangling_choice(&vm, &reasons).await;
+                notes.push(self.handle_dangling(api, &vm, choice, ctx).await);
+            }
+        }
+        if let Some(ctx) = ctx {
+            self.settle(ctx.record_id().as_str());
+        }
+        Err(self.failure(&finished, &reasons, &notes))
+    }
+
+    /// The error of a failed job: status, reasons, what happened to the hosts it left, its URL.
+    fn failure(&self, finished: &Finished, reasons: &[Reason], notes: &[String]) -> Error {
+        let launched = &finished.launched;
+        let mut message = format!(
+            "{} `{}` (job {}) {}: {}",
+            launched.kind.label(),
+            launched.template,
+            launched.id,
+            finished.status(),
+            reasons
+                .iter()
+                .map(Reason::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        for note in notes {
+            message.push_str("; ");
+            message.push_str(note);
+        }
+        message.push_str(&format!("; see {}", launched.ui_url));
+        self.error(message)
+    }
+
+    async fn dangling_choice(&self, vm: &str, reasons: &[Reason]) -> Dangling {
+        if let Some(sticky) = *lock(&self.sticky) {
+            return sticky;
+        }
+        if self.settings.dangling != Dangling::Prompt {
+            return self.settings.dangling;
+        }
+        let _one_question_at_a_time = self.prompt.lock().await;
+        if let Some(sticky) = *lock(&self.sticky) {
+            return sticky;
+        }
+        let vm = vm.to_owned();
+        let reason = reasons.first().map(Reason::to_string).unwrap_or_default();
+        let answer = tokio::task::spawn_blocking(move || ask_dangling(&vm, &reason))
+            .await
+            .ok()
+            .flatten();
+        match answer.as_deref() {
+            Some("c") => Dangling::Checkin,
+            Some("s") => Dangling::Store,
+            Some("cA") => {
+                *lock(&self.sticky) = Some(Dangling::Checkin);
+                Dangling::Checkin
+            }
+            Some("sA") => {
+                *lock(&self.sticky) = Some(Dangling::Store);
+                Dangling::Store
+            }
+            _ => {
+                tracing::warn!(
+                    "dangling_behavior is `prompt` but nobody can answer (no terminal); storing the host"
+                );
+                Dangling::Store
+            }
+        }
+    }
+
+    /// Checks a dangling host in or keeps it; says what happened.
+    async fn handle_dangling(
+        &self,
+        api: &Api,
+        vm: &str,
+        choice: Dangling,
+        ctx: Option<&CheckoutContext<'_>>,
+    ) -> String {
+        tracing::warn!("the failed workflow left host `{vm}`");
+        match (choice, ctx) {
+            (Dangling::Store, Some(ctx)) => {
+                let mut fields = self.stored_host(api, vm).await;
+                fields.insert("deploy_failed".into(), Value::Bool(true));
+                ctx.keep_failed(fields);
+                format!(
+                    "host `{vm}` it left is kept in the inventory (deploy_failed); check it in when done"
+                )
+            }
+            _ => {
+                let mut args = Mapping::new();
+                args.insert("source_vm".into(), Value::from(vm));
+                match self.release_vm(api, vm, args).await {
+                    Ok(()) => format!("host `{vm}` it left was checked in"),
+                    Err(e) => format!(
+                        "host `{vm}` it left could not be checked in ({}); run `broker execute --workflow {} --source-vm {vm}`",
+                        broker_core::error::chain(&e),
+                        self.settings.release_workflow
+                    ),
+                }
+            }
+        }
+    }
+
+    /// The inventory fields of a host as AWX knows it (upstream's stored dangling host).
+    async fn stored_host(&self, api: &Api, vm: &str) -> Mapping {
+        let found = api.get("hosts/", &[("name", vm.to_owned())]).await;
+        match found.ok().and_then(|f| f.pointer("/results/0").cloned()) {
+            Some(host) => {
+                let inventory = host
+                    .pointer("/summary_fields/inventory/name")
+                    .map(json_text);
+                self.compile_host(api, &host, inventory).await
+            }
+            None => {
+                let mut m = Mapping::new();
+                m.insert("name".into(), Value::from(vm));
+                m.insert("type".into(), Value::from("host"));
+                m
+            }
+        }
+    }
+
+    /// Upstream's host record from an AWX host: its variables, facts and broker facts.
+    async fn compile_host(&self, api: &Api, host: &Json, inventory: Option<String>) -> Mapping {
+        let name = host.get("name").map(json_text).unwrap_or_default();
+        let variables: Json = match host.get("variables") {
+            Some(Json::String(s)) if !s.trim().is_empty() => serde_json::from_str(s)
+                .or_else(|_| serde_yaml::from_str::<Json>(s))
+                .unwrap_or(Json::Null),
+            Some(Json::Object(m)) => Json::Object(m.clone()),
+            _ => Json::Null,
+        };
+        let facts = match host
+            .pointer("/related/ansible_facts")
+            .and_then(Json::as_str)
+        {
+            Some(url) => match api.get(url, &[]).await {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!("unable to get the facts of {name}: {e}");
+                    Json::Null
+                }
+            },
+            None => Json::Null,
+        };
+        let truthy = |v: &&Json| {
+            !matches!(v, Json::Null | Json::Bool(false)) && !v.as_str().is_some_and(str::is_empty)
+        };
+        let mut m = Mapping::new();
+        if let Some(bf) = facts.get("_broker_facts").and_then(Json::as_object) {
+            for (k, v) in bf.iter().filter(|(_, v)| truthy(v)) {
+                m.insert(Value::from(k.as_str()), to_yaml(v));
+            }
+        }
+        let hostname = variables
+            .get("fqdn")
+            .or_else(|| facts.get("ansible_fqdn"))
+            .or_else(|| variables.pointer("/openstack/metadata/fqdn"))
+            .map(json_text)
+            .filter(|s| !s.is_empty());
+        m.insert("name".into(), Value::from(name.as_str()));
+        m.insert(
+            "type".into(),
+            Value::from(
+                host.get("type")
+                    .map(json_text)
+                    .unwrap_or_else(|| "host".into()),
+            ),
+        );
+        m.insert(
+            "hostname".into(),
+            hostname.map(Value::from).unwrap_or(Value::Null),
+        );
+        if let Some(ip) = variables.get("ansible_host").map(json_text) {
+            m.insert("ip".into(), Value::from(ip));
+        }
+        if let Some(inv) = inventory {
+            m.insert("tower_inventory".into(), Value::from(inv));
+        }
+        m.insert("_broker_provider".into(), Value::from(NAME));
+        if let Some(i) = self.config.instance() {
+            m.insert("_broker_provider_instance".into(), Value::from(i));
+        }
+        let args: serde_json::Map<String, Json> = facts
+            .get("_broker_args")
+            .and_then(Json::as_object)
+            .map(|a| {
+                a.iter()
+                    .filter(|(_, v)| truthy(v))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        m.insert("_broker_args".into(), to_yaml(&Json::Object(args)));
+        for (field, fact) in [
+            ("os_distribution", "ansible_distribution"),
+            ("os_distribution_version", "ansible_distribution_version"),
+        ] {
+            if let Some(v) = facts.get(fact).filter(|v| truthy(v)) {
+                m.insert(Value::from(field), to_yaml(v));
+            }
+        }
+        if let Some(nics) = facts
+            .get("ansible_interfaces")
+            .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+        {
+            let mut devices = Mapping::new();
+            devices.insert("nics".into(), to_yaml(nics));
+            m.insert("reported_devices".into(), Value::Mapping(devices));
+        }
+        m
+    }
+
+    /// Runs the release workflow for one VM.
+    async fn release_vm(&self, api: &Api, vm: &str, mut args: Mapping) -> Result<()> {
+        let workflow = self.settings.release_workflow.clone();
+        args.insert("workflow".into(), Value::from(workflow.as_str()));
+        args.insert("source_vm".into(), Value::from(vm));
+        self.run(api, Kind::Workflow, &workflow, args, None)
+            .await
+            .map(|_| tracing::info!("released `{vm}` through `{workflow}`"))
+    }
+
+    /// The arguments of a release or extend: the recorded ones without the checkout's own, and the
+    /// recorded inventory as the launch inventory.
+    fn follow_up_args(record: &HostRecord) -> Mapping {
+        let mut args = record.args();
+        for key in [
+            "workflow",
+            "job_template",
+            "artifacts",
+            "_broker_extra_vars",
+            "_broker_record_id",
+            "source_vm",
+            "target_vm",
+            "count",
+            "_count",
+        ] {
+            args.shift_remove(key);
+        }
+        let inventory = args
+            .shift_remove("tower_inventory")
+            .filter(|v| !v.is_null())
+            .or_else(|| {
+                record
+                    .get("tower_inventory")
+                    .cloned()
+                    .filter(|v| !v.is_null())
+            });
+        if let Some(inv) = inventory {
+            args.insert("inventory".into(), inv);
+        }
+        args
+    }
+
+    /// Finds the job a pending record's checkout launched: from this process's memory, else by the
+    /// record id it carried in its extra vars.
+    async fn launch_of(&self, api: &Api, record: &HostRecord) -> Result<Option<Launched>> {
+        let id = record.id();
+        let known = lock(&self.launches).get(id.as_str()).cloned();
+        match known {
+            Some(LaunchNote::Launched(l)) => return Ok(Some(l)),
+            Some(LaunchNote::NotLaunched | LaunchNote::Settled) => return Ok(None),
+            Some(LaunchNote::Sent) | None => {}
+        }
+        let found = api
+            .get(
+                "workflow_jobs/",
+                &[
+                    ("extra_vars__contains", id.as_str().to_owned()),
+                    ("order_by", "-id".to_owned()),
+                ],
+            )
+            .await
+            .map_err(|e| {
+                e.into_error(&format!(
+                    "looking for the job of unfinished checkout {}",
+                    id.as_str()
+                ))
+            })?;
+        let Some(job) = found.pointer("/results/0") else {
+            return Ok(None);
+        };
+        let job_id = job.get("id").and_then(Json::as_u64).unwrap_or_default();
+        Ok(Some(Launched {
+            kind: Kind::Workflow,
+            id: job_id,
+            template: job.get("name").map(json_text).unwrap_or_default(),
+            inventory: None,
+            api_url: api.url(&api.path(&format!("workflow_jobs/{job_id}/"))),
+            ui_url: api.ui_url("workflow", job_id),
+        }))
+    }
+
+    /// Whether this process knows that a pending record needs no clean-up at AWX.
+    fn nothing_to_clean(&self, record: &HostRecord) -> bool {
+        matches!(
+            lock(&self.launches).get(record.id().as_str()),
+            Some(LaunchNote::NotLaunched | LaunchNote::Settled)
+        )
+    }
+
+    /// Cleans up after a checkout that never became `ready`: cancels its job if it still runs, then
+    /// releases what it made.
+    async fn checkin_pending(&self, api: &Api, record: &HostRecord) -> Result<()> {
+        let Some(launched) = self.launch_of(api, record).await? else {
+            tracing::debug!(
+                record = record.id().as_str(),
+                "no job was launched for this checkout"
+            );
+            return Ok(());
+        };
+        let current = api
+            .get(&api.path(&launched.path()), &[])
+            .await
+            .map_err(|e| e.into_error(&format!("reading job {}", launched.id)))?;
+        let status = current.get("status").and_then(Json::as_str).unwrap_or("");
+        if !matches!(status, "successful" | "failed" | "error" | "canceled") {
+            self.cancel(api, &launched).await?;
+        }
+        let finished = self.wait(api, &launched).await?;
+        let mut vms = self.dangling_vms(api, &finished).await;
+        if finished.succeeded()
+            && let Ok(artifacts) = self.artifacts(api, &finished, "last").await
+            && let Ok(fields) = host_fields(&artifacts, &launched, &record.args())
+            && let Some(name) = fields
+                .get("name")
+                .and_then(Value::as_str)
+                .or_else(|| fields.get("hostname").and_then(Value::as_str))
+            && !vms.iter().any(|v| v == name)
+        {
+            vms.push(name.to_owned());
+        }
+        let args = Self::follow_up_args(record);
+        let mut failures = Vec::new();
+        for vm in &vms {
+            if let Err(e) = self.release_vm(api, vm, args.clone()).await {
+                failures.push(format!("{vm}: {}", broker_core::error::chain(&e)));
+            }
+        }
+        self.settle(record.id().as_str());
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(self.error(format!(
+                "could not release what unfinished checkout job {} made: {}",
+                launched.id,
+                failures.join("; ")
+            )))
+        }
+    }
+
+    /// `--templates` / `--flavors`: runs the listing workflow and reads its artifacts.
+    async fn listing(
+        &self,
+        api: &Api,
+        workflow: &str,
+        key: &str,
+        inventory: Option<&Value>,
+    ) -> Result<Value> {
+        let mut args = Mapping::new();
+        args.insert("workflow".into(), Value::from(workflow));
+        if let Some(inv) = inventory {
+            args.insert("tower_inventory".into(), inv.clone());
+        }
+        let finished = self.run(api, Kind::Workflow, workflow, args, None).await?;
+        let artifacts = self.artifacts(api, &finished, "merge").await?;
+        let mut items: Vec<String> = artifacts
+            .pointer(&format!("/data_out/{key}"))
+            .and_then(Json::as_array)
+            .map(|a| a.iter().map(json_text).collect())
+            .unwrap_or_default();
+        items.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(Value::Sequence(
+            items.into_iter().map(Value::from).collect(),
+        ))
+    }
+
+    /// A template's description, default inventory and extra vars.
+    async fn describe_template(&self, api: &Api, kind: Kind, name: &str) -> Result<Value> {
+        let t = self.template(api, kind, name).await?;
+        let inventory = t
+            .pointer("/summary_fields/inventory/name")
+            .map(json_text)
+            .map(Value::from)
+            .unwrap_or(Value::Null);
+        let mut m = Mapping::new();
+        m.insert("name".into(), Value::from(name));
+        m.insert(
+            "description".into(),
+            Value::from(t.get("description").map(json_text).unwrap_or_default()),
+        );
+        m.insert("inventory".into(), inventory);
+        m.insert(
+            "extra_vars".into(),
+            Value::Mapping(jobs::template_vars(
+                t.get("extra_vars").and_then(Json::as_str).unwrap_or(""),
+            )),
+        );
+        Ok(Value::Mapping(m))
+    }
+
+    /// Names of the templates of a kind the user may launch.
+    async fn template_names(&self, api: &Api, kind: Kind) -> Result<Vec<String>> {
+        let path = match kind {
+            Kind::Workflow => "workflow_job_templates/",
+            Kind::JobTemplate => "job_templates/",
+        };
+        let all = api
+            .get_all(path, &[("order_by", "name".to_owned())], None)
+            .await
+            .map_err(|e| e.into_error(&format!("listing {}s", kind.label())))?;
+        Ok(all
+            .iter()
+            .filter(|t| {
+                t.pointer("/summary_fields/user_capabilities/start")
+                    .and_then(Json::as_bool)
+                    .unwrap_or(true)
+            })
+            .filter_map(|t| t.get("name").and_then(Json::as_str).map(str::to_owned))
+            .collect())
+    }
+}
+
+/// Asks on the terminal what to do with a host a failed workflow left: `c`, `s`, `cA` or `sA`.
+/// `None` when there is no terminal to ask on.
+fn ask_dangling(vm: &str, reason: &str) -> Option<String> {
+    use std::io::{BufRead, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return None;
+    }
+    let mut err = std::io::stderr();
+    let _ = writeln!(
+        err,
+        "\nThe failed workflow left host `{vm}`.\nFailure reason: {reason}"
+    );
+    loop {
+        let _ = write!(
+            err,
+            "What would you like to do with this host? Checkin (c), Store (s), Checkin All (cA), Store All (sA) [c/s/cA/sA]: "
+        );
+        let _ = err.flush();
+        let mut line = String::new();
+        match stdin.lock().read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        let answer = line.trim();
+        if matches!(answer, "c" | "s" | "cA" | "sA") {
+            return Some(answer.to_owned());
+        }
+        let _ = writeln!(err, "Please answer c, s, cA or sA.");
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for Tower {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn instance(&self) -> Option<&str> {
+        self.config.instance()
+    }
+
+    async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+        self.note(ctx.record_id().as_str(), LaunchNote::NotLaunched);
+        let api = self.api().await?;
+        let mut args = ctx.args().clone();
+        let workflow = args
+            .get("workflow")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| Error::user("no workflow specified; give `--workflow NAME`"))?;
+        let strategy = args
+            .get("artifacts")
+            .and_then(Value::as_str)
+            .unwrap_or("last")
+            .to_owned();
+        args.insert(
+            "_broker_record_id".into(),
+            Value::from(ctx.record_id().as_str()),
+        );
+        let finished = self
+            .run_handling_dangling(api, Kind::Workflow, &workflow, args, Some(ctx))
+            .await?;
+        let artifacts = self.artifacts(api, &finished, &strategy).await?;
+        let fields = host_fields(&artifacts, &finished.launched, ctx.args())
+            .map_err(|e| e.with_instance(self.config.instance().unwrap_or_default()))?;
+        Ok(fields)
+    }
+
+    async fn checkin(&self, host: &HostRecord) -> Result<()> {
+        if host.state() == HostState::Pending && self.nothing_to_clean(host) {
+            return Ok(());
+        }
+        let api = self.api().await?;
+        if host.state() == HostState::Pending {
+            return self.checkin_pending(api, host).await;
+        }
+        let name = host
+            .name()
+            .or_else(|| host.hostname())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                self.error(format!(
+                    "record {} has neither `name` nor `hostname`, so there is no `source_vm` to release",
+                    host.display_name()
+                ))
+            })?;
+        let args = Self::follow_up_args(host);
+        self.release_vm(api, &name, args).await
+    }
+
+    async fn extend(&self, host: &HostRecord, args: &Mapping) -> Result<()> {
+        let api = self.api().await?;
+        let name = host
+            .name()
+            .or_else(|| host.hostname())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                self.error(format!(
+                    "record {} has no name to extend",
+                    host.display_name()
+                ))
+            })?;
+        let mut extra = Mapping::new();
+        extra.insert(
+            "workflow".into(),
+            Value::from(self.settings.extend_workflow.as_str()),
+        );
+        extra.insert("target_vm".into(), Value::from(name.as_str()));
+        let expire = args
+            .get("new_expire_time")
+            .cloned()
+            .filter(|v| !v.is_null())
+            .unwrap_or_else(|| Value::from(self.settings.new_expire_time.as_str()));
+        extra.insert("new_expire_time".into(), expire);
+        if let Some(labels) = args.get("provider_labels").cloned() {
+            extra.insert("provider_labels".into(), labels);
+        }
+        if let Some(inv) = Self::follow_up_args(host).get("inventory").cloned() {
+            extra.insert("inventory".into(), inv);
+        }
+        if let Some(origin) = host.args().get("_broker_origin").cloned() {
+            extra.insert("_broker_origin".into(), origin);
+        }
+        let workflow = self.settings.extend_workflow.clone();
+        self.run(api, Kind::Workflow, &workflow, extra, None)
+            .await?;
+        tracing::info!("extended `{name}` through `{workflow}`");
+        Ok(())
+    }
+
+    async fn execute(&self, args: &Mapping) -> Result<Value> {
+        let api = self.api().await?;
+        let (kind, name) = if let Some(w) = args.get("workflow").and_then(Value::as_str) {
+            (Kind::Workflow, w.to_owned())
+        } else if let Some(j) = args.get("job_template").and_then(Value::as_str) {
+            (Kind::JobTemplate, j.to_owned())
+        } else {
+            return Err(Error::user(
+                "no workflow or job template specified; give `--workflow NAME` or `--job-template NAME`",
+            ));
+        };
+        let strategy = args
+            .get("artifacts")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let finished = self
+            .run_handling_dangling(api, kind, &name, args.clone(), None)
+            .await?;
+        if let Some(strategy) = strategy {
+            return Ok(to_yaml(&self.artifacts(api, &finished, &strategy).await?));
+        }
+        let job = &finished.job;
+        let mut out = serde_json::Map::new();
+        for key in ["id", "name", "type", "status", "artifacts", "result_stdout"] {
+            if let Some(v) = job.get(key) {
+                out.insert(key.into(), v.clone());
+            }
+        }
+        out.insert("url".into(), json!(finished.launched.api_url));
+        out.insert("ui_url".into(), json!(finished.launched.ui_url));
+        Ok(to_yaml(&Json::Object(out)))
+    }
+
+    async fn help(&self, query: &Mapping) -> Result<Value> {
+        let api = self.api().await?;
+        let text = |key: &str| query.get(key).and_then(Value::as_str).map(str::to_owned);
+        let flag = |key: &str| query.get(key).is_some_and(|v| v.as_bool() != Some(false));
+        let limit = query
+            .get("results_limit")
+            .and_then(|v| match v {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            })
+            .map(|n| n as usize)
+            .unwrap_or(self.settings.results_limit);
+        let inventory = query
+            .get("tower_inventory")
+            .filter(|v| v.as_str().is_some());
+        let list: Vec<String> = if let Some(name) = text("workflow") {
+            return self.describe_template(api, Kind::Workflow, &name).await;
+        } else if let Some(name) = text("job_template") {
+            return self.describe_template(api, Kind::JobTemplate, &name).await;
+        } else if let Some(name) = text("inventory") {
+            let (id, name) = self.resolve_inventory(api, &Value::from(name)).await?;
+            let inv = api
+                .get(&format!("inventories/{id}/"), &[])
+                .await
+                .map_err(|e| e.into_error(&format!("reading inventory `{name}`")))?;
+            let mut m = Mapping::new();
+            for key in ["id", "name", "description", "kind", "total_hosts"] {
+                if let Some(v) = inv.get(key) {
+                    m.insert(Value::from(key), to_yaml(v));
+                }
+            }
+            return Ok(Value::Mapping(m));
+        } else if flag("workflows") {
+            self.template_names(api, Kind::Workflow).await?
+        } else if flag("job_templates") {
+            self.template_names(api, Kind::JobTemplate).await?
+        } else if flag("inventories") {
+            api.get_all("inventories/", &[("order_by", "name".to_owned())], None)
+                .await
+                .map_err(|e| e.into_error("listing inventories"))?
+                .iter()
+                .filter(|i| {
+                    i.get("kind")
+                        .and_then(Json::as_str)
+                        .unwrap_or("")
+                        .is_empty()
+                })
+                .filter_map(|i| i.get("name").and_then(Json::as_str).map(str::to_owned))
+                .collect()
+        } else if flag("templates") {
+            return self.filtered(
+                self.listing(api, "list-templates", "list_templates", inventory)
+                    .await?,
+                query,
+                limit,
+            );
+        } else if flag("flavors") {
+            return self.filtered(
+                self.listing(api, "list-flavors", "list_flavors", inventory)
+                    .await?,
+                query,
+                limit,
+            );
+        } else {
+            return Err(Error::usage(
+                "ask AnsibleTower something: --workflows, --workflow NAME, --job-templates, --job-template NAME, \
+                 --inventories, --inventory NAME, --templates or --flavors",
+            ));
+        };
+        self.filtered(
+            Value::Sequence(list.into_iter().map(Value::from).collect()),
+            query,
+            limit,
+        )
+    }
+
+    async fn inventory(&self, filter: Option<&str>) -> Result<Vec<HostRecord>> {
+        let api = self.api().await?;
+        let user = filter.unwrap_or(api.username()).to_owned();
+        let inventories = api
+            .get_all("inventories/", &[], None)
+            .await
+            .map_err(|e| e.into_error("listing inventories"))?;
+        let mut hosts = Vec::new();
+        for inv in inventories.iter().filter(|i| {
+            user == "@ll"
+                || i.get("name")
+                    .and_then(Json::as_str)
+                    .is_some_and(|n| n.contains(user.as_str()))
+        }) {
+            let name = inv.get("name").map(json_text).unwrap_or_default();
+            let path = inv
+                .pointer("/related/hosts")
+                .and_then(Json::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| {
+                    format!(
+                        "inventories/{}/hosts/",
+                        inv.get("id").map(json_text).unwrap_or_default()
+                    )
+                });
+            let found = api
+                .get_all(&path, &[], None)
+                .await
+                .map_err(|e| e.into_error(&format!("listing the hosts of inventory `{name}`")))?;
+            hosts.extend(found.into_iter().map(|h| (h, name.clone())));
+        }
+        tracing::info!(hosts = hosts.len(), user = %user, "compiling AnsibleTower host information");
+        let records = futures_util::stream::iter(hosts)
+            .map(|(host, inv)| async move {
+                HostRecord::from_mapping(self.compile_host(api, &host, Some(inv)).await)
+            })
+            .buffered(8)
+            .collect::<Vec<_>>()
+            .await;
+        Ok(records)
+    }
+
+    async fn connect(&self, host: &HostRecord) -> Result<Box<dyn broker_core::Session>> {
+        #[cfg(feature = "ssh")]
+        {
+            crate::ssh::connect_host(host, &self.config).await
+        }
+        #[cfg(not(feature = "ssh"))]
+        {
+            let _ = host;
+            Err(self.not_implemented("sessions (build with the `ssh` feature)"))
+        }
+    }
+}
+
+impl Tower {
+    /// Applies `results_filter` and the limit to a discovery list.
+    fn filtered(&self, value: Value, query: &Mapping, limit: usize) -> Result<Value> {
+        let Value::Sequence(mut items) = value else {
+            return Ok(value);
+        };
+        if let Some(filter) = query.get("results_filter").and_then(Value::as_str) {
+            let keep = broker_core::filter::Filter::parse(filter, "res")?.select(&items);
+            items = keep
+                .into_iter()
+                .filter_map(|i| items.get(i).cloned())
+                .collect();
+        }
+        items.truncate(limit);
+        Ok(Value::Sequence(items))
+    }
+}
