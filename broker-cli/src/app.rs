@@ -207,7 +207,7 @@ fn request_args(
     nick: Option<String>,
     provider: &ProviderArgs,
 ) -> Result<CheckoutRequest> {
-    let declared: Vec<&str> = broker.registry().all_action_keys().collect();
+    let declared: Vec<&str> = broker.registry().declared_keys().collect();
     let given = args::normalize_declared(args::parse_passthrough(&provider.extra)?, &declared);
     let mut request = CheckoutRequest::new().args(given);
     if let Some(nick) = nick {

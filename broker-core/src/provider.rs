@@ -193,6 +193,7 @@ pub struct ProviderKind {
     about: &'static str,
     checkout_actions: &'static [&'static str],
     execute_actions: &'static [&'static str],
+    arguments: &'static [&'static str],
     help_options: &'static [HelpOption],
     build: BuildProvider,
 }
@@ -205,6 +206,7 @@ impl ProviderKind {
             about,
             checkout_actions: &[],
             execute_actions: &[],
+            arguments: &[],
             help_options: &[],
             build,
         }
@@ -219,6 +221,13 @@ impl ProviderKind {
     /// The argument keys that select this provider for `execute`.
     pub const fn execute_actions(mut self, keys: &'static [&'static str]) -> Self {
         self.execute_actions = keys;
+        self
+    }
+
+    /// Other arguments the provider declares (`tower_inventory`, `new_expire_time`): the command
+    /// line accepts them spelled with dashes too (`--tower-inventory`), as the Python broker did.
+    pub const fn arguments(mut self, keys: &'static [&'static str]) -> Self {
+        self.arguments = keys;
         self
     }
 
@@ -246,6 +255,11 @@ impl ProviderKind {
     /// Execute action keys.
     pub fn execute_action_keys(&self) -> &'static [&'static str] {
         self.execute_actions
+    }
+
+    /// Declared arguments other than action keys.
+    pub fn argument_keys(&self) -> &'static [&'static str] {
+        self.arguments
     }
 
     /// Discovery flags.
@@ -341,6 +355,13 @@ impl ProviderRegistry {
                 .find(|key| args.contains_key(**key))
                 .map(|key| (kind, *key))
         })
+    }
+
+    /// Every key some provider declares: action keys and declared arguments. The command line
+    /// accepts these spelled with dashes.
+    pub fn declared_keys(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.all_action_keys()
+            .chain(self.kinds.iter().flat_map(|k| k.arguments.iter().copied()))
     }
 
     /// Every action key of every provider, e.g. for the `$action` inventory column.

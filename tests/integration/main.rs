@@ -1,5 +1,7 @@
 //! Workspace integration tests: they run the real `broker` binary in temporary broker directories.
 
+#[cfg(feature = "ansible-tower")]
+mod awx;
 mod cli;
 mod concurrency;
 mod container;

@@ -61,6 +61,7 @@ pub const KIND: ProviderKind =
     ProviderKind::new(NAME, "AWX / Ansible Automation Platform workflows", build)
         .checkout_actions(&["workflow"])
         .execute_actions(&["workflow", "job_template"])
+        .arguments(&["tower_inventory", "new_expire_time", "artifacts"])
         .help_options(&[
             HelpOption {
                 name: "workflows",
@@ -791,11 +792,11 @@ impl Tower {
 }
 
 /// Asks on the terminal what to do with a host a failed workflow left: `c`, `s`, `cA` or `sA`.
-/// `None` when there is no terminal to ask on.
+/// `None` when there is no terminal to ask on (or `BROKER_NON_INTERACTIVE` is set).
 fn ask_dangling(vm: &str, reason: &str) -> Option<String> {
     use std::io::{BufRead, Write};
     let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
+    if !stdin.is_terminal() || std::env::var_os("BROKER_NON_INTERACTIVE").is_some() {
         return None;
     }
     let mut err = std::io::stderr();

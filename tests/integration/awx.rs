@@ -1,0 +1,265 @@
+//! `broker` against the AWX simulator (`tests/awx-sim`): the AnsibleTower provider end to end
+//! through the command line.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use awx_sim::{ALICE_PASSWORD, ALICE_TOKEN, Sim, SimOptions};
+
+use crate::util::{BROKER, BrokerDir, stderr, wait_for};
+
+fn settings(sim: &Sim, extra: &str) -> String {
+    format!(
+        "AnsibleTower:\n  base_url: {}\n  token: {ALICE_TOKEN}\n  workflow_poll_interval: 0.02\n{extra}\
+         nicks:\n  rhel9:\n    workflow: deploy-rhel\n    deploy_rhel_version: '9.4'\n",
+        sim.url()
+    )
+}
+
+#[test]
+fn checkout_inventory_extend_checkin() {
+    let sim = Sim::start();
+    let dir = BrokerDir::new(&settings(&sim, ""));
+    let out = dir.run(&[
+        "checkout",
+        "--nick",
+        "rhel9",
+        "--provider-labels",
+        "team=qe",
+        "--tower-inventory",
+        "alice-lab",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        log.contains("API: http://") && log.contains("/api/v2/workflow_jobs/"),
+        "{log}"
+    );
+    assert!(
+        log.contains("UI:  http://") && log.contains("/#/jobs/workflow/"),
+        "{log}"
+    );
+
+    let inventory = dir.inventory();
+    assert_eq!(inventory.len(), 1);
+    let host = &inventory[0];
+    let name = host["name"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("alice-rhel-9.4-"), "{host}");
+    assert_eq!(host["_broker_provider"], "AnsibleTower");
+    assert_eq!(host["tower_inventory"], "alice-lab");
+    assert_eq!(host["_broker_args"]["workflow"], "deploy-rhel");
+    assert!(sim.world().label_names().contains(&"team=qe".to_owned()));
+    // The upstream-style table shows the workflow as the action.
+    let table = dir.ok(&["inventory"]);
+    assert!(
+        table.contains("deploy-rhel") && table.contains(&name),
+        "{table}"
+    );
+
+    dir.ok(&["extend", "0", "--new-expire-time", "+3600"]);
+    assert_eq!(sim.vms()[&name].expire, "+3600");
+    let extend = &sim.world().launches("extend-vm")[0];
+    assert_eq!(extend["target_vm"], name.as_str());
+
+    dir.ok(&["checkin", "0"]);
+    assert!(sim.vms().is_empty(), "remove-vm ran");
+    assert!(dir.inventory().is_empty());
+    let release = &sim.world().launches("remove-vm")[0];
+    assert_eq!(release["source_vm"], name.as_str());
+}
+
+#[test]
+fn exit_codes_name_the_problem() {
+    let sim = Sim::start();
+    let dir = BrokerDir::new(&settings(&sim, ""));
+    // A workflow that fails: 7, with the reason and the job's address; the VM it made is released.
+    let out = dir.run(&["checkout", "--nick", "rhel9", "--sim_fail", "configure"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.contains("No space left on device"), "{text}");
+    assert!(text.contains("/#/jobs/workflow/"), "{text}");
+    assert!(sim.vms().is_empty());
+    assert!(dir.inventory().is_empty());
+    // A workflow that does not exist: 13, with close names.
+    let out = dir.run(&["checkout", "--workflow", "deploy-rhle"]);
+    assert_eq!(out.status.code(), Some(13), "{}", stderr(&out));
+    assert!(stderr(&out).contains("deploy-rhel"), "{}", stderr(&out));
+    // Declared options are spelled with dashes, as upstream's: an ambiguous inventory name is 13.
+    let out = dir.run(&["checkout", "--nick", "rhel9", "--tower-inventory", "lab"]);
+    assert_eq!(out.status.code(), Some(13), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ambiguous AnsibleTower inventory `lab`"),
+        "{}",
+        stderr(&out)
+    );
+    // A token AWX refuses: 5.
+    let bad = BrokerDir::new(&format!(
+        "AnsibleTower:\n  base_url: {}\n  token: expired\n",
+        sim.url()
+    ));
+    let out = bad.run(&["checkout", "--workflow", "deploy-rhel"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("expired"), "the token is not shown");
+    assert!(bad.inventory().is_empty());
+}
+
+#[test]
+fn dangling_store_keeps_the_failed_host_for_a_later_checkin() {
+    let sim = Sim::start();
+    let dir = BrokerDir::new(&settings(&sim, "  dangling_behavior: store\n"));
+    dir.expect(
+        &["checkout", "--nick", "rhel9", "--sim_fail", "configure"],
+        7,
+    );
+    let inventory = dir.inventory();
+    assert_eq!(inventory.len(), 1);
+    assert_eq!(inventory[0]["deploy_failed"], true);
+    assert_eq!(sim.vms().len(), 1);
+    dir.ok(&["checkin", "--all"]);
+    assert!(sim.vms().is_empty());
+}
+
+#[test]
+fn dangling_prompt_asks_on_the_terminal() {
+    let sim = Sim::start();
+    let dir = BrokerDir::new(&settings(&sim, "  dangling_behavior: prompt\n"));
+    let mut session = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{BROKER} checkout --nick rhel9 --sim_fail configure; echo broker-rc=$?"),
+            "/dev/null",
+        ])
+        .env("BROKER_DIRECTORY", dir.path())
+        .env("HOME", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = session.stdin.take().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || !sim
+            .world()
+            .launches("deploy-rhel")
+            .is_empty()
+            && sim.vms().len() == 1),
+        "the failing workflow ran"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let _typed = input.write_all(b"maybe\r");
+        std::thread::sleep(Duration::from_millis(500));
+        let _typed = input.write_all(b"c\r");
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let out = session.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("What would you like to do with this host?"),
+        "{text}"
+    );
+    assert!(text.contains("Please answer c, s, cA or sA"), "{text}");
+    assert!(text.contains("broker-rc=7"), "{text}");
+    assert!(sim.vms().is_empty(), "answered `c`: checked in");
+    assert!(dir.inventory().is_empty());
+}
+
+#[test]
+fn ctrl_c_mid_workflow_cancels_it_and_deletes_the_temporary_token() {
+    let sim = Sim::start_with(SimOptions {
+        running_polls: 1_000_000,
+        ..SimOptions::default()
+    });
+    let dir = BrokerDir::new(&format!(
+        "AnsibleTower:\n  base_url: {}\n  username: alice\n  password: {ALICE_PASSWORD}\n  workflow_poll_interval: 0.05\n",
+        sim.url()
+    ));
+    let child = dir
+        .command(&["checkout", "--workflow", "deploy-rhel"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || sim
+            .world()
+            .job_statuses()
+            .first()
+            .is_some_and(|j| j.2 == "running")),
+        "the workflow started"
+    );
+    assert_eq!(
+        sim.world().tokens.len(),
+        2,
+        "alice's own and broker's temporary one"
+    );
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let world = sim.world();
+    assert_eq!(world.job_statuses()[0].2, "canceled");
+    assert_eq!(world.tokens.len(), 1, "the temporary token is gone");
+    assert_eq!(world.deleted_tokens.len(), 1);
+    drop(world);
+    assert!(dir.inventory().is_empty());
+    assert!(sim.vms().is_empty());
+}
+
+#[test]
+fn sync_discovery_and_execute() {
+    let sim = Sim::start();
+    let dir = BrokerDir::new(&settings(&sim, ""));
+    dir.ok(&["checkout", "--nick", "rhel9"]);
+    // Forget the host locally, then find it again through the provider.
+    std::fs::write(dir.inventory_path(), "[]\n").unwrap();
+    let out = dir.run(&["inventory", "--sync", "AnsibleTower"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let inventory = dir.inventory();
+    assert_eq!(inventory.len(), 1, "{inventory:?}");
+    assert_eq!(inventory[0]["os_distribution"], "RedHat");
+    dir.ok(&["checkin", "--all"]);
+    assert!(sim.vms().is_empty());
+
+    let workflows = dir.ok(&[
+        "providers",
+        "AnsibleTower",
+        "--workflows",
+        "--results-limit",
+        "2",
+    ]);
+    assert_eq!(workflows.lines().count(), 2, "{workflows}");
+    let filtered = dir.ok(&[
+        "providers",
+        "AnsibleTower",
+        "--workflows",
+        "--results-filter",
+        "'rhel' in @res",
+    ]);
+    assert!(
+        filtered.contains("deploy-rhel") && !filtered.contains("remove-vm"),
+        "{filtered}"
+    );
+    let one = dir.ok(&["providers", "AnsibleTower", "--workflow", "deploy-rhel"]);
+    assert!(
+        one.contains("deploy_rhel_version") && one.contains("alice-lab"),
+        "{one}"
+    );
+    let flavors = dir.ok(&["providers", "AnsibleTower", "--flavors"]);
+    assert!(flavors.contains("m1.small"), "{flavors}");
+
+    let job = dir.ok(&[
+        "execute",
+        "--job-template",
+        "run-command",
+        "--command",
+        "df -h",
+        "--artifacts",
+        "last",
+    ]);
+    assert!(job.contains("ran df -h"), "{job}");
+}
