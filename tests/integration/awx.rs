@@ -263,3 +263,35 @@ fn sync_discovery_and_execute() {
     ]);
     assert!(job.contains("ran df -h"), "{job}");
 }
+
+/// The official AWX client, awxkit, drives the simulator the way the Python broker did (log in,
+/// find templates, launch, wait, read nodes, artifacts and events, paginate, meet AWX's errors), so
+/// the simulator these tests rely on speaks AWX. scripts/setup-awxkit installs it; scripts/test sets
+/// `BROKER_REQUIRE_AWXKIT` so that this cannot skip there.
+#[test]
+fn awxkit_speaks_to_the_simulator() {
+    let python = match std::env::var("BROKER_AWXKIT_PYTHON") {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            assert!(
+                std::env::var_os("BROKER_REQUIRE_AWXKIT").is_none(),
+                "BROKER_REQUIRE_AWXKIT is set but BROKER_AWXKIT_PYTHON is not; run scripts/setup-awxkit"
+            );
+            eprintln!("SKIPPED: no awxkit; run scripts/setup-awxkit and set BROKER_AWXKIT_PYTHON");
+            return;
+        }
+    };
+    let sim = Sim::start();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/awxkit/speaks_awx.py");
+    let out = Command::new(&python)
+        .args([script, &sim.url(), ALICE_TOKEN])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("awxkit OK"),
+        "awxkit against the simulator:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sim.vms().is_empty(), "awxkit released what it deployed");
+}

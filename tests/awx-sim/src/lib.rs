@@ -172,6 +172,7 @@ struct Job {
     /// Workflow jobs: (node id, child job id).
     nodes: Vec<(u64, u64)>,
     parent: Option<u64>,
+    created: String,
 }
 
 /// The simulator's whole state; tests read and arrange it through [`Sim::world`].
@@ -706,24 +707,20 @@ fn route(
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     if method == Method::GET && segments.is_empty() {
         let mut links = serde_json::Map::new();
-        for r in [
-            "ping",
-            "me",
-            "tokens",
-            "inventory",
-            "hosts",
-            "labels",
-            "job_templates",
-            "jobs",
-            "workflow_job_templates",
-            "workflow_jobs",
+        for (name, path) in [
+            ("ping", "ping"),
+            ("me", "me"),
+            ("tokens", "tokens"),
+            ("inventory", "inventories"),
+            ("hosts", "hosts"),
+            ("labels", "labels"),
+            ("job_templates", "job_templates"),
+            ("jobs", "jobs"),
+            ("workflow_job_templates", "workflow_job_templates"),
+            ("workflow_jobs", "workflow_jobs"),
         ] {
-            links.insert(r.into(), Value::from(format!("{base}{r}/")));
+            links.insert(name.into(), Value::from(format!("{base}{path}/")));
         }
-        links.insert(
-            "inventories".into(),
-            Value::from(format!("{base}inventories/")),
-        );
         return reply(200, Value::Object(links));
     }
     if method == Method::GET && segments == ["ping"] {
@@ -841,6 +838,54 @@ fn route(
                 Some(t) => reply(200, template_json(w, base, t)),
                 None => not_found(),
             }
+        }
+        (
+            "GET",
+            [
+                kind @ ("workflow_job_templates" | "job_templates"),
+                id,
+                "launch",
+            ],
+        ) => {
+            let workflow = *kind == "workflow_job_templates";
+            match parse_id(id).and_then(|id| {
+                w.templates
+                    .iter()
+                    .find(|t| t.id == id && t.workflow == workflow)
+            }) {
+                Some(t) => reply(
+                    200,
+                    json!({"can_start_without_user_input": true, "ask_inventory_on_launch": true,
+                           "ask_variables_on_launch": true, "ask_labels_on_launch": true,
+                           "variables_needed_to_start": [], "survey_enabled": false,
+                           "defaults": {"extra_vars": t.extra_vars, "inventory": {"id": t.inventory}}}),
+                ),
+                None => not_found(),
+            }
+        }
+        (
+            "GET",
+            [
+                kind @ ("workflow_job_templates" | "job_templates"),
+                id,
+                sub @ ("workflow_jobs" | "jobs"),
+            ],
+        ) => {
+            let workflow = *kind == "workflow_job_templates";
+            let Some(template) = parse_id(id) else {
+                return not_found();
+            };
+            let items = w
+                .jobs
+                .iter()
+                .filter(|j| j.workflow == workflow && j.template == template && j.parent.is_none())
+                .map(|j| job_json(w, base, j))
+                .collect();
+            let path = format!("{kind}/{template}/{sub}");
+            reply(
+                200,
+                paginate(base, &path, filter(items, q), q, w.options.max_page_size),
+            )
         }
         (
             "POST",
@@ -1096,6 +1141,7 @@ fn template_json(w: &World, base: &str, t: &Template) -> Value {
     json!({
         "id": t.id, "type": ty, "url": format!("{base}{kind}/{}/", t.id),
         "related": {"launch": format!("{base}{kind}/{}/launch/", t.id),
+                    (if t.workflow { "workflow_jobs" } else { "jobs" }): format!("{base}{kind}/{}/{}/", t.id, if t.workflow { "workflow_jobs" } else { "jobs" }),
                     "labels": format!("{base}{kind}/{}/labels/", t.id),
                     "organization": format!("{base}organizations/{}/", ORG.0)},
         "summary_fields": summary,
@@ -1147,9 +1193,10 @@ fn job_json(w: &World, base: &str, j: &Job) -> Value {
         "summary_fields": {"labels": {"count": labels.len(), "results": labels},
                            "created_by": {"id": j.launched_by}},
         "name": j.name, "status": j.status, "failed": matches!(j.status.as_str(), "failed" | "error"),
-        "finished": if is_final(&j.status) { json!("2026-11-22T00:00:00Z") } else { Value::Null },
+        "finished": if is_final(&j.status) { json!(j.created) } else { Value::Null },
         "extra_vars": j.extra_vars.to_string(), "inventory": j.inventory,
         "job_explanation": j.job_explanation, "launch_type": if j.parent.is_some() {"workflow"} else {"manual"},
+        "created": j.created, "started": j.created,
     });
     if j.workflow {
         v["workflow_job_template"] = json!(j.template);
@@ -1332,6 +1379,7 @@ fn launch(w: &mut World, base: &str, t: &Template, user: &User, body: &Value) ->
         events: Vec::new(),
         nodes: Vec::new(),
         parent: None,
+        created: now_iso(),
     });
     let i = w.jobs.len() - 1;
     let j = w.jobs[i].clone();
@@ -1609,5 +1657,32 @@ fn child_job(id: u64, child: &Child, parent: &Job) -> Job {
         events,
         nodes: Vec::new(),
         parent: Some(parent.id),
+        created: parent.created.clone(),
     }
+}
+
+/// The current time as AWX writes it: `2026-11-22T05:30:00.123456Z`.
+fn now_iso() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60,
+        now.subsec_micros()
+    )
 }
