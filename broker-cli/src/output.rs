@@ -183,6 +183,10 @@ impl Progress {
                 tokio::select! {
                     _ = &mut rx => break,
                     _ = tick.tick() => {
+                        // Someone is asking the user something: don't draw over the question.
+                        if broker_core::terminal::asking() {
+                            continue;
+                        }
                         eprint!("\r{} {message} {}s ", frames[n % frames.len()], started.elapsed().as_secs());
                         n += 1;
                     }

@@ -43,6 +43,7 @@ pub mod inventory;
 pub mod provider;
 pub mod session;
 pub mod settings;
+pub mod terminal;
 pub mod time;
 
 pub use broker::{Broker, CheckoutRequest, HostOutcome, RecoverScope, select_records};

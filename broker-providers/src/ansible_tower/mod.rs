@@ -799,10 +799,12 @@ fn ask_dangling(vm: &str, reason: &str) -> Option<String> {
     if !stdin.is_terminal() || std::env::var_os("BROKER_NON_INTERACTIVE").is_some() {
         return None;
     }
+    let _question = broker_core::terminal::ask();
     let mut err = std::io::stderr();
+    // Start past the progress line, which pauses while the question is open.
     let _ = writeln!(
         err,
-        "\nThe failed workflow left host `{vm}`.\nFailure reason: {reason}"
+        "\r\x1b[2K\nThe failed workflow left host `{vm}`.\nFailure reason: {reason}"
     );
     loop {
         let _ = write!(
@@ -855,9 +857,7 @@ impl Provider for Tower {
             .run_handling_dangling(api, Kind::Workflow, &workflow, args, Some(ctx))
             .await?;
         let artifacts = self.artifacts(api, &finished, &strategy).await?;
-        let fields = host_fields(&artifacts, &finished.launched, ctx.args())
-            .map_err(|e| e.with_instance(self.config.instance().unwrap_or_default()))?;
-        Ok(fields)
+        host_fields(&artifacts, &finished.launched, ctx.args())
     }
 
     async fn checkin(&self, host: &HostRecord) -> Result<()> {
