@@ -318,22 +318,25 @@ impl Tower {
         self.note(record, LaunchNote::Settled);
     }
 
-    /// Launches and waits; a failed job becomes an error with its reasons. The job is noted
-    /// against the intent record of `ctx`.
-    async fn run(
+    /// Launches and waits for the job, noting it against the intent record `record`.
+    async fn launch_and_wait(
         &self,
         api: &Api,
         kind: Kind,
         name: &str,
         args: Mapping,
-        ctx: Option<&CheckoutContext<'_>>,
+        record: Option<&str>,
     ) -> Result<Finished> {
-        let record = ctx.map(|c| c.record_id().as_str());
         let launched = self.launch(api, kind, name, args, record).await?;
         if let Some(record) = record {
             self.note(record, LaunchNote::Launched(launched.clone()));
         }
-        let finished = self.wait(api, &launched).await?;
+        self.wait(api, &launched).await
+    }
+
+    /// Launches and waits; a failed job becomes an error with its reasons.
+    async fn run(&self, api: &Api, kind: Kind, name: &str, args: Mapping) -> Result<Finished> {
+        let finished = self.launch_and_wait(api, kind, name, args, None).await?;
         if finished.succeeded() {
             return Ok(finished);
         }
@@ -352,11 +355,7 @@ impl Tower {
         ctx: Option<&CheckoutContext<'_>>,
     ) -> Result<Finished> {
         let record = ctx.map(|c| c.record_id().as_str());
-        let launched = self.launch(api, kind, name, args, record).await?;
-        if let Some(record) = record {
-            self.note(record, LaunchNote::Launched(launched.clone()));
-        }
-        let finished = self.wait(api, &launched).await?;
+        let finished = self.launch_and_wait(api, kind, name, args, record).await?;
         if finished.succeeded() {
             return Ok(finished);
         }
@@ -585,7 +584,7 @@ impl Tower {
         let workflow = self.settings.release_workflow.clone();
         args.insert("workflow".into(), Value::from(workflow.as_str()));
         args.insert("source_vm".into(), Value::from(vm));
-        self.run(api, Kind::Workflow, &workflow, args, None)
+        self.run(api, Kind::Workflow, &workflow, args)
             .await
             .map(|_| tracing::info!("released `{vm}` through `{workflow}`"))
     }
@@ -732,7 +731,7 @@ impl Tower {
         if let Some(inv) = inventory {
             args.insert("tower_inventory".into(), inv.clone());
         }
-        let finished = self.run(api, Kind::Workflow, workflow, args, None).await?;
+        let finished = self.run(api, Kind::Workflow, workflow, args).await?;
         let artifacts = self.artifacts(api, &finished, "merge").await?;
         let mut items: Vec<String> = artifacts
             .pointer(&format!("/data_out/{key}"))
@@ -916,8 +915,7 @@ impl Provider for Tower {
             extra.insert("_broker_origin".into(), origin);
         }
         let workflow = self.settings.extend_workflow.clone();
-        self.run(api, Kind::Workflow, &workflow, extra, None)
-            .await?;
+        self.run(api, Kind::Workflow, &workflow, extra).await?;
         tracing::info!("extended `{name}` through `{workflow}`");
         Ok(())
     }
