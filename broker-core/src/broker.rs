@@ -1091,4 +1091,71 @@ mod tests {
         assert!(outcomes.iter().all(|o| o.result.is_ok()));
         assert!(broker.inventory().list().unwrap().is_empty());
     }
+
+    /// A provider whose checkout fails after making two hosts it asks broker to keep.
+    #[derive(Debug, Default)]
+    struct LeavesTwo {
+        checkins: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for LeavesTwo {
+        fn name(&self) -> &str {
+            "LeavesTwo"
+        }
+        fn instance(&self) -> Option<&str> {
+            None
+        }
+        async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+            for name in ["vm-a", "vm-b"] {
+                let mut fields = Mapping::new();
+                fields.insert("name".into(), name.into());
+                ctx.keep_failed(fields);
+            }
+            Err(Error::provider(
+                "LeavesTwo",
+                "the second half of the deployment failed",
+            ))
+        }
+        async fn checkin(&self, _host: &HostRecord) -> Result<()> {
+            self.checkins
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn hosts_a_failed_checkout_keeps_are_recorded_failed_not_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
+        let kind = ProviderKind::new("LeavesTwo", "test", |_| Ok(Arc::new(LeavesTwo::default())))
+            .checkout_actions(&["leave_action"]);
+        let broker = Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap();
+        let err = broker
+            .checkout_one(CheckoutRequest::new().arg("leave_action", "x"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 7);
+        let mut kept = broker.inventory().list().unwrap();
+        kept.sort_by_key(|r| r.name().map(str::to_owned));
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0].name(), Some("vm-a"));
+        assert_eq!(kept[1].name(), Some("vm-b"));
+        assert_ne!(kept[0].id(), kept[1].id());
+        for r in &kept {
+            assert_eq!(r.state(), HostState::Ready);
+            assert_eq!(r.get("deploy_failed"), Some(&Value::Bool(true)));
+            assert!(
+                r.get(fields::LAST_ERROR)
+                    .and_then(Value::as_str)
+                    .unwrap()
+                    .contains("second half")
+            );
+            assert_eq!(r.args().get("leave_action"), Some(&Value::from("x")));
+        }
+        // Nothing was checked in behind the user's back; checking them in later works as for any host.
+        let outcomes = broker.checkin(kept, false).await;
+        assert!(outcomes.iter().all(|o| o.result.is_ok()));
+        assert!(broker.inventory().list().unwrap().is_empty());
+    }
 }

@@ -372,3 +372,42 @@ impl ProviderRegistry {
             .copied()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn never(_: ProviderConfig) -> Result<Arc<dyn Provider>> {
+        Err(Error::user("not built in this test"))
+    }
+
+    #[test]
+    fn declared_keys_are_action_keys_and_declared_arguments() {
+        let registry = ProviderRegistry::new()
+            .with(
+                ProviderKind::new("A", "a", never)
+                    .checkout_actions(&["workflow"])
+                    .execute_actions(&["job_template"])
+                    .arguments(&["tower_inventory"]),
+            )
+            .with(ProviderKind::new("B", "b", never).checkout_actions(&["container_host"]));
+        let keys: Vec<&str> = registry.declared_keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "workflow",
+                "job_template",
+                "container_host",
+                "tower_inventory"
+            ]
+        );
+        let actions: Vec<&str> = registry.all_action_keys().collect();
+        assert!(!actions.contains(&"tower_inventory"));
+        let mut args = Mapping::new();
+        args.insert("job_template".into(), "x".into());
+        assert_eq!(
+            registry.for_execute(&args).map(|(k, key)| (k.name(), key)),
+            Some(("A", "job_template"))
+        );
+    }
+}
