@@ -196,15 +196,29 @@ async fn exchange(request: reqwest::RequestBuilder) -> ApiResult<(u16, bytes::By
     }
 }
 
+/// The causes of a transport error, without reqwest's wrappers (which repeat the URL).
 fn transport_message(e: &reqwest::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut parts: Vec<String> = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
+        let text = s.to_string();
+        let wrapper = text.starts_with("error sending request")
+            || text.starts_with("client error (")
+            || text.starts_with("error decoding response body")
+            || text.starts_with("request or response body error");
+        if !wrapper && !parts.iter().any(|p| p == &text) {
+            parts.push(text);
+        }
         source = s.source();
     }
-    message
+    if e.is_timeout() && !parts.iter().any(|p| p.contains("timed out")) {
+        parts.insert(0, "timed out".into());
+    }
+    if parts.is_empty() {
+        e.to_string()
+    } else {
+        parts.join(": ")
+    }
 }
 
 /// The readable part of an AWX error body: `detail`, the first field error, or the text.
@@ -505,8 +519,12 @@ fn client(verify: &Verify, timeout: Duration) -> Result<reqwest::Client> {
             builder = builder.danger_accept_invalid_certs(true);
         }
         Verify::Bundle(path) => {
-            let pem = std::fs::read(path)
-                .map_err(|e| Error::io("reading the CA bundle named by `verify`", path, e))?;
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::configuration(format!(
+                    "AnsibleTower `verify: {}`: cannot read the CA bundle ({e})",
+                    path.display()
+                ))
+            })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 Error::configuration(format!(
                     "AnsibleTower `verify: {}` is not a PEM bundle of CA certificates: {e}",

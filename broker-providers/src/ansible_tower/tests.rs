@@ -1002,3 +1002,42 @@ async fn checkin_from_a_guard_dropped_without_a_runtime_of_its_own() {
     assert!(e.sim.vms().is_empty());
     assert!(e.records().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_checked_against_the_system_store_a_ca_bundle_or_not_at_all() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tls");
+    let read = |name: &str| std::fs::read(format!("{fixtures}/{name}")).unwrap();
+    let sim = Sim::start_with(SimOptions {
+        tls: Some((read("server.pem"), read("server.key"))),
+        ..SimOptions::default()
+    });
+    assert!(sim.url().starts_with("https://"));
+    let dir = tempfile::tempdir().unwrap();
+    let broker_with = |verify: &str| {
+        let yaml = settings(&sim.url(), verify);
+        Broker::new(Settings::from_yaml(dir.path(), &yaml).unwrap(), registry()).unwrap()
+    };
+    // The test CA is in no system store: refused, saying why.
+    let err = broker_with("").checkout_one(deploy()).await.unwrap_err();
+    assert_eq!(err.exit_code(), 7);
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    // Trusted through `verify: CA bundle`, or not checked with `verify: false`.
+    for verify in [
+        format!("  verify: {fixtures}/ca.pem\n"),
+        "  verify: false\n".to_owned(),
+    ] {
+        let broker = broker_with(&verify);
+        let g = broker.checkout_one(deploy()).await.unwrap();
+        g.checkin().await.unwrap();
+    }
+    assert!(sim.vms().is_empty());
+    let err = broker_with("  verify: /nonexistent/ca.pem\n")
+        .checkout_one(deploy())
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 8, "{err}");
+    assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+}

@@ -42,6 +42,8 @@ pub struct SimOptions {
     pub running_polls: u32,
     /// The largest page size the server grants (AWX: 200).
     pub max_page_size: usize,
+    /// Serve HTTPS with this PEM certificate chain and PEM private key.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Default for SimOptions {
@@ -52,6 +54,7 @@ impl Default for SimOptions {
             refuse_tokens: false,
             running_polls: 1,
             max_page_size: 200,
+            tls: None,
         }
     }
 }
@@ -424,6 +427,7 @@ impl World {
 /// A running simulator. Dropping it stops the server.
 pub struct Sim {
     addr: SocketAddr,
+    scheme: &'static str,
     world: Arc<Mutex<World>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -459,6 +463,10 @@ impl Sim {
         let listener = std::net::TcpListener::bind(bind)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        let tls = match &options.tls {
+            Some((chain, key)) => Some(tls_acceptor(chain, key)?),
+            None => None,
+        };
         let world = Arc::new(Mutex::new(World::new(options)));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let served = Arc::clone(&world);
@@ -476,32 +484,42 @@ impl Sim {
                         accepted = listener.accept() => {
                             let Ok((stream, _)) = accepted else { continue };
                             let world = Arc::clone(&served);
+                            let tls = tls.clone();
                             tokio::spawn(async move {
                                 let service = hyper::service::service_fn(move |req| {
                                     let world = Arc::clone(&world);
                                     async move { handle(world, req).await }
                                 });
-                                let io = hyper_util::rt::TokioIo::new(stream);
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(io, service)
-                                    .await;
+                                let http = hyper::server::conn::http1::Builder::new();
+                                match tls {
+                                    Some(acceptor) => {
+                                        // A client that refuses the certificate ends here.
+                                        let Ok(stream) = acceptor.accept(stream).await else { return };
+                                        let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                                    }
+                                    None => {
+                                        let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                                    }
+                                }
                             });
                         }
                     }
                 }
             });
         });
+        let scheme = if world_tls(&world) { "https" } else { "http" };
         Ok(Sim {
             addr,
+            scheme,
             world,
             stop: Some(stop),
             thread: Some(thread),
         })
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` when serving TLS)
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The simulator's state, to arrange or inspect.
@@ -544,6 +562,31 @@ impl Drop for Sim {
             let _ = thread.join();
         }
     }
+}
+
+fn world_tls(world: &Mutex<World>) -> bool {
+    lock(world).options.tls.is_some()
+}
+
+fn tls_acceptor(chain: &[u8], key: &[u8]) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |e: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain)
+        .collect::<Result<_, _>>()
+        .map_err(|e| invalid(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| invalid(&e))?;
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| invalid(&e))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| invalid(&e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 fn lock(world: &Mutex<World>) -> MutexGuard<'_, World> {
