@@ -295,3 +295,59 @@ fn awxkit_speaks_to_the_simulator() {
     );
     assert!(sim.vms().is_empty(), "awxkit released what it deployed");
 }
+
+/// Hosts the Python broker checked out (its inventory file, unchanged) are checked in by this
+/// broker through their own instance, with their recorded arguments and inventory.
+#[test]
+fn hosts_recorded_by_the_python_broker_check_in() {
+    let sim = Sim::start();
+    let rhv = sim.world().inventory("rhv-inventory");
+    let dir = BrokerDir::new(&format!(
+        "AnsibleTower:\n  token: {ALICE_TOKEN}\n  workflow_poll_interval: 0.02\n  instances:\n    \
+         rhv:\n      base_url: {}\n",
+        sim.url()
+    ));
+    std::fs::write(
+        dir.inventory_path(),
+        include_str!("../fixtures/upstream_inventory.yaml"),
+    )
+    .unwrap();
+    let before = dir.inventory().len();
+    dir.ok(&[
+        "checkin",
+        "--all",
+        "--filter",
+        "@inv._broker_provider == 'AnsibleTower'",
+    ]);
+    let after = dir.inventory();
+    assert_eq!(after.len(), before - 2);
+    assert!(
+        after
+            .iter()
+            .all(|r| r["_broker_provider"] != "AnsibleTower")
+    );
+    let world = sim.world();
+    let mut released: Vec<String> = world
+        .launches("remove-vm")
+        .iter()
+        .map(|v| v["source_vm"].as_str().unwrap().to_owned())
+        .collect();
+    released.sort();
+    assert_eq!(
+        released,
+        [
+            "jdoe-rhel-8.6-6e74d20e",
+            "jdoe-sat-jenkins-6.11.4-3.0-rhel8.6-c940f469"
+        ]
+    );
+    for launch in world.launch_requests() {
+        assert_eq!(
+            launch.body["inventory"], rhv,
+            "the recorded tower_inventory"
+        );
+        let vars: serde_json::Value =
+            serde_json::from_str(launch.body["extra_vars"].as_str().unwrap()).unwrap();
+        assert_eq!(vars["workflow"], "remove-vm");
+        assert_eq!(vars["deploy_rhel_version"], "8.6", "the recorded arguments");
+    }
+}
