@@ -18,6 +18,7 @@
 //! both tools against one broker directory at the same moment. Keep the broker directory on a local file
 //! system; `flock` is unreliable over some NFS setups.
 
+use std::collections::HashMap;
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
@@ -459,6 +460,12 @@ impl InventoryStore for YamlFileStore {
 }
 
 /// The sync merge, shared by every store.
+///
+/// The provider's view replaces this provider instance's `ready` records: a reported host that matches
+/// a record (same `_broker_id`, `hostname` or `name`) updates it, one that matches none is added, and
+/// records matching no reported host are dropped. Records being checked out or in (`pending`,
+/// `releasing`) are left as they are. Linear in the number of records (a sync of thousands of hosts
+/// must not take seconds).
 pub fn merge_sync(
     records: &mut Vec<HostRecord>,
     provider: &str,
@@ -472,11 +479,6 @@ pub fn merge_sync(
                 _ => true,
             }
     };
-    let same_host = |a: &HostRecord, b: &HostRecord| {
-        (a.has_broker_id() && b.has_broker_id() && a.id() == b.id())
-            || (a.hostname().is_some() && a.hostname() == b.hostname())
-            || (a.name().is_some() && a.name() == b.name())
-    };
     let mut report = SyncReport::default();
     let mut old: Vec<HostRecord> = Vec::new();
     records.retain(|r| {
@@ -487,18 +489,28 @@ pub fn merge_sync(
             true
         }
     });
+    let mut old_keys = HostKeys::default();
+    for (i, o) in old.iter().enumerate() {
+        old_keys.insert(o, i);
+    }
+    // The records that stay as they are, and those this sync writes: a reported host matching one
+    // of them is not taken again.
+    let mut present = HostKeys::default();
+    for r in records.iter().filter(|r| belongs(r)) {
+        present.insert(r, 0);
+    }
     let mut matched = vec![false; old.len()];
     for mut new in reported {
         // A host already being checked out or in by someone keeps its record as it is.
-        if records.iter().any(|r| belongs(r) && same_host(r, &new)) {
+        if present.find(&new).is_some() {
             continue;
         }
-        if let Some(i) = old.iter().position(|o| same_host(o, &new)) {
+        let record = if let Some(i) = old_keys.find(&new) {
             matched[i] = true;
             let mut merged = old[i].clone();
             merged.merge(std::mem::take(new.fields_mut()));
-            records.push(merged);
             report.updated += 1;
+            merged
         } else {
             if new.provider().is_none() {
                 new.set(fields::PROVIDER, provider);
@@ -507,12 +519,50 @@ pub fn merge_sync(
                 new.set(fields::PROVIDER_INSTANCE, i);
             }
             report.added_hosts.push(new.display_name());
-            records.push(new);
             report.added += 1;
-        }
+            new
+        };
+        present.insert(&record, 0);
+        records.push(record);
     }
     report.removed = matched.iter().filter(|m| !**m).count();
     report
+}
+
+/// The identities a record answers to in a sync — `_broker_id`, `hostname`, `name` — each mapped to
+/// the first record (by position) that has it.
+#[derive(Default)]
+struct HostKeys {
+    ids: HashMap<String, usize>,
+    hostnames: HashMap<String, usize>,
+    names: HashMap<String, usize>,
+}
+
+impl HostKeys {
+    fn insert(&mut self, r: &HostRecord, position: usize) {
+        if r.has_broker_id() {
+            self.ids
+                .entry(r.id().as_str().to_owned())
+                .or_insert(position);
+        }
+        if let Some(h) = r.hostname() {
+            self.hostnames.entry(h.to_owned()).or_insert(position);
+        }
+        if let Some(n) = r.name() {
+            self.names.entry(n.to_owned()).or_insert(position);
+        }
+    }
+
+    /// The first record sharing an identity with `r`.
+    fn find(&self, r: &HostRecord) -> Option<usize> {
+        let id = r
+            .has_broker_id()
+            .then(|| self.ids.get(r.id().as_str()).copied())
+            .flatten();
+        let hostname = r.hostname().and_then(|h| self.hostnames.get(h).copied());
+        let name = r.name().and_then(|n| self.names.get(n).copied());
+        [id, hostname, name].into_iter().flatten().min()
+    }
 }
 
 /// The action keys of the Python broker's providers, so `$action` shows for records of providers this
@@ -734,6 +784,40 @@ mod tests {
         );
         drop(held);
         store.put(&[]).unwrap();
+    }
+
+    #[test]
+    fn sync_matches_by_id_hostname_or_name_and_takes_a_host_once() {
+        let mut records: Vec<HostRecord> = serde_yaml::from_str(
+            r#"
+- {_broker_provider: P, name: vm-1, hostname: old-fqdn, extra: kept}
+- {_broker_provider: P, _broker_id: h1, hostname: a}
+- {_broker_provider: P, _broker_state: releasing, _broker_id: r1, name: busy}
+"#,
+        )
+        .unwrap();
+        let reported: Vec<HostRecord> = serde_yaml::from_str(
+            r#"
+- {name: vm-1, hostname: new-fqdn}
+- {_broker_id: h1, hostname: renamed}
+- {name: vm-1, hostname: new-fqdn}
+- {name: busy}
+"#,
+        )
+        .unwrap();
+        let report = merge_sync(&mut records, "P", None, reported);
+        assert_eq!((report.added, report.updated, report.removed), (0, 2, 0));
+        assert_eq!(records.len(), 3, "{records:?}");
+        let vm = records.iter().find(|r| r.name() == Some("vm-1")).unwrap();
+        assert_eq!(vm.hostname(), Some("new-fqdn"));
+        assert_eq!(vm.get("extra").and_then(Value::as_str), Some("kept"));
+        assert!(records.iter().any(|r| r.hostname() == Some("renamed")));
+        let busy = records.iter().find(|r| r.name() == Some("busy")).unwrap();
+        assert_eq!(
+            busy.state(),
+            HostState::Releasing,
+            "a host being checked in is left alone"
+        );
     }
 
     #[test]

@@ -510,6 +510,7 @@ fn client(verify: &Verify, timeout: Duration) -> Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("broker/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15))
+        .tcp_nodelay(true)
         .timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(50));
     match verify {

@@ -483,6 +483,7 @@ impl Sim {
                         _ = &mut stopped => break,
                         accepted = listener.accept() => {
                             let Ok((stream, _)) = accepted else { continue };
+                            let _ = stream.set_nodelay(true);
                             let world = Arc::clone(&served);
                             let tls = tls.clone();
                             tokio::spawn(async move {
