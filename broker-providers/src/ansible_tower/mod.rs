@@ -367,7 +367,8 @@ impl Tower {
         if !auto_checked_in {
             for vm in self.dangling_vms(api, &finished).await {
                 let choice = self.dangling_choice(&vm, &reasons).await;
-                notes.push(self.handle_dangling(api, &vm, choice, ctx).await);
+                let inventory = finished.launched.inventory.as_deref();
+                notes.push(self.handle_dangling(api, &vm, inventory, choice, ctx).await);
             }
         }
         if let Some(ctx) = ctx {
@@ -436,11 +437,12 @@ impl Tower {
         }
     }
 
-    /// Checks a dangling host in or keeps it; says what happened.
+    /// Checks a dangling host in (in the inventory it was made in) or keeps it; says what happened.
     async fn handle_dangling(
         &self,
         api: &Api,
         vm: &str,
+        inventory: Option<&str>,
         choice: Dangling,
         ctx: Option<&CheckoutContext<'_>>,
     ) -> String {
@@ -456,7 +458,9 @@ impl Tower {
             }
             _ => {
                 let mut args = Mapping::new();
-                args.insert("source_vm".into(), Value::from(vm));
+                if let Some(inventory) = inventory {
+                    args.insert("inventory".into(), Value::from(inventory));
+                }
                 match self.release_vm(api, vm, args).await {
                     Ok(()) => format!("host `{vm}` it left was checked in"),
                     Err(e) => format!(

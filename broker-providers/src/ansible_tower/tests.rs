@@ -370,6 +370,23 @@ async fn a_failed_workflow_reports_reasons_and_checks_in_the_host_it_left() {
         1,
         "released once, not again by the clean-up"
     );
+
+    // A host left in an inventory given at checkout is released in that inventory.
+    let err = e
+        .broker
+        .checkout_one(
+            deploy()
+                .arg("sim_fail", "configure")
+                .arg("tower_inventory", "shared-lab"),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("was checked in"), "{err}");
+    let shared = e.sim.world().inventory_id("shared-lab").unwrap();
+    let release = e.sim.world().launch_requests().last().cloned().unwrap();
+    assert_eq!(launch_vars(&release)["workflow"], "remove-vm");
+    assert_eq!(release.body["inventory"], json!(shared));
+    assert!(e.sim.vms().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
