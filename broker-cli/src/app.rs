@@ -562,8 +562,10 @@ async fn providers(broker: &Broker, a: ProvidersArgs, emitter: &mut Emitter) -> 
     if let Some(limit) = a.results_limit {
         query.insert("results_limit".into(), Value::from(limit as u64));
     }
+    let progress = Progress::start(format!("asking {}", kind.name()));
     let mut result =
         interruptible(broker.provider_help(kind.name(), instance.as_deref(), &query)).await?;
+    drop(progress);
     if let Value::Sequence(items) = &mut result {
         if let Some(filter) = &a.results_filter {
             let keep = broker_core::filter::Filter::parse(filter, "res")?.select(items);

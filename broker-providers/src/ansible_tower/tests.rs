@@ -355,6 +355,10 @@ async fn a_failed_workflow_reports_reasons_and_checks_in_the_host_it_left() {
     assert_eq!(err.exit_code(), 7);
     let text = err.to_string();
     assert!(text.contains("No space left on device"), "{text}");
+    assert!(
+        !text.contains("report could not be sent"),
+        "error_scope: last keeps the first reason only: {text}"
+    );
     assert!(text.contains("configure-vm (Install packages)"), "{text}");
     assert!(text.contains("failed"), "{text}");
     assert!(
@@ -451,7 +455,18 @@ async fn dangling_prompt_without_a_terminal_stores() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_scope_all_lists_every_reason() {
     let e = env("  error_scope: all\n");
-    // A job template whose one job fails: its stdout tail is the reason.
+    let err = e
+        .broker
+        .checkout_one(deploy().arg("sim_fail", "configure"))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("configure-vm (Install packages): No space left on device")
+            && text.contains("configure-vm (Report): the deployment report could not be sent"),
+        "{text}"
+    );
+    // A job template's failed job without failed events: the tail of its output is the reason.
     let err = e
         .broker
         .execute(

@@ -1548,7 +1548,10 @@ fn finish(w: &mut World, i: usize) {
                         artifacts: json!({}),
                         explanation: String::new(),
                         traceback: String::new(),
-                        failed_msgs: vec![("Install packages", "No space left on device".into())],
+                        failed_msgs: vec![
+                            ("Install packages", "No space left on device".into()),
+                            ("Report", "the deployment report could not be sent".into()),
+                        ],
                         stdout: String::new(),
                     });
                 } else if var(vars, "sim_omit_artifacts").is_some()
