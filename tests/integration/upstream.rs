@@ -77,3 +77,14 @@ fn upstream_settings_are_read_as_they_are() {
     assert_eq!(records[0]["_broker_args"]["arg2"], 123);
     dir.ok(&["checkin", "--all"]);
 }
+
+#[test]
+fn upstream_settings_validate_for_every_provider_they_configure() {
+    let dir = BrokerDir::new(UPSTREAM_SETTINGS);
+    let out = dir.run(&["config", "validate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", crate::util::stderr(&out));
+    let text = crate::util::stderr(&out);
+    for provider in ["AnsibleTower: ok", "Container: ok"] {
+        assert!(text.contains(provider), "{text}");
+    }
+}
