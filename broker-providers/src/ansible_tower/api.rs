@@ -460,6 +460,7 @@ impl Api {
         q.push(("page_size", size.to_string()));
         let mut page = self.get(path, &q).await?;
         let mut out = Vec::new();
+        let mut previous: Option<String> = None;
         loop {
             if let Some(Json::Array(items)) = page.get_mut("results").map(Json::take) {
                 out.extend(items);
@@ -469,9 +470,11 @@ impl Api {
                 break;
             }
             match page.get("next").and_then(Json::as_str) {
-                Some(next) if !next.is_empty() => {
+                // A server that names the same page again would keep us here forever.
+                Some(next) if !next.is_empty() && previous.as_deref() != Some(next) => {
                     let next = next.to_owned();
                     page = self.get(&next, &[]).await?;
+                    previous = Some(next);
                 }
                 _ => break,
             }

@@ -860,7 +860,10 @@ impl Provider for Tower {
             .run_handling_dangling(api, Kind::Workflow, &workflow, args, Some(ctx))
             .await?;
         let artifacts = self.artifacts(api, &finished, &strategy).await?;
-        host_fields(&artifacts, &finished.launched, ctx.args())
+        let fields = host_fields(&artifacts, &finished.launched, ctx.args())?;
+        // The record becomes `ready`: its check-in goes by name from now on, not through this note.
+        lock(&self.launches).remove(ctx.record_id().as_str());
+        Ok(fields)
     }
 
     async fn checkin(&self, host: &HostRecord) -> Result<()> {
