@@ -1094,9 +1094,10 @@ mod tests {
 
     /// A provider whose checkout fails after making two hosts it asks broker to keep.
     #[derive(Debug, Default)]
-    struct LeavesTwo {
-        checkins: std::sync::atomic::AtomicUsize,
-    }
+    struct LeavesTwo;
+
+    static LEAVES_TWO_CHECKINS: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
 
     #[async_trait::async_trait]
     impl Provider for LeavesTwo {
@@ -1118,8 +1119,7 @@ mod tests {
             ))
         }
         async fn checkin(&self, _host: &HostRecord) -> Result<()> {
-            self.checkins
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            LEAVES_TWO_CHECKINS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(())
         }
     }
@@ -1128,7 +1128,7 @@ mod tests {
     async fn hosts_a_failed_checkout_keeps_are_recorded_failed_not_cleaned_up() {
         let dir = tempfile::tempdir().unwrap();
         let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
-        let kind = ProviderKind::new("LeavesTwo", "test", |_| Ok(Arc::new(LeavesTwo::default())))
+        let kind = ProviderKind::new("LeavesTwo", "test", |_| Ok(Arc::new(LeavesTwo)))
             .checkout_actions(&["leave_action"]);
         let broker = Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap();
         let err = broker
@@ -1154,8 +1154,11 @@ mod tests {
             assert_eq!(r.args().get("leave_action"), Some(&Value::from("x")));
         }
         // Nothing was checked in behind the user's back; checking them in later works as for any host.
+        let checkins = || LEAVES_TWO_CHECKINS.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(checkins(), 0);
         let outcomes = broker.checkin(kept, false).await;
         assert!(outcomes.iter().all(|o| o.result.is_ok()));
+        assert_eq!(checkins(), 2);
         assert!(broker.inventory().list().unwrap().is_empty());
     }
 }
