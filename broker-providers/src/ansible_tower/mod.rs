@@ -543,7 +543,11 @@ impl Tower {
             "hostname".into(),
             hostname.map(Value::from).unwrap_or(Value::Null),
         );
-        if let Some(ip) = variables.get("ansible_host").map(json_text) {
+        if let Some(ip) = variables
+            .get("ansible_host")
+            .map(json_text)
+            .filter(|s| !s.is_empty())
+        {
             m.insert("ip".into(), Value::from(ip));
         }
         if let Some(inv) = inventory {
