@@ -351,3 +351,37 @@ fn hosts_recorded_by_the_python_broker_check_in() {
         assert_eq!(vars["deploy_rhel_version"], "8.6", "the recorded arguments");
     }
 }
+
+/// `kill -9` while the workflow runs: the pending record names no job, but the job carries the record's
+/// id, so `broker recover` (another process) finds it, cancels it, and nothing is left.
+#[test]
+fn kill_nine_mid_workflow_then_recover() {
+    let sim = Sim::start_with(SimOptions {
+        running_polls: 1_000_000,
+        ..SimOptions::default()
+    });
+    let dir = BrokerDir::new(&settings(&sim, ""));
+    let mut child = dir
+        .command(&["checkout", "--nick", "rhel9"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || sim
+            .world()
+            .job_statuses()
+            .first()
+            .is_some_and(|j| j.2 == "running")),
+        "the workflow started"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let pending = dir.inventory();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0]["_broker_state"], "pending");
+    dir.ok(&["recover"]);
+    assert_eq!(sim.world().job_statuses()[0].2, "canceled");
+    assert!(dir.inventory().is_empty());
+    assert!(sim.vms().is_empty());
+}
