@@ -16,6 +16,18 @@ fn settings(sim: &Sim, extra: &str) -> String {
     )
 }
 
+/// Waits until the first job the simulator launched runs.
+fn wait_until_running(sim: &Sim) {
+    assert!(
+        wait_for(Duration::from_secs(20), || sim
+            .world()
+            .job_statuses()
+            .first()
+            .is_some_and(|j| j.2 == "running")),
+        "the workflow started"
+    );
+}
+
 #[test]
 fn checkout_inventory_extend_checkin() {
     let sim = Sim::start();
@@ -181,24 +193,13 @@ fn ctrl_c_mid_workflow_cancels_it_and_deletes_the_temporary_token() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(
-        wait_for(Duration::from_secs(20), || sim
-            .world()
-            .job_statuses()
-            .first()
-            .is_some_and(|j| j.2 == "running")),
-        "the workflow started"
-    );
+    wait_until_running(&sim);
     assert_eq!(
         sim.world().tokens.len(),
         2,
         "alice's own and broker's temporary one"
     );
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    crate::util::interrupt(&child);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     let world = sim.world();
@@ -367,14 +368,7 @@ fn kill_nine_mid_workflow_then_recover() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(
-        wait_for(Duration::from_secs(20), || sim
-            .world()
-            .job_statuses()
-            .first()
-            .is_some_and(|j| j.2 == "running")),
-        "the workflow started"
-    );
+    wait_until_running(&sim);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let pending = dir.inventory();

@@ -390,11 +390,7 @@ fn ctrl_c_during_checkout_checks_in_what_was_made() {
         &["--test_action", "basic", "--hang", "created", "-c", "2"],
         2,
     );
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    crate::util::interrupt(&child);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(

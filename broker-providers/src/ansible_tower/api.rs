@@ -304,22 +304,19 @@ impl Api {
         let root = options.base_url.trim_end_matches('/').to_owned();
         let (base, aap25) = detect_base(&http, &root, options.aap_version.as_deref()).await?;
         tracing::debug!(%root, %base, "AnsibleTower API located");
+        let auth = match &options.credentials {
+            Credentials::Token(token) => Auth::Bearer(token.clone()),
+            Credentials::Password { username, password } => {
+                password_auth(&http, &root, &base, username, password).await?
+            }
+        };
         let mut api = Api {
             http,
             root,
             base,
             aap25,
-            auth: Auth::Basic {
-                username: String::new(),
-                password: SecretString::from(String::new()),
-            },
+            auth,
             username: String::new(),
-        };
-        api.auth = match &options.credentials {
-            Credentials::Token(token) => Auth::Bearer(token.clone()),
-            Credentials::Password { username, password } => {
-                api.password_auth(username, password).await?
-            }
         };
         let me = api
             .get("me/", &[])
@@ -336,57 +333,6 @@ impl Api {
             .unwrap_or_default();
         tracing::debug!(user = %api.username, auth = api.auth.kind(), "logged in to AnsibleTower");
         Ok(api)
-    }
-
-    /// A temporary token for a password login, shared with every instance of this process that logs
-    /// in to the same server as the same user; Basic auth when the server refuses tokens.
-    async fn password_auth(&self, username: &str, password: &SecretString) -> Result<Auth> {
-        tracing::warn!(
-            "AnsibleTower: logging in with a password; a personal `token` in the settings is preferred"
-        );
-        if let Some(shared) = TempToken::shared(&self.root, username) {
-            return Ok(Auth::Temporary(shared));
-        }
-        let description = format!("Broker temp {}", random_letters(10));
-        let request = self
-            .http
-            .request(Method::POST, self.url("tokens/"))
-            .basic_auth(username, Some(password.expose_secret()))
-            .json(&json!({"description": description, "application": null, "scope": "write"}));
-        match decode(exchange(request).await, "POST") {
-            Ok(created) => {
-                let (Some(id), Some(token)) = (
-                    created.get("id").and_then(Json::as_u64),
-                    created.get("token").and_then(Json::as_str),
-                ) else {
-                    tracing::warn!(
-                        "AnsibleTower answered the token request without a token; using the password for every request"
-                    );
-                    return Ok(basic(username, password));
-                };
-                let temp = Arc::new(TempToken {
-                    token: SecretString::from(token.to_owned()),
-                    url: self.url(&format!("tokens/{id}/")),
-                    description,
-                    http: self.http.clone(),
-                });
-                TempToken::share(&self.root, username, &temp);
-                tracing::info!(
-                    id,
-                    "created a temporary AnsibleTower token; it is deleted when broker is done"
-                );
-                Ok(Auth::Temporary(temp))
-            }
-            Err(e) if e.status() == Some(401) => {
-                Err(e.into_error(&format!("logging in as `{username}`")))
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "AnsibleTower refused a temporary token ({e}); using the password for every request"
-                );
-                Ok(basic(username, password))
-            }
-        }
     }
 
     /// The logged-in user.
@@ -480,6 +426,62 @@ impl Api {
             }
         }
         Ok(out)
+    }
+}
+
+/// A temporary token for a password login, shared with every instance of this process that logs
+/// in to the same server as the same user; Basic auth when the server refuses tokens.
+async fn password_auth(
+    http: &reqwest::Client,
+    root: &str,
+    base: &str,
+    username: &str,
+    password: &SecretString,
+) -> Result<Auth> {
+    tracing::warn!(
+        "AnsibleTower: logging in with a password; a personal `token` in the settings is preferred"
+    );
+    if let Some(shared) = TempToken::shared(root, username) {
+        return Ok(Auth::Temporary(shared));
+    }
+    let description = format!("Broker temp {}", random_letters(10));
+    let request = http
+        .request(Method::POST, format!("{root}{base}tokens/"))
+        .basic_auth(username, Some(password.expose_secret()))
+        .json(&json!({"description": description, "application": null, "scope": "write"}));
+    match decode(exchange(request).await, "POST") {
+        Ok(created) => {
+            let (Some(id), Some(token)) = (
+                created.get("id").and_then(Json::as_u64),
+                created.get("token").and_then(Json::as_str),
+            ) else {
+                tracing::warn!(
+                    "AnsibleTower answered the token request without a token; using the password for every request"
+                );
+                return Ok(basic(username, password));
+            };
+            let temp = Arc::new(TempToken {
+                token: SecretString::from(token.to_owned()),
+                url: format!("{root}{base}tokens/{id}/"),
+                description,
+                http: http.clone(),
+            });
+            TempToken::share(root, username, &temp);
+            tracing::info!(
+                id,
+                "created a temporary AnsibleTower token; it is deleted when broker is done"
+            );
+            Ok(Auth::Temporary(temp))
+        }
+        Err(e) if e.status() == Some(401) => {
+            Err(e.into_error(&format!("logging in as `{username}`")))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "AnsibleTower refused a temporary token ({e}); using the password for every request"
+            );
+            Ok(basic(username, password))
+        }
     }
 }
 

@@ -114,6 +114,36 @@ pub(crate) fn to_yaml(value: &Json) -> Value {
     serde_yaml::to_value(value).unwrap_or(Value::Null)
 }
 
+/// Python's truthiness for fact values, as the Python broker filters them: null, false, "", [] and {}
+/// are not set.
+pub(crate) fn is_set(v: &Json) -> bool {
+    !matches!(v, Json::Null | Json::Bool(false))
+        && !v.as_str().is_some_and(str::is_empty)
+        && !v.as_array().is_some_and(Vec::is_empty)
+        && !v.as_object().is_some_and(serde_json::Map::is_empty)
+}
+
+/// The entries of a JSON object whose values are set, as a YAML mapping (empty for anything else).
+pub(crate) fn set_entries(v: Option<&Json>) -> Mapping {
+    v.and_then(Json::as_object)
+        .map(|m| {
+            m.iter()
+                .filter(|(_, v)| is_set(v))
+                .map(|(k, v)| (Value::from(k.as_str()), to_yaml(v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An AWX object's `related` link `name`, else `fallback()`.
+pub(crate) fn related(obj: &Json, name: &str, fallback: impl FnOnce() -> String) -> String {
+    obj.get("related")
+        .and_then(|r| r.get(name))
+        .and_then(Json::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(fallback)
+}
+
 /// A string that parses as a JSON list or object becomes that structure; everything else stays.
 pub(crate) fn parse_string_value(value: Value) -> Value {
     if let Value::String(s) = &value {
@@ -397,17 +427,13 @@ impl super::Tower {
             "extra_vars".into(),
             Json::String(to_json(&Value::Mapping(vars)).to_string()),
         );
-        let launch_path = template
-            .pointer("/related/launch")
-            .and_then(Json::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(|| {
-                format!(
-                    "{}{}/launch/",
-                    kind.templates(),
-                    template.get("id").map(json_text).unwrap_or_default()
-                )
-            });
+        let launch_path = related(&template, "launch", || {
+            format!(
+                "{}{}/launch/",
+                kind.templates(),
+                template.get("id").map(json_text).unwrap_or_default()
+            )
+        });
         if let Some(record) = record {
             // From here on AWX may make a job even if its answer is lost.
             self.note(record, super::LaunchNote::Sent);
@@ -548,20 +574,16 @@ impl super::Tower {
                         .and_then(Json::as_str)
                         .unwrap_or("job")
                         .to_owned();
-                    let url = n
-                        .pointer("/related/job")
-                        .and_then(Json::as_str)
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| {
-                            api.path(&format!(
-                                "{}/{id}/",
-                                if ty == "workflow_job" {
-                                    "workflow_jobs"
-                                } else {
-                                    "jobs"
-                                }
-                            ))
-                        });
+                    let url = related(n, "job", || {
+                        api.path(&format!(
+                            "{}/{id}/",
+                            if ty == "workflow_job" {
+                                "workflow_jobs"
+                            } else {
+                                "jobs"
+                            }
+                        ))
+                    });
                     Some((id, ty, url))
                 })
                 .collect();
@@ -824,12 +846,6 @@ pub(crate) fn host_fields(
         Json::Array(items) => items.first().map(json_text).unwrap_or_default(),
         other => json_text(other),
     };
-    let truthy = |v: &Json| {
-        !matches!(v, Json::Null | Json::Bool(false))
-            && !v.as_str().is_some_and(str::is_empty)
-            && !v.as_array().is_some_and(Vec::is_empty)
-            && !v.as_object().is_some_and(serde_json::Map::is_empty)
-    };
     let mut hostname = None;
     let mut name = None;
     let mut host_type = None;
@@ -850,19 +866,9 @@ pub(crate) fn host_fields(
             "the job's `_broker_facts` name no fqdn; the host has no hostname"
         );
     }
-    let mut fields = Mapping::new();
-    for (key, value) in facts.iter().filter(|(_, v)| truthy(v)) {
-        fields.insert(Value::from(key.as_str()), to_yaml(value));
-    }
-    let broker_args = match artifacts.get("_broker_args").and_then(Json::as_object) {
-        Some(a) => {
-            let kept: serde_json::Map<String, Json> = a
-                .iter()
-                .filter(|(_, v)| truthy(v))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            to_yaml(&Json::Object(kept))
-        }
+    let mut fields = set_entries(artifacts.get("_broker_facts"));
+    let broker_args = match artifacts.get("_broker_args").filter(|a| a.is_object()) {
+        Some(a) => Value::Mapping(set_entries(Some(a))),
         None => {
             tracing::warn!(
                 job = launched.id,

@@ -51,7 +51,7 @@ use futures_util::StreamExt;
 use serde_json::{Value as Json, json};
 
 use api::{Api, ConnectOptions, Credentials, Verify, json_text};
-use jobs::{Finished, Kind, Launched, Reason, host_fields, to_yaml};
+use jobs::{Finished, Kind, Launched, Reason, host_fields, is_set, related, set_entries, to_yaml};
 
 /// The provider's name, as the inventory records it.
 pub const NAME: &str = "AnsibleTower";
@@ -515,15 +515,7 @@ impl Tower {
             },
             None => Json::Null,
         };
-        let truthy = |v: &&Json| {
-            !matches!(v, Json::Null | Json::Bool(false)) && !v.as_str().is_some_and(str::is_empty)
-        };
-        let mut m = Mapping::new();
-        if let Some(bf) = facts.get("_broker_facts").and_then(Json::as_object) {
-            for (k, v) in bf.iter().filter(|(_, v)| truthy(v)) {
-                m.insert(Value::from(k.as_str()), to_yaml(v));
-            }
-        }
+        let mut m = set_entries(facts.get("_broker_facts"));
         let hostname = variables
             .get("fqdn")
             .or_else(|| facts.get("ansible_fqdn"))
@@ -557,22 +549,15 @@ impl Tower {
         if let Some(i) = self.config.instance() {
             m.insert("_broker_provider_instance".into(), Value::from(i));
         }
-        let args: serde_json::Map<String, Json> = facts
-            .get("_broker_args")
-            .and_then(Json::as_object)
-            .map(|a| {
-                a.iter()
-                    .filter(|(_, v)| truthy(v))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        m.insert("_broker_args".into(), to_yaml(&Json::Object(args)));
+        m.insert(
+            "_broker_args".into(),
+            Value::Mapping(set_entries(facts.get("_broker_args"))),
+        );
         for (field, fact) in [
             ("os_distribution", "ansible_distribution"),
             ("os_distribution_version", "ansible_distribution_version"),
         ] {
-            if let Some(v) = facts.get(fact).filter(|v| truthy(v)) {
+            if let Some(v) = facts.get(fact).filter(|v| is_set(v)) {
                 m.insert(Value::from(field), to_yaml(v));
             }
         }
@@ -595,6 +580,16 @@ impl Tower {
         self.run(api, Kind::Workflow, &workflow, args)
             .await
             .map(|_| tracing::info!("released `{vm}` through `{workflow}`"))
+    }
+
+    /// The VM a record names (its `name`, else its `hostname`), for the release or extend workflow.
+    fn vm_name(&self, host: &HostRecord, wanted: &str) -> Result<String> {
+        vm_of(host).map(str::to_owned).ok_or_else(|| {
+            self.error(format!(
+                "record {} has neither `name` nor `hostname`, so there is no {wanted}",
+                host.display_name()
+            ))
+        })
     }
 
     /// The arguments of a release or extend: the recorded ones without the checkout's own, and the
@@ -699,10 +694,8 @@ impl Tower {
         if finished.succeeded()
             && let Ok(artifacts) = self.artifacts(api, &finished, "last").await
             && let Ok(fields) = host_fields(&artifacts, &launched, &record.args())
-            && let Some(name) = fields
-                .get("name")
-                .and_then(Value::as_str)
-                .or_else(|| fields.get("hostname").and_then(Value::as_str))
+            && let made = HostRecord::from_mapping(fields)
+            && let Some(name) = vm_of(&made)
             && !vms.iter().any(|v| v == name)
         {
             vms.push(name.to_owned());
@@ -798,6 +791,11 @@ impl Tower {
     }
 }
 
+/// The VM a record stands for at AWX: its `name`, else its `hostname`.
+fn vm_of(host: &HostRecord) -> Option<&str> {
+    host.name().or_else(|| host.hostname())
+}
+
 /// Asks on the terminal what to do with a host a failed workflow left: `c`, `s`, `cA` or `sA`.
 /// `None` when there is no terminal to ask on (or `BROKER_NON_INTERACTIVE` is set).
 fn ask_dangling(vm: &str, reason: &str) -> Option<String> {
@@ -878,32 +876,14 @@ impl Provider for Tower {
         if host.state() == HostState::Pending {
             return self.checkin_pending(api, host).await;
         }
-        let name = host
-            .name()
-            .or_else(|| host.hostname())
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                self.error(format!(
-                    "record {} has neither `name` nor `hostname`, so there is no `source_vm` to release",
-                    host.display_name()
-                ))
-            })?;
+        let name = self.vm_name(host, "`source_vm` to release")?;
         let args = Self::follow_up_args(host);
         self.release_vm(api, &name, args).await
     }
 
     async fn extend(&self, host: &HostRecord, args: &Mapping) -> Result<()> {
         let api = self.api().await?;
-        let name = host
-            .name()
-            .or_else(|| host.hostname())
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                self.error(format!(
-                    "record {} has no name to extend",
-                    host.display_name()
-                ))
-            })?;
+        let name = self.vm_name(host, "`target_vm` to extend")?;
         let mut extra = Mapping::new();
         extra.insert(
             "workflow".into(),
@@ -1056,16 +1036,12 @@ impl Provider for Tower {
                     .is_some_and(|n| n.contains(user.as_str()))
         }) {
             let name = inv.get("name").map(json_text).unwrap_or_default();
-            let path = inv
-                .pointer("/related/hosts")
-                .and_then(Json::as_str)
-                .map(str::to_owned)
-                .unwrap_or_else(|| {
-                    format!(
-                        "inventories/{}/hosts/",
-                        inv.get("id").map(json_text).unwrap_or_default()
-                    )
-                });
+            let path = related(inv, "hosts", || {
+                format!(
+                    "inventories/{}/hosts/",
+                    inv.get("id").map(json_text).unwrap_or_default()
+                )
+            });
             let found = api
                 .get_all(&path, &[], None)
                 .await

@@ -405,6 +405,24 @@ impl World {
         }
     }
 
+    /// The template at `{kind}/{id}/` (`kind`: `workflow_job_templates` or `job_templates`).
+    fn template_at(&self, kind: &str, id: &str) -> Option<&Template> {
+        let workflow = kind == "workflow_job_templates";
+        let id = parse_id(id)?;
+        self.templates
+            .iter()
+            .find(|t| t.id == id && t.workflow == workflow)
+    }
+
+    /// The position of the job at `{kind}/{id}/` (`kind`: `workflow_jobs` or `jobs`).
+    fn job_at(&self, kind: &str, id: &str) -> Option<usize> {
+        let workflow = kind == "workflow_jobs";
+        let id = parse_id(id)?;
+        self.jobs
+            .iter()
+            .position(|j| j.id == id && j.workflow == workflow)
+    }
+
     fn user_by_token(&self, token: &str) -> Option<&User> {
         let t = self.tokens.iter().find(|t| t.token == token)?;
         self.users.iter().find(|u| u.id == t.user)
@@ -839,10 +857,7 @@ fn route(
                 .filter(|t| t.user == user.id)
                 .map(|t| token_json(base, t))
                 .collect();
-            reply(
-                200,
-                paginate(base, "tokens", filter(items, q), q, w.options.max_page_size),
-            )
+            listed(w, base, "tokens", items, q)
         }
         ("DELETE", ["tokens", id]) => {
             let Some(i) = parse_id(id).and_then(|id| w.tokens.iter().position(|t| t.id == id))
@@ -861,24 +876,10 @@ fn route(
                 .filter(|t| t.workflow == workflow)
                 .map(|t| template_json(w, base, t))
                 .collect();
-            reply(
-                200,
-                paginate(
-                    base,
-                    segments[0],
-                    filter(items, q),
-                    q,
-                    w.options.max_page_size,
-                ),
-            )
+            listed(w, base, segments[0], items, q)
         }
         ("GET", [kind @ ("workflow_job_templates" | "job_templates"), id]) => {
-            let workflow = *kind == "workflow_job_templates";
-            match parse_id(id).and_then(|id| {
-                w.templates
-                    .iter()
-                    .find(|t| t.id == id && t.workflow == workflow)
-            }) {
+            match w.template_at(kind, id) {
                 Some(t) => reply(200, template_json(w, base, t)),
                 None => not_found(),
             }
@@ -890,23 +891,16 @@ fn route(
                 id,
                 "launch",
             ],
-        ) => {
-            let workflow = *kind == "workflow_job_templates";
-            match parse_id(id).and_then(|id| {
-                w.templates
-                    .iter()
-                    .find(|t| t.id == id && t.workflow == workflow)
-            }) {
-                Some(t) => reply(
-                    200,
-                    json!({"can_start_without_user_input": true, "ask_inventory_on_launch": true,
+        ) => match w.template_at(kind, id) {
+            Some(t) => reply(
+                200,
+                json!({"can_start_without_user_input": true, "ask_inventory_on_launch": true,
                            "ask_variables_on_launch": true, "ask_labels_on_launch": true,
                            "variables_needed_to_start": [], "survey_enabled": false,
                            "defaults": {"extra_vars": t.extra_vars, "inventory": {"id": t.inventory}}}),
-                ),
-                None => not_found(),
-            }
-        }
+            ),
+            None => not_found(),
+        },
         (
             "GET",
             [
@@ -926,10 +920,7 @@ fn route(
                 .map(|j| job_json(w, base, j))
                 .collect();
             let path = format!("{kind}/{template}/{sub}");
-            reply(
-                200,
-                paginate(base, &path, filter(items, q), q, w.options.max_page_size),
-            )
+            listed(w, base, &path, items, q)
         }
         (
             "POST",
@@ -939,15 +930,7 @@ fn route(
                 "launch",
             ],
         ) => {
-            let workflow = *kind == "workflow_job_templates";
-            let Some(t) = parse_id(id)
-                .and_then(|id| {
-                    w.templates
-                        .iter()
-                        .find(|t| t.id == id && t.workflow == workflow)
-                })
-                .cloned()
-            else {
+            let Some(t) = w.template_at(kind, id).cloned() else {
                 return not_found();
             };
             launch(w, base, &t, &user, &body)
@@ -958,16 +941,7 @@ fn route(
                 .iter()
                 .map(|i| inventory_json(w, base, i))
                 .collect();
-            reply(
-                200,
-                paginate(
-                    base,
-                    "inventories",
-                    filter(items, q),
-                    q,
-                    w.options.max_page_size,
-                ),
-            )
+            listed(w, base, "inventories", items, q)
         }
         ("GET", ["inventories", id]) => {
             match parse_id(id).and_then(|id| w.inventories.iter().find(|i| i.id == id)) {
@@ -989,17 +963,11 @@ fn route(
                 .map(|h| host_json(w, base, h))
                 .collect();
             let path = format!("inventories/{inv}/hosts");
-            reply(
-                200,
-                paginate(base, &path, filter(items, q), q, w.options.max_page_size),
-            )
+            listed(w, base, &path, items, q)
         }
         ("GET", ["hosts"]) => {
             let items = w.hosts.iter().map(|h| host_json(w, base, h)).collect();
-            reply(
-                200,
-                paginate(base, "hosts", filter(items, q), q, w.options.max_page_size),
-            )
+            listed(w, base, "hosts", items, q)
         }
         ("GET", ["hosts", id]) => {
             match parse_id(id).and_then(|id| w.hosts.iter().find(|h| h.id == id)) {
@@ -1023,10 +991,7 @@ fn route(
                 .iter()
                 .map(|(id, name, org)| label_json(base, *id, name, *org))
                 .collect();
-            reply(
-                200,
-                paginate(base, "labels", filter(items, q), q, w.options.max_page_size),
-            )
+            listed(w, base, "labels", items, q)
         }
         ("POST", ["labels"]) => {
             let name = body
@@ -1062,18 +1027,10 @@ fn route(
                 .filter(|j| j.workflow == workflow)
                 .map(|j| job_json(w, base, j))
                 .collect();
-            reply(
-                200,
-                paginate(base, kind, filter(items, q), q, w.options.max_page_size),
-            )
+            listed(w, base, kind, items, q)
         }
         ("GET", [kind @ ("workflow_jobs" | "jobs"), id]) => {
-            let workflow = *kind == "workflow_jobs";
-            let Some(i) = parse_id(id).and_then(|id| {
-                w.jobs
-                    .iter()
-                    .position(|j| j.id == id && j.workflow == workflow)
-            }) else {
+            let Some(i) = w.job_at(kind, id) else {
                 return not_found();
             };
             advance(w, i);
@@ -1081,12 +1038,7 @@ fn route(
             reply(200, job_json(w, base, &j))
         }
         ("POST", [kind @ ("workflow_jobs" | "jobs"), id, "cancel"]) => {
-            let workflow = *kind == "workflow_jobs";
-            let Some(i) = parse_id(id).and_then(|id| {
-                w.jobs
-                    .iter()
-                    .position(|j| j.id == id && j.workflow == workflow)
-            }) else {
+            let Some(i) = w.job_at(kind, id) else {
                 return not_found();
             };
             if is_final(&w.jobs[i].status) {
@@ -1097,9 +1049,7 @@ fn route(
             reply(202, Value::Null)
         }
         ("GET", ["workflow_jobs", id, "workflow_nodes"]) => {
-            let Some(j) =
-                parse_id(id).and_then(|id| w.jobs.iter().find(|j| j.id == id && j.workflow))
-            else {
+            let Some(j) = w.job_at("workflow_jobs", id).map(|i| &w.jobs[i]) else {
                 return not_found();
             };
             let items = j
@@ -1118,23 +1068,15 @@ fn route(
                 })
                 .collect();
             let path = format!("workflow_jobs/{}/workflow_nodes", j.id);
-            reply(
-                200,
-                paginate(base, &path, filter(items, q), q, w.options.max_page_size),
-            )
+            listed(w, base, &path, items, q)
         }
         ("GET", ["jobs", id, "job_events"]) => {
-            let Some(j) =
-                parse_id(id).and_then(|id| w.jobs.iter().find(|j| j.id == id && !j.workflow))
-            else {
+            let Some(j) = w.job_at("jobs", id).map(|i| &w.jobs[i]) else {
                 return not_found();
             };
             let items = j.events.clone();
             let path = format!("jobs/{}/job_events", j.id);
-            reply(
-                200,
-                paginate(base, &path, filter(items, q), q, w.options.max_page_size),
-            )
+            listed(w, base, &path, items, q)
         }
         _ => not_found(),
     }
@@ -1312,6 +1254,14 @@ fn filter(mut items: Vec<Value>, q: &Query) -> Vec<Value> {
         });
     }
     items
+}
+
+/// A page of a list endpoint: AWX's field lookups, then its pagination.
+fn listed(w: &World, base: &str, path: &str, items: Vec<Value>, q: &Query) -> Reply {
+    reply(
+        200,
+        paginate(base, path, filter(items, q), q, w.options.max_page_size),
+    )
 }
 
 fn paginate(base: &str, path: &str, items: Vec<Value>, q: &Query, max: usize) -> Value {
