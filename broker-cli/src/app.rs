@@ -35,6 +35,9 @@ pub fn main() -> ExitCode {
         let _ = Cli::command().print_help();
         return ExitCode::from(2);
     };
+    if let Some(code) = generated_files(&command) {
+        return exit(code);
+    }
     let mut emitter = Emitter::new(cli.output_file.clone());
     let code = match run(command, cli.log_level, &mut emitter) {
         Ok(code) => {
@@ -51,6 +54,32 @@ pub fn main() -> ExitCode {
         }
     };
     exit(code)
+}
+
+/// `completions` and `manpage`: printed from the command-line definition alone, before settings are
+/// read, so they work on any machine.
+fn generated_files(command: &Command) -> Option<i32> {
+    let result = match command {
+        Command::Completions { shell } => write_stdout_bytes(&crate::manual::completions(*shell)),
+        Command::Manpage { dir: None } => {
+            crate::manual::manpage().and_then(|page| write_stdout_bytes(&page))
+        }
+        Command::Manpage { dir: Some(dir) } => crate::manual::write_manpages(dir).map(|pages| {
+            eprintln!("wrote {} man pages into {}", pages.len(), dir.display());
+        }),
+        _ => return None,
+    };
+    Some(match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {}", broker_core::error::chain(&e));
+            e.exit_code()
+        }
+    })
+}
+
+fn write_stdout_bytes(bytes: &[u8]) -> Result<()> {
+    write_stdout(&String::from_utf8_lossy(bytes))
 }
 
 fn exit(code: i32) -> ExitCode {
@@ -136,7 +165,9 @@ async fn dispatch(command: Command, settings: Settings, emitter: &mut Emitter) -
                 Command::Providers(a) => providers(&broker, a, emitter).await,
                 Command::Recover(a) => recover(&broker, a, emitter).await,
                 Command::Ssh(a) => ssh(&broker, a, emitter).await,
-                Command::Config(_) => unreachable!("handled above"),
+                Command::Config(_) | Command::Completions { .. } | Command::Manpage { .. } => {
+                    unreachable!("handled above")
+                }
             }
         }
     }

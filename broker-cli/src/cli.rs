@@ -111,6 +111,19 @@ pub enum Command {
     Recover(RecoverArgs),
     /// Run a command on a host (`broker ssh HOST -- uname -a`, exits with its status), or open a shell.
     Ssh(SshArgs),
+    /// Print a shell completion script: `broker completions bash > /etc/bash_completion.d/broker`.
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page `broker(1)` (roff), or with `--dir` write one page per verb there.
+    #[command(hide = true)]
+    Manpage {
+        /// Write `broker.1` and `broker-VERB.1` into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `ssh`.

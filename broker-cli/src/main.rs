@@ -4,6 +4,7 @@
 mod app;
 mod cli;
 mod logging;
+mod manual;
 mod output;
 
 fn main() -> std::process::ExitCode {
