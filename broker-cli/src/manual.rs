@@ -39,9 +39,9 @@ pub fn manpage() -> Result<Vec<u8>> {
 /// # Errors
 /// When `dir` cannot be created or a page cannot be written there.
 pub fn write_manpages(dir: &Path) -> Result<Vec<String>> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating the man page directory", dir, e))?;
-    clap_mangen::generate_to(command(), dir)
-        .map_err(|e| Error::io("writing man pages", dir, e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io("creating the man page directory", dir, e))?;
+    clap_mangen::generate_to(command(), dir).map_err(|e| Error::io("writing man pages", dir, e))?;
     let mut written: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| Error::io("listing the man page directory", dir, e))?
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
@@ -62,7 +62,10 @@ mod tests {
             .filter(|c| !c.is_hide_set())
             .map(|c| c.get_name().to_owned())
             .collect();
-        assert!(verbs.len() >= 10, "the command line lost its verbs: {verbs:?}");
+        assert!(
+            verbs.len() >= 10,
+            "the command line lost its verbs: {verbs:?}"
+        );
         verbs
     }
 
@@ -90,8 +93,14 @@ mod tests {
     #[test]
     fn the_man_page_lists_every_verb() {
         let page = String::from_utf8(manpage().unwrap()).unwrap();
-        assert!(page.starts_with(".ie \\n(.g .ds Aq \\(aq"), "not roff: {page:.80}");
-        assert!(page.contains(&format!(".TH broker 1  \"broker {}\"", env!("CARGO_PKG_VERSION"))));
+        assert!(
+            page.starts_with(".ie \\n(.g .ds Aq \\(aq"),
+            "not roff: {page:.80}"
+        );
+        assert!(page.contains(&format!(
+            ".TH broker 1  \"broker {}\"",
+            env!("CARGO_PKG_VERSION")
+        )));
         for verb in verbs() {
             assert!(
                 page.contains(&format!("broker\\-{verb}(1)")),
@@ -121,8 +130,7 @@ mod tests {
         );
         expected.sort();
         assert_eq!(written, expected);
-        let checkout =
-            std::fs::read_to_string(dir.path().join("man1/broker-checkout.1")).unwrap();
+        let checkout = std::fs::read_to_string(dir.path().join("man1/broker-checkout.1")).unwrap();
         assert!(checkout.contains("\\-\\-keep\\-partial"));
     }
 }
