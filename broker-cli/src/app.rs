@@ -15,7 +15,9 @@ use crate::cli::{
     ExecuteFormat, ExtendArgs, Format, InventoryArgs, LogLevel, ProviderArgs, ProvidersArgs,
     RecoverArgs, Selection, SshArgs,
 };
-use crate::output::{Emitter, Progress, inventory_table, print_value, table, write_stdout};
+use crate::output::{
+    Emitter, Progress, inventory_table, note, print_value, table, write_stderr, write_stdout,
+};
 
 /// The whole program.
 pub fn main() -> ExitCode {
@@ -47,7 +49,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let message = broker_core::error::chain(&e);
             tracing::debug!("command failed: {message}");
-            eprintln!("error: {message}");
+            note!("error: {message}");
             let code = e.exit_code();
             emitter.finish(code, Some(&message));
             code
@@ -193,14 +195,7 @@ fn background_if_asked(command: &Command, settings: &Settings) -> Result<Option<
         .filter(|a| a != "-b" && a != "--background")
         .collect();
     let log_path = settings.log_path();
-    let out_path =
-        log_path.with_file_name(format!("background-{}.out", broker_core::time::now_epoch()));
-    if let Some(dir) = out_path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io("creating the log directory", dir, e))?;
-    }
-    let out = std::fs::File::create(&out_path)
-        .map_err(|e| Error::io("creating the background output file", &out_path, e))?;
+    let (out_path, out) = background_output(&log_path)?;
     let err = out
         .try_clone()
         .map_err(|e| Error::io("creating the background output file", &out_path, e))?;
@@ -214,13 +209,41 @@ fn background_if_asked(command: &Command, settings: &Settings) -> Result<Option<
         .spawn()
         .map_err(|e| Error::io("starting broker in the background", "broker", e))?;
     tracing::info!(pid = child.id(), "running in the background");
-    eprintln!(
+    note!(
         "broker runs in the background as pid {}; output: {}; log: {}",
         child.id(),
         out_path.display(),
         log_path.display()
     );
     Ok(Some(0))
+}
+
+/// A new file for a background run's output next to the log: `background-<epoch>.out`, or
+/// `background-<epoch>-<n>.out` when a run started in the same second has that one. Never an existing
+/// file: two runs must not write into (or truncate) each other's output.
+fn background_output(log_path: &Path) -> Result<(std::path::PathBuf, std::fs::File)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = log_path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating the log directory", dir, e))?;
+    let epoch = broker_core::time::now_epoch();
+    for n in 0..10_000u32 {
+        let name = match n {
+            0 => format!("background-{epoch}.out"),
+            n => format!("background-{epoch}-{n}.out"),
+        };
+        let path = dir.join(name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => return Ok((path, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("creating the background output file", &path, e)),
+        }
+    }
+    Err(Error::usage("no free name for the background output file"))
 }
 
 /// Runs `work` unless Ctrl-C comes first.
@@ -273,9 +296,46 @@ async fn checkout(broker: &Broker, a: CheckoutArgs, emitter: &mut Emitter) -> Re
         .into_iter()
         .map(|g| g.keep().record().clone())
         .collect();
-    emitter.emit("hosts", &records);
-    print_hosts(broker, &records, a.output)?;
-    Ok(0)
+    hand_out(broker, records, a.output, emitter).await
+}
+
+/// Prints the hosts a checkout made, which stay checked out. When they cannot be printed
+/// (`> /dev/full`), says on stderr which they are and how to give them back; when stderr cannot take
+/// that either, gives them back: no host stays checked out that the user was not told about.
+async fn hand_out(
+    broker: &Broker,
+    records: Vec<HostRecord>,
+    format: Format,
+    emitter: &mut Emitter,
+) -> Result<i32> {
+    let rows = placed(broker, &records);
+    let Err(e) = print_hosts(broker, &rows, format) else {
+        emitter.emit("hosts", &records);
+        return Ok(0);
+    };
+    let hosts: Vec<String> = rows
+        .iter()
+        .map(|(id, r)| format!("{id} ({})", r.display_name()))
+        .collect();
+    let ids: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
+    if write_stderr(&format!(
+        "the hosts could not be printed and stay checked out: {}; give them back with `broker checkin {}`",
+        hosts.join(", "),
+        ids.join(" ")
+    )) {
+        emitter.emit("hosts", &records);
+        return Err(e);
+    }
+    for outcome in broker.checkin(records, false).await {
+        if let Err(failed) = outcome.result {
+            tracing::error!(
+                host = %outcome.record.display_name(),
+                "giving back a host that could not be reported failed: {}",
+                broker_core::error::chain(&failed)
+            );
+        }
+    }
+    Err(e)
 }
 
 /// After Ctrl-C during checkout: give back whatever this process made or started to make.
@@ -309,18 +369,48 @@ async fn abandon_checkout(broker: &Broker) -> Error {
     }
 }
 
-fn print_hosts(broker: &Broker, records: &[HostRecord], format: Format) -> Result<()> {
+/// Prints hosts, each with the id `broker checkin` takes for it.
+fn print_hosts(broker: &Broker, rows: &[(String, HostRecord)], format: Format) -> Result<()> {
     match format {
         Format::Table => {
             let keys: Vec<&str> = broker.registry().all_action_keys().collect();
             write_stdout(&inventory_table(
-                records,
+                rows,
                 &broker.settings().inventory_fields(),
                 &keys,
             ))
         }
-        other => print_value(&records, other),
+        other => print_value(&rows.iter().map(|(_, r)| r).collect::<Vec<_>>(), other),
     }
+}
+
+/// Hosts just checked out, in inventory order, with their inventory positions (read after their
+/// records were written) as ids — what `broker checkin ID` takes. A host whose record the inventory
+/// no longer shows (another process checked it in meanwhile) gets its record id, which `checkin`
+/// takes too.
+fn placed(broker: &Broker, made: &[HostRecord]) -> Vec<(String, HostRecord)> {
+    let ids: std::collections::HashSet<_> = made.iter().map(HostRecord::id).collect();
+    let listed = match broker.inventory().list() {
+        Ok(listed) => listed,
+        Err(e) => {
+            tracing::warn!(
+                "cannot read the inventory back to show inventory ids; showing record ids: {}",
+                broker_core::error::chain(&e)
+            );
+            Vec::new()
+        }
+    };
+    let mut rows: Vec<(String, HostRecord)> = listed
+        .into_iter()
+        .enumerate()
+        .filter(|(_, r)| ids.contains(&r.id()))
+        .map(|(i, r)| (i.to_string(), r))
+        .collect();
+    let shown: std::collections::HashSet<_> = rows.iter().map(|(_, r)| r.id()).collect();
+    for record in made.iter().filter(|r| !shown.contains(&r.id())) {
+        rows.push((record.id().to_string(), record.clone()));
+    }
+    rows
 }
 
 fn selected(broker: &Broker, s: &Selection) -> Result<Vec<HostRecord>> {
@@ -348,7 +438,7 @@ fn report(verb: &str, outcomes: &[HostOutcome], emitter: &mut Emitter) -> i32 {
         match &o.result {
             Ok(()) => done.push(o.record.display_name()),
             Err(e) => {
-                eprintln!("error: {}", broker_core::error::chain(e));
+                note!("error: {}", broker_core::error::chain(e));
                 if code == 0 {
                     code = e.exit_code();
                 }
@@ -367,7 +457,7 @@ async fn checkin(broker: &Broker, a: CheckinArgs, emitter: &mut Emitter) -> Resu
     if !(a.pending && a.selection.hosts.is_empty() && !a.selection.all) {
         let records = selected(broker, &a.selection)?;
         if records.is_empty() {
-            eprintln!("no hosts to check in");
+            note!("no hosts to check in");
         }
         let _progress = Progress::start(format!("checking in {} host(s)", records.len()));
         outcomes.extend(
@@ -381,12 +471,14 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
     if let Some(spec) = &a.sync {
         let _progress = Progress::start(format!("syncing {spec}"));
         let r = interruptible(broker.sync_inventory(spec)).await?;
-        eprintln!(
+        note!(
             "synced {spec}: {} added, {} updated, {} removed",
-            r.added, r.updated, r.removed
+            r.added,
+            r.updated,
+            r.removed
         );
         if !r.added_hosts.is_empty() {
-            eprintln!(
+            note!(
                 "hosts the provider holds that no record knew (now in the inventory; `broker checkin` them if unwanted): {}",
                 r.added_hosts.join(", ")
             );
@@ -422,7 +514,7 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
     }
     match a.output {
         Format::Table if records.is_empty() => {
-            eprintln!("No hosts found in inventory.");
+            note!("No hosts found in inventory.");
         }
         Format::Table if a.list => {
             let spec =
@@ -435,7 +527,14 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
             }
             write_stdout(&text)?;
         }
-        format => print_hosts(broker, &records, format)?,
+        format => {
+            let rows: Vec<(String, HostRecord)> = records
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| (i.to_string(), r))
+                .collect();
+            print_hosts(broker, &rows, format)?;
+        }
     }
     Ok(0)
 }
@@ -447,9 +546,7 @@ async fn duplicate(broker: &Broker, a: DuplicateArgs, emitter: &mut Emitter) -> 
         out = broker.duplicate(&records, a.count.max(1)) => out?,
         _ = tokio::signal::ctrl_c() => return Err(abandon_checkout(broker).await),
     };
-    emitter.emit("hosts", &made);
-    print_hosts(broker, &made, a.output)?;
-    Ok(0)
+    hand_out(broker, made, a.output, emitter).await
 }
 
 async fn extend(broker: &Broker, a: ExtendArgs, emitter: &mut Emitter) -> Result<i32> {
@@ -626,7 +723,7 @@ async fn recover(broker: &Broker, a: RecoverArgs, emitter: &mut Emitter) -> Resu
     };
     let outcomes = interruptible(broker.recover(scope)).await?;
     if outcomes.is_empty() {
-        eprintln!("nothing to recover");
+        note!("nothing to recover");
     }
     let code = report("recovered", &outcomes, emitter);
     if a.output != Format::Table {

@@ -149,8 +149,8 @@ pub struct CheckoutArgs {
     /// Use a nick from the settings.
     #[arg(short = 'n', long)]
     pub nick: Option<String>,
-    /// How many hosts.
-    #[arg(short = 'c', long)]
+    /// How many hosts (1 or more).
+    #[arg(short = 'c', long, value_parser = at_least_one())]
     pub count: Option<usize>,
     /// Keep the hosts that were made when others fail (default: check them in again).
     #[arg(long)]
@@ -233,8 +233,8 @@ pub struct DuplicateArgs {
     /// Which hosts.
     #[command(flatten)]
     pub selection: Selection,
-    /// How many copies of each.
-    #[arg(short = 'c', long, default_value_t = 1)]
+    /// How many copies of each (1 or more).
+    #[arg(short = 'c', long, default_value_t = 1, value_parser = at_least_one())]
     pub count: usize,
     /// Run in the background.
     #[arg(short = 'b', long)]
@@ -366,6 +366,11 @@ pub struct RecoverArgs {
     pub output: Format,
 }
 
+/// A count of hosts: `-c 0` is a usage error, not one host.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
 /// Subcommands whose unknown `--key value` tokens are provider arguments.
 const PASSTHROUGH: &[&str] = &["checkout", "execute", "extend", "providers", "nick-help"];
 
@@ -375,7 +380,9 @@ const PASSTHROUGH: &[&str] = &["checkout", "execute", "extend", "providers", "ni
 /// provider arguments; everything clap knows stays in place.
 pub fn split_passthrough(args: Vec<String>) -> Vec<String> {
     use clap::CommandFactory;
-    let root = Cli::command();
+    let mut root = Cli::command();
+    // Building adds clap's own `--help`/`-h`, so they are known flags here, not provider arguments.
+    root.build();
     let globals_with_value: Vec<String> = root
         .get_arguments()
         .filter(|a| a.get_action().takes_values() && a.get_long().is_some())

@@ -9,6 +9,20 @@ use broker_core::{Error, HostRecord, Result};
 
 use crate::cli::Format;
 
+/// `eprintln!` that never panics: a message stderr cannot take (`2>/dev/full`) is dropped.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        let _ = $crate::output::write_stderr(&format!($($arg)*));
+    };
+}
+pub(crate) use note;
+
+/// Writes one line to stderr; `false` when stderr cannot take it.
+pub fn write_stderr(text: &str) -> bool {
+    let mut err = std::io::stderr().lock();
+    writeln!(err, "{text}").and_then(|()| err.flush()).is_ok()
+}
+
 /// Collects results for `--output-file`: one JSON object, written when the command ends.
 #[derive(Debug, Default)]
 pub struct Emitter {
@@ -44,7 +58,7 @@ impl Emitter {
         }
         let text = serde_json::to_string_pretty(&self.doc).unwrap_or_else(|_| "{}".into());
         if let Err(e) = std::fs::write(&path, text + "\n") {
-            eprintln!(
+            note!(
                 "warning: cannot write --output-file {}: {e}",
                 path.display()
             );
@@ -135,9 +149,10 @@ fn push_row(out: &mut String, cells: &[String], widths: &[usize]) {
     out.push('\n');
 }
 
-/// The inventory table: `Id`, the configured columns, then state, age and lease.
+/// The inventory table: `Id` (given with each record), the configured columns, then state, age and
+/// lease.
 pub fn inventory_table(
-    records: &[HostRecord],
+    records: &[(String, HostRecord)],
     fields: &[(String, String)],
     action_keys: &[&str],
 ) -> String {
@@ -151,9 +166,8 @@ pub fn inventory_table(
     let now = broker_core::time::now_epoch();
     let rows = records
         .iter()
-        .enumerate()
-        .map(|(i, record)| {
-            let mut row = vec![i.to_string()];
+        .map(|(id, record)| {
+            let mut row = vec![id.clone()];
             row.extend(specs.iter().map(|s| s.render(record, action_keys)));
             row.extend(broker_columns(record, now));
             row

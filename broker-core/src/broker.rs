@@ -849,9 +849,11 @@ impl BrokerInner {
                 .into_iter()
                 .map(|record| HostOutcome {
                     record,
-                    result: Err(Error::user(format!(
-                        "cannot record the check-in in the inventory: {message}"
-                    ))),
+                    result: Err(Error::InventoryUpdate {
+                        message: format!(
+                            "cannot record the check-in in the inventory, so the host was not checked in: {message}"
+                        ),
+                    }),
                 })
                 .collect();
         }
@@ -891,9 +893,11 @@ impl BrokerInner {
             // `broker checkin` or `recover` finishes the job.
             let message = crate::error::chain(&e);
             for o in outcomes.iter_mut().filter(|o| o.result.is_ok()) {
-                o.result = Err(Error::user(format!(
-                    "checked in at the provider, but removing the record failed: {message}; run `broker recover --all`"
-                )));
+                o.result = Err(Error::InventoryUpdate {
+                    message: format!(
+                        "checked in at the provider, but removing the record failed: {message}; run `broker recover --all`"
+                    ),
+                });
             }
         }
         for o in outcomes.iter().filter(|o| o.result.is_ok()) {

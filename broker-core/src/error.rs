@@ -71,6 +71,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The inventory could not record a change to hosts that were otherwise handled, e.g. a
+    /// check-in (exit code 1, as for other inventory I/O). The message says what is left and how to
+    /// finish.
+    #[error("{message}")]
+    InventoryUpdate {
+        /// What could not be recorded, why, and what to run next.
+        message: String,
+    },
+
     /// Another process held the inventory lock for longer than the configured wait.
     #[error(
         "inventory `{path}` is locked by another process ({holder}); gave up after {waited:?}; \
@@ -218,7 +227,10 @@ impl Error {
             Error::User { .. } | Error::Filter(_) => 13,
             Error::Configuration { .. } => 8,
             Error::Parse { settings: true, .. } => 8,
-            Error::Parse { .. } | Error::Io { .. } | Error::InventoryLocked { .. } => 1,
+            Error::Parse { .. }
+            | Error::Io { .. }
+            | Error::InventoryLocked { .. }
+            | Error::InventoryUpdate { .. } => 1,
             Error::Provider { .. } | Error::Timeout { .. } => 7,
             Error::Authentication { .. } => 5,
             Error::Permission { .. } => 6,

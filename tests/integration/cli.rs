@@ -426,3 +426,273 @@ fn inventory_views() {
     let parsed: Vec<serde_yaml::Value> = serde_yaml::from_str(&yaml).unwrap();
     assert_eq!(parsed.len(), 1);
 }
+
+/// `(Id, Host)` of each row of a table `broker` printed (the first two columns).
+fn table_rows(table: &str) -> Vec<(String, String)> {
+    table
+        .lines()
+        .skip(2)
+        .map(|line| {
+            let mut cells = line.split_whitespace();
+            let id = cells.next().unwrap_or_default().to_owned();
+            let host = cells.next().unwrap_or_default().to_owned();
+            (id, host)
+        })
+        .collect()
+}
+
+#[test]
+fn checkout_prints_the_ids_checkin_accepts_in_inventory_order() {
+    let dir = BrokerDir::new(SETTINGS);
+    dir.ok(&["checkout", "--nick", "N", "-c", "2"]);
+    let printed = table_rows(&dir.ok(&["checkout", "--nick", "N", "-c", "3"]));
+    let inventory = dir.inventory();
+    assert_eq!(inventory.len(), 5);
+    let expected: Vec<(String, String)> = inventory[2..]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                (i + 2).to_string(),
+                r["hostname"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(printed, expected, "the Id column is the inventory position");
+    let (id, host) = &printed[1];
+    dir.ok(&["checkin", id]);
+    let left: Vec<String> = dir
+        .inventory()
+        .iter()
+        .map(|r| r["hostname"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(left.len(), 4);
+    assert!(
+        !left.contains(host),
+        "checkin {id} released {host}: {left:?}"
+    );
+    let mut kept: Vec<String> = inventory
+        .iter()
+        .map(|r| r["hostname"].as_str().unwrap().to_owned())
+        .filter(|h| h != host)
+        .collect();
+    kept.sort();
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, kept);
+}
+
+#[test]
+fn duplicate_prints_the_ids_checkin_accepts() {
+    let dir = BrokerDir::new(SETTINGS);
+    dir.ok(&["checkout", "--nick", "N", "-c", "2"]);
+    let printed = table_rows(&dir.ok(&["duplicate", "1", "-c", "2"]));
+    let inventory = dir.inventory();
+    let expected: Vec<(String, String)> = inventory[2..]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                (i + 2).to_string(),
+                r["hostname"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(printed, expected);
+}
+
+/// Every verb and subcommand, as typed.
+const VERBS: &[&[&str]] = &[
+    &["checkout"],
+    &["checkin"],
+    &["inventory"],
+    &["duplicate"],
+    &["extend"],
+    &["execute"],
+    &["providers"],
+    &["nick-help"],
+    &["config"],
+    &["config", "view"],
+    &["config", "set"],
+    &["config", "init"],
+    &["config", "validate"],
+    &["config", "nicks"],
+    &["config", "nick"],
+    &["config", "edit"],
+    &["config", "restore"],
+    &["recover"],
+    &["ssh"],
+    &["completions"],
+    &["manpage"],
+];
+
+#[test]
+fn every_verb_answers_help_and_exits_0() {
+    let dir = BrokerDir::new(SETTINGS);
+    for verb in VERBS {
+        for flag in ["--help", "-h"] {
+            let mut args = verb.to_vec();
+            args.push(flag);
+            let out = dir.run(&args);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "broker {args:?}: {}",
+                stderr(&out)
+            );
+            assert!(text.contains("Usage: broker"), "broker {args:?}: {text}");
+        }
+    }
+    // Also after other flags, and in front of the verb.
+    for args in [
+        &["checkout", "--test_action", "basic", "--help"][..],
+        &["extend", "0", "--help"],
+        &["--help", "checkout"],
+        &["providers", "TestProvider", "--help"],
+    ] {
+        let out = dir.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "broker {args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(dir.inventory().is_empty(), "--help checks nothing out");
+}
+
+#[test]
+fn a_count_of_zero_is_a_usage_error() {
+    let dir = BrokerDir::new(SETTINGS);
+    let out = dir.run(&["checkout", "--test_action", "basic", "-c", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--count"), "{}", stderr(&out));
+    assert!(dir.inventory().is_empty());
+    dir.ok(&["checkout", "--test_action", "basic"]);
+    let out = dir.run(&["duplicate", "0", "--count", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(dir.inventory().len(), 1);
+}
+
+/// Holds the inventory's writer lock, as another broker process would, until dropped.
+struct HeldLock(std::process::Child);
+
+impl HeldLock {
+    fn take(dir: &BrokerDir) -> Self {
+        let lock = dir.path().join("inventory.yaml.flock");
+        let child = std::process::Command::new("flock")
+            .arg("-x")
+            .arg(&lock)
+            .args(["sleep", "60"])
+            .spawn()
+            .expect("run flock");
+        assert!(
+            wait_for(Duration::from_secs(10), || {
+                !std::process::Command::new("flock")
+                    .args(["-n", "-x"])
+                    .arg(&lock)
+                    .arg("true")
+                    .status()
+                    .expect("run flock")
+                    .success()
+            }),
+            "flock never took the lock"
+        );
+        HeldLock(child)
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_inventory_failure_during_checkin_exits_1() {
+    let dir = BrokerDir::new(&format!("{SETTINGS}inventory_lock_timeout: 1s\n"));
+    dir.ok(&["checkout", "--test_action", "basic"]);
+    let lock = HeldLock::take(&dir);
+    let out = dir.run(&["checkin", "0"]);
+    drop(lock);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
+    assert_eq!(dir.inventory().len(), 1, "the host keeps its record");
+    assert_eq!(dir.provider_hosts().len(), 1, "and was not checked in");
+}
+
+#[test]
+fn checkout_whose_output_cannot_be_written_says_what_it_kept() {
+    let dir = BrokerDir::new(SETTINGS);
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let out = dir
+        .command(&["checkout", "--nick", "N", "-c", "2"])
+        .stdout(full())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let records = dir.inventory();
+    assert_eq!(records.len(), 2);
+    let err = stderr(&out);
+    for r in &records {
+        assert!(err.contains(r["hostname"].as_str().unwrap()), "{err}");
+    }
+    assert!(err.contains("`broker checkin 0 1`"), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+
+    // Nowhere to report them at all: nothing is kept.
+    let out = dir
+        .command(&["checkout", "--nick", "N"])
+        .stdout(full())
+        .stderr(full())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(dir.inventory().len(), 2);
+    assert_eq!(dir.provider_hosts().len(), 2);
+}
+
+#[test]
+fn background_runs_never_share_an_output_file() {
+    let dir = BrokerDir::new(SETTINGS);
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    // Runs that started in this second and the next few hold these names already.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let taken: Vec<std::path::PathBuf> = (now..now + 30)
+        .map(|t| logs.join(format!("background-{t}.out")))
+        .collect();
+    for path in &taken {
+        std::fs::write(path, "another run's output\n").unwrap();
+    }
+    let out = dir.run(&["checkout", "-b", "--test_action", "basic"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    let named = err
+        .split("output: ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .expect("the output file is named")
+        .to_owned();
+    assert!(
+        !taken.iter().any(|p| p.display().to_string() == named),
+        "{err}"
+    );
+    assert!(wait_for(Duration::from_secs(20), || dir.inventory().len() == 1));
+    for path in &taken {
+        assert_eq!(
+            std::fs::read_to_string(path).unwrap(),
+            "another run's output\n"
+        );
+    }
+}
