@@ -92,6 +92,9 @@ pub(crate) enum ApiError {
     },
     /// An answer that is not the JSON expected.
     Decode { url: String, message: String },
+    /// A link (`next`, a `related` link, a redirect) to another origin than `base_url`'s: broker
+    /// sends its credentials to the configured origin only, so it does not follow it.
+    ForeignLink { link: String, origin: String },
 }
 
 impl std::fmt::Display for ApiError {
@@ -110,6 +113,12 @@ impl std::fmt::Display for ApiError {
                     "{url} answered something that is not AWX's JSON: {message}"
                 )
             }
+            ApiError::ForeignLink { link, origin } => write!(
+                f,
+                "refusing to follow `{link}`: it leads away from `{origin}`, the configured \
+                 `base_url`, and broker sends credentials nowhere else; if the server is meant to be \
+                 reached at that address, set `base_url` to it"
+            ),
         }
     }
 }
@@ -120,7 +129,7 @@ impl ApiError {
         match self {
             ApiError::Transport { .. } => true,
             ApiError::Status { status, .. } => *status >= 500 || *status == 403,
-            ApiError::Decode { .. } => false,
+            ApiError::Decode { .. } | ApiError::ForeignLink { .. } => false,
         }
     }
 
@@ -172,9 +181,15 @@ fn io() -> Option<&'static tokio::runtime::Handle> {
 /// Sends a request on the I/O runtime and reads the whole answer.
 async fn exchange(request: reqwest::RequestBuilder) -> ApiResult<(u16, bytes::Bytes, String)> {
     let work = async move {
-        let response = request.send().await.map_err(|e| ApiError::Transport {
-            url: e.url().map(|u| u.to_string()).unwrap_or_default(),
-            message: transport_message(&e),
+        let response = request.send().await.map_err(|e| match left_origin(&e) {
+            Some(left) => ApiError::ForeignLink {
+                link: left.link.clone(),
+                origin: left.origin.clone(),
+            },
+            None => ApiError::Transport {
+                url: e.url().map(|u| u.to_string()).unwrap_or_default(),
+                message: transport_message(&e),
+            },
         })?;
         let status = response.status().as_u16();
         let url = response.url().to_string();
@@ -194,6 +209,63 @@ async fn exchange(request: reqwest::RequestBuilder) -> ApiResult<(u16, bytes::By
         },
         None => work.await,
     }
+}
+
+/// A redirect to another origin than the request's, refused by the client's redirect policy.
+#[derive(Debug)]
+struct LeftOrigin {
+    link: String,
+    origin: String,
+}
+
+impl std::fmt::Display for LeftOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a redirect to `{}` leaves `{}`", self.link, self.origin)
+    }
+}
+
+impl std::error::Error for LeftOrigin {}
+
+fn left_origin(e: &reqwest::Error) -> Option<&LeftOrigin> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(left) = s.downcast_ref::<LeftOrigin>() {
+            return Some(left);
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// Whether two URLs share scheme, host and port.
+fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.origin() == b.origin()
+}
+
+/// The origin of a URL as text, `https://host:port`.
+fn origin_text(url: &reqwest::Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+/// Follows redirects within the origin of the first request only (as many as reqwest's default
+/// policy allows); a redirect elsewhere would carry credentials away and is an error.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let Some(first) = attempt.previous().first() else {
+            return attempt.follow();
+        };
+        if !same_origin(first, attempt.url()) {
+            let left = LeftOrigin {
+                link: attempt.url().to_string(),
+                origin: origin_text(first),
+            };
+            attempt.error(left)
+        } else if attempt.previous().len() >= 10 {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// The causes of a transport error, without reqwest's wrappers (which repeat the URL).
@@ -269,6 +341,8 @@ pub(crate) fn json_text(v: &Json) -> String {
 pub(crate) struct Api {
     http: reqwest::Client,
     root: String,
+    /// `root` parsed: requests go to its origin only.
+    root_url: reqwest::Url,
     base: String,
     aap25: bool,
     auth: Auth,
@@ -302,6 +376,11 @@ impl Api {
     pub(crate) async fn connect(options: &ConnectOptions) -> Result<Api> {
         let http = client(&options.verify, options.request_timeout)?;
         let root = options.base_url.trim_end_matches('/').to_owned();
+        let root_url = reqwest::Url::parse(&root).map_err(|e| {
+            Error::configuration(format!(
+                "AnsibleTower `base_url: {root}` is not a URL ({e}); write it as `https://tower.example.com/`"
+            ))
+        })?;
         let (base, aap25) = detect_base(&http, &root, options.aap_version.as_deref()).await?;
         tracing::debug!(%root, %base, "AnsibleTower API located");
         let auth = match &options.credentials {
@@ -313,6 +392,7 @@ impl Api {
         let mut api = Api {
             http,
             root,
+            root_url,
             base,
             aap25,
             auth,
@@ -358,6 +438,20 @@ impl Api {
         }
     }
 
+    /// The URL a request for `path` goes to, refused when it leads to another origin than
+    /// `base_url`'s: links in answers (`next`, `related`) are followed only where the credentials
+    /// may go.
+    fn target(&self, path: &str) -> ApiResult<reqwest::Url> {
+        let link = self.url(path);
+        match reqwest::Url::parse(&link) {
+            Ok(url) if same_origin(&url, &self.root_url) => Ok(url),
+            _ => Err(ApiError::ForeignLink {
+                link,
+                origin: origin_text(&self.root_url),
+            }),
+        }
+    }
+
     /// The API path (`/api/v2/…`) of a path relative to the base.
     pub(crate) fn path(&self, relative: &str) -> String {
         format!("{}{relative}", self.base)
@@ -372,7 +466,7 @@ impl Api {
     ) -> ApiResult<Json> {
         let mut request = self
             .http
-            .request(method.clone(), self.url(path))
+            .request(method.clone(), self.target(path)?)
             .header(reqwest::header::ACCEPT, "application/json");
         if !query.is_empty() {
             request = request.query(query);
@@ -517,7 +611,8 @@ fn client(verify: &Verify, timeout: Duration) -> Result<reqwest::Client> {
         .connect_timeout(Duration::from_secs(15))
         .tcp_nodelay(true)
         .timeout(timeout)
-        .pool_idle_timeout(Duration::from_secs(50));
+        .pool_idle_timeout(Duration::from_secs(50))
+        .redirect(redirect_policy());
     match verify {
         Verify::System => {}
         Verify::Off => {

@@ -1073,3 +1073,126 @@ async fn tls_is_checked_against_the_system_store_a_ca_bundle_or_not_at_all() {
     assert_eq!(err.exit_code(), 8, "{err}");
     assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_to_another_origin_are_refused_and_get_no_credentials() {
+    let elsewhere = Sim::start();
+    let e = env_with(
+        SimOptions {
+            max_page_size: 2,
+            ..SimOptions::default()
+        },
+        "",
+    );
+    {
+        let mut w = e.sim.world();
+        for name in ["alice-a", "alice-b", "alice-c"] {
+            w.inventory(name);
+        }
+        w.link_origin = Some(elsewhere.url());
+    }
+
+    // `next`: the second page of the inventories is elsewhere.
+    let err = e.broker.sync_inventory("AnsibleTower").await.unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.exit_code(), 7, "{text}");
+    assert!(
+        text.contains(&format!(
+            "refusing to follow `{}/api/v2/inventories/",
+            elsewhere.url()
+        )) && text.contains("page=2")
+            && text.contains(&format!("leads away from `{}`", e.sim.url())),
+        "{text}"
+    );
+
+    // `related`: the template's launch link is elsewhere; nothing is launched, nothing is kept.
+    let err = e.broker.checkout_one(deploy()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "refusing to follow `{}/api/v2/workflow_job_templates/",
+            elsewhere.url()
+        )) && text.contains("/launch/`"),
+        "{text}"
+    );
+    assert!(e.sim.world().launch_requests().is_empty());
+    assert!(e.records().is_empty());
+
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the other origin was never asked: {:?}",
+        elsewhere.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_links_to_the_configured_origin_are_followed() {
+    let e = env_with(
+        SimOptions {
+            max_page_size: 2,
+            ..SimOptions::default()
+        },
+        "",
+    );
+    {
+        let mut w = e.sim.world();
+        let inv = w.inventory("alice-pages");
+        for n in 0..5 {
+            w.host(inv, &format!("vm-{n}"), json!({}), json!({}), 200);
+        }
+        let own = e.sim.url();
+        w.link_origin = Some(own);
+    }
+    let report = e.broker.sync_inventory("AnsibleTower").await.unwrap();
+    assert_eq!(report.added, 5, "{report:?}");
+    let g = e.broker.checkout_one(deploy()).await.unwrap();
+    g.checkin().await.unwrap();
+    assert!(e.sim.vms().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_followed_within_the_configured_origin_only() {
+    let elsewhere = Sim::start();
+    let e = env("");
+    e.sim.inject(
+        Some("GET"),
+        "/api/v2/me/",
+        FaultKind::Redirect(format!("{}/api/v2/me/", elsewhere.url())),
+        1,
+    );
+    let err = e.broker.checkout_one(deploy()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "refusing to follow `{}/api/v2/me/`",
+            elsewhere.url()
+        )),
+        "{text}"
+    );
+    assert!(
+        elsewhere.requests().is_empty(),
+        "{:?}",
+        elsewhere.requests()
+    );
+    assert!(e.records().is_empty());
+
+    // The same server under another path: followed, with the credentials.
+    let e = env("");
+    e.sim.inject(
+        Some("GET"),
+        "/api/v2/me/",
+        FaultKind::Redirect("/api/v2/me/?moved=1".into()),
+        1,
+    );
+    let g = e.broker.checkout_one(deploy()).await.unwrap();
+    g.checkin().await.unwrap();
+    let me: Vec<_> = e
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v2/me/")
+        .collect();
+    assert_eq!(me.len(), 2, "{me:?}");
+    assert_eq!(me[1].param("moved"), Some("1"));
+    assert_eq!(me[1].auth, format!("bearer:{ALICE_TOKEN}"));
+}

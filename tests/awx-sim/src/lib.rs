@@ -15,7 +15,9 @@
 //! Behind the API sits a small lab: `deploy-rhel` makes a VM (and a host in the launch's inventory),
 //! `remove-vm` removes one, `extend-vm` extends one, `list-templates` / `list-flavors` report lists.
 //! Failures are asked for through extra vars (`sim_fail: provision | configure | remove`,
-//! `sim_omit_artifacts: true`) and transport faults through [`Sim::inject`].
+//! `sim_omit_artifacts: true`) and transport faults through [`Sim::inject`]; links in answers can
+//! be made absolute, pointing at any origin ([`World::link_origin`]), as a server behind a
+//! misconfigured proxy (or a hostile one) would give them.
 #![allow(missing_docs)]
 
 use std::collections::BTreeMap;
@@ -73,12 +75,14 @@ pub struct Fault {
 }
 
 /// What a [`Fault`] does.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum FaultKind {
     /// Answer with this status and a small error body.
     Status(u16),
     /// Close the connection without answering.
     Drop,
+    /// Answer `302 Found` with this `Location`.
+    Redirect(String),
 }
 
 /// One request the server received.
@@ -195,6 +199,9 @@ pub struct World {
     pub vms: BTreeMap<String, Vm>,
     pub requests: Vec<Recorded>,
     faults: Vec<Fault>,
+    /// When set (`http://other:8043`), every link in an answer (`next`, `previous`, `url`,
+    /// `related`…) is absolute, on this origin, instead of a path.
+    pub link_origin: Option<String>,
 }
 
 /// The organization every object belongs to.
@@ -232,6 +239,7 @@ impl World {
             vms: BTreeMap::new(),
             requests: Vec::new(),
             faults: Vec::new(),
+            link_origin: None,
         };
         w.tokens.push(Token {
             id: 1,
@@ -433,7 +441,7 @@ impl World {
             path.contains(&f.path_contains) && f.method.as_deref().is_none_or(|m| m == method)
         })?;
         let fault = &mut self.faults[i];
-        let kind = fault.kind;
+        let kind = fault.kind.clone();
         fault.times -= 1;
         if fault.times == 0 {
             self.faults.remove(i);
@@ -652,7 +660,23 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Result<Repl
         serde_json::from_slice(&body)
             .unwrap_or_else(|_| json!({"_raw": String::from_utf8_lossy(&body)}))
     };
-    let mut w = lock(&world);
+    let (answer, origin) = respond(&world, &method, &path, query, body, auth_header)?;
+    match origin {
+        Some(origin) => Ok(absolute_links(answer, &origin).await),
+        None => Ok(answer),
+    }
+}
+
+/// The answer to a request, and the origin its links are to be made absolute on (when they are).
+fn respond(
+    world: &Mutex<World>,
+    method: &Method,
+    path: &str,
+    query: Vec<(String, String)>,
+    body: Value,
+    auth_header: Option<String>,
+) -> Result<(Reply, Option<String>), Dropped> {
+    let mut w = lock(world);
     let auth = match &auth_header {
         Some(h) if h.starts_with("Bearer ") => format!("bearer:{}", &h[7..]),
         Some(h) if h.starts_with("Basic ") => {
@@ -663,30 +687,63 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Result<Repl
     };
     w.requests.push(Recorded {
         method: method.to_string(),
-        path: path.clone(),
+        path: path.to_owned(),
         query: query.clone(),
         body: body.clone(),
         auth,
     });
-    match w.take_fault(method.as_str(), &path) {
+    match w.take_fault(method.as_str(), path) {
         Some(FaultKind::Drop) => return Err(Dropped),
         Some(FaultKind::Status(code)) => {
-            return Ok(reply(
-                code,
-                json!({"detail": format!("simulated fault {code}")}),
+            return Ok((
+                reply(code, json!({"detail": format!("simulated fault {code}")})),
+                None,
             ));
+        }
+        Some(FaultKind::Redirect(location)) => {
+            let mut response = reply(302, json!({}));
+            if let Ok(value) = hyper::header::HeaderValue::from_str(&location) {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::LOCATION, value);
+            }
+            return Ok((response, None));
         }
         None => {}
     }
     let q = Query(query);
-    Ok(route(
-        &mut w,
-        &method,
-        &path,
-        &q,
-        body,
-        auth_header.as_deref(),
-    ))
+    let answer = route(&mut w, method, path, &q, body, auth_header.as_deref());
+    // The API roots' version paths stay paths: they are not links.
+    let origin = w
+        .link_origin
+        .clone()
+        .filter(|_| path.starts_with(w.api_base()));
+    Ok((answer, origin))
+}
+
+/// The answer with every API path in its JSON body (`"/api/…"`) made a URL on `origin`.
+async fn absolute_links(answer: Reply, origin: &str) -> Reply {
+    fn rewrite(v: &mut Value, origin: &str) {
+        match v {
+            Value::String(s) if s.starts_with("/api/") => *s = format!("{origin}{s}"),
+            Value::Array(items) => items.iter_mut().for_each(|i| rewrite(i, origin)),
+            Value::Object(map) => map.values_mut().for_each(|i| rewrite(i, origin)),
+            _ => {}
+        }
+    }
+    let (parts, body) = answer.into_parts();
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    let body = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(mut json) => {
+            rewrite(&mut json, origin);
+            Bytes::from(json.to_string())
+        }
+        Err(_) => bytes,
+    };
+    Response::from_parts(parts, Full::new(body))
 }
 
 fn basic_user(encoded: &str) -> Option<(String, String)> {
