@@ -1104,7 +1104,7 @@ mod tests {
         assert_eq!(sel("@inv[::-1]"), vec![3, 2, 1, 0]);
         assert_eq!(
             sel(r#""rhel" in @inv.hostname | @inv._broker_provider == "AnsibleTower""#),
-            vec![]
+            Vec::<usize>::new()
         );
         assert_eq!(sel(r#"'rhel' in @inv.name | @inv[-1]"#), vec![2]);
     }

@@ -41,6 +41,7 @@ mod guard;
 pub mod host;
 pub mod inventory;
 pub mod provider;
+pub mod redact;
 pub mod session;
 pub mod settings;
 pub mod terminal;

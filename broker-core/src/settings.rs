@@ -15,8 +15,9 @@
 //! in the Python broker.
 //!
 //! # Secrets
-//! Keys whose name contains `password`, `pword`, `token`, `secret` or `passphrase` are secrets: they
-//! are handed out as [`secrecy::SecretString`], and shown masked by [`Settings::masked`] and `Debug`.
+//! Keys whose name contains `password`, `pword`, `token`, `secret` or `passphrase` are secrets (the
+//! rule of [`crate::redact`]): they are handed out as [`secrecy::SecretString`], and shown masked by
+//! [`Settings::masked`] and `Debug`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use secrecy::SecretString;
 use serde_yaml::{Mapping, Value};
 
 use crate::error::{Error, Result};
+use crate::redact::mask;
 
 /// The name of the settings file in the broker directory.
 pub const SETTINGS_FILE: &str = "broker_settings.yaml";
@@ -37,13 +39,8 @@ pub const EXAMPLE_SETTINGS: &str = include_str!("broker_settings.yaml.example");
 /// Environment variables with the `BROKER_` prefix that are not setting overrides.
 const RESERVED_ENV: &[&str] = &["DIRECTORY", "NON_INTERACTIVE", "NO_GLOBAL_CONFIG"];
 
-const SECRET_MARKERS: &[&str] = &["password", "pword", "token", "secret", "passphrase"];
-
-/// Whether a settings key holds a secret.
-pub fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    SECRET_MARKERS.iter().any(|m| key.contains(m))
-}
+/// Whether a settings key holds a secret (the rule of [`crate::redact`]).
+pub use crate::redact::is_secret_key;
 
 /// The broker directory: `$BROKER_DIRECTORY`, else `~/.broker`.
 pub fn default_directory() -> PathBuf {
@@ -563,28 +560,6 @@ fn instances_of(section: &Mapping) -> Vec<(String, Mapping)> {
             })
             .collect(),
         _ => Vec::new(),
-    }
-}
-
-fn mask(value: &Value) -> Value {
-    match value {
-        Value::Mapping(map) => Value::Mapping(
-            map.iter()
-                .map(|(k, v)| {
-                    let secret = k.as_str().is_some_and(is_secret_key)
-                        && !matches!(v, Value::Null | Value::Mapping(_) | Value::Sequence(_))
-                        && v.as_str() != Some("");
-                    let v = if secret {
-                        Value::String("********".into())
-                    } else {
-                        mask(v)
-                    };
-                    (k.clone(), v)
-                })
-                .collect(),
-        ),
-        Value::Sequence(items) => Value::Sequence(items.iter().map(mask).collect()),
-        other => other.clone(),
     }
 }
 
