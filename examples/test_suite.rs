@@ -21,14 +21,18 @@ impl FromHost for WebServer {
 }
 
 impl WebServer {
+    /// Where the page lives. A path relative to the login directory names the same file for file
+    /// calls and for commands on every host reached over SSH — and on TestProvider's hosts, whose
+    /// commands run on this machine inside the host's directory (an absolute path in a command would
+    /// reach this machine's own file there; see TestProvider's documentation).
+    const PAGE: &str = "www/index.html";
+
     async fn deploy_page(&self, body: &str) -> Result<()> {
-        self.0
-            .write_file("/srv/www/index.html", body.as_bytes())
-            .await
+        self.0.write_file(Self::PAGE, body.as_bytes()).await
     }
 
     async fn served_page(&self) -> Result<String> {
-        Ok(self.0.execute("cat srv/www/index.html").await?.stdout)
+        Ok(self.0.execute(&format!("cat {}", Self::PAGE)).await?.stdout)
     }
 }
 

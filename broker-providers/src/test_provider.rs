@@ -6,6 +6,19 @@
 //! the host's file system. Sessions run commands locally with `sh -c` inside that root: this is a test
 //! double, not isolation.
 //!
+//! # Paths
+//! Commands run with the host's `root/` as working directory and as `HOME`; file calls
+//! (`read_file`, `write_file`) resolve every path inside `root/`:
+//!
+//! | Written | In a command | In a file call |
+//! |---|---|---|
+//! | `www/index.html` | `root/www/index.html` | `root/www/index.html` |
+//! | `~/www/index.html` | `root/www/index.html` | `root/www/index.html` |
+//! | `/srv/www/index.html` | **this machine's** `/srv/www/index.html` | `root/srv/www/index.html` |
+//!
+//! So relative and `~/` paths mean the same file to both, as on a real host where commands start in
+//! the login directory; an absolute path does not (commands are not confined to `root/`).
+//!
 //! Action key: `test_action` (checkout and execute). Hosts are named `broker-test-<record id>` so a
 //! record left `pending` by a crash still finds its host.
 //!
@@ -325,7 +338,11 @@ struct LocalSession {
 }
 
 impl LocalSession {
+    /// Where a file path of `read_file`/`write_file` lives: inside the host's root, whether written
+    /// `/a/b`, `a/b` or `~/a/b`. Commands run in the root with `HOME` there, so `a/b` and `~/a/b` name
+    /// the same file for them (`/a/b` in a command is this machine's).
     fn path(&self, remote: &str) -> PathBuf {
+        let remote = remote.strip_prefix("~/").unwrap_or(remote);
         let relative = Path::new(remote.trim_start_matches('/'));
         self.root.join(relative)
     }
@@ -439,6 +456,33 @@ mod tests {
         host.checkin().await.unwrap();
         assert!(broker.inventory().list().unwrap().is_empty());
         assert_eq!(hosts_on_provider(dir.path()), 0);
+    }
+
+    /// Commands run in the host's root with `HOME` there, so a relative or `~/` path names the same
+    /// file for a command as for `read_file`/`write_file`; an absolute path is the root's in file calls.
+    #[tokio::test]
+    async fn file_calls_and_commands_name_the_same_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let host = broker
+            .checkout_one(CheckoutRequest::new().arg("test_action", "basic"))
+            .await
+            .unwrap();
+        let cat = async |path: &str| host.execute(&format!("cat {path}")).await.unwrap().stdout;
+        host.write_file("www/index.html", b"relative")
+            .await
+            .unwrap();
+        assert_eq!(cat("www/index.html").await, "relative");
+        assert_eq!(cat("~/www/index.html").await, "relative");
+        host.write_file("~/notes.txt", b"home").await.unwrap();
+        assert_eq!(cat("~/notes.txt").await, "home");
+        assert_eq!(cat("notes.txt").await, "home");
+        assert_eq!(host.read_file("~/notes.txt").await.unwrap(), b"home");
+        host.execute("echo made > made.txt").await.unwrap();
+        assert_eq!(host.read_file("made.txt").await.unwrap(), b"made\n");
+        assert_eq!(host.read_file("~/made.txt").await.unwrap(), b"made\n");
+        assert_eq!(host.read_file("/made.txt").await.unwrap(), b"made\n");
+        host.checkin().await.unwrap();
     }
 
     #[tokio::test]
