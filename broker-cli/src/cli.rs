@@ -156,7 +156,13 @@ pub struct CheckoutArgs {
     #[arg(long)]
     pub keep_partial: bool,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t)]
+    #[arg(
+        short = 'o',
+        long = "output",
+        alias = "output-format",
+        value_enum,
+        default_value_t
+    )]
     pub output: Format,
     /// Arguments for the provider.
     #[command(flatten)]
@@ -223,7 +229,13 @@ pub struct InventoryArgs {
     #[arg(long, value_name = "PROVIDER")]
     pub sync: Option<String>,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t)]
+    #[arg(
+        short = 'o',
+        long = "output",
+        alias = "output-format",
+        value_enum,
+        default_value_t
+    )]
     pub output: Format,
 }
 
@@ -240,7 +252,13 @@ pub struct DuplicateArgs {
     #[arg(short = 'b', long)]
     pub background: bool,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t)]
+    #[arg(
+        short = 'o',
+        long = "output",
+        alias = "output-format",
+        value_enum,
+        default_value_t
+    )]
     pub output: Format,
 }
 
@@ -274,7 +292,13 @@ pub struct ExecuteArgs {
     #[arg(long)]
     pub nick: Option<String>,
     /// Output format.
-    #[arg(short = 'o', long = "output-format", value_enum, default_value_t)]
+    #[arg(
+        short = 'o',
+        long = "output",
+        alias = "output-format",
+        value_enum,
+        default_value_t
+    )]
     pub output: ExecuteFormat,
     /// Return merged (or the last job's) artifacts instead of the job.
     #[arg(long, value_enum)]
@@ -296,7 +320,7 @@ pub struct ProvidersArgs {
     #[arg(long)]
     pub results_filter: Option<String>,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = Format::Yaml)]
+    #[arg(short = 'o', long = "output", alias = "output-format", value_enum, default_value_t = Format::Yaml)]
     pub output: Format,
     /// The provider's flags, e.g. `--workflows`, `--workflow NAME`, `--AnsibleTower INSTANCE`.
     #[arg(last = true, value_name = "QUERY")]
@@ -362,7 +386,13 @@ pub struct RecoverArgs {
     #[arg(long)]
     pub all: bool,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t)]
+    #[arg(
+        short = 'o',
+        long = "output",
+        alias = "output-format",
+        value_enum,
+        default_value_t
+    )]
     pub output: Format,
 }
 
@@ -418,7 +448,11 @@ pub fn split_passthrough(args: Vec<String>) -> Vec<String> {
     let known = |long: &str| -> Option<bool> {
         sub.get_arguments()
             .chain(root.get_arguments().filter(|a| a.is_global_set()))
-            .find(|a| a.get_long() == Some(long) && !a.is_last_set())
+            .find(|a| {
+                !a.is_last_set()
+                    && (a.get_long() == Some(long)
+                        || a.get_all_aliases().is_some_and(|all| all.contains(&long)))
+            })
             .map(|a| a.get_action().takes_values())
     };
     let known_short = |short: char| -> Option<bool> {

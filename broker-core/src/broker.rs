@@ -19,7 +19,7 @@ use crate::filter::Filter;
 use crate::guard::HostGuard;
 use crate::host::{FromHost, Host, HostRecord, HostState, Owner, RecordId, fields};
 use crate::inventory::{InventoryStore, SyncReport, YamlFileStore};
-use crate::provider::{CheckoutContext, Provider, ProviderKind, ProviderRegistry};
+use crate::provider::{CheckoutContext, Operation, Provider, ProviderKind, ProviderRegistry};
 use crate::settings::Settings;
 
 /// What to check out: a nick, arguments and a count.
@@ -384,8 +384,24 @@ impl Broker {
         self.inner.checkin_many(records, limit).await
     }
 
-    /// Extends hosts' leases at their providers, each through its own provider instance.
+    /// Extends hosts' leases at their providers, each through its own provider instance. When an
+    /// argument is one a host's provider does not take ([`ProviderKind::check_arguments`]), no host
+    /// is extended and each outcome carries that usage error.
     pub async fn extend(&self, records: Vec<HostRecord>, args: Mapping) -> Vec<HostOutcome> {
+        let refused = records.iter().find_map(|r| {
+            let kind = self.inner.registry.get(r.provider()?)?;
+            kind.check_arguments(Operation::Extend, &args).err()
+        });
+        if let Some(e) = refused {
+            let message = e.to_string();
+            return records
+                .into_iter()
+                .map(|record| HostOutcome {
+                    record,
+                    result: Err(Error::usage(message.clone())),
+                })
+                .collect();
+        }
         let args = Arc::new(args);
         let limit = records.len();
         for_each_host(records, limit, |record| {
@@ -409,6 +425,7 @@ impl Broker {
     pub async fn execute(&self, request: CheckoutRequest) -> Result<Value> {
         let args = self.layered_args(&request)?;
         let (kind, instance, args) = self.split_instance(args, |r, a| r.for_execute(a))?;
+        kind.check_arguments(Operation::Execute, &args)?;
         let provider = self.inner.provider(&kind, instance.as_deref())?;
         provider.execute(&args).await
     }
@@ -612,6 +629,7 @@ impl Broker {
             .or(count_arg.map(|c| c.max(1) as usize))
             .unwrap_or(1);
         let (kind, instance, mut args) = self.split_instance(args, |r, a| r.for_checkout(a))?;
+        kind.check_arguments(Operation::Checkout, &args)?;
         if !args.contains_key("_broker_origin") {
             args.insert("_broker_origin".into(), Value::from(self.origin()));
         }

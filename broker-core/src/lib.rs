@@ -52,7 +52,9 @@ pub use error::{Error, Result};
 pub use guard::{HostGuard, KEEP_ON_FAILURE_ENV};
 pub use host::{FromHost, Host, HostRecord, HostState, Owner, RecordId};
 pub use inventory::{InventoryStore, SyncReport, YamlFileStore};
-pub use provider::{CheckoutContext, HelpOption, Provider, ProviderKind, ProviderRegistry};
+pub use provider::{
+    Arguments, CheckoutContext, HelpOption, Operation, Provider, ProviderKind, ProviderRegistry,
+};
 pub use session::{ExecOutput, OutputSink, OutputStream, Session};
 pub use settings::{ProviderConfig, Settings};
 

@@ -183,6 +183,51 @@ pub struct HelpOption {
     pub help: &'static str,
 }
 
+/// The operations whose arguments a provider declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Operation {
+    /// `broker checkout`, [`crate::Broker::checkout`].
+    Checkout,
+    /// `broker execute`, [`crate::Broker::execute`].
+    Execute,
+    /// `broker extend`, [`crate::Broker::extend`].
+    Extend,
+}
+
+impl Operation {
+    fn name(self) -> &'static str {
+        match self {
+            Operation::Checkout => "checkout",
+            Operation::Execute => "execute",
+            Operation::Extend => "extend",
+        }
+    }
+}
+
+/// The arguments a provider takes for one [`Operation`], besides its action keys, `provider_labels`
+/// and broker's own (`_broker_origin`, other keys starting with `_`).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Arguments {
+    /// Any argument: the provider passes those it does not know on (AnsibleTower hands them to the
+    /// workflow as extra vars; TestProvider records them).
+    Any,
+    /// Only these; anything else is a usage error naming the closest of them, so a mistyped
+    /// argument is never silently ignored.
+    Only(&'static [&'static str]),
+}
+
+impl Arguments {
+    /// The arguments named (none for [`Arguments::Any`]).
+    pub fn declared(self) -> &'static [&'static str] {
+        match self {
+            Arguments::Only(keys) => keys,
+            Arguments::Any => &[],
+        }
+    }
+}
+
 /// Builds a provider for one configured instance.
 pub type BuildProvider = fn(ProviderConfig) -> Result<Arc<dyn Provider>>;
 
@@ -195,11 +240,15 @@ pub struct ProviderKind {
     execute_actions: &'static [&'static str],
     arguments: &'static [&'static str],
     help_options: &'static [HelpOption],
+    checkout_arguments: Arguments,
+    execute_arguments: Arguments,
+    extend_arguments: Arguments,
     build: BuildProvider,
 }
 
 impl ProviderKind {
-    /// A provider kind with no actions yet.
+    /// A provider kind with no actions yet. It takes any argument for checkout and execute, and
+    /// none for extend, until told otherwise ([`ProviderKind::takes`]).
     pub const fn new(name: &'static str, about: &'static str, build: BuildProvider) -> Self {
         ProviderKind {
             name,
@@ -208,8 +257,79 @@ impl ProviderKind {
             execute_actions: &[],
             arguments: &[],
             help_options: &[],
+            checkout_arguments: Arguments::Any,
+            execute_arguments: Arguments::Any,
+            extend_arguments: Arguments::Only(&[]),
             build,
         }
+    }
+
+    /// The arguments the provider takes for `operation`.
+    pub const fn takes(mut self, operation: Operation, arguments: Arguments) -> Self {
+        match operation {
+            Operation::Checkout => self.checkout_arguments = arguments,
+            Operation::Execute => self.execute_arguments = arguments,
+            Operation::Extend => self.extend_arguments = arguments,
+        }
+        self
+    }
+
+    /// The arguments the provider takes for `operation` (besides action keys, `provider_labels` and
+    /// keys starting with `_`).
+    pub fn arguments_of(&self, operation: Operation) -> Arguments {
+        match operation {
+            Operation::Checkout => self.checkout_arguments,
+            Operation::Execute => self.execute_arguments,
+            Operation::Extend => self.extend_arguments,
+        }
+    }
+
+    /// Checks `args` against the arguments the provider takes for `operation`.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] naming the first argument the provider does not take and the closest one it
+    /// does.
+    pub fn check_arguments(&self, operation: Operation, args: &Mapping) -> Result<()> {
+        let Arguments::Only(declared) = self.arguments_of(operation) else {
+            return Ok(());
+        };
+        let actions: &[&str] = match operation {
+            Operation::Checkout => self.checkout_actions,
+            Operation::Execute => self.execute_actions,
+            Operation::Extend => &[],
+        };
+        let mut known: Vec<&str> = declared.to_vec();
+        known.extend(actions);
+        if operation == Operation::Execute {
+            known.extend(self.checkout_actions);
+        }
+        for key in args.keys() {
+            let key = match key {
+                Value::String(k) => k.as_str(),
+                _ => continue,
+            };
+            if key.starts_with('_') || key == "provider_labels" || known.contains(&key) {
+                continue;
+            }
+            let takes = if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            };
+            return Err(Error::usage(match closest(key, &known) {
+                Some(near) => format!(
+                    "{} {} takes no argument `{key}`; did you mean `{near}`? (it takes: {takes})",
+                    self.name,
+                    operation.name()
+                ),
+                None => format!(
+                    "{} {} takes no argument `{key}` (it takes: {takes})",
+                    self.name,
+                    operation.name()
+                ),
+            }));
+        }
+        Ok(())
     }
 
     /// The argument keys that select this provider for a checkout.
@@ -274,6 +394,35 @@ impl ProviderKind {
     pub fn build(&self, config: ProviderConfig) -> Result<Arc<dyn Provider>> {
         (self.build)(config)
     }
+}
+
+/// The candidate closest to `given` by edit distance (dashes and underscores alike).
+fn closest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let given = given.replace('-', "_").to_ascii_lowercase();
+    candidates
+        .iter()
+        .min_by_key(|c| edit_distance(&given, &c.to_ascii_lowercase()))
+        .copied()
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                diagonal
+            } else {
+                1 + diagonal.min(above).min(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// The providers compiled in, by name.
@@ -362,6 +511,15 @@ impl ProviderRegistry {
     pub fn declared_keys(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.all_action_keys()
             .chain(self.kinds.iter().flat_map(|k| k.arguments.iter().copied()))
+            .chain(self.kinds.iter().flat_map(move |k| {
+                [
+                    k.checkout_arguments,
+                    k.execute_arguments,
+                    k.extend_arguments,
+                ]
+                .into_iter()
+                .flat_map(|a| a.declared().iter().copied())
+            }))
     }
 
     /// Every action key of every provider, e.g. for the `$action` inventory column.
@@ -379,6 +537,45 @@ mod tests {
 
     fn never(_: ProviderConfig) -> Result<Arc<dyn Provider>> {
         Err(Error::user("not built in this test"))
+    }
+
+    #[test]
+    fn undeclared_arguments_are_refused_with_the_closest_name() {
+        let kind = ProviderKind::new("A", "a", never)
+            .checkout_actions(&["workflow"])
+            .takes(Operation::Extend, Arguments::Only(&["new_expire_time"]));
+        let args = |keys: &[&str]| -> Mapping {
+            keys.iter()
+                .map(|k| (Value::from(*k), Value::from("x")))
+                .collect()
+        };
+        let err = kind
+            .check_arguments(Operation::Extend, &args(&["expire_time"]))
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert_eq!(
+            err.to_string(),
+            "A extend takes no argument `expire_time`; did you mean `new_expire_time`? (it takes: new_expire_time)"
+        );
+        let err = ProviderKind::new("B", "b", never)
+            .check_arguments(Operation::Extend, &args(&["zzz"]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "B extend takes no argument `zzz` (it takes: none)"
+        );
+        kind.check_arguments(
+            Operation::Extend,
+            &args(&["new_expire_time", "provider_labels", "_broker_origin"]),
+        )
+        .unwrap();
+        // Checkout passes anything on unless told otherwise.
+        kind.check_arguments(Operation::Checkout, &args(&["workflow", "anything"]))
+            .unwrap();
+        assert_eq!(
+            closest("comand", &["entrypoint", "command", "name"]),
+            Some("command")
+        );
     }
 
     #[test]

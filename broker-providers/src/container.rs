@@ -48,7 +48,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, ListImagesOptions,
     LogsOptions, RemoveContainerOptions, UploadToContainerOptions, WaitContainerOptions,
 };
-use broker_core::provider::HelpOption;
+use broker_core::provider::{Arguments, HelpOption, Operation};
 use broker_core::{
     CheckoutContext, Error, ExecOutput, HostRecord, Mapping, OutputSink, OutputStream, Provider,
     ProviderConfig, ProviderKind, Result, Session, Value,
@@ -63,6 +63,22 @@ pub const KIND: ProviderKind =
     ProviderKind::new(NAME, "Docker or Podman containers as hosts", build)
         .checkout_actions(&["container_host"])
         .execute_actions(&["container_app"])
+        .takes(
+            Operation::Checkout,
+            Arguments::Only(&[
+                "command",
+                "entrypoint",
+                "ports",
+                "environment",
+                "hostname",
+                "volumes",
+                "name",
+            ]),
+        )
+        .takes(
+            Operation::Execute,
+            Arguments::Only(&["command", "environment"]),
+        )
         .help_options(&[
             HelpOption {
                 name: "container_hosts",

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use broker_core::provider::HelpOption;
+use broker_core::provider::{Arguments, HelpOption, Operation};
 use broker_core::{
     CheckoutContext, Error, ExecOutput, HostRecord, Mapping, Provider, ProviderConfig,
     ProviderKind, Result, Session, Value,
@@ -54,6 +54,7 @@ pub const KIND: ProviderKind = ProviderKind::new(
 )
 .checkout_actions(&["test_action"])
 .execute_actions(&["test_action"])
+.takes(Operation::Extend, Arguments::Only(&["extend_duration"]))
 .help_options(&[
     HelpOption {
         name: "hosts",

@@ -582,9 +582,12 @@ impl HeldLock {
     fn take(dir: &BrokerDir) -> Self {
         let lock = dir.path().join("inventory.yaml.flock");
         let child = std::process::Command::new("flock")
-            .arg("-x")
+            .args(["-x", "--no-fork"])
             .arg(&lock)
             .args(["sleep", "60"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .expect("run flock");
         assert!(
@@ -695,4 +698,87 @@ fn background_runs_never_share_an_output_file() {
             "another run's output\n"
         );
     }
+}
+
+#[test]
+fn the_output_flag_is_spelled_alike_on_every_verb() {
+    let dir = BrokerDir::new(SETTINGS);
+    for spelling in ["-o", "--output", "--output-format"] {
+        let out = dir.ok(&["execute", "--test_action", "ping", spelling, "json"]);
+        let result: Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{spelling}: {e}: {out}"));
+        assert_eq!(result["action"], "ping");
+        assert_eq!(
+            result["arguments"],
+            serde_json::json!({"test_action": "ping"}),
+            "the flag is not a provider argument"
+        );
+        let out = dir.ok(&["checkout", "--test_action", "basic", spelling, "json"]);
+        let hosts: Vec<Value> =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{spelling}: {e}: {out}"));
+        assert_eq!(hosts.len(), 1);
+        assert!(hosts[0]["_broker_args"].get("output").is_none(), "{out}");
+        assert!(
+            hosts[0]["_broker_args"].get("output-format").is_none(),
+            "{out}"
+        );
+        let out = dir.ok(&["inventory", spelling, "json"]);
+        assert!(serde_json::from_str::<Vec<Value>>(&out).is_ok(), "{out}");
+    }
+}
+
+#[test]
+fn arguments_a_provider_does_not_take_are_refused_with_the_closest_name() {
+    let dir = BrokerDir::new(SETTINGS);
+    dir.ok(&["checkout", "--test_action", "basic"]);
+    let out = dir.run(&["extend", "0", "--expire-time", "+3600"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "TestProvider extend takes no argument `expire_time`; did you mean `extend_duration`?"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = dir.run(&["extend", "0", "--extend-duraton", "2h"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did you mean `extend_duration`?"),
+        "{}",
+        stderr(&out)
+    );
+    dir.ok(&["extend", "0", "--extend-duration", "2h"]);
+
+    // Container takes a known set of arguments; the check comes before any engine is asked.
+    let out = dir.run(&[
+        "checkout",
+        "--container-host",
+        "broker-busybox",
+        "--prots",
+        "22",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("Container checkout takes no argument `prots`; did you mean `ports`?"),
+        "{}",
+        stderr(&out)
+    );
+    let out = dir.run(&[
+        "execute",
+        "--container-app",
+        "broker-busybox",
+        "--comand",
+        "ls",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did you mean `command`?"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(dir.inventory().len(), 1, "nothing more was checked out");
+
+    // TestProvider records any checkout argument, as AnsibleTower passes them on to its workflows.
+    dir.ok(&["checkout", "--test_action", "basic", "--tag", "x"]);
 }

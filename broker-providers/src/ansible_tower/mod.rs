@@ -42,7 +42,7 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use broker_core::provider::HelpOption;
+use broker_core::provider::{Arguments, HelpOption, Operation};
 use broker_core::{
     CheckoutContext, Error, HostRecord, HostState, Mapping, Provider, ProviderConfig, ProviderKind,
     Result, Value,
@@ -62,6 +62,7 @@ pub const KIND: ProviderKind =
         .checkout_actions(&["workflow"])
         .execute_actions(&["workflow", "job_template"])
         .arguments(&["tower_inventory", "new_expire_time", "artifacts"])
+        .takes(Operation::Extend, Arguments::Only(&["new_expire_time"]))
         .help_options(&[
             HelpOption {
                 name: "workflows",
