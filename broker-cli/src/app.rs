@@ -522,7 +522,7 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
             let keys: Vec<&str> = broker.registry().all_action_keys().collect();
             let mut text = String::new();
             for r in &records {
-                text.push_str(&spec.render(r, &keys));
+                text.push_str(&spec.render(&r.masked(), &keys));
                 text.push('\n');
             }
             write_stdout(&text)?;

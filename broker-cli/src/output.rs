@@ -39,10 +39,11 @@ impl Emitter {
         }
     }
 
-    /// Records a key.
+    /// Records a key, secrets masked.
     pub fn emit(&mut self, key: &str, value: impl serde::Serialize) {
         if self.path.is_some() {
-            let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+            let mut value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+            broker_core::redact::mask_json(&mut value);
             self.doc.insert(key.to_owned(), value);
         }
     }
@@ -57,7 +58,7 @@ impl Emitter {
             self.doc.insert("error_message".into(), message.into());
         }
         let text = serde_json::to_string_pretty(&self.doc).unwrap_or_else(|_| "{}".into());
-        if let Err(e) = std::fs::write(&path, text + "\n") {
+        if let Err(e) = write_private(&path, &(text + "\n")) {
             note!(
                 "warning: cannot write --output-file {}: {e}",
                 path.display()
@@ -66,13 +67,33 @@ impl Emitter {
     }
 }
 
-/// Prints a value as JSON or YAML.
+/// Writes a file that only its owner may read (a new file is created `0600`; an existing one keeps
+/// its mode).
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// Prints a value as JSON or YAML, secrets masked.
 pub fn print_value(value: &impl serde::Serialize, format: Format) -> Result<()> {
+    let value = serde_yaml::to_value(value)
+        .map_err(|e| Error::user(format!("cannot show the result: {e}")))?;
+    let value = if broker_core::redact::has_secrets(&value) {
+        broker_core::redact::mask(&value)
+    } else {
+        value
+    };
     let text = match format {
-        Format::Json => serde_json::to_string_pretty(value)
+        Format::Json => serde_json::to_string_pretty(&value)
             .map(|s| s + "\n")
             .map_err(|e| Error::user(format!("cannot show the result as JSON: {e}")))?,
-        Format::Yaml | Format::Table => serde_yaml::to_string(value)
+        Format::Yaml | Format::Table => serde_yaml::to_string(&value)
             .map_err(|e| Error::user(format!("cannot show the result as YAML: {e}")))?,
     };
     write_stdout(&text)
@@ -167,9 +188,10 @@ pub fn inventory_table(
     let rows = records
         .iter()
         .map(|(id, record)| {
+            let record = record.masked();
             let mut row = vec![id.clone()];
-            row.extend(specs.iter().map(|s| s.render(record, action_keys)));
-            row.extend(broker_columns(record, now));
+            row.extend(specs.iter().map(|s| s.render(&record, action_keys)));
+            row.extend(broker_columns(&record, now));
             row
         })
         .collect();

@@ -466,6 +466,7 @@ impl Broker {
         let store = Arc::clone(&self.inner.store);
         let provider_name = kind.name().to_owned();
         blocking(move || {
+            let reported = stored_form(&*store, reported, |_| true);
             store.sync_provider(&provider_name, resolved_instance.as_deref(), reported)
         })
         .await
@@ -507,8 +508,24 @@ impl Broker {
     /// kept in the inventory.
     ///
     /// # Errors
-    /// The first checkout error (hosts already duplicated stay checked out).
+    /// [`Error::User`] before anything is checked out when a record's secret arguments were stored
+    /// masked (the inventory is readable by others); the first checkout error (hosts already
+    /// duplicated stay checked out).
     pub async fn duplicate(&self, records: &[HostRecord], count: usize) -> Result<Vec<HostRecord>> {
+        for record in records {
+            let not_stored = crate::redact::masked_keys(&record.args());
+            if !not_stored.is_empty() {
+                return Err(Error::user(format!(
+                    "host {} was checked out with secret arguments the inventory does not hold \
+                     (`{}`: `{}` can be read by others, so they were stored masked); check it out \
+                     again with `broker checkout`, giving them, or keep the inventory private \
+                     (`chmod 600`) before checking out",
+                    record.display_name(),
+                    not_stored.join("`, `"),
+                    self.inner.store.location()
+                )));
+            }
+        }
         let mut out = Vec::new();
         for record in records {
             let mut args = record.args();
@@ -929,7 +946,13 @@ impl BrokerInner {
             return Ok(());
         }
         let store = Arc::clone(&self.store);
-        blocking(move || store.put(&records)).await
+        blocking(move || {
+            // A record read back must keep its identity: only broker's own records (identified by
+            // `_broker_id`, not by a fingerprint of their content) are stored masked.
+            let records = stored_form(&*store, records, HostRecord::has_broker_id);
+            store.put(&records)
+        })
+        .await
     }
 
     async fn put(&self, record: HostRecord) -> Result<()> {
@@ -943,6 +966,29 @@ impl BrokerInner {
         let store = Arc::clone(&self.store);
         blocking(move || store.remove(&ids)).await
     }
+}
+
+/// The records as `store` may keep them: as they are in a store only their owner can read, else with
+/// the secret-looking values of those `maskable` picks masked (`broker duplicate` then asks for them
+/// again).
+fn stored_form(
+    store: &dyn InventoryStore,
+    records: Vec<HostRecord>,
+    maskable: impl Fn(&HostRecord) -> bool,
+) -> Vec<HostRecord> {
+    if store.is_private() {
+        return records;
+    }
+    records
+        .into_iter()
+        .map(|r| {
+            if maskable(&r) {
+                r.masked().into_owned()
+            } else {
+                r
+            }
+        })
+        .collect()
 }
 
 /// Runs `work` for every record, at most `limit` at once, newest first (as the Python broker does), and
@@ -1182,5 +1228,117 @@ mod tests {
         assert!(outcomes.iter().all(|o| o.result.is_ok()));
         assert_eq!(checkins(), 2);
         assert!(broker.inventory().list().unwrap().is_empty());
+    }
+
+    /// An inventory other users can read.
+    #[derive(Debug)]
+    struct SharedStore(YamlFileStore);
+
+    impl InventoryStore for SharedStore {
+        fn list(&self) -> Result<Vec<HostRecord>> {
+            self.0.list()
+        }
+        fn put(&self, records: &[HostRecord]) -> Result<()> {
+            self.0.put(records)
+        }
+        fn remove(&self, ids: &[RecordId]) -> Result<Vec<RecordId>> {
+            self.0.remove(ids)
+        }
+        fn sync_provider(
+            &self,
+            provider: &str,
+            instance: Option<&str>,
+            reported: Vec<HostRecord>,
+        ) -> Result<SyncReport> {
+            self.0.sync_provider(provider, instance, reported)
+        }
+        fn location(&self) -> String {
+            self.0.location()
+        }
+    }
+
+    /// A provider that notes the password it was given.
+    #[derive(Debug)]
+    struct NotesPassword;
+
+    static PASSWORD_GIVEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    #[async_trait::async_trait]
+    impl Provider for NotesPassword {
+        fn name(&self) -> &str {
+            "NotesPassword"
+        }
+        fn instance(&self) -> Option<&str> {
+            None
+        }
+        async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+            if let Some(p) = ctx.args().get("host_password").and_then(Value::as_str) {
+                PASSWORD_GIVEN.lock().unwrap().push(p.to_owned());
+            }
+            let mut fields = Mapping::new();
+            fields.insert("name".into(), "vm".into());
+            fields.insert("api_token".into(), "tok-123".into());
+            Ok(fields)
+        }
+        async fn checkin(&self, _host: &HostRecord) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shared_inventory_stores_secrets_masked_and_duplicate_asks_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
+        let store = SharedStore(YamlFileStore::new(
+            settings.inventory_path(),
+            Duration::from_secs(5),
+        ));
+        let kind = ProviderKind::new("NotesPassword", "test", |_| Ok(Arc::new(NotesPassword)))
+            .checkout_actions(&["note_action"]);
+        let broker = Broker::with_store(
+            settings,
+            ProviderRegistry::new().with(kind),
+            Arc::new(store),
+        )
+        .unwrap();
+        let guard = broker
+            .checkout_one(
+                CheckoutRequest::new()
+                    .arg("note_action", "x")
+                    .arg("host_password", "hunter2"),
+            )
+            .await
+            .unwrap()
+            .keep();
+        assert_eq!(
+            *PASSWORD_GIVEN.lock().unwrap(),
+            ["hunter2"],
+            "the provider gets it"
+        );
+        let text = std::fs::read_to_string(dir.path().join("inventory.yaml")).unwrap();
+        assert!(
+            !text.contains("hunter2") && !text.contains("tok-123"),
+            "{text}"
+        );
+        let stored = broker.inventory().list().unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].id(), guard.record().id());
+        assert_eq!(
+            stored[0].args().get("host_password"),
+            Some(&Value::from(crate::redact::MASK))
+        );
+        assert_eq!(
+            stored[0].get("api_token"),
+            Some(&Value::from(crate::redact::MASK))
+        );
+        let err = broker.duplicate(&stored, 1).await.unwrap_err();
+        assert_eq!(err.exit_code(), 13, "{err}");
+        assert!(err.to_string().contains("`host_password`"), "{err}");
+        assert_eq!(
+            PASSWORD_GIVEN.lock().unwrap().len(),
+            1,
+            "nothing was checked out"
+        );
+        assert_eq!(broker.inventory().list().unwrap().len(), 1);
     }
 }

@@ -284,6 +284,18 @@ impl HostRecord {
         record
     }
 
+    /// The record as it may be shown: the values of secret-looking fields and arguments (at any
+    /// depth) replaced by [`crate::redact::MASK`]. Borrowed when there is nothing to hide.
+    pub fn masked(&self) -> std::borrow::Cow<'_, HostRecord> {
+        if crate::redact::mapping_has_secrets(&self.fields) {
+            std::borrow::Cow::Owned(HostRecord {
+                fields: crate::redact::mask_mapping(&self.fields),
+            })
+        } else {
+            std::borrow::Cow::Borrowed(self)
+        }
+    }
+
     /// All fields, in file order.
     pub fn fields(&self) -> &Mapping {
         &self.fields

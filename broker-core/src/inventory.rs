@@ -71,6 +71,13 @@ pub trait InventoryStore: Send + Sync + fmt::Debug {
 
     /// Where the records live, for messages (`/home/me/.broker/inventory.yaml`).
     fn location(&self) -> String;
+
+    /// Whether only the owner can read the records. Secret-looking arguments and fields are stored
+    /// in clear (for `broker duplicate` and check-in workflows) only in a private store; elsewhere
+    /// they are stored masked (see [`crate::redact`]). A store that cannot tell is not private.
+    fn is_private(&self) -> bool {
+        false
+    }
 }
 
 /// What a sync changed.
@@ -456,6 +463,16 @@ impl InventoryStore for YamlFileStore {
 
     fn location(&self) -> String {
         self.path.display().to_string()
+    }
+
+    /// Private when neither group nor others may read the file (through a symlink: its target). A
+    /// file not written yet is private: broker creates it readable by its owner only.
+    fn is_private(&self) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(&self.path) {
+            Ok(meta) => meta.permissions().mode() & 0o044 == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
     }
 }
 

@@ -79,14 +79,18 @@ pub fn mask_mapping(map: &Mapping) -> Mapping {
 /// Whether [`mask`] would change anything in the value.
 pub fn has_secrets(value: &Value) -> bool {
     match value {
-        Value::Mapping(map) => map.iter().any(|(k, v)| {
-            (k.as_str().is_some_and(is_secret_key) && maskable(v) && !is_masked(v))
-                || has_secrets(v)
-        }),
+        Value::Mapping(map) => mapping_has_secrets(map),
         Value::Sequence(items) => items.iter().any(has_secrets),
         Value::Tagged(tagged) => has_secrets(&tagged.value),
         _ => false,
     }
+}
+
+/// Whether [`mask_mapping`] would change anything in the mapping.
+pub fn mapping_has_secrets(map: &Mapping) -> bool {
+    map.iter().any(|(k, v)| {
+        (k.as_str().is_some_and(is_secret_key) && maskable(v) && !is_masked(v)) || has_secrets(v)
+    })
 }
 
 /// The keys of a mapping (top level) whose value is the [`MASK`]: secrets that were not stored.

@@ -92,7 +92,8 @@ impl fmt::Debug for SshOptions {
 
 fn text(v: &Value) -> Option<String> {
     match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        // A masked value stands for a secret the inventory does not hold: not set.
+        Value::String(s) if !s.is_empty() && s != broker_core::redact::MASK => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
@@ -795,6 +796,19 @@ mod tests {
         assert_eq!(split_host("localhost:2222", 22), ("localhost".into(), 2222));
         assert_eq!(split_host("[::1]:2200", 22), ("::1".into(), 2200));
         assert_eq!(split_host("::1", 22), ("::1".into(), 22));
+    }
+
+    #[test]
+    fn a_password_the_inventory_holds_masked_is_not_used() {
+        let ssh: Mapping = serde_yaml::from_str("{host_password: s3cret}").unwrap();
+        let host: HostRecord =
+            serde_yaml::from_str("{hostname: h, _broker_args: {host_password: '********'}}")
+                .unwrap();
+        let opts = SshOptions::resolve(&ssh, Some(&host), Path::new("/tmp/b")).unwrap();
+        assert_eq!(
+            opts.password.as_ref().map(|p| p.expose_secret().to_owned()),
+            Some("s3cret".to_owned())
+        );
     }
 
     #[test]

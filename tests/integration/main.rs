@@ -5,5 +5,6 @@ mod awx;
 mod cli;
 mod concurrency;
 mod container;
+mod secrets;
 mod upstream;
 mod util;

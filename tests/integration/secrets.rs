@@ -1,0 +1,112 @@
+//! Secrets given as arguments, nick values or URL credentials never reach output, output files or
+//! logs, and reach the inventory only while it is private to its owner.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::util::{BrokerDir, stderr};
+
+// A shared inventory storing masked values, and `duplicate` refusing them, are tested in
+// broker-core (`a_shared_inventory_stores_secrets_masked_and_duplicate_asks_for_them`).
+
+/// A TestProvider instance, a nick holding a secret, and table columns that would show secrets.
+const SETTINGS: &str = "\
+TestProvider:
+  instances:
+    local:
+      default: true
+nicks:
+  S:
+    test_action: basic
+    host_password: nick-secret
+inventory_fields:
+  Host: name
+  Password: _broker_args.host_password
+inventory_list_vars: _broker_args.host_password
+";
+
+const SECRETS: [&str; 2] = ["hunter2", "nick-secret"];
+
+fn assert_hidden(what: &str, text: &str) {
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "{what} shows `{secret}`:\n{text}");
+    }
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn secret_arguments_are_masked_in_every_output() {
+    let dir = BrokerDir::new(SETTINGS);
+    let out_file = dir.path().join("out.json");
+    let out_arg = out_file.display().to_string();
+    let shown = dir.ok(&[
+        "--output-file",
+        &out_arg,
+        "checkout",
+        "--test_action",
+        "basic",
+        "--host_password",
+        "hunter2",
+        "-o",
+        "json",
+    ]);
+    assert_hidden("checkout -o json", &shown);
+    assert!(shown.contains(r#""host_password": "********""#), "{shown}");
+    let written = std::fs::read_to_string(&out_file).unwrap();
+    assert_hidden("--output-file", &written);
+    assert!(
+        written.contains(r#""host_password": "********""#),
+        "{written}"
+    );
+    assert_eq!(
+        mode(&out_file),
+        0o600,
+        "the output file is its owner's only"
+    );
+
+    dir.ok(&["checkout", "--nick", "S"]);
+    for view in [
+        &["inventory", "-o", "json"][..],
+        &["inventory", "-o", "yaml"],
+        &["inventory", "--details"],
+        &["inventory", "--list"],
+        &["inventory"],
+        &["config", "nick", "S"],
+    ] {
+        let text = dir.ok(view);
+        assert_hidden(&format!("broker {view:?}"), &text);
+        assert!(text.contains("********"), "broker {view:?}:\n{text}");
+    }
+    let out = dir.run(&["--output-file", &out_arg, "inventory"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_hidden(
+        "inventory --output-file",
+        &std::fs::read_to_string(&out_file).unwrap(),
+    );
+    assert_hidden(
+        "the log",
+        &std::fs::read_to_string(dir.path().join("logs/broker.log")).unwrap(),
+    );
+}
+
+#[test]
+fn a_private_inventory_holds_what_duplicate_needs() {
+    let dir = BrokerDir::new(SETTINGS);
+    dir.ok(&[
+        "checkout",
+        "--test_action",
+        "basic",
+        "--host_password",
+        "hunter2",
+    ]);
+    let inventory = dir.inventory_path();
+    assert_eq!(mode(&inventory) & 0o044, 0, "a new inventory is private");
+    let text = std::fs::read_to_string(&inventory).unwrap();
+    assert!(text.contains("host_password: hunter2"), "{text}");
+    // Private: duplicate has what it needs.
+    dir.ok(&["duplicate", "0"]);
+    let text = std::fs::read_to_string(&inventory).unwrap();
+    assert_eq!(text.matches("host_password: hunter2").count(), 2, "{text}");
+}
