@@ -760,10 +760,15 @@ async fn ssh(broker: &Broker, a: SshArgs, emitter: &mut Emitter) -> Result<i32> 
         }
     };
     let host = broker.attach(record)?;
-    if a.command.is_empty() {
+    let command = if !a.command.is_empty() {
+        a.command.join(" ")
+    } else if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         return interactive_shell(&host).await;
-    }
-    let command = a.command.join(" ");
+    } else {
+        // No terminal to give a shell to (`echo cmd | broker ssh HOST`): the piped text is the
+        // script, run as one command.
+        script_from_stdin().await?
+    };
     let timeout = a
         .timeout
         .as_deref()
@@ -783,6 +788,23 @@ async fn ssh(broker: &Broker, a: SshArgs, emitter: &mut Emitter) -> Result<i32> 
     let out = interruptible(host.execute_streaming(&command, timeout, &sink)).await?;
     emitter.emit("output", &out);
     Ok(out.status.clamp(0, 255))
+}
+
+/// The commands piped into `broker ssh HOST`.
+async fn script_from_stdin() -> Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut script = String::new();
+    tokio::io::stdin()
+        .read_to_string(&mut script)
+        .await
+        .map_err(|e| Error::io("reading the commands to run from", "<stdin>", e))?;
+    if script.trim().is_empty() {
+        return Err(Error::usage(
+            "no command to run: give one after `--` (`broker ssh HOST -- uname -a`), pipe commands \
+             in (`echo uname -a | broker ssh HOST`), or run `broker ssh HOST` from a terminal for a shell",
+        ));
+    }
+    Ok(script)
 }
 
 /// `broker ssh HOST` with no command: a shell with a PTY, the local terminal in raw mode meanwhile.

@@ -82,8 +82,9 @@ pub enum Error {
 
     /// Another process held the inventory lock for longer than the configured wait.
     #[error(
-        "inventory `{path}` is locked by another process ({holder}); gave up after {waited:?}; \
-         raise `inventory_lock_timeout` if many processes share this inventory"
+        "inventory `{path}` is locked by another process ({holder}); gave up after {}; \
+         raise `inventory_lock_timeout` if many processes share this inventory",
+        crate::time::format_duration(*waited)
     )]
     InventoryLocked {
         /// The lock file.
@@ -169,7 +170,7 @@ pub enum Error {
     },
 
     /// The operation did not finish in time.
-    #[error("{operation} timed out after {after:?}")]
+    #[error("{operation} timed out after {}", crate::time::format_duration(*after))]
     Timeout {
         /// What timed out.
         operation: String,

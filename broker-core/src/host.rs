@@ -584,7 +584,19 @@ impl Host {
         output: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
         size: (u32, u32),
     ) -> Result<i32> {
-        self.session().await?.interactive(input, output, size).await
+        match self.session().await?.interactive(input, output, size).await {
+            Err(Error::NotImplemented { .. }) => Err(Error::NotImplemented {
+                provider: format!(
+                    "the session to {} ({})",
+                    self.display_name(),
+                    self.provider().unwrap_or("unknown provider")
+                ),
+                operation: "interactive shells; run commands instead \
+                            (`broker ssh HOST -- COMMAND`, or pipe them in)"
+                    .into(),
+            }),
+            other => other,
+        }
     }
 
     /// Reads a file from the host.

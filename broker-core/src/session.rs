@@ -93,7 +93,7 @@ pub trait Session: Send + Sync + fmt::Debug {
     ) -> Result<i32> {
         let _ = (input, output, size);
         Err(Error::NotImplemented {
-            provider: format!("{self:?}"),
+            provider: "this session".into(),
             operation: "interactive shells".into(),
         })
     }

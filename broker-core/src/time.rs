@@ -95,6 +95,20 @@ pub fn format_epoch(secs: i64) -> String {
     )
 }
 
+/// A duration for people: `1.5s` under a minute (tenths when it has a fraction), else as
+/// [`format_duration_human`] (`2m 30s`).
+pub fn format_duration(d: Duration) -> String {
+    if d < Duration::from_secs(60) {
+        if d.subsec_millis() == 0 {
+            format!("{}s", d.as_secs())
+        } else {
+            format!("{:.1}s", d.as_secs_f64())
+        }
+    } else {
+        format_duration_human(d.as_secs())
+    }
+}
+
 /// `5d 2h`, `2h 3m 4s`; seconds are shown only when there are no days.
 pub fn format_duration_human(secs: u64) -> String {
     let (d, h, m, s) = (

@@ -324,6 +324,7 @@ pub async fn connect(hostname: &str, options: &SshOptions) -> Result<SshSession>
     let deadline = Instant::now() + options.connection_timeout;
     let mut pause = Duration::from_millis(100);
     let refusal = Arc::new(Mutex::new(None));
+    let mut announced = false;
     let mut handle = loop {
         let check = KeyCheck {
             host: host.clone(),
@@ -353,9 +354,19 @@ pub async fn connect(hostname: &str, options: &SshOptions) -> Result<SshSession>
                 return Err(host_error(hostname, format!("refusing to connect: {why}")));
             }
             Ok(Err(e)) if Instant::now() < deadline => {
+                // A host still booting (or a name not yet in DNS) answers later: say at once what is
+                // awaited, then keep quiet while retrying.
+                if !announced {
+                    announced = true;
+                    tracing::warn!(
+                        "waiting up to {} for {hostname} to answer SSH on port {port} ({e})",
+                        broker_core::time::format_duration(options.connection_timeout)
+                    );
+                }
                 tracing::debug!(
                     host = hostname,
-                    "SSH connection failed ({e}); retrying in {pause:?}"
+                    "SSH connection failed ({e}); retrying in {}",
+                    broker_core::time::format_duration(pause)
                 );
                 tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now())))
                     .await;
@@ -365,8 +376,8 @@ pub async fn connect(hostname: &str, options: &SshOptions) -> Result<SshSession>
                 return Err(host_error(
                     hostname,
                     format!(
-                        "cannot connect over SSH to port {port} within {:?}: {e}; check that sshd runs and the port is reachable",
-                        options.connection_timeout
+                        "cannot connect over SSH to port {port} within {}: {e}; check that sshd runs and the port is reachable",
+                        broker_core::time::format_duration(options.connection_timeout)
                     ),
                 ));
             }
@@ -374,8 +385,8 @@ pub async fn connect(hostname: &str, options: &SshOptions) -> Result<SshSession>
                 return Err(host_error(
                     hostname,
                     format!(
-                        "no SSH answer on port {port} within {:?}",
-                        options.connection_timeout
+                        "no SSH answer on port {port} within {}",
+                        broker_core::time::format_duration(options.connection_timeout)
                     ),
                 ));
             }

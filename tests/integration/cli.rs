@@ -782,3 +782,88 @@ fn arguments_a_provider_does_not_take_are_refused_with_the_closest_name() {
     // TestProvider records any checkout argument, as AnsibleTower passes them on to its workflows.
     dir.ok(&["checkout", "--test_action", "basic", "--tag", "x"]);
 }
+
+#[test]
+fn ssh_runs_piped_commands_and_exits_with_their_status() {
+    use std::io::Write;
+    let dir = BrokerDir::new(SETTINGS);
+    dir.ok(&["checkout", "--test_action", "basic"]);
+    let mut child = dir
+        .command(&["ssh", "0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo one\necho two >&2\nexit 3\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\n");
+    assert!(stderr(&out).contains("two\n"), "{}", stderr(&out));
+
+    // Nothing piped in and no terminal: a clear usage error at once, not a wait.
+    let out = dir.run(&["ssh", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no command to run"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn ssh_shell_on_a_host_without_shells_says_so_plainly() {
+    let dir = BrokerDir::new(SETTINGS);
+    dir.ok(&["checkout", "--test_action", "basic"]);
+    let host = dir.inventory()[0]["hostname"].as_str().unwrap().to_owned();
+    // `script` gives broker a terminal, as a user typing `broker ssh 0` has.
+    let out = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} ssh 0", crate::util::BROKER),
+            "/dev/null",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("USER", "tester")
+        .env("BROKER_DIRECTORY", dir.path())
+        .env("BROKER_NON_INTERACTIVE", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "error: the session to {host} (TestProvider) does not support interactive shells; run commands instead"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains(" { "), "no Debug dump: {text}");
+}
+
+#[test]
+fn ssh_to_a_host_that_does_not_answer_says_what_it_waits_for_at_once() {
+    let dir = BrokerDir::new(
+        "AnsibleTower:\n  base_url: http://127.0.0.1:9/\n  token: t\nssh:\n  host_connection_timeout: 2\n",
+    );
+    std::fs::write(
+        dir.inventory_path(),
+        "- hostname: no-such-host.invalid\n  name: vm1\n  _broker_provider: AnsibleTower\n",
+    )
+    .unwrap();
+    let out = dir.run(&["ssh", "0", "--", "true"]);
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    let err = stderr(&out);
+    let waiting = err
+        .find("waiting up to 2s for no-such-host.invalid to answer SSH on port 22")
+        .unwrap_or_else(|| panic!("{err}"));
+    let failed = err.find("error: ").unwrap_or_else(|| panic!("{err}"));
+    assert!(waiting < failed, "{err}");
+    assert!(err.contains("within 2s"), "{err}");
+}
