@@ -45,6 +45,7 @@ pub fn init(console: LevelFilter, file: LevelFilter, log_path: &Path) {
     let _ = tracing_subscriber::registry()
         .with(stderr)
         .with(file_layer)
+        .with(crate::report::layer())
         .try_init();
 }
 

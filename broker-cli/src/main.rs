@@ -6,6 +6,7 @@ mod cli;
 mod logging;
 mod manual;
 mod output;
+mod report;
 
 fn main() -> std::process::ExitCode {
     app::main()

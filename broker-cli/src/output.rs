@@ -53,6 +53,13 @@ impl Emitter {
         let Some(path) = self.path.take() else {
             return;
         };
+        // What broker-core and the providers reported on the way (`provider`, `ui_url`, …).
+        for (key, mut value) in crate::report::reported() {
+            if !self.doc.contains_key(&key) {
+                broker_core::redact::mask_json(&mut value);
+                self.doc.insert(key, value);
+            }
+        }
         self.doc.insert("return_code".into(), code.into());
         if let Some(message) = error {
             self.doc.insert("error_message".into(), message.into());

@@ -119,6 +119,14 @@ pub struct HostOutcome {
     pub result: Result<()>,
 }
 
+/// The first of `keys` given in `args`: the action a request runs.
+fn first_action<'a>(keys: &[&'a str], args: &Mapping) -> &'a str {
+    keys.iter()
+        .copied()
+        .find(|k| args.contains_key(*k))
+        .unwrap_or_default()
+}
+
 /// Which left-over records `recover` handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -270,6 +278,11 @@ impl Broker {
             count = resolved.count,
             "checking out"
         );
+        crate::report::action(
+            resolved.kind.name(),
+            first_action(resolved.kind.checkout_action_keys(), &resolved.args),
+            &resolved.args,
+        );
         let limit = self.inner.thread_limit.unwrap_or(resolved.count).max(1);
         let permits = Arc::new(Semaphore::new(limit));
         let args = Arc::new(resolved.args);
@@ -409,6 +422,7 @@ impl Broker {
             let args = Arc::clone(&args);
             async move {
                 let provider = inner.provider_for(&record)?;
+                crate::report::action(provider.name(), "extend", &args);
                 provider
                     .extend(&record, &args)
                     .await
@@ -427,6 +441,11 @@ impl Broker {
         let (kind, instance, args) = self.split_instance(args, |r, a| r.for_execute(a))?;
         kind.check_arguments(Operation::Execute, &args)?;
         let provider = self.inner.provider(&kind, instance.as_deref())?;
+        crate::report::action(
+            kind.name(),
+            first_action(kind.execute_action_keys(), &args),
+            &args,
+        );
         provider.execute(&args).await
     }
 
@@ -442,6 +461,7 @@ impl Broker {
     ) -> Result<Value> {
         let kind = *self.inner.registry.require(provider)?;
         let provider = self.inner.provider(&kind, instance)?;
+        crate::report::action(kind.name(), "provider_help", query);
         provider.help(query).await
     }
 

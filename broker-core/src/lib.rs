@@ -42,6 +42,7 @@ pub mod host;
 pub mod inventory;
 pub mod provider;
 pub mod redact;
+pub mod report;
 pub mod session;
 pub mod settings;
 pub mod terminal;

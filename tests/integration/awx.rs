@@ -379,3 +379,60 @@ fn kill_nine_mid_workflow_then_recover() {
     assert!(dir.inventory().is_empty());
     assert!(sim.vms().is_empty());
 }
+
+#[test]
+fn output_file_has_the_python_brokers_keys() {
+    let sim = Sim::start();
+    let dir = BrokerDir::new(&settings(&sim, ""));
+    let file = dir.path().join("out.json");
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap()
+    };
+    let file_arg = file.display().to_string();
+    dir.ok(&["--output-file", &file_arg, "checkout", "--nick", "rhel9"]);
+    let out = read();
+    assert_eq!(out["return_code"], 0);
+    assert_eq!(out["provider"], "AnsibleTower");
+    assert_eq!(out["action"], "workflow");
+    assert_eq!(out["arguments"]["workflow"], "deploy-rhel");
+    assert_eq!(out["auth_type"], "token");
+    let ui = out["ui_url"].as_str().unwrap();
+    assert!(ui.contains("/#/jobs/workflow/"), "{out}");
+    let api = out["api_url"].as_str().unwrap();
+    assert!(api.contains("/api/v2/workflow_jobs/"), "{out}");
+    assert_eq!(out["hosts"].as_array().unwrap().len(), 1);
+    dir.ok(&["checkin", "--all"]);
+
+    // A failed workflow: its status, reasons and address, as upstream writes them.
+    let run = dir.run(&[
+        "--output-file",
+        &file_arg,
+        "checkout",
+        "--nick",
+        "rhel9",
+        "--sim_fail",
+        "configure",
+    ]);
+    assert_eq!(run.status.code(), Some(7), "{}", stderr(&run));
+    let out = read();
+    assert_eq!(out["return_code"], 7);
+    assert_eq!(out["Workflow Status"], "failed", "{out}");
+    let reasons = out["Reason(s)"].as_array().expect("a list of reasons");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("No space left on device")),
+        "{out}"
+    );
+    assert!(
+        out["URL"].as_str().unwrap().contains("/#/jobs/workflow/"),
+        "{out}"
+    );
+    assert!(
+        out["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("No space left"),
+        "{out}"
+    );
+}

@@ -44,6 +44,10 @@ fn checkout_prints_json_and_writes_the_output_file() {
         serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
     assert_eq!(emitted["return_code"], 0);
     assert_eq!(emitted["hosts"][0]["name"], hosts[0]["name"]);
+    // The Python broker's keys: which provider action ran with which arguments.
+    assert_eq!(emitted["provider"], "TestProvider");
+    assert_eq!(emitted["action"], "test_action");
+    assert_eq!(emitted["arguments"]["test_action"], "basic");
 }
 
 #[test]

@@ -412,6 +412,12 @@ impl Api {
             })
             .unwrap_or_default();
         tracing::debug!(user = %api.username, auth = api.auth.kind(), "logged in to AnsibleTower");
+        // As the Python broker reports it: a password login is `password`, temporary token or not.
+        let auth_type = match api.auth {
+            Auth::Bearer(_) => "token",
+            Auth::Temporary(_) | Auth::Basic { .. } => "password",
+        };
+        tracing::debug!(target: broker_core::report::TARGET, auth_type, "AnsibleTower login");
         Ok(api)
     }
 

@@ -467,6 +467,9 @@ impl super::Tower {
             ui_url: api.ui_url(kind.ui(), id),
         };
         tracing::info!(
+            target: broker_core::report::TARGET,
+            api_url = %launched.api_url,
+            ui_url = %launched.ui_url,
             "launched {} `{name}` as job {id}\n  API: {}\n  UI:  {}",
             kind.label(),
             launched.api_url,

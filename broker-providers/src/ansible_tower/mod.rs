@@ -381,6 +381,18 @@ impl Tower {
     /// The error of a failed job: status, reasons, what happened to the hosts it left, its URL.
     fn failure(&self, finished: &Finished, reasons: &[Reason], notes: &[String]) -> Error {
         let launched = &finished.launched;
+        let listed: Vec<String> = reasons.iter().map(Reason::to_string).collect();
+        tracing::debug!(
+            target: broker_core::report::TARGET,
+            job_subject = match launched.kind {
+                Kind::Workflow => "Workflow",
+                Kind::JobTemplate => "Job",
+            },
+            job_status = finished.status(),
+            job_reasons = %json!(listed),
+            job_url = %launched.ui_url,
+            "job failed"
+        );
         let mut message = format!(
             "{} `{}` (job {}) {}: {}",
             launched.kind.label(),
