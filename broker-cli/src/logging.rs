@@ -33,13 +33,13 @@ pub fn level(name: &str) -> LevelFilter {
 /// Installs the subscriber: `console` level to stderr, `file` level to `log_path`.
 pub fn init(console: LevelFilter, file: LevelFilter, log_path: &Path) {
     let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(io::stderr)
+        .with_writer(Redacting(io::stderr))
         .with_target(false)
         .without_time()
         .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
         .with_filter(console);
     let file_layer = tracing_subscriber::fmt::layer()
-        .with_writer(RotatingFile::new(log_path.to_path_buf()))
+        .with_writer(Redacting(RotatingFile::new(log_path.to_path_buf())))
         .with_ansi(false)
         .with_filter(file);
     let _ = tracing_subscriber::registry()
@@ -47,6 +47,41 @@ pub fn init(console: LevelFilter, file: LevelFilter, log_path: &Path) {
         .with(file_layer)
         .with(crate::report::layer())
         .try_init();
+}
+
+/// Writes log lines with the credentials of URLs in them redacted (`https://***@host/`): whatever
+/// an event carries, a password written into a URL reaches neither the terminal nor the log file.
+pub struct Redacting<M>(M);
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Redacting<M> {
+    type Writer = RedactingWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingWriter(self.0.make_writer())
+    }
+}
+
+/// One write of [`Redacting`]: the formatter writes each event whole, so a URL is never split.
+pub struct RedactingWriter<W>(W);
+
+impl<W: Write> Write for RedactingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let redacted = std::str::from_utf8(buf)
+            .ok()
+            .filter(|text| broker_core::redact::has_url_credentials(text))
+            .map(broker_core::redact::url);
+        match redacted {
+            Some(text) => {
+                self.0.write_all(text.as_bytes())?;
+                Ok(buf.len())
+            }
+            None => self.0.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// A log file opened on first write and rotated by size.
@@ -140,6 +175,21 @@ impl<'a> MakeWriter<'a> for RotatingFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_lines_never_carry_url_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.log");
+        let log = Redacting(RotatingFile::new(path.clone()));
+        log.make_writer()
+            .write_all(b"cannot reach `https://alice:hunter2@tower.example.com/api/`\n")
+            .unwrap();
+        log.make_writer().write_all(b"plain line\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "cannot reach `https://***@tower.example.com/api/`\nplain line\n"
+        );
+    }
 
     #[test]
     fn log_file_rotates_by_size() {

@@ -19,7 +19,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The command line or the library call was malformed (exit code 2).
-    #[error("{message}")]
+    #[error("{}", shown(.message))]
     Usage {
         /// What was wrong and how to call it instead.
         message: String,
@@ -27,21 +27,21 @@ pub enum Error {
 
     /// The request cannot be served as asked: unknown nick, no provider for the given arguments, a host
     /// that is not in the inventory (exit code 13).
-    #[error("{message}")]
+    #[error("{}", shown(.message))]
     User {
         /// What was wrong and what to do.
         message: String,
     },
 
     /// A settings file or setting is invalid (exit code 8).
-    #[error("configuration error: {message}")]
+    #[error("configuration error: {}", shown(.message))]
     Configuration {
         /// What is wrong, naming the file or key.
         message: String,
     },
 
     /// A YAML or JSON document could not be parsed (exit code 8 for settings, 1 for data files).
-    #[error("cannot parse `{path}` at line {line}, column {column}: {message}")]
+    #[error("cannot parse `{path}` at line {line}, column {column}: {}", shown(.message))]
     Parse {
         /// The file that failed to parse.
         path: PathBuf,
@@ -96,7 +96,7 @@ pub enum Error {
     },
 
     /// A provider failed (exit code 7).
-    #[error("{provider}{}{}: {message}", instance_suffix(instance.as_deref()), host_suffix(host.as_deref()))]
+    #[error("{provider}{}{}: {}", instance_suffix(instance.as_deref()), host_suffix(host.as_deref()), shown(.message))]
     Provider {
         /// The provider's name, e.g. `AnsibleTower`.
         provider: String,
@@ -112,14 +112,14 @@ pub enum Error {
     },
 
     /// Credentials were refused (exit code 5).
-    #[error("authentication failed: {message}")]
+    #[error("authentication failed: {}", shown(.message))]
     Authentication {
         /// Which method failed and against what.
         message: String,
     },
 
     /// The credentials are valid but lack a permission (exit code 6).
-    #[error("permission denied: {message}")]
+    #[error("permission denied: {}", shown(.message))]
     Permission {
         /// What was refused.
         message: String,
@@ -135,7 +135,7 @@ pub enum Error {
     },
 
     /// An operation on a checked-out host failed (exit code 10).
-    #[error("host {host}: {message}")]
+    #[error("host {host}: {}", shown(.message))]
     Host {
         /// The host's hostname or name.
         host: String,
@@ -163,20 +163,26 @@ pub enum Error {
     },
 
     /// The operation was cancelled, e.g. by Ctrl-C (exit code 130).
-    #[error("interrupted: {message}")]
+    #[error("interrupted: {}", shown(.message))]
     Interrupted {
         /// What was left behind and how to clean it up.
         message: String,
     },
 
     /// The operation did not finish in time.
-    #[error("{operation} timed out after {}", crate::time::format_duration(*after))]
+    #[error("{} timed out after {}", shown(.operation), crate::time::format_duration(*after))]
     Timeout {
         /// What timed out.
         operation: String,
         /// The limit that was hit.
         after: Duration,
     },
+}
+
+/// A message as shown: credentials written into URLs in it (`https://user:pw@…`) are redacted, so a
+/// password in a setting such as `base_url` never reaches a terminal, a log or an output file.
+fn shown(message: &str) -> std::borrow::Cow<'_, str> {
+    crate::redact::url_credentials(message)
 }
 
 fn instance_suffix(instance: Option<&str>) -> String {
@@ -326,7 +332,8 @@ fn strip_location(message: &str) -> String {
     }
 }
 
-/// Formats an error with all its causes, `outer: cause: cause`.
+/// Formats an error with all its causes, `outer: cause: cause`, credentials in URLs redacted (the
+/// causes may come from other crates).
 pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
@@ -338,7 +345,7 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
         }
         source = cause.source();
     }
-    out
+    crate::redact::url(&out)
 }
 
 #[cfg(test)]
@@ -398,5 +405,64 @@ mod tests {
         );
         assert!(text.contains("checked in again: a, b"), "{text}");
         assert_eq!(err.exit_code(), 7);
+    }
+
+    #[test]
+    fn no_message_shows_a_password_written_into_a_url() {
+        let url = "https://alice:hunter2@tower.example.com/api/v2/";
+        let text = format!("cannot reach `{url}`");
+        let source: Box<dyn std::error::Error + Send + Sync> = text.clone().into();
+        let errors = [
+            Error::usage(&text),
+            Error::user(&text),
+            Error::configuration(&text),
+            Error::provider("AnsibleTower", &text),
+            Error::Provider {
+                provider: "AnsibleTower".into(),
+                instance: None,
+                host: None,
+                message: "listing".into(),
+                source: Some(source),
+            },
+            Error::Authentication {
+                message: text.clone(),
+            },
+            Error::Permission {
+                message: text.clone(),
+            },
+            Error::Host {
+                host: "h".into(),
+                message: text.clone(),
+                source: None,
+            },
+            Error::Interrupted {
+                message: text.clone(),
+            },
+            Error::Timeout {
+                operation: text.clone(),
+                after: Duration::from_secs(1),
+            },
+            Error::Parse {
+                path: "broker_settings.yaml".into(),
+                line: 1,
+                column: 1,
+                message: text.clone(),
+                settings: true,
+            },
+            Error::CheckoutFailed {
+                requested: 1,
+                failures: vec![(0, Error::provider("AnsibleTower", &text))],
+                rolled_back: vec![],
+                kept: vec![],
+            },
+        ];
+        for e in &errors {
+            let shown = chain(e);
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(
+                shown.contains("https://***@tower.example.com/api/v2/") || shown == "listing",
+                "{shown}"
+            );
+        }
     }
 }

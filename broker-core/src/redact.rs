@@ -4,7 +4,7 @@
 //! One rule everywhere — settings, checkout arguments, nick values, host records, command output: a
 //! key whose name contains `password`, `pword`, `token`, `secret` or `passphrase` (in any case)
 //! holds a secret, and its value is shown as [`MASK`]. A URL's user information
-//! (`https://user:pw@host/`) is shown as `***`.
+//! (`https://user:pw@host/`), in any value or message, is shown as `***`.
 //!
 //! This module only decides and rewrites; it never logs.
 
@@ -41,7 +41,8 @@ fn maskable(value: &Value) -> bool {
         && value.as_str() != Some("")
 }
 
-/// The value with the value of every secret-looking key, at any depth, replaced by [`MASK`].
+/// The value with the value of every secret-looking key, at any depth, replaced by [`MASK`], and
+/// the credentials of URLs in any text redacted ([`url_credentials`]).
 ///
 /// ```
 /// let args: serde_yaml::Value = serde_yaml::from_str("{workflow: w, host_password: pw}").unwrap();
@@ -57,6 +58,7 @@ pub fn mask(value: &Value) -> Value {
             tag: tagged.tag.clone(),
             value: mask(&tagged.value),
         })),
+        Value::String(text) => Value::String(url(text)),
         other => other.clone(),
     }
 }
@@ -82,6 +84,7 @@ pub fn has_secrets(value: &Value) -> bool {
         Value::Mapping(map) => mapping_has_secrets(map),
         Value::Sequence(items) => items.iter().any(has_secrets),
         Value::Tagged(tagged) => has_secrets(&tagged.value),
+        Value::String(text) => has_url_credentials(text),
         _ => false,
     }
 }
@@ -121,6 +124,7 @@ pub fn mask_json(value: &mut serde_json::Value) {
             }
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(mask_json),
+        serde_json::Value::String(text) if has_url_credentials(text) => *text = url(text),
         _ => {}
     }
 }
@@ -143,6 +147,7 @@ pub fn url_credentials(text: &str) -> Cow<'_, str> {
     }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
+    let mut redacted = false;
     while let Some(at) = rest.find("://") {
         let authority_start = at + 3;
         out.push_str(&rest[..authority_start]);
@@ -160,10 +165,19 @@ pub fn url_credentials(text: &str) -> Cow<'_, str> {
         if let Some(user_end) = rest[..end].rfind('@') {
             out.push_str("***");
             rest = &rest[user_end..];
+            redacted = true;
         }
+    }
+    if !redacted {
+        return Cow::Borrowed(text);
     }
     out.push_str(rest);
     Cow::Owned(out)
+}
+
+/// Whether the text holds a URL with credentials in it.
+pub fn has_url_credentials(text: &str) -> bool {
+    matches!(url_credentials(text), Cow::Owned(_))
 }
 
 /// A URL (or any text) ready for a message: [`url_credentials`] as an owned string.

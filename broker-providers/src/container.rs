@@ -166,7 +166,8 @@ impl Endpoint {
     fn describe(&self) -> String {
         match self {
             Endpoint::Unix(p) => format!("unix://{}", p.display()),
-            Endpoint::Tcp(a) => format!("tcp://{a}"),
+            // For messages: credentials written into `DOCKER_HOST` are not shown.
+            Endpoint::Tcp(a) => broker_core::redact::url(&format!("tcp://{a}")),
         }
     }
 

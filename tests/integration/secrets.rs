@@ -110,3 +110,62 @@ fn a_private_inventory_holds_what_duplicate_needs() {
     let text = std::fs::read_to_string(&inventory).unwrap();
     assert_eq!(text.matches("host_password: hunter2").count(), 2, "{text}");
 }
+
+/// A password written into `base_url` appears on no terminal, in no log and in no output file.
+#[cfg(feature = "ansible-tower")]
+#[test]
+fn a_password_in_a_url_is_shown_nowhere() {
+    use awx_sim::{ALICE_PASSWORD, Sim};
+    let sim = Sim::start();
+    let with_login = sim
+        .url()
+        .replace("http://", &format!("http://alice:{ALICE_PASSWORD}@"));
+    let dir = BrokerDir::new(&format!(
+        "AnsibleTower:\n  base_url: {with_login}/\n  workflow_poll_interval: 0.02\n"
+    ));
+    let out_file = dir.path().join("out.json");
+    let out_arg = out_file.display().to_string();
+    let mut seen = String::new();
+    for (args, code) in [
+        (
+            &[
+                "--log-level",
+                "trace",
+                "checkout",
+                "--workflow",
+                "deploy-rhel",
+            ][..],
+            0,
+        ),
+        (
+            &[
+                "--log-level",
+                "trace",
+                "checkout",
+                "--workflow",
+                "deploy-rhle",
+            ],
+            13,
+        ),
+        (&["--log-level", "trace", "inventory", "-o", "json"], 0),
+        (&["config", "view"], 0),
+        (&["config", "view", "AnsibleTower"], 0),
+        (&["--log-level", "trace", "checkin", "--all"], 0),
+    ] {
+        let mut full = vec!["--output-file", out_arg.as_str()];
+        full.extend_from_slice(args);
+        let out = dir.run(&full);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        seen.push_str(&String::from_utf8_lossy(&out.stdout));
+        seen.push_str(&stderr(&out));
+        seen.push_str(&std::fs::read_to_string(&out_file).unwrap_or_default());
+    }
+    assert!(sim.vms().is_empty(), "the host was checked in again");
+    assert!(seen.contains("deploy-rhel"), "{seen}");
+    assert!(
+        seen.contains("http://***@127.0.0.1:"),
+        "config view shows the address: {seen}"
+    );
+    seen.push_str(&std::fs::read_to_string(dir.path().join("logs/broker.log")).unwrap());
+    assert!(!seen.contains(ALICE_PASSWORD), "{seen}");
+}

@@ -183,22 +183,35 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Tower {
     fn new(config: ProviderConfig) -> Result<Tower> {
-        let base_url = config.require_str("base_url")?;
+        // Credentials written into the URL never travel with it: they are taken out here, so that no
+        // address broker logs, shows or records carries them.
+        let (base_url, url_login) = split_login(&config.require_str("base_url")?);
         let where_ = match config.instance() {
             Some(i) => format!("AnsibleTower instance `{i}`"),
             None => "AnsibleTower".to_owned(),
         };
-        let credentials = match (
-            config
-                .secret("token")
-                .filter(|t| !broker_core::secrecy::ExposeSecret::expose_secret(t).is_empty()),
-            config.get_str("username").filter(|u| !u.is_empty()),
-            config
-                .secret("password")
-                .filter(|p| !broker_core::secrecy::ExposeSecret::expose_secret(p).is_empty()),
-        ) {
-            (Some(token), _, _) => Credentials::Token(token),
-            (None, Some(username), Some(password)) => Credentials::Password { username, password },
+        let token = config
+            .secret("token")
+            .filter(|t| !broker_core::secrecy::ExposeSecret::expose_secret(t).is_empty());
+        let username = config.get_str("username").filter(|u| !u.is_empty());
+        let password = config
+            .secret("password")
+            .filter(|p| !broker_core::secrecy::ExposeSecret::expose_secret(p).is_empty());
+        let from_settings = token.is_some() || username.is_some() || password.is_some();
+        if url_login.is_some() && from_settings {
+            tracing::warn!(
+                "{where_}: the user and password in `base_url` are not used; `token` (or \
+                 `username` and `password`) are"
+            );
+        }
+        let credentials = match (token, username, password, url_login) {
+            (Some(token), _, _, _) => Credentials::Token(token),
+            (None, Some(username), Some(password), _) => {
+                Credentials::Password { username, password }
+            }
+            (None, None, None, Some((username, password))) => {
+                Credentials::Password { username, password }
+            }
             _ => {
                 return Err(Error::configuration(format!(
                     "{where_} needs `token`, or `username` and `password`; set them in broker_settings.yaml \
@@ -802,6 +815,49 @@ impl Tower {
             .filter_map(|t| t.get("name").and_then(Json::as_str).map(str::to_owned))
             .collect())
     }
+}
+
+/// `base_url` without the user and password written into it (`https://user:pw@host/`), and those.
+fn split_login(base_url: &str) -> (String, Option<(String, broker_core::secrecy::SecretString)>) {
+    let Ok(mut url) = reqwest::Url::parse(base_url) else {
+        return (base_url.to_owned(), None);
+    };
+    if url.username().is_empty() && url.password().is_none() {
+        return (base_url.to_owned(), None);
+    }
+    let username = percent_decoded(url.username());
+    let password = percent_decoded(url.password().unwrap_or(""));
+    // Clearing the user information of an http(s) URL cannot fail.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let login = (!username.is_empty() && !password.is_empty())
+        .then(|| (username, broker_core::secrecy::SecretString::from(password)));
+    (url.to_string(), login)
+}
+
+/// `%40` → `@`: the user information of a URL as written.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The VM a record stands for at AWX: its `name`, else its `hostname`.

@@ -1196,3 +1196,54 @@ async fn redirects_are_followed_within_the_configured_origin_only() {
     assert_eq!(me[1].param("moved"), Some("1"));
     assert_eq!(me[1].auth, format!("bearer:{ALICE_TOKEN}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_base_url_logs_in_and_is_never_shown() {
+    let sim = Sim::start();
+    let with_login = sim
+        .url()
+        .replace("http://", &format!("http://alice:{ALICE_PASSWORD}@"));
+    let dir = tempfile::tempdir().unwrap();
+    let yaml =
+        format!("AnsibleTower:\n  base_url: {with_login}/\n  workflow_poll_interval: 0.01\n");
+    let broker = Broker::new(Settings::from_yaml(dir.path(), &yaml).unwrap(), registry()).unwrap();
+    let guard = broker.checkout_one(deploy()).await.unwrap();
+    assert!(
+        sim.requests().iter().any(|r| r.auth == "basic:alice"),
+        "the URL's user and password are the login"
+    );
+    let err = broker
+        .checkout_one(CheckoutRequest::new().arg("workflow", "deploy-rhle"))
+        .await
+        .unwrap_err();
+    let shown = broker_core::error::chain(&err);
+    assert!(shown.contains("deploy-rhel"), "{shown}");
+    let inventory = std::fs::read_to_string(dir.path().join("inventory.yaml")).unwrap();
+    for text in [
+        shown,
+        inventory,
+        format!("{broker:?}"),
+        format!("{guard:?}"),
+    ] {
+        assert!(!text.contains(ALICE_PASSWORD), "{text}");
+    }
+    guard.checkin().await.unwrap();
+
+    // A server that does not answer, and a base_url that does not parse: the errors name the
+    // address without the password.
+    for base_url in [
+        format!("http://alice:{ALICE_PASSWORD}@127.0.0.1:9/"),
+        format!("http://alice:{ALICE_PASSWORD}@tower:port/"),
+    ] {
+        let yaml = format!("AnsibleTower:\n  base_url: {base_url}\n  token: {ALICE_TOKEN}\n");
+        let broker =
+            Broker::new(Settings::from_yaml(dir.path(), &yaml).unwrap(), registry()).unwrap();
+        let err = broker.checkout_one(deploy()).await.unwrap_err();
+        let shown = broker_core::error::chain(&err);
+        assert!(!shown.contains(ALICE_PASSWORD), "{shown}");
+        assert!(
+            shown.contains("127.0.0.1:9") || shown.contains("***@tower:port"),
+            "{shown}"
+        );
+    }
+}
