@@ -16,7 +16,8 @@ use crate::cli::{
     RecoverArgs, Selection, SshArgs,
 };
 use crate::output::{
-    Emitter, Progress, inventory_table, note, print_value, table, write_stderr, write_stdout,
+    Emitter, Progress, inventory_table, note, print_value, table, value_table, write_stderr,
+    write_stdout,
 };
 
 /// The whole program.
@@ -40,22 +41,30 @@ pub fn main() -> ExitCode {
     if let Some(code) = generated_files(&command) {
         return exit(code);
     }
-    let mut emitter = Emitter::new(cli.output_file.clone());
-    let code = match run(command, cli.log_level, &mut emitter) {
-        Ok(code) => {
-            emitter.finish(code, None);
-            code
+    // An output file that cannot be written fails the command before it does anything.
+    let mut emitter = match Emitter::new(cli.output_file.clone()) {
+        Ok(emitter) => emitter,
+        Err(e) => {
+            note!("error: {}", broker_core::error::chain(&e));
+            return exit(e.exit_code());
         }
+    };
+    let (code, message) = match run(command, cli.log_level, &mut emitter) {
+        Ok(code) => (code, None),
         Err(e) => {
             let message = broker_core::error::chain(&e);
             tracing::debug!("command failed: {message}");
             note!("error: {message}");
-            let code = e.exit_code();
-            emitter.finish(code, Some(&message));
-            code
+            (e.exit_code(), Some(message))
         }
     };
-    exit(code)
+    match emitter.finish(code, message.as_deref()) {
+        Ok(()) => exit(code),
+        Err(e) => {
+            note!("error: {}", broker_core::error::chain(&e));
+            exit(if code == 0 { e.exit_code() } else { code })
+        }
+    }
 }
 
 /// `completions` and `manpage`: printed from the command-line definition alone, before settings are
@@ -89,7 +98,13 @@ fn exit(code: i32) -> ExitCode {
 }
 
 fn print_version() -> i32 {
-    let directory = broker_core::settings::default_directory();
+    let directory = match broker_core::settings::default_directory() {
+        Ok(directory) => directory,
+        Err(e) => {
+            note!("error: {e}");
+            return e.exit_code();
+        }
+    };
     let log = Settings::load_from(&directory, std::iter::empty())
         .map(|s| s.log_path().display().to_string())
         .unwrap_or_else(|e| format!("(settings unreadable: {e})"));
@@ -430,8 +445,14 @@ fn selected(broker: &Broker, s: &Selection) -> Result<Vec<HostRecord>> {
     Ok(chosen)
 }
 
-/// Prints per-host outcomes and returns the exit code of the first failure (0 when none failed).
-fn report(verb: &str, outcomes: &[HostOutcome], emitter: &mut Emitter) -> i32 {
+/// Prints per-host outcomes — the hosts done on stdout (`VERB NAME` lines, or a JSON/YAML list of
+/// names), failures on stderr — and returns the exit code of the first failure (0 when none failed).
+fn report(
+    verb: &str,
+    outcomes: &[HostOutcome],
+    emitter: &mut Emitter,
+    format: Format,
+) -> Result<i32> {
     let mut code = 0;
     let mut done = Vec::new();
     for o in outcomes {
@@ -446,7 +467,14 @@ fn report(verb: &str, outcomes: &[HostOutcome], emitter: &mut Emitter) -> i32 {
         }
     }
     emitter.emit(verb, &done);
-    code
+    match format {
+        Format::Table => {
+            let text: String = done.iter().map(|name| format!("{verb} {name}\n")).collect();
+            write_stdout(&text)?;
+        }
+        other => print_value(&done, other)?,
+    }
+    Ok(code)
 }
 
 async fn checkin(broker: &Broker, a: CheckinArgs, emitter: &mut Emitter) -> Result<i32> {
@@ -464,7 +492,7 @@ async fn checkin(broker: &Broker, a: CheckinArgs, emitter: &mut Emitter) -> Resu
             interruptible(async { Ok(broker.checkin(records, a.sequential).await) }).await?,
         );
     }
-    Ok(report("checked in", &outcomes, emitter))
+    report("checked in", &outcomes, emitter, a.output)
 }
 
 async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> Result<i32> {
@@ -578,7 +606,7 @@ async fn extend(broker: &Broker, a: ExtendArgs, emitter: &mut Emitter) -> Result
     } else {
         interruptible(async { Ok(broker.extend(records, extra).await) }).await?
     };
-    Ok(report("extended", &outcomes, emitter))
+    report("extended", &outcomes, emitter, a.output)
 }
 
 async fn execute(broker: &Broker, a: ExecuteArgs, emitter: &mut Emitter) -> Result<i32> {
@@ -614,12 +642,32 @@ async fn execute(broker: &Broker, a: ExecuteArgs, emitter: &mut Emitter) -> Resu
 
 async fn providers(broker: &Broker, a: ProvidersArgs, emitter: &mut Emitter) -> Result<i32> {
     let Some(name) = a.provider else {
-        let rows = broker
-            .registry()
-            .kinds()
+        let kinds = broker.registry().kinds();
+        let instances: Vec<Vec<String>> = kinds
             .iter()
-            .map(|k| {
-                let instances = broker.settings().provider_instances(k.name());
+            .map(|k| broker.settings().provider_instances(k.name()))
+            .collect();
+        if let Some(format @ (Format::Json | Format::Yaml)) = a.output {
+            let listing: Vec<serde_json::Value> = kinds
+                .iter()
+                .zip(&instances)
+                .map(|(k, instances)| {
+                    serde_json::json!({
+                        "name": k.name(),
+                        "actions": k.checkout_action_keys(),
+                        "instances": instances,
+                        "about": k.about(),
+                    })
+                })
+                .collect();
+            emitter.emit("output", &listing);
+            print_value(&listing, format)?;
+            return Ok(0);
+        }
+        let rows = kinds
+            .iter()
+            .zip(&instances)
+            .map(|(k, instances)| {
                 vec![
                     k.name().to_owned(),
                     k.checkout_action_keys().join(", "),
@@ -704,14 +752,11 @@ async fn providers(broker: &Broker, a: ProvidersArgs, emitter: &mut Emitter) -> 
         }
     }
     emitter.emit("output", &result);
-    print_value(
-        &result,
-        if a.output == Format::Json {
-            Format::Json
-        } else {
-            Format::Yaml
-        },
-    )?;
+    match a.output {
+        Some(Format::Table) => write_stdout(&value_table(&result))?,
+        Some(Format::Json) => print_value(&result, Format::Json)?,
+        Some(Format::Yaml) | None => print_value(&result, Format::Yaml)?,
+    }
     Ok(0)
 }
 
@@ -725,20 +770,7 @@ async fn recover(broker: &Broker, a: RecoverArgs, emitter: &mut Emitter) -> Resu
     if outcomes.is_empty() {
         note!("nothing to recover");
     }
-    let code = report("recovered", &outcomes, emitter);
-    if a.output != Format::Table {
-        let names: Vec<String> = outcomes
-            .iter()
-            .filter(|o| o.result.is_ok())
-            .map(|o| o.record.display_name())
-            .collect();
-        print_value(&names, a.output)?;
-    } else {
-        for o in outcomes.iter().filter(|o| o.result.is_ok()) {
-            write_stdout(&format!("recovered {}\n", o.record.display_name()))?;
-        }
-    }
-    Ok(code)
+    report("recovered", &outcomes, emitter, a.output)
 }
 
 async fn ssh(broker: &Broker, a: SshArgs, emitter: &mut Emitter) -> Result<i32> {

@@ -211,6 +211,15 @@ pub struct CheckinArgs {
     /// Also resolve records left pending or releasing by a crash (as `broker recover --all`).
     #[arg(long)]
     pub pending: bool,
+    /// Output format of the hosts checked in.
+    #[arg(
+        short = 'o',
+        long = "output",
+        alias = "output-format",
+        value_enum,
+        default_value_t
+    )]
+    pub output: Format,
 }
 
 /// `inventory`.
@@ -277,6 +286,15 @@ pub struct ExtendArgs {
     /// Labels for the provider: `k1=v1,k2=v2`.
     #[arg(short = 'l', long)]
     pub provider_labels: Option<String>,
+    /// Output format of the hosts extended.
+    #[arg(
+        short = 'o',
+        long = "output",
+        alias = "output-format",
+        value_enum,
+        default_value_t
+    )]
+    pub output: Format,
     /// Provider arguments, e.g. `--new-expire-time +3600`.
     #[arg(last = true, value_name = "PROVIDER ARGS")]
     pub extra: Vec<String>,
@@ -319,9 +337,9 @@ pub struct ProvidersArgs {
     /// A filter over the results, e.g. `"rhel" in @res`.
     #[arg(long)]
     pub results_filter: Option<String>,
-    /// Output format.
-    #[arg(short = 'o', long = "output", alias = "output-format", value_enum, default_value_t = Format::Yaml)]
-    pub output: Format,
+    /// Output format (default: a table for the list of providers, YAML for a query's answer).
+    #[arg(short = 'o', long = "output", alias = "output-format", value_enum)]
+    pub output: Option<Format>,
     /// The provider's flags, e.g. `--workflows`, `--workflow NAME`, `--AnsibleTower INSTANCE`.
     #[arg(last = true, value_name = "QUERY")]
     pub extra: Vec<String>,

@@ -36,7 +36,7 @@ pub fn init(console: LevelFilter, file: LevelFilter, log_path: &Path) {
         .with_writer(Redacting(io::stderr))
         .with_target(false)
         .without_time()
-        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
+        .with_ansi(colors_wanted())
         .with_filter(console);
     let file_layer = tracing_subscriber::fmt::layer()
         .with_writer(Redacting(RotatingFile::new(log_path.to_path_buf())))
@@ -82,6 +82,13 @@ impl<W: Write> Write for RedactingWriter<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.0.flush()
     }
+}
+
+/// Colors on stderr: only on a terminal, and never when `NO_COLOR` is set to anything but the empty
+/// string (<https://no-color.org>).
+fn colors_wanted() -> bool {
+    std::io::IsTerminal::is_terminal(&io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// A log file opened on first write and rotated by size.

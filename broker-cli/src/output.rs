@@ -31,12 +31,20 @@ pub struct Emitter {
 }
 
 impl Emitter {
-    /// An emitter writing to `path` (or nowhere).
-    pub fn new(path: Option<PathBuf>) -> Self {
-        Emitter {
+    /// An emitter writing to `path` (or nowhere). The file is created (emptied) now, as the Python
+    /// broker does, so a path that cannot be written fails before the command does any work.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be created or written.
+    pub fn new(path: Option<PathBuf>) -> Result<Self> {
+        if let Some(path) = &path {
+            write_private(path, "")
+                .map_err(|e| Error::io("cannot write the --output-file", path, e))?;
+        }
+        Ok(Emitter {
             path,
             doc: serde_json::Map::new(),
-        }
+        })
     }
 
     /// Records a key, secrets masked.
@@ -49,9 +57,12 @@ impl Emitter {
     }
 
     /// Writes the file with the return code (and error message).
-    pub fn finish(mut self, code: i32, error: Option<&str>) {
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be written.
+    pub fn finish(mut self, code: i32, error: Option<&str>) -> Result<()> {
         let Some(path) = self.path.take() else {
-            return;
+            return Ok(());
         };
         // What broker-core and the providers reported on the way (`provider`, `ui_url`, …).
         for (key, mut value) in crate::report::reported() {
@@ -65,12 +76,8 @@ impl Emitter {
             self.doc.insert("error_message".into(), message.into());
         }
         let text = serde_json::to_string_pretty(&self.doc).unwrap_or_else(|_| "{}".into());
-        if let Err(e) = write_private(&path, &(text + "\n")) {
-            note!(
-                "warning: cannot write --output-file {}: {e}",
-                path.display()
-            );
-        }
+        write_private(&path, &(text + "\n"))
+            .map_err(|e| Error::io("cannot write the --output-file", path, e))
     }
 }
 
@@ -120,8 +127,29 @@ pub fn write_stdout(text: &str) -> Result<()> {
     }
 }
 
-/// A plain table: a header, a rule, one line per row, columns two spaces apart. On a terminal the
-/// widest columns are cut (with `…`) until the table fits.
+/// The width tables must fit: `COLUMNS` when set (also through a pipe), else the width of the
+/// terminal stdout is — known even when the terminal reports no height, as some emulators and
+/// `script` do.
+fn output_width() -> Option<usize> {
+    if let Some(columns) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|c| *c > 0)
+    {
+        return Some(columns);
+    }
+    let stdout = std::io::stdout();
+    if !stdout.is_terminal() {
+        return None;
+    }
+    rustix::termios::tcgetwinsize(&stdout)
+        .ok()
+        .map(|size| usize::from(size.ws_col))
+        .filter(|w| *w > 0)
+}
+
+/// A plain table: a header, a rule, one line per row, columns two spaces apart. On a terminal (or
+/// with `COLUMNS` set) the widest columns are cut (with `…`) until the table fits.
 pub fn table(headers: Vec<String>, rows: Vec<Vec<String>>) -> String {
     let columns = headers.len();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
@@ -130,10 +158,7 @@ pub fn table(headers: Vec<String>, rows: Vec<Vec<String>>) -> String {
             *w = (*w).max(cell.chars().count());
         }
     }
-    if std::io::stdout().is_terminal()
-        && let Some((terminal_size::Width(total), _)) = terminal_size::terminal_size()
-    {
-        let total = usize::from(total);
+    if let Some(total) = output_width() {
         let gaps = 2 * columns.saturating_sub(1);
         while widths.iter().sum::<usize>() + gaps > total {
             let Some((widest, w)) = widths.iter().copied().enumerate().max_by_key(|(_, w)| *w)
@@ -175,6 +200,54 @@ fn push_row(out: &mut String, cells: &[String], widths: &[usize]) {
     let trimmed = out[line_start..].trim_end().len();
     out.truncate(line_start + trimmed);
     out.push('\n');
+}
+
+/// A provider's answer as a table: a list of mappings as one row each (columns in order of first
+/// appearance), a list of other values as one `Value` column, a mapping as `Key`/`Value` rows;
+/// nested values inline as JSON, secrets masked.
+pub fn value_table(value: &serde_yaml::Value) -> String {
+    use serde_yaml::Value;
+    let value = broker_core::redact::mask(value);
+    let cell = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        other => serde_json::to_string(other).unwrap_or_default(),
+    };
+    match &value {
+        Value::Sequence(items) if items.iter().all(Value::is_mapping) && !items.is_empty() => {
+            let mut headers: Vec<String> = Vec::new();
+            for item in items.iter().filter_map(Value::as_mapping) {
+                for key in item.keys() {
+                    let key = cell(key);
+                    if !headers.contains(&key) {
+                        headers.push(key);
+                    }
+                }
+            }
+            let rows = items
+                .iter()
+                .filter_map(Value::as_mapping)
+                .map(|m| {
+                    headers
+                        .iter()
+                        .map(|h| m.get(h.as_str()).map(cell).unwrap_or_else(|| "-".into()))
+                        .collect()
+                })
+                .collect();
+            table(headers, rows)
+        }
+        Value::Sequence(items) => table(
+            vec!["Value".into()],
+            items.iter().map(|v| vec![cell(v)]).collect(),
+        ),
+        Value::Mapping(map) => table(
+            vec!["Key".into(), "Value".into()],
+            map.iter().map(|(k, v)| vec![cell(k), cell(v)]).collect(),
+        ),
+        other => format!("{}\n", cell(other)),
+    }
 }
 
 /// The inventory table: `Id` (given with each record), the configured columns, then state, age and

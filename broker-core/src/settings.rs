@@ -42,16 +42,51 @@ const RESERVED_ENV: &[&str] = &["DIRECTORY", "NON_INTERACTIVE", "NO_GLOBAL_CONFI
 /// Whether a settings key holds a secret (the rule of [`crate::redact`]).
 pub use crate::redact::is_secret_key;
 
-/// The broker directory: `$BROKER_DIRECTORY`, else `~/.broker`.
-pub fn default_directory() -> PathBuf {
+/// The broker directory: `$BROKER_DIRECTORY`, else `~/.broker`, where `~` is `$HOME` or, when
+/// `HOME` is unset (containers, CI jobs), the home directory the password database (`/etc/passwd`)
+/// gives this process's user — as `ssh` and other tools do — never the current directory.
+///
+/// # Errors
+/// [`Error::Configuration`] when neither `BROKER_DIRECTORY`, `HOME` nor the password database names
+/// a directory.
+pub fn default_directory() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("BROKER_DIRECTORY").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
+        return Ok(PathBuf::from(dir));
     }
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".broker")
+        .or_else(passwd_home)
+        .ok_or_else(|| {
+            Error::configuration(
+                "HOME is not set and the password database has no home directory for this user; \
+                 set BROKER_DIRECTORY (or HOME) to say where broker keeps its settings and inventory",
+            )
+        })?;
+    Ok(home.join(".broker"))
+}
+
+/// This process's user's home directory from `/etc/passwd` (the real uid, read from
+/// `/proc/self/status`).
+fn passwd_home() -> Option<PathBuf> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd_home_of(&passwd, &uid)
+}
+
+/// The home field of the `/etc/passwd` entry of `uid`.
+fn passwd_home_of(passwd: &str, uid: &str) -> Option<PathBuf> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() >= 7 && fields[2] == uid && !fields[5].is_empty())
+            .then(|| PathBuf::from(fields[5]))
+    })
 }
 
 /// One `BROKER_A__B=value` override.
@@ -87,7 +122,7 @@ impl Settings {
     /// [`Error::Parse`] (naming file, line and column) when the settings file is not valid YAML, and
     /// [`Error::Configuration`] when it is not a mapping.
     pub fn load() -> Result<Self> {
-        Self::load_from(default_directory(), std::env::vars())
+        Self::load_from(default_directory()?, std::env::vars())
     }
 
     /// Loads settings from `directory` with the given environment (for tests and embedding).
@@ -946,6 +981,21 @@ nicks:
         assert_eq!(s.inventory_list_vars(), "hostname | name");
         assert_eq!(s.inventory_fields().len(), 4);
         assert_eq!(s.checkin_timeout().unwrap(), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn passwd_home_is_the_entry_of_the_uid() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      # comment\n\
+                      ci:x:1001:1001::/home/ci:/bin/sh\n\
+                      nohome:x:1002:1002:::/bin/sh\n";
+        assert_eq!(
+            passwd_home_of(passwd, "1001"),
+            Some(PathBuf::from("/home/ci"))
+        );
+        assert_eq!(passwd_home_of(passwd, "0"), Some(PathBuf::from("/root")));
+        assert_eq!(passwd_home_of(passwd, "1002"), None);
+        assert_eq!(passwd_home_of(passwd, "7"), None);
     }
 
     #[test]

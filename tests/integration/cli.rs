@@ -871,3 +871,195 @@ fn ssh_to_a_host_that_does_not_answer_says_what_it_waits_for_at_once() {
     assert!(waiting < failed, "{err}");
     assert!(err.contains("within 2s"), "{err}");
 }
+
+/// Runs `broker ARGS` in a terminal (`script` gives it one) after `setup` (e.g. `stty cols 60`) and
+/// returns what the terminal showed, without carriage returns.
+fn in_terminal(dir: &BrokerDir, setup: &str, args: &str, env: &[(&str, &str)]) -> String {
+    let mut command = std::process::Command::new("script");
+    command
+        .args([
+            "-qec",
+            &format!("{setup}; {} {args}", crate::util::BROKER),
+            "/dev/null",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("USER", "tester")
+        .env("BROKER_DIRECTORY", dir.path())
+        .env("BROKER_NON_INTERACTIVE", "1")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    String::from_utf8_lossy(&out.stdout).replace('\r', "")
+}
+
+/// Whether `text` holds an SGR (color) escape sequence, `ESC [ digits;… m`.
+fn has_color(text: &str) -> bool {
+    text.split("\x1b[").skip(1).any(|rest| {
+        let end = rest.find(|c: char| !(c.is_ascii_digit() || c == ';'));
+        end.is_some_and(|i| rest[i..].starts_with('m'))
+    })
+}
+
+#[test]
+fn no_color_turns_colors_off() {
+    let dir = BrokerDir::new(SETTINGS);
+    let colored = in_terminal(&dir, "true", "checkout --test_action basic", &[]);
+    assert!(has_color(&colored), "a terminal gets colors: {colored:?}");
+    let plain = in_terminal(
+        &dir,
+        "true",
+        "checkout --test_action basic",
+        &[("NO_COLOR", "1")],
+    );
+    assert!(plain.contains("checked out"), "{plain:?}");
+    assert!(!has_color(&plain), "NO_COLOR: {plain:?}");
+}
+
+#[test]
+fn tables_fit_the_terminal_width() {
+    let dir = BrokerDir::new(SETTINGS);
+    dir.ok(&["checkout", "--nick", "N", "-c", "2"]);
+    let fits = |text: &str| {
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0], "Id  Host       Provider  Action  OS        State  Age  Lease",
+            "{text}"
+        );
+        assert_eq!(lines.len(), 4, "{text}");
+        for row in &lines[2..] {
+            assert!(
+                row.contains("  broker-t…  TestPro…  basic   FakeOS …  ready  "),
+                "{text}"
+            );
+        }
+    };
+    // A terminal that reports its width but no height (as `script` and some emulators do).
+    fits(&in_terminal(&dir, "stty cols 60", "inventory", &[]));
+    // COLUMNS, also through a pipe.
+    let out = dir
+        .command(&["inventory"])
+        .env("COLUMNS", "60")
+        .output()
+        .unwrap();
+    fits(&String::from_utf8_lossy(&out.stdout));
+    // Without either, a pipe gets whole lines.
+    assert!(
+        dir.ok(&["inventory"])
+            .lines()
+            .any(|l| l.chars().count() > 60)
+    );
+}
+
+#[test]
+fn providers_honours_the_output_format() {
+    let dir = BrokerDir::new(SETTINGS);
+    let listing: Vec<Value> = serde_json::from_str(&dir.ok(&["providers", "-o", "json"])).unwrap();
+    let test = listing
+        .iter()
+        .find(|p| p["name"] == "TestProvider")
+        .expect("TestProvider is listed");
+    assert_eq!(test["actions"], serde_json::json!(["test_action"]));
+    assert_eq!(test["instances"], serde_json::json!(["local"]));
+    let yaml: Vec<serde_yaml::Value> =
+        serde_yaml::from_str(&dir.ok(&["providers", "-o", "yaml"])).unwrap();
+    assert_eq!(yaml.len(), listing.len());
+    assert!(dir.ok(&["providers"]).starts_with("Provider  "));
+
+    dir.ok(&["checkout", "--nick", "N", "-c", "2"]);
+    let mut hosts: Vec<String> = dir.provider_hosts();
+    hosts.sort();
+    let out = dir.ok(&["providers", "TestProvider", "--hosts", "-o", "table"]);
+    let width = hosts.iter().map(|h| h.len()).max().unwrap();
+    let mut expected = format!("Value\n{}\n", "─".repeat(width));
+    let mut shown: Vec<&str> = out.lines().skip(2).collect();
+    shown.sort();
+    for h in &hosts {
+        expected.push_str(h);
+        expected.push('\n');
+    }
+    assert_eq!(
+        out.lines().take(2).collect::<Vec<_>>().join("\n") + "\n",
+        expected.lines().take(2).collect::<Vec<_>>().join("\n") + "\n"
+    );
+    assert_eq!(shown, hosts.iter().map(String::as_str).collect::<Vec<_>>());
+    let yaml: Vec<String> =
+        serde_yaml::from_str(&dir.ok(&["providers", "TestProvider", "--hosts"])).unwrap();
+    assert_eq!(yaml.len(), 2);
+}
+
+#[test]
+fn checkin_and_extend_print_the_hosts_they_handled() {
+    let dir = BrokerDir::new(SETTINGS);
+    dir.ok(&["checkout", "--nick", "N", "-c", "2"]);
+    let names: Vec<String> = dir
+        .inventory()
+        .iter()
+        .map(|r| r["hostname"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        dir.ok(&["extend", "0", "--extend-duration", "2h"]),
+        format!("extended {}\n", names[0])
+    );
+    let extended: Vec<String> =
+        serde_json::from_str(&dir.ok(&["extend", "--all", "-o", "json"])).unwrap();
+    assert_eq!(extended.len(), 2);
+    assert_eq!(
+        dir.ok(&["checkin", "1"]),
+        format!("checked in {}\n", names[1])
+    );
+    let checked_in: Vec<String> =
+        serde_yaml::from_str(&dir.ok(&["checkin", "0", "-o", "yaml"])).unwrap();
+    assert_eq!(checked_in, vec![names[0].clone()]);
+}
+
+#[test]
+fn an_unwritable_output_file_fails_before_any_work() {
+    let dir = BrokerDir::new(SETTINGS);
+    let path = dir.path().join("no-such-dir/out.json");
+    let out = dir.run(&[
+        "--output-file",
+        &path.display().to_string(),
+        "checkout",
+        "--test_action",
+        "basic",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "error: cannot write the --output-file `{}`: No such file or directory",
+            path.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(dir.inventory().is_empty(), "nothing was checked out");
+    assert!(dir.provider_hosts().is_empty());
+}
+
+#[test]
+fn without_home_the_broker_directory_is_the_users_home_not_the_current_one() {
+    let dir = BrokerDir::new("");
+    let out = dir
+        .command(&["--version"])
+        .env_remove("HOME")
+        .env_remove("BROKER_DIRECTORY")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Broker Directory"))
+        .unwrap();
+    let shown = line.trim_start_matches("Broker Directory").trim();
+    assert!(
+        shown.starts_with('/') && shown.ends_with("/.broker"),
+        "{text}"
+    );
+    assert!(!dir.path().join(".broker").exists());
+}
