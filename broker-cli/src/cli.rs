@@ -88,7 +88,7 @@ pub enum Artifacts {
 pub enum Command {
     /// Check out hosts.
     #[command(
-        after_help = "Examples:\n  broker checkout --nick rhel9\n  broker checkout --workflow deploy-rhel --deploy_rhel_version 9.4 -c 2\n  broker checkout --test_action basic --TestProvider local"
+        after_help = "Examples:\n  broker checkout --nick rhel9\n  broker checkout --workflow deploy-rhel --deploy_rhel_version 9.4 -c 2\n  broker checkout --test_action basic -c 2   (TestProvider: no settings needed)"
     )]
     Checkout(CheckoutArgs),
     /// Check hosts in.

@@ -424,7 +424,10 @@ impl Settings {
                         Error::configuration(format!(
                             "{provider} has no instance `{name}`; configured: {}",
                             if instances.is_empty() {
-                                "none".to_owned()
+                                format!(
+                                    "none (add it with `broker config set {provider}.instances.{name} '{{default: true}}'`, \
+                                     or leave out `--{provider} {name}`)"
+                                )
                             } else {
                                 instances.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
                             }
@@ -922,6 +925,17 @@ nicks:
         let err = s.provider_config("TestProvider", Some("nope")).unwrap_err();
         assert_eq!(err.exit_code(), 8);
         assert!(err.to_string().contains("test1, test2"), "{err}");
+        // With no instances at all, the error says how to add one.
+        let empty = Settings::load_from(tempfile::tempdir().unwrap().path(), env(&[])).unwrap();
+        let err = empty
+            .provider_config("TestProvider", Some("local"))
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 8);
+        assert!(
+            err.to_string()
+                .contains("broker config set TestProvider.instances.local '{default: true}'"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod awx;
 mod cli;
 mod concurrency;
 mod container;
+mod docs;
 mod secrets;
 mod upstream;
 mod util;
