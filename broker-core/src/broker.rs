@@ -77,9 +77,9 @@ impl CheckoutRequest {
         self
     }
 
-    /// How many hosts to check out (default 1).
+    /// How many hosts to check out (default 1; 0 makes the checkout fail with [`Error::Usage`]).
     pub fn count(mut self, count: usize) -> Self {
-        self.count = Some(count.max(1));
+        self.count = Some(count);
         self
     }
 
@@ -653,18 +653,32 @@ impl Broker {
 
     fn resolve(&self, request: &CheckoutRequest) -> Result<Resolved> {
         let mut args = self.layered_args(request)?;
-        let count_arg = args
+        let count_arg = match args
             .shift_remove("_count")
             .or_else(|| args.shift_remove("count"))
-            .and_then(|v| match v {
-                Value::Number(n) => n.as_u64(),
-                Value::String(s) => s.trim().parse().ok(),
-                _ => None,
-            });
-        let count = request
-            .count
-            .or(count_arg.map(|c| c.max(1) as usize))
-            .unwrap_or(1);
+        {
+            None => None,
+            Some(v) => Some(
+                match &v {
+                    Value::Number(n) => n.as_u64().and_then(|n| usize::try_from(n).ok()),
+                    Value::String(s) => s.trim().parse().ok(),
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    Error::usage(format!(
+                        "the count of hosts must be a whole number (1 or more), not `{}`",
+                        serde_yaml::to_string(&v).unwrap_or_default().trim()
+                    ))
+                })?,
+            ),
+        };
+        // Zero hosts is a mistake to report, not a request for one host.
+        let count = request.count.or(count_arg).unwrap_or(1);
+        if count == 0 {
+            return Err(Error::usage(
+                "a count of 0 asks for no host; give 1 or more",
+            ));
+        }
         let (kind, instance, mut args) = self.split_instance(args, |r, a| r.for_checkout(a))?;
         kind.check_arguments(Operation::Checkout, &args)?;
         if !args.contains_key("_broker_origin") {

@@ -1063,3 +1063,24 @@ fn without_home_the_broker_directory_is_the_users_home_not_the_current_one() {
     );
     assert!(!dir.path().join(".broker").exists());
 }
+
+#[test]
+fn a_count_of_zero_from_a_nick_or_an_argument_is_a_usage_error() {
+    let dir = BrokerDir::new(&format!(
+        "{SETTINGS}  Z:\n    test_action: basic\n    _count: 0\n"
+    ));
+    let out = dir.run(&["checkout", "--nick", "Z"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a count of 0 asks for no host"),
+        "{}",
+        stderr(&out)
+    );
+    let out = dir.run(&["checkout", "--test_action", "basic", "_count=many"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not `many`"), "{}", stderr(&out));
+    assert!(dir.inventory().is_empty());
+    // The command line's count wins over the nick's.
+    dir.ok(&["checkout", "--nick", "Z", "-c", "2"]);
+    assert_eq!(dir.inventory().len(), 2);
+}
