@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::guard::HostGuard;
 use crate::host::{FromHost, Host, HostRecord, HostState, Owner, RecordId, fields};
-use crate::inventory::{InventoryStore, SyncReport, YamlFileStore};
+use crate::inventory::{InventoryStore, ProviderListing, SyncReport, YamlFileStore};
 use crate::provider::{CheckoutContext, Operation, Provider, ProviderKind, ProviderRegistry};
 use crate::settings::Settings;
 
@@ -466,11 +466,27 @@ impl Broker {
     }
 
     /// Pulls a provider's view of its hosts into the inventory: `Provider`, `Provider:arg`,
-    /// `Provider::instance` or `Provider:arg::instance`. Only that instance's records are replaced.
+    /// `Provider::instance` or `Provider:arg::instance`. Only that instance's records are replaced,
+    /// and only records that were `ready` before the provider was listed may go (see
+    /// [`merge_sync`](crate::inventory::merge_sync)). A sync that would remove many records is
+    /// refused: see [`Broker::sync_inventory_forced`].
+    ///
+    /// # Errors
+    /// Unknown provider or instance; the provider's error; [`Error::SyncRefused`]; inventory errors.
+    pub async fn sync_inventory(&self, spec: &str) -> Result<SyncReport> {
+        self.sync(spec, false).await
+    }
+
+    /// As [`Broker::sync_inventory`], removing every record the provider no longer lists however
+    /// many that is (`broker inventory --sync X --force`).
     ///
     /// # Errors
     /// Unknown provider or instance; the provider's error; inventory errors.
-    pub async fn sync_inventory(&self, spec: &str) -> Result<SyncReport> {
+    pub async fn sync_inventory_forced(&self, spec: &str) -> Result<SyncReport> {
+        self.sync(spec, true).await
+    }
+
+    async fn sync(&self, spec: &str, force: bool) -> Result<SyncReport> {
         let (head, instance) = match spec.split_once("::") {
             Some((h, i)) => (h, Some(i).filter(|i| !i.is_empty())),
             None => (spec, None),
@@ -481,13 +497,21 @@ impl Broker {
         };
         let kind = *self.inner.registry.require(name)?;
         let provider = self.inner.provider(&kind, instance)?;
-        let reported = provider.inventory(arg).await?;
-        let resolved_instance = provider.instance().map(str::to_owned);
         let store = Arc::clone(&self.inner.store);
-        let provider_name = kind.name().to_owned();
+        // What the inventory held before the provider was asked: hosts checked out from now on may
+        // be missing from the listing, and must not be taken for gone.
+        let before = blocking({
+            let store = Arc::clone(&store);
+            move || store.list()
+        })
+        .await?;
+        let reported = provider.inventory(arg).await?;
+        let mut listing =
+            ProviderListing::new(kind.name(), provider.instance(), before, reported).force(force);
         blocking(move || {
-            let reported = stored_form(&*store, reported, |_| true);
-            store.sync_provider(&provider_name, resolved_instance.as_deref(), reported)
+            listing.reported =
+                stored_form(&*store, std::mem::take(&mut listing.reported), |_| true);
+            store.sync_provider(listing)
         })
         .await
     }
@@ -1278,13 +1302,8 @@ mod tests {
         fn remove(&self, ids: &[RecordId]) -> Result<Vec<RecordId>> {
             self.0.remove(ids)
         }
-        fn sync_provider(
-            &self,
-            provider: &str,
-            instance: Option<&str>,
-            reported: Vec<HostRecord>,
-        ) -> Result<SyncReport> {
-            self.0.sync_provider(provider, instance, reported)
+        fn sync_provider(&self, listing: ProviderListing) -> Result<SyncReport> {
+            self.0.sync_provider(listing)
         }
         fn location(&self) -> String {
             self.0.location()

@@ -95,6 +95,23 @@ pub enum Error {
         waited: Duration,
     },
 
+    /// An inventory sync would remove many records at once (more than a few and more than half of
+    /// the provider's, or all of them); nothing was changed (exit code 13).
+    #[error(
+        "syncing {provider} would remove {} of its {records} records: {}; nothing was changed; \
+         if the provider really no longer has these hosts, sync again with `--force`",
+        removing.len(),
+        some_names(removing)
+    )]
+    SyncRefused {
+        /// The provider (and instance) synced.
+        provider: String,
+        /// How many `ready` records of it the inventory holds.
+        records: usize,
+        /// The names of the records the sync would remove.
+        removing: Vec<String>,
+    },
+
     /// A provider failed (exit code 7).
     #[error("{provider}{}{}: {}", instance_suffix(instance.as_deref()), host_suffix(host.as_deref()), shown(.message))]
     Provider {
@@ -185,6 +202,21 @@ fn shown(message: &str) -> std::borrow::Cow<'_, str> {
     crate::redact::url_credentials(message)
 }
 
+/// Up to ten names, then how many more.
+fn some_names(names: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut out = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        out.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    out
+}
+
 fn instance_suffix(instance: Option<&str>) -> String {
     instance.map(|i| format!("::{i}")).unwrap_or_default()
 }
@@ -231,7 +263,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage { .. } => 2,
-            Error::User { .. } | Error::Filter(_) => 13,
+            Error::User { .. } | Error::Filter(_) | Error::SyncRefused { .. } => 13,
             Error::Configuration { .. } => 8,
             Error::Parse { settings: true, .. } => 8,
             Error::Parse { .. }

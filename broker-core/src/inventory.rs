@@ -56,18 +56,15 @@ pub trait InventoryStore: Send + Sync + fmt::Debug {
     /// Lock, read, parse or write failures; on error nothing is changed.
     fn remove(&self, ids: &[RecordId]) -> Result<Vec<RecordId>>;
 
-    /// Replaces a provider's (or one of its instances') records with what the provider reports, keeping
-    /// records still being checked out or in, and merging old fields into the new records of the same
-    /// host (hostname or name).
+    /// Replaces a provider's (or one of its instances') records with what the provider reports, as
+    /// [`merge_sync`] describes: records still being checked out or in are kept, old fields are merged
+    /// into the new records of the same host, and only records that were `ready` before the listing
+    /// started may be removed.
     ///
     /// # Errors
-    /// Lock, read, parse or write failures; on error nothing is changed.
-    fn sync_provider(
-        &self,
-        provider: &str,
-        instance: Option<&str>,
-        reported: Vec<HostRecord>,
-    ) -> Result<SyncReport>;
+    /// [`Error::SyncRefused`] when the sync would remove many records and the listing is not forced;
+    /// lock, read, parse or write failures. On error nothing is changed.
+    fn sync_provider(&self, listing: ProviderListing) -> Result<SyncReport>;
 
     /// Where the records live, for messages (`/home/me/.broker/inventory.yaml`).
     fn location(&self) -> String;
@@ -91,6 +88,53 @@ pub struct SyncReport {
     pub removed: usize,
     /// The names of the added hosts: what the provider holds that no record knew (orphans).
     pub added_hosts: Vec<String>,
+    /// The names of the removed hosts.
+    pub removed_hosts: Vec<String>,
+}
+
+/// A provider's list of its hosts, to merge into the inventory ([`InventoryStore::sync_provider`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProviderListing {
+    /// The provider's name.
+    pub provider: String,
+    /// The instance that was listed; `None` for all of the provider's records.
+    pub instance: Option<String>,
+    /// The inventory's records as they were just before the listing started. Only the provider's
+    /// records that were `ready` then may be removed: a host checked out while the provider was
+    /// being listed is missing from the listing for that reason alone. A listed host whose record
+    /// is in here but gone by the merge was checked in meanwhile, and is not added again.
+    pub before: Vec<HostRecord>,
+    /// The hosts the provider reported.
+    pub reported: Vec<HostRecord>,
+    /// Whether to remove records even when that removes many (see [`merge_sync`]).
+    pub force: bool,
+}
+
+impl ProviderListing {
+    /// A listing of `provider` (or one instance of it); `before` are the inventory's records as read
+    /// just before the provider was asked.
+    pub fn new(
+        provider: impl Into<String>,
+        instance: Option<&str>,
+        before: Vec<HostRecord>,
+        reported: Vec<HostRecord>,
+    ) -> Self {
+        ProviderListing {
+            provider: provider.into(),
+            instance: instance.map(str::to_owned),
+            before,
+            reported,
+            force: false,
+        }
+    }
+
+    /// Removes records even when the sync would remove many of them.
+    #[must_use]
+    pub fn force(mut self, force: bool) -> Self {
+        self.force = force;
+        self
+    }
 }
 
 /// The `inventory.yaml` store.
@@ -125,7 +169,11 @@ impl YamlFileStore {
 
     fn read_text(&self) -> Result<String> {
         match std::fs::read_to_string(&self.path) {
-            Ok(text) => Ok(text),
+            Ok(mut text) => {
+                let bom = text.len() - crate::files::strip_bom(&text).len();
+                text.drain(..bom);
+                Ok(text)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
             Err(e) => Err(Error::io("reading inventory", &self.path, e)),
         }
@@ -137,7 +185,7 @@ impl YamlFileStore {
         let text = self.read_text()?;
         let (new_text, out) = change(&text)?;
         if new_text != text {
-            self.write(new_text.as_bytes())?;
+            crate::files::replace(&self.path, new_text.as_bytes(), "writing inventory")?;
         }
         Ok(out)
     }
@@ -161,46 +209,55 @@ impl YamlFileStore {
             .map_err(|e| Error::io("writing inventory", &self.path, std::io::Error::other(e)))
     }
 
+    /// Takes the writers' lock, waiting at most the lock timeout.
+    ///
+    /// The lock is an `flock` on a sidecar file next to the inventory (next to its target when the
+    /// inventory is a symbolic link, so every path to one file shares one lock), then on the
+    /// directory that holds both. People delete stale lock files by habit: a lock taken on a file
+    /// that is no longer the one at the path excludes no one, so after locking, the file is compared
+    /// with what the path names now, and on a mismatch the lock is taken again on the new file. That
+    /// alone cannot stop a file deleted while held from being made anew and locked by another
+    /// process; the directory cannot be deleted from under a writer, and its lock is what excludes
+    /// in that case.
     fn lock(&self) -> Result<LockGuard> {
-        let dir = self
-            .path
+        let target = crate::files::follow_links(&self.path)
+            .map_err(|e| Error::io("opening inventory lock", &self.lock_path, e))?;
+        let lock_path = match target.file_name() {
+            Some(name) => {
+                let mut lock_name = name.to_os_string();
+                lock_name.push(".flock");
+                target.with_file_name(lock_name)
+            }
+            None => self.lock_path.clone(),
+        };
+        let dir = lock_path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating broker directory", dir, e))?;
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.lock_path)
-            .map_err(|e| Error::io("opening inventory lock", &self.lock_path, e))?;
         let started = Instant::now();
-        let mut pause = Duration::from_millis(2);
-        loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    if started.elapsed() >= self.lock_timeout {
-                        let holder = std::fs::read_to_string(&self.lock_path)
-                            .ok()
-                            .map(|s| s.trim().to_owned())
-                            .filter(|s| !s.is_empty())
-                            .unwrap_or_else(|| "unknown holder".into());
-                        return Err(Error::InventoryLocked {
-                            path: self.lock_path.clone(),
-                            holder,
-                            waited: started.elapsed(),
-                        });
-                    }
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(Error::io("locking inventory", &self.lock_path, e));
-                }
+        let file = loop {
+            let file = open_lock_file(&lock_path)?;
+            self.wait_for_lock(&file, &file, &lock_path, started)?;
+            if is_file_at(&file, &lock_path)
+                .map_err(|e| Error::io("locking inventory", &lock_path, e))?
+            {
+                break file;
             }
-        }
+            // The lock file was deleted or replaced while this process waited: dropping `file`
+            // releases a lock that no longer excludes anyone; lock the file at the path now.
+            tracing::debug!(lock = %lock_path.display(), "lock file replaced while waiting; locking again");
+            if started.elapsed() >= self.lock_timeout {
+                return Err(Error::InventoryLocked {
+                    path: lock_path,
+                    holder: "the lock file kept being deleted or replaced".into(),
+                    waited: started.elapsed(),
+                });
+            }
+        };
+        let directory =
+            File::open(dir).map_err(|e| Error::io("opening broker directory", dir, e))?;
+        self.wait_for_lock(&directory, &file, &lock_path, started)?;
         // For diagnostics only: who holds the lock. The lock itself is the flock, not this text.
         let owner = crate::host::Owner::current();
         let mut f = &file;
@@ -210,33 +267,105 @@ impl YamlFileStore {
             "pid {} on {} (user {})",
             owner.pid, owner.machine, owner.user
         );
-        Ok(LockGuard { file })
+        Ok(LockGuard {
+            file,
+            _directory: directory,
+        })
     }
 
-    fn write(&self, contents: &[u8]) -> Result<()> {
-        let dir = self
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let failed = |e| Error::io("writing inventory", &self.path, e);
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".inventory.")
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .map_err(failed)?;
-        tmp.write_all(contents).map_err(failed)?;
-        tmp.as_file().sync_all().map_err(failed)?;
-        tmp.persist(&self.path).map_err(|e| failed(e.error))?;
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
+    /// Waits for the flock on `locked` (the lock file or the directory) until the lock timeout from
+    /// `started`; a timeout names the holder as written in the lock file `file`.
+    fn wait_for_lock(
+        &self,
+        locked: &File,
+        file: &File,
+        lock_path: &Path,
+        started: Instant,
+    ) -> Result<()> {
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match locked.try_lock() {
+                Ok(()) => return Ok(()),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if started.elapsed() >= self.lock_timeout {
+                        return Err(Error::InventoryLocked {
+                            path: lock_path.to_owned(),
+                            holder: lock_holder(file),
+                            waited: started.elapsed(),
+                        });
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::io("locking inventory", lock_path, e));
+                }
+            }
         }
-        Ok(())
     }
+}
+
+/// Opens (creating) the lock file without following a symbolic link: broker writes into its lock
+/// file, and must never write into whatever a link points at.
+fn open_lock_file(lock_path: &Path) -> Result<File> {
+    let mut options = File::options();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    options.open(lock_path).map_err(|e| {
+        let is_link = std::fs::symlink_metadata(lock_path).is_ok_and(|m| m.is_symlink());
+        let e = if is_link {
+            std::io::Error::new(
+                e.kind(),
+                "it is a symbolic link, which broker does not follow; remove it and broker creates \
+                 a new lock file",
+            )
+        } else {
+            e
+        };
+        Error::io("opening inventory lock", lock_path, e)
+    })
+}
+
+/// Whether the open `file` is the file that `path` names now (not deleted, not replaced).
+fn is_file_at(file: &File, path: &Path) -> std::io::Result<bool> {
+    let at_path = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let open = file.metadata()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Ok((open.dev(), open.ino()) == (at_path.dev(), at_path.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        // No inode numbers to compare: trust the path.
+        let _ = open;
+        Ok(at_path.is_file())
+    }
+}
+
+/// Who holds the lock, as the holder wrote it into the lock file.
+fn lock_holder(file: &File) -> String {
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    let mut f = file;
+    let _ = f.rewind().and_then(|()| f.read_to_string(&mut text));
+    Some(text.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown holder".into())
 }
 
 struct LockGuard {
     file: File,
+    /// Closing the directory releases its lock.
+    _directory: File,
 }
 
 impl Drop for LockGuard {
@@ -245,22 +374,22 @@ impl Drop for LockGuard {
     }
 }
 
-/// Parses inventory text (a YAML list of mappings; empty text is an empty inventory).
+/// From this size on, inventories in the usual block layout are parsed in parallel slices.
+const PARALLEL_FROM_BYTES: usize = 256 * 1024;
+
+/// Parses inventory text (a YAML list of mappings; empty text is an empty inventory). A UTF-8 byte
+/// order mark at the start is ignored.
 ///
 /// Large inventories in the usual block layout are parsed in parallel, one slice of entries per core.
 ///
 /// # Errors
 /// [`Error::Parse`] naming file, line and column.
 pub fn parse_inventory(path: &Path, text: &str) -> Result<Vec<HostRecord>> {
-    const PARALLEL_FROM_BYTES: usize = 256 * 1024;
+    let text = crate::files::strip_bom(text);
     if text.len() >= PARALLEL_FROM_BYTES
         && let Some(blocks) = Blocks::split(text)
     {
-        let cores = std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(1)
-            .min(4);
-        let chunks = blocks.chunks(cores);
+        let chunks = blocks.chunks(parse_threads());
         if chunks.len() > 1 {
             let parsed: Vec<Option<Vec<HostRecord>>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = chunks
@@ -281,63 +410,26 @@ pub fn parse_inventory(path: &Path, text: &str) -> Result<Vec<HostRecord>> {
     parse_whole(path, text)
 }
 
-/// Checks that the text is an inventory (a list of mappings) without building it: the fast edits
-/// below never write into a file broker could not read back.
-fn check_syntax(path: &Path, text: &str) -> Result<()> {
-    let chunks: Vec<&str> = match Blocks::split(text) {
-        Some(blocks) if text.len() >= 256 * 1024 => blocks.chunks(2),
-        _ => vec![text],
-    };
-    let ok = std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .iter()
-            .map(|chunk| {
-                scope.spawn(move || serde_yaml::from_str::<Option<Vec<AnyMapping>>>(chunk).is_ok())
-            })
-            .collect();
-        handles.into_iter().all(|h| h.join().unwrap_or(false))
-    });
-    if ok {
-        Ok(())
-    } else {
-        parse_whole(path, text).map(drop)
-    }
-}
-
-/// A mapping whose content is checked for syntax and thrown away.
-struct AnyMapping;
-
-impl<'de> serde::Deserialize<'de> for AnyMapping {
-    fn deserialize<D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> std::result::Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = AnyMapping;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a host mapping")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<AnyMapping, A::Error> {
-                while map
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(AnyMapping)
-            }
-        }
-        deserializer.deserialize_map(Visit)
-    }
+fn parse_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .min(4)
 }
 
 fn parse_whole(path: &Path, text: &str) -> Result<Vec<HostRecord>> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let parsed: Option<Vec<HostRecord>> =
-        serde_yaml::from_str(text).map_err(|e| Error::parse(path, &e, false))?;
+    let parsed: Option<Vec<HostRecord>> = serde_yaml::from_str(text).map_err(|e| {
+        // The reader places a duplicate key at the start of its mapping; the check places it at the
+        // key itself.
+        let checked = serde_yaml::from_str::<Option<Vec<CheckedEntry>>>(text).err();
+        match checked {
+            Some(c) if e.to_string().contains("duplicate entry") => Error::parse(path, &c, false),
+            _ => Error::parse(path, &e, false),
+        }
+    })?;
     Ok(parsed.unwrap_or_default())
 }
 
@@ -347,58 +439,397 @@ fn emit_entry(path: &Path, record: &HostRecord) -> Result<String> {
         .map_err(|e| Error::io("writing inventory", path, std::io::Error::other(e)))
 }
 
-/// Adds or replaces records by splicing entries, when the text allows; `None` means "parse instead".
-fn put_fast(path: &Path, text: &str, new: &[HostRecord]) -> Result<Option<String>> {
-    let Some(blocks) = Blocks::split(text) else {
-        return Ok(None);
-    };
-    check_syntax(path, text)?;
-    let mut edits = Vec::new();
-    let mut appended = Vec::new();
-    for record in new {
-        if !record.has_broker_id() {
-            return Ok(None);
-        }
-        let id = record.id();
-        let entry = emit_entry(path, record)?;
-        match blocks.find_id(id.as_str()) {
-            Some(i) => edits.push((i, Some(entry))),
-            // Absent for certain only when the identity appears nowhere in the text.
-            None if !text.contains(id.as_str()) => appended.push(entry),
-            None => return Ok(None),
-        }
-    }
-    Ok(Some(blocks.rewrite(&edits, &appended)))
+/// An inventory's entries with the identity each one holds: what the fast edits splice.
+///
+/// Splicing text is sound only when the document means exactly its entries one after another:
+/// every line `- …` at column 0 starts an entry (none continues a quoted string or a flow
+/// collection of the entry before), and no entry depends on another (an alias of an anchor set in
+/// another entry). Slices of whole entries are parsed on their own, as strictly as the reader parses
+/// (duplicate keys and integers beyond 64 bits are errors), and must give one mapping per entry; an
+/// entry that is removed or replaced must not hold an anchor (a `&`). Anything else takes the
+/// whole-document path, which also reports a file broker cannot read, with its location, before
+/// anything is written.
+struct Entries<'t> {
+    blocks: Blocks<'t>,
+    /// Each entry's `_broker_id`, when it has one.
+    ids: Vec<Option<String>>,
 }
 
-/// Removes broker's own records by splicing entries; `None` means "parse instead".
+impl<'t> Entries<'t> {
+    /// The entries of `text`, or `None` when splicing it cannot be shown to be sound.
+    fn parse(text: &'t str) -> Option<Self> {
+        let blocks = Blocks::split(text)?;
+        let parts = if text.len() >= PARALLEL_FROM_BYTES {
+            parse_threads()
+        } else {
+            1
+        };
+        let groups = blocks.groups(parts);
+        let parse = |(count, chunk): (usize, &str)| -> Option<Vec<Option<String>>> {
+            let entries = serde_yaml::from_str::<Option<Vec<CheckedEntry>>>(chunk)
+                .ok()?
+                .unwrap_or_default();
+            (entries.len() == count).then(|| entries.into_iter().map(|e| e.id).collect())
+        };
+        let parsed: Vec<Option<Vec<Option<String>>>> = if groups.len() > 1 {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = groups
+                    .iter()
+                    .map(|group| scope.spawn(move || parse(*group)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().ok().flatten())
+                    .collect()
+            })
+        } else {
+            groups.into_iter().map(parse).collect()
+        };
+        let mut ids = Vec::with_capacity(blocks.len());
+        for group in parsed {
+            ids.extend(group?);
+        }
+        (ids.len() == blocks.len()).then_some(Entries { blocks, ids })
+    }
+
+    /// The position of the first entry with each of these identities; `None` when one is a content
+    /// fingerprint (`legacy-…`), which only the whole-document path computes.
+    fn positions<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Option<Vec<Option<usize>>> {
+        let mut first: HashMap<&str, usize> = HashMap::with_capacity(self.ids.len());
+        for (i, id) in self.ids.iter().enumerate() {
+            if let Some(id) = id {
+                first.entry(id.as_str()).or_insert(i);
+            }
+        }
+        ids.into_iter()
+            .map(|id| (!id.starts_with("legacy-")).then(|| first.get(id).copied()))
+            .collect()
+    }
+
+    /// The text with entries replaced (`Some(record)`) or removed (`None`) and records appended;
+    /// `None` when the result cannot be shown to read back as exactly the intended records.
+    fn splice(
+        &self,
+        path: &Path,
+        edits: &HashMap<usize, Option<HostRecord>>,
+        appended: &[HostRecord],
+    ) -> Result<Option<String>> {
+        if edits.keys().any(|i| self.blocks.entry(*i).contains('&')) {
+            return Ok(None);
+        }
+        let mut replaced: HashMap<usize, String> = HashMap::new();
+        for (i, record) in edits {
+            if let Some(r) = record {
+                match emit_checked(path, r)? {
+                    Some(text) => replaced.insert(*i, text),
+                    None => return Ok(None),
+                };
+            }
+        }
+        let mut appended_text = Vec::with_capacity(appended.len());
+        for r in appended {
+            match emit_checked(path, r)? {
+                Some(text) => appended_text.push(text),
+                None => return Ok(None),
+            }
+        }
+        // Each of these entries reads back as its record: kept ones were parsed on their own above,
+        // new ones just now.
+        let mut expected: Vec<&str> = Vec::with_capacity(self.blocks.len() + appended_text.len());
+        for i in 0..self.blocks.len() {
+            match (replaced.get(&i), edits.contains_key(&i)) {
+                (Some(new), _) => expected.push(new),
+                (None, true) => {}
+                (None, false) => expected.push(self.blocks.entry(i)),
+            }
+        }
+        expected.extend(appended_text.iter().map(String::as_str));
+        let out = self.blocks.rewrite(&expected);
+        // The written text must consist of exactly those entries, split where they were split.
+        let reads_back = match Blocks::split(&out) {
+            Some(written) => {
+                written.header() == self.blocks.header()
+                    && written.len() == expected.len()
+                    && (0..written.len()).all(|i| same_entry(written.entry(i), expected[i]))
+            }
+            // Only comments (or nothing) left: it must read as an empty inventory.
+            None => expected.is_empty() && parse_whole(path, &out).is_ok_and(|r| r.is_empty()),
+        };
+        Ok(reads_back.then_some(out))
+    }
+}
+
+/// An entry as written: the same text, with a line end added where it had none (the last line of a
+/// file followed by new entries).
+fn same_entry(written: &str, expected: &str) -> bool {
+    match written.strip_suffix('\n') {
+        Some(body) if !expected.ends_with('\n') => body == expected,
+        _ => written == expected,
+    }
+}
+
+/// One record as an entry, when that entry reads back (on its own) as exactly the record.
+fn emit_checked(path: &Path, record: &HostRecord) -> Result<Option<String>> {
+    let text = emit_entry(path, record)?;
+    let back = serde_yaml::from_str::<Vec<HostRecord>>(&text).ok();
+    Ok((back.as_deref() == Some(std::slice::from_ref(record))).then_some(text))
+}
+
+/// One entry, checked to read as a record exactly as the reader reads it, without building the
+/// record: a mapping (or nothing) with unique keys whose values a [`Value`] can hold. Only its
+/// `_broker_id` is kept.
+struct CheckedEntry {
+    id: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for CheckedEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = CheckedEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a host mapping")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<CheckedEntry, E> {
+                Ok(CheckedEntry { id: None })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<CheckedEntry, A::Error> {
+                let mut id = None;
+                let mut keys = HashSet::new();
+                while let Some(is_id) = map.next_key_seed(UniqueKey(&mut keys))? {
+                    if is_id {
+                        if let Value::String(s) = map.next_value::<Value>()?
+                            && !s.is_empty()
+                        {
+                            id = Some(s);
+                        }
+                    } else {
+                        map.next_value::<CheckedValue>()?;
+                    }
+                }
+                Ok(CheckedEntry { id })
+            }
+        }
+        // As `Mapping` deserializes (and so `HostRecord`).
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+/// A value checked to be one a [`Value`] can hold, and thrown away. Tagged values are refused (the
+/// caller then parses the whole document) rather than checked.
+struct CheckedValue;
+
+impl<'de> serde::Deserialize<'de> for CheckedValue {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = CheckedValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_bool<E: serde::de::Error>(
+                self,
+                _: bool,
+            ) -> std::result::Result<CheckedValue, E> {
+                Ok(CheckedValue)
+            }
+            fn visit_i64<E: serde::de::Error>(
+                self,
+                _: i64,
+            ) -> std::result::Result<CheckedValue, E> {
+                Ok(CheckedValue)
+            }
+            fn visit_u64<E: serde::de::Error>(
+                self,
+                _: u64,
+            ) -> std::result::Result<CheckedValue, E> {
+                Ok(CheckedValue)
+            }
+            fn visit_f64<E: serde::de::Error>(
+                self,
+                _: f64,
+            ) -> std::result::Result<CheckedValue, E> {
+                Ok(CheckedValue)
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                _: &str,
+            ) -> std::result::Result<CheckedValue, E> {
+                Ok(CheckedValue)
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<CheckedValue, E> {
+                Ok(CheckedValue)
+            }
+            fn visit_none<E: serde::de::Error>(self) -> std::result::Result<CheckedValue, E> {
+                Ok(CheckedValue)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> std::result::Result<CheckedValue, D::Error> {
+                <CheckedValue as serde::Deserialize>::deserialize(deserializer)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<CheckedValue, A::Error> {
+                while seq.next_element::<CheckedValue>()?.is_some() {}
+                Ok(CheckedValue)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<CheckedValue, A::Error> {
+                let mut keys = HashSet::new();
+                while map.next_key_seed(UniqueKey(&mut keys))?.is_some() {
+                    map.next_value::<CheckedValue>()?;
+                }
+                Ok(CheckedValue)
+            }
+        }
+        // Integers beyond 64 bits, bytes and tags fall to the visitor's defaults: errors.
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+/// A mapping key checked to be unique among `keys` (an error at the key itself, where the reader
+/// names the whole mapping); yields whether it is `_broker_id`.
+struct UniqueKey<'k>(&'k mut HashSet<Value>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKey<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> std::result::Result<bool, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl UniqueKey<'_> {
+    fn insert<E: serde::de::Error>(self, key: Value) -> std::result::Result<bool, E> {
+        let is_id = key.as_str() == Some(fields::ID);
+        let shown = match &key {
+            Value::String(s) => format!("{s:?}"),
+            other => serde_yaml::to_string(other)
+                .map(|t| t.trim().to_owned())
+                .unwrap_or_default(),
+        };
+        if self.0.insert(key) {
+            Ok(is_id)
+        } else {
+            Err(E::custom(format_args!("duplicate entry with key {shown}")))
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKey<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping key")
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<bool, E> {
+        self.insert(Value::Bool(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<bool, E> {
+        self.insert(Value::Number(v.into()))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<bool, E> {
+        self.insert(Value::Number(v.into()))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<bool, E> {
+        self.insert(Value::Number(v.into()))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<bool, E> {
+        self.insert(Value::String(v.to_owned()))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<bool, E> {
+        self.insert(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        seq: A,
+    ) -> std::result::Result<bool, A::Error> {
+        let key =
+            serde::Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        self.insert(Value::Sequence(key))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        map: A,
+    ) -> std::result::Result<bool, A::Error> {
+        let key =
+            serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        self.insert(Value::Mapping(key))
+    }
+}
+
+/// Adds or replaces records by splicing entries, when the text allows; `None` means "parse instead".
+fn put_fast(path: &Path, text: &str, new: &[HostRecord]) -> Result<Option<String>> {
+    let Some(entries) = Entries::parse(text) else {
+        return Ok(None);
+    };
+    if !new.iter().all(HostRecord::has_broker_id) {
+        return Ok(None);
+    }
+    let ids: Vec<RecordId> = new.iter().map(HostRecord::id).collect();
+    let Some(positions) = entries.positions(ids.iter().map(RecordId::as_str)) else {
+        return Ok(None);
+    };
+    // As the whole-document path: a record replaces the first with its identity, else is appended
+    // (and a later record with the same identity replaces that one).
+    let mut edits: HashMap<usize, Option<HostRecord>> = HashMap::new();
+    let mut appended: Vec<HostRecord> = Vec::new();
+    let mut appended_at: HashMap<RecordId, usize> = HashMap::new();
+    for (record, at) in new.iter().zip(positions) {
+        match at {
+            Some(i) => {
+                edits.insert(i, Some(record.clone()));
+            }
+            None => match appended_at.get(&record.id()) {
+                Some(j) => appended[*j] = record.clone(),
+                None => {
+                    appended_at.insert(record.id(), appended.len());
+                    appended.push(record.clone());
+                }
+            },
+        }
+    }
+    entries.splice(path, &edits, &appended)
+}
+
+/// Removes records by splicing entries; `None` means "parse instead".
 fn remove_fast(
     path: &Path,
     text: &str,
     ids: &[RecordId],
 ) -> Result<Option<(String, Vec<RecordId>)>> {
-    let Some(blocks) = Blocks::split(text) else {
+    let Some(entries) = Entries::parse(text) else {
         return Ok(None);
     };
-    check_syntax(path, text)?;
-    let mut edits = Vec::new();
-    let mut removed = Vec::new();
-    for id in ids {
-        if id.as_str().starts_with("legacy-") {
-            return Ok(None);
-        }
-        match blocks.find_id(id.as_str()) {
-            Some(i) => {
-                if !edits.iter().any(|(at, _)| *at == i) {
-                    edits.push((i, None));
-                    removed.push(id.clone());
-                }
-            }
-            None if !text.contains(id.as_str()) => {}
-            None => return Ok(None),
-        }
-    }
-    Ok(Some((blocks.rewrite(&edits, &[]), removed)))
+    let Some(positions) = entries.positions(ids.iter().map(RecordId::as_str)) else {
+        return Ok(None);
+    };
+    let mut at: Vec<usize> = positions.into_iter().flatten().collect();
+    // As the whole-document path: each identity removes its first record; reported in file order.
+    at.sort_unstable();
+    at.dedup();
+    let removed: Vec<RecordId> = at
+        .iter()
+        .filter_map(|i| entries.ids[*i].as_deref().map(RecordId::from))
+        .collect();
+    let edits: HashMap<usize, Option<HostRecord>> = at.into_iter().map(|i| (i, None)).collect();
+    Ok(entries
+        .splice(path, &edits, &[])?
+        .map(|text| (text, removed)))
 }
 
 impl InventoryStore for YamlFileStore {
@@ -448,16 +879,11 @@ impl InventoryStore for YamlFileStore {
         })
     }
 
-    fn sync_provider(
-        &self,
-        provider: &str,
-        instance: Option<&str>,
-        reported: Vec<HostRecord>,
-    ) -> Result<SyncReport> {
+    fn sync_provider(&self, listing: ProviderListing) -> Result<SyncReport> {
         self.modify(|text| {
-            self.modify_records(text, |records| {
-                merge_sync(records, provider, instance, reported)
-            })
+            let (text, report) =
+                self.modify_records(text, |records| merge_sync(records, listing))?;
+            Ok((text, report?))
         })
     }
 
@@ -476,19 +902,36 @@ impl InventoryStore for YamlFileStore {
     }
 }
 
+/// A sync refuses to remove more than this many records at once when they are more than half of the
+/// provider's records, unless forced.
+const SYNC_REMOVES_FREELY: usize = 3;
+
 /// The sync merge, shared by every store.
 ///
 /// The provider's view replaces this provider instance's `ready` records: a reported host that matches
 /// a record (same `_broker_id`, `hostname` or `name`) updates it, one that matches none is added, and
-/// records matching no reported host are dropped. Records being checked out or in (`pending`,
-/// `releasing`) are left as they are. Linear in the number of records (a sync of thousands of hosts
-/// must not take seconds).
-pub fn merge_sync(
-    records: &mut Vec<HostRecord>,
-    provider: &str,
-    instance: Option<&str>,
-    reported: Vec<HostRecord>,
-) -> SyncReport {
+/// records matching no reported host are dropped — but only those that were `ready` before the
+/// listing started ([`ProviderListing::before`]); a record made while the provider was listed is
+/// kept. Records being checked out or in (`pending`, `releasing`) are left as they are, and a listed
+/// host whose record was removed while the listing ran (checked in meanwhile) is not added back.
+///
+/// A listing that would remove many records — more than three and more than half of the provider's
+/// `ready` records, or every one of them — is refused unless [`ProviderListing::force`] is set: an
+/// empty or partial listing (a provider pointed at the wrong place) must not wipe the inventory.
+/// Linear in the number of records (a sync of thousands of hosts must not take seconds).
+///
+/// # Errors
+/// [`Error::SyncRefused`], naming the records it would remove; `records` is then unchanged.
+pub fn merge_sync(records: &mut Vec<HostRecord>, listing: ProviderListing) -> Result<SyncReport> {
+    let ProviderListing {
+        provider,
+        instance,
+        before,
+        reported,
+        force,
+    } = listing;
+    let provider = provider.as_str();
+    let instance = instance.as_deref();
     let belongs = |r: &HostRecord| {
         r.provider() == Some(provider)
             && match (instance, r.instance()) {
@@ -497,37 +940,57 @@ pub fn merge_sync(
             }
     };
     let mut report = SyncReport::default();
-    let mut old: Vec<HostRecord> = Vec::new();
-    records.retain(|r| {
-        if belongs(r) && r.state() == HostState::Ready {
-            old.push(r.clone());
-            false
-        } else {
-            true
-        }
-    });
+    // The provider's ready records (positions in `records`): what the listing replaces.
+    let old: Vec<usize> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| belongs(r) && r.state() == HostState::Ready)
+        .map(|(i, _)| i)
+        .collect();
     let mut old_keys = HostKeys::default();
-    for (i, o) in old.iter().enumerate() {
-        old_keys.insert(o, i);
+    for (k, &i) in old.iter().enumerate() {
+        old_keys.insert(&records[i], k);
     }
     // The records that stay as they are, and those this sync writes: a reported host matching one
     // of them is not taken again.
     let mut present = HostKeys::default();
-    for r in records.iter().filter(|r| belongs(r)) {
+    for r in records
+        .iter()
+        .filter(|r| belongs(r) && r.state() != HostState::Ready)
+    {
         present.insert(r, 0);
     }
+    let now: HashSet<RecordId> = records
+        .iter()
+        .filter(|r| belongs(r))
+        .map(HostRecord::id)
+        .collect();
+    let mut ready_before: HashSet<RecordId> = HashSet::new();
+    let mut gone_meanwhile = HostKeys::default();
+    for r in before.iter().filter(|r| belongs(r)) {
+        let id = r.id();
+        if !now.contains(&id) {
+            gone_meanwhile.insert(r, 0);
+        } else if r.state() == HostState::Ready {
+            ready_before.insert(id);
+        }
+    }
     let mut matched = vec![false; old.len()];
+    let mut synced = Vec::new();
     for mut new in reported {
         // A host already being checked out or in by someone keeps its record as it is.
         if present.find(&new).is_some() {
             continue;
         }
-        let record = if let Some(i) = old_keys.find(&new) {
-            matched[i] = true;
-            let mut merged = old[i].clone();
+        let record = if let Some(k) = old_keys.find(&new) {
+            matched[k] = true;
+            let mut merged = records[old[k]].clone();
             merged.merge(std::mem::take(new.fields_mut()));
             report.updated += 1;
             merged
+        } else if gone_meanwhile.find(&new).is_some() {
+            // Checked in while the provider was listed: gone by now, not an orphan.
+            continue;
         } else {
             if new.provider().is_none() {
                 new.set(fields::PROVIDER, provider);
@@ -540,10 +1003,38 @@ pub fn merge_sync(
             new
         };
         present.insert(&record, 0);
-        records.push(record);
+        synced.push(record);
     }
-    report.removed = matched.iter().filter(|m| !**m).count();
-    report
+    let mut dropped: HashSet<usize> = HashSet::new();
+    for (k, &i) in old.iter().enumerate() {
+        if matched[k] {
+            dropped.insert(i);
+        } else if ready_before.contains(&records[i].id()) {
+            dropped.insert(i);
+            report.removed_hosts.push(records[i].display_name());
+        }
+    }
+    report.removed = report.removed_hosts.len();
+    let all = report.removed > 0 && report.removed == old.len();
+    let many = report.removed > SYNC_REMOVES_FREELY && report.removed * 2 > old.len();
+    if !force && (all || many) {
+        return Err(Error::SyncRefused {
+            provider: match instance {
+                Some(i) => format!("{provider}::{i}"),
+                None => provider.to_owned(),
+            },
+            records: old.len(),
+            removing: report.removed_hosts,
+        });
+    }
+    let mut position = 0;
+    records.retain(|_| {
+        let keep = !dropped.contains(&position);
+        position += 1;
+        keep
+    });
+    records.extend(synced);
+    Ok(report)
 }
 
 /// The identities a record answers to in a sync — `_broker_id`, `hostname`, `name` — each mapped to
@@ -803,6 +1294,231 @@ mod tests {
         store.put(&[]).unwrap();
     }
 
+    /// The records of `text` as the reader sees them, by the whole-document parse.
+    fn read(text: &str) -> Vec<HostRecord> {
+        parse_whole(Path::new("inventory.yaml"), text).unwrap()
+    }
+
+    fn ids(records: &[HostRecord]) -> Vec<String> {
+        records.iter().map(|r| r.id().as_str().to_owned()).collect()
+    }
+
+    #[test]
+    fn checkin_after_a_quoted_string_continued_on_a_dash_line_leaves_a_readable_file() {
+        let (_dir, store) = store();
+        let text = "- _broker_id: h1\n  _broker_provider: TestProvider\n  name: \"first part\n- second part\"\n- _broker_id: h2\n  _broker_provider: TestProvider\n  name: b\n";
+        std::fs::write(store.path(), text).unwrap();
+        let before = store.list().unwrap();
+        assert_eq!(ids(&before), ["h1", "h2"]);
+        assert_eq!(before[0].name(), Some("first part - second part"));
+        assert_eq!(store.remove(&["h1".into()]).unwrap(), vec!["h1".into()]);
+        assert_eq!(store.list().unwrap(), vec![before[1].clone()]);
+    }
+
+    #[test]
+    fn a_continuation_line_that_reads_like_an_identity_does_not_select_its_entry() {
+        let (_dir, store) = store();
+        let text = "- _broker_id: h2\n  _broker_provider: TestProvider\n  note: \"starts here\n  _broker_id: h1\n  ends here\"\n- _broker_id: h1\n  _broker_provider: TestProvider\n  name: one\n";
+        std::fs::write(store.path(), text).unwrap();
+        let before = store.list().unwrap();
+        assert_eq!(ids(&before), ["h2", "h1"]);
+        assert_eq!(store.remove(&["h1".into()]).unwrap(), vec!["h1".into()]);
+        assert_eq!(store.list().unwrap(), vec![before[0].clone()]);
+
+        // Replacing goes to the right entry too.
+        std::fs::write(store.path(), text).unwrap();
+        let mut h1 = before[1].clone();
+        h1.set_state(HostState::Releasing);
+        store.put(std::slice::from_ref(&h1)).unwrap();
+        assert_eq!(store.list().unwrap(), vec![before[0].clone(), h1]);
+    }
+
+    #[test]
+    fn an_inventory_the_reader_refuses_fails_the_first_write_naming_the_place() {
+        let (_dir, store) = store();
+        for (text, line) in [
+            // A duplicate key.
+            ("- _broker_id: h1\n  name: a\n  name: b\n", 3),
+            // An integer beyond 64 bits (PyYAML reads it).
+            (
+                "- _broker_id: h1\n  name: a\n- _broker_id: h2\n  disk: 123456789012345678901234567890\n",
+                4,
+            ),
+        ] {
+            std::fs::write(store.path(), text).unwrap();
+            let err = store.list().unwrap_err();
+            assert!(
+                matches!(err, Error::Parse { line: l, .. } if l == line),
+                "{err}"
+            );
+            let intent = HostRecord::pending("TestProvider", None, Default::default());
+            let err = store.put(std::slice::from_ref(&intent)).unwrap_err();
+            match &err {
+                Error::Parse {
+                    path,
+                    line: l,
+                    column,
+                    ..
+                } => {
+                    assert_eq!(path, store.path());
+                    assert_eq!((*l, *column > 0), (line, true), "{err}");
+                }
+                other => panic!("expected a parse error, got {other}"),
+            }
+            assert!(store.remove(&["h1".into()]).is_err());
+            assert_eq!(std::fs::read_to_string(store.path()).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn removing_an_entry_whose_anchor_another_entry_uses_keeps_the_value() {
+        let (_dir, store) = store();
+        let text = "- _broker_id: h1\n  _broker_args: &shared\n    image: rhel9\n- _broker_id: h2\n  _broker_args: *shared\n";
+        std::fs::write(store.path(), text).unwrap();
+        let before = store.list().unwrap();
+        assert_eq!(
+            before[1]
+                .lookup("_broker_args.image")
+                .and_then(Value::as_str),
+            Some("rhel9")
+        );
+        store.remove(&["h1".into()]).unwrap();
+        assert_eq!(store.list().unwrap(), vec![before[1].clone()]);
+
+        // Replacing the anchor's entry keeps the alias readable too.
+        std::fs::write(store.path(), text).unwrap();
+        let mut h1 = before[0].clone();
+        h1.set("hostname", "h1.example.com");
+        store.put(std::slice::from_ref(&h1)).unwrap();
+        assert_eq!(store.list().unwrap(), vec![h1, before[1].clone()]);
+    }
+
+    #[test]
+    fn deleting_the_lock_file_while_writers_run_loses_no_record() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        const WRITERS: usize = 8;
+        const PUTS: usize = 10;
+        let (_dir, store) = store();
+        let lock_path = store.lock_path.clone();
+        let done = AtomicBool::new(false);
+        let written: Vec<RecordId> = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    let _ = std::fs::remove_file(&lock_path);
+                    std::thread::yield_now();
+                }
+            });
+            let writers: Vec<_> = (0..WRITERS)
+                .map(|_| {
+                    scope.spawn(|| {
+                        // Each writer uses its own handle, as another process would.
+                        let store = YamlFileStore::new(store.path(), Duration::from_secs(60));
+                        (0..PUTS)
+                            .map(|_| {
+                                let r = HostRecord::pending("P", None, Default::default());
+                                store.put(std::slice::from_ref(&r)).unwrap();
+                                r.id()
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let written = writers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect();
+            done.store(true, Ordering::Relaxed);
+            written
+        });
+        let listed: HashSet<RecordId> = store.list().unwrap().iter().map(HostRecord::id).collect();
+        let missing: Vec<&RecordId> = written.iter().filter(|id| !listed.contains(id)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} of {} records lost",
+            missing.len(),
+            written.len()
+        );
+        assert_eq!(listed.len(), WRITERS * PUTS);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symbolic_link_at_the_lock_path_is_refused_and_its_target_kept() {
+        let (dir, store) = store();
+        let victim = dir.path().join("precious.txt");
+        std::fs::write(&victim, "keep me\n").unwrap();
+        std::os::unix::fs::symlink(&victim, &store.lock_path).unwrap();
+        let err = store
+            .put(&[HostRecord::pending("P", None, Default::default())])
+            .unwrap_err();
+        let text = crate::error::chain(&err);
+        assert!(text.contains("symbolic link"), "{text}");
+        assert!(text.contains("inventory.yaml.flock"), "{text}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+        assert!(!store.path().exists(), "nothing was written");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_shared_inventory_stays_a_link_and_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("team");
+        std::fs::create_dir(&shared).unwrap();
+        let target = shared.join("inventory.yaml");
+        std::fs::write(&target, UPSTREAM).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let link = dir.path().join("inventory.yaml");
+        std::os::unix::fs::symlink("team/inventory.yaml", &link).unwrap();
+        let store = YamlFileStore::new(&link, Duration::from_secs(5));
+
+        // The fast path (a record of broker's own) and the whole-document path (a sync).
+        let record = HostRecord::pending("TestProvider", None, Default::default());
+        store.put(std::slice::from_ref(&record)).unwrap();
+        store
+            .sync_provider(ProviderListing::new("Other", None, Vec::new(), Vec::new()))
+            .unwrap();
+        store.remove(&[record.id()]).unwrap();
+
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o664);
+        assert_eq!(store.list().unwrap(), read(UPSTREAM));
+        assert!(
+            shared.join("inventory.yaml.flock").exists(),
+            "one lock per file"
+        );
+        assert!(!dir.path().join("inventory.yaml.flock").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_inventory_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, store) = store();
+        store
+            .put(&[HostRecord::pending("P", None, Default::default())])
+            .unwrap();
+        let mode = std::fs::metadata(store.path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_byte_order_mark_at_the_start_is_accepted() {
+        let (_dir, store) = store();
+        std::fs::write(store.path(), format!("\u{feff}{UPSTREAM}")).unwrap();
+        assert_eq!(store.list().unwrap(), read(UPSTREAM));
+        let record = HostRecord::pending("P", None, Default::default());
+        store.put(std::slice::from_ref(&record)).unwrap();
+        let mut expected = read(UPSTREAM);
+        expected.push(record);
+        assert_eq!(store.list().unwrap(), expected);
+    }
+
     #[test]
     fn sync_matches_by_id_hostname_or_name_and_takes_a_host_once() {
         let mut records: Vec<HostRecord> = serde_yaml::from_str(
@@ -822,7 +1538,12 @@ mod tests {
 "#,
         )
         .unwrap();
-        let report = merge_sync(&mut records, "P", None, reported);
+        let before = records.clone();
+        let report = merge_sync(
+            &mut records,
+            ProviderListing::new("P", None, before, reported),
+        )
+        .unwrap();
         assert_eq!((report.added, report.updated, report.removed), (0, 2, 0));
         assert_eq!(records.len(), 3, "{records:?}");
         let vm = records.iter().find(|r| r.name() == Some("vm-1")).unwrap();
@@ -853,14 +1574,20 @@ mod tests {
             "[{hostname: keep-me-updated, extra: new}, {hostname: brand-new}]",
         )
         .unwrap();
-        let report = merge_sync(&mut records, "P", Some("a"), reported);
+        let before = records.clone();
+        let report = merge_sync(
+            &mut records,
+            ProviderListing::new("P", Some("a"), before, reported),
+        )
+        .unwrap();
         assert_eq!(
             report,
             SyncReport {
                 added: 1,
                 updated: 1,
                 removed: 1,
-                added_hosts: vec!["brand-new".into()]
+                added_hosts: vec!["brand-new".into()],
+                removed_hosts: vec!["gone".into()],
             }
         );
         let names: Vec<String> = records.iter().map(|r| r.display_name()).collect();
@@ -885,6 +1612,92 @@ mod tests {
             .find(|r| r.hostname() == Some("brand-new"))
             .unwrap();
         assert_eq!(added.instance(), Some("a"));
+    }
+
+    fn provider_records(yaml: &str) -> Vec<HostRecord> {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn sync_keeps_hosts_checked_out_while_the_provider_was_listed() {
+        let before = provider_records(
+            r#"
+- {_broker_provider: P, _broker_id: old, name: old}
+- {_broker_provider: P, _broker_id: gone, name: gone}
+- {_broker_provider: P, _broker_id: p1, _broker_state: pending, name: p1}
+- {_broker_provider: P, _broker_id: in1, name: in1}
+"#,
+        );
+        // While the provider was listed: p1 became ready, new1 was checked out, in1 was checked in.
+        let mut records = provider_records(
+            r#"
+- {_broker_provider: P, _broker_id: old, name: old}
+- {_broker_provider: P, _broker_id: gone, name: gone}
+- {_broker_provider: P, _broker_id: p1, name: p1}
+- {_broker_provider: P, _broker_id: new1, name: new1}
+"#,
+        );
+        // The listing was taken before p1 and new1 existed, and while in1 still did.
+        let reported = provider_records("[{name: old}, {name: in1}]");
+        let report = merge_sync(
+            &mut records,
+            ProviderListing::new("P", None, before, reported),
+        )
+        .unwrap();
+        assert_eq!(
+            report,
+            SyncReport {
+                added: 0,
+                updated: 1,
+                removed: 1,
+                added_hosts: vec![],
+                removed_hosts: vec!["gone".into()],
+            }
+        );
+        assert_eq!(ids(&records), ["p1", "new1", "old"]);
+    }
+
+    #[test]
+    fn sync_refuses_to_remove_many_records_unless_forced() {
+        let inventory = provider_records(
+            r#"
+- {_broker_provider: P, _broker_id: a, name: a}
+- {_broker_provider: P, _broker_id: b, name: b}
+- {_broker_provider: P, _broker_id: c, name: c}
+- {_broker_provider: P, _broker_id: d, name: d}
+- {_broker_provider: P, _broker_id: e, name: e}
+- {_broker_provider: Q, _broker_id: q, name: q}
+"#,
+        );
+        let listing = |reported: &str| {
+            ProviderListing::new("P", None, inventory.clone(), provider_records(reported))
+        };
+        // An empty listing (a provider pointed at the wrong place) would remove every record.
+        let mut records = inventory.clone();
+        let err = merge_sync(&mut records, listing("[]")).unwrap_err();
+        assert!(
+            matches!(&err, Error::SyncRefused { records: 5, removing, .. } if removing.len() == 5),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "syncing P would remove 5 of its 5 records: a, b, c, d, e; nothing was changed; \
+             if the provider really no longer has these hosts, sync again with `--force`"
+        );
+        assert_eq!(err.exit_code(), 13);
+        assert_eq!(records, inventory, "nothing changed");
+        // Four of five: more than three and more than half.
+        let err = merge_sync(&mut records, listing("[{name: a}]")).unwrap_err();
+        assert!(matches!(&err, Error::SyncRefused { removing, .. } if removing.len() == 4));
+        // Three of five is a few.
+        let report = merge_sync(&mut records, listing("[{name: a}, {name: b}]")).unwrap();
+        assert_eq!(report.removed_hosts, ["c", "d", "e"]);
+        assert_eq!(ids(&records), ["q", "a", "b"]);
+        // Forced, the empty listing removes them all.
+        let mut records = inventory.clone();
+        let report = merge_sync(&mut records, listing("[]").force(true)).unwrap();
+        assert_eq!(report.removed, 5);
+        assert_eq!(ids(&records), ["q"]);
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod args;
 pub mod blocking;
 mod broker;
 pub mod error;
+mod files;
 pub mod filter;
 mod guard;
 pub mod host;
@@ -52,7 +53,7 @@ pub use broker::{Broker, CheckoutRequest, HostOutcome, RecoverScope, select_reco
 pub use error::{Error, Result};
 pub use guard::{HostGuard, KEEP_ON_FAILURE_ENV};
 pub use host::{FromHost, Host, HostRecord, HostState, Owner, RecordId};
-pub use inventory::{InventoryStore, SyncReport, YamlFileStore};
+pub use inventory::{InventoryStore, ProviderListing, SyncReport, YamlFileStore};
 pub use provider::{
     Arguments, CheckoutContext, HelpOption, Operation, Provider, ProviderKind, ProviderRegistry,
 };

@@ -489,6 +489,7 @@ impl Settings {
 }
 
 fn parse_settings_text(path: &Path, text: &str) -> Result<Mapping> {
+    let text = crate::files::strip_bom(text);
     if text.trim().is_empty() {
         return Ok(Mapping::new());
     }
@@ -854,19 +855,9 @@ fn replace_path_ci(map: &mut Mapping, path: &[String], value: Value) {
     }
 }
 
-/// Writes a file by temp file, fsync and rename in its directory.
+/// Writes a file by temp file, fsync and rename next to it (through a symbolic link, keeping its mode).
 pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))?;
-    let failed = |e| Error::io("writing", path, e);
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
-    std::io::Write::write_all(&mut tmp, contents).map_err(failed)?;
-    tmp.as_file().sync_all().map_err(failed)?;
-    tmp.persist(path).map_err(|e| failed(e.error))?;
-    Ok(())
+    crate::files::replace(path, contents, "writing")
 }
 
 #[cfg(test)]

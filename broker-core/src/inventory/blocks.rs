@@ -2,13 +2,15 @@
 //!
 //! An inventory written by broker or by the Python broker is a YAML block sequence at column 0: every
 //! entry starts with a line `- …` and runs until the next such line. Adding a record appends one
-//! entry's text; replacing or removing a record of broker's own finds its entry by the unique line
-//! `_broker_id: h…` and splices it. Nothing else in the file is touched, so a 5,000-host inventory is
-//! rewritten in milliseconds instead of being parsed and re-emitted.
+//! entry's text; replacing or removing a record splices its entry. Nothing else in the file is
+//! touched, so a 5,000-host inventory is rewritten without re-emitting 5,000 hosts.
 //!
-//! Whenever the text is not plainly such a sequence (flow style, document markers, anything at column
-//! 0 that is not an entry or a comment), or an identity is not found, callers fall back to parsing the
-//! whole document: this module is only ever a shortcut.
+//! This module only cuts text at lines; it knows nothing of YAML beyond that. A line `- …` at column
+//! 0 may also continue a quoted string of the entry before, so the caller must check that the pieces
+//! parse as one record each before trusting them (`Entries` in the parent module). Whenever the text
+//! is not plainly such a sequence (flow style, document markers, anything at column 0 that is not an
+//! entry or a comment), callers fall back to parsing the whole document: this module is only ever a
+//! shortcut.
 
 use std::ops::Range;
 
@@ -75,34 +77,28 @@ impl<'t> Blocks<'t> {
         })
     }
 
-    /// The entry holding the top-level key `_broker_id: <id>`.
-    pub(crate) fn find_id(&self, id: &str) -> Option<usize> {
-        let first = format!("- _broker_id: {id}");
-        let inner = format!("\n  _broker_id: {id}");
-        self.entries.iter().position(|range| {
-            let entry = &self.text[range.clone()];
-            line_match(entry, &first, 0)
-                || entry
-                    .match_indices(&inner)
-                    .any(|(at, m)| ends_line(entry, at + m.len()))
-        })
+    /// How many entries there are.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
     }
 
-    /// The text with entries replaced (`Some(text)`) or removed (`None`) and `appended` entries at
-    /// the end. `edits` maps entry positions to their new text.
-    pub(crate) fn rewrite(&self, edits: &[(usize, Option<String>)], appended: &[String]) -> String {
+    /// The text of entry `i`.
+    pub(crate) fn entry(&self, i: usize) -> &'t str {
+        &self.text[self.entries[i].clone()]
+    }
+
+    /// The text before the first entry.
+    pub(crate) fn header(&self) -> &'t str {
+        &self.text[self.header.clone()]
+    }
+
+    /// The header followed by `entries` (each ending a line); `[]` when that leaves nothing.
+    pub(crate) fn rewrite(&self, entries: &[&str]) -> String {
         let mut out = String::with_capacity(
-            self.text.len() + appended.iter().map(String::len).sum::<usize>(),
+            self.header.len() + entries.iter().map(|e| e.len() + 1).sum::<usize>(),
         );
-        out.push_str(&self.text[self.header.clone()]);
-        for (i, range) in self.entries.iter().enumerate() {
-            match edits.iter().find(|(at, _)| *at == i) {
-                Some((_, Some(new))) => push_entry(&mut out, new),
-                Some((_, None)) => {}
-                None => push_entry(&mut out, &self.text[range.clone()]),
-            }
-        }
-        for entry in appended {
+        out.push_str(self.header());
+        for entry in entries {
             push_entry(&mut out, entry);
         }
         if out.trim().is_empty() {
@@ -111,29 +107,33 @@ impl<'t> Blocks<'t> {
         out
     }
 
-    /// Contiguous slices of whole entries, about `parts` of them, for parsing in parallel. The header
-    /// goes with the first slice.
-    pub(crate) fn chunks(&self, parts: usize) -> Vec<&'t str> {
-        let parts = parts.clamp(1, self.entries.len().max(1));
+    /// Contiguous slices of whole entries, about `parts` of them, each with its number of entries.
+    /// The header goes with the first slice.
+    pub(crate) fn groups(&self, parts: usize) -> Vec<(usize, &'t str)> {
+        if self.entries.is_empty() {
+            return Vec::new();
+        }
+        let parts = parts.clamp(1, self.entries.len());
         let per = self.entries.len().div_ceil(parts);
         self.entries
-            .chunks(per.max(1))
+            .chunks(per)
             .enumerate()
             .map(|(n, group)| {
                 let start = if n == 0 { 0 } else { group[0].start };
                 let end = group.last().map(|r| r.end).unwrap_or(start);
-                &self.text[start..end]
+                (group.len(), &self.text[start..end])
             })
             .collect()
     }
-}
 
-fn line_match(entry: &str, needle: &str, at: usize) -> bool {
-    entry[at..].starts_with(needle) && ends_line(entry, at + needle.len())
-}
-
-fn ends_line(text: &str, at: usize) -> bool {
-    matches!(text.as_bytes().get(at), None | Some(b'\n' | b'\r'))
+    /// Contiguous slices of whole entries, about `parts` of them, for parsing in parallel. The header
+    /// goes with the first slice.
+    pub(crate) fn chunks(&self, parts: usize) -> Vec<&'t str> {
+        self.groups(parts)
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect()
+    }
 }
 
 fn push_entry(out: &mut String, entry: &str) {
@@ -153,22 +153,18 @@ mod tests {
     const TEXT: &str = "# kept\n- _broker_id: h1\n  name: a\n- name: b\n  _broker_id: h2\n  nested:\n    _broker_id: h9\n-\n  name: c\n";
 
     #[test]
-    fn splits_entries_and_finds_identities() {
+    fn splits_entries_at_column_zero() {
         let blocks = Blocks::split(TEXT).unwrap();
-        assert_eq!(blocks.entries.len(), 3);
-        assert_eq!(blocks.find_id("h1"), Some(0));
-        assert_eq!(blocks.find_id("h2"), Some(1));
-        assert_eq!(blocks.find_id("h9"), None, "nested keys are not identities");
-        assert_eq!(blocks.find_id("h"), None, "identities match whole lines");
+        assert_eq!(blocks.len(), 3);
+        assert_eq!(blocks.header(), "# kept\n");
+        assert_eq!(blocks.entry(0), "- _broker_id: h1\n  name: a\n");
+        assert_eq!(blocks.entry(2), "-\n  name: c\n");
     }
 
     #[test]
-    fn rewrite_replaces_removes_and_appends() {
+    fn rewrite_keeps_the_header_and_ends_every_entry() {
         let blocks = Blocks::split(TEXT).unwrap();
-        let out = blocks.rewrite(
-            &[(0, None), (1, Some("- name: B\n".into()))],
-            &["- name: d".into()],
-        );
+        let out = blocks.rewrite(&["- name: B\n", blocks.entry(2), "- name: d"]);
         assert_eq!(out, "# kept\n- name: B\n-\n  name: c\n- name: d\n");
         let parsed: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
         assert_eq!(parsed.as_sequence().unwrap().len(), 3);
@@ -178,8 +174,8 @@ mod tests {
     fn empty_documents_become_a_list() {
         for text in ["", "[]\n", "  \n"] {
             let blocks = Blocks::split(text).unwrap();
-            assert_eq!(blocks.rewrite(&[], &["- a: 1\n".into()]), "- a: 1\n");
-            assert_eq!(blocks.rewrite(&[], &[]), "[]\n");
+            assert_eq!(blocks.rewrite(&["- a: 1\n"]), "- a: 1\n");
+            assert_eq!(blocks.rewrite(&[]), "[]\n");
         }
     }
 
@@ -201,6 +197,8 @@ mod tests {
         let blocks = Blocks::split(TEXT).unwrap();
         for parts in 1..5 {
             assert_eq!(blocks.chunks(parts).concat(), TEXT);
+            let counted: usize = blocks.groups(parts).iter().map(|(n, _)| n).sum();
+            assert_eq!(counted, 3);
         }
     }
 }
