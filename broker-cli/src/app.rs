@@ -498,13 +498,23 @@ async fn checkin(broker: &Broker, a: CheckinArgs, emitter: &mut Emitter) -> Resu
 async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> Result<i32> {
     if let Some(spec) = &a.sync {
         let _progress = Progress::start(format!("syncing {spec}"));
-        let r = interruptible(broker.sync_inventory(spec)).await?;
+        let r = if a.force {
+            interruptible(broker.sync_inventory_forced(spec)).await?
+        } else {
+            interruptible(broker.sync_inventory(spec)).await?
+        };
         note!(
             "synced {spec}: {} added, {} updated, {} removed",
             r.added,
             r.updated,
             r.removed
         );
+        if !r.removed_hosts.is_empty() {
+            note!(
+                "removed (the provider no longer has them): {}",
+                r.removed_hosts.join(", ")
+            );
+        }
         if !r.added_hosts.is_empty() {
             note!(
                 "hosts the provider holds that no record knew (now in the inventory; `broker checkin` them if unwanted): {}",

@@ -237,6 +237,9 @@ pub struct InventoryArgs {
     /// First pull a provider's hosts: `Provider[:arg][::instance]`.
     #[arg(long, value_name = "PROVIDER")]
     pub sync: Option<String>,
+    /// With `--sync`: remove the records the provider no longer lists even when that is many of them.
+    #[arg(long, requires = "sync")]
+    pub force: bool,
     /// Output format.
     #[arg(
         short = 'o',

@@ -1732,3 +1732,140 @@ mod tests {
         );
     }
 }
+
+/// The store's guarantees as a [`crate::Broker`] relies on them: checkout and sync end to end.
+#[cfg(test)]
+mod with_a_broker {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::provider::{CheckoutContext, Provider, ProviderKind, ProviderRegistry};
+    use crate::{Broker, CheckoutRequest, Mapping, Settings};
+
+    /// Hosts "at the provider"; a listing can be held open while the test checks a host out.
+    #[derive(Debug)]
+    struct Listed;
+
+    static HOSTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    static CHECKOUTS: AtomicUsize = AtomicUsize::new(0);
+    static HOLD_LISTING: AtomicUsize = AtomicUsize::new(0);
+
+    fn listing_started() -> &'static Notify {
+        static N: OnceLock<Notify> = OnceLock::new();
+        N.get_or_init(Notify::new)
+    }
+
+    fn resume_listing() -> &'static Notify {
+        static N: OnceLock<Notify> = OnceLock::new();
+        N.get_or_init(Notify::new)
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Listed {
+        fn name(&self) -> &str {
+            "Listed"
+        }
+        fn instance(&self) -> Option<&str> {
+            None
+        }
+        async fn checkout(&self, _ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+            let n = CHECKOUTS.fetch_add(1, Ordering::SeqCst);
+            let name = format!("vm-{n}");
+            HOSTS.lock().unwrap().push(name.clone());
+            let mut fields = Mapping::new();
+            fields.insert("name".into(), name.into());
+            Ok(fields)
+        }
+        async fn checkin(&self, host: &HostRecord) -> Result<()> {
+            HOSTS
+                .lock()
+                .unwrap()
+                .retain(|h| Some(h.as_str()) != host.name());
+            Ok(())
+        }
+        async fn inventory(&self, _filter: Option<&str>) -> Result<Vec<HostRecord>> {
+            let listed: Vec<HostRecord> = HOSTS
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|name| {
+                    let mut r = HostRecord::default();
+                    r.set("name", name.as_str());
+                    r
+                })
+                .collect();
+            if HOLD_LISTING.load(Ordering::SeqCst) > 0 {
+                listing_started().notify_one();
+                resume_listing().notified().await;
+            }
+            Ok(listed)
+        }
+    }
+
+    fn broker(dir: &Path) -> Broker {
+        let settings = Settings::load_from(dir, Vec::new()).unwrap();
+        let kind = ProviderKind::new("Listed", "test", |_| Ok(Arc::new(Listed)))
+            .checkout_actions(&["listed_action"]);
+        Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap()
+    }
+
+    fn request() -> CheckoutRequest {
+        CheckoutRequest::new().arg("listed_action", "x")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkout_into_an_inventory_broker_cannot_read_never_asks_the_provider() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let path = dir.path().join("inventory.yaml");
+        for (text, line) in [
+            ("- _broker_id: h1\n  name: a\n  name: b\n", 3),
+            ("- name: a\n  disk: 123456789012345678901234567890\n", 2),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = broker.checkout(request()).await.unwrap_err();
+            let text_of = crate::error::chain(&err);
+            assert!(
+                text_of.contains(&format!("inventory.yaml` at line {line}, column")),
+                "{text_of}"
+            );
+            assert_eq!(err.exit_code(), 1);
+            assert_eq!(CHECKOUTS.load(Ordering::SeqCst), 0, "no host was made");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sync_keeps_a_host_checked_out_while_the_provider_is_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let first = broker.checkout(request()).await.unwrap();
+        first.into_iter().for_each(|g| drop(g.keep()));
+
+        HOLD_LISTING.store(1, Ordering::SeqCst);
+        let started = listing_started().notified();
+        let sync = tokio::spawn({
+            let broker = broker.clone();
+            async move { broker.sync_inventory("Listed").await }
+        });
+        started.await;
+        // Checked out after the listing was taken: not in it.
+        let second = broker.checkout(request()).await.unwrap();
+        second.into_iter().for_each(|g| drop(g.keep()));
+        resume_listing().notify_one();
+        let report = sync.await.unwrap().unwrap();
+
+        assert_eq!((report.removed, report.updated, report.added), (0, 1, 0));
+        let names: Vec<String> = broker
+            .inventory()
+            .list()
+            .unwrap()
+            .iter()
+            .map(HostRecord::display_name)
+            .collect();
+        assert_eq!(names, ["vm-1", "vm-0"]);
+    }
+}

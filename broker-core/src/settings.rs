@@ -1004,6 +1004,54 @@ nicks:
     }
 
     #[test]
+    fn a_byte_order_mark_at_the_start_of_the_settings_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        // The first key right after the mark, as editors that add one write it.
+        let text = format!("\u{feff}{}", SETTINGS.trim_start());
+        std::fs::write(dir.path().join(SETTINGS_FILE), text).unwrap();
+        let s = Settings::load_from(dir.path(), env(&[])).unwrap();
+        assert_eq!(
+            s.get("ssh.host_username").and_then(Value::as_str),
+            Some("root")
+        );
+        let file = SettingsFile::in_directory(dir.path());
+        assert_eq!(
+            file.read().unwrap(),
+            Settings::from_yaml(dir.path(), SETTINGS)
+                .unwrap()
+                .raw()
+                .clone()
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn config_set_writes_through_a_symlinked_settings_file_keeping_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let dotfiles = tempfile::tempdir().unwrap();
+        let target = dotfiles.path().join("broker_settings.yaml");
+        std::fs::write(&target, SETTINGS).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let link = dir.path().join(SETTINGS_FILE);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+
+        let file = SettingsFile::in_directory(dir.path());
+        file.set("ssh.host_username", Value::from("admin")).unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
+        let s = Settings::load_from(dir.path(), env(&[])).unwrap();
+        assert_eq!(
+            s.get("ssh.host_username").and_then(Value::as_str),
+            Some("admin")
+        );
+        file.restore().unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), SETTINGS);
+    }
+
+    #[test]
     fn malformed_file_names_line_and_column() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(SETTINGS_FILE), "ssh:\n  a: 1\n b: [\n").unwrap();
