@@ -216,4 +216,33 @@ mod tests {
         let args = load_args_file(&file).unwrap();
         assert_eq!(args.get("b").and_then(Value::as_u64), Some(3));
     }
+
+    #[test]
+    fn deeply_nested_data_files_are_a_parse_error_not_a_stack_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            (
+                "deep.yaml",
+                format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000)),
+            ),
+            (
+                "deep.json",
+                format!("{}1{}", "{\"a\": ".repeat(10_000), "}".repeat(10_000)),
+            ),
+            (
+                "deep-block.yaml",
+                (0..1_000)
+                    .map(|i| format!("{}- \n", " ".repeat(i)))
+                    .collect(),
+            ),
+        ] {
+            let file = dir.path().join(name);
+            std::fs::write(&file, text).unwrap();
+            let err = load_data_file(&file).unwrap_err();
+            assert!(
+                matches!(err, Error::Parse { .. }) && err.to_string().contains("recursion"),
+                "{name}: {err}"
+            );
+        }
+    }
 }

@@ -295,8 +295,10 @@ enum Expr {
         arg: Box<Expr>,
     },
     Not(Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
+    /// `a and b and c`: a flat list, so that a long chain is no deep tree.
+    And(Vec<Expr>),
+    /// `a or b or c`.
+    Or(Vec<Expr>),
     Compare {
         op: CompareOp,
         left: Box<Expr>,
@@ -337,12 +339,19 @@ pub struct Filter {
     stages: Vec<Stage>,
 }
 
+/// How deeply parentheses, lists, calls, `not`s and method chains may nest. Python refuses about
+/// 200 levels of parentheses; a filter needs a handful. The parser and the evaluator recurse once
+/// per level, so the limit is what keeps `((((…` from overflowing the stack.
+pub const MAX_NESTING: usize = 100;
+
 struct Parser<'t> {
     tokens: &'t [Token],
     pos: usize,
     key: &'t str,
     end_col: usize,
     filter: &'t str,
+    /// Levels of nesting open at `pos`.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -382,6 +391,21 @@ impl Parser<'_> {
 
     fn is_ident(&self, word: &str) -> bool {
         matches!(self.peek(), Some(Tok::Ident(w)) if w == word)
+    }
+
+    /// Opens `levels` more levels of nesting at column `col`; an error past [`MAX_NESTING`].
+    fn nest(&mut self, col: usize, levels: usize) -> Result<(), FilterError> {
+        self.depth += levels;
+        if self.depth > MAX_NESTING {
+            return Err(self.err(
+                col,
+                format!(
+                    "the filter nests too deeply here (more than {MAX_NESTING} levels of \
+                     parentheses, lists, calls, methods or `not`); write it flatter"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn stage(&mut self) -> Result<Stage, FilterError> {
@@ -485,29 +509,39 @@ impl Parser<'_> {
     }
 
     fn or(&mut self) -> Result<Expr, FilterError> {
-        let mut left = self.and()?;
+        let first = self.and()?;
+        if !self.is_ident("or") {
+            return Ok(first);
+        }
+        let mut terms = vec![first];
         while self.is_ident("or") {
             self.pos += 1;
-            let right = self.and()?;
-            left = Expr::Or(Box::new(left), Box::new(right));
+            terms.push(self.and()?);
         }
-        Ok(left)
+        Ok(Expr::Or(terms))
     }
 
     fn and(&mut self) -> Result<Expr, FilterError> {
-        let mut left = self.not()?;
+        let first = self.not()?;
+        if !self.is_ident("and") {
+            return Ok(first);
+        }
+        let mut terms = vec![first];
         while self.is_ident("and") {
             self.pos += 1;
-            let right = self.not()?;
-            left = Expr::And(Box::new(left), Box::new(right));
+            terms.push(self.not()?);
         }
-        Ok(left)
+        Ok(Expr::And(terms))
     }
 
     fn not(&mut self) -> Result<Expr, FilterError> {
         if self.is_ident("not") {
+            let col = self.col();
+            self.nest(col, 1)?;
             self.pos += 1;
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            let inner = self.not()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         self.comparison()
     }
@@ -561,7 +595,9 @@ impl Parser<'_> {
 
     fn postfix(&mut self) -> Result<Expr, FilterError> {
         let mut expr = self.primary()?;
-        loop {
+        // Each method call wraps what it is called on: a chain is as deep as it is long.
+        let mut chained = 0;
+        let result = loop {
             match self.peek() {
                 Some(Tok::Dot) => {
                     self.pos += 1;
@@ -571,6 +607,8 @@ impl Parser<'_> {
                         _ => return Err(self.err(col, "expected a field or method name after `.`")),
                     };
                     if self.peek() == Some(&Tok::LParen) {
+                        self.nest(col, 1)?;
+                        chained += 1;
                         self.pos += 1;
                         if !matches!(
                             name.as_str(),
@@ -622,9 +660,11 @@ impl Parser<'_> {
                         }
                     }
                 }
-                _ => return Ok(expr),
+                _ => break Ok(expr),
             }
-        }
+        };
+        self.depth -= chained;
+        result
     }
 
     fn arguments(&mut self) -> Result<Vec<Expr>, FilterError> {
@@ -684,7 +724,9 @@ impl Parser<'_> {
                     "None" | "null" => Ok(Expr::Literal(Value::Null)),
                     "len" | "str" | "int" => {
                         self.expect(&Tok::LParen, "`(`")?;
+                        self.nest(col, 1)?;
                         let mut args = self.arguments()?;
+                        self.depth -= 1;
                         if args.len() != 1 {
                             return Err(self.err(col, format!("`{word}` takes exactly one argument")));
                         }
@@ -703,12 +745,15 @@ impl Parser<'_> {
                 }
             }
             Some(Tok::LParen) => {
+                self.nest(col, 1)?;
                 self.pos += 1;
                 let inner = self.or()?;
                 self.expect(&Tok::RParen, "`)`")?;
+                self.depth -= 1;
                 Ok(inner)
             }
             Some(Tok::LBracket) => {
+                self.nest(col, 1)?;
                 self.pos += 1;
                 let mut items = Vec::new();
                 if self.peek() != Some(&Tok::RBracket) {
@@ -722,6 +767,7 @@ impl Parser<'_> {
                     }
                 }
                 self.pos += 1;
+                self.depth -= 1;
                 Ok(Expr::List(items))
             }
             None => Err(self.err(col, "the expression ends too early")),
@@ -740,7 +786,7 @@ fn mentions_root(expr: &Expr) -> bool {
         }
         Expr::Call { arg, .. } => mentions_root(arg),
         Expr::Not(e) => mentions_root(e),
-        Expr::And(a, b) | Expr::Or(a, b) => mentions_root(a) || mentions_root(b),
+        Expr::And(terms) | Expr::Or(terms) => terms.iter().any(mentions_root),
         Expr::Compare { left, right, .. } => mentions_root(left) || mentions_root(right),
     }
 }
@@ -782,6 +828,7 @@ impl Filter {
                 key,
                 end_col: pipes.get(n).copied().unwrap_or(end_col),
                 filter: text,
+                depth: 0,
             };
             stages.push(parser.stage()?);
         }
@@ -873,13 +920,17 @@ fn eval<T: FilterTarget>(expr: &Expr, item: &T) -> Val {
         )),
         Expr::Path(segments) => walk(item, segments),
         Expr::Not(e) => Val::V(Value::Bool(!truthy(&eval(e, item)))),
-        Expr::And(a, b) => {
-            let left = eval(a, item);
-            if truthy(&left) { eval(b, item) } else { left }
-        }
-        Expr::Or(a, b) => {
-            let left = eval(a, item);
-            if truthy(&left) { left } else { eval(b, item) }
+        // Python's: the first falsy (and) or truthy (or) term, else the last.
+        Expr::And(terms) | Expr::Or(terms) => {
+            let want = matches!(expr, Expr::Or(_));
+            let mut last = Val::Missing;
+            for term in terms {
+                last = eval(term, item);
+                if truthy(&last) == want {
+                    break;
+                }
+            }
+            last
         }
         Expr::Compare { op, left, right } => Val::V(Value::Bool(compare(
             *op,
@@ -1196,5 +1247,68 @@ mod tests {
                 "{filter:?} should not parse"
             );
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_at_its_column_not_a_stack_overflow() {
+        let deep = 10_000;
+        let nested = |open: &str, close: &str| {
+            format!("{}@inv.name{}", open.repeat(deep), close.repeat(deep))
+        };
+        for (filter, column) in [
+            (nested("(", ")"), MAX_NESTING + 1),
+            (
+                format!("{}@inv.name", "not ".repeat(deep)),
+                4 * MAX_NESTING + 1,
+            ),
+            (nested("[", "]") + " == 1", MAX_NESTING + 1),
+            (nested("len(", ")"), 4 * MAX_NESTING + 1),
+            (nested("(not ", ")"), 5 * (MAX_NESTING / 2) + 1),
+            (
+                format!("@inv.name{}", ".lower()".repeat(deep)),
+                9 + 8 * MAX_NESTING + 2,
+            ),
+        ] {
+            let err = Filter::parse(&filter, "inv").unwrap_err();
+            assert_eq!(
+                err.column(),
+                column,
+                "{}…: {}",
+                &filter[..40],
+                err.message()
+            );
+            assert!(
+                err.message().contains("nests too deeply"),
+                "{}",
+                err.message()
+            );
+        }
+        // As deep as allowed still works.
+        let f = Filter::parse(
+            &format!(
+                "{}@inv.name{}",
+                "(".repeat(MAX_NESTING),
+                ")".repeat(MAX_NESTING)
+            ),
+            "inv",
+        )
+        .unwrap();
+        assert_eq!(f.select(&inventory()).len(), 4);
+    }
+
+    #[test]
+    fn long_and_or_chains_are_no_deep_trees() {
+        let n = 20_000;
+        let or = vec!["@inv.name == 'nobody'"; n].join(" or ") + " or @inv.name == 'fedora-b'";
+        let selected = Filter::parse(&or, "inv").unwrap().select(&inventory());
+        assert_eq!(selected.len(), 1);
+        let and = vec!["@inv.name"; n].join(" and ");
+        assert_eq!(
+            Filter::parse(&and, "inv")
+                .unwrap()
+                .select(&inventory())
+                .len(),
+            4
+        );
     }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod concurrency;
 mod container;
 mod docs;
+mod input;
 mod secrets;
 mod upstream;
 mod util;
