@@ -389,7 +389,14 @@ fn output_file_has_the_python_brokers_keys() {
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap()
     };
     let file_arg = file.display().to_string();
-    dir.ok(&["--output-file", &file_arg, "checkout", "--nick", "rhel9"]);
+    let run = dir.run(&["--output-file", &file_arg, "checkout", "--nick", "rhel9"]);
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    // The addresses are logged once, in words, not again as raw fields.
+    let log = stderr(&run);
+    assert!(
+        log.contains("UI:  http://") && !log.contains("ui_url="),
+        "{log}"
+    );
     let out = read();
     assert_eq!(out["return_code"], 0);
     assert_eq!(out["provider"], "AnsibleTower");

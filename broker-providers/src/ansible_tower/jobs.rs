@@ -466,10 +466,13 @@ impl super::Tower {
             api_url: api.url(&api.path(&format!("{}/{id}/", kind.jobs()))),
             ui_url: api.ui_url(kind.ui(), id),
         };
-        tracing::info!(
+        tracing::debug!(
             target: broker_core::report::TARGET,
             api_url = %launched.api_url,
             ui_url = %launched.ui_url,
+            "job addresses"
+        );
+        tracing::info!(
             "launched {} `{name}` as job {id}\n  API: {}\n  UI:  {}",
             kind.label(),
             launched.api_url,
