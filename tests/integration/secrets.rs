@@ -5,9 +5,6 @@ use std::os::unix::fs::PermissionsExt;
 
 use crate::util::{BrokerDir, stderr};
 
-// A shared inventory storing masked values, and `duplicate` refusing them, are tested in
-// broker-core (`a_shared_inventory_stores_secrets_masked_and_duplicate_asks_for_them`).
-
 /// A TestProvider instance, a nick holding a secret, and table columns that would show secrets.
 const SETTINGS: &str = "\
 TestProvider:
@@ -92,7 +89,7 @@ fn secret_arguments_are_masked_in_every_output() {
 }
 
 #[test]
-fn a_private_inventory_holds_what_duplicate_needs() {
+fn the_inventory_holds_secrets_only_while_private() {
     let dir = BrokerDir::new(SETTINGS);
     dir.ok(&[
         "checkout",
@@ -109,6 +106,27 @@ fn a_private_inventory_holds_what_duplicate_needs() {
     dir.ok(&["duplicate", "0"]);
     let text = std::fs::read_to_string(&inventory).unwrap();
     assert_eq!(text.matches("host_password: hunter2").count(), 2, "{text}");
+
+    // Readable by others: new records keep no secret in clear…
+    std::fs::set_permissions(&inventory, std::fs::Permissions::from_mode(0o644)).unwrap();
+    dir.ok(&["checkout", "--nick", "S"]);
+    assert_eq!(mode(&inventory), 0o644, "the file keeps its mode");
+    let text = std::fs::read_to_string(&inventory).unwrap();
+    assert!(!text.contains("nick-secret"), "{text}");
+    assert_eq!(
+        text.matches("host_password: '********'").count(),
+        1,
+        "{text}"
+    );
+    // …and duplicate says which argument it lacks instead of sending the mask.
+    let out = dir.run(&["duplicate", "2"]);
+    assert_eq!(out.status.code(), Some(13), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains("`host_password`") && message.contains("broker checkout"),
+        "{message}"
+    );
+    assert_eq!(dir.inventory().len(), 3, "nothing was checked out");
 }
 
 /// A password written into `base_url` appears on no terminal, in no log and in no output file.
