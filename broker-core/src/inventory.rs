@@ -600,7 +600,7 @@ impl<'de> serde::Deserialize<'de> for CheckedEntry {
                 mut map: A,
             ) -> std::result::Result<CheckedEntry, A::Error> {
                 let mut id = None;
-                let mut keys = HashSet::new();
+                let mut keys = SeenKeys::default();
                 while let Some(is_id) = map.next_key_seed(UniqueKey(&mut keys))? {
                     if is_id {
                         if let Value::String(s) = map.next_value::<Value>()?
@@ -687,7 +687,7 @@ impl<'de> serde::Deserialize<'de> for CheckedValue {
                 self,
                 mut map: A,
             ) -> std::result::Result<CheckedValue, A::Error> {
-                let mut keys = HashSet::new();
+                let mut keys = SeenKeys::default();
                 while map.next_key_seed(UniqueKey(&mut keys))?.is_some() {
                     map.next_value::<CheckedValue>()?;
                 }
@@ -699,11 +699,19 @@ impl<'de> serde::Deserialize<'de> for CheckedValue {
     }
 }
 
-/// A mapping key checked to be unique among `keys` (an error at the key itself, where the reader
-/// names the whole mapping); yields whether it is `_broker_id`.
-struct UniqueKey<'k>(&'k mut HashSet<Value>);
+/// The keys of one mapping seen so far; text keys borrowed from the document where it allows (most
+/// keys: this check runs over every entry of the inventory on every write).
+#[derive(Default)]
+struct SeenKeys<'de> {
+    text: HashSet<std::borrow::Cow<'de, str>>,
+    other: HashSet<Value>,
+}
 
-impl<'de> serde::de::DeserializeSeed<'de> for UniqueKey<'_> {
+/// A mapping key checked to be unique among the keys seen (an error at the key itself, where the
+/// reader names the whole mapping); yields whether it is `_broker_id`.
+struct UniqueKey<'k, 'de>(&'k mut SeenKeys<'de>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKey<'_, 'de> {
     type Value = bool;
 
     fn deserialize<D: serde::Deserializer<'de>>(
@@ -714,45 +722,60 @@ impl<'de> serde::de::DeserializeSeed<'de> for UniqueKey<'_> {
     }
 }
 
-impl UniqueKey<'_> {
-    fn insert<E: serde::de::Error>(self, key: Value) -> std::result::Result<bool, E> {
-        let is_id = key.as_str() == Some(fields::ID);
-        let shown = match &key {
-            Value::String(s) => format!("{s:?}"),
-            other => serde_yaml::to_string(other)
-                .map(|t| t.trim().to_owned())
-                .unwrap_or_default(),
-        };
-        if self.0.insert(key) {
-            Ok(is_id)
-        } else {
-            Err(E::custom(format_args!("duplicate entry with key {shown}")))
+impl<'de> UniqueKey<'_, 'de> {
+    fn text<E: serde::de::Error>(
+        self,
+        key: std::borrow::Cow<'de, str>,
+    ) -> std::result::Result<bool, E> {
+        if self.0.text.contains(&key) {
+            return Err(E::custom(format_args!("duplicate entry with key {key:?}")));
         }
+        let is_id = key == fields::ID;
+        self.0.text.insert(key);
+        Ok(is_id)
+    }
+
+    fn other<E: serde::de::Error>(self, key: Value) -> std::result::Result<bool, E> {
+        if self.0.other.contains(&key) {
+            let shown = serde_yaml::to_string(&key).unwrap_or_default();
+            return Err(E::custom(format_args!(
+                "duplicate entry with key {}",
+                shown.trim()
+            )));
+        }
+        self.0.other.insert(key);
+        Ok(false)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for UniqueKey<'_> {
+impl<'de> serde::de::Visitor<'de> for UniqueKey<'_, 'de> {
     type Value = bool;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a mapping key")
     }
     fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<bool, E> {
-        self.insert(Value::Bool(v))
+        self.other(Value::Bool(v))
     }
     fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<bool, E> {
-        self.insert(Value::Number(v.into()))
+        self.other(Value::Number(v.into()))
     }
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<bool, E> {
-        self.insert(Value::Number(v.into()))
+        self.other(Value::Number(v.into()))
     }
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<bool, E> {
-        self.insert(Value::Number(v.into()))
+        self.other(Value::Number(v.into()))
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> std::result::Result<bool, E> {
+        self.text(std::borrow::Cow::Borrowed(v))
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<bool, E> {
-        self.insert(Value::String(v.to_owned()))
+        self.text(std::borrow::Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> std::result::Result<bool, E> {
+        self.text(std::borrow::Cow::Owned(v))
     }
     fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<bool, E> {
-        self.insert(Value::Null)
+        self.other(Value::Null)
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(
         self,
@@ -760,7 +783,7 @@ impl<'de> serde::de::Visitor<'de> for UniqueKey<'_> {
     ) -> std::result::Result<bool, A::Error> {
         let key =
             serde::Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
-        self.insert(Value::Sequence(key))
+        self.other(Value::Sequence(key))
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(
         self,
@@ -768,7 +791,7 @@ impl<'de> serde::de::Visitor<'de> for UniqueKey<'_> {
     ) -> std::result::Result<bool, A::Error> {
         let key =
             serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-        self.insert(Value::Mapping(key))
+        self.other(Value::Mapping(key))
     }
 }
 

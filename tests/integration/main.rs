@@ -7,6 +7,7 @@ mod concurrency;
 mod container;
 mod docs;
 mod input;
+mod inventory_file;
 mod secrets;
 mod upstream;
 mod util;
