@@ -901,14 +901,13 @@ fn config(cmd: ConfigCommand, settings: &Settings) -> Result<i32> {
             print_value(&shown, Format::Yaml)?;
         }
         ConfigCommand::Set { chunk, value } => {
-            let value = if Path::new(&value).is_file() {
-                args::load_data_file(Path::new(&value))?
-            } else {
-                serde_yaml::from_str(&value).unwrap_or(Value::String(value))
-            };
+            let (value, read_from) = args::setting_value(&value)?;
             let backup = file.set(&chunk, value)?;
             eprintln!(
-                "set `{chunk}` in {}{}",
+                "set `{chunk}`{} in {}{}",
+                read_from
+                    .map(|f| format!(" to the content of {}", f.display()))
+                    .unwrap_or_default(),
                 file.path().display(),
                 backup
                     .map(|b| format!(" (previous file kept as {})", b.display()))

@@ -359,7 +359,7 @@ pub enum ConfigCommand {
         #[arg(long)]
         no_syntax: bool,
     },
-    /// Set a value (a YAML value, or a .json/.yaml file's content); the old file is backed up.
+    /// Set a value (YAML; `@FILE` or an existing .json/.yaml file: its content); the old file is backed up.
     Set {
         /// A dotted path into the settings.
         chunk: String,

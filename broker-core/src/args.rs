@@ -2,7 +2,7 @@
 //!
 //! Precedence, highest first: the command line (or library call), the args file, the nick.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
 
@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 /// Turns pass-through command-line tokens into arguments, as the Python broker does:
 /// `--key value`, `--key=value` (split at the first `=`), and bare `key=value`. After a bare `--key`
 /// the next token is its value even when it contains `=`. Keys keep their spelling. A value naming an
-/// existing `.json`, `.yaml` or `.yml` file is replaced by the file's content.
+/// existing `.json`, `.yaml` or `.yml` file is replaced by the file's content (the Python broker's
+/// rule, see [`names_data_file`]); no other value is ever read from a file.
 ///
 /// # Errors
 /// [`Error::Usage`] for a `--key` with no value, or a token that is neither a key nor a `key=value`
@@ -49,15 +50,50 @@ pub fn parse_passthrough(tokens: &[String]) -> Result<Mapping> {
 
 /// A value that names an existing data file becomes the file's content; anything else stays text.
 fn resolve_file_value(value: String) -> Result<Value> {
-    let lower = value.to_ascii_lowercase();
-    if [".json", ".yaml", ".yml"]
-        .iter()
-        .any(|ext| lower.ends_with(ext))
-        && Path::new(&value).is_file()
-    {
+    if names_data_file(&value) {
+        tracing::info!("reading the value from the file `{value}`");
         return load_data_file(Path::new(&value));
     }
     Ok(Value::String(value))
+}
+
+/// Whether a value stands for a data file's content, as in the Python broker: its name ends in
+/// `.json`, `.yaml` or `.yml` (any case) and a regular file of that name exists. A value like `root`
+/// is text even when a file `root` exists.
+pub fn names_data_file(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    [".json", ".yaml", ".yml"]
+        .iter()
+        .any(|ext| lower.ends_with(ext))
+        && Path::new(value).is_file()
+}
+
+/// A value for `broker config set`, and the file it was read from:
+/// - `@FILE`: FILE's content, parsed as JSON or YAML (any name; an error when it cannot be read);
+/// - a name of an existing `.json`, `.yaml` or `.yml` file: its content (the Python broker's rule);
+/// - anything else: the text parsed as a YAML value (`4` is a number, `[a, b]` a list), or the text
+///   as it is when it does not parse. No other value reads a file: `root` stays `root` even when
+///   a file `root` exists. To store text starting with `@`, quote it (`'"@x"'`).
+///
+/// # Errors
+/// As [`load_data_file`] for `@FILE` and data file names; [`Error::Usage`] for a bare `@`.
+pub fn setting_value(text: &str) -> Result<(Value, Option<PathBuf>)> {
+    if let Some(file) = text.strip_prefix('@') {
+        if file.is_empty() {
+            return Err(Error::usage(
+                "`@` needs a file name (`@settings-part.yaml`); to store text starting with `@`, \
+                 quote it: '\"@…\"'",
+            ));
+        }
+        let path = PathBuf::from(file);
+        return Ok((load_data_file(&path)?, Some(path)));
+    }
+    if names_data_file(text) {
+        let path = PathBuf::from(text);
+        return Ok((load_data_file(&path)?, Some(path)));
+    }
+    let value = serde_yaml::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()));
+    Ok((value, None))
 }
 
 /// Loads a JSON or YAML file.
@@ -244,5 +280,44 @@ mod tests {
                 "{name}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn only_at_file_and_data_file_names_read_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::write(&root, "contents of a file named root\n").unwrap();
+        let part = dir.path().join("part.yaml");
+        std::fs::write(&part, "a: 1\n").unwrap();
+        let text = |p: &Path| p.display().to_string();
+
+        let (value, from) = setting_value(&text(&root)).unwrap();
+        assert_eq!(value, Value::from(text(&root)), "a plain name is text");
+        assert_eq!(from, None);
+        let (value, from) = setting_value(&format!("@{}", text(&root))).unwrap();
+        assert_eq!(value, Value::from("contents of a file named root"));
+        assert_eq!(from.as_deref(), Some(root.as_path()));
+        let (value, from) = setting_value(&text(&part)).unwrap();
+        assert_eq!(
+            value.get("a").and_then(Value::as_u64),
+            Some(1),
+            "as upstream"
+        );
+        assert_eq!(from.as_deref(), Some(part.as_path()));
+        assert_eq!(setting_value("4").unwrap().0, Value::from(4));
+        assert_eq!(setting_value("root").unwrap().0, Value::from("root"));
+        assert_eq!(
+            setting_value("gone.yaml").unwrap().0,
+            Value::from("gone.yaml")
+        );
+        assert_eq!(setting_value("@").unwrap_err().exit_code(), 2);
+        let missing = setting_value(&format!("@{}", text(&dir.path().join("gone")))).unwrap_err();
+        assert!(missing.to_string().contains("gone"), "{missing}");
+
+        let args =
+            parse_passthrough(&["--user".into(), text(&root), "--extra".into(), text(&part)])
+                .unwrap();
+        assert_eq!(args.get("user"), Some(&Value::from(text(&root))));
+        assert!(args.get("extra").is_some_and(Value::is_mapping));
     }
 }
