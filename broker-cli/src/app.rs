@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use broker_core::settings::{EXAMPLE_SETTINGS, SettingsFile};
 use broker_core::{
-    Broker, CheckoutRequest, Error, HostOutcome, HostRecord, Mapping, OutputStream, RecoverScope,
-    Result, Settings, Value, args, select_records,
+    Broker, Cancellation, CheckoutRequest, Error, HostOutcome, HostRecord, Mapping, OutputStream,
+    RecoverScope, Result, Settings, Value, args, select_records,
 };
 use clap::Parser;
 
@@ -261,14 +261,119 @@ fn background_output(log_path: &Path) -> Result<(std::path::PathBuf, std::fs::Fi
     Err(Error::usage("no free name for the background output file"))
 }
 
-/// Runs `work` unless Ctrl-C comes first.
+/// SIGINT (Ctrl-C), SIGTERM and SIGHUP: each stops a command the same way.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Starts listening; from then on these signals no longer end the process by themselves.
+    fn listen() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen =
+            |kind| signal(kind).map_err(|e| Error::io("listening for signals", "<signals>", e));
+        Ok(StopSignals {
+            interrupt: listen(SignalKind::interrupt())?,
+            terminate: listen(SignalKind::terminate())?,
+            hangup: listen(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for the next stop signal and names it.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "Ctrl-C",
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.hangup.recv() => "SIGHUP",
+        }
+    }
+}
+
+/// Runs `work` unless a stop signal (Ctrl-C, SIGTERM, SIGHUP) comes first.
 async fn interruptible<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let mut signals = StopSignals::listen()?;
     tokio::select! {
         out = work => out,
-        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted {
-            message: "stopped waiting; hosts being checked in stay in the inventory for `broker checkin`".into(),
+        signal = signals.next() => Err(Error::Interrupted {
+            message: format!("{signal}: stopped waiting; hosts being checked in stay in the inventory for `broker checkin`"),
         }),
     }
+}
+
+/// Runs a checkout that `stop` can stop. The first stop signal asks it to stop: it waits for
+/// provider calls under way (`cancel_timeout`) and checks in what it made (`checkin_timeout`). A
+/// second signal, or that time passing, stops waiting and says what is left and how to finish.
+async fn checkout_until_stopped<T>(
+    broker: &Broker,
+    mut signals: StopSignals,
+    stop: &Cancellation,
+    progress: Progress,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let mut work = Box::pin(work);
+    let signal = tokio::select! {
+        out = &mut work => return out,
+        signal = signals.next() => signal,
+    };
+    drop(progress);
+    let bound = broker.settings().cancel_timeout()? + broker.settings().checkin_timeout()?;
+    eprintln!(
+        "{signal}: stopping the checkout: waiting up to {}s for provider calls under way, then checking in what it made; \
+         press Ctrl-C again to stop waiting",
+        bound.as_secs()
+    );
+    stop.cancel();
+    let why = tokio::select! {
+        out = &mut work => return out,
+        again = signals.next() => format!("{again} again"),
+        () = tokio::time::sleep(bound) => format!("clean-up unfinished after {}s", bound.as_secs()),
+    };
+    // Dropping the checkout stops its tasks where they are; what they had not finished stays recorded.
+    drop(work);
+    Err(left_behind(broker, &why))
+}
+
+/// After a checkout was abandoned mid-clean-up: what this process left in the inventory, and how to
+/// finish.
+fn left_behind(broker: &Broker, why: &str) -> Error {
+    let me = broker_core::Owner::current();
+    let left: Vec<HostRecord> = match broker.inventory().list() {
+        Ok(records) => records
+            .into_iter()
+            .filter(|r| r.owner().is_some_and(|o| &o == me))
+            .collect(),
+        Err(e) => {
+            return Error::Interrupted {
+                message: format!(
+                    "{why}: stopped waiting; reading the inventory failed ({e}); run `broker recover` once this process has exited"
+                ),
+            };
+        }
+    };
+    if left.is_empty() {
+        return Error::Interrupted {
+            message: format!("{why}: stopped waiting; this checkout left nothing in the inventory"),
+        };
+    }
+    let listed: Vec<String> = left
+        .iter()
+        .map(|r| format!("{} ({})", r.display_name(), r.state()))
+        .collect();
+    let ready: Vec<String> = left
+        .iter()
+        .filter(|r| r.state() == broker_core::HostState::Ready)
+        .map(HostRecord::display_name)
+        .collect();
+    let mut message = format!(
+        "{why}: stopped waiting; left in the inventory: {}; finish with `broker recover` (it checks in the unfinished ones of this process once it has exited)",
+        listed.join(", ")
+    );
+    if !ready.is_empty() {
+        message.push_str(&format!(" and `broker checkin {}`", ready.join(" ")));
+    }
+    Error::Interrupted { message }
 }
 
 fn request_args(
@@ -292,20 +397,18 @@ fn request_args(
 }
 
 async fn checkout(broker: &Broker, a: CheckoutArgs, emitter: &mut Emitter) -> Result<i32> {
-    let mut request = request_args(broker, a.nick, &a.provider)?.keep_partial(a.keep_partial);
+    // Listening before anything is made: a stop signal from now on gives back what was made.
+    let signals = StopSignals::listen()?;
+    let stop = Cancellation::new();
+    let mut request = request_args(broker, a.nick, &a.provider)?
+        .keep_partial(a.keep_partial)
+        .cancel_with(&stop);
     if let Some(count) = a.count {
         request = request.count(count);
     }
     let progress = Progress::start(format!("checking out {} host(s)", request.host_count()));
-    let outcome = tokio::select! {
-        out = broker.checkout(request) => Some(out),
-        _ = tokio::signal::ctrl_c() => None,
-    };
-    drop(progress);
-    let guards = match outcome {
-        Some(result) => result?,
-        None => return Err(abandon_checkout(broker).await),
-    };
+    let guards =
+        checkout_until_stopped(broker, signals, &stop, progress, broker.checkout(request)).await?;
     // The CLI hands hosts out: they stay checked out until `broker checkin`.
     let records: Vec<HostRecord> = guards
         .into_iter()
@@ -351,37 +454,6 @@ async fn hand_out(
         }
     }
     Err(e)
-}
-
-/// After Ctrl-C during checkout: give back whatever this process made or started to make.
-async fn abandon_checkout(broker: &Broker) -> Error {
-    eprintln!("interrupted: checking in what this checkout created…");
-    let mut failed = Vec::new();
-    // Tasks cancelled mid-write may land their last record a moment later; look again briefly.
-    for _ in 0..3 {
-        match broker.recover(RecoverScope::ThisProcess).await {
-            Ok(outcomes) if outcomes.is_empty() => break,
-            Ok(outcomes) => failed.extend(
-                outcomes
-                    .into_iter()
-                    .filter(|o| o.result.is_err())
-                    .map(|o| o.record.display_name()),
-            ),
-            Err(e) => failed.push(e.to_string()),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-    }
-    failed.dedup();
-    Error::Interrupted {
-        message: if failed.is_empty() {
-            "checkout cancelled; nothing was left behind".into()
-        } else {
-            format!(
-                "checkout cancelled; these stay in the inventory for `broker recover --all`: {}",
-                failed.join(", ")
-            )
-        },
-    }
 }
 
 /// Prints hosts, each with the id `broker checkin` takes for it.
@@ -579,11 +651,11 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
 
 async fn duplicate(broker: &Broker, a: DuplicateArgs, emitter: &mut Emitter) -> Result<i32> {
     let records = selected(broker, &a.selection)?;
-    let _progress = Progress::start(format!("duplicating {} host(s)", records.len()));
-    let made = tokio::select! {
-        out = broker.duplicate(&records, a.count.max(1)) => out?,
-        _ = tokio::signal::ctrl_c() => return Err(abandon_checkout(broker).await),
-    };
+    let signals = StopSignals::listen()?;
+    let stop = Cancellation::new();
+    let progress = Progress::start(format!("duplicating {} host(s)", records.len()));
+    let work = broker.duplicate_cancellable(&records, a.count.max(1), &stop);
+    let made = checkout_until_stopped(broker, signals, &stop, progress, work).await?;
     hand_out(broker, made, a.output, emitter).await
 }
 

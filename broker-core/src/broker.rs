@@ -6,6 +6,7 @@
 //! checked in again (all or nothing) unless the request keeps partial results.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +45,7 @@ pub struct CheckoutRequest {
     count: Option<usize>,
     keep_partial: bool,
     labels: Mapping,
+    cancellation: Option<Cancellation>,
 }
 
 impl CheckoutRequest {
@@ -99,6 +101,256 @@ impl CheckoutRequest {
     pub fn host_count(&self) -> usize {
         self.count.unwrap_or(1)
     }
+
+    /// Lets `cancellation` stop the checkout: no further host is started, provider calls under way
+    /// are given `cancel_timeout` to answer, and every host made is checked in again; the checkout
+    /// then fails with [`Error::Interrupted`] saying what was given back and what is left.
+    pub fn cancel_with(mut self, cancellation: &Cancellation) -> Self {
+        self.cancellation = Some(cancellation.clone());
+        self
+    }
+}
+
+/// Asks running checkouts to stop, e.g. on Ctrl-C (see [`CheckoutRequest::cancel_with`]).
+///
+/// Stopping is cooperative rather than abrupt: a provider call already under way may complete at
+/// the provider even when its caller goes away (an engine finishes a create whose request was
+/// dropped), so broker waits for its answer and gives back what it made.
+///
+/// ```
+/// let stop = broker_core::Cancellation::new();
+/// assert!(!stop.is_cancelled());
+/// stop.cancel();
+/// assert!(stop.is_cancelled());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Cancellation {
+    state: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Cancellation {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Cancellation {
+    /// A cancellation not yet asked for.
+    pub fn new() -> Self {
+        Cancellation {
+            state: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+
+    /// Asks everything watching this cancellation to stop.
+    pub fn cancel(&self) {
+        self.state.send_replace(true);
+    }
+
+    /// Whether [`Cancellation::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        *self.state.borrow()
+    }
+
+    /// Completes once [`Cancellation::cancel`] has been called.
+    pub async fn cancelled(&self) {
+        let mut seen = self.state.subscribe();
+        // The sender lives as long as `self`, so waiting cannot fail.
+        let _ = seen.wait_for(|stopped| *stopped).await;
+    }
+}
+
+/// What stops the tasks of one checkout: the caller's cancellation, or the checkout's own, which is
+/// set when the checkout's future is dropped.
+#[derive(Debug, Clone)]
+struct Stop {
+    own: Cancellation,
+    caller: Option<Cancellation>,
+}
+
+impl Stop {
+    fn is_set(&self) -> bool {
+        self.own.is_cancelled() || self.caller.as_ref().is_some_and(Cancellation::is_cancelled)
+    }
+
+    async fn wait(&self) {
+        match &self.caller {
+            Some(caller) => tokio::select! {
+                () = self.own.cancelled() => {}
+                () = caller.cancelled() => {}
+            },
+            None => self.own.cancelled().await,
+        }
+    }
+
+    /// Runs a provider call to its end; once a stop is asked for, waits at most `grace` more for
+    /// its answer (`None`: it did not come, and the call was dropped).
+    async fn finish_or_abandon<T>(
+        &self,
+        call: impl Future<Output = T>,
+        grace: Duration,
+    ) -> Option<T> {
+        let mut call = std::pin::pin!(call);
+        tokio::select! {
+            biased;
+            out = &mut call => return Some(out),
+            () = self.wait() => {}
+        }
+        tokio::time::timeout(grace, call).await.ok()
+    }
+}
+
+/// How one host of a checkout ended.
+#[derive(Debug)]
+enum HostAttempt {
+    /// Made and recorded `ready`.
+    Made(HostRecord),
+    /// The provider failed (and what it left was cleaned up, or recorded for `recover`).
+    Failed(Error),
+    /// Stopped before the provider was asked.
+    NotStarted,
+    /// Stopped; the host (or whatever the provider had made of it) was given back.
+    GivenBack(String),
+    /// Stopped; giving the host back failed, so its record stays.
+    Left(String, Error),
+}
+
+/// What a stopped checkout did with its hosts, for the message the caller gets.
+#[derive(Debug, Default)]
+struct Stopped {
+    given_back: Vec<String>,
+    left: Vec<(String, Error)>,
+    failed: Vec<(usize, Error)>,
+    not_started: usize,
+}
+
+impl Stopped {
+    fn describe(&self) -> String {
+        use std::fmt::Write;
+        let mut out = "checkout stopped".to_owned();
+        if self.given_back.is_empty() {
+            out.push_str("; no host was made");
+        } else {
+            let _ = write!(out, "; checked in again: {}", self.given_back.join(", "));
+        }
+        if self.not_started > 0 {
+            let _ = write!(out, "; {} not started", self.not_started);
+        }
+        for (index, e) in &self.failed {
+            let _ = write!(out, "; #{} failed: {}", index + 1, crate::error::chain(e));
+        }
+        if !self.left.is_empty() {
+            let names: Vec<&str> = self.left.iter().map(|(n, _)| n.as_str()).collect();
+            let _ = write!(out, "; still checked out: ");
+            for (n, (name, e)) in self.left.iter().enumerate() {
+                let sep = if n == 0 { "" } else { ", " };
+                let _ = write!(out, "{sep}{name} ({})", crate::error::chain(e));
+            }
+            let _ = write!(
+                out,
+                "; release them with `broker checkin {}` or `broker recover --all`",
+                names.join(" ")
+            );
+        }
+        out
+    }
+}
+
+/// The tasks making the hosts of one checkout.
+///
+/// Each task delivers its outcome through a channel rather than its join handle, so that a host made
+/// after the caller went away is never dropped silently: when the checkout's future is dropped (a
+/// caller's `timeout` or `select!`), the run is stopped, not aborted — tasks finish the provider call
+/// under way (within `cancel_timeout`) and give back what they made, and hosts already delivered but
+/// not yet received are checked in again.
+struct CheckoutRun {
+    inner: Arc<BrokerInner>,
+    stop: Stop,
+    tasks: JoinSet<()>,
+    task_index: HashMap<tokio::task::Id, usize>,
+    sender: tokio::sync::mpsc::UnboundedSender<(usize, HostAttempt)>,
+    receiver: tokio::sync::mpsc::UnboundedReceiver<(usize, HostAttempt)>,
+    finished: bool,
+}
+
+impl CheckoutRun {
+    fn new(inner: Arc<BrokerInner>, stop: Stop) -> Self {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        CheckoutRun {
+            inner,
+            stop,
+            tasks: JoinSet::new(),
+            task_index: HashMap::new(),
+            sender,
+            receiver,
+            finished: false,
+        }
+    }
+
+    fn spawn(&mut self, index: usize, work: impl Future<Output = HostAttempt> + Send + 'static) {
+        let sender = self.sender.clone();
+        let inner = Arc::clone(&self.inner);
+        let task = self.tasks.spawn(async move {
+            let attempt = work.await;
+            if let Err(undelivered) = sender.send((index, attempt))
+                && let (_, HostAttempt::Made(record)) = undelivered.0
+            {
+                inner.checkin_many(vec![record], None).await;
+            }
+        });
+        self.task_index.insert(task.id(), index);
+    }
+
+    /// Every task's outcome, in request order.
+    async fn finish(&mut self) -> Vec<(usize, HostAttempt)> {
+        let mut out = Vec::new();
+        while let Some(joined) = self.tasks.join_next_with_id().await {
+            // A provider that panics fails its host, not the whole process.
+            if let Err(e) = joined {
+                let index = self.task_index.get(&e.id()).copied().unwrap_or_default();
+                let failure = Error::user(format!("the checkout task failed: {e}"));
+                out.push((index, HostAttempt::Failed(failure)));
+            }
+        }
+        while let Ok(delivered) = self.receiver.try_recv() {
+            out.push(delivered);
+        }
+        self.finished = true;
+        out.sort_by_key(|(i, _)| *i);
+        out
+    }
+}
+
+impl Drop for CheckoutRun {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.stop.own.cancel();
+        self.tasks.detach_all();
+        self.receiver.close();
+        let mut undelivered = Vec::new();
+        while let Ok((_, attempt)) = self.receiver.try_recv() {
+            if let HostAttempt::Made(record) = attempt {
+                undelivered.push(record);
+            }
+        }
+        if undelivered.is_empty() {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        let give_back = async move {
+            inner.checkin_many(undelivered, None).await;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(give_back);
+            }
+            Err(_) => {
+                let _ = crate::guard::run_bounded(give_back, self.inner.checkin_timeout);
+            }
+        }
+    }
 }
 
 /// A checkout request resolved against the settings and the registry.
@@ -148,6 +400,7 @@ pub(crate) struct BrokerInner {
     /// Providers built so far, by (provider, instance).
     providers: Mutex<HashMap<ProviderKey, Arc<dyn Provider>>>,
     pub(crate) checkin_timeout: Duration,
+    cancel_timeout: Duration,
     pub(crate) keep_on_failure: Option<Duration>,
     thread_limit: Option<usize>,
     origin: Mutex<Option<String>>,
@@ -208,6 +461,7 @@ impl Broker {
         Ok(Broker {
             inner: Arc::new(BrokerInner {
                 checkin_timeout: settings.checkin_timeout()?,
+                cancel_timeout: settings.cancel_timeout()?,
                 keep_on_failure: settings.keep_on_failure()?,
                 thread_limit: settings.thread_limit(),
                 settings,
@@ -286,61 +540,86 @@ impl Broker {
         let limit = self.inner.thread_limit.unwrap_or(resolved.count).max(1);
         let permits = Arc::new(Semaphore::new(limit));
         let args = Arc::new(resolved.args);
-        let mut tasks = JoinSet::new();
-        let mut task_index = HashMap::new();
+        let stop = Stop {
+            own: Cancellation::new(),
+            caller: request.cancellation.clone(),
+        };
+        let mut run = CheckoutRun::new(Arc::clone(&self.inner), stop.clone());
         for index in 0..resolved.count {
             let inner = Arc::clone(&self.inner);
             let provider = Arc::clone(&provider);
             let args = Arc::clone(&args);
             let permits = Arc::clone(&permits);
-            let task = tasks.spawn(async move {
+            let stop = stop.clone();
+            run.spawn(index, async move {
                 let _permit = permits.acquire_owned().await;
-                inner.checkout_single(provider, &args, index).await
+                inner.checkout_single(provider, &args, index, &stop).await
             });
-            task_index.insert(task.id(), index);
         }
+        let attempts = run.finish().await;
+
         let mut made: Vec<(usize, HostRecord)> = Vec::new();
         let mut failures: Vec<(usize, Error)> = Vec::new();
-        while let Some(joined) = tasks.join_next_with_id().await {
-            let (id, result) = match joined {
-                Ok((id, result)) => (id, result),
-                // A provider that panics fails its host, not the whole process.
-                Err(e) => (
-                    e.id(),
-                    Err(Error::user(format!("the checkout task failed: {e}"))),
-                ),
-            };
-            let index = task_index.get(&id).copied().unwrap_or_default();
-            match result {
-                Ok(record) => made.push((index, record)),
-                Err(e) => failures.push((index, e)),
+        let mut stopped = Stopped::default();
+        for (index, attempt) in attempts {
+            match attempt {
+                HostAttempt::Made(record) => made.push((index, record)),
+                HostAttempt::Failed(e) => failures.push((index, e)),
+                HostAttempt::NotStarted => stopped.not_started += 1,
+                HostAttempt::GivenBack(name) => stopped.given_back.push(name),
+                HostAttempt::Left(name, e) => stopped.left.push((name, e)),
             }
         }
-        made.sort_by_key(|(i, _)| *i);
-        failures.sort_by_key(|(i, _)| *i);
+
+        if stop.is_set() {
+            // Hosts made before the stop was asked for go back too: no one will receive them.
+            let outcomes = self
+                .inner
+                .checkin_many(made.into_iter().map(|(_, r)| r).collect(), None)
+                .await;
+            for o in outcomes {
+                match o.result {
+                    Ok(()) => stopped.given_back.push(o.record.display_name()),
+                    Err(e) => stopped.left.push((o.record.display_name(), e)),
+                }
+            }
+            stopped.failed = failures;
+            return Err(Error::Interrupted {
+                message: stopped.describe(),
+            });
+        }
 
         if !failures.is_empty() {
             if resolved.count == 1 && made.is_empty() {
                 return Err(failures.remove(0).1);
             }
-            let names: Vec<String> = made.iter().map(|(_, r)| r.display_name()).collect();
-            let (rolled_back, kept) = if request.keep_partial {
-                (Vec::new(), names)
+            let (rolled_back, kept, left) = if request.keep_partial {
+                let names = made.iter().map(|(_, r)| r.display_name()).collect();
+                (Vec::new(), names, Vec::new())
             } else {
                 let outcomes = self
                     .inner
                     .checkin_many(made.into_iter().map(|(_, r)| r).collect(), None)
                     .await;
-                for o in outcomes.iter().filter(|o| o.result.is_err()) {
-                    tracing::error!(host = %o.record.display_name(), "rolling back failed; the record stays in the inventory");
+                let mut rolled_back = Vec::new();
+                let mut left = Vec::new();
+                for o in outcomes {
+                    match o.result {
+                        Ok(()) => rolled_back.push(o.record.display_name()),
+                        Err(e) => {
+                            tracing::error!(host = %o.record.display_name(), "rolling back failed; the record stays in the inventory");
+                            left.push((o.record.display_name(), e));
+                        }
+                    }
                 }
-                (names, Vec::new())
+                (rolled_back, Vec::new(), left)
             };
             return Err(Error::CheckoutFailed {
                 requested: resolved.count,
                 failures,
                 rolled_back,
                 kept,
+                left,
             });
         }
 
@@ -556,6 +835,20 @@ impl Broker {
     /// masked (the inventory is readable by others); the first checkout error (hosts already
     /// duplicated stay checked out).
     pub async fn duplicate(&self, records: &[HostRecord], count: usize) -> Result<Vec<HostRecord>> {
+        self.duplicate_cancellable(records, count, &Cancellation::new())
+            .await
+    }
+
+    /// As [`Broker::duplicate`], stopped by `cancellation` as [`CheckoutRequest::cancel_with`] says.
+    ///
+    /// # Errors
+    /// As [`Broker::duplicate`]; [`Error::Interrupted`] when stopped.
+    pub async fn duplicate_cancellable(
+        &self,
+        records: &[HostRecord],
+        count: usize,
+        cancellation: &Cancellation,
+    ) -> Result<Vec<HostRecord>> {
         for record in records {
             let not_stored = crate::redact::masked_keys(&record.args());
             if !not_stored.is_empty() {
@@ -578,9 +871,11 @@ impl Broker {
             if let (Some(provider), Some(instance)) = (record.provider(), record.instance()) {
                 args.insert(Value::from(provider), Value::from(instance));
             }
-            let guards = self
-                .checkout(CheckoutRequest::new().args(args).count(count))
-                .await?;
+            let request = CheckoutRequest::new()
+                .args(args)
+                .count(count)
+                .cancel_with(cancellation);
+            let guards = self.checkout(request).await?;
             out.extend(guards.into_iter().map(|g| g.keep().record().clone()));
         }
         Ok(out)
@@ -777,21 +1072,55 @@ impl BrokerInner {
         self.provider(&kind, record.instance())
     }
 
-    /// One host: intent → provider → ready.
+    /// One host: intent → provider → ready. Once `stop` is set, no provider call starts; one under
+    /// way gets `cancel_timeout` to answer, and what it made is given back.
     async fn checkout_single(
         &self,
         provider: Arc<dyn Provider>,
         args: &Mapping,
         index: usize,
-    ) -> Result<HostRecord> {
+        stop: &Stop,
+    ) -> HostAttempt {
+        if stop.is_set() {
+            return HostAttempt::NotStarted;
+        }
         let mut record = HostRecord::pending(provider.name(), provider.instance(), args.clone());
         let id = record.id();
         let ctx = CheckoutContext::new(&id, args, index);
         // What the provider knows before it creates anything (the name it will give the host) goes
         // into the intent record, so a crash at any point leaves a record that names the host.
         record.merge(provider.planned_fields(&ctx));
-        self.put(record.clone()).await?;
-        let attempt = provider.checkout(&ctx).await;
+        if let Err(e) = self.put(record.clone()).await {
+            return HostAttempt::Failed(e);
+        }
+        if stop.is_set() {
+            let _removed = self.remove(vec![id]).await;
+            return HostAttempt::NotStarted;
+        }
+        let attempt = match stop
+            .finish_or_abandon(provider.checkout(&ctx), self.cancel_timeout)
+            .await
+        {
+            Some(attempt) => attempt,
+            None => {
+                // The provider did not answer in time after the stop: it gives back whatever it made
+                // of the host so far, found by the `pending` record's identity; the record stays
+                // when that fails.
+                let name = record.display_name();
+                tracing::warn!(host = %name, "the provider did not answer within {:?} of the stop; giving back what it made", self.cancel_timeout);
+                return match provider.checkin(&record).await {
+                    Ok(()) => {
+                        let _removed = self.remove(vec![id]).await;
+                        HostAttempt::GivenBack(name)
+                    }
+                    Err(e) => {
+                        record.set(fields::LAST_ERROR, crate::error::chain(&e));
+                        let _ = self.put(record).await;
+                        HostAttempt::Left(name, e)
+                    }
+                };
+            }
+        };
         let fields = match attempt {
             Ok(fields) => fields,
             Err(e) => {
@@ -802,7 +1131,7 @@ impl BrokerInner {
                 let kept = ctx.take_kept();
                 if !kept.is_empty() {
                     self.keep_failed(&provider, record, kept, &e).await;
-                    return Err(e);
+                    return HostAttempt::Failed(e);
                 }
                 // The provider may have left something tagged with the record's identity behind.
                 match provider.checkin(&record).await {
@@ -819,7 +1148,7 @@ impl BrokerInner {
                         );
                     }
                 }
-                return Err(e);
+                return HostAttempt::Failed(e);
             }
         };
         record.merge(fields);
@@ -843,10 +1172,18 @@ impl BrokerInner {
                     "recording the host failed and giving it back failed too: {cleanup}; run `broker recover --all`"
                 ),
             }
-            return Err(e);
+            return HostAttempt::Failed(e);
         }
         tracing::info!(host = %record.display_name(), "checked out");
-        Ok(record)
+        if stop.is_set() {
+            // Made after the stop was asked for: no one will receive it.
+            let name = record.display_name();
+            return match self.checkin_record(provider, record).await {
+                Ok(()) => HostAttempt::GivenBack(name),
+                Err(e) => HostAttempt::Left(name, e),
+            };
+        }
+        HostAttempt::Made(record)
     }
 
     /// Records the hosts a failed checkout left and the provider asked to keep: the first in the

@@ -166,8 +166,9 @@ pub enum Error {
     /// Some hosts of a multi-host checkout failed.
     ///
     /// Unless the request asked to keep partial results, the hosts that were made have been checked in
-    /// again (listed in `rolled_back`); otherwise they are in the inventory (listed in `kept`).
-    #[error("{}", checkout_failed_message(*requested, failures, rolled_back, kept))]
+    /// again (listed in `rolled_back`, or in `left` when that failed); otherwise they are in the
+    /// inventory (listed in `kept`).
+    #[error("{}", checkout_failed_message(*requested, failures, rolled_back, kept, left))]
     CheckoutFailed {
         /// How many hosts were asked for.
         requested: usize,
@@ -177,6 +178,9 @@ pub enum Error {
         rolled_back: Vec<String>,
         /// Hosts that were made and kept (when partial results were asked for).
         kept: Vec<String>,
+        /// Hosts that were made and could not be checked in again, with why: they are still checked
+        /// out, their records marked `releasing`.
+        left: Vec<(String, Error)>,
     },
 
     /// The operation was cancelled, e.g. by Ctrl-C (exit code 130).
@@ -230,6 +234,7 @@ fn checkout_failed_message(
     failures: &[(usize, Error)],
     rolled_back: &[String],
     kept: &[String],
+    left: &[(String, Error)],
 ) -> String {
     use fmt::Write;
     let mut out = format!("{} of {requested} checkouts failed", failures.len());
@@ -241,6 +246,21 @@ fn checkout_failed_message(
     }
     if !kept.is_empty() {
         let _ = write!(out, "\n  kept in the inventory: {}", kept.join(", "));
+    }
+    if !left.is_empty() {
+        let _ = write!(
+            out,
+            "\n  still checked out (checking them in again failed):"
+        );
+        for (name, error) in left {
+            let _ = write!(out, "\n    {name}: {}", crate::error::chain(error));
+        }
+        let names: Vec<&str> = left.iter().map(|(n, _)| n.as_str()).collect();
+        let _ = write!(
+            out,
+            "\n  release them with `broker checkin {}` (or `broker recover --all`)",
+            names.join(" ")
+        );
     }
     out
 }
@@ -428,6 +448,7 @@ mod tests {
             failures: vec![(2, Error::provider("TestProvider", "injected failure"))],
             rolled_back: vec!["a".into(), "b".into()],
             kept: vec![],
+            left: vec![],
         };
         let text = err.to_string();
         assert!(text.starts_with("1 of 3 checkouts failed"), "{text}");

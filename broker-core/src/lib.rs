@@ -49,7 +49,9 @@ pub mod settings;
 pub mod terminal;
 pub mod time;
 
-pub use broker::{Broker, CheckoutRequest, HostOutcome, RecoverScope, select_records};
+pub use broker::{
+    Broker, Cancellation, CheckoutRequest, HostOutcome, RecoverScope, select_records,
+};
 pub use error::{Error, Result};
 pub use guard::{HostGuard, KEEP_ON_FAILURE_ENV};
 pub use host::{FromHost, Host, HostRecord, HostState, Owner, RecordId};

@@ -283,6 +283,16 @@ impl Settings {
         self.get_duration("checkin_timeout", Duration::from_secs(300))
     }
 
+    /// How long a stopped checkout (Ctrl-C, a [`crate::Cancellation`], a dropped checkout future)
+    /// waits for provider calls already under way to answer before giving up on them
+    /// (`cancel_timeout`, default 10 s).
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] when the value is not a duration.
+    pub fn cancel_timeout(&self) -> Result<Duration> {
+        self.get_duration("cancel_timeout", Duration::from_secs(10))
+    }
+
     /// `keep_on_failure` (env `BROKER_KEEP_ON_FAILURE`): how long guards dropped by a panicking test
     /// keep their hosts instead of checking them in; `None` (the default) checks them in.
     ///

@@ -24,9 +24,13 @@
 //! so no quoting pitfalls), files move through the archive API. When port 22 is published the host's
 //! `hostname` is `ENGINE_HOST:PORT` and it is reached over SSH instead (feature `ssh`), as upstream.
 //!
-//! Check-in force-removes the container and its anonymous volumes; a container that is already gone is
-//! checked in. A record still `pending` (a crash between create and record) finds its container by the
-//! `broker.record_id` label.
+//! Check-in force-removes the record's containers and their anonymous volumes: those labelled with the
+//! record's identity (`broker.record_id`, which also finds the container of a record still `pending`
+//! after a crash between create and record) and the one whose id the record holds (`container_id`).
+//! A container is never removed for its name alone while it carries another record's identity: the
+//! name may meanwhile belong to someone else. Only a record with neither (written by the Python broker)
+//! is looked up by name. A container that is already gone is checked in. A create still under way
+//! (its caller was interrupted, but the engine completes it) is waited for before looking.
 //!
 //! Fault injection for reliability tests, through the argument `_broker_fault`: `hang_after_create`
 //! makes a checkout wait forever once its container runs; `fail_after_create:3` (a comma list of
@@ -34,7 +38,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -42,7 +46,8 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as EngineError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, PortBinding,
+    ContainerCreateBody, ContainerCreateResponse, EndpointSettings, HostConfig, NetworkingConfig,
+    PortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, ListImagesOptions,
@@ -107,6 +112,9 @@ const LABEL_MANAGED: &str = "broker.managed";
 /// Label holding the inventory record's identity.
 const LABEL_RECORD: &str = "broker.record_id";
 
+/// How long a check-in waits for a create of the same record that is still under way.
+const CREATE_WAIT: Duration = Duration::from_secs(120);
+
 /// How to start an engine's API when none answers.
 const START_HINT: &str = "start one, e.g. `podman system service --time=0 unix:///run/podman/podman.sock &` \
      (or `systemctl start docker`), or point DOCKER_HOST at a running engine";
@@ -119,6 +127,7 @@ fn build(config: ProviderConfig) -> Result<Arc<dyn Provider>> {
     Ok(Arc::new(ContainerProvider {
         prefix,
         engine: tokio::sync::OnceCell::new(),
+        creating: Mutex::new(HashMap::new()),
         config,
     }))
 }
@@ -129,6 +138,8 @@ pub struct ContainerProvider {
     config: ProviderConfig,
     prefix: String,
     engine: tokio::sync::OnceCell<Engine>,
+    /// Creates under way, by record identity; each lock is held until the engine has answered.
+    creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A connected engine and the host name its published ports are reached at.
@@ -370,25 +381,93 @@ impl ContainerProvider {
         labels
     }
 
-    /// Finds the containers of a record. A record that is `ready` (or written by another tool) names
-    /// its container. A record still `pending` may name a container that was never made — and that
-    /// name may meanwhile belong to another host — so only containers carrying its identity label count.
-    async fn containers_of(&self, record: &HostRecord) -> Result<Vec<String>> {
-        if record.state() != broker_core::HostState::Pending
-            && let Some(name) = record.name()
+    /// Creates a container on a task of its own: when the checkout is dropped mid-request the engine
+    /// completes the create anyway, so the request runs to its answer, and a check-in of the same
+    /// record waits for that answer before it looks for the container.
+    async fn create_container(
+        &self,
+        docker: &Docker,
+        record: &broker_core::RecordId,
+        options: CreateContainerOptions,
+        body: ContainerCreateBody,
+    ) -> std::result::Result<ContainerCreateResponse, EngineError> {
+        let slot = Arc::new(tokio::sync::Mutex::new(()));
+        let answered = Arc::clone(&slot).lock_owned().await;
+        lock(&self.creating).insert(record.to_string(), Arc::clone(&slot));
+        let docker = docker.clone();
+        let request = tokio::spawn(async move {
+            let out = docker.create_container(Some(options), body).await;
+            drop(answered);
+            out
+        });
+        let out = request
+            .await
+            .unwrap_or_else(|e| Err(EngineError::from(std::io::Error::other(e.to_string()))));
+        let mut creating = lock(&self.creating);
+        if creating
+            .get(record.as_str())
+            .is_some_and(|s| Arc::ptr_eq(s, &slot))
         {
-            return Ok(vec![name.to_owned()]);
+            creating.remove(record.as_str());
         }
-        let label = format!("{LABEL_RECORD}={}", record.id());
-        let labelled = self.list_containers(Some(("label", &label))).await?;
-        Ok(labelled
-            .iter()
-            .filter_map(|c| {
-                c.get("Id")
-                    .and_then(serde_json::Value::as_str)
-                    .map(str::to_owned)
-            })
-            .collect())
+        out
+    }
+
+    /// Waits (bounded) until no create for this record is under way.
+    async fn create_answered(&self, record: &HostRecord) {
+        let slot = lock(&self.creating).get(record.id().as_str()).cloned();
+        if let Some(slot) = slot
+            && tokio::time::timeout(CREATE_WAIT, slot.lock())
+                .await
+                .is_err()
+        {
+            tracing::warn!(host = %record.display_name(), "a create of this host is still under way after {CREATE_WAIT:?}; looking for its container anyway");
+        }
+    }
+
+    /// Finds the containers of a record: those labelled with its identity and the one whose id it
+    /// recorded. The name alone is trusted only for records with neither (the Python broker's), and
+    /// never for a container labelled as another record's: a name may meanwhile belong to another
+    /// host or to a container broker did not make.
+    async fn containers_of(&self, record: &HostRecord) -> Result<Vec<String>> {
+        self.create_answered(record).await;
+        let docker = self.docker().await?;
+        let mut found: Vec<String> = Vec::new();
+        let identity = record.id();
+        let label = format!("{LABEL_RECORD}={identity}");
+        for c in self.list_containers(Some(("label", &label))).await? {
+            if let Some(id) = c.get("Id").and_then(serde_json::Value::as_str) {
+                found.push(id.to_owned());
+            }
+        }
+        let recorded_id = record
+            .get("container_id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty());
+        let by_name = record
+            .name()
+            .filter(|_| !record.has_broker_id() && recorded_id.is_none());
+        for key in recorded_id.into_iter().chain(by_name) {
+            let inspect = match docker.inspect_container(key, None).await {
+                Ok(inspect) => inspect,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(self.engine_error(&format!("inspecting container {key}"), e)),
+            };
+            let Some(id) = inspect.id else { continue };
+            let owner = inspect
+                .config
+                .and_then(|c| c.labels)
+                .and_then(|mut labels| labels.remove(LABEL_RECORD));
+            match owner {
+                Some(owner) if owner != identity.as_str() => tracing::warn!(
+                    host = %record.display_name(),
+                    "container {key} belongs to another inventory record; leaving it alone"
+                ),
+                _ if found.contains(&id) => {}
+                _ => found.push(id),
+            }
+        }
+        Ok(found)
     }
 
     /// `GET /containers/json?all=1`, read as plain JSON. bollard's typed summary rejects states other
@@ -582,8 +661,9 @@ impl Provider for ContainerProvider {
         };
         // Create first and look for the image only when the engine does not have it: one round trip
         // fewer on the common path.
-        let created = match docker
-            .create_container(Some(options.clone()), body.clone())
+        let record = ctx.record_id();
+        let created = match self
+            .create_container(docker, record, options.clone(), body.clone())
             .await
         {
             Err(e) if is_not_found(&e) => {
@@ -592,7 +672,7 @@ impl Provider for ContainerProvider {
                     image: Some(image.clone()),
                     ..body
                 };
-                docker.create_container(Some(options), body).await
+                self.create_container(docker, record, options, body).await
             }
             other => other,
         }
@@ -1132,6 +1212,10 @@ impl Session for ContainerSession {
             .await
             .map_err(|e| self.gone_or(e, &format!("writing {path}")))
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn is_not_found(e: &EngineError) -> bool {

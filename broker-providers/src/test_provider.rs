@@ -517,6 +517,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failed_rollback_names_the_hosts_still_out_and_how_to_release_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let err = broker
+            .checkout(
+                CheckoutRequest::new()
+                    .arg("test_action", "basic")
+                    .arg("fail_checkout", "3")
+                    .arg("fail_checkin", "all")
+                    .count(3),
+            )
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains("checked in again"), "{text}");
+        // The two hosts made are still out, marked releasing (the failed third's clean-up failed too:
+        // its intent record stays for `recover`).
+        let left: Vec<HostRecord> = broker
+            .inventory()
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.state() == HostState::Releasing)
+            .collect();
+        assert_eq!(left.len(), 2, "{text}");
+        let names: Vec<String> = left.iter().map(HostRecord::display_name).collect();
+        for name in &names {
+            assert!(
+                text.contains(&format!("    {name}: TestProvider")),
+                "{text}"
+            );
+        }
+        assert!(text.contains("still checked out"), "{text}");
+        assert!(
+            text.contains(&format!("`broker checkin {}`", names.join(" ")))
+                || text.contains(&format!("`broker checkin {} {}`", names[1], names[0])),
+            "{text}"
+        );
+        assert_eq!(hosts_on_provider(dir.path()), 2);
+    }
+
+    #[tokio::test]
     async fn keep_partial_keeps_the_hosts_that_were_made() {
         let dir = tempfile::tempdir().unwrap();
         let broker = broker(dir.path());
@@ -754,6 +796,71 @@ mod tests {
         assert_eq!(outcomes.len(), 1);
         assert!(outcomes[0].result.is_ok());
         assert_all_checked_in(&broker, dir.path());
+    }
+
+    /// Polls until `check` holds (or 20 s pass).
+    async fn settles(mut check: impl FnMut() -> bool) -> bool {
+        for _ in 0..400 {
+            if check() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        check()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_checkout_gives_back_what_its_provider_calls_make() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let request = CheckoutRequest::new()
+            .arg("test_action", "basic")
+            .arg("delay", "1s")
+            .count(3);
+        // Dropped (as a caller's `timeout` or `select!` does) while its provider calls are under way.
+        tokio::select! {
+            _ = broker.checkout(request) => panic!("the checkout should still be running"),
+            () = async {
+                while broker.inventory().list().unwrap().len() < 3 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            } => {}
+        }
+        // The provider calls under way finish; no one receives their hosts, so they go back.
+        assert!(
+            settles(|| broker.inventory().list().unwrap().is_empty()).await,
+            "{:?}",
+            broker.inventory().list().unwrap()
+        );
+        assert_eq!(hosts_on_provider(dir.path()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_checkout_gives_back_its_hosts_and_says_which() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let stop = broker_core::Cancellation::new();
+        let request = CheckoutRequest::new()
+            .arg("test_action", "basic")
+            .arg("delay", "1s")
+            .count(2)
+            .cancel_with(&stop);
+        let (result, ()) = tokio::join!(broker.checkout(request), async {
+            while broker.inventory().list().unwrap().len() < 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop.cancel();
+        });
+        let err = result.unwrap_err();
+        assert_eq!(err.exit_code(), 130);
+        let text = err.to_string();
+        assert!(text.contains("checked in again: broker-test-"), "{text}");
+        // A host whose provider call had not begun when the stop came is not started at all.
+        let given_back = text.matches("broker-test-").count();
+        let not_started = usize::from(text.contains("; 1 not started"));
+        assert_eq!(given_back + not_started, 2, "{text}");
+        assert!(broker.inventory().list().unwrap().is_empty());
+        assert_eq!(hosts_on_provider(dir.path()), 0);
     }
 
     #[tokio::test]

@@ -389,7 +389,7 @@ fn background_checkout_returns_at_once_and_logs() {
 
 #[test]
 fn ctrl_c_during_checkout_checks_in_what_was_made() {
-    let dir = BrokerDir::new(SETTINGS);
+    let dir = BrokerDir::new(&format!("{SETTINGS}cancel_timeout: 1\n"));
     let child = dir.spawn_checkout(
         &["--test_action", "basic", "--hang", "created", "-c", "2"],
         2,
@@ -1083,4 +1083,74 @@ fn a_count_of_zero_from_a_nick_or_an_argument_is_a_usage_error() {
     // The command line's count wins over the nick's.
     dir.ok(&["checkout", "--nick", "Z", "-c", "2"]);
     assert_eq!(dir.inventory().len(), 2);
+}
+
+#[test]
+fn sigterm_and_sighup_during_checkout_check_in_what_was_made() {
+    let dir = BrokerDir::new(&format!("{SETTINGS}cancel_timeout: 1\n"));
+    for signal in ["TERM", "HUP", "INT"] {
+        let child = dir.spawn_checkout(
+            &["--test_action", "basic", "--hang", "created", "-c", "2"],
+            2,
+        );
+        crate::util::signal(&child, signal);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "SIG{signal}: {}",
+            stderr(&out)
+        );
+        assert!(
+            dir.provider_hosts().is_empty(),
+            "SIG{signal}: {:?}",
+            dir.provider_hosts()
+        );
+        assert!(dir.inventory().is_empty(), "SIG{signal}");
+        let err = stderr(&out);
+        assert!(err.contains("checked in again: broker-test-"), "{err}");
+        assert!(!err.contains("still checked out"), "{err}");
+    }
+}
+
+#[test]
+fn second_ctrl_c_stops_waiting_and_says_what_is_left() {
+    use std::io::BufRead;
+    let dir = BrokerDir::new(&format!("{SETTINGS}cancel_timeout: 10m\n"));
+    let mut child = dir
+        .command(&["checkout", "--test_action", "basic", "--hang", "checkout"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(20), || dir
+        .inventory()
+        .first()
+        .is_some_and(|r| r["_broker_state"] == "pending")));
+    crate::util::interrupt(&child);
+    // The second Ctrl-C only once the first was taken in (signals that arrive together count once).
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("press Ctrl-C again to stop waiting") {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "{seen}");
+        seen.push_str(&line);
+    }
+    crate::util::interrupt(&child);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    let left = dir.inventory();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["_broker_state"], "pending");
+    let name = left[0]["name"].as_str().unwrap();
+    assert!(
+        rest.contains(&format!("left in the inventory: {name} (pending)"))
+            && rest.contains("`broker recover`"),
+        "{rest}"
+    );
+    let out = dir.run(&["recover"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(dir.inventory().is_empty());
 }

@@ -303,3 +303,118 @@ fn container_with_sshd_is_reached_over_ssh() {
     dir.ok(&["checkin", "--all"]);
     assert!(containers(&prefix).is_empty());
 }
+
+/// Records in the inventory file, read directly (the CLI may be busy with the same directory).
+fn recorded_names(dir: &BrokerDir) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.inventory_path()).unwrap_or_default();
+    let records: Vec<serde_yaml::Value> = serde_yaml::from_str(&text).unwrap_or_default();
+    let mut names: Vec<String> = records
+        .iter()
+        .filter_map(|r| r.get("name").and_then(serde_yaml::Value::as_str))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn ctrl_c_during_container_checkout_leaves_no_unrecorded_container() {
+    let Some((dir, prefix)) = engine_dir("intr") else {
+        return;
+    };
+    for delay_ms in [0u64, 10, 30, 50, 70, 90] {
+        let child = dir
+            .command(&[
+                "checkout",
+                "--container-host",
+                "broker-busybox",
+                "--command",
+                "sleep 3600",
+                "-c",
+                "5",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Count from the first intent record: the checkout is under way.
+        assert!(wait_for(Duration::from_secs(20), || !recorded_names(&dir).is_empty()));
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        crate::util::interrupt(&child);
+        let out = child.wait_with_output().unwrap();
+        let code = out.status.code();
+        assert!(
+            code == Some(130) || code == Some(0),
+            "after {delay_ms} ms: {code:?}\n{}",
+            stderr(&out)
+        );
+        // Every container broker made is either gone or still recorded: none is left unknown.
+        let live = containers(&prefix);
+        let recorded = recorded_names(&dir);
+        let unrecorded: Vec<&String> = live.iter().filter(|c| !recorded.contains(c)).collect();
+        assert!(
+            unrecorded.is_empty(),
+            "after {delay_ms} ms, containers with no record: {unrecorded:?}; records: {recorded:?}\n{}",
+            stderr(&out)
+        );
+        // What stderr says was checked in is really gone.
+        if code == Some(130) {
+            assert_eq!(
+                live,
+                recorded,
+                "after {delay_ms} ms the inventory and the engine disagree\n{}",
+                stderr(&out)
+            );
+        }
+        dir.ok(&["checkin", "--all"]);
+        dir.ok(&["recover", "--all"]);
+        assert!(containers(&prefix).is_empty(), "{:?}", containers(&prefix));
+    }
+}
+
+#[test]
+fn checkin_never_removes_a_foreign_container_that_took_the_name() {
+    let Some((dir, prefix)) = engine_dir("foreign") else {
+        return;
+    };
+    let out = dir.ok(&[
+        "checkout",
+        "--container-host",
+        "broker-busybox",
+        "--command",
+        "sleep 3600",
+        "-o",
+        "json",
+    ]);
+    let hosts: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let name = hosts[0]["name"].as_str().unwrap().to_owned();
+    // The host's container goes away behind broker's back, and someone else's takes its name.
+    let podman = |args: &[&str]| {
+        let out = Command::new("podman").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    podman(&["rm", "-f", &name]);
+    podman(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--stop-timeout",
+        "1",
+        "localhost/broker-busybox",
+        "sleep",
+        "3600",
+    ]);
+    dir.ok(&["checkin", "0"]);
+    assert!(dir.inventory().is_empty());
+    assert_eq!(
+        containers(&prefix),
+        vec![name.clone()],
+        "the foreign container survives"
+    );
+    podman(&["rm", "-f", &name]);
+}

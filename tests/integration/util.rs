@@ -135,9 +135,14 @@ pub fn stderr(out: &Output) -> String {
 
 /// Sends SIGINT (what Ctrl-C sends) to a child process.
 pub fn interrupt(child: &std::process::Child) {
+    signal(child, "INT");
+}
+
+/// Sends a signal (`INT`, `TERM`, `HUP`…) to a child process.
+pub fn signal(child: &std::process::Child, name: &str) {
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{name}"), &child.id().to_string()])
         .status()
         .expect("run kill");
-    assert!(status.success(), "kill -INT {}", child.id());
+    assert!(status.success(), "kill -{name} {}", child.id());
 }
