@@ -507,6 +507,7 @@ mod tests {
                 failures: vec![(0, Error::provider("AnsibleTower", &text))],
                 rolled_back: vec![],
                 kept: vec![],
+                left: vec![],
             },
         ];
         for e in &errors {
