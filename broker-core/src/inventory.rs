@@ -1542,6 +1542,147 @@ mod tests {
         assert_eq!(store.list().unwrap(), expected);
     }
 
+    /// A small deterministic generator (xorshift), so a failing layout can be replayed by its seed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len())]
+        }
+    }
+
+    /// A value in one of the styles people and PyYAML write, some running over several lines whose
+    /// text looks like entry starts or identities.
+    fn value(rng: &mut Rng, entry: usize, anchors: &mut Vec<String>) -> String {
+        let tricky = [
+            "- second part",
+            "  _broker_id: h1",
+            "  _broker_id: h2",
+            "- _broker_id: h3",
+            "  name: other",
+            "# not a comment",
+            "plain words",
+        ];
+        match rng.below(10) {
+            0 => format!("\"starts\n{}\n  ends\"", rng.pick(&tricky)),
+            1 => format!("'starts\n{}\n  ends'", rng.pick(&tricky)),
+            2 => format!("|\n    {}\n    more", rng.pick(&tricky).trim()),
+            3 => format!("[a,\n    {}]", rng.below(100)),
+            4 => {
+                let name = format!("a{entry}x{}", anchors.len());
+                anchors.push(name.clone());
+                format!("&{name} {{image: rhel{}}}", rng.below(10))
+            }
+            5 if !anchors.is_empty() => format!("*{}", anchors[rng.below(anchors.len())]),
+            6 => format!("{}", rng.below(1000)),
+            7 => "\"a & b\"".to_owned(),
+            // PyYAML reads it; broker cannot.
+            8 if rng.below(4) == 0 => "123456789012345678901234567890".to_owned(),
+            _ => format!("word{}", rng.below(10)),
+        }
+    }
+
+    /// An inventory in the usual block layout with awkward values, identities h1..h4 (some repeated).
+    fn layout(rng: &mut Rng) -> String {
+        let mut text = String::new();
+        let mut anchors = Vec::new();
+        if rng.below(4) == 0 {
+            text.push_str("# hand-edited\n");
+        }
+        for entry in 0..1 + rng.below(5) {
+            let mut lines = Vec::new();
+            if rng.below(6) != 0 {
+                lines.push(format!("_broker_id: h{}", 1 + rng.below(4)));
+            }
+            lines.push("_broker_provider: P".to_owned());
+            for key in ["name", "note"] {
+                if rng.below(3) != 0 {
+                    lines.push(format!("{key}: {}", value(rng, entry, &mut anchors)));
+                }
+            }
+            if rng.below(40) == 0 {
+                lines.push("_broker_provider: Q".to_owned()); // a duplicate key
+            }
+            let shift = rng.below(lines.len());
+            lines.rotate_left(shift);
+            text.push_str("- ");
+            text.push_str(&lines.join("\n  "));
+            text.push('\n');
+            if rng.below(5) == 0 {
+                text.push_str("# between entries\n");
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn fast_edits_of_many_layouts_read_back_as_the_whole_document_path_would_write_them() {
+        let (_dir, store) = store();
+        let path = store.path().to_owned();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut checked, mut refused) = (0, 0);
+        for round in 0..250 {
+            let text = layout(&mut rng);
+            std::fs::write(&path, &text).unwrap();
+            let id = RecordId::from(format!("h{}", 1 + rng.below(5)).as_str());
+            let Ok(mut expected) = parse_whole(&path, &text) else {
+                // Broker cannot read it: every write is refused and the file kept.
+                assert!(store.remove(std::slice::from_ref(&id)).is_err(), "{text}");
+                assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+                refused += 1;
+                continue;
+            };
+            let context = format!("round {round}, {id}:\n{text}");
+            match rng.below(3) {
+                0 => {
+                    let at = expected.iter().position(|r| r.id() == id);
+                    let removed = store.remove(std::slice::from_ref(&id)).unwrap();
+                    assert_eq!(
+                        removed,
+                        at.map(|i| expected.remove(i).id())
+                            .into_iter()
+                            .collect::<Vec<_>>(),
+                        "{context}"
+                    );
+                }
+                1 => {
+                    let mut record = HostRecord::pending("P", None, Default::default());
+                    record.set(fields::ID, id.as_str());
+                    record.set("name", "multi\nline\n- value");
+                    match expected.iter().position(|r| r.id() == id) {
+                        Some(i) => expected[i] = record.clone(),
+                        None => expected.push(record.clone()),
+                    }
+                    store.put(std::slice::from_ref(&record)).unwrap();
+                }
+                _ => {
+                    let record = HostRecord::pending("P", None, Default::default());
+                    expected.push(record.clone());
+                    store.put(std::slice::from_ref(&record)).unwrap();
+                }
+            }
+            let written = std::fs::read_to_string(&path).unwrap();
+            let read = parse_whole(&path, &written).unwrap_or_else(|e| {
+                panic!("{context}\nwrote an unreadable file ({e}):\n{written}")
+            });
+            assert_eq!(read, expected, "{context}\nwrote:\n{written}");
+            checked += 1;
+        }
+        assert!(
+            checked > 200 && refused > 0,
+            "{checked} checked, {refused} refused"
+        );
+    }
+
     #[test]
     fn sync_matches_by_id_hostname_or_name_and_takes_a_host_once() {
         let mut records: Vec<HostRecord> = serde_yaml::from_str(
