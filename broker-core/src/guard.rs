@@ -144,13 +144,17 @@ impl<H: FromHost> Drop for HostGuard<H> {
             None => {
                 tracing::error!(
                     host = %name,
-                    "checking in on drop did not finish within {timeout:?}; the record stays in the inventory \
-                     marked releasing: retry with `broker checkin {name}`"
+                    "checking in on drop did not finish within {}; the record stays in the inventory \
+                     marked releasing: retry with `broker checkin {name}`",
+                    crate::time::format_duration(timeout)
                 );
                 let _ = note_error(
                     &*store,
                     &id,
-                    &format!("check-in on drop timed out after {timeout:?}"),
+                    &format!(
+                        "check-in on drop timed out after {}",
+                        crate::time::format_duration(timeout)
+                    ),
                 );
             }
         }

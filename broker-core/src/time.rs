@@ -152,6 +152,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(format_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(format_duration(Duration::from_secs(150)), "2m 30s");
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+    }
+
+    #[test]
     fn durations_parse_in_all_forms() {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("45s").unwrap(), Duration::from_secs(45));

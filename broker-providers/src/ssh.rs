@@ -403,6 +403,25 @@ pub async fn connect(hostname: &str, options: &SshOptions) -> Result<SshSession>
 
 /// A TCP connection to the host, trying its addresses in the preferred order: IPv6 first with
 /// `host_ipv6` (and only IPv6 unless `host_ipv4_fallback`), else IPv4 first.
+/// A signal's name as `kill -l` spells it (`TERM`), for messages.
+fn signal_text(signal: Sig) -> String {
+    match signal {
+        Sig::ABRT => "ABRT".into(),
+        Sig::ALRM => "ALRM".into(),
+        Sig::FPE => "FPE".into(),
+        Sig::HUP => "HUP".into(),
+        Sig::ILL => "ILL".into(),
+        Sig::INT => "INT".into(),
+        Sig::KILL => "KILL".into(),
+        Sig::PIPE => "PIPE".into(),
+        Sig::QUIT => "QUIT".into(),
+        Sig::SEGV => "SEGV".into(),
+        Sig::TERM => "TERM".into(),
+        Sig::USR1 => "USR1".into(),
+        Sig::Custom(name) => name,
+    }
+}
+
 async fn open_tcp(
     host: &str,
     port: u16,
@@ -563,7 +582,7 @@ impl SshSession {
                     }
                     ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
                     ChannelMsg::ExitSignal { signal_name, .. } => {
-                        signal = Some(format!("{signal_name:?}"))
+                        signal = Some(signal_text(signal_name))
                     }
                     _ => {}
                 }
