@@ -800,8 +800,12 @@ async fn providers(broker: &Broker, a: ProvidersArgs, emitter: &mut Emitter) -> 
                 .iter()
                 .map(|o| format!("--{}", o.name.replace('_', "-")))
                 .collect();
+            let names: Vec<&str> = kind.help_option_list().iter().map(|o| o.name).collect();
+            let near = broker_core::provider::closest(&key, &names)
+                .map(|n| format!("did you mean `--{}`? ", n.replace('_', "-")))
+                .unwrap_or_default();
             return Err(Error::usage(format!(
-                "{} has no query `--{}`; it answers: {}",
+                "{} has no query `--{}`; {near}it answers: {}",
                 kind.name(),
                 key.replace('_', "-"),
                 if known.is_empty() {

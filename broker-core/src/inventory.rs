@@ -283,6 +283,7 @@ impl YamlFileStore {
         started: Instant,
     ) -> Result<()> {
         let mut pause = Duration::from_millis(2);
+        let mut announced = false;
         loop {
             match locked.try_lock() {
                 Ok(()) => return Ok(()),
@@ -294,6 +295,16 @@ impl YamlFileStore {
                             waited: started.elapsed(),
                         });
                     }
+                    // Short waits are normal among parallel writers; a long one is said, once.
+                    if !announced && started.elapsed() >= ANNOUNCE_LOCK_WAIT {
+                        announced = true;
+                        tracing::warn!(
+                            "waiting up to {} for the inventory lock `{}` ({})",
+                            crate::time::format_duration(self.lock_timeout),
+                            lock_path.display(),
+                            lock_holder(file)
+                        );
+                    }
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
@@ -304,6 +315,9 @@ impl YamlFileStore {
         }
     }
 }
+
+/// How long a writer waits for the inventory lock before it says so on stderr.
+const ANNOUNCE_LOCK_WAIT: Duration = Duration::from_millis(500);
 
 /// Opens (creating) the lock file without following a symbolic link: broker writes into its lock
 /// file, and must never write into whatever a link points at.

@@ -396,8 +396,9 @@ impl ProviderKind {
     }
 }
 
-/// The candidate closest to `given` by edit distance (dashes and underscores alike).
-fn closest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
+/// The candidate closest to `given` by edit distance (dashes and underscores alike), for "did you
+/// mean" hints.
+pub fn closest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let given = given.replace('-', "_").to_ascii_lowercase();
     candidates
         .iter()

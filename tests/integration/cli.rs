@@ -626,6 +626,11 @@ fn an_inventory_failure_during_checkin_exits_1() {
     drop(lock);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("waiting up to 1s for the inventory lock"),
+        "a long wait is said while it lasts: {}",
+        stderr(&out)
+    );
     assert_eq!(dir.inventory().len(), 1, "the host keeps its record");
     assert_eq!(dir.provider_hosts().len(), 1, "and was not checked in");
 }
@@ -782,6 +787,17 @@ fn arguments_a_provider_does_not_take_are_refused_with_the_closest_name() {
         stderr(&out)
     );
     assert_eq!(dir.inventory().len(), 1, "nothing more was checked out");
+
+    // Discovery flags too.
+    let out = dir.run(&["providers", "TestProvider", "--hots"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "TestProvider has no query `--hots`; did you mean `--hosts`? it answers: --hosts, --host"
+        ),
+        "{}",
+        stderr(&out)
+    );
 
     // TestProvider records any checkout argument, as AnsibleTower passes them on to its workflows.
     dir.ok(&["checkout", "--test_action", "basic", "--tag", "x"]);
