@@ -714,11 +714,39 @@ impl<'de> serde::Deserialize<'de> for CheckedValue {
 }
 
 /// The keys of one mapping seen so far; text keys borrowed from the document where it allows (most
-/// keys: this check runs over every entry of the inventory on every write).
+/// keys: this check runs over every entry of the inventory on every write). Small mappings, the usual
+/// case, are searched in a list; large ones in a set.
 #[derive(Default)]
 struct SeenKeys<'de> {
-    text: HashSet<std::borrow::Cow<'de, str>>,
+    text: Vec<std::borrow::Cow<'de, str>>,
+    text_set: HashSet<std::borrow::Cow<'de, str>>,
     other: HashSet<Value>,
+}
+
+impl<'de> SeenKeys<'de> {
+    const LIST_UP_TO: usize = 16;
+
+    /// Adds a text key; gives it back when it was there already.
+    fn insert_text(
+        &mut self,
+        key: std::borrow::Cow<'de, str>,
+    ) -> std::result::Result<(), std::borrow::Cow<'de, str>> {
+        if self.text_set.is_empty() && self.text.len() < Self::LIST_UP_TO {
+            if self.text.contains(&key) {
+                return Err(key);
+            }
+            self.text.push(key);
+            return Ok(());
+        }
+        if self.text_set.is_empty() {
+            self.text_set.extend(self.text.drain(..));
+        }
+        if self.text_set.contains(&key) {
+            return Err(key);
+        }
+        self.text_set.insert(key);
+        Ok(())
+    }
 }
 
 /// A mapping key checked to be unique among the keys seen (an error at the key itself, where the
@@ -741,12 +769,11 @@ impl<'de> UniqueKey<'_, 'de> {
         self,
         key: std::borrow::Cow<'de, str>,
     ) -> std::result::Result<bool, E> {
-        if self.0.text.contains(&key) {
-            return Err(E::custom(format_args!("duplicate entry with key {key:?}")));
-        }
         let is_id = key == fields::ID;
-        self.0.text.insert(key);
-        Ok(is_id)
+        match self.0.insert_text(key) {
+            Ok(()) => Ok(is_id),
+            Err(key) => Err(E::custom(format_args!("duplicate entry with key {key:?}"))),
+        }
     }
 
     fn other<E: serde::de::Error>(self, key: Value) -> std::result::Result<bool, E> {
