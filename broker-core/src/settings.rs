@@ -797,7 +797,7 @@ impl SettingsFile {
                 _ => return Err(Error::usage("the whole settings file must be a mapping")),
             }
         } else {
-            set_path_ci(&mut doc, &path, Value::Null);
+            create_path_as_written(&mut doc, &path);
             replace_path_ci(&mut doc, &path, value);
         }
         self.write(&doc)
@@ -850,6 +850,32 @@ impl SettingsFile {
         let backup = self.backup()?;
         write_atomically(&self.path, text.as_bytes())?;
         Ok(backup)
+    }
+}
+
+/// Makes sure `path` exists in `map`: existing keys are found in any case, missing ones are created
+/// as the user wrote them (`TestProvider`, not `testprovider`), as mappings down to a null leaf.
+fn create_path_as_written(map: &mut Mapping, path: &[String]) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let key = map
+        .keys()
+        .find(|k| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(first)))
+        .cloned()
+        .unwrap_or_else(|| Value::String(first.clone()));
+    if rest.is_empty() {
+        map.entry(key).or_insert(Value::Null);
+        return;
+    }
+    let entry = map
+        .entry(key)
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    if !entry.is_mapping() {
+        *entry = Value::Mapping(Mapping::new());
+    }
+    if let Value::Mapping(child) = entry {
+        create_path_as_written(child, rest);
     }
 }
 
@@ -1031,6 +1057,28 @@ nicks:
                 .unwrap()
                 .raw()
                 .clone()
+        );
+    }
+
+    #[test]
+    fn config_set_keeps_the_spelling_of_new_keys_and_finds_existing_ones_in_any_case() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(SETTINGS_FILE),
+            "ssh:\n  host_username: root\n",
+        )
+        .unwrap();
+        let file = SettingsFile::in_directory(dir.path());
+        file.set(
+            "TestProvider.instances.local",
+            serde_yaml::from_str("{default: true}").unwrap(),
+        )
+        .unwrap();
+        file.set("SSH.host_username", Value::from("admin")).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(SETTINGS_FILE)).unwrap();
+        assert_eq!(
+            text,
+            "ssh:\n  host_username: admin\nTestProvider:\n  instances:\n    local:\n      default: true\n"
         );
     }
 
