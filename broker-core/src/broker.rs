@@ -625,11 +625,13 @@ impl Broker {
 
         let mut guards = Vec::with_capacity(made.len());
         let mut records = made.into_iter().map(|(_, r)| r);
+        let batch = crate::guard::Batch::new();
         while let Some(record) = records.next() {
             match HostGuard::<H>::new(
                 Arc::clone(&self.inner),
                 Arc::clone(&provider),
                 record.clone(),
+                Arc::clone(&batch),
             ) {
                 Ok(guard) => guards.push(guard),
                 Err(e) => {

@@ -1,13 +1,17 @@
 //! Host guards: a checked-out host that checks itself back in when dropped.
 //!
-//! Check-in is async but `Drop` is not, so a dropped guard runs its check-in to completion before
-//! returning, bounded by `checkin_timeout`:
-//! - on a multi-thread tokio runtime (and not while panicking) it blocks in place on that runtime, so
-//!   providers' connections bound to it keep working;
-//! - on a current-thread runtime (`#[tokio::test]`), outside any runtime, or during a panic, it hands
-//!   the work to one process-wide *drop worker* thread with a runtime of its own and waits for it.
+//! Check-in is async but `Drop` is not, so a dropped guard hands its check-in to one process-wide
+//! *drop worker* thread with a runtime of its own — which works on any runtime, outside one, during a
+//! panic and while the caller's runtime shuts down (dropping its tasks and their guards) — and waits for
+//! it, bounded by `checkin_timeout`.
 //!
-//! Either way the wait is bounded and nothing in `Drop` panics. When check-in fails or times out the
+//! The guards of one checkout form a batch: a guard dropped while others of its batch are still alive
+//! starts its check-in and returns; the last one to go waits for all of them within one
+//! `checkin_timeout`. So dropping a `Vec` of guards checks its hosts in concurrently, not one after
+//! another. On a multi-thread runtime the wait blocks in place, so the runtime's other tasks (and
+//! providers' connections bound to it) keep running.
+//!
+//! The wait is bounded and nothing in `Drop` panics. When check-in fails or times out the
 //! record stays in the inventory, marked `releasing` with the error, for `broker checkin` or
 //! `broker recover` to finish.
 //!
@@ -33,6 +37,55 @@ pub const KEEP_ON_FAILURE_ENV: &str = "BROKER_KEEP_ON_FAILURE";
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
+/// The guards of one checkout (see the module documentation).
+#[derive(Default)]
+pub(crate) struct Batch {
+    state: Mutex<BatchState>,
+}
+
+#[derive(Default)]
+struct BatchState {
+    /// Guards of the batch not yet dropped, kept or checked in.
+    live: usize,
+    /// Check-ins started by dropped guards, not yet waited for.
+    started: Vec<Started>,
+}
+
+/// A check-in under way on the drop worker.
+struct Started {
+    done: mpsc::Receiver<Result<()>>,
+    store: Arc<dyn crate::inventory::InventoryStore>,
+    id: crate::host::RecordId,
+    name: String,
+    timeout: Duration,
+    deadline: std::time::Instant,
+}
+
+impl Batch {
+    /// An empty batch; each guard made joins it.
+    pub(crate) fn new() -> Arc<Batch> {
+        Arc::new(Batch::default())
+    }
+
+    fn join(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.live += 1;
+    }
+
+    /// One guard leaves the batch (having started `started`, if anything); the check-ins to wait for
+    /// now — all of them when it was the last.
+    fn leave(&self, started: Option<Started>) -> Vec<Started> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.live = state.live.saturating_sub(1);
+        state.started.extend(started);
+        if state.live == 0 {
+            std::mem::take(&mut state.started)
+        } else {
+            Vec::new()
+        }
+    }
+}
+
 /// What a guard needs to check its host in.
 struct Ticket {
     inner: Arc<BrokerInner>,
@@ -48,6 +101,7 @@ struct Ticket {
 pub struct HostGuard<H: FromHost = Host> {
     host: Option<H>,
     ticket: Option<Ticket>,
+    batch: Arc<Batch>,
 }
 
 impl<H: FromHost> fmt::Debug for HostGuard<H> {
@@ -75,8 +129,10 @@ impl<H: FromHost> HostGuard<H> {
         inner: Arc<BrokerInner>,
         provider: Arc<dyn Provider>,
         record: HostRecord,
+        batch: Arc<Batch>,
     ) -> Result<Self> {
         let host = H::from_host(Host::new(record.clone(), Arc::clone(&provider)))?;
+        batch.join();
         Ok(HostGuard {
             host: Some(host),
             ticket: Some(Ticket {
@@ -84,6 +140,7 @@ impl<H: FromHost> HostGuard<H> {
                 provider,
                 record,
             }),
+            batch,
         })
     }
 
@@ -97,6 +154,7 @@ impl<H: FromHost> HostGuard<H> {
     /// # Errors
     /// The provider's error; the record then stays in the inventory, marked `releasing`.
     pub async fn checkin(mut self) -> Result<()> {
+        let _others = self.batch.leave(None);
         match self.ticket.take() {
             Some(t) => t.inner.checkin_record(t.provider, t.record).await,
             None => Ok(()),
@@ -105,6 +163,8 @@ impl<H: FromHost> HostGuard<H> {
 
     /// Leaves the host checked out (it stays in the inventory) and returns it.
     pub fn keep(mut self) -> H {
+        // Check-ins that guards of the batch dropped earlier started finish on their own.
+        let _others = self.batch.leave(None);
         self.ticket = None;
         match self.host.take() {
             Some(h) => h,
@@ -118,46 +178,99 @@ impl<H: FromHost> Drop for HostGuard<H> {
         let Some(ticket) = self.ticket.take() else {
             return;
         };
-        let name = ticket.record.display_name();
         if std::thread::panicking()
             && let Some(keep_for) = ticket.inner.keep_on_failure
         {
             keep_after_failure(ticket, keep_for);
+            wait_for(self.batch.leave(None));
             return;
         }
-        let timeout = ticket.inner.checkin_timeout;
-        let Ticket {
-            inner,
-            provider,
-            record,
-        } = ticket;
-        let id = record.id();
-        let store = Arc::clone(&inner.store);
-        let work = async move { inner.checkin_record(provider, record).await };
-        match run_bounded(work, timeout) {
-            Some(Ok(())) => {}
-            Some(Err(e)) => tracing::error!(
-                host = %name,
-                "checking in on drop failed: {}; the record stays in the inventory: retry with `broker checkin {name}`",
-                crate::error::chain(&e)
-            ),
-            None => {
-                tracing::error!(
-                    host = %name,
-                    "checking in on drop did not finish within {}; the record stays in the inventory \
-                     marked releasing: retry with `broker checkin {name}`",
-                    crate::time::format_duration(timeout)
-                );
-                let _ = note_error(
-                    &*store,
-                    &id,
-                    &format!(
-                        "check-in on drop timed out after {}",
-                        crate::time::format_duration(timeout)
-                    ),
-                );
+        let started = start_checkin(ticket);
+        wait_for(self.batch.leave(started));
+    }
+}
+
+/// Hands a guard's check-in to the drop worker; `None` when the worker cannot be had (logged).
+fn start_checkin(ticket: Ticket) -> Option<Started> {
+    let Ticket {
+        inner,
+        provider,
+        record,
+    } = ticket;
+    let name = record.display_name();
+    let timeout = inner.checkin_timeout;
+    let store = Arc::clone(&inner.store);
+    let id = record.id();
+    let (done_tx, done) = mpsc::sync_channel::<Result<()>>(1);
+    let job: BoxFuture = Box::pin(async move {
+        let work = inner.checkin_record(provider, record);
+        if let Ok(out) = tokio::time::timeout(timeout, work).await {
+            let _ = done_tx.send(out);
+        }
+    });
+    let sent = drop_worker().is_some_and(|worker| worker.send(job).is_ok());
+    if !sent {
+        tracing::error!(host = %name, "cannot check in on drop: the check-in worker is not running; retry with `broker checkin {name}`");
+        return None;
+    }
+    Some(Started {
+        done,
+        store,
+        id,
+        name,
+        timeout,
+        deadline: std::time::Instant::now() + timeout,
+    })
+}
+
+/// Waits for started check-ins until their deadlines, reporting each that failed or did not finish.
+fn wait_for(started: Vec<Started>) {
+    if started.is_empty() {
+        return;
+    }
+    let wait = move || {
+        for s in started {
+            let left = s
+                .deadline
+                .saturating_duration_since(std::time::Instant::now());
+            // A little grace over the job's own timeout so a job that just finished is not late.
+            match s.done.recv_timeout(left + Duration::from_secs(1)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(
+                    host = %s.name,
+                    "checking in on drop failed: {}; the record stays in the inventory: retry with `broker checkin {}`",
+                    crate::error::chain(&e),
+                    s.name
+                ),
+                Err(_) => {
+                    tracing::error!(
+                        host = %s.name,
+                        "checking in on drop did not finish within {}; the record stays in the inventory \
+                         marked releasing: retry with `broker checkin {}`",
+                        crate::time::format_duration(s.timeout),
+                        s.name
+                    );
+                    let _ = note_error(
+                        &*s.store,
+                        &s.id,
+                        &format!(
+                            "check-in on drop timed out after {}",
+                            crate::time::format_duration(s.timeout)
+                        ),
+                    );
+                }
             }
         }
+    };
+    // On a multi-thread runtime's worker, let the runtime move its other tasks away meanwhile.
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let on_worker = Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
+        && !std::thread::panicking();
+    if on_worker {
+        tokio::task::block_in_place(wait);
+    } else {
+        wait();
     }
 }
 

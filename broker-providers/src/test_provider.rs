@@ -30,6 +30,9 @@
 //! - `delay: 2s` / `checkin_delay: 2s` — wait before answering;
 //! - `hang: checkout` (before the host exists), `hang: created` (after it exists), `hang: checkin` —
 //!   never answer (until cancelled, timed out or killed).
+//!
+//! For tests, the discovery query `checkins` (`broker providers TestProvider --checkins`) reports the
+//! most check-ins this provider has had under way at once.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -66,6 +69,11 @@ pub const KIND: ProviderKind = ProviderKind::new(
         takes_value: true,
         help: "Show one host's details",
     },
+    HelpOption {
+        name: "checkins",
+        takes_value: false,
+        help: "The most check-ins under way at once (for tests)",
+    },
 ]);
 
 fn build(config: ProviderConfig) -> Result<Arc<dyn Provider>> {
@@ -86,6 +94,8 @@ fn build(config: ProviderConfig) -> Result<Arc<dyn Provider>> {
     Ok(Arc::new(TestProvider {
         state_dir,
         checkins: AtomicU64::new(0),
+        checkins_under_way: AtomicU64::new(0),
+        most_checkins_at_once: AtomicU64::new(0),
         config,
     }))
 }
@@ -96,6 +106,17 @@ pub struct TestProvider {
     config: ProviderConfig,
     state_dir: PathBuf,
     checkins: AtomicU64,
+    checkins_under_way: AtomicU64,
+    most_checkins_at_once: AtomicU64,
+}
+
+/// Counts a check-in as under way until dropped.
+struct UnderWay<'a>(&'a AtomicU64);
+
+impl Drop for UnderWay<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl TestProvider {
@@ -215,6 +236,9 @@ impl Provider for TestProvider {
     async fn checkin(&self, host: &HostRecord) -> Result<()> {
         let args = host.args();
         let count = self.checkins.fetch_add(1, Ordering::SeqCst) + 1;
+        let now = self.checkins_under_way.fetch_add(1, Ordering::SeqCst) + 1;
+        let _under_way = UnderWay(&self.checkins_under_way);
+        self.most_checkins_at_once.fetch_max(now, Ordering::SeqCst);
         self.pause(&args, "checkin_delay").await?;
         self.hang_if(&args, "checkin").await;
         if let Some(spec) = self.fault(&args, "fail_checkin")
@@ -272,6 +296,12 @@ impl Provider for TestProvider {
     }
 
     async fn help(&self, query: &Mapping) -> Result<Value> {
+        if query.contains_key("checkins") {
+            let mut out = Mapping::new();
+            let most = self.most_checkins_at_once.load(Ordering::SeqCst);
+            out.insert("most_at_once".into(), most.into());
+            return Ok(Value::Mapping(out));
+        }
         if let Some(name) = query.get("host").and_then(Value::as_str) {
             return self
                 .read_host(name)
@@ -719,6 +749,77 @@ mod tests {
         let lease = records[0].expire_time().unwrap() - broker_core::time::now_epoch();
         assert!((1700..=1800).contains(&lease), "lease {lease}");
         assert_eq!(hosts_on_provider(dir.path()), 1);
+    }
+
+    #[test]
+    fn a_guard_dropped_while_its_multi_thread_runtime_shuts_down_is_checked_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (made, checked_out) = std::sync::mpsc::channel();
+        let holder = broker.clone();
+        runtime.spawn(async move {
+            let _host = holder
+                .checkout_one(CheckoutRequest::new().arg("test_action", "basic"))
+                .await
+                .unwrap();
+            made.send(()).unwrap();
+            std::future::pending::<()>().await;
+        });
+        checked_out.recv().unwrap();
+        assert_eq!(hosts_on_provider(dir.path()), 1);
+        // The runtime drops its tasks, and the guard with them, as it shuts down.
+        drop(runtime);
+        assert_all_checked_in(&broker, dir.path());
+    }
+
+    fn most_checkins_at_once(runtime: &tokio::runtime::Runtime, broker: &Broker) -> u64 {
+        let mut query = Mapping::new();
+        query.insert("checkins".into(), true.into());
+        let stats = runtime
+            .block_on(broker.provider_help(NAME, None, &query))
+            .unwrap();
+        stats["most_at_once"].as_u64().unwrap()
+    }
+
+    #[test]
+    fn guards_dropped_together_check_in_concurrently() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        for multi_thread in [false, true] {
+            let runtime = if multi_thread {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            }
+            .unwrap();
+            let hosts = runtime
+                .block_on(
+                    broker.checkout(
+                        CheckoutRequest::new()
+                            .arg("test_action", "basic")
+                            .arg("checkin_delay", "1s")
+                            .count(4),
+                    ),
+                )
+                .unwrap();
+            runtime.block_on(async { drop(hosts) });
+            assert_all_checked_in(&broker, dir.path());
+            assert_eq!(
+                most_checkins_at_once(&runtime, &broker),
+                4,
+                "multi_thread: {multi_thread}"
+            );
+        }
     }
 
     #[tokio::test]
