@@ -1037,42 +1037,71 @@ fn lookup(value: &Value, path: &str) -> Option<Value> {
 
 fn validate(settings: &Settings, chunk: &str) -> Result<i32> {
     let registry = broker_providers::registry();
-    let (targets, instance): (Vec<&str>, Option<&str>) = match chunk {
-        "all" => (
-            registry
-                .names()
-                .into_iter()
-                .filter(|n| settings.has_provider_section(n))
-                .collect(),
-            None,
-        ),
-        "base" | "ssh" => (Vec::new(), None),
-        other => match other.split_once(':') {
-            Some((p, i)) => (vec![p], Some(i)),
-            None => (vec![other], None),
-        },
+    let file = settings
+        .file()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "built-in defaults".into());
+    let base = matches!(chunk, "all" | "base" | "ssh");
+    let providers: Vec<(&str, Option<&str>)> = match chunk {
+        "all" => registry
+            .names()
+            .into_iter()
+            .filter(|n| settings.has_provider_section(n))
+            .map(|n| (n, None))
+            .collect(),
+        "base" | "ssh" => Vec::new(),
+        other => vec![match other.split_once(':') {
+            Some((p, i)) => (p, Some(i)),
+            None => (other, None),
+        }],
     };
     let mut code = 0;
-    for name in targets {
-        let result = registry
-            .require(name)
-            .and_then(|kind| kind.build(settings.provider_config(kind.name(), instance)?));
-        match result {
-            Ok(_) => eprintln!("{name}: ok"),
-            Err(e) => {
-                eprintln!("{name}: {}", broker_core::error::chain(&e));
-                code = e.exit_code();
+    if base {
+        for problem in settings.base_problems() {
+            eprintln!("{file}: {problem}");
+            code = 8;
+        }
+    }
+    for (name, instance) in providers {
+        let kind = *registry.require(name)?;
+        let instances: Vec<Option<String>> = match instance {
+            Some(i) => vec![Some(i.to_owned())],
+            None => {
+                let all = settings.provider_instances(kind.name());
+                if all.is_empty() {
+                    vec![None]
+                } else {
+                    all.into_iter().map(Some).collect()
+                }
+            }
+        };
+        for instance in instances {
+            let label = match &instance {
+                Some(i) => format!("{}::{i}", kind.name()),
+                None => kind.name().to_owned(),
+            };
+            let placeholders = settings.provider_problems(kind.name(), instance.as_deref());
+            for problem in &placeholders {
+                eprintln!("{file}: {problem}");
+                code = 8;
+            }
+            if !placeholders.is_empty() {
+                continue;
+            }
+            match settings
+                .provider_config(kind.name(), instance.as_deref())
+                .and_then(|config| kind.build(config))
+            {
+                Ok(_) => eprintln!("{label}: ok"),
+                Err(e) => {
+                    eprintln!("{label}: {}", broker_core::error::chain(&e));
+                    code = e.exit_code();
+                }
             }
         }
     }
     if code == 0 {
-        eprintln!(
-            "settings are valid ({})",
-            settings
-                .file()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "built-in defaults".into())
-        );
+        eprintln!("settings are valid ({file})");
     }
     Ok(code)
 }

@@ -29,6 +29,12 @@ use serde_yaml::{Mapping, Value};
 use crate::error::{Error, Result};
 use crate::redact::mask;
 
+mod validate;
+pub use validate::{Problem, is_placeholder};
+
+/// Lines of the settings file's keys (see [`validate::key_lines`]).
+type KeyLines = std::sync::Arc<std::collections::HashMap<String, usize>>;
+
 /// The name of the settings file in the broker directory.
 pub const SETTINGS_FILE: &str = "broker_settings.yaml";
 /// The name of the inventory file in the broker directory.
@@ -103,6 +109,8 @@ pub struct Settings {
     file: Option<PathBuf>,
     raw: Mapping,
     env: Vec<EnvOverride>,
+    /// Where each key is in the file, for messages.
+    lines: KeyLines,
 }
 
 impl fmt::Debug for Settings {
@@ -135,9 +143,15 @@ impl Settings {
     ) -> Result<Self> {
         let directory = directory.into();
         let path = directory.join(SETTINGS_FILE);
-        let (file, raw) = match std::fs::read_to_string(&path) {
-            Ok(text) => (Some(path.clone()), parse_settings_text(&path, &text)?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, Mapping::new()),
+        let (file, raw, lines) = match std::fs::read_to_string(&path) {
+            Ok(text) => (
+                Some(path.clone()),
+                parse_settings_text(&path, &text)?,
+                validate::key_lines(&text),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (None, Mapping::new(), Default::default())
+            }
             Err(e) => return Err(Error::io("reading settings", path, e)),
         };
         let mut settings = Settings {
@@ -145,6 +159,7 @@ impl Settings {
             file,
             raw,
             env: Vec::new(),
+            lines: KeyLines::new(lines),
         };
         settings.apply_env(env);
         Ok(settings)
@@ -162,6 +177,7 @@ impl Settings {
             file: None,
             raw,
             env: Vec::new(),
+            lines: KeyLines::new(validate::key_lines(yaml)),
         })
     }
 
@@ -489,6 +505,7 @@ impl Settings {
                 .and_then(Value::as_mapping)
                 .cloned()
                 .unwrap_or_default(),
+            lines: KeyLines::clone(&self.lines),
         })
     }
 
@@ -621,6 +638,8 @@ pub struct ProviderConfig {
     directory: PathBuf,
     global_labels: Mapping,
     ssh: Mapping,
+    /// Where the settings file's keys are, for [`ProviderConfig::setting_error`].
+    lines: KeyLines,
 }
 
 impl fmt::Debug for ProviderConfig {
@@ -648,7 +667,33 @@ impl ProviderConfig {
             directory: directory.into(),
             global_labels: Mapping::new(),
             ssh: Mapping::new(),
+            lines: KeyLines::default(),
         }
+    }
+
+    /// A configuration error about the setting `key` of this provider (instance), naming it as
+    /// written in the settings file and its line: "`AnsibleTower.instances.prod.base_url` (line 12):
+    /// …".
+    pub fn setting_error(&self, key: &str, message: impl fmt::Display) -> Error {
+        let in_instance = self
+            .instance
+            .as_deref()
+            .map(|i| format!("{}.instances.{i}.{key}", self.provider));
+        let (path, line) = match in_instance
+            .as_ref()
+            .and_then(|p| self.lines.get(&p.to_lowercase()).map(|l| (p.clone(), *l)))
+        {
+            Some((path, line)) => (path, Some(line)),
+            None => {
+                let path = format!("{}.{key}", self.provider);
+                let line = validate::line_in(&self.lines, &path);
+                (path, line)
+            }
+        };
+        Error::configuration(match line {
+            Some(line) => format!("`{path}` ({SETTINGS_FILE} line {line}): {message}"),
+            None => format!("`{path}`: {message}"),
+        })
     }
 
     /// The settings' `ssh` section (secrets included: pass it on, don't show it), for providers whose

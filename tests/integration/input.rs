@@ -53,3 +53,99 @@ fn config_set_reads_a_file_only_when_asked() {
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
 }
+
+/// `config validate` on `settings`: exit 8, and stderr (returned) names each of `expected`.
+fn invalid(settings: &str, expected: &[&str]) -> String {
+    let dir = BrokerDir::new(settings);
+    let out = dir.run(&["config", "validate"]);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(8), "{text}");
+    for e in expected {
+        assert!(text.contains(e), "missing {e:?} in:\n{text}");
+    }
+    assert!(!text.contains("settings are valid"), "{text}");
+    text
+}
+
+#[test]
+fn config_validate_refuses_the_example_placeholders() {
+    let dir = BrokerDir::new("");
+    dir.ok(&["config", "init"]);
+    let written = std::fs::read_to_string(dir.path().join("broker_settings.yaml")).unwrap();
+    let line = |key: &str| {
+        written
+            .lines()
+            .position(|l| l.trim_start().starts_with(&format!("{key}:")))
+            .unwrap()
+            + 1
+    };
+    let out = dir.run(&["config", "validate"]);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(8), "{text}");
+    for (key, path) in [
+        ("host_password", "ssh.host_password"),
+        ("base_url", "AnsibleTower.base_url"),
+        ("token", "AnsibleTower.token"),
+    ] {
+        let want = format!("line {}: `{path}`: ", line(key));
+        assert!(text.contains(&want), "missing {want:?} in:\n{text}");
+    }
+    assert!(text.contains("the example's placeholder"), "{text}");
+    assert!(text.contains("`Container.instances.remote.host`"), "{text}");
+    assert!(
+        !text.contains("<password>"),
+        "secret placeholders are masked: {text}"
+    );
+}
+
+#[test]
+fn config_validate_refuses_a_base_url_that_is_not_a_url() {
+    invalid(
+        "AnsibleTower:\n  token: t\n  base_url: not a url\n",
+        &[
+            "`AnsibleTower.base_url` (broker_settings.yaml line 3)",
+            "`not a url` is not the address of a server",
+        ],
+    );
+    invalid(
+        "AnsibleTower:\n  token: t\n  instances:\n    prod:\n      base_url: ftp://x/\n",
+        &["`AnsibleTower.instances.prod.base_url` (broker_settings.yaml line 5)"],
+    );
+}
+
+#[test]
+fn config_validate_refuses_a_workflow_timeout_that_is_not_a_number() {
+    let settings =
+        "AnsibleTower:\n  base_url: http://127.0.0.1:9/\n  token: t\n  workflow_timeout: abc\n";
+    invalid(
+        settings,
+        &[
+            "`AnsibleTower.workflow_timeout` (broker_settings.yaml line 4): `abc` is not a number of seconds",
+        ],
+    );
+    // The first checkout says so too, before it asks the server anything.
+    let dir = BrokerDir::new(settings);
+    let out = dir.run(&["checkout", "--workflow", "deploy-rhel"]);
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`AnsibleTower.workflow_timeout`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(dir.inventory().is_empty());
+}
+
+#[test]
+fn config_validate_refuses_an_unknown_log_level() {
+    invalid(
+        "logging:\n  console_level: loud\n  file_level: debug\nthread_limit: -1\n",
+        &[
+            "line 2: `logging.console_level`: `loud` is not a log level",
+            "line 4: `thread_limit`",
+        ],
+    );
+    let dir = BrokerDir::new(SETTINGS);
+    let out = dir.run(&["config", "validate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("settings are valid"));
+}

@@ -186,6 +186,18 @@ impl Tower {
         // Credentials written into the URL never travel with it: they are taken out here, so that no
         // address broker logs, shows or records carries them.
         let (base_url, url_login) = split_login(&config.require_str("base_url")?);
+        check_base_url(&config, &base_url)?;
+        for key in ["token", "username", "password"] {
+            if config
+                .get(key)
+                .is_some_and(broker_core::settings::is_placeholder)
+            {
+                return Err(config.setting_error(
+                    key,
+                    "is still the example's placeholder; set a real value or remove the key",
+                ));
+            }
+        }
         let where_ = match config.instance() {
             Some(i) => format!("AnsibleTower instance `{i}`"),
             None => "AnsibleTower".to_owned(),
@@ -256,7 +268,7 @@ impl Tower {
                 )));
             }
         };
-        let workflow_timeout = jobs::seconds(config.get("workflow_timeout"), 3600.0);
+        let workflow_timeout = seconds_setting(&config, "workflow_timeout", 3600.0)?;
         let settings = TowerSettings {
             inventory: config.get_str("inventory").filter(|s| !s.is_empty()),
             release_workflow: config
@@ -269,10 +281,18 @@ impl Tower {
                 .get_str("new_expire_time")
                 .unwrap_or_else(|| "+172800".into()),
             workflow_timeout,
-            poll_interval: jobs::seconds(config.get("workflow_poll_interval"), 5.0)
+            poll_interval: seconds_setting(&config, "workflow_poll_interval", 5.0)?
                 .max(Duration::from_millis(10)),
-            max_resilient_wait: jobs::seconds(config.get("max_resilient_wait"), 7200.0),
-            results_limit: config.get_u64("results_limit").unwrap_or(20) as usize,
+            max_resilient_wait: seconds_setting(&config, "max_resilient_wait", 7200.0)?,
+            results_limit: match config.get("results_limit") {
+                None | Some(Value::Null) => 20,
+                Some(v) => config.get_u64("results_limit").ok_or_else(|| {
+                    config.setting_error(
+                        "results_limit",
+                        format!("`{}` is not a whole number", value_text(v)),
+                    )
+                })? as usize,
+            },
             error_scope_last: config
                 .get_str("error_scope")
                 .is_none_or(|s| s.eq_ignore_ascii_case("last")),
@@ -815,6 +835,53 @@ impl Tower {
             .filter_map(|t| t.get("name").and_then(Json::as_str).map(str::to_owned))
             .collect())
     }
+}
+
+/// `base_url` must be an `http` or `https` URL with a host (not the example's placeholder).
+fn check_base_url(config: &ProviderConfig, base_url: &str) -> Result<()> {
+    let parsed = reqwest::Url::parse(base_url);
+    let fine = !broker_core::settings::is_placeholder(&Value::from(base_url))
+        && parsed
+            .as_ref()
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+    if fine {
+        return Ok(());
+    }
+    Err(config.setting_error(
+        "base_url",
+        format!(
+            "`{base_url}` is not the address of a server; write it as `https://tower.example.com/`"
+        ),
+    ))
+}
+
+/// A number of seconds (fractions allowed, also as text) under `key`, else `default` when unset.
+fn seconds_setting(config: &ProviderConfig, key: &str, default: f64) -> Result<Duration> {
+    match config.get(key) {
+        None | Some(Value::Null) => Ok(jobs::seconds(None, default)),
+        Some(v) => {
+            let secs = match v {
+                Value::Number(n) => n.as_f64(),
+                Value::String(s) => s.trim().parse::<f64>().ok(),
+                _ => None,
+            };
+            match secs.filter(|s| s.is_finite() && *s >= 0.0) {
+                Some(secs) => Ok(Duration::from_secs_f64(secs)),
+                None => Err(config.setting_error(
+                    key,
+                    format!("`{}` is not a number of seconds", value_text(v)),
+                )),
+            }
+        }
+    }
+}
+
+/// A setting's value as written in a message.
+fn value_text(v: &Value) -> String {
+    serde_yaml::to_string(v)
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 /// `base_url` without the user and password written into it (`https://user:pw@host/`), and those.
