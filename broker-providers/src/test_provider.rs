@@ -124,8 +124,23 @@ impl TestProvider {
         self.state_dir.join("hosts")
     }
 
-    fn host_dir(&self, name: &str) -> PathBuf {
-        self.hosts_dir().join(name)
+    /// The directory of the host named `name`, always inside the state directory: a name that is not
+    /// one plain path component (an absolute path, `..`, a `/`) names no host of this provider.
+    fn host_dir(&self, name: &str) -> Option<PathBuf> {
+        let mut parts = Path::new(name).components();
+        match (parts.next(), parts.next()) {
+            (Some(std::path::Component::Normal(_)), None) if !name.contains('/') => {
+                Some(self.hosts_dir().join(name))
+            }
+            _ => None,
+        }
+    }
+
+    fn no_such_host(&self, name: &str) -> Error {
+        self.error(format!(
+            "host {name} no longer exists; check it in to drop the record"
+        ))
+        .with_host(name)
     }
 
     fn error(&self, message: impl Into<String>) -> Error {
@@ -171,7 +186,7 @@ impl TestProvider {
     }
 
     fn read_host(&self, name: &str) -> Option<HostRecord> {
-        let text = std::fs::read_to_string(self.host_dir(name).join("host.yaml")).ok()?;
+        let text = std::fs::read_to_string(self.host_dir(name)?.join("host.yaml")).ok()?;
         serde_yaml::from_str(&text).ok()
     }
 }
@@ -214,7 +229,9 @@ impl Provider for TestProvider {
             )));
         }
         let name = format!("broker-test-{}", ctx.record_id());
-        let dir = self.host_dir(&name);
+        let dir = self
+            .host_dir(&name)
+            .ok_or_else(|| self.error(format!("`{name}` cannot name a host directory")))?;
         let root = dir.join("root");
         std::fs::create_dir_all(&root)
             .map_err(|e| self.error(format!("creating {}: {e}", root.display())))?;
@@ -249,7 +266,13 @@ impl Provider for TestProvider {
                  remove the fault and run `broker checkin` again"
             )));
         }
-        let dir = self.host_dir(&Self::name_for(host));
+        let name = Self::name_for(host);
+        let Some(dir) = self.host_dir(&name) else {
+            // Not a name this provider gives: no host of it can be there, and nothing outside its
+            // state directory is touched.
+            tracing::warn!(host = %host.display_name(), "`{name}` names no TestProvider host; nothing to remove");
+            return Ok(());
+        };
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             // Already gone is checked in.
@@ -260,14 +283,10 @@ impl Provider for TestProvider {
 
     async fn extend(&self, host: &HostRecord, args: &Mapping) -> Result<()> {
         let name = Self::name_for(host);
-        let meta = self.host_dir(&name).join("host.yaml");
-        let Some(mut record) = self.read_host(&name) else {
-            return Err(self
-                .error(format!(
-                    "host {name} no longer exists; check it in to drop the record"
-                ))
-                .with_host(&name));
+        let (Some(dir), Some(mut record)) = (self.host_dir(&name), self.read_host(&name)) else {
+            return Err(self.no_such_host(&name));
         };
+        let meta = dir.join("host.yaml");
         let by = match args.get("extend_duration").and_then(Value::as_str) {
             Some(text) => broker_core::time::parse_duration(text)?,
             None => Duration::from_secs(3600),
@@ -344,8 +363,8 @@ impl Provider for TestProvider {
 
     async fn connect(&self, host: &HostRecord) -> Result<Box<dyn Session>> {
         let name = Self::name_for(host);
-        let root = self.host_dir(&name).join("root");
-        if !root.is_dir() {
+        let root = self.host_dir(&name).map(|dir| dir.join("root"));
+        let Some(root) = root.filter(|root| root.is_dir()) else {
             return Err(Error::Host {
                 host: host.display_name(),
                 message:
@@ -353,7 +372,7 @@ impl Provider for TestProvider {
                         .into(),
                 source: None,
             });
-        }
+        };
         Ok(Box::new(LocalSession {
             host: host.display_name(),
             root,
@@ -372,10 +391,19 @@ impl LocalSession {
     /// Where a file path of `read_file`/`write_file` lives: inside the host's root, whether written
     /// `/a/b`, `a/b` or `~/a/b`. Commands run in the root with `HOME` there, so `a/b` and `~/a/b` name
     /// the same file for them (`/a/b` in a command is this machine's).
-    fn path(&self, remote: &str) -> PathBuf {
+    fn path(&self, remote: &str) -> Result<PathBuf> {
         let remote = remote.strip_prefix("~/").unwrap_or(remote);
         let relative = Path::new(remote.trim_start_matches('/'));
-        self.root.join(relative)
+        // `..` may not climb out of the host's root.
+        if relative
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(self.host_error(format!(
+                "`{remote}` climbs out of the host's file system (`..`); give a path without `..`"
+            )));
+        }
+        Ok(self.root.join(relative))
     }
 
     fn host_error(&self, message: String) -> Error {
@@ -424,13 +452,13 @@ impl Session for LocalSession {
     }
 
     async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
-        tokio::fs::read(self.path(path))
+        tokio::fs::read(self.path(path)?)
             .await
             .map_err(|e| self.host_error(format!("reading {path}: {e}")))
     }
 
     async fn write_file(&self, path: &str, contents: &[u8]) -> Result<()> {
-        let target = self.path(path);
+        let target = self.path(path)?;
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent)
                 .await
@@ -625,6 +653,54 @@ mod tests {
         )
         .unwrap();
         host.checkin().await.unwrap();
+        assert!(broker.inventory().list().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_record_naming_a_path_outside_the_provider_never_touches_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let victim = dir.path().join("victim");
+        std::fs::create_dir_all(victim.join("data")).unwrap();
+        let hosts = dir.path().join("test_provider/default/hosts");
+        std::fs::create_dir_all(&hosts).unwrap();
+        let names = [
+            victim.display().to_string(),
+            "../../../victim".to_owned(),
+            "..".to_owned(),
+            ".".to_owned(),
+            "a/../../../../victim".to_owned(),
+        ];
+        let mut records = Vec::new();
+        for name in &names {
+            let mut record = HostRecord::pending(NAME, None, Mapping::new());
+            record.set("name", name.as_str());
+            record.set_state(HostState::Ready);
+            records.push(record);
+        }
+        broker.inventory().put(&records).unwrap();
+        for record in &records {
+            let host = broker.attach(record.clone()).unwrap();
+            assert!(host.execute("true").await.is_err());
+        }
+        let extended = broker.extend(records.clone(), Mapping::new()).await;
+        assert!(extended.iter().all(|o| o.result.is_err()));
+        let outcomes = broker.checkin(records, false).await;
+        assert!(outcomes.iter().all(|o| o.result.is_ok()));
+        assert!(
+            victim.join("data").is_dir(),
+            "the directory a record named survives"
+        );
+        // Nor do a session's paths climb out of the host.
+        let host = broker
+            .checkout_one(CheckoutRequest::new().arg("test_action", "basic"))
+            .await
+            .unwrap();
+        assert!(host.write_file("/../../../victim/x", b"x").await.is_err());
+        assert!(host.read_file("../../../../victim/data").await.is_err());
+        assert!(!victim.join("x").exists());
+        host.checkin().await.unwrap();
+        assert!(hosts.is_dir(), "and so does the provider's own");
         assert!(broker.inventory().list().unwrap().is_empty());
     }
 
