@@ -117,12 +117,44 @@ impl Owner {
     }
 }
 
-/// The login name of the current user.
+/// The login name of the current user: `$USER`, `$LOGNAME` or `$USERNAME`, else — as `whoami` and
+/// `id -un` do, for containers and CI jobs that set none of them — the name the password database
+/// (`/etc/passwd`) gives this process's uid, else `uid<N>`, else `unknown`.
 pub fn current_user() -> String {
     ["USER", "LOGNAME", "USERNAME"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .or_else(|| {
+            let uid = own_uid()?;
+            let named = std::fs::read_to_string("/etc/passwd")
+                .ok()
+                .and_then(|passwd| passwd_name_of(&passwd, &uid));
+            Some(named.unwrap_or_else(|| format!("uid{uid}")))
+        })
         .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// This process's real uid, from `/proc/self/status` (broker-core calls no `getuid`: it has no
+/// unsafe code and no libc binding).
+pub(crate) fn own_uid() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    Some(
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))?
+            .split_whitespace()
+            .next()?
+            .to_owned(),
+    )
+}
+
+/// The name of the `/etc/passwd` entry of `uid`.
+fn passwd_name_of(passwd: &str, uid: &str) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() >= 7 && fields[2] == uid && !fields[0].is_empty())
+            .then(|| fields[0].to_owned())
+    })
 }
 
 fn machine_name() -> String {
@@ -662,6 +694,16 @@ impl FromHost for Host {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_user_name_of_a_uid_comes_from_the_password_database() {
+        let passwd =
+            "root:x:0:0:root:/root:/bin/bash\n# note\nci:x:1001:1001::/home/ci:/bin/sh\nbroken:x\n";
+        assert_eq!(passwd_name_of(passwd, "1001").as_deref(), Some("ci"));
+        assert_eq!(passwd_name_of(passwd, "0").as_deref(), Some("root"));
+        assert_eq!(passwd_name_of(passwd, "1002"), None);
+        assert!(own_uid().is_some_and(|u| u.parse::<u32>().is_ok()));
+    }
 
     fn record(yaml: &str) -> HostRecord {
         serde_yaml::from_str(yaml).unwrap()

@@ -75,13 +75,7 @@ pub fn default_directory() -> Result<PathBuf> {
 /// This process's user's home directory from `/etc/passwd` (the real uid, read from
 /// `/proc/self/status`).
 fn passwd_home() -> Option<PathBuf> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .next()?
-        .to_owned();
+    let uid = crate::host::own_uid()?;
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd_home_of(&passwd, &uid)
 }

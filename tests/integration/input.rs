@@ -149,3 +149,30 @@ fn config_validate_refuses_an_unknown_log_level() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("settings are valid"));
 }
+
+#[test]
+fn without_user_in_the_environment_the_owner_is_the_uids_name() {
+    let expected = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    let dir = BrokerDir::new(SETTINGS);
+    let out = dir
+        .command(&["checkout", "--nick", "N", "-o", "json"])
+        .env_remove("USER")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let records = dir.inventory();
+    assert_eq!(records[0]["_broker_owner"]["user"], expected.as_str());
+    assert_eq!(
+        records[0]["_broker_args"]["_broker_origin"],
+        format!("broker_cli:{expected}").as_str()
+    );
+}
