@@ -1,12 +1,13 @@
 //! `Container`: long-running containers as hosts, on Docker or Podman (Docker Engine API, `bollard`).
 //!
-//! # Engine discovery
-//! The first engine that answers a ping, in this order:
-//! 1. the instance's settings: `socket` (a path or `unix://…`), or `host` + `host_port` (`tcp://`);
-//! 2. `CONTAINER_HOST`, then `DOCKER_HOST`;
-//! 3. rootful Podman `/run/podman/podman.sock`;
-//! 4. rootless Podman `$XDG_RUNTIME_DIR/podman/podman.sock`;
-//! 5. Docker `/var/run/docker.sock`.
+//! # Engine
+//! An engine asked for explicitly is used, or nothing is (the error names it): the first of the
+//! instance's settings `socket` (a path or `unix://…`) or `host` + `host_port` (`tcp://`), then
+//! `CONTAINER_HOST`, then `DOCKER_HOST`. Only when none is set is one discovered — the first that
+//! answers a ping of:
+//! 1. rootful Podman `/run/podman/podman.sock`;
+//! 2. rootless Podman `$XDG_RUNTIME_DIR/podman/podman.sock`;
+//! 3. Docker `/var/run/docker.sock`.
 //!
 //! When none answers, the error lists what was tried and how to start an engine's API.
 //!
@@ -128,6 +129,7 @@ fn build(config: ProviderConfig) -> Result<Arc<dyn Provider>> {
         prefix,
         engine: tokio::sync::OnceCell::new(),
         creating: Mutex::new(HashMap::new()),
+        nothing_sent: Mutex::new(std::collections::HashSet::new()),
         config,
     }))
 }
@@ -140,6 +142,9 @@ pub struct ContainerProvider {
     engine: tokio::sync::OnceCell<Engine>,
     /// Creates under way, by record identity; each lock is held until the engine has answered.
     creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Checkouts of this process that have not sent a create (yet), by record identity: a check-in
+    /// of such a record has nothing to remove, even when the engine cannot be reached.
+    nothing_sent: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A connected engine and the host name its published ports are reached at.
@@ -217,15 +222,22 @@ impl ContainerProvider {
         self.error(format!("{doing}: {}", engine_message(&e)))
     }
 
-    /// The candidate engines, in discovery order, with where each came from.
-    fn candidates(&self) -> Vec<(String, Endpoint)> {
-        let mut out = Vec::new();
-        if let Some(socket) = self
-            .config
-            .get_str("socket")
-            .and_then(|s| Endpoint::parse(&s))
-        {
-            out.push(("setting `socket`".to_owned(), socket));
+    /// The engine asked for explicitly, if any — the first of the setting `socket`, the settings
+    /// `host`/`host_port`, `$CONTAINER_HOST` and `$DOCKER_HOST` — with where it came from.
+    ///
+    /// # Errors
+    /// An address broker cannot use (e.g. `ssh://…`), naming where it came from.
+    fn asked_for(&self) -> Result<Option<(String, Endpoint)>> {
+        let parsed = |source: String, text: String| match Endpoint::parse(&text) {
+            Some(endpoint) => Ok(Some((source, endpoint))),
+            None => Err(self.error(format!(
+                "the container engine address `{}` ({source}) is not one broker can use; \
+                 give a socket path, `unix://PATH` or `tcp://HOST:PORT`",
+                broker_core::redact::url(&text)
+            ))),
+        };
+        if let Some(socket) = self.config.get_str("socket").filter(|s| !s.is_empty()) {
+            return parsed("setting `socket`".to_owned(), socket);
         }
         if let Some(host) = self
             .config
@@ -233,20 +245,25 @@ impl ContainerProvider {
             .filter(|h| !h.is_empty() && h != "localhost")
         {
             let port = self.config.get_u64("host_port").unwrap_or(2375);
-            out.push((
+            return Ok(Some((
                 "settings `host`/`host_port`".to_owned(),
                 Endpoint::Tcp(format!("{host}:{port}")),
-            ));
+            )));
         }
         for var in ["CONTAINER_HOST", "DOCKER_HOST"] {
-            if let Some(ep) = std::env::var(var).ok().and_then(|v| Endpoint::parse(&v)) {
-                out.push((format!("${var}"), ep));
+            if let Some(value) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+                return parsed(format!("${var}"), value);
             }
         }
-        out.push((
+        Ok(None)
+    }
+
+    /// The engines tried when none was asked for, in discovery order, with what each is.
+    fn discovered() -> Vec<(String, Endpoint)> {
+        let mut out = vec![(
             "rootful Podman".to_owned(),
             Endpoint::Unix("/run/podman/podman.sock".into()),
-        ));
+        )];
         if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
             out.push((
                 "rootless Podman".to_owned(),
@@ -264,8 +281,15 @@ impl ContainerProvider {
     async fn engine(&self) -> Result<&Engine> {
         self.engine
             .get_or_try_init(|| async {
+                // An engine asked for is used or nothing is: hosts must not land on another machine.
+                let asked = self.asked_for()?;
+                let explicit = asked.is_some();
+                let candidates = match asked {
+                    Some(asked) => vec![asked],
+                    None => Self::discovered(),
+                };
                 let mut tried = Vec::new();
-                for (source, endpoint) in self.candidates() {
+                for (source, endpoint) in candidates {
                     if let Endpoint::Unix(path) = &endpoint
                         && !path.exists()
                     {
@@ -292,6 +316,13 @@ impl ContainerProvider {
                         }
                         Err(why) => tried.push(format!("{} ({source}): {why}", endpoint.describe())),
                     }
+                }
+                if explicit {
+                    return Err(self.error(format!(
+                        "the container engine asked for does not answer: {}; start it, or change or \
+                         unset that setting or variable to use another engine",
+                        tried.join("; ")
+                    )));
                 }
                 Err(self.error(format!(
                     "no container engine answered; tried: {}; {START_HINT}",
@@ -394,6 +425,7 @@ impl ContainerProvider {
         let slot = Arc::new(tokio::sync::Mutex::new(()));
         let answered = Arc::clone(&slot).lock_owned().await;
         lock(&self.creating).insert(record.to_string(), Arc::clone(&slot));
+        lock(&self.nothing_sent).remove(record.as_str());
         let docker = docker.clone();
         let request = tokio::spawn(async move {
             let out = docker.create_container(Some(options), body).await;
@@ -568,6 +600,7 @@ impl Provider for ContainerProvider {
         let wanted = ctx.arg("container_host").ok_or_else(|| {
             Error::user("container_host needs an image name, e.g. `--container-host fedora:40`")
         })?;
+        lock(&self.nothing_sent).insert(ctx.record_id().to_string());
         let engine = self.engine().await?;
         let docker = &engine.docker;
         let mut image = wanted.to_owned();
@@ -744,6 +777,10 @@ impl Provider for ContainerProvider {
     }
 
     async fn checkin(&self, host: &HostRecord) -> Result<()> {
+        if lock(&self.nothing_sent).remove(host.id().as_str()) {
+            tracing::debug!(host = %host.display_name(), "no container was asked for; nothing to remove");
+            return Ok(());
+        }
         let docker = self.docker().await?;
         let options = RemoveContainerOptions {
             force: true,

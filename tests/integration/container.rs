@@ -418,3 +418,53 @@ fn checkin_never_removes_a_foreign_container_that_took_the_name() {
     );
     podman(&["rm", "-f", &name]);
 }
+
+#[test]
+fn an_engine_asked_for_that_does_not_answer_fails_naming_it() {
+    let Some((dir, prefix)) = engine_dir("asked") else {
+        return;
+    };
+    let checkout = [
+        "checkout",
+        "--container-host",
+        "broker-busybox",
+        "--command",
+        "sleep 3600",
+    ];
+    for (var, value) in [
+        ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ("CONTAINER_HOST", "tcp://127.0.0.1:1"),
+        ("DOCKER_HOST", "ssh://core@engine.example.com"),
+    ] {
+        let out = dir.command(&checkout).env(var, value).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(7),
+            "{var}={value}: {}",
+            stderr(&out)
+        );
+        let err = stderr(&out);
+        assert!(err.contains(&format!("${var}")), "{err}");
+        assert!(err.contains(value.split('@').next_back().unwrap()), "{err}");
+        // Not silently on the local engine instead.
+        assert!(
+            containers(&prefix).is_empty(),
+            "{var}={value}: {:?}",
+            containers(&prefix)
+        );
+        assert!(dir.inventory().is_empty());
+    }
+    std::fs::write(
+        dir.path().join("broker_settings.yaml"),
+        format!("Container:\n  name_prefix: {prefix}\n  socket: /nonexistent/podman.sock\n"),
+    )
+    .unwrap();
+    let out = dir.run(&checkout);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("setting `socket`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(containers(&prefix).is_empty());
+}
