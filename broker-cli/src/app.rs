@@ -708,7 +708,7 @@ async fn execute(broker: &Broker, a: ExecuteArgs, emitter: &mut Emitter) -> Resu
         ExecuteFormat::Log => {
             tracing::info!(
                 "result:\n{}",
-                serde_yaml::to_string(&result).unwrap_or_default()
+                serde_yaml::to_string(&broker_core::redact::mask(&result)).unwrap_or_default()
             );
             print_value(&result, Format::Yaml)?;
         }

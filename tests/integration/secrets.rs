@@ -76,6 +76,23 @@ fn secret_arguments_are_masked_in_every_output() {
         assert_hidden(&format!("broker {view:?}"), &text);
         assert!(text.contains("********"), "broker {view:?}:\n{text}");
     }
+    // `execute` logs its result as well as printing it.
+    let logged = dir.run(&[
+        "--output-file",
+        &out_arg,
+        "execute",
+        "--test_action",
+        "basic",
+        "--host_password",
+        "hunter2",
+    ]);
+    assert_eq!(logged.status.code(), Some(0), "{}", stderr(&logged));
+    assert_hidden("execute's log", &stderr(&logged));
+    assert_hidden("execute", &String::from_utf8_lossy(&logged.stdout));
+    assert_hidden(
+        "execute --output-file",
+        &std::fs::read_to_string(&out_file).unwrap(),
+    );
     let out = dir.run(&["--output-file", &out_arg, "inventory"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_hidden(
