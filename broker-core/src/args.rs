@@ -111,7 +111,7 @@ pub fn load_data_file(path: &Path) -> Result<Value> {
 /// [`Error::Parse`] naming line and column.
 pub fn parse_data_text(path: &Path, text: &str) -> Result<Value> {
     // YAML is a superset of JSON, so one parser serves both.
-    serde_yaml::from_str(text).map_err(|e| Error::parse(path, &e, false))
+    serde_yaml::from_str(crate::files::strip_bom(text)).map_err(|e| Error::parse(path, &e, false))
 }
 
 /// Loads an `--args-file`: a mapping, or a list of mappings merged in order.
@@ -206,6 +206,20 @@ mod tests {
         assert_eq!(get("naked"), "yes");
         assert_eq!(get("extra"), "a=b=c");
         assert_eq!(get("url"), "http://x/?q=1");
+    }
+
+    #[test]
+    fn a_byte_order_mark_at_the_start_of_an_args_file_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("args.yaml");
+        std::fs::write(&path, "\u{feff}workflow: deploy-rhel\ncount: 2\n").unwrap();
+        let args = load_args_file(&path).unwrap();
+        assert_eq!(
+            args.get("workflow").and_then(Value::as_str),
+            Some("deploy-rhel")
+        );
+        assert_eq!(args.get("count").and_then(Value::as_u64), Some(2));
+        assert_eq!(args.len(), 2);
     }
 
     #[test]
