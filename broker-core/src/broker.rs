@@ -673,9 +673,33 @@ impl Broker {
     /// Checks in hosts from the inventory (in parallel up to `thread_limit`, or one at a time).
     /// Already-gone hosts count as checked in. Each host's outcome is reported; a failure leaves that
     /// host's record in place.
+    ///
+    /// A `pending` record whose owner is still alive is a checkout under way: its host may not exist
+    /// yet, so checking it in would find nothing, drop the record and call the host gone while the
+    /// checkout goes on to make it. Such a record is left alone, and its outcome is an
+    /// [`Error::User`] naming the process that holds it.
     pub async fn checkin(&self, records: Vec<HostRecord>, sequential: bool) -> Vec<HostOutcome> {
         let limit = if sequential { Some(1) } else { None };
-        self.inner.checkin_many(records, limit).await
+        let (busy, free): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .enumerate()
+            .partition(|(_, r)| checkout_under_way(r).is_some());
+        let (order, free): (Vec<usize>, Vec<HostRecord>) = free.into_iter().unzip();
+        let mut outcomes: Vec<(usize, HostOutcome)> = order
+            .into_iter()
+            .zip(self.inner.checkin_many(free, limit).await)
+            .collect();
+        outcomes.extend(busy.into_iter().map(|(i, record)| {
+            let holder = checkout_under_way(&record).unwrap_or_default();
+            let result = Err(Error::user(format!(
+                "host {} is still being checked out by {holder}; check it in once that checkout \
+                 has finished (or, if that process is gone, `broker recover`)",
+                record.display_name()
+            )));
+            (i, HostOutcome { record, result })
+        }));
+        outcomes.sort_by_key(|(i, _)| *i);
+        outcomes.into_iter().map(|(_, o)| o).collect()
     }
 
     /// Extends hosts' leases at their providers, each through its own provider instance. When an
@@ -1388,6 +1412,16 @@ fn stored_form(
         .collect()
 }
 
+/// Who is still checking out the host of `record` — `pid N of USER on MACHINE` — when the record is
+/// `pending` and that process is not known to be gone; `None` for any other record.
+fn checkout_under_way(record: &HostRecord) -> Option<String> {
+    if record.state() != HostState::Pending {
+        return None;
+    }
+    let owner = record.owner()?;
+    (!owner.is_dead()).then(|| format!("pid {} of {} on {}", owner.pid, owner.user, owner.machine))
+}
+
 /// Runs `work` for every record, at most `limit` at once, newest first (as the Python broker does), and
 /// reports each record's outcome in the records' order — also when its task panicked.
 async fn for_each_host<F, Fut>(records: Vec<HostRecord>, limit: usize, work: F) -> Vec<HostOutcome>
@@ -1555,6 +1589,80 @@ mod tests {
         let outcomes = broker.recover(RecoverScope::Unfinished).await.unwrap();
         assert!(outcomes.iter().all(|o| o.result.is_ok()));
         assert!(broker.inventory().list().unwrap().is_empty());
+    }
+
+    /// Counts check-ins; its checkouts name the host after their index.
+    #[derive(Debug)]
+    struct Counted;
+
+    static COUNTED_CHECKINS: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
+
+    #[async_trait::async_trait]
+    impl Provider for Counted {
+        fn name(&self) -> &str {
+            "Counted"
+        }
+        fn instance(&self) -> Option<&str> {
+            None
+        }
+        async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+            let mut fields = Mapping::new();
+            fields.insert("hostname".into(), format!("c{}", ctx.index()).into());
+            Ok(fields)
+        }
+        async fn checkin(&self, _host: &HostRecord) -> Result<()> {
+            COUNTED_CHECKINS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn checkin_leaves_a_checkout_another_live_process_has_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
+        let kind = ProviderKind::new("Counted", "test", |_| Ok(Arc::new(Counted)))
+            .checkout_actions(&["count_action"]);
+        let broker = Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap();
+        let ready = broker
+            .checkout_one(CheckoutRequest::new().arg("count_action", "x"))
+            .await
+            .unwrap()
+            .keep()
+            .record()
+            .clone();
+        // An intent record of another process that is alive (pid 1 always is) on this machine.
+        let mut busy = HostRecord::pending("Counted", None, Mapping::new());
+        let mut owner = Mapping::new();
+        owner.insert("user".into(), "someone".into());
+        owner.insert("machine".into(), Owner::current().machine.clone().into());
+        owner.insert("pid".into(), 1u64.into());
+        busy.set(fields::OWNER, Value::Mapping(owner));
+        broker.inventory().put(std::slice::from_ref(&busy)).unwrap();
+
+        let outcomes = broker
+            .checkin(vec![busy.clone(), ready.clone()], false)
+            .await;
+        assert_eq!(outcomes.len(), 2);
+        assert_eq!(outcomes[0].record.id(), busy.id());
+        let err = outcomes[0].result.as_ref().unwrap_err();
+        assert_eq!(err.exit_code(), 13);
+        assert!(
+            err.to_string()
+                .contains("still being checked out by pid 1 of someone"),
+            "{err}"
+        );
+        assert_eq!(outcomes[1].record.id(), ready.id());
+        assert!(outcomes[1].result.is_ok());
+        // Only the ready host went to the provider; the checkout under way keeps its record.
+        assert_eq!(
+            COUNTED_CHECKINS.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        let left = broker.inventory().list().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].id(), busy.id());
+        assert_eq!(left[0].state(), HostState::Pending);
     }
 
     /// A provider whose checkout fails after making two hosts it asks broker to keep.
