@@ -50,8 +50,63 @@ fn time_command(dir: &Path, args: &[&str], runs: usize) -> Duration {
     samples[samples.len() / 2]
 }
 
+/// Peak resident memory of a process in kB (`VmHWM`), while it runs.
+fn peak_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `checkout --test_action basic -c COUNT` into an empty inventory: wall time and peak memory (the
+/// peak is sampled while the process runs, so it is a close lower bound). Targets (issue 9 item 18):
+/// `-c 1000` well under 5 s and at most 100 MB.
+fn large_checkout(count: usize) -> (Duration, u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let start = Instant::now();
+    let mut child = Command::new(BROKER)
+        .args([
+            "--log-level",
+            "error",
+            "checkout",
+            "--test_action",
+            "basic",
+            "-c",
+        ])
+        .arg(count.to_string())
+        .env("BROKER_DIRECTORY", dir.path())
+        .env("HOME", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run broker");
+    let mut peak = 0;
+    let status = loop {
+        if let Some(kb) = peak_kb(child.id()) {
+            peak = peak.max(kb);
+        }
+        if let Some(status) = child.try_wait().expect("wait for broker") {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let elapsed = start.elapsed();
+    assert!(status.success(), "checkout -c {count} failed");
+    let text = std::fs::read_to_string(dir.path().join("inventory.yaml")).expect("inventory");
+    assert_eq!(text.matches("_broker_state: ready").count(), count);
+    (elapsed, peak)
+}
+
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
+    for count in [300, 1_000] {
+        let (elapsed, peak) = large_checkout(count);
+        println!(
+            "{:<38} {:>10.2?} {:>8} MB peak",
+            format!("checkout -c {count} (TestProvider)"),
+            elapsed,
+            peak / 1024
+        );
+    }
     let runs = if quick { 1 } else { 15 };
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(

@@ -404,6 +404,55 @@ pub(crate) struct BrokerInner {
     pub(crate) keep_on_failure: Option<Duration>,
     thread_limit: Option<usize>,
     origin: Mutex<Option<String>>,
+    /// Ready records waiting to be written together (see `put_grouped`).
+    grouped: Mutex<GroupedPuts>,
+}
+
+#[derive(Default)]
+struct GroupedPuts {
+    /// Records to write, each with where to say whether its write succeeded.
+    waiting: Vec<(HostRecord, tokio::sync::oneshot::Sender<bool>)>,
+    writing: bool,
+}
+
+/// The task writing grouped records; a writer dropped mid-way lets the next caller write.
+struct GroupWriter<'a> {
+    inner: &'a BrokerInner,
+    finished: bool,
+}
+
+impl GroupWriter<'_> {
+    async fn drain(&mut self) {
+        loop {
+            let batch = {
+                let mut queue = lock(&self.inner.grouped);
+                if queue.waiting.is_empty() {
+                    queue.writing = false;
+                    self.finished = true;
+                    return;
+                }
+                std::mem::take(&mut queue.waiting)
+            };
+            let (records, done): (Vec<HostRecord>, Vec<_>) = batch.into_iter().unzip();
+            let written = self.inner.put_many(records).await.is_ok();
+            for tx in done {
+                let _ = tx.send(written);
+            }
+        }
+    }
+}
+
+impl Drop for GroupWriter<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Dropped before the queue was empty: records still waiting fail (their senders drop), and
+        // the next caller writes.
+        let mut queue = lock(&self.inner.grouped);
+        queue.writing = false;
+        queue.waiting.clear();
+    }
 }
 
 /// The entry point of the library.
@@ -469,6 +518,7 @@ impl Broker {
                 store,
                 providers: Mutex::new(HashMap::new()),
                 origin: Mutex::new(None),
+                grouped: Mutex::new(GroupedPuts::default()),
             }),
         })
     }
@@ -1098,6 +1148,16 @@ impl BrokerInner {
         self.provider(&kind, record.instance())
     }
 
+    /// The intent record of the `index`-th host of a checkout. What the provider knows before it
+    /// creates anything (the name it will give the host) goes in, so a crash at any point leaves a
+    /// record that names the host.
+    fn intent(&self, provider: &Arc<dyn Provider>, args: &Mapping, index: usize) -> HostRecord {
+        let mut record = HostRecord::pending(provider.name(), provider.instance(), args.clone());
+        let id = record.id();
+        record.merge(provider.planned_fields(&CheckoutContext::new(&id, args, index)));
+        record
+    }
+
     /// One host: intent → provider → ready. Once `stop` is set, no provider call starts; one under
     /// way gets `cancel_timeout` to answer, and what it made is given back.
     async fn checkout_single(
@@ -1110,13 +1170,11 @@ impl BrokerInner {
         if stop.is_set() {
             return HostAttempt::NotStarted;
         }
-        let mut record = HostRecord::pending(provider.name(), provider.instance(), args.clone());
+        let mut record = self.intent(&provider, args, index);
         let id = record.id();
         let ctx = CheckoutContext::new(&id, args, index);
-        // What the provider knows before it creates anything (the name it will give the host) goes
-        // into the intent record, so a crash at any point leaves a record that names the host.
-        record.merge(provider.planned_fields(&ctx));
-        if let Err(e) = self.put(record.clone()).await {
+        // Written together with the intents of the checkout's other hosts.
+        if let Err(e) = self.put_grouped(record.clone()).await {
             return HostAttempt::Failed(e);
         }
         if stop.is_set() {
@@ -1185,7 +1243,7 @@ impl BrokerInner {
             record.set(fields::PROVIDER_INSTANCE, i);
         }
         record.set_state(HostState::Ready);
-        if let Err(e) = self.put(record.clone()).await {
+        if let Err(e) = self.put_grouped(record.clone()).await {
             // The host exists but is recorded only as pending: give it back rather than hand out a
             // host the inventory does not know as ready. If that fails too, the pending record
             // remains for `broker recover`.
@@ -1360,6 +1418,32 @@ impl BrokerInner {
             tracing::info!(host = %o.record.display_name(), "checked in");
         }
         outcomes
+    }
+
+    /// Writes a record together with those other tasks are writing meanwhile: one inventory write
+    /// for every record queued while the previous write ran, however many hosts finish at once.
+    async fn put_grouped(&self, record: HostRecord) -> Result<()> {
+        let (done, written) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut queue = lock(&self.grouped);
+            queue.waiting.push((record.clone(), done));
+            !std::mem::replace(&mut queue.writing, true)
+        };
+        if lead {
+            // Whoever finds no write under way writes, until the queue is empty; should this future be
+            // dropped mid-way, the next caller takes over.
+            let mut writer = GroupWriter {
+                inner: self,
+                finished: false,
+            };
+            writer.drain().await;
+        }
+        match written.await {
+            Ok(true) => Ok(()),
+            // The group's write failed (or was abandoned): write this record alone, which reports
+            // this record's own error.
+            _ => self.put(record).await,
+        }
     }
 
     async fn put_many(&self, records: Vec<HostRecord>) -> Result<()> {
