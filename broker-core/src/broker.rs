@@ -205,8 +205,18 @@ impl Stop {
 enum HostAttempt {
     /// Made and recorded `ready`.
     Made(HostRecord),
-    /// The provider failed (and what it left was cleaned up, or recorded for `recover`).
+    /// The provider failed (and what it left was cleaned up).
     Failed(Error),
+    /// The checkout failed, and giving back what it had made of the host failed too: the record
+    /// stays, `releasing`, with the clean-up's error.
+    FailedAndLeft {
+        /// Why the checkout failed.
+        error: Error,
+        /// The host, as its record names it.
+        host: String,
+        /// Why giving it back failed.
+        cleanup: Error,
+    },
     /// Stopped before the provider was asked.
     NotStarted,
     /// Stopped; the host (or whatever the provider had made of it) was given back.
@@ -615,6 +625,14 @@ impl Broker {
             match attempt {
                 HostAttempt::Made(record) => made.push((index, record)),
                 HostAttempt::Failed(e) => failures.push((index, e)),
+                HostAttempt::FailedAndLeft {
+                    error,
+                    host,
+                    cleanup,
+                } => {
+                    failures.push((index, error));
+                    stopped.left.push((host, cleanup));
+                }
                 HostAttempt::NotStarted => stopped.not_started += 1,
                 HostAttempt::GivenBack(name) => stopped.given_back.push(name),
                 HostAttempt::Left(name, e) => stopped.left.push((name, e)),
@@ -640,10 +658,13 @@ impl Broker {
         }
 
         if !failures.is_empty() {
-            if resolved.count == 1 && made.is_empty() {
+            // Hosts whose failed checkout could not be cleaned up are still out, whatever happens to
+            // the others.
+            let failed_left = std::mem::take(&mut stopped.left);
+            if resolved.count == 1 && made.is_empty() && failed_left.is_empty() {
                 return Err(failures.remove(0).1);
             }
-            let (rolled_back, kept, left) = if request.keep_partial {
+            let (rolled_back, kept, mut left) = if request.keep_partial {
                 let names = made.iter().map(|(_, r)| r.display_name()).collect();
                 (Vec::new(), names, Vec::new())
             } else {
@@ -664,6 +685,7 @@ impl Broker {
                 }
                 (rolled_back, Vec::new(), left)
             };
+            left.splice(0..0, failed_left);
             return Err(Error::CheckoutFailed {
                 requested: resolved.count,
                 failures,
@@ -1224,13 +1246,7 @@ impl BrokerInner {
                             tracing::warn!("removing the intent record of a failed checkout: {rm}");
                         }
                     }
-                    Err(cleanup) => {
-                        record.set(fields::LAST_ERROR, crate::error::chain(&cleanup));
-                        let _ = self.put(record).await;
-                        tracing::error!(
-                            "cleaning up after a failed checkout failed: {cleanup}; run `broker recover --all`"
-                        );
-                    }
+                    Err(cleanup) => return self.left_by_failed_checkout(record, e, cleanup).await,
                 }
                 return HostAttempt::Failed(e);
             }
@@ -1251,10 +1267,7 @@ impl BrokerInner {
                 Ok(()) => {
                     let _removed = self.remove(vec![id]).await;
                 }
-                Err(cleanup) => tracing::error!(
-                    host = %record.display_name(),
-                    "recording the host failed and giving it back failed too: {cleanup}; run `broker recover --all`"
-                ),
+                Err(cleanup) => return self.left_by_failed_checkout(record, e, cleanup).await,
             }
             return HostAttempt::Failed(e);
         }
@@ -1268,6 +1281,30 @@ impl BrokerInner {
             };
         }
         HostAttempt::Made(record)
+    }
+
+    /// A checkout failed and giving back what it made failed too: the record says so (`releasing`,
+    /// with the clean-up's error), so `broker checkin` and `broker recover` finish the job, and the
+    /// caller's error lists the host as still out.
+    async fn left_by_failed_checkout(
+        &self,
+        mut record: HostRecord,
+        error: Error,
+        cleanup: Error,
+    ) -> HostAttempt {
+        let host = record.display_name();
+        tracing::error!(host = %host, "giving back what a failed checkout made failed: {}", crate::error::chain(&cleanup));
+        record.set_state(HostState::Releasing);
+        record.set(fields::LAST_ERROR, crate::error::chain(&cleanup));
+        if let Err(e) = self.put(record).await {
+            // The intent record stays `pending`, which `broker recover` resolves too.
+            tracing::warn!(host = %host, "recording the failed clean-up: {}", crate::error::chain(&e));
+        }
+        HostAttempt::FailedAndLeft {
+            error,
+            host,
+            cleanup,
+        }
     }
 
     /// Records the hosts a failed checkout left and the provider asked to keep: the first in the
@@ -1747,6 +1784,79 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].id(), busy.id());
         assert_eq!(left[0].state(), HostState::Pending);
+    }
+
+    /// A provider whose second checkout fails and whose check-ins all fail.
+    #[derive(Debug)]
+    struct CannotGiveBack;
+
+    #[async_trait::async_trait]
+    impl Provider for CannotGiveBack {
+        fn name(&self) -> &str {
+            "CannotGiveBack"
+        }
+        fn instance(&self) -> Option<&str> {
+            None
+        }
+        fn planned_fields(&self, ctx: &CheckoutContext<'_>) -> Mapping {
+            let mut fields = Mapping::new();
+            fields.insert("name".into(), format!("vm{}", ctx.index()).into());
+            fields
+        }
+        async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+            if ctx.index() == 1 {
+                return Err(Error::provider("CannotGiveBack", "the build failed"));
+            }
+            Ok(Mapping::new())
+        }
+        async fn checkin(&self, host: &HostRecord) -> Result<()> {
+            Err(Error::provider(
+                "CannotGiveBack",
+                format!("cannot delete {}", host.display_name()),
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_checkout_whose_clean_up_fails_is_listed_as_still_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
+        let kind = ProviderKind::new("CannotGiveBack", "test", |_| Ok(Arc::new(CannotGiveBack)))
+            .checkout_actions(&["stuck_action"]);
+        let broker = Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap();
+        let err = broker
+            .checkout(CheckoutRequest::new().arg("stuck_action", "x").count(2))
+            .await
+            .unwrap_err();
+        let Error::CheckoutFailed {
+            failures,
+            rolled_back,
+            left,
+            ..
+        } = &err
+        else {
+            panic!("unexpected {err}");
+        };
+        assert_eq!(failures.len(), 1, "{err}");
+        assert_eq!(failures[0].0, 1, "{err}");
+        assert!(rolled_back.is_empty(), "{err}");
+        let mut names: Vec<&str> = left.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["vm0", "vm1"], "{err}");
+        let text = err.to_string();
+        assert!(!text.contains("checked in again"), "{text}");
+        assert!(text.contains("broker checkin vm"), "{text}");
+        // Both records say the check-in is unfinished, so `checkin` and `recover` can finish it.
+        let records = broker.inventory().list().unwrap();
+        assert_eq!(records.len(), 2);
+        for r in &records {
+            assert_eq!(r.state(), HostState::Releasing, "{r:?}");
+            let last = r
+                .get(fields::LAST_ERROR)
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            assert!(last.contains("cannot delete"), "{r:?}");
+        }
     }
 
     /// A provider whose checkout fails after making two hosts it asks broker to keep.

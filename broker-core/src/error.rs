@@ -178,8 +178,9 @@ pub enum Error {
         rolled_back: Vec<String>,
         /// Hosts that were made and kept (when partial results were asked for).
         kept: Vec<String>,
-        /// Hosts that were made and could not be checked in again, with why: they are still checked
-        /// out, their records marked `releasing`.
+        /// Hosts that could not be given back, with why: made and not checked in again, or partly
+        /// made by a failed checkout whose clean-up failed. They are still checked out, their records
+        /// marked `releasing`.
         left: Vec<(String, Error)>,
     },
 
@@ -248,10 +249,7 @@ fn checkout_failed_message(
         let _ = write!(out, "\n  kept in the inventory: {}", kept.join(", "));
     }
     if !left.is_empty() {
-        let _ = write!(
-            out,
-            "\n  still checked out (checking them in again failed):"
-        );
+        let _ = write!(out, "\n  still checked out (giving them back failed):");
         for (name, error) in left {
             let _ = write!(out, "\n    {name}: {}", crate::error::chain(error));
         }
