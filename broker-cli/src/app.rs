@@ -302,7 +302,8 @@ async fn interruptible<T>(work: impl std::future::Future<Output = Result<T>>) ->
     }
 }
 
-/// Runs a checkout that `stop` can stop. The first stop signal asks it to stop: it waits for
+/// Runs a checkout that `stop` can stop. A Ctrl-C on a terminal first asks whether to stop or resume
+/// (the checkout goes on meanwhile). The first stop signal (or a stop answer) asks it to stop: it waits for
 /// provider calls under way (`cancel_timeout`) and checks in what it made (`checkin_timeout`). A
 /// second signal, or that time passing, stops waiting and says what is left and how to finish.
 async fn checkout_until_stopped<T>(
@@ -313,9 +314,40 @@ async fn checkout_until_stopped<T>(
     work: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
     let mut work = Box::pin(work);
-    let signal = tokio::select! {
-        out = &mut work => return out,
-        signal = signals.next() => signal,
+    let signal = loop {
+        let signal = tokio::select! {
+            out = &mut work => return out,
+            signal = signals.next() => signal,
+        };
+        if signal != "Ctrl-C" || !asks_on_terminal() {
+            break signal;
+        }
+        // Ctrl-C on a terminal: the user may have pressed it by mistake, or only wanted to see
+        // whether broker is alive; ask, as the Python broker does, while the checkout goes on.
+        let question = broker_core::terminal::ask();
+        eprint!(
+            "\r\x1b[2KCtrl-C: [s]top the checkout and give back what it made, or [r]esume it? [s/r] (r): "
+        );
+        let answer = tokio::select! {
+            out = &mut work => {
+                eprintln!();
+                return out;
+            }
+            again = signals.next() => {
+                eprintln!();
+                break again;
+            }
+            answer = read_answer() => answer,
+        };
+        drop(question);
+        match answer.as_deref().map(str::trim) {
+            Some("" | "r" | "R" | "resume") => eprintln!("resuming the checkout"),
+            Some("s" | "S" | "stop") | None => break signal,
+            Some(other) => {
+                eprintln!("`{other}` is neither s nor r: stopping the checkout");
+                break signal;
+            }
+        }
     };
     drop(progress);
     let bound = broker.settings().cancel_timeout()? + broker.settings().checkin_timeout()?;
@@ -333,6 +365,31 @@ async fn checkout_until_stopped<T>(
     // Dropping the checkout stops its tasks where they are; what they had not finished stays recorded.
     drop(work);
     Err(left_behind(broker, &why))
+}
+
+/// Whether a Ctrl-C may be answered by a question: someone sits at a terminal (stdin and stderr are
+/// terminals) and did not ask broker never to ask (`BROKER_NON_INTERACTIVE`).
+fn asks_on_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("BROKER_NON_INTERACTIVE").is_none()
+        && std::io::stdin().is_terminal()
+        && std::io::stderr().is_terminal()
+}
+
+/// One line the user types; `None` at the end of input or when it cannot be read. Read on a thread of
+/// its own, which a process exiting meanwhile does not wait for (a blocking task of the runtime would
+/// keep it from shutting down until the user pressed Enter).
+async fn read_answer() -> Option<String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("broker-answer".into())
+        .spawn(move || {
+            let mut line = String::new();
+            let read = std::io::stdin().read_line(&mut line);
+            let _ = tx.send(matches!(read, Ok(n) if n > 0).then_some(line));
+        })
+        .ok()?;
+    rx.await.ok().flatten()
 }
 
 /// After a checkout was abandoned mid-clean-up: what this process left in the inventory, and how to

@@ -1170,3 +1170,110 @@ fn second_ctrl_c_stops_waiting_and_says_what_is_left() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(dir.inventory().is_empty());
 }
+
+/// Runs `broker checkout ARGS` in a terminal, presses Ctrl-C once its intent record is written,
+/// answers broker's question with `answer`, and returns the exit code and what the terminal showed.
+fn checkout_answering_ctrl_c(dir: &BrokerDir, args: &str, answer: &str) -> (Option<i32>, String) {
+    use std::io::{Read, Write};
+    let mut child = std::process::Command::new("script")
+        .args([
+            "-qfec",
+            &format!("{} checkout {args}", crate::util::BROKER),
+            "/dev/null",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("USER", "tester")
+        .env("BROKER_DIRECTORY", dir.path())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = {
+        let shown = std::sync::Arc::clone(&shown);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shown
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    // The broker process is the owner of the intent record: Ctrl-C goes to it, not to `script`.
+    let mut pid = None;
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            pid = std::fs::read_to_string(dir.inventory_path())
+                .ok()
+                .and_then(|t| serde_yaml::from_str::<Vec<serde_yaml::Value>>(&t).ok())
+                .and_then(|records| records.first()?["_broker_owner"]["pid"].as_u64());
+            pid.is_some()
+        }),
+        "no intent record appeared"
+    );
+    let pid = pid.unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || shown
+            .lock()
+            .unwrap()
+            .contains("[s/r]")),
+        "no question: {}",
+        shown.lock().unwrap()
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    let text = shown.lock().unwrap().replace('\r', "");
+    (status.code(), text)
+}
+
+#[test]
+fn ctrl_c_on_a_terminal_asks_and_resume_goes_on_with_the_checkout() {
+    let dir = BrokerDir::new(SETTINGS);
+    let (code, shown) =
+        checkout_answering_ctrl_c(&dir, "--test_action basic --delay 2 -o json", "r");
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        shown.contains("[s]top the checkout and give back what it made, or [r]esume it?"),
+        "{shown}"
+    );
+    assert!(shown.contains("resuming the checkout"), "{shown}");
+    let records = dir.inventory();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["_broker_state"], "ready", "{records:?}");
+    assert_eq!(dir.provider_hosts().len(), 1);
+}
+
+#[test]
+fn ctrl_c_on_a_terminal_asks_and_stop_gives_back_what_was_made() {
+    let dir = BrokerDir::new(&format!("{SETTINGS}cancel_timeout: 1\n"));
+    let (code, shown) =
+        checkout_answering_ctrl_c(&dir, "--test_action basic --hang created -c 2", "s");
+    assert_eq!(code, Some(130), "{shown}");
+    assert!(shown.contains("stopping the checkout"), "{shown}");
+    assert!(dir.inventory().is_empty(), "{:?}", dir.inventory());
+    assert!(
+        dir.provider_hosts().is_empty(),
+        "{:?}",
+        dir.provider_hosts()
+    );
+}
