@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use awx_sim::{ALICE_PASSWORD, ALICE_TOKEN, Sim, SimOptions};
 
-use crate::util::{BROKER, BrokerDir, stderr, wait_for};
+use crate::util::{BrokerDir, stderr, wait_for};
 
 fn settings(sim: &Sim, extra: &str) -> String {
     format!(
@@ -135,14 +135,11 @@ fn dangling_store_keeps_the_failed_host_for_a_later_checkin() {
 fn dangling_prompt_asks_on_the_terminal() {
     let sim = Sim::start();
     let dir = BrokerDir::new(&settings(&sim, "  dangling_behavior: prompt\n"));
-    let mut session = Command::new("script")
-        .args([
-            "-qec",
-            &format!("{BROKER} checkout --nick rhel9 --sim_fail configure; echo broker-rc=$?"),
-            "/dev/null",
-        ])
-        .env("BROKER_DIRECTORY", dir.path())
-        .env("HOME", dir.path())
+    let mut session = dir
+        .in_terminal(
+            "",
+            "checkout --nick rhel9 --sim_fail configure; echo broker-rc=$?",
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -842,17 +842,8 @@ fn ssh_shell_on_a_host_without_shells_says_so_plainly() {
     dir.ok(&["checkout", "--test_action", "basic"]);
     let host = dir.inventory()[0]["hostname"].as_str().unwrap().to_owned();
     // `script` gives broker a terminal, as a user typing `broker ssh 0` has.
-    let out = std::process::Command::new("script")
-        .args([
-            "-qec",
-            &format!("{} ssh 0", crate::util::BROKER),
-            "/dev/null",
-        ])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir.path())
-        .env("USER", "tester")
-        .env("BROKER_DIRECTORY", dir.path())
+    let out = dir
+        .in_terminal("", "ssh 0")
         .env("BROKER_NON_INTERACTIVE", "1")
         .stdin(std::process::Stdio::null())
         .output()
@@ -891,18 +882,8 @@ fn ssh_to_a_host_that_does_not_answer_says_what_it_waits_for_at_once() {
 /// Runs `broker ARGS` in a terminal (`script` gives it one) after `setup` (e.g. `stty cols 60`) and
 /// returns what the terminal showed, without carriage returns.
 fn in_terminal(dir: &BrokerDir, setup: &str, args: &str, env: &[(&str, &str)]) -> String {
-    let mut command = std::process::Command::new("script");
+    let mut command = dir.in_terminal(&format!("{setup}; "), args);
     command
-        .args([
-            "-qec",
-            &format!("{setup}; {} {args}", crate::util::BROKER),
-            "/dev/null",
-        ])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir.path())
-        .env("USER", "tester")
-        .env("BROKER_DIRECTORY", dir.path())
         .env("BROKER_NON_INTERACTIVE", "1")
         .stdin(std::process::Stdio::null());
     for (k, v) in env {
@@ -1175,17 +1156,8 @@ fn second_ctrl_c_stops_waiting_and_says_what_is_left() {
 /// answers broker's question with `answer`, and returns the exit code and what the terminal showed.
 fn checkout_answering_ctrl_c(dir: &BrokerDir, args: &str, answer: &str) -> (Option<i32>, String) {
     use std::io::{Read, Write};
-    let mut child = std::process::Command::new("script")
-        .args([
-            "-qfec",
-            &format!("{} checkout {args}", crate::util::BROKER),
-            "/dev/null",
-        ])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir.path())
-        .env("USER", "tester")
-        .env("BROKER_DIRECTORY", dir.path())
+    let mut child = dir
+        .in_terminal("", &format!("checkout {args}"))
         .env("NO_COLOR", "1")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -274,14 +274,8 @@ fn container_with_sshd_is_reached_over_ssh() {
         "the host key was remembered"
     );
     // No command: an interactive shell with a terminal (driven here through `script`'s PTY).
-    let mut shell = Command::new("script")
-        .args([
-            "-qec",
-            &format!("{} ssh 0; echo broker-rc=$?", crate::util::BROKER),
-            "/dev/null",
-        ])
-        .env("BROKER_DIRECTORY", dir.path())
-        .env("HOME", dir.path())
+    let mut shell = dir
+        .in_terminal("", "ssh 0; echo broker-rc=$?")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -54,6 +54,24 @@ impl BrokerDir {
         cmd
     }
 
+    /// `broker COMMAND_LINE` (after any shell `setup;`) in a terminal — `script` gives it one, as a
+    /// user typing at a prompt has — in this directory, with the environment [`BrokerDir::command`]
+    /// sets, less `BROKER_NON_INTERACTIVE` (add it where broker must not ask).
+    pub fn in_terminal(&self, setup: &str, command_line: &str) -> Command {
+        let mut cmd = Command::new("script");
+        cmd.args([
+            "-qfec",
+            &format!("{setup}{BROKER} {command_line}"),
+            "/dev/null",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", self.path())
+        .env("USER", "tester")
+        .env("BROKER_DIRECTORY", self.path());
+        cmd
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("run broker")
     }
