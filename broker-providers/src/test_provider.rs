@@ -261,9 +261,16 @@ impl Provider for TestProvider {
         if let Some(spec) = self.fault(&args, "fail_checkin")
             && (spec == "all" || positions(&spec).contains(&(count as usize)))
         {
+            // `all` stays in the host's recorded arguments, so running the check-in again is not
+            // enough: say where the fault lives.
+            let what_to_do = if spec == "all" {
+                "the record's arguments keep it: remove `fail_checkin` from its `_broker_args` in the \
+                 inventory, then run `broker checkin` again"
+            } else {
+                "run `broker checkin` again without it"
+            };
             return Err(self.error(format!(
-                "injected failure of check-in #{count} (fail_checkin: {spec}); \
-                 remove the fault and run `broker checkin` again"
+                "injected failure of check-in #{count} (fail_checkin: {spec}); {what_to_do}"
             )));
         }
         let name = Self::name_for(host);
