@@ -2,8 +2,10 @@
 //! values, and credentials written into URLs.
 //!
 //! One rule everywhere — settings, checkout arguments, nick values, host records, command output: a
-//! key whose name contains `password`, `pword`, `token`, `secret` or `passphrase` (in any case)
-//! holds a secret, and its value is shown as [`MASK`]. A URL's user information
+//! key whose name contains `password`, `passwd`, `pword`, `token`, `secret`, `passphrase`,
+//! `credential`, `api_key`/`apikey`, `private_key` or `authorization`, or that is `auth` or ends in
+//! `_auth`/`-auth` (in any case, `-` and `_` alike), holds a secret, and its value is shown as
+//! [`MASK`]. A URL's user information
 //! (`https://user:pw@host/`), in any value or message, is shown as `***`.
 //!
 //! This module only decides and rewrites; it never logs.
@@ -15,18 +17,31 @@ use serde_yaml::{Mapping, Value};
 /// What a secret value is shown as.
 pub const MASK: &str = "********";
 
-const SECRET_MARKERS: &[&str] = &["password", "pword", "token", "secret", "passphrase"];
+const SECRET_MARKERS: &[&str] = &[
+    "password",
+    "passwd",
+    "pword",
+    "token",
+    "secret",
+    "passphrase",
+    "credential",
+    "api_key",
+    "apikey",
+    "private_key",
+    "authorization",
+];
 
 /// Whether a key (of settings, arguments or a host record) holds a secret.
 ///
 /// ```
 /// use broker_core::redact::is_secret_key;
 /// assert!(is_secret_key("host_password") && is_secret_key("API_Token"));
-/// assert!(!is_secret_key("hostname"));
+/// assert!(is_secret_key("db_passwd") && is_secret_key("api-key") && is_secret_key("x-auth"));
+/// assert!(!is_secret_key("hostname") && !is_secret_key("auth_type"));
 /// ```
 pub fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    SECRET_MARKERS.iter().any(|m| key.contains(m))
+    let key = key.to_ascii_lowercase().replace('-', "_");
+    SECRET_MARKERS.iter().any(|m| key.contains(m)) || key == "auth" || key.ends_with("_auth")
 }
 
 /// Whether a value is the [`MASK`] that stands for a secret not shown or not stored.
@@ -205,6 +220,34 @@ mod tests {
         let mut j: serde_json::Value = serde_json::to_value(&v).unwrap();
         mask_json(&mut j);
         assert_eq!(j, serde_json::to_value(&m).unwrap());
+    }
+
+    #[test]
+    fn secret_looking_keys_beyond_passwords_and_tokens_are_secrets() {
+        for key in [
+            "api_key",
+            "API-KEY",
+            "apikey",
+            "db_passwd",
+            "x-auth",
+            "auth",
+            "proxy_auth",
+            "aws_credentials",
+            "ssh_private_key",
+            "Authorization",
+        ] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        for key in [
+            "auth_type",
+            "author",
+            "hostname",
+            "key_name",
+            "workflow",
+            "authority",
+        ] {
+            assert!(!is_secret_key(key), "{key}");
+        }
     }
 
     #[test]
