@@ -207,8 +207,8 @@ enum HostAttempt {
     Made(HostRecord),
     /// The provider failed (and what it left was cleaned up).
     Failed(Error),
-    /// The checkout failed, and giving back what it had made of the host failed too: the record
-    /// stays, `releasing`, with the clean-up's error.
+    /// The checkout failed, and giving back what it had made of the host failed too: the intent
+    /// record stays `pending`, with the clean-up's error.
     FailedAndLeft {
         /// Why the checkout failed.
         error: Error,
@@ -1283,9 +1283,11 @@ impl BrokerInner {
         HostAttempt::Made(record)
     }
 
-    /// A checkout failed and giving back what it made failed too: the record says so (`releasing`,
-    /// with the clean-up's error), so `broker checkin` and `broker recover` finish the job, and the
-    /// caller's error lists the host as still out.
+    /// A checkout failed and giving back what it made failed too: the intent record stays `pending`
+    /// — the provider's creation was never confirmed, which providers go by when they look for what
+    /// it made (AnsibleTower cancels the job by the record's id) — with the clean-up's error, so
+    /// `broker checkin` and `broker recover` finish the job; the caller's error lists the host as
+    /// still out.
     async fn left_by_failed_checkout(
         &self,
         mut record: HostRecord,
@@ -1294,10 +1296,8 @@ impl BrokerInner {
     ) -> HostAttempt {
         let host = record.display_name();
         tracing::error!(host = %host, "giving back what a failed checkout made failed: {}", crate::error::chain(&cleanup));
-        record.set_state(HostState::Releasing);
         record.set(fields::LAST_ERROR, crate::error::chain(&cleanup));
         if let Err(e) = self.put(record).await {
-            // The intent record stays `pending`, which `broker recover` resolves too.
             tracing::warn!(host = %host, "recording the failed clean-up: {}", crate::error::chain(&e));
         }
         HostAttempt::FailedAndLeft {
@@ -1534,13 +1534,15 @@ fn stored_form(
 }
 
 /// Who is still checking out the host of `record` — `pid N of USER on MACHINE` — when the record is
-/// `pending` and that process is not known to be gone; `None` for any other record.
+/// `pending` and another process, not known to be gone, owns it; `None` for any other record. (This
+/// process's own pending records are what its finished checkouts could not clean up.)
 fn checkout_under_way(record: &HostRecord) -> Option<String> {
     if record.state() != HostState::Pending {
         return None;
     }
     let owner = record.owner()?;
-    (!owner.is_dead()).then(|| format!("pid {} of {} on {}", owner.pid, owner.user, owner.machine))
+    (&owner != Owner::current() && !owner.is_dead())
+        .then(|| format!("pid {} of {} on {}", owner.pid, owner.user, owner.machine))
 }
 
 /// Runs `work` for every record, at most `limit` at once, newest first (as the Python broker does), and
@@ -1846,16 +1848,29 @@ mod tests {
         let text = err.to_string();
         assert!(!text.contains("checked in again"), "{text}");
         assert!(text.contains("broker checkin vm"), "{text}");
-        // Both records say the check-in is unfinished, so `checkin` and `recover` can finish it.
+        // The made host's record says its check-in is unfinished; the failed one's intent record
+        // stays pending; both carry the error, and `checkin` and `recover` can finish them.
         let records = broker.inventory().list().unwrap();
         assert_eq!(records.len(), 2);
         for r in &records {
-            assert_eq!(r.state(), HostState::Releasing, "{r:?}");
+            let expected = if r.display_name() == "vm1" {
+                HostState::Pending
+            } else {
+                HostState::Releasing
+            };
+            assert_eq!(r.state(), expected, "{r:?}");
             let last = r
                 .get(fields::LAST_ERROR)
                 .and_then(Value::as_str)
                 .unwrap_or("");
             assert!(last.contains("cannot delete"), "{r:?}");
+        }
+        // This process's own leftovers are no checkout under way: `checkin` tries them (and here
+        // fails again at the provider, keeping the records).
+        let outcomes = broker.checkin(records, false).await;
+        for o in &outcomes {
+            let err = o.result.as_ref().unwrap_err();
+            assert!(err.to_string().contains("cannot delete"), "{err}");
         }
     }
 

@@ -180,7 +180,7 @@ pub enum Error {
         kept: Vec<String>,
         /// Hosts that could not be given back, with why: made and not checked in again, or partly
         /// made by a failed checkout whose clean-up failed. They are still checked out, their records
-        /// marked `releasing`.
+        /// marked `releasing` (or left `pending`, for a checkout that failed).
         left: Vec<(String, Error)>,
     },
 
