@@ -1048,8 +1048,20 @@ pub fn merge_sync(records: &mut Vec<HostRecord>, listing: ProviderListing) -> Re
         }
         let record = if let Some(k) = old_keys.find(&new) {
             matched[k] = true;
-            let mut merged = records[old[k]].clone();
-            merged.merge(std::mem::take(new.fields_mut()));
+            let known = &records[old[k]];
+            let mut merged = known.clone();
+            let mut fresh = std::mem::take(new.fields_mut());
+            // The arguments the host was checked out with are broker's, not the provider's: a
+            // listing knows only some of them (`duplicate` needs them all), so it fills only the
+            // keys the record lacks.
+            if let (Some(Value::Mapping(given)), Some(Value::Mapping(listed))) =
+                (known.get(fields::ARGS), fresh.get(fields::ARGS))
+            {
+                let mut args = listed.clone();
+                args.extend(given.clone());
+                fresh.insert(fields::ARGS.into(), Value::Mapping(args));
+            }
+            merged.merge(fresh);
             report.updated += 1;
             merged
         } else if gone_meanwhile.find(&new).is_some() {
@@ -1761,6 +1773,54 @@ mod tests {
             HostState::Releasing,
             "a host being checked in is left alone"
         );
+    }
+
+    #[test]
+    fn sync_keeps_the_arguments_a_host_was_checked_out_with() {
+        let mut records: Vec<HostRecord> = serde_yaml::from_str(
+            r#"
+- {_broker_provider: P, _broker_id: c1, hostname: 9d72b8b30535, _broker_args: {container_host: broker-busybox, environment: FOO=bar}}
+"#,
+        )
+        .unwrap();
+        let reported: Vec<HostRecord> = serde_yaml::from_str(
+            r#"
+- {_broker_id: c1, hostname: 9d72b8b30535, status: running, _broker_args: {container_host: localhost/broker-busybox:latest, _broker_origin: ci}}
+"#,
+        )
+        .unwrap();
+        let before = records.clone();
+        let report = merge_sync(
+            &mut records,
+            ProviderListing::new("P", None, before.clone(), reported.clone()),
+        )
+        .unwrap();
+        assert_eq!((report.added, report.updated, report.removed), (0, 1, 0));
+        let args = records[0].args();
+        assert_eq!(
+            args.get("container_host").and_then(Value::as_str),
+            Some("broker-busybox")
+        );
+        assert_eq!(
+            args.get("environment").and_then(Value::as_str),
+            Some("FOO=bar")
+        );
+        assert_eq!(
+            args.get("_broker_origin").and_then(Value::as_str),
+            Some("ci")
+        );
+        assert_eq!(
+            records[0].get("status").and_then(Value::as_str),
+            Some("running")
+        );
+        // The same listing again changes nothing.
+        let again = records.clone();
+        merge_sync(
+            &mut records,
+            ProviderListing::new("P", None, again.clone(), reported),
+        )
+        .unwrap();
+        assert_eq!(records, again);
     }
 
     #[test]

@@ -950,6 +950,7 @@ impl Provider for ContainerProvider {
 
     async fn inventory(&self, filter: Option<&str>) -> Result<Vec<HostRecord>> {
         let containers = self.list_containers(None).await?;
+        let public_host = self.engine().await?.public_host.clone();
         let prefix = filter.unwrap_or(&self.prefix);
         let mut records = Vec::new();
         for c in containers {
@@ -992,13 +993,24 @@ impl Provider for ContainerProvider {
             }
             record.set(broker_core::host::fields::ARGS, Value::Mapping(args));
             record.set("name", name.as_str());
-            record.set("hostname", name.as_str());
+            // Named as a checkout names it (`hostname` there): the published SSH port, else the
+            // short id — a sync must not rename the hosts `broker ssh` and `checkin` know.
+            let short_id: String = field("Id").chars().take(12).collect();
+            let ssh_port = c
+                .get("Ports")
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|p| p.get("PrivatePort").and_then(serde_json::Value::as_u64) == Some(22))
+                .and_then(|p| p.get("PublicPort").and_then(serde_json::Value::as_u64));
+            let hostname = match ssh_port {
+                Some(port) => format!("{public_host}:{port}"),
+                None => short_id.clone(),
+            };
+            record.set("hostname", hostname);
             record.set("image", image);
             record.set("type", "host");
-            record.set(
-                "container_id",
-                field("Id").chars().take(12).collect::<String>(),
-            );
+            record.set("container_id", short_id);
             record.set("status", field("State"));
             records.push(record);
         }

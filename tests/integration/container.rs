@@ -105,11 +105,6 @@ fn sync_finds_an_orphan_container() {
     );
     let out = dir.run(&["inventory", "--sync", "Container"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(&orphan),
-        "the orphan is named: {}",
-        stderr(&out)
-    );
     let records = dir.inventory();
     let found: Vec<&Value> = records
         .iter()
@@ -117,7 +112,52 @@ fn sync_finds_an_orphan_container() {
         .collect();
     assert_eq!(found.len(), 1, "{records:?}");
     assert_eq!(found[0]["_broker_provider"], "Container");
+    // Named as a checkout names a container host: by its short id, which `checkin` takes.
+    let id = found[0]["container_id"].as_str().unwrap();
+    assert_eq!(found[0]["hostname"], id);
+    assert!(
+        stderr(&out).contains(id),
+        "the orphan is named: {}",
+        stderr(&out)
+    );
     dir.ok(&["checkin", &orphan]);
+    assert!(containers(&prefix).is_empty());
+}
+
+#[test]
+fn sync_leaves_a_recorded_container_as_its_checkout_recorded_it() {
+    let Some((dir, prefix)) = engine_dir("resync") else {
+        return;
+    };
+    let out = dir.ok(&[
+        "checkout",
+        "--container-host",
+        "broker-busybox",
+        "--environment",
+        "FOO=bar",
+        "-o",
+        "json",
+    ]);
+    let hosts: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let hostname = hosts[0]["hostname"].as_str().unwrap().to_owned();
+    let before = dir.inventory();
+    let out = dir.run(&["inventory", "--sync", "Container"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Only this test's containers (others' may be running on the same engine).
+    let after: Vec<Value> = dir
+        .inventory()
+        .into_iter()
+        .filter(|r| r["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
+        .collect();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["hostname"], hostname.as_str(), "{after:?}");
+    assert_eq!(
+        after[0]["_broker_args"], before[0]["_broker_args"],
+        "{after:?}"
+    );
+    assert_eq!(after[0]["_broker_args"]["environment"], "FOO=bar");
+    // The name checkout printed still finds the host.
+    dir.ok(&["checkin", &hostname]);
     assert!(containers(&prefix).is_empty());
 }
 
