@@ -558,10 +558,25 @@ pub(crate) fn get_ci<'a>(map: &'a Mapping, key: &str) -> Option<&'a Value> {
 }
 
 fn key_ci(map: &Mapping, key: &str) -> Value {
+    existing_key_ci(map, key).unwrap_or_else(|| Value::String(key.to_ascii_lowercase()))
+}
+
+/// The key of `map` that is `key` in any case.
+fn existing_key_ci(map: &Mapping, key: &str) -> Option<Value> {
     map.keys()
         .find(|k| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(key)))
         .cloned()
-        .unwrap_or_else(|| Value::String(key.to_ascii_lowercase()))
+}
+
+/// The mapping under `key`, made (or put in place of a scalar) when there is none.
+fn child_mapping(map: &mut Mapping, key: Value) -> Option<&mut Mapping> {
+    let entry = map
+        .entry(key)
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    if !entry.is_mapping() {
+        *entry = Value::Mapping(Mapping::new());
+    }
+    entry.as_mapping_mut()
 }
 
 fn set_path_ci(map: &mut Mapping, path: &[String], value: Value) {
@@ -578,13 +593,7 @@ fn set_path_ci(map: &mut Mapping, path: &[String], value: Value) {
         }
         return;
     }
-    let entry = map
-        .entry(key)
-        .or_insert_with(|| Value::Mapping(Mapping::new()));
-    if !entry.is_mapping() {
-        *entry = Value::Mapping(Mapping::new());
-    }
-    if let Value::Mapping(child) = entry {
+    if let Some(child) = child_mapping(map, key) {
         set_path_ci(child, rest, value);
     }
 }
@@ -898,22 +907,12 @@ fn create_path_as_written(map: &mut Mapping, path: &[String]) {
     let Some((first, rest)) = path.split_first() else {
         return;
     };
-    let key = map
-        .keys()
-        .find(|k| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(first)))
-        .cloned()
-        .unwrap_or_else(|| Value::String(first.clone()));
+    let key = existing_key_ci(map, first).unwrap_or_else(|| Value::String(first.clone()));
     if rest.is_empty() {
         map.entry(key).or_insert(Value::Null);
         return;
     }
-    let entry = map
-        .entry(key)
-        .or_insert_with(|| Value::Mapping(Mapping::new()));
-    if !entry.is_mapping() {
-        *entry = Value::Mapping(Mapping::new());
-    }
-    if let Value::Mapping(child) = entry {
+    if let Some(child) = child_mapping(map, key) {
         create_path_as_written(child, rest);
     }
 }
