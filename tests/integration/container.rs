@@ -12,16 +12,7 @@ use crate::util::{BrokerDir, stderr, wait_for};
 /// (a failure instead when `BROKER_REQUIRE_ENGINE` is set, as scripts/test does).
 fn engine_dir(test: &str) -> Option<(BrokerDir, String)> {
     let prefix = format!("it{}{test}", std::process::id());
-    let answers = Command::new("podman")
-        .args(["--url", "unix:///run/podman/podman.sock", "version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !answers {
-        assert!(
-            std::env::var_os("BROKER_REQUIRE_ENGINE").is_none(),
-            "BROKER_REQUIRE_ENGINE is set but Podman's API does not answer; run scripts/setup-podman"
-        );
-        eprintln!("SKIPPED: no container engine; run scripts/setup-podman");
+    if !crate::util::engine_answers(test) {
         return None;
     }
     let settings = format!("Container:\n  name_prefix: {prefix}\n");

@@ -189,18 +189,7 @@ fn run_document(root: &Path, document: &Path, examples: &[Example]) -> Result<()
 
 #[test]
 fn documented_shell_examples_run_as_written() {
-    let answers = Command::new("podman")
-        .args(["--url", "unix:///run/podman/podman.sock", "version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !answers {
-        assert!(
-            std::env::var_os("BROKER_REQUIRE_ENGINE").is_none(),
-            "BROKER_REQUIRE_ENGINE is set but Podman's API does not answer; run scripts/setup-podman"
-        );
-        eprintln!(
-            "SKIPPED: the documented examples need a container engine; run scripts/setup-podman"
-        );
+    if !crate::util::engine_answers("the documented examples") {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -135,6 +135,23 @@ impl BrokerDir {
     }
 }
 
+/// Whether the local Podman engine (started by scripts/setup-podman) answers. When it does not, a
+/// failure if `BROKER_REQUIRE_ENGINE` is set (as scripts/test does), else a skip naming `what`.
+pub fn engine_answers(what: &str) -> bool {
+    let answers = Command::new("podman")
+        .args(["--url", "unix:///run/podman/podman.sock", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !answers {
+        assert!(
+            std::env::var_os("BROKER_REQUIRE_ENGINE").is_none(),
+            "BROKER_REQUIRE_ENGINE is set but Podman's API does not answer; run scripts/setup-podman"
+        );
+        eprintln!("SKIPPED: {what} needs a container engine; run scripts/setup-podman");
+    }
+    answers
+}
+
 /// Polls `check` until it holds or `limit` passes.
 pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
