@@ -471,7 +471,7 @@ async fn checkout(broker: &Broker, a: CheckoutArgs, emitter: &mut Emitter) -> Re
         .into_iter()
         .map(|g| g.keep().record().clone())
         .collect();
-    hand_out(broker, records, a.output, emitter).await
+    hand_out(broker, records, a.output.format, emitter).await
 }
 
 /// Prints the hosts a checkout made, which stay checked out. When they cannot be printed
@@ -621,7 +621,7 @@ async fn checkin(broker: &Broker, a: CheckinArgs, emitter: &mut Emitter) -> Resu
             interruptible(async { Ok(broker.checkin(records, a.sequential).await) }).await?,
         );
     }
-    report("checked in", &outcomes, emitter, a.output)
+    report("checked in", &outcomes, emitter, a.output.format)
 }
 
 async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> Result<i32> {
@@ -671,7 +671,7 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
             .collect();
         return print_value(
             &details,
-            if a.output == Format::Json {
+            if a.output.format == Format::Json {
                 Format::Json
             } else {
                 Format::Yaml
@@ -679,7 +679,7 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
         )
         .map(|()| 0);
     }
-    match a.output {
+    match a.output.format {
         Format::Table if records.is_empty() => {
             note!("No hosts found in inventory.");
         }
@@ -713,7 +713,7 @@ async fn duplicate(broker: &Broker, a: DuplicateArgs, emitter: &mut Emitter) -> 
     let progress = Progress::start(format!("duplicating {} host(s)", records.len()));
     let work = broker.duplicate_cancellable(&records, a.count.max(1), &stop);
     let made = checkout_until_stopped(broker, signals, &stop, progress, work).await?;
-    hand_out(broker, made, a.output, emitter).await
+    hand_out(broker, made, a.output.format, emitter).await
 }
 
 async fn extend(broker: &Broker, a: ExtendArgs, emitter: &mut Emitter) -> Result<i32> {
@@ -745,7 +745,7 @@ async fn extend(broker: &Broker, a: ExtendArgs, emitter: &mut Emitter) -> Result
     } else {
         interruptible(async { Ok(broker.extend(records, extra).await) }).await?
     };
-    report("extended", &outcomes, emitter, a.output)
+    report("extended", &outcomes, emitter, a.output.format)
 }
 
 async fn execute(broker: &Broker, a: ExecuteArgs, emitter: &mut Emitter) -> Result<i32> {
@@ -913,7 +913,7 @@ async fn recover(broker: &Broker, a: RecoverArgs, emitter: &mut Emitter) -> Resu
     if outcomes.is_empty() {
         note!("nothing to recover");
     }
-    report("recovered", &outcomes, emitter, a.output)
+    report("recovered", &outcomes, emitter, a.output.format)
 }
 
 async fn ssh(broker: &Broker, a: SshArgs, emitter: &mut Emitter) -> Result<i32> {

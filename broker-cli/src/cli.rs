@@ -155,15 +155,8 @@ pub struct CheckoutArgs {
     /// Keep the hosts that were made when others fail (default: check them in again).
     #[arg(long)]
     pub keep_partial: bool,
-    /// Output format.
-    #[arg(
-        short = 'o',
-        long = "output",
-        alias = "output-format",
-        value_enum,
-        default_value_t
-    )]
-    pub output: Format,
+    #[command(flatten)]
+    pub output: OutputArg,
     /// Arguments for the provider.
     #[command(flatten)]
     pub provider: ProviderArgs,
@@ -211,15 +204,8 @@ pub struct CheckinArgs {
     /// Also resolve records left pending or releasing by a crash (as `broker recover --all`).
     #[arg(long)]
     pub pending: bool,
-    /// Output format of the hosts checked in.
-    #[arg(
-        short = 'o',
-        long = "output",
-        alias = "output-format",
-        value_enum,
-        default_value_t
-    )]
-    pub output: Format,
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 /// `inventory`.
@@ -240,15 +226,8 @@ pub struct InventoryArgs {
     /// With `--sync`: remove the records the provider no longer lists even when that is many of them.
     #[arg(long, requires = "sync")]
     pub force: bool,
-    /// Output format.
-    #[arg(
-        short = 'o',
-        long = "output",
-        alias = "output-format",
-        value_enum,
-        default_value_t
-    )]
-    pub output: Format,
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 /// `duplicate`.
@@ -263,15 +242,8 @@ pub struct DuplicateArgs {
     /// Run in the background.
     #[arg(short = 'b', long)]
     pub background: bool,
-    /// Output format.
-    #[arg(
-        short = 'o',
-        long = "output",
-        alias = "output-format",
-        value_enum,
-        default_value_t
-    )]
-    pub output: Format,
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 /// `extend`.
@@ -289,15 +261,8 @@ pub struct ExtendArgs {
     /// Labels for the provider: `k1=v1,k2=v2`.
     #[arg(short = 'l', long)]
     pub provider_labels: Option<String>,
-    /// Output format of the hosts extended.
-    #[arg(
-        short = 'o',
-        long = "output",
-        alias = "output-format",
-        value_enum,
-        default_value_t
-    )]
-    pub output: Format,
+    #[command(flatten)]
+    pub output: OutputArg,
     /// Provider arguments, e.g. `--new-expire-time +3600`.
     #[arg(last = true, value_name = "PROVIDER ARGS")]
     pub extra: Vec<String>,
@@ -406,6 +371,14 @@ pub struct RecoverArgs {
     /// Every pending or releasing record, also those whose owner may still be running.
     #[arg(long)]
     pub all: bool,
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// `-o/--output`, spelled alike on every verb that prints hosts, with the Python broker's
+/// `--output-format` as a hidden alias.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct OutputArg {
     /// Output format.
     #[arg(
         short = 'o',
@@ -414,7 +387,7 @@ pub struct RecoverArgs {
         value_enum,
         default_value_t
     )]
-    pub output: Format,
+    pub format: Format,
 }
 
 /// A count of hosts: `-c 0` is a usage error, not one host.
