@@ -9,5 +9,6 @@ mod docs;
 mod input;
 mod inventory_file;
 mod secrets;
+mod snapshots;
 mod upstream;
 mod util;
