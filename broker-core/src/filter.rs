@@ -279,7 +279,7 @@ fn lex(text: &str, err: &dyn Fn(usize, String) -> FilterError) -> Result<Vec<Tok
 // ---------------------------------------------------------------------------------------------------
 // Syntax tree
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum Expr {
     Literal(Value),
     List(Vec<Expr>),
@@ -306,7 +306,7 @@ enum Expr {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum Segment {
     Field(String),
     Index(i64),
@@ -326,7 +326,7 @@ enum CompareOp {
     IsNot,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum Stage {
     Predicate(Expr),
     Index(i64),
@@ -334,8 +334,13 @@ enum Stage {
 }
 
 /// A parsed filter.
-#[derive(Debug, Clone)]
+///
+/// It displays as filter text that parses back to the same filter (`Filter::parse(&f.to_string(),
+/// key)` equals `f`), with as few parentheses as that needs.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Filter {
+    /// The item name without `@` (`inv`, `res`).
+    key: String,
     stages: Vec<Stage>,
 }
 
@@ -835,7 +840,10 @@ impl Filter {
         if stages.is_empty() {
             return Err(err(1, "the filter is empty".into()));
         }
-        Ok(Filter { stages })
+        Ok(Filter {
+            key: key.to_owned(),
+            stages,
+        })
     }
 
     /// The positions (into `items`) of the items the filter selects, in pipeline order.
@@ -882,7 +890,11 @@ fn slice(items: &[usize], start: Option<i64>, stop: Option<i64>, step: i64) -> V
         let mut i = s;
         while i < e {
             out.push(items[i as usize]);
-            i += step;
+            // A step past `i64::MAX` is past the end of any list.
+            let Some(next) = i.checked_add(step) else {
+                break;
+            };
+            i = next;
         }
     } else {
         let s = clamp(start.map(norm).unwrap_or(len - 1), -1, len - 1);
@@ -890,10 +902,215 @@ fn slice(items: &[usize], start: Option<i64>, stop: Option<i64>, step: i64) -> V
         let mut i = s;
         while i > e {
             out.push(items[i as usize]);
-            i += step;
+            let Some(next) = i.checked_add(step) else {
+                break;
+            };
+            i = next;
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Printing
+
+impl fmt::Display for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, stage) in self.stages.iter().enumerate() {
+            if n > 0 {
+                f.write_str(" | ")?;
+            }
+            let key = self.key.as_str();
+            match stage {
+                Stage::Index(i) => write!(f, "@{key}[{i}]")?,
+                Stage::Slice(start, stop, step) => {
+                    let part = |v: &Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+                    write!(f, "@{key}[{}:{}", part(start), part(stop))?;
+                    if let Some(step) = step {
+                        write!(f, ":{step}")?;
+                    }
+                    f.write_str("]")?;
+                }
+                Stage::Predicate(expr) => {
+                    let mut text = String::new();
+                    write_expr(&mut text, expr, key, Level::Or)?;
+                    // `@inv[0] …` would read as a list stage: parentheses keep it a predicate.
+                    let list_like = text
+                        .strip_prefix('@')
+                        .and_then(|t| t.strip_prefix(key))
+                        .and_then(|t| t.strip_prefix('['))
+                        .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_digit() || c == '-'));
+                    if list_like {
+                        write!(f, "({text})")?;
+                    } else {
+                        f.write_str(&text)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How tightly an expression binds, loosest first: what a position in the grammar accepts without
+/// parentheses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Or,
+    And,
+    Not,
+    Compare,
+    Postfix,
+}
+
+fn level_of(expr: &Expr) -> Level {
+    match expr {
+        Expr::Or(_) => Level::Or,
+        Expr::And(_) => Level::And,
+        Expr::Not(_) => Level::Not,
+        Expr::Compare { .. } => Level::Compare,
+        _ => Level::Postfix,
+    }
+}
+
+/// Writes `expr` where the grammar expects `at`, in parentheses when it binds more loosely (so an
+/// `or` among the terms of another `or` stays one term).
+fn write_expr(out: &mut String, expr: &Expr, key: &str, at: Level) -> fmt::Result {
+    use fmt::Write;
+    if level_of(expr) < at {
+        out.push('(');
+        write_expr(out, expr, key, Level::Or)?;
+        out.push(')');
+        return Ok(());
+    }
+    let join = |out: &mut String, items: &[Expr], sep: &str, at: Level| -> fmt::Result {
+        for (n, item) in items.iter().enumerate() {
+            if n > 0 {
+                out.push_str(sep);
+            }
+            write_expr(out, item, key, at)?;
+        }
+        Ok(())
+    };
+    match expr {
+        Expr::Or(terms) => join(out, terms, " or ", Level::And),
+        Expr::And(terms) => join(out, terms, " and ", Level::Not),
+        Expr::Not(inner) => {
+            out.push_str("not ");
+            write_expr(out, inner, key, Level::Not)
+        }
+        Expr::Compare { op, left, right } => {
+            write_expr(out, left, key, Level::Postfix)?;
+            let op = match op {
+                CompareOp::Eq => "==",
+                CompareOp::Ne => "!=",
+                CompareOp::Lt => "<",
+                CompareOp::Le => "<=",
+                CompareOp::Gt => ">",
+                CompareOp::Ge => ">=",
+                CompareOp::In => "in",
+                CompareOp::NotIn => "not in",
+                CompareOp::Is => "is",
+                CompareOp::IsNot => "is not",
+            };
+            write!(out, " {op} ")?;
+            write_expr(out, right, key, Level::Postfix)
+        }
+        Expr::Literal(value) => write_literal(out, value),
+        Expr::List(items) => {
+            out.push('[');
+            join(out, items, ", ", Level::Or)?;
+            out.push(']');
+            Ok(())
+        }
+        Expr::Path(segments) => {
+            write!(out, "@{key}")?;
+            for segment in segments {
+                match segment {
+                    Segment::Field(name) if is_identifier(name) => write!(out, ".{name}")?,
+                    Segment::Field(name) => {
+                        out.push('[');
+                        write_string(out, name);
+                        out.push(']');
+                    }
+                    Segment::Index(i) => write!(out, "[{i}]")?,
+                }
+            }
+            Ok(())
+        }
+        Expr::Method { target, name, args } => {
+            write_expr(out, target, key, Level::Postfix)?;
+            write!(out, ".{name}(")?;
+            join(out, args, ", ", Level::Or)?;
+            out.push(')');
+            Ok(())
+        }
+        Expr::Call { name, arg } => {
+            write!(out, "{name}(")?;
+            write_expr(out, arg, key, Level::Or)?;
+            out.push(')');
+            Ok(())
+        }
+    }
+}
+
+/// Whether the lexer reads `name` as one word (so `.name` can be written for the field).
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || c == '_')
+}
+
+fn write_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn write_literal(out: &mut String, value: &Value) -> fmt::Result {
+    use fmt::Write;
+    match value {
+        Value::Null => out.push_str("None"),
+        Value::Bool(true) => out.push_str("True"),
+        Value::Bool(false) => out.push_str("False"),
+        Value::String(s) => write_string(out, s),
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => write!(out, "{i}")?,
+            (None, Some(u), _) => write!(out, "{u}")?,
+            (None, None, Some(x)) if x.is_finite() => {
+                // `{}` never uses an exponent; the lexer needs digits on both sides of the point.
+                let text = format!("{x}");
+                out.push_str(&text);
+                if !text.contains('.') {
+                    out.push_str(".0");
+                }
+            }
+            (None, None, Some(x)) => {
+                // Only a literal too large for a float is infinite: write one that is again.
+                if x < 0.0 {
+                    out.push('-');
+                }
+                out.push('1');
+                out.push_str(&"0".repeat(400));
+                out.push_str(".0");
+            }
+            (None, None, None) => out.push_str("None"),
+        },
+        // The parser makes no other literals; lists are `Expr::List`.
+        other => {
+            let text = serde_yaml::to_string(other).unwrap_or_default();
+            write_string(out, text.trim_end());
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1111,6 +1328,9 @@ fn compare(op: CompareOp, left: &Val, right: &Val) -> bool {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1224,6 +1444,16 @@ mod tests {
             let shown = err.to_string();
             assert!(shown.contains(filter), "{shown}");
         }
+    }
+
+    #[test]
+    fn a_slice_step_past_the_list_ends_the_slice() {
+        let max = i64::MAX;
+        assert_eq!(sel(&format!("@inv[-1::{max}]")), vec![3]);
+        assert_eq!(sel(&format!("@inv[1::{max}]")), vec![1]);
+        assert_eq!(sel(&format!("@inv[::-{max}]")), vec![3]);
+        assert_eq!(sel(&format!("@inv[{max}::-{max}]")), vec![3]);
+        assert_eq!(sel(&format!("@inv[-{max}:{max}:2]")), vec![0, 2]);
     }
 
     #[test]

@@ -62,6 +62,16 @@ pub use provider::{
 pub use session::{ExecOutput, OutputSink, OutputStream, Session};
 pub use settings::{ProviderConfig, Settings};
 
+/// The property tests' settings: `cases` cases each, unless `PROPTEST_CASES` asks for more (or fewer).
+#[cfg(test)]
+pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    let mut config = proptest::test_runner::Config::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = cases;
+    }
+    config
+}
+
 /// Secret strings, as handed out by [`ProviderConfig::secret`].
 pub use secrecy;
 /// The YAML value type used for arguments and host fields.
