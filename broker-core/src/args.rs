@@ -181,6 +181,9 @@ pub fn layer(base: Mapping, over: Mapping) -> Mapping {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

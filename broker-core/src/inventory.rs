@@ -33,6 +33,10 @@ use crate::host::{HostRecord, HostState, RecordId, fields};
 
 mod blocks;
 use blocks::Blocks;
+#[cfg(test)]
+mod props;
+#[cfg(test)]
+mod sync_props;
 
 /// Storage of inventory records.
 ///
