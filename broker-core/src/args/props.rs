@@ -41,9 +41,8 @@ fn argument() -> impl Strategy<Value = (Form, String, String)> {
         text(),
     )
         .prop_filter("a key has no `=` and is not empty", |(form, key, _)| {
-            !key.is_empty()
-                && !key.contains('=')
-                && !(matches!(form, Form::Bare) && key.starts_with("--"))
+            let bare_dashes = matches!(form, Form::Bare) && key.starts_with("--");
+            !(key.is_empty() || key.contains('=') || bare_dashes)
         })
 }
 
