@@ -810,7 +810,10 @@ mod tests {
             })
         })
         .join();
-        assert!(outcome.is_err());
+        // The thread must have died of the test's panic, holding the host: a checkout that failed
+        // panics too, and would leave nothing to check in.
+        let panic = outcome.expect_err("the thread should have panicked");
+        assert_eq!(panic.downcast_ref::<&str>(), Some(&"the test failed"));
     }
 
     #[test]
