@@ -46,6 +46,18 @@ fn env(extra: &str) -> Env {
     env_with(SimOptions::default(), extra)
 }
 
+/// The faults the simulator still holds, one line each: a fault test asserts there are none, so a
+/// fault that was never served cannot let it pass.
+fn unused_faults(sim: &Sim) -> Vec<String> {
+    sim.unused_faults()
+        .iter()
+        .map(|f| {
+            let method = f.method.as_deref().unwrap_or("any");
+            format!("{method} {} ({} left)", f.path_contains, f.times)
+        })
+        .collect()
+}
+
 impl Env {
     fn records(&self) -> Vec<HostRecord> {
         self.broker.inventory().list().unwrap()
@@ -289,6 +301,7 @@ async fn polling_rides_out_a_502_and_a_dropped_connection() {
     assert!(g.record().hostname().is_some());
     g.checkin().await.unwrap();
     assert!(e.sim.vms().is_empty());
+    assert_eq!(unused_faults(&e.sim), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,6 +328,12 @@ async fn polling_gives_up_after_max_resilient_wait_and_cleans_up() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].state(), HostState::Pending);
     assert!(records[0].get("_broker_last_error").is_some());
+    // The outage was served: polls met it until the wait ran out (far fewer than it could hit).
+    let left = e.sim.unused_faults();
+    assert!(
+        left.len() == 1 && (1..=58).contains(&left[0].times),
+        "{left:?}"
+    );
     // Once the server answers again, recover (in a new process) finds the job by the record id it
     // carried and cancels it; nothing was made, nothing is left.
     e.sim.clear_faults();
@@ -1179,6 +1198,7 @@ async fn redirects_are_followed_within_the_configured_origin_only() {
         elsewhere.requests()
     );
     assert!(e.records().is_empty());
+    assert_eq!(unused_faults(&e.sim), Vec::<String>::new());
 
     // The same server under another path: followed, with the credentials.
     let e = env("");
@@ -1199,6 +1219,7 @@ async fn redirects_are_followed_within_the_configured_origin_only() {
     assert_eq!(me.len(), 2, "{me:?}");
     assert_eq!(me[1].param("moved"), Some("1"));
     assert_eq!(me[1].auth, format!("bearer:{ALICE_TOKEN}"));
+    assert_eq!(unused_faults(&e.sim), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -564,6 +564,13 @@ impl Sim {
         });
     }
 
+    /// The faults injected and not yet used up, each with the requests it still has to hit: a test
+    /// that injects faults asserts this is empty, or a fault that was never served would let it pass
+    /// without exercising what it is about.
+    pub fn unused_faults(&self) -> Vec<Fault> {
+        self.world().faults.clone()
+    }
+
     /// Drops the faults not yet used up.
     pub fn clear_faults(&self) {
         self.world().faults.clear();
