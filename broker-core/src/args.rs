@@ -271,6 +271,23 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_args_file_gives_no_arguments_and_other_shapes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("args.yaml");
+        std::fs::write(&file, "# nothing yet\n").unwrap();
+        assert_eq!(load_args_file(&file).unwrap(), Mapping::new());
+        for text in ["just text\n", "- a: 1\n- [b]\n"] {
+            std::fs::write(&file, text).unwrap();
+            let err = load_args_file(&file).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{text}");
+            assert!(
+                err.to_string().contains("must hold a mapping of arguments"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn deeply_nested_data_files_are_a_parse_error_not_a_stack_overflow() {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in [
