@@ -398,3 +398,251 @@ fn drop_worker() -> Option<tokio::sync::mpsc::UnboundedSender<BoxFuture>> {
     *slot = Some(tx.clone());
     Some(tx)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::host::HostState;
+    use crate::provider::{CheckoutContext, ProviderKind};
+    use crate::{Broker, CheckoutRequest, Error, Mapping, ProviderRegistry, Settings, Value};
+
+    /// What the ledger provider saw for one test (its `tag` argument).
+    #[derive(Default)]
+    struct Seen {
+        checked_in: Vec<String>,
+        under_way: usize,
+        most_at_once: usize,
+    }
+
+    static LEDGER: OnceLock<Mutex<HashMap<String, Seen>>> = OnceLock::new();
+
+    fn seen<T>(tag: &str, f: impl FnOnce(&mut Seen) -> T) -> T {
+        let ledger = LEDGER.get_or_init(Default::default);
+        let mut ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
+        f(ledger.entry(tag.to_owned()).or_default())
+    }
+
+    /// Names its hosts `TAG-INDEX` and writes down each check-in under the tag; a check-in waits
+    /// `checkin_ms`, or for `meet` check-ins under way at once, and fails when asked (`fail_checkin`).
+    #[derive(Debug)]
+    struct Ledger;
+
+    #[async_trait::async_trait]
+    impl Provider for Ledger {
+        fn name(&self) -> &str {
+            "Ledger"
+        }
+        fn instance(&self) -> Option<&str> {
+            None
+        }
+        async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+            let tag = ctx.arg("tag").unwrap_or_default();
+            let mut fields = Mapping::new();
+            fields.insert("hostname".into(), format!("{tag}-{}", ctx.index()).into());
+            Ok(fields)
+        }
+        async fn checkin(&self, host: &HostRecord) -> Result<()> {
+            let args = host.args();
+            let arg = |key: &str| args.get(key).and_then(Value::as_str).unwrap_or_default();
+            let tag = arg("tag").to_owned();
+            seen(&tag, |s| {
+                s.under_way += 1;
+                s.most_at_once = s.most_at_once.max(s.under_way);
+            });
+            if let Ok(ms) = arg("checkin_ms").parse() {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            // Waits (up to 10 s) until this many check-ins of the tag are under way at once.
+            if let Ok(meet) = arg("meet").parse::<usize>() {
+                for _ in 0..1000 {
+                    if seen(&tag, |s| s.most_at_once) >= meet {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            seen(&tag, |s| s.under_way -= 1);
+            if arg("fail_checkin") == "yes" {
+                return Err(Error::provider("Ledger", "injected check-in failure"));
+            }
+            let name = host.hostname().unwrap_or_default().to_owned();
+            seen(&tag, |s| s.checked_in.push(name));
+            Ok(())
+        }
+    }
+
+    fn build_ledger(_config: crate::ProviderConfig) -> Result<Arc<dyn Provider>> {
+        Ok(Arc::new(Ledger))
+    }
+
+    fn broker(dir: &std::path::Path, settings: &str) -> Broker {
+        let settings = Settings::from_yaml(dir, settings).unwrap();
+        let kind = ProviderKind::new("Ledger", "test", build_ledger).checkout_actions(&["ledger"]);
+        Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap()
+    }
+
+    fn request(tag: &str, count: usize) -> CheckoutRequest {
+        CheckoutRequest::new()
+            .arg("ledger", "host")
+            .arg("tag", tag)
+            .count(count)
+    }
+
+    fn checked_in(tag: &str) -> Vec<String> {
+        let mut names = seen(tag, |s| s.checked_in.clone());
+        names.sort();
+        names
+    }
+
+    fn records(broker: &Broker) -> Vec<HostRecord> {
+        broker.inventory().list().unwrap()
+    }
+
+    #[tokio::test]
+    async fn dropped_guards_check_their_hosts_in_before_the_drop_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path(), "");
+        let hosts = broker.checkout(request("dropped", 3)).await.unwrap();
+        assert_eq!(records(&broker).len(), 3);
+        assert!(
+            format!("{:?}", hosts[0]).contains("armed: true"),
+            "{:?}",
+            hosts[0]
+        );
+        drop(hosts);
+        assert_eq!(
+            checked_in("dropped"),
+            ["dropped-0", "dropped-1", "dropped-2"]
+        );
+        assert_eq!(records(&broker), []);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guard_dropped_on_a_multi_thread_runtime_checks_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path(), "");
+        let host = broker.checkout_one(request("multi", 1)).await.unwrap();
+        assert_eq!(host.record().hostname(), Some("multi-0"));
+        drop(host);
+        assert_eq!(checked_in("multi"), ["multi-0"]);
+        assert_eq!(records(&broker), []);
+    }
+
+    #[tokio::test]
+    async fn guards_dropped_together_check_in_concurrently() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path(), "");
+        let hosts = broker
+            .checkout(request("together", 3).arg("meet", "3"))
+            .await
+            .unwrap();
+        drop(hosts);
+        assert_eq!(checked_in("together").len(), 3);
+        assert_eq!(seen("together", |s| s.most_at_once), 3);
+        assert_eq!(records(&broker), []);
+    }
+
+    #[tokio::test]
+    async fn a_kept_host_stays_checked_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path(), "");
+        let mut hosts = broker.checkout(request("kept", 2)).await.unwrap();
+        let kept = hosts.remove(1).keep();
+        assert_eq!(kept.record().hostname(), Some("kept-1"));
+        drop(hosts);
+        assert_eq!(checked_in("kept"), ["kept-0"]);
+        let left = records(&broker);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].hostname(), Some("kept-1"));
+        assert_eq!(left[0].state(), HostState::Ready);
+    }
+
+    #[tokio::test]
+    async fn an_explicit_checkin_reports_the_error_and_keeps_the_record_releasing() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path(), "");
+        let host = broker
+            .checkout_one(request("failing", 1).arg("fail_checkin", "yes"))
+            .await
+            .unwrap();
+        let err = host.checkin().await.unwrap_err();
+        assert!(
+            err.to_string().contains("injected check-in failure"),
+            "{err}"
+        );
+        let left = records(&broker);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].state(), HostState::Releasing);
+        assert_eq!(checked_in("failing"), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn a_check_in_on_drop_that_outlasts_its_timeout_leaves_the_record_saying_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path(), "checkin_timeout: 1s\n");
+        let host = broker
+            .checkout_one(request("slow", 1).arg("checkin_ms", "60000"))
+            .await
+            .unwrap();
+        drop(host);
+        let left = records(&broker);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].state(), HostState::Releasing);
+        assert_eq!(
+            left[0].get(fields::LAST_ERROR).and_then(Value::as_str),
+            Some("check-in on drop timed out after 1s")
+        );
+    }
+
+    #[test]
+    fn a_panicking_test_keeps_its_host_for_the_keep_on_failure_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path(), "keep_on_failure: 30m\n");
+        let held = broker.clone();
+        let outcome = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let _host = held.checkout_one(request("panicked", 1)).await.unwrap();
+                panic!("the test failed");
+            })
+        })
+        .join();
+        let panic = outcome.expect_err("the thread should have panicked");
+        assert_eq!(panic.downcast_ref::<&str>(), Some(&"the test failed"));
+        assert_eq!(checked_in("panicked"), Vec::<String>::new());
+        let left = records(&broker);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].state(), HostState::Ready);
+        let lease = left[0].expire_time().unwrap() - crate::time::now_epoch();
+        assert!((1790..=1800).contains(&lease), "lease {lease}");
+    }
+
+    #[test]
+    fn run_bounded_gives_the_result_or_none_when_late() {
+        // Outside any runtime, and on a multi-thread runtime's worker.
+        assert_eq!(run_bounded(async { 7 }, Duration::from_secs(30)), Some(7));
+        let late = run_bounded(
+            async { tokio::time::sleep(Duration::from_secs(60)).await },
+            Duration::from_millis(100),
+        );
+        assert_eq!(late, None);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            assert_eq!(run_bounded(async { 8 }, Duration::from_secs(30)), Some(8));
+            let late = run_bounded(
+                async { tokio::time::sleep(Duration::from_secs(60)).await },
+                Duration::from_millis(100),
+            );
+            assert_eq!(late, None);
+        });
+    }
+}
