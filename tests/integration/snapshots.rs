@@ -257,7 +257,7 @@ fn tables_at_a_fixed_age(views: &[View]) {
         if !view.settings.is_empty() {
             command_line.push_str(&format!(
                 "; settings also have: {}",
-                view.settings.trim_end().replace('\n', " ")
+                view.settings.trim_end()
             ));
         }
         check(view.name, &command_line, &text);
@@ -278,7 +278,7 @@ fn inventory_tables() {
         ),
         View::new("inventory-list", &["inventory", "--list"]),
         View {
-            settings: "inventory_fields:\n  Name: name\n  Workflow: _broker_args.workflow\n  Shutdown: shutdown_time\n  SSH port: exposed_ports.22\n",
+            settings: "inventory_fields: {Name: name, Workflow: _broker_args.workflow, Shutdown: shutdown_time, SSH port: exposed_ports.22}\n",
             ..View::new("inventory-table-fields", &["inventory"])
         },
         View {
