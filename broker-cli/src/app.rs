@@ -150,6 +150,11 @@ fn run(command: Command, log_level: Option<LogLevel>, emitter: &mut Emitter) -> 
     if let Some(code) = background_if_asked(&command, &settings)? {
         return Ok(code);
     }
+    if let Some(code) = crate::supervise::checkout(&command, &settings) {
+        // The checkout ran (or runs on) in a child process, which writes the `--output-file`.
+        emitter.hand_over();
+        return Ok(code);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -210,7 +215,7 @@ fn background_if_asked(command: &Command, settings: &Settings) -> Result<Option<
         .filter(|a| a != "-b" && a != "--background")
         .collect();
     let log_path = settings.log_path();
-    let (out_path, out) = background_output(&log_path)?;
+    let (out_path, out) = background_output(&log_path, &["out"])?.remove(0);
     let err = out
         .try_clone()
         .map_err(|e| Error::io("creating the background output file", &out_path, e))?;
@@ -233,36 +238,53 @@ fn background_if_asked(command: &Command, settings: &Settings) -> Result<Option<
     Ok(Some(0))
 }
 
-/// A new file for a background run's output next to the log: `background-<epoch>.out`, or
-/// `background-<epoch>-<n>.out` when a run started in the same second has that one. Never an existing
-/// file: two runs must not write into (or truncate) each other's output.
-fn background_output(log_path: &Path) -> Result<(std::path::PathBuf, std::fs::File)> {
+/// New files for a background run's output next to the log, one per extension and named alike:
+/// `background-<epoch>.<ext>`, or `background-<epoch>-<n>.<ext>` when a run started in the same second
+/// has that name. Never existing files: two runs must not write into (or truncate) each other's output.
+pub(crate) fn background_output(
+    log_path: &Path,
+    extensions: &[&str],
+) -> Result<Vec<(std::path::PathBuf, std::fs::File)>> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = log_path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io("creating the log directory", dir, e))?;
     let epoch = broker_core::time::now_epoch();
     for n in 0..10_000u32 {
-        let name = match n {
-            0 => format!("background-{epoch}.out"),
-            n => format!("background-{epoch}-{n}.out"),
+        let stem = match n {
+            0 => format!("background-{epoch}"),
+            n => format!("background-{epoch}-{n}"),
         };
-        let path = dir.join(name);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(file) => return Ok((path, file)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io("creating the background output file", &path, e)),
+        let mut files = Vec::with_capacity(extensions.len());
+        for extension in extensions {
+            let path = dir.join(format!("{stem}.{extension}"));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(file) => files.push((path, file)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => break,
+                Err(e) => {
+                    for (made, _) in &files {
+                        let _ = std::fs::remove_file(made);
+                    }
+                    return Err(Error::io("creating the background output file", &path, e));
+                }
+            }
+        }
+        if files.len() == extensions.len() {
+            return Ok(files);
+        }
+        for (made, _) in &files {
+            let _ = std::fs::remove_file(made);
         }
     }
     Err(Error::usage("no free name for the background output file"))
 }
 
 /// SIGINT (Ctrl-C), SIGTERM and SIGHUP: each stops a command the same way.
-struct StopSignals {
+pub(crate) struct StopSignals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
     hangup: tokio::signal::unix::Signal,
@@ -270,7 +292,7 @@ struct StopSignals {
 
 impl StopSignals {
     /// Starts listening; from then on these signals no longer end the process by themselves.
-    fn listen() -> Result<Self> {
+    pub(crate) fn listen() -> Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
         let listen =
             |kind| signal(kind).map_err(|e| Error::io("listening for signals", "<signals>", e));
@@ -282,7 +304,7 @@ impl StopSignals {
     }
 
     /// Waits for the next stop signal and names it.
-    async fn next(&mut self) -> &'static str {
+    pub(crate) async fn next(&mut self) -> &'static str {
         tokio::select! {
             _ = self.interrupt.recv() => "Ctrl-C",
             _ = self.terminate.recv() => "SIGTERM",
@@ -302,10 +324,11 @@ async fn interruptible<T>(work: impl std::future::Future<Output = Result<T>>) ->
     }
 }
 
-/// Runs a checkout that `stop` can stop. A Ctrl-C on a terminal first asks whether to stop or resume
-/// (the checkout goes on meanwhile). The first stop signal (or a stop answer) asks it to stop: it waits for
-/// provider calls under way (`cancel_timeout`) and checks in what it made (`checkin_timeout`). A
-/// second signal, or that time passing, stops waiting and says what is left and how to finish.
+/// Runs a checkout that `stop` can stop. The first stop signal (Ctrl-C, SIGTERM, SIGHUP) asks it to
+/// stop: it waits for provider calls under way (`cancel_timeout`) and checks in what it made
+/// (`checkin_timeout`). A second signal, or that time passing, stops waiting and says what is left and
+/// how to finish. (On a terminal the checkout runs under [`crate::supervise`], which asks what a Ctrl-C
+/// means and signals this process only when the answer is to stop.)
 async fn checkout_until_stopped<T>(
     broker: &Broker,
     mut signals: StopSignals,
@@ -314,40 +337,9 @@ async fn checkout_until_stopped<T>(
     work: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
     let mut work = Box::pin(work);
-    let signal = loop {
-        let signal = tokio::select! {
-            out = &mut work => return out,
-            signal = signals.next() => signal,
-        };
-        if signal != "Ctrl-C" || !asks_on_terminal() {
-            break signal;
-        }
-        // Ctrl-C on a terminal: the user may have pressed it by mistake, or only wanted to see
-        // whether broker is alive; ask, as the Python broker does, while the checkout goes on.
-        let question = broker_core::terminal::ask();
-        eprint!(
-            "\r\x1b[2KCtrl-C: [s]top the checkout and give back what it made, or [r]esume it? [s/r] (r): "
-        );
-        let answer = tokio::select! {
-            out = &mut work => {
-                eprintln!();
-                return out;
-            }
-            again = signals.next() => {
-                eprintln!();
-                break again;
-            }
-            answer = read_answer() => answer,
-        };
-        drop(question);
-        match answer.as_deref().map(str::trim) {
-            Some("" | "r" | "R" | "resume") => eprintln!("resuming the checkout"),
-            Some("s" | "S" | "stop") | None => break signal,
-            Some(other) => {
-                eprintln!("`{other}` is neither s nor r: stopping the checkout");
-                break signal;
-            }
-        }
+    let signal = tokio::select! {
+        out = &mut work => return out,
+        signal = signals.next() => signal,
     };
     drop(progress);
     let bound = broker.settings().cancel_timeout()? + broker.settings().checkin_timeout()?;
@@ -365,31 +357,6 @@ async fn checkout_until_stopped<T>(
     // Dropping the checkout stops its tasks where they are; what they had not finished stays recorded.
     drop(work);
     Err(left_behind(broker, &why))
-}
-
-/// Whether a Ctrl-C may be answered by a question: someone sits at a terminal (stdin and stderr are
-/// terminals) and did not ask broker never to ask (`BROKER_NON_INTERACTIVE`).
-fn asks_on_terminal() -> bool {
-    use std::io::IsTerminal;
-    std::env::var_os("BROKER_NON_INTERACTIVE").is_none()
-        && std::io::stdin().is_terminal()
-        && std::io::stderr().is_terminal()
-}
-
-/// One line the user types; `None` at the end of input or when it cannot be read. Read on a thread of
-/// its own, which a process exiting meanwhile does not wait for (a blocking task of the runtime would
-/// keep it from shutting down until the user pressed Enter).
-async fn read_answer() -> Option<String> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("broker-answer".into())
-        .spawn(move || {
-            let mut line = String::new();
-            let read = std::io::stdin().read_line(&mut line);
-            let _ = tx.send(matches!(read, Ok(n) if n > 0).then_some(line));
-        })
-        .ok()?;
-    rx.await.ok().flatten()
 }
 
 /// After a checkout was abandoned mid-clean-up: what this process left in the inventory, and how to

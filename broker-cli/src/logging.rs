@@ -84,10 +84,10 @@ impl<W: Write> Write for RedactingWriter<W> {
     }
 }
 
-/// Colors on stderr: only on a terminal, and never when `NO_COLOR` is set to anything but the empty
-/// string (<https://no-color.org>).
+/// Colors on stderr: only on a terminal (or when a supervising `broker` shows stderr on one), and never
+/// when `NO_COLOR` is set to anything but the empty string (<https://no-color.org>).
 fn colors_wanted() -> bool {
-    std::io::IsTerminal::is_terminal(&io::stderr())
+    (std::io::IsTerminal::is_terminal(&io::stderr()) || crate::supervise::relayed())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 

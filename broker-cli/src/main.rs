@@ -7,6 +7,7 @@ mod logging;
 mod manual;
 mod output;
 mod report;
+mod supervise;
 
 fn main() -> std::process::ExitCode {
     app::main()

@@ -56,6 +56,12 @@ impl Emitter {
         }
     }
 
+    /// Leaves the file to the child process that runs the command for this one
+    /// ([`crate::supervise`]): this process no longer writes it.
+    pub fn hand_over(&mut self) {
+        self.path = None;
+    }
+
     /// Writes the file with the return code (and error message).
     ///
     /// # Errors
@@ -130,7 +136,7 @@ pub fn write_stdout(text: &str) -> Result<()> {
 /// The width tables must fit: `COLUMNS` when set (also through a pipe), else the width of the
 /// terminal stdout is — known even when the terminal reports no height, as some emulators and
 /// `script` do.
-fn output_width() -> Option<usize> {
+pub(crate) fn output_width() -> Option<usize> {
     if let Some(columns) = std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.trim().parse::<usize>().ok())
@@ -278,7 +284,12 @@ pub fn inventory_table(
     table(headers, rows)
 }
 
-/// A spinner on stderr while long work runs, when stderr is a terminal.
+/// Whether someone watches stderr: it is a terminal, or a supervising `broker` shows it on one.
+fn stderr_watched() -> bool {
+    std::io::stderr().is_terminal() || crate::supervise::relayed()
+}
+
+/// A spinner on stderr while long work runs, when someone watches stderr.
 pub struct Progress {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -286,7 +297,7 @@ pub struct Progress {
 impl Progress {
     /// Starts showing `message` with the elapsed time.
     pub fn start(message: String) -> Self {
-        if !std::io::stderr().is_terminal() {
+        if !stderr_watched() {
             return Progress { stop: None };
         }
         let (tx, mut rx) = tokio::sync::oneshot::channel();
@@ -299,8 +310,10 @@ impl Progress {
                 tokio::select! {
                     _ = &mut rx => break,
                     _ = tick.tick() => {
-                        // Someone is asking the user something: don't draw over the question.
-                        if broker_core::terminal::asking() {
+                        // Someone is asking the user something: don't draw over the question. Nor
+                        // when nobody watches any more (the supervisor left the checkout running
+                        // in the background), lest the output file fill with frames.
+                        if broker_core::terminal::asking() || !stderr_watched() {
                             continue;
                         }
                         eprint!("\r{} {message} {}s ", frames[n % frames.len()], started.elapsed().as_secs());

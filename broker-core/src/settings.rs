@@ -43,7 +43,12 @@ pub const INVENTORY_FILE: &str = "inventory.yaml";
 pub const EXAMPLE_SETTINGS: &str = include_str!("broker_settings.yaml.example");
 
 /// Environment variables with the `BROKER_` prefix that are not setting overrides.
-const RESERVED_ENV: &[&str] = &["DIRECTORY", "NON_INTERACTIVE", "NO_GLOBAL_CONFIG"];
+const RESERVED_ENV: &[&str] = &[
+    "DIRECTORY",
+    "NON_INTERACTIVE",
+    "NO_GLOBAL_CONFIG",
+    "SUPERVISED",
+];
 
 /// Whether a settings key holds a secret (the rule of [`crate::redact`]).
 pub use crate::redact::is_secret_key;

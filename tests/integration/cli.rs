@@ -1152,87 +1152,171 @@ fn second_ctrl_c_stops_waiting_and_says_what_is_left() {
     assert!(dir.inventory().is_empty());
 }
 
+/// `broker checkout` running in a terminal (`script` gives it one), as a user at a prompt runs it,
+/// and what the terminal has shown so far.
+struct TerminalCheckout {
+    session: std::process::Child,
+    keys: std::process::ChildStdin,
+    shown: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+    /// The process that owns the checkout's intent record: the one doing the checkout.
+    owner: u32,
+}
+
+impl TerminalCheckout {
+    /// Starts `broker COMMAND_LINE` and waits until the checkout's intent record is written.
+    fn start(dir: &BrokerDir, command_line: &str) -> Self {
+        use std::io::Read;
+        // `exec`: broker alone in the terminal's foreground, as a shell with job control runs it (a
+        // non-interactive `sh` waiting for it would take the Ctrl-C too, and end itself).
+        let mut session = dir
+            .in_terminal("exec ", command_line)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stdout = session.stdout.take().unwrap();
+        let reader = {
+            let shown = std::sync::Arc::clone(&shown);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stdout.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    shown
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            })
+        };
+        let mut owner = None;
+        assert!(
+            wait_for(Duration::from_secs(20), || {
+                owner = std::fs::read_to_string(dir.inventory_path())
+                    .ok()
+                    .and_then(|t| serde_yaml::from_str::<Vec<serde_yaml::Value>>(&t).ok())
+                    .and_then(|records| records.first()?["_broker_owner"]["pid"].as_u64());
+                owner.is_some()
+            }),
+            "no intent record appeared"
+        );
+        TerminalCheckout {
+            keys: session.stdin.take().unwrap(),
+            session,
+            shown,
+            reader,
+            owner: u32::try_from(owner.unwrap()).unwrap(),
+        }
+    }
+
+    fn shown(&self) -> String {
+        self.shown.lock().unwrap().replace('\r', "")
+    }
+
+    /// Types on the terminal (`\x03` is Ctrl-C: the terminal sends SIGINT to its foreground processes).
+    fn type_keys(&mut self, keys: &str) {
+        use std::io::Write;
+        self.keys.write_all(keys.as_bytes()).unwrap();
+        self.keys.flush().unwrap();
+    }
+
+    /// Presses Ctrl-C and waits for broker's question.
+    fn press_ctrl_c(&mut self) {
+        self.type_keys("\x03");
+        assert!(
+            wait_for(Duration::from_secs(20), || self.shown().contains("[b/s/r]")),
+            "no question: {}",
+            self.shown()
+        );
+    }
+
+    /// The `broker` the user started, which supervises the one doing the checkout (its parent).
+    fn supervisor(&self) -> u32 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.owner)).unwrap();
+        // `pid (comm) state ppid …`; comm may hold spaces, so read after its closing parenthesis.
+        let after = &stat[stat.rfind(')').unwrap() + 1..];
+        let parent: u32 = after.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let exe = std::fs::read_link(format!("/proc/{parent}/exe")).unwrap();
+        assert_eq!(
+            exe,
+            std::fs::canonicalize(crate::util::BROKER).unwrap(),
+            "the checkout's parent {parent} is not a supervising broker"
+        );
+        parent
+    }
+
+    /// Waits for the terminal session to end: the exit code of `broker`, and all the terminal showed.
+    fn wait(mut self) -> (Option<i32>, String) {
+        let status = self.session.wait().unwrap();
+        drop(self.keys);
+        self.reader.join().unwrap();
+        let text = self.shown.lock().unwrap().replace('\r', "");
+        (status.code(), text)
+    }
+}
+
+/// Whether a process is still running (not gone, not a zombie).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let after = &stat[stat.rfind(')').unwrap_or(0) + 1..];
+        after.split_whitespace().next() != Some("Z")
+    })
+}
+
 /// Runs `broker checkout ARGS` in a terminal, presses Ctrl-C once its intent record is written,
 /// answers broker's question with `answer`, and returns the exit code and what the terminal showed.
 fn checkout_answering_ctrl_c(dir: &BrokerDir, args: &str, answer: &str) -> (Option<i32>, String) {
-    use std::io::{Read, Write};
-    let mut child = dir
-        .in_terminal("", &format!("checkout {args}"))
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = {
-        let shown = std::sync::Arc::clone(&shown);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                shown
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        })
-    };
-    // The broker process is the owner of the intent record: Ctrl-C goes to it, not to `script`.
-    let mut pid = None;
-    assert!(
-        wait_for(Duration::from_secs(20), || {
-            pid = std::fs::read_to_string(dir.inventory_path())
-                .ok()
-                .and_then(|t| serde_yaml::from_str::<Vec<serde_yaml::Value>>(&t).ok())
-                .and_then(|records| records.first()?["_broker_owner"]["pid"].as_u64());
-            pid.is_some()
-        }),
-        "no intent record appeared"
-    );
-    let pid = pid.unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(
-        wait_for(Duration::from_secs(20), || shown
-            .lock()
-            .unwrap()
-            .contains("[s/r]")),
-        "no question: {}",
-        shown.lock().unwrap()
-    );
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
-    let status = child.wait().unwrap();
-    drop(stdin);
-    reader.join().unwrap();
-    let text = shown.lock().unwrap().replace('\r', "");
-    (status.code(), text)
+    let mut checkout = TerminalCheckout::start(dir, &format!("checkout {args}"));
+    checkout.press_ctrl_c();
+    checkout.type_keys(&format!("{answer}\n"));
+    checkout.wait()
 }
 
 #[test]
 fn ctrl_c_on_a_terminal_asks_and_resume_goes_on_with_the_checkout() {
     let dir = BrokerDir::new(SETTINGS);
-    let (code, shown) =
-        checkout_answering_ctrl_c(&dir, "--test_action basic --delay 2 -o json", "r");
+    let json = dir.path().join("hosts.json");
+    // stdout to a file, stdin and stderr on the terminal: stdout stays the hosts alone.
+    let (code, shown) = checkout_answering_ctrl_c(
+        &dir,
+        &format!("--test_action basic --delay 2 -o json > {}", json.display()),
+        "r",
+    );
     assert_eq!(code, Some(0), "{shown}");
     assert!(
-        shown.contains("[s]top the checkout and give back what it made, or [r]esume it?"),
+        shown.contains(
+            "Ctrl-C: [b]ackground (the checkout goes on without this terminal), [s]top the \
+             checkout and give back what it made, or [r]esume it? [b/s/r] (r)"
+        ),
         "{shown}"
     );
     assert!(shown.contains("resuming the checkout"), "{shown}");
+    assert!(
+        shown.contains("checked out"),
+        "the messages reach the terminal: {shown}"
+    );
     let records = dir.inventory();
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["_broker_state"], "ready", "{records:?}");
     assert_eq!(dir.provider_hosts().len(), 1);
+    let text = std::fs::read_to_string(&json).unwrap();
+    let printed: Vec<Value> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(printed.len(), 1, "{text}");
+    assert_eq!(printed[0]["_broker_id"], records[0]["_broker_id"], "{text}");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("logs"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("background-"))
+            .count(),
+        0,
+        "the checkout's output files are removed once shown"
+    );
 }
 
 #[test]
@@ -1241,11 +1325,103 @@ fn ctrl_c_on_a_terminal_asks_and_stop_gives_back_what_was_made() {
     let (code, shown) =
         checkout_answering_ctrl_c(&dir, "--test_action basic --hang created -c 2", "s");
     assert_eq!(code, Some(130), "{shown}");
-    assert!(shown.contains("stopping the checkout"), "{shown}");
+    assert!(shown.contains("Ctrl-C: stopping the checkout"), "{shown}");
+    assert!(shown.contains("checked in again: broker-test-"), "{shown}");
     assert!(dir.inventory().is_empty(), "{:?}", dir.inventory());
     assert!(
         dir.provider_hosts().is_empty(),
         "{:?}",
         dir.provider_hosts()
     );
+}
+
+#[test]
+fn ctrl_c_on_a_terminal_answered_background_leaves_the_checkout_running() {
+    let dir = BrokerDir::new(SETTINGS);
+    let mut checkout = TerminalCheckout::start(&dir, "checkout --test_action basic --delay 8");
+    let owner = checkout.owner;
+    checkout.press_ctrl_c();
+    checkout.type_keys("b\n");
+    let (code, shown) = checkout.wait();
+    assert_eq!(code, Some(0), "{shown}");
+    // Back at the prompt while the checkout goes on.
+    let records = dir.inventory();
+    assert_eq!(records[0]["_broker_state"], "pending", "{records:?}");
+    assert!(running(owner), "{shown}");
+    let said = format!("the checkout goes on in the background as pid {owner}: its hosts go to ");
+    let at = shown.find(&said).unwrap_or_else(|| panic!("{shown}"));
+    let out = shown[at + said.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        shown.contains(&format!("follow them with `tail -f {out} ")),
+        "{shown}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || !running(owner)),
+        "the checkout never ended"
+    );
+    let records = dir.inventory();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["_broker_state"], "ready", "{records:?}");
+    assert_eq!(dir.provider_hosts().len(), 1);
+    let hosts = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        hosts.contains(records[0]["hostname"].as_str().unwrap()),
+        "the output file has the hosts: {hosts}"
+    );
+}
+
+#[test]
+fn kill_9_of_the_supervisor_leaves_the_checkout_to_finish_and_record() {
+    let dir = BrokerDir::new(SETTINGS);
+    let checkout = TerminalCheckout::start(&dir, "checkout --test_action basic --delay 3");
+    let supervisor = checkout.supervisor();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &supervisor.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let owner = checkout.owner;
+    let (_, shown) = checkout.wait();
+    assert!(
+        wait_for(Duration::from_secs(60), || !running(owner)),
+        "the checkout never ended: {shown}"
+    );
+    let records = dir.inventory();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["_broker_state"], "ready", "{records:?}");
+    assert_eq!(dir.provider_hosts().len(), 1);
+}
+
+#[test]
+fn sigterm_and_sighup_to_the_supervisor_stop_the_checkout() {
+    for signal in ["TERM", "HUP"] {
+        let dir = BrokerDir::new(&format!("{SETTINGS}cancel_timeout: 1\n"));
+        let checkout =
+            TerminalCheckout::start(&dir, "checkout --test_action basic --hang created -c 2");
+        assert!(
+            wait_for(Duration::from_secs(20), || dir.provider_hosts().len() == 2),
+            "SIG{signal}: the checkout never made 2 hosts"
+        );
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &checkout.supervisor().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let (code, shown) = checkout.wait();
+        assert_eq!(code, Some(130), "SIG{signal}: {shown}");
+        assert!(
+            shown.contains(&format!("SIG{signal}: stopping the checkout")),
+            "SIG{signal}: {shown}"
+        );
+        assert!(dir.inventory().is_empty(), "SIG{signal}");
+        assert!(
+            dir.provider_hosts().is_empty(),
+            "SIG{signal}: {:?}",
+            dir.provider_hosts()
+        );
+    }
 }

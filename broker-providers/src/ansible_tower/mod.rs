@@ -38,7 +38,6 @@ mod jobs;
 mod tests;
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -933,13 +932,13 @@ fn vm_of(host: &HostRecord) -> Option<&str> {
 }
 
 /// Asks on the terminal what to do with a host a failed workflow left: `c`, `s`, `cA` or `sA`.
-/// `None` when there is no terminal to ask on (or `BROKER_NON_INTERACTIVE` is set).
+/// `None` when nobody can answer (no terminal, or `BROKER_NON_INTERACTIVE` is set).
 fn ask_dangling(vm: &str, reason: &str) -> Option<String> {
     use std::io::{BufRead, Write};
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() || std::env::var_os("BROKER_NON_INTERACTIVE").is_some() {
+    if !broker_core::terminal::answerable() {
         return None;
     }
+    let stdin = std::io::stdin();
     let _question = broker_core::terminal::ask();
     let mut err = std::io::stderr();
     // Start past the progress line, which pauses while the question is open.
