@@ -1425,3 +1425,26 @@ fn sigterm_and_sighup_to_the_supervisor_stop_the_checkout() {
         );
     }
 }
+
+#[test]
+fn output_the_supervisor_cannot_show_is_kept_and_named() {
+    let dir = BrokerDir::new(SETTINGS);
+    let checkout = TerminalCheckout::start(&dir, "checkout --test_action basic > /dev/full");
+    let (code, shown) = checkout.wait();
+    assert_eq!(code, Some(1), "{shown}");
+    let said = "the checkout's output could not all be shown; it is kept in ";
+    let at = shown.find(said).unwrap_or_else(|| panic!("{shown}"));
+    let out = shown[at + said.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let records = dir.inventory();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["_broker_state"], "ready", "{records:?}");
+    let hosts = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        hosts.contains(records[0]["hostname"].as_str().unwrap()),
+        "{out}: {hosts}"
+    );
+}
