@@ -1455,23 +1455,16 @@ mod tests {
 
     use broker_core::{Broker, CheckoutRequest, ProviderRegistry, Settings};
 
-    /// A broker on the local engine, or `None` (with a loud note) when no engine can be had. With
-    /// `BROKER_REQUIRE_ENGINE=1` (set by scripts/test) a missing engine fails the test instead.
+    /// A broker on the engine that discovery finds, or `None` when none answers and
+    /// `BROKER_ALLOW_SKIP=1` is set (without it, a missing engine fails the test).
     async fn engine_broker(dir: &Path, prefix: &str) -> Option<Broker> {
         let yaml = format!("Container:\n  name_prefix: {prefix}\n");
         let settings = Settings::from_yaml(dir, &yaml).unwrap();
         let broker = Broker::new(settings, ProviderRegistry::new().with(KIND)).unwrap();
         let probe = broker.provider_help(NAME, None, &Mapping::new()).await;
-        match probe {
-            Ok(_) => Some(broker),
-            Err(e) if std::env::var_os("BROKER_REQUIRE_ENGINE").is_some() => {
-                panic!("BROKER_REQUIRE_ENGINE is set but no container engine answered: {e}")
-            }
-            Err(e) => {
-                eprintln!("SKIPPED: no container engine: {e}; run scripts/setup-podman");
-                None
-            }
-        }
+        broker_test_support::PODMAN
+            .check(probe.map(|_| ()).map_err(|e| e.to_string()))
+            .then_some(broker)
     }
 
     async fn containers_named(broker: &Broker, prefix: &str) -> Vec<String> {
@@ -1489,8 +1482,9 @@ mod tests {
         names
     }
 
-    fn prefix(test: &str) -> String {
-        format!("bt{}{}", std::process::id(), test)
+    /// This test's container-name prefix; its containers are removed when it ends, passed or not.
+    fn prefix(test: &str) -> broker_test_support::Containers {
+        broker_test_support::Containers::new(format!("bt{}{}", std::process::id(), test))
     }
 
     #[tokio::test]

@@ -913,18 +913,9 @@ mod tests {
     }
 
     impl Sshd {
-        /// `None` (with a loud note) when sshd is missing, unless `BROKER_REQUIRE_SSHD` is set.
+        /// Whether sshd is here; a missing sshd fails the test unless `BROKER_ALLOW_SKIP=1` is set.
         fn available() -> bool {
-            let present = Path::new("/usr/sbin/sshd").exists()
-                && Command::new("ssh-keygen").arg("-?").output().is_ok();
-            if !present {
-                assert!(
-                    std::env::var_os("BROKER_REQUIRE_SSHD").is_none(),
-                    "BROKER_REQUIRE_SSHD is set but sshd is missing; run scripts/setup-sshd"
-                );
-                eprintln!("SKIPPED: no sshd; run scripts/setup-sshd");
-            }
-            present
+            broker_test_support::sshd()
         }
 
         /// Prepares keys and configuration; `start` runs it.

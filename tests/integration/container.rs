@@ -6,15 +6,16 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{BrokerDir, stderr, wait_for};
+use crate::util::{BrokerDir, Containers, stderr, wait_for};
 
-/// A broker directory whose containers are named `<prefix>_…`, or `None` when no engine can be had
-/// (a failure instead when `BROKER_REQUIRE_ENGINE` is set, as scripts/test does).
-fn engine_dir(test: &str) -> Option<(BrokerDir, String)> {
-    let prefix = format!("it{}{test}", std::process::id());
-    if !crate::util::engine_answers(test) {
+/// A broker directory whose containers are named `<prefix>_…`, and those containers, removed when
+/// the test ends (passed or not). A missing engine fails the test unless `BROKER_ALLOW_SKIP=1` is
+/// set; then this is `None` and the test returns.
+fn engine_dir(test: &str) -> Option<(BrokerDir, Containers)> {
+    if !broker_test_support::podman() {
         return None;
     }
+    let prefix = Containers::new(format!("it{}{test}", std::process::id()));
     let settings = format!("Container:\n  name_prefix: {prefix}\n");
     Some((BrokerDir::new(&settings), prefix))
 }
@@ -138,7 +139,7 @@ fn sync_leaves_a_recorded_container_as_its_checkout_recorded_it() {
     let after: Vec<Value> = dir
         .inventory()
         .into_iter()
-        .filter(|r| r["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
+        .filter(|r| r["name"].as_str().is_some_and(|n| n.starts_with(&*prefix)))
         .collect();
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0]["hostname"], hostname.as_str(), "{after:?}");
@@ -261,16 +262,7 @@ fn container_with_sshd_is_reached_over_ssh() {
     let Some((_dir, prefix)) = engine_dir("sshd") else {
         return;
     };
-    let has_image = Command::new("podman")
-        .args(["image", "exists", "localhost/broker-sshd:latest"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_image {
-        assert!(
-            std::env::var_os("BROKER_REQUIRE_SSHD").is_none(),
-            "BROKER_REQUIRE_SSHD is set but localhost/broker-sshd is missing; run scripts/setup-sshd-image"
-        );
-        eprintln!("SKIPPED: no localhost/broker-sshd image; run scripts/setup-sshd-image");
+    if !broker_test_support::sshd_image() {
         return;
     }
     let settings = format!(

@@ -3,6 +3,7 @@
 #[cfg(feature = "ansible-tower")]
 mod awx;
 mod cli;
+mod components;
 mod concurrency;
 mod container;
 mod docs;

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -135,34 +135,7 @@ impl BrokerDir {
     }
 }
 
-/// Whether the local Podman engine (started by scripts/setup-podman) answers. When it does not, a
-/// failure if `BROKER_REQUIRE_ENGINE` is set (as scripts/test does), else a skip naming `what`.
-pub fn engine_answers(what: &str) -> bool {
-    let answers = Command::new("podman")
-        .args(["--url", "unix:///run/podman/podman.sock", "version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !answers {
-        assert!(
-            std::env::var_os("BROKER_REQUIRE_ENGINE").is_none(),
-            "BROKER_REQUIRE_ENGINE is set but Podman's API does not answer; run scripts/setup-podman"
-        );
-        eprintln!("SKIPPED: {what} needs a container engine; run scripts/setup-podman");
-    }
-    answers
-}
-
-/// Polls `check` until it holds or `limit` passes.
-pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    check()
-}
+pub use broker_test_support::{Containers, wait_for};
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -1,0 +1,461 @@
+//! What broker's tests share (not shipped).
+//!
+//! - [`Component`]: a real component a test needs (Podman, OpenSSH's server, awxkit…). When it is
+//!   missing the test **fails**, naming the component and the script that installs it, unless
+//!   `BROKER_ALLOW_SKIP=1` is set: then it prints a `SKIPPED:` line on stderr and returns early. A
+//!   plain `cargo test` on a machine without the components therefore fails loudly instead of
+//!   reporting tests that did nothing as passed.
+//! - [`ChildGuard`]: a child process killed, with every process it started, when dropped, and waited
+//!   for with a deadline — a failing or stuck test leaves nothing running.
+//! - [`Containers`]: the containers a test names with its prefix, removed when dropped.
+//! - [`wait_for`]: polls a condition up to a generous deadline instead of sleeping a fixed time.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The variable that lets tests skip when a real component they need is missing: `1` allows it.
+pub const ALLOW_SKIP: &str = "BROKER_ALLOW_SKIP";
+
+/// The Podman API that `scripts/setup-podman` starts.
+pub const PODMAN_SOCKET: &str = "unix:///run/podman/podman.sock";
+
+/// A real component some tests need, and how to install it.
+#[derive(Debug, Clone, Copy)]
+pub struct Component {
+    /// What it is, as a failure names it.
+    pub name: &'static str,
+    /// The command that installs it.
+    pub install: &'static str,
+}
+
+/// Podman, its API on [`PODMAN_SOCKET`] and the test image `localhost/broker-busybox`.
+pub const PODMAN: Component = Component {
+    name: "Podman (its API on unix:///run/podman/podman.sock and the image localhost/broker-busybox)",
+    install: "bash scripts/setup-podman",
+};
+
+/// OpenSSH's server and client tools, and the password-auth test user `brokertest`.
+pub const SSHD: Component = Component {
+    name: "OpenSSH's server (/usr/sbin/sshd, ssh-keygen) and the test user brokertest",
+    install: "bash scripts/setup-sshd",
+};
+
+/// The container image with sshd that container hosts are reached through over SSH.
+pub const SSHD_IMAGE: Component = Component {
+    name: "the image localhost/broker-sshd (a container with sshd)",
+    install: "bash scripts/setup-sshd-image",
+};
+
+/// The official AWX client, in the Python that `BROKER_AWXKIT_PYTHON` names.
+pub const AWXKIT: Component = Component {
+    name: "awxkit (in the Python that BROKER_AWXKIT_PYTHON names)",
+    install: "export BROKER_AWXKIT_PYTHON=\"$(bash scripts/setup-awxkit)\"",
+};
+
+/// Whether `BROKER_ALLOW_SKIP=1` is set.
+pub fn skip_allowed() -> bool {
+    std::env::var_os(ALLOW_SKIP).is_some_and(|v| v == "1")
+}
+
+impl Component {
+    /// Whether a test that needs this component goes on, given what looking for it `found` (an
+    /// error says why it is missing). With `BROKER_ALLOW_SKIP=1` a missing component prints a
+    /// `SKIPPED:` line on stderr and returns `false`: the test returns without running.
+    ///
+    /// # Panics
+    ///
+    /// When the component is missing and skipping was not asked for: the test fails, naming the
+    /// component, why it is missing and the command that installs it.
+    pub fn check(&self, found: Result<(), String>) -> bool {
+        let Err(why) = found else {
+            return true;
+        };
+        let test = std::thread::current()
+            .name()
+            .filter(|n| *n != "main")
+            .unwrap_or("a test")
+            .to_owned();
+        if skip_allowed() {
+            // Straight to the process's stderr, not through `eprintln!`, which `cargo test`
+            // captures (and hides) for tests that pass.
+            let _shown = writeln!(
+                std::io::stderr(),
+                "SKIPPED: {test} did not run: it needs {}, which is missing ({why}); \
+                 install it with `{}`",
+                self.name,
+                self.install
+            );
+            return false;
+        }
+        panic!(
+            "{test} needs {}, which is missing: {why}\ninstall it with `{}` (`bash scripts/test` \
+             installs every component), or set {ALLOW_SKIP}=1 to skip the tests that need it",
+            self.name, self.install
+        );
+    }
+}
+
+/// Runs a probe command, `Ok` when it succeeds, else what went wrong.
+fn probe(command: &mut Command) -> Result<(), String> {
+    let shown = format!("{command:?}");
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{shown} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Whether Podman answers on [`PODMAN_SOCKET`] with the test image (see [`Component::check`]:
+/// a missing engine fails the test unless skipping is allowed).
+pub fn podman() -> bool {
+    PODMAN.check(
+        probe(Command::new("podman").args(["--url", PODMAN_SOCKET, "version"])).and_then(|()| {
+            probe(Command::new("podman").args([
+                "image",
+                "exists",
+                "localhost/broker-busybox:latest",
+            ]))
+        }),
+    )
+}
+
+/// Whether OpenSSH's server, ssh-keygen and the test user are there (see [`Component::check`]).
+pub fn sshd() -> bool {
+    let found = if Path::new("/usr/sbin/sshd").exists() {
+        probe(Command::new("ssh-keygen").args(["-l", "-f", "/dev/null"]))
+            .or_else(|e| {
+                // `ssh-keygen -l` of an empty file fails but runs: only a missing binary matters.
+                if e.starts_with("cannot run") {
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|()| probe(Command::new("id").arg("brokertest")))
+    } else {
+        Err("no /usr/sbin/sshd".to_owned())
+    };
+    SSHD.check(found)
+}
+
+/// Whether the image `localhost/broker-sshd` is there (see [`Component::check`]).
+pub fn sshd_image() -> bool {
+    SSHD_IMAGE.check(probe(Command::new("podman").args([
+        "image",
+        "exists",
+        "localhost/broker-sshd:latest",
+    ])))
+}
+
+/// The Python with awxkit that `BROKER_AWXKIT_PYTHON` names, `None` when skipping is allowed and it
+/// is missing (see [`Component::check`]).
+pub fn awxkit_python() -> Option<String> {
+    let python = std::env::var("BROKER_AWXKIT_PYTHON").unwrap_or_default();
+    let found = if python.is_empty() {
+        Err("BROKER_AWXKIT_PYTHON is not set".to_owned())
+    } else {
+        probe(Command::new(&python).args(["-c", "import awxkit"]))
+    };
+    AWXKIT.check(found).then_some(python)
+}
+
+/// Polls `check` every 20 ms until it holds or `limit` passes; whether it held. Give a generous
+/// limit: it only matters when the condition never comes.
+pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}
+
+/// A child process that is killed — with every process it started — when dropped, so that a test
+/// that fails or gets stuck leaves nothing running. It dereferences to the [`std::process::Child`].
+pub struct ChildGuard {
+    child: Option<std::process::Child>,
+    what: String,
+}
+
+impl ChildGuard {
+    /// Starts `command`. Give it a stdin of its own (`Stdio::null()` or a pipe): a child that reads
+    /// the test runner's terminal can block forever.
+    ///
+    /// # Panics
+    ///
+    /// When the command cannot start.
+    pub fn spawn(command: &mut Command) -> ChildGuard {
+        let what = format!("{command:?}");
+        match command.spawn() {
+            Ok(child) => ChildGuard {
+                child: Some(child),
+                what,
+            },
+            Err(e) => panic!("cannot start {what}: {e}"),
+        }
+    }
+
+    fn inner(&mut self) -> &mut std::process::Child {
+        match self.child.as_mut() {
+            Some(child) => child,
+            None => unreachable!("a ChildGuard holds its child until dropped"),
+        }
+    }
+
+    /// Waits up to `limit` for the child to exit, collecting its piped stdout and stderr.
+    ///
+    /// # Panics
+    ///
+    /// When it has not exited by then (it is killed, with what it started, and what it printed is
+    /// shown), or when something it left running still holds its output open after it exited.
+    pub fn wait_output(mut self, limit: Duration) -> Output {
+        let deadline = Instant::now() + limit;
+        let pid = self.inner().id();
+        let stdout = read_in_background(self.inner().stdout.take());
+        let stderr = read_in_background(self.inner().stderr.take());
+        let mut tree = Vec::new();
+        let status = loop {
+            for p in descendants(pid) {
+                if !tree.contains(&p) {
+                    tree.push(p);
+                }
+            }
+            match self.inner().try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(None) | Err(_) => {
+                    self.kill_tree();
+                    let out = stdout.recv_timeout(Duration::from_secs(5));
+                    let err = stderr.recv_timeout(Duration::from_secs(5));
+                    panic!(
+                        "{} did not exit within {limit:?}; killed it\nstdout:\n{}\nstderr:\n{}",
+                        self.what,
+                        String::from_utf8_lossy(&out.unwrap_or_default()),
+                        String::from_utf8_lossy(&err.unwrap_or_default())
+                    );
+                }
+            }
+        };
+        let collect = |pipe: &mpsc::Receiver<Vec<u8>>| {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(5));
+            pipe.recv_timeout(left).unwrap_or_else(|_| {
+                kill(&tree);
+                panic!(
+                    "{} exited ({status}) but processes it started still hold its output: \
+                     {tree:?}; killed them",
+                    self.what
+                )
+            })
+        };
+        let stdout = collect(&stdout);
+        let stderr = collect(&stderr);
+        Output {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Kills the child and every process it started, and reaps it.
+    fn kill_tree(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let mut tree = descendants(child.id());
+            tree.push(child.id());
+            kill(&tree);
+            let _reaped = child.wait();
+        }
+    }
+}
+
+impl Deref for ChildGuard {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &std::process::Child {
+        match self.child.as_ref() {
+            Some(child) => child,
+            None => unreachable!("a ChildGuard holds its child until dropped"),
+        }
+    }
+}
+
+impl DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.inner()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut()
+            && matches!(child.try_wait(), Ok(None))
+        {
+            self.kill_tree();
+        }
+    }
+}
+
+fn read_in_background<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<Vec<u8>> {
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _read = pipe.read_to_end(&mut bytes);
+        }
+        let _sent = send.send(bytes);
+    });
+    receive
+}
+
+/// SIGKILL to these processes (errors ignored: some may be gone already).
+fn kill(pids: &[u32]) {
+    if pids.is_empty() {
+        return;
+    }
+    let _killed = Command::new("kill")
+        .arg("-KILL")
+        .args(pids.iter().map(u32::to_string))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// The processes descended from `pid` (children, their children…), from `/proc`.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut parents = Vec::new();
+    for entry in entries.flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid …", where comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parents.push((p, ppid));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        for &(p, ppid) in &parents {
+            if ppid == parent && !found.contains(&p) {
+                found.push(p);
+            }
+        }
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// The containers of one test, named `<prefix>_…`: removed, whatever their state, when dropped, so
+/// that a failing test leaves none behind. It dereferences to (and prints as) the prefix.
+pub struct Containers {
+    prefix: String,
+}
+
+impl Containers {
+    /// The containers named `<prefix>_…` (on the local Podman, through the `podman` command).
+    pub fn new(prefix: impl Into<String>) -> Containers {
+        Containers {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The names of those that exist now (running or not), sorted.
+    ///
+    /// # Panics
+    ///
+    /// When `podman ps` cannot run.
+    pub fn names(&self) -> Vec<String> {
+        match self.list() {
+            Ok(names) => names,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<String>, String> {
+        let out = Command::new("podman")
+            .args([
+                "ps",
+                "-a",
+                "--filter",
+                &format!("name=^{}_", self.prefix),
+                "--format",
+                "{{.Names}}",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run podman ps: {e}"))?;
+        let mine = format!("{}_", self.prefix);
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|n| n.starts_with(&mine))
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+impl Deref for Containers {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl fmt::Display for Containers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.prefix)
+    }
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        let Ok(names) = self.list() else {
+            return;
+        };
+        if !names.is_empty() {
+            let _removed = Command::new("podman")
+                .args(["rm", "-f", "-t", "0"])
+                .args(&names)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
