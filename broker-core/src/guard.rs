@@ -414,6 +414,7 @@ mod tests {
         checked_in: Vec<String>,
         under_way: usize,
         most_at_once: usize,
+        go: bool,
     }
 
     static LEDGER: OnceLock<Mutex<HashMap<String, Seen>>> = OnceLock::new();
@@ -425,7 +426,8 @@ mod tests {
     }
 
     /// Names its hosts `TAG-INDEX` and writes down each check-in under the tag; a check-in waits
-    /// `checkin_ms`, or for `meet` check-ins under way at once, and fails when asked (`fail_checkin`).
+    /// `checkin_ms`, for the test's `go` (`wait_for_go`) or for `meet` check-ins under way at once,
+    /// and fails when asked (`fail_checkin`).
     #[derive(Debug)]
     struct Ledger;
 
@@ -453,6 +455,20 @@ mod tests {
             });
             if let Ok(ms) = arg("checkin_ms").parse() {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            // Waits (up to 10 s) for a task of the test's runtime to say `go`, as a provider's check-in
+            // does for a connection that runtime drives.
+            if arg("wait_for_go") == "yes" {
+                for _ in 0..1000 {
+                    if seen(&tag, |s| s.go) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                if !seen(&tag, |s| s.go) {
+                    seen(&tag, |s| s.under_way -= 1);
+                    return Err(Error::provider("Ledger", "no go within 10 s"));
+                }
             }
             // Waits (up to 10 s) until this many check-ins of the tag are under way at once.
             if let Ok(meet) = arg("meet").parse::<usize>() {
@@ -527,6 +543,65 @@ mod tests {
         assert_eq!(host.record().hostname(), Some("multi-0"));
         drop(host);
         assert_eq!(checked_in("multi"), ["multi-0"]);
+        assert_eq!(records(&broker), []);
+    }
+
+    #[tokio::test]
+    async fn a_check_in_on_drop_slower_than_a_second_is_waited_for_within_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path(), "");
+        let host = broker
+            .checkout_one(request("unhurried", 1).arg("checkin_ms", "1500"))
+            .await
+            .unwrap();
+        drop(host);
+        assert_eq!(checked_in("unhurried"), ["unhurried-0"]);
+        assert_eq!(records(&broker), []);
+    }
+
+    #[test]
+    fn a_guard_dropped_by_a_task_panicking_on_a_multi_thread_runtime_checks_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path(), "");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let held = broker.clone();
+        let task = runtime.spawn(async move {
+            let _host = held.checkout_one(request("task", 1)).await.unwrap();
+            panic!("the test failed");
+        });
+        let panic = runtime.block_on(task).unwrap_err().into_panic();
+        assert_eq!(panic.downcast_ref::<&str>(), Some(&"the test failed"));
+        assert_eq!(checked_in("task"), ["task-0"]);
+        assert_eq!(records(&broker), []);
+    }
+
+    #[test]
+    fn a_guard_dropped_on_a_runtime_worker_lets_the_runtime_run_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path(), "");
+        // One worker: were the drop to block it, the task saying `go` could not run, and the check-in
+        // waiting for it would fail.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let host = runtime
+            .block_on(broker.checkout_one(request("worker", 1).arg("wait_for_go", "yes")))
+            .unwrap();
+        runtime.block_on(async move {
+            let go = tokio::spawn(async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                seen("worker", |s| s.go = true);
+            });
+            tokio::spawn(async move { drop(host) }).await.unwrap();
+            go.await.unwrap();
+        });
+        assert_eq!(checked_in("worker"), ["worker-0"]);
         assert_eq!(records(&broker), []);
     }
 
