@@ -697,27 +697,42 @@ mod tests {
         assert!((1790..=1800).contains(&lease), "lease {lease}");
     }
 
-    #[test]
-    fn run_bounded_gives_the_result_or_none_when_late() {
-        // Outside any runtime, and on a multi-thread runtime's worker.
-        assert_eq!(run_bounded(async { 7 }, Duration::from_secs(30)), Some(7));
+    fn thread_name() -> String {
+        std::thread::current().name().unwrap_or_default().to_owned()
+    }
+
+    /// The thread `run_bounded` ran its work on, and whether it gave up on work that is too slow.
+    fn run_bounded_where_and_late() -> (Option<String>, Option<()>) {
+        let name = run_bounded(async { thread_name() }, Duration::from_secs(30));
         let late = run_bounded(
             async { tokio::time::sleep(Duration::from_secs(60)).await },
             Duration::from_millis(100),
         );
-        assert_eq!(late, None);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        (name, late)
+    }
+
+    #[test]
+    fn run_bounded_runs_on_the_callers_multi_thread_runtime_else_on_the_drop_worker() {
+        let worker = Some("broker-drop-worker".to_owned());
+        assert_eq!(run_bounded_where_and_late(), (worker.clone(), None));
+        let current = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        assert_eq!(
+            current.block_on(async { run_bounded_where_and_late() }),
+            (worker, None)
+        );
+        // On a multi-thread runtime the work runs on the caller's runtime, which its connections
+        // are bound to: here, on the calling thread.
+        let multi = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(async {
-            assert_eq!(run_bounded(async { 8 }, Duration::from_secs(30)), Some(8));
-            let late = run_bounded(
-                async { tokio::time::sleep(Duration::from_secs(60)).await },
-                Duration::from_millis(100),
-            );
-            assert_eq!(late, None);
-        });
+        assert_eq!(
+            multi.block_on(async { run_bounded_where_and_late() }),
+            (Some(thread_name()), None)
+        );
     }
 }
