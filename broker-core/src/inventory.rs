@@ -1509,12 +1509,11 @@ mod tests {
                     })
                 })
                 .collect();
-            let written = writers
-                .into_iter()
-                .flat_map(|w| w.join().unwrap())
-                .collect();
+            // Stop the lock remover before looking at the outcome: were a writer's panic re-raised
+            // first, the scope would wait for the remover forever instead of failing.
+            let outcomes: Vec<_> = writers.into_iter().map(|w| w.join()).collect();
             done.store(true, Ordering::Relaxed);
-            written
+            outcomes.into_iter().flat_map(|o| o.unwrap()).collect()
         });
         let listed: HashSet<RecordId> = store.list().unwrap().iter().map(HostRecord::id).collect();
         let missing: Vec<&RecordId> = written.iter().filter(|id| !listed.contains(id)).collect();
