@@ -1323,6 +1323,19 @@ mod tests {
     }
 
     #[test]
+    fn an_inventory_that_cannot_be_read_is_an_error_not_an_empty_inventory() {
+        let (_dir, store) = store();
+        // A directory where the file should be: reading it fails, as an unreadable file does.
+        std::fs::create_dir(store.path()).unwrap();
+        let err = store.list().unwrap_err();
+        assert!(err.to_string().starts_with("reading inventory"), "{err}");
+        let record = HostRecord::pending("TestProvider", None, Default::default());
+        let err = store.put(std::slice::from_ref(&record)).unwrap_err();
+        assert!(err.to_string().starts_with("reading inventory"), "{err}");
+        assert!(store.path().is_dir());
+    }
+
+    #[test]
     fn removing_one_unnamed_host_leaves_the_others() {
         let (_dir, store) = store();
         std::fs::write(store.path(), UPSTREAM).unwrap();
