@@ -1251,8 +1251,20 @@ impl TerminalCheckout {
     }
 
     /// Waits for the terminal session to end: the exit code of `broker`, and all the terminal showed.
+    /// A session that does not end fails the test, its processes killed.
     fn wait(mut self) -> (Option<i32>, String) {
-        let status = self.session.wait().unwrap();
+        let mut status = None;
+        if !wait_for(Duration::from_secs(90), || {
+            status = self.session.try_wait().unwrap();
+            status.is_some()
+        }) {
+            let _ = self.session.kill();
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.owner.to_string()])
+                .status();
+            panic!("the terminal session never ended: {}", self.shown());
+        }
+        let status = status.unwrap();
         drop(self.keys);
         self.reader.join().unwrap();
         let text = self.shown.lock().unwrap().replace('\r', "");
@@ -1447,4 +1459,35 @@ fn output_the_supervisor_cannot_show_is_kept_and_named() {
         hosts.contains(records[0]["hostname"].as_str().unwrap()),
         "{out}: {hosts}"
     );
+}
+
+#[test]
+fn second_ctrl_c_on_a_terminal_reaches_the_stopping_checkout() {
+    let dir = BrokerDir::new(&format!("{SETTINGS}cancel_timeout: 10m\n"));
+    let mut checkout =
+        TerminalCheckout::start(&dir, "checkout --test_action basic --hang checkout");
+    checkout.press_ctrl_c();
+    checkout.type_keys("s\n");
+    assert!(
+        wait_for(Duration::from_secs(20), || checkout
+            .shown()
+            .contains("press Ctrl-C again to stop waiting")),
+        "{}",
+        checkout.shown()
+    );
+    checkout.type_keys("\x03");
+    let (code, shown) = checkout.wait();
+    assert_eq!(code, Some(130), "{shown}");
+    let left = dir.inventory();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["_broker_state"], "pending");
+    let name = left[0]["name"].as_str().unwrap();
+    assert!(
+        shown.contains(&format!(
+            "Ctrl-C again: stopped waiting; left in the inventory: {name} (pending)"
+        )),
+        "{shown}"
+    );
+    dir.ok(&["recover"]);
+    assert!(dir.inventory().is_empty());
 }
