@@ -841,7 +841,7 @@ impl<'de> serde::de::Visitor<'de> for UniqueKey<'_, 'de> {
 }
 
 /// Adds or replaces records by splicing entries, when the text allows; `None` means "parse instead".
-fn put_fast(path: &Path, text: &str, new: &[HostRecord]) -> Result<Option<String>> {
+pub(crate) fn put_fast(path: &Path, text: &str, new: &[HostRecord]) -> Result<Option<String>> {
     let Some(entries) = Entries::parse(text) else {
         return Ok(None);
     };
@@ -875,7 +875,7 @@ fn put_fast(path: &Path, text: &str, new: &[HostRecord]) -> Result<Option<String
 }
 
 /// Removes records by splicing entries; `None` means "parse instead".
-fn remove_fast(
+pub(crate) fn remove_fast(
     path: &Path,
     text: &str,
     ids: &[RecordId],

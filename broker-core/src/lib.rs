@@ -38,6 +38,9 @@ mod broker;
 pub mod error;
 mod files;
 pub mod filter;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 pub mod host;
 pub mod inventory;
