@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use awx_sim::{ALICE_PASSWORD, ALICE_TOKEN, Sim, SimOptions};
 
-use crate::util::{BrokerDir, stderr, wait_for};
+use crate::util::{BrokerDir, ChildGuard, DEADLINE, Terminal, stderr, wait_for};
 
 fn settings(sim: &Sim, extra: &str) -> String {
     format!(
@@ -135,35 +135,20 @@ fn dangling_store_keeps_the_failed_host_for_a_later_checkin() {
 fn dangling_prompt_asks_on_the_terminal() {
     let sim = Sim::start();
     let dir = BrokerDir::new(&settings(&sim, "  dangling_behavior: prompt\n"));
-    let mut session = dir
-        .in_terminal(
-            "",
-            "checkout --nick rhel9 --sim_fail configure; echo broker-rc=$?",
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut input = session.stdin.take().unwrap();
+    let mut session = Terminal::start(&mut dir.in_terminal(
+        "",
+        "checkout --nick rhel9 --sim_fail configure; echo broker-rc=$?",
+    ));
     assert!(
-        wait_for(Duration::from_secs(20), || !sim
-            .world()
-            .launches("deploy-rhel")
-            .is_empty()
+        wait_for(DEADLINE, || !sim.world().launches("deploy-rhel").is_empty()
             && sim.vms().len() == 1),
         "the failing workflow ran"
     );
-    std::thread::sleep(Duration::from_secs(1));
-    std::thread::spawn(move || {
-        use std::io::Write;
-        let _typed = input.write_all(b"maybe\r");
-        std::thread::sleep(Duration::from_millis(500));
-        let _typed = input.write_all(b"c\r");
-        std::thread::sleep(Duration::from_secs(5));
-    });
-    let out = session.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    session.wait_for_text("What would you like to do with this host?");
+    session.type_keys("maybe\r");
+    session.wait_for_text("Please answer c, s, cA or sA");
+    session.type_keys("c\r");
+    let (_, text) = session.finish();
     assert!(
         text.contains("What would you like to do with this host?"),
         "{text}"
@@ -184,12 +169,11 @@ fn ctrl_c_mid_workflow_cancels_it_and_deletes_the_temporary_token() {
         "AnsibleTower:\n  base_url: {}\n  username: alice\n  password: {ALICE_PASSWORD}\n  workflow_poll_interval: 0.05\n",
         sim.url()
     ));
-    let child = dir
-        .command(&["checkout", "--workflow", "deploy-rhel"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = ChildGuard::spawn(
+        dir.command(&["checkout", "--workflow", "deploy-rhel"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     wait_until_running(&sim);
     assert_eq!(
         sim.world().tokens.len(),
@@ -197,7 +181,7 @@ fn ctrl_c_mid_workflow_cancels_it_and_deletes_the_temporary_token() {
         "alice's own and broker's temporary one"
     );
     crate::util::interrupt(&child);
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_output(DEADLINE);
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     let world = sim.world();
     assert_eq!(world.job_statuses()[0].2, "canceled");
@@ -273,10 +257,14 @@ fn awxkit_speaks_to_the_simulator() {
     };
     let sim = Sim::start();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/awxkit/speaks_awx.py");
-    let out = Command::new(&python)
-        .args([script, &sim.url(), ALICE_TOKEN])
-        .output()
-        .unwrap();
+    let out = ChildGuard::spawn(
+        Command::new(&python)
+            .args([script, &sim.url(), ALICE_TOKEN])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .wait_output(DEADLINE);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("awxkit OK"),
@@ -351,15 +339,14 @@ fn kill_nine_mid_workflow_then_recover() {
         ..SimOptions::default()
     });
     let dir = BrokerDir::new(&settings(&sim, ""));
-    let mut child = dir
-        .command(&["checkout", "--nick", "rhel9"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::spawn(
+        dir.command(&["checkout", "--nick", "rhel9"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
     wait_until_running(&sim);
     child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.wait(DEADLINE);
     let pending = dir.inventory();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0]["_broker_state"], "pending");

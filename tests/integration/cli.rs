@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{BrokerDir, SETTINGS, stderr, wait_for};
+use crate::util::{BrokerDir, ChildGuard, DEADLINE, SETTINGS, Terminal, output, stderr, wait_for};
 
 #[test]
 fn checkout_nick_count_inventory_checkin_all() {
@@ -276,12 +276,11 @@ fn version_needs_no_settings_and_creates_nothing() {
     let dir = BrokerDir::new("");
     let empty_home = dir.path().join("home");
     std::fs::create_dir(&empty_home).unwrap();
-    let out = dir
-        .command(&["--version"])
-        .env_remove("BROKER_DIRECTORY")
-        .env("HOME", &empty_home)
-        .output()
-        .unwrap();
+    let out = output(
+        dir.command(&["--version"])
+            .env_remove("BROKER_DIRECTORY")
+            .env("HOME", &empty_home),
+    );
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("broker "), "{text}");
@@ -344,12 +343,11 @@ fn config_commands() {
 #[test]
 fn env_overrides_reach_providers_and_secrets_stay_masked() {
     let dir = BrokerDir::new(SETTINGS);
-    let out = dir
-        .command(&["config", "view", "ssh"])
-        .env("BROKER_SSH__HOST_PASSWORD", "from-env-secret")
-        .env("BROKER_SSH__HOST_SSH_PORT", "2222")
-        .output()
-        .unwrap();
+    let out = output(
+        dir.command(&["config", "view", "ssh"])
+            .env("BROKER_SSH__HOST_PASSWORD", "from-env-secret")
+            .env("BROKER_SSH__HOST_SSH_PORT", "2222"),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("from-env-secret"), "{text}");
     assert!(text.contains("host_ssh_port: 2222"), "{text}");
@@ -395,7 +393,7 @@ fn ctrl_c_during_checkout_checks_in_what_was_made() {
         2,
     );
     crate::util::interrupt(&child);
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_output(DEADLINE);
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(
         dir.provider_hosts().is_empty(),
@@ -580,22 +578,25 @@ fn a_count_of_zero_is_a_usage_error() {
 }
 
 /// Holds the inventory's writer lock, as another broker process would, until dropped.
-struct HeldLock(std::process::Child);
+struct HeldLock {
+    _holder: ChildGuard,
+}
 
 impl HeldLock {
     fn take(dir: &BrokerDir) -> Self {
         let lock = dir.path().join("inventory.yaml.flock");
-        let child = std::process::Command::new("flock")
-            .args(["-x", "--no-fork"])
-            .arg(&lock)
-            .args(["sleep", "60"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("run flock");
+        // Until killed (when this is dropped), however long the test takes.
+        let child = ChildGuard::spawn(
+            std::process::Command::new("flock")
+                .args(["-x", "--no-fork"])
+                .arg(&lock)
+                .args(["sleep", "infinity"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        );
         assert!(
-            wait_for(Duration::from_secs(10), || {
+            wait_for(DEADLINE, || {
                 !std::process::Command::new("flock")
                     .args(["-n", "-x"])
                     .arg(&lock)
@@ -606,14 +607,7 @@ impl HeldLock {
             }),
             "flock never took the lock"
         );
-        HeldLock(child)
-    }
-}
-
-impl Drop for HeldLock {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        HeldLock { _holder: child }
     }
 }
 
@@ -644,11 +638,12 @@ fn checkout_whose_output_cannot_be_written_says_what_it_kept() {
             .open("/dev/full")
             .unwrap()
     };
-    let out = dir
-        .command(&["checkout", "--nick", "N", "-c", "2"])
-        .stdout(full())
-        .output()
-        .unwrap();
+    let out = ChildGuard::spawn(
+        dir.command(&["checkout", "--nick", "N", "-c", "2"])
+            .stdout(full())
+            .stderr(std::process::Stdio::piped()),
+    )
+    .wait_output(DEADLINE);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let records = dir.inventory();
     assert_eq!(records.len(), 2);
@@ -660,12 +655,12 @@ fn checkout_whose_output_cannot_be_written_says_what_it_kept() {
     assert!(err.contains("No space left on device"), "{err}");
 
     // Nowhere to report them at all: nothing is kept.
-    let out = dir
-        .command(&["checkout", "--nick", "N"])
-        .stdout(full())
-        .stderr(full())
-        .output()
-        .unwrap();
+    let out = ChildGuard::spawn(
+        dir.command(&["checkout", "--nick", "N"])
+            .stdout(full())
+            .stderr(full()),
+    )
+    .wait_output(DEADLINE);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(dir.inventory().len(), 2);
     assert_eq!(dir.provider_hosts().len(), 2);
@@ -808,20 +803,19 @@ fn ssh_runs_piped_commands_and_exits_with_their_status() {
     use std::io::Write;
     let dir = BrokerDir::new(SETTINGS);
     dir.ok(&["checkout", "--test_action", "basic"]);
-    let mut child = dir
-        .command(&["ssh", "0"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::spawn(
+        dir.command(&["ssh", "0"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
     child
         .stdin
         .take()
         .unwrap()
         .write_all(b"echo one\necho two >&2\nexit 3\n")
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_output(DEADLINE);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "one\n");
     assert!(stderr(&out).contains("two\n"), "{}", stderr(&out));
@@ -842,12 +836,10 @@ fn ssh_shell_on_a_host_without_shells_says_so_plainly() {
     dir.ok(&["checkout", "--test_action", "basic"]);
     let host = dir.inventory()[0]["hostname"].as_str().unwrap().to_owned();
     // `script` gives broker a terminal, as a user typing `broker ssh 0` has.
-    let out = dir
-        .in_terminal("", "ssh 0")
-        .env("BROKER_NON_INTERACTIVE", "1")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let out = output(
+        dir.in_terminal("", "ssh 0")
+            .env("BROKER_NON_INTERACTIVE", "1"),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(&format!(
@@ -883,13 +875,11 @@ fn ssh_to_a_host_that_does_not_answer_says_what_it_waits_for_at_once() {
 /// returns what the terminal showed, without carriage returns.
 fn in_terminal(dir: &BrokerDir, setup: &str, args: &str, env: &[(&str, &str)]) -> String {
     let mut command = dir.in_terminal(&format!("{setup}; "), args);
-    command
-        .env("BROKER_NON_INTERACTIVE", "1")
-        .stdin(std::process::Stdio::null());
+    command.env("BROKER_NON_INTERACTIVE", "1");
     for (k, v) in env {
         command.env(k, v);
     }
-    let out = command.output().unwrap();
+    let out = output(&mut command);
     String::from_utf8_lossy(&out.stdout).replace('\r', "")
 }
 
@@ -937,11 +927,7 @@ fn tables_fit_the_terminal_width() {
     // A terminal that reports its width but no height (as `script` and some emulators do).
     fits(&in_terminal(&dir, "stty cols 60", "inventory", &[]));
     // COLUMNS, also through a pipe.
-    let out = dir
-        .command(&["inventory"])
-        .env("COLUMNS", "60")
-        .output()
-        .unwrap();
+    let out = output(dir.command(&["inventory"]).env("COLUMNS", "60"));
     fits(&String::from_utf8_lossy(&out.stdout));
     // Without either, a pipe gets whole lines.
     assert!(
@@ -1040,13 +1026,12 @@ fn an_unwritable_output_file_fails_before_any_work() {
 #[test]
 fn without_home_the_broker_directory_is_the_users_home_not_the_current_one() {
     let dir = BrokerDir::new("");
-    let out = dir
-        .command(&["--version"])
-        .env_remove("HOME")
-        .env_remove("BROKER_DIRECTORY")
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = output(
+        dir.command(&["--version"])
+            .env_remove("HOME")
+            .env_remove("BROKER_DIRECTORY")
+            .current_dir(dir.path()),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
@@ -1091,7 +1076,7 @@ fn sigterm_and_sighup_during_checkout_check_in_what_was_made() {
             2,
         );
         crate::util::signal(&child, signal);
-        let out = child.wait_with_output().unwrap();
+        let out = child.wait_output(DEADLINE);
         assert_eq!(
             out.status.code(),
             Some(130),
@@ -1112,31 +1097,48 @@ fn sigterm_and_sighup_during_checkout_check_in_what_was_made() {
 
 #[test]
 fn second_ctrl_c_stops_waiting_and_says_what_is_left() {
-    use std::io::BufRead;
     let dir = BrokerDir::new(&format!("{SETTINGS}cancel_timeout: 10m\n"));
-    let mut child = dir
-        .command(&["checkout", "--test_action", "basic", "--hang", "checkout"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::spawn(
+        dir.command(&["checkout", "--test_action", "basic", "--hang", "checkout"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
     assert!(wait_for(Duration::from_secs(20), || dir
         .inventory()
         .first()
         .is_some_and(|r| r["_broker_state"] == "pending")));
     crate::util::interrupt(&child);
     // The second Ctrl-C only once the first was taken in (signals that arrive together count once).
-    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    while !seen.contains("press Ctrl-C again to stop waiting") {
-        let mut line = String::new();
-        assert!(err.read_line(&mut line).unwrap() > 0, "{seen}");
-        seen.push_str(&line);
-    }
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let said = std::sync::Arc::clone(&said);
+        let mut err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                said.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    assert!(
+        wait_for(DEADLINE, || said
+            .lock()
+            .unwrap()
+            .contains("press Ctrl-C again to stop waiting")),
+        "{}",
+        said.lock().unwrap()
+    );
+    let seen = said.lock().unwrap().clone();
     crate::util::interrupt(&child);
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    let status = child.wait().unwrap();
+    let status = child.wait(DEADLINE);
+    reader.join().unwrap();
+    let rest = said.lock().unwrap()[seen.len()..].to_owned();
     assert_eq!(status.code(), Some(130), "{seen}{rest}");
     let left = dir.inventory();
     assert_eq!(left.len(), 1);
@@ -1155,10 +1157,7 @@ fn second_ctrl_c_stops_waiting_and_says_what_is_left() {
 /// `broker checkout` running in a terminal (`script` gives it one), as a user at a prompt runs it,
 /// and what the terminal has shown so far.
 struct TerminalCheckout {
-    session: std::process::Child,
-    keys: std::process::ChildStdin,
-    shown: std::sync::Arc<std::sync::Mutex<String>>,
-    reader: std::thread::JoinHandle<()>,
+    terminal: Terminal,
     /// The process that owns the checkout's intent record: the one doing the checkout.
     owner: u32,
 }
@@ -1166,34 +1165,9 @@ struct TerminalCheckout {
 impl TerminalCheckout {
     /// Starts `broker COMMAND_LINE` and waits until the checkout's intent record is written.
     fn start(dir: &BrokerDir, command_line: &str) -> Self {
-        use std::io::Read;
         // `exec`: broker alone in the terminal's foreground, as a shell with job control runs it (a
         // non-interactive `sh` waiting for it would take the Ctrl-C too, and end itself).
-        let mut session = dir
-            .in_terminal("exec ", command_line)
-            .env("NO_COLOR", "1")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let mut stdout = session.stdout.take().unwrap();
-        let reader = {
-            let shown = std::sync::Arc::clone(&shown);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stdout.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    shown
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            })
-        };
+        let terminal = Terminal::start(dir.in_terminal("exec ", command_line).env("NO_COLOR", "1"));
         let mut owner = None;
         assert!(
             wait_for(Duration::from_secs(20), || {
@@ -1206,33 +1180,24 @@ impl TerminalCheckout {
             "no intent record appeared"
         );
         TerminalCheckout {
-            keys: session.stdin.take().unwrap(),
-            session,
-            shown,
-            reader,
+            terminal,
             owner: u32::try_from(owner.unwrap()).unwrap(),
         }
     }
 
-    fn shown(&self) -> String {
-        self.shown.lock().unwrap().replace('\r', "")
-    }
-
     /// Types on the terminal (`\x03` is Ctrl-C: the terminal sends SIGINT to its foreground processes).
     fn type_keys(&mut self, keys: &str) {
-        use std::io::Write;
-        self.keys.write_all(keys.as_bytes()).unwrap();
-        self.keys.flush().unwrap();
+        self.terminal.type_keys(keys);
+    }
+
+    fn shown(&self) -> String {
+        self.terminal.shown()
     }
 
     /// Presses Ctrl-C and waits for broker's question.
     fn press_ctrl_c(&mut self) {
         self.type_keys("\x03");
-        assert!(
-            wait_for(Duration::from_secs(20), || self.shown().contains("[b/s/r]")),
-            "no question: {}",
-            self.shown()
-        );
+        self.terminal.wait_for_text("[b/s/r]");
     }
 
     /// The `broker` the user started, which supervises the one doing the checkout (its parent).
@@ -1251,24 +1216,9 @@ impl TerminalCheckout {
     }
 
     /// Waits for the terminal session to end: the exit code of `broker`, and all the terminal showed.
-    /// A session that does not end fails the test, its processes killed.
-    fn wait(mut self) -> (Option<i32>, String) {
-        let mut status = None;
-        if !wait_for(Duration::from_secs(90), || {
-            status = self.session.try_wait().unwrap();
-            status.is_some()
-        }) {
-            let _ = self.session.kill();
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &self.owner.to_string()])
-                .status();
-            panic!("the terminal session never ended: {}", self.shown());
-        }
-        let status = status.unwrap();
-        drop(self.keys);
-        self.reader.join().unwrap();
-        let text = self.shown.lock().unwrap().replace('\r', "");
-        (status.code(), text)
+    /// A session that does not end within DEADLINE fails the test, its processes killed.
+    fn wait(self) -> (Option<i32>, String) {
+        self.terminal.finish()
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{BrokerDir, SETTINGS, stderr, wait_for};
+use crate::util::{BrokerDir, DEADLINE, SETTINGS, stderr, wait_for};
 
 /// 8 processes × 10 cycles: each cycle checks a host out and checks in the one from the cycle before.
 /// Every record must be there when its owner looks, none may be duplicated, and the file must parse.
@@ -86,7 +86,7 @@ fn kill_nine_mid_checkout_then_recover_leaves_no_orphan() {
         3,
     );
     child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.wait(DEADLINE);
     let records = dir.inventory();
     assert_eq!(records.len(), 3);
     assert!(
@@ -110,7 +110,7 @@ fn kill_nine_before_creation_then_checkin_pending() {
     let mut child = dir.spawn_checkout(&["--test_action", "basic", "--hang", "checkout"], 0);
     assert!(wait_for(Duration::from_secs(20), || dir.inventory().len() == 1));
     child.kill().unwrap();
-    child.wait().unwrap();
+    child.wait(DEADLINE);
     dir.ok(&["checkin", "--pending"]);
     assert!(dir.inventory().is_empty());
     assert!(dir.provider_hosts().is_empty());

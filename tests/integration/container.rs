@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{BrokerDir, Containers, stderr, wait_for};
+use crate::util::{
+    BrokerDir, ChildGuard, Containers, DEADLINE, Terminal, output, stderr, wait_for,
+};
 
 /// A broker directory whose containers are named `<prefix>_…`, and those containers, removed when
 /// the test ends (passed or not). A missing engine fails the test unless `BROKER_ALLOW_SKIP=1` is
@@ -158,8 +160,8 @@ fn kill_nine_between_create_and_record_then_recover() {
     let Some((dir, prefix)) = engine_dir("kill") else {
         return;
     };
-    let mut child = dir
-        .command(&[
+    let mut child = ChildGuard::spawn(
+        dir.command(&[
             "checkout",
             "--container-host",
             "broker-busybox",
@@ -169,14 +171,11 @@ fn kill_nine_between_create_and_record_then_recover() {
             "hang_after_create",
         ])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_for(Duration::from_secs(30), || containers(&prefix)
-        .len()
-        == 1));
+        .stderr(std::process::Stdio::null()),
+    );
+    assert!(wait_for(DEADLINE, || containers(&prefix).len() == 1));
     child.kill().unwrap();
-    child.wait().unwrap();
+    child.wait(DEADLINE);
     let records = dir.inventory();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["_broker_state"], "pending");
@@ -297,24 +296,14 @@ fn container_with_sshd_is_reached_over_ssh() {
         "the host key was remembered"
     );
     // No command: an interactive shell with a terminal (driven here through `script`'s PTY).
-    let mut shell = dir
-        .in_terminal("", "ssh 0; echo broker-rc=$?")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut input = shell.stdin.take().unwrap();
-    std::thread::spawn(move || {
-        use std::io::Write;
-        std::thread::sleep(Duration::from_secs(2));
-        let _typed = input.write_all(b"echo typed-$((40+2))\r");
-        std::thread::sleep(Duration::from_secs(1));
-        let _typed = input.write_all(b"exit 3\r");
-        std::thread::sleep(Duration::from_secs(3));
-    });
-    let out = shell.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let mut shell = Terminal::start(&mut dir.in_terminal("", "ssh 0; echo broker-rc=$?"));
+    // Typed once the remote shell shows its prompt (root's ends in `# `), each line once the
+    // previous one was answered.
+    shell.wait_for_text("# ");
+    shell.type_keys("echo typed-$((40+2))\r");
+    shell.wait_for_text("typed-42\n");
+    shell.type_keys("exit 3\r");
+    let (_, text) = shell.finish();
     assert!(text.contains("typed-42"), "{text}");
     assert!(text.contains("broker-rc=3"), "{text}");
     dir.ok(&["checkin", "--all"]);
@@ -340,8 +329,8 @@ fn ctrl_c_during_container_checkout_leaves_no_unrecorded_container() {
         return;
     };
     for delay_ms in [0u64, 10, 30, 50, 70, 90] {
-        let child = dir
-            .command(&[
+        let child = ChildGuard::spawn(
+            dir.command(&[
                 "checkout",
                 "--container-host",
                 "broker-busybox",
@@ -351,14 +340,13 @@ fn ctrl_c_during_container_checkout_leaves_no_unrecorded_container() {
                 "5",
             ])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(std::process::Stdio::piped()),
+        );
         // Count from the first intent record: the checkout is under way.
         assert!(wait_for(Duration::from_secs(20), || !recorded_names(&dir).is_empty()));
         std::thread::sleep(Duration::from_millis(delay_ms));
         crate::util::interrupt(&child);
-        let out = child.wait_with_output().unwrap();
+        let out = child.wait_output(DEADLINE);
         let code = out.status.code();
         assert!(
             code == Some(130) || code == Some(0),
@@ -453,7 +441,7 @@ fn an_engine_asked_for_that_does_not_answer_fails_naming_it() {
         ("CONTAINER_HOST", "tcp://127.0.0.1:1"),
         ("DOCKER_HOST", "ssh://core@engine.example.com"),
     ] {
-        let out = dir.command(&checkout).env(var, value).output().unwrap();
+        let out = output(dir.command(&checkout).env(var, value));
         assert_eq!(
             out.status.code(),
             Some(7),

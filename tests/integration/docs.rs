@@ -130,27 +130,28 @@ fn run_document(root: &Path, document: &Path, examples: &[Example]) -> Result<()
     )))
     .expect("PATH");
     use std::os::unix::process::CommandExt;
-    let mut child = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .current_dir(root)
-        .env_clear()
-        .env("PATH", path)
-        .env("HOME", &home)
-        .env("TMPDIR", &tmp)
-        .env(
-            "USER",
-            std::env::var("USER").unwrap_or_else(|_| "tester".into()),
-        )
-        .env("LANG", "C.UTF-8")
-        .env("BROKER_DIRECTORY", &broker_dir)
-        .env("BROKER_NON_INTERACTIVE", "1")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout).expect("stdout file"))
-        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-        .process_group(0)
-        .spawn()
-        .expect("start bash");
+    // Killed, with what the examples started, if this test fails on the way.
+    let mut child = crate::util::ChildGuard::spawn(
+        Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(root)
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", &home)
+            .env("TMPDIR", &tmp)
+            .env(
+                "USER",
+                std::env::var("USER").unwrap_or_else(|_| "tester".into()),
+            )
+            .env("LANG", "C.UTF-8")
+            .env("BROKER_DIRECTORY", &broker_dir)
+            .env("BROKER_NON_INTERACTIVE", "1")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .process_group(0),
+    );
     // A bound, not a measurement: an example that hangs fails instead of stalling the suite.
     let limit = Duration::from_secs(300);
     let started = Instant::now();
@@ -162,7 +163,7 @@ fn run_document(root: &Path, document: &Path, examples: &[Example]) -> Result<()
             let _ = Command::new("kill")
                 .args(["-KILL", &format!("-{}", child.id())])
                 .status();
-            let _ = child.wait();
+            let _ = child.wait(Duration::from_secs(60));
             break None;
         }
         std::thread::sleep(Duration::from_millis(50));

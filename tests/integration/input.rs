@@ -1,7 +1,7 @@
 //! Hostile or mistaken input from the command line and the settings file: a clear error naming the
 //! place, never a crash, and no file read by accident.
 
-use crate::util::{BrokerDir, SETTINGS, stderr};
+use crate::util::{BrokerDir, SETTINGS, output, stderr};
 
 #[test]
 fn a_deeply_nested_filter_is_a_user_error_not_a_crash() {
@@ -32,7 +32,7 @@ fn config_set_reads_a_file_only_when_asked() {
     let set = |args: &[&str]| {
         let mut full = vec!["config", "set"];
         full.extend_from_slice(args);
-        let out = dir.command(&full).current_dir(dir.path()).output().unwrap();
+        let out = output(dir.command(&full).current_dir(dir.path()));
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
     };
     set(&["ssh.host_username", "root"]);
@@ -45,11 +45,10 @@ fn config_set_reads_a_file_only_when_asked() {
     assert_eq!(settings["ssh"]["host_username"], "root");
     assert_eq!(settings["nicks"]["from_file"], "not a user name");
     assert_eq!(settings["ssh_extra"]["host_ssh_port"], 2222);
-    let out = dir
-        .command(&["config", "set", "ssh.host_username", "@missing"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = output(
+        dir.command(&["config", "set", "ssh.host_username", "@missing"])
+            .current_dir(dir.path()),
+    );
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
 }
@@ -163,11 +162,10 @@ fn without_user_in_the_environment_the_owner_is_the_uids_name() {
     .trim()
     .to_owned();
     let dir = BrokerDir::new(SETTINGS);
-    let out = dir
-        .command(&["checkout", "--nick", "N", "-o", "json"])
-        .env_remove("USER")
-        .output()
-        .unwrap();
+    let out = output(
+        dir.command(&["checkout", "--nick", "N", "-o", "json"])
+            .env_remove("USER"),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let records = dir.inventory();
     assert_eq!(records[0]["_broker_owner"]["user"], expected.as_str());

@@ -2,6 +2,7 @@
 
 #[cfg(feature = "ansible-tower")]
 mod awx;
+mod cleanup;
 mod cli;
 mod components;
 mod concurrency;

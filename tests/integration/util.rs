@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -68,12 +69,15 @@ impl BrokerDir {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", self.path())
         .env("USER", "tester")
-        .env("BROKER_DIRECTORY", self.path());
+        .env("BROKER_DIRECTORY", self.path())
+        // Never the test runner's terminal: `script` would read (and block on) it.
+        .stdin(Stdio::null());
         cmd
     }
 
+    /// Runs broker to its end (killed, and the test failed, if it takes longer than [`DEADLINE`]).
     pub fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("run broker")
+        output(&mut self.command(args))
     }
 
     /// Runs broker and asserts its exit code, returning stdout.
@@ -103,16 +107,15 @@ impl BrokerDir {
     }
 
     /// Starts `broker checkout` with these arguments and waits until the provider holds `hosts` hosts
-    /// (use a `--hang` fault to stop it there).
-    pub fn spawn_checkout(&self, args: &[&str], hosts: usize) -> std::process::Child {
+    /// (use a `--hang` fault to stop it there). It is killed if the test ends first.
+    pub fn spawn_checkout(&self, args: &[&str], hosts: usize) -> ChildGuard {
         let mut full = vec!["checkout"];
         full.extend_from_slice(args);
-        let child = self
-            .command(&full)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start broker checkout");
+        let child = ChildGuard::spawn(
+            self.command(&full)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        );
         assert!(
             wait_for(Duration::from_secs(20), || self.provider_hosts().len()
                 == hosts),
@@ -135,7 +138,111 @@ impl BrokerDir {
     }
 }
 
-pub use broker_test_support::{Containers, wait_for};
+pub use broker_test_support::{ChildGuard, Containers, wait_for};
+
+/// How long a test waits for a process to finish or a condition to come before it fails: generous,
+/// as it only matters when something is stuck (a loaded 2-core machine must never reach it).
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// A terminal session (a command from [`BrokerDir::in_terminal`]) that a test reads as it goes and
+/// types into. It is killed, with everything it started, if the test ends before it does.
+pub struct Terminal {
+    session: ChildGuard,
+    keys: Option<std::process::ChildStdin>,
+    shown: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Terminal {
+    /// Starts `command` with its input and output piped here (its stderr goes nowhere: on a terminal
+    /// everything comes out on stdout).
+    pub fn start(command: &mut Command) -> Terminal {
+        let mut session = ChildGuard::spawn(
+            command
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        let keys = session.stdin.take();
+        let mut stdout = session
+            .stdout
+            .take()
+            .expect("the terminal's output is piped");
+        let shown = Arc::new(Mutex::new(String::new()));
+        let reader = {
+            let shown = Arc::clone(&shown);
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stdout.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut shown) = shown.lock() {
+                        shown.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            })
+        };
+        Terminal {
+            session,
+            keys,
+            shown,
+            reader: Some(reader),
+        }
+    }
+
+    /// The session's process id (`script`'s).
+    pub fn id(&self) -> u32 {
+        self.session.id()
+    }
+
+    /// What the terminal showed so far, without carriage returns.
+    pub fn shown(&self) -> String {
+        self.shown
+            .lock()
+            .map(|s| s.replace('\r', ""))
+            .unwrap_or_default()
+    }
+
+    /// Waits (up to [`DEADLINE`]) until the terminal shows `text`; fails the test showing what it
+    /// showed instead.
+    pub fn wait_for_text(&self, text: &str) {
+        assert!(
+            wait_for(DEADLINE, || self.shown().contains(text)),
+            "the terminal never showed {text:?}; it showed:\n{}",
+            self.shown()
+        );
+    }
+
+    /// Types on the terminal (`\r` is Enter, `\x03` is Ctrl-C).
+    pub fn type_keys(&mut self, keys: &str) {
+        use std::io::Write;
+        let keyboard = self.keys.as_mut().expect("the terminal's input is open");
+        keyboard
+            .write_all(keys.as_bytes())
+            .expect("type on the terminal");
+        keyboard.flush().expect("type on the terminal");
+    }
+
+    /// Waits (up to [`DEADLINE`]) for the session to end, the keyboard still attached until then:
+    /// its exit code and all the terminal showed.
+    pub fn finish(mut self) -> (Option<i32>, String) {
+        let status = self.session.wait(DEADLINE);
+        drop(self.keys.take());
+        if let Some(reader) = self.reader.take() {
+            // The output ends with the session (processes it left behind are killed on drop).
+            let _joined = reader.join();
+        }
+        (status.code(), self.shown())
+    }
+}
+
+/// Runs `command` to its end with its stdout and stderr piped here, as `Command::output` does, but
+/// killed (and the test failed) if it takes longer than [`DEADLINE`].
+pub fn output(command: &mut Command) -> Output {
+    ChildGuard::spawn(command.stdout(Stdio::piped()).stderr(Stdio::piped())).wait_output(DEADLINE)
+}
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

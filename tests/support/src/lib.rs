@@ -14,7 +14,7 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -217,6 +217,27 @@ impl ChildGuard {
         }
     }
 
+    /// Waits up to `limit` for the child to exit (its piped output, if any, is left to the caller).
+    ///
+    /// # Panics
+    ///
+    /// When it has not exited by then: it is killed, with what it started.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.inner().try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(None) | Err(_) => {
+                    self.kill_tree();
+                    panic!("{} did not exit within {limit:?}; killed it", self.what);
+                }
+            }
+        }
+    }
+
     /// Waits up to `limit` for the child to exit, collecting its piped stdout and stderr.
     ///
     /// # Panics
@@ -229,12 +250,17 @@ impl ChildGuard {
         let stdout = read_in_background(self.inner().stdout.take());
         let stderr = read_in_background(self.inner().stderr.take());
         let mut tree = Vec::new();
+        let mut polls = 0u32;
         let status = loop {
-            for p in descendants(pid) {
-                if !tree.contains(&p) {
-                    tree.push(p);
+            // Who it started, now and then: they may hold its output open after it exits.
+            if polls % 10 == 0 {
+                for p in descendants(pid) {
+                    if !tree.contains(&p) {
+                        tree.push(p);
+                    }
                 }
             }
+            polls += 1;
             match self.inner().try_wait() {
                 Ok(Some(status)) => break status,
                 Ok(None) if Instant::now() < deadline => {
