@@ -935,7 +935,20 @@ mod tests {
             }
         }
 
+        /// Starts sshd, on another free port if this one was taken meanwhile (a port found free
+        /// can be taken by someone else before sshd binds it).
         fn start(&mut self) {
+            for _ in 0..5 {
+                if self.try_start() {
+                    return;
+                }
+                self.port = free_port();
+            }
+            panic!("sshd could not bind any of 5 free ports");
+        }
+
+        /// Starts sshd on its port; `false` when it exits at once (the port is taken).
+        fn try_start(&mut self) -> bool {
             let _made = std::fs::create_dir_all("/run/sshd");
             let d = self.dir.path().display();
             let config = format!(
@@ -946,19 +959,32 @@ mod tests {
                 self.port
             );
             std::fs::write(self.dir.path().join("sshd_config"), config).unwrap();
+            let pid_file = self.dir.path().join("sshd.pid");
+            let _stale = std::fs::remove_file(&pid_file);
             let child = Command::new("/usr/sbin/sshd")
                 .args(["-D", "-e", "-f"])
                 .arg(self.dir.path().join("sshd_config"))
+                .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start sshd");
             self.child = Some(child);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-                assert!(Instant::now() < deadline, "sshd did not start");
-                std::thread::sleep(Duration::from_millis(20));
+            // sshd writes its pid file once it listens, and exits when it cannot bind.
+            let mut exited = false;
+            let up = broker_test_support::wait_for(Duration::from_secs(60), || {
+                exited = self
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                exited || pid_file.exists()
+            });
+            assert!(up, "sshd neither listened nor exited within 60 s");
+            if exited {
+                self.child = None;
+                return false;
             }
+            true
         }
 
         fn stop(&mut self) {
@@ -987,7 +1013,8 @@ mod tests {
                 password: None,
                 port: self.port,
                 key_filename: Some(self.dir.path().join("id_ed25519")),
-                connection_timeout: Duration::from_secs(10),
+                // A ceiling (connecting retries until then), generous for a loaded machine.
+                connection_timeout: Duration::from_secs(60),
                 host_key_policy: HostKeyPolicy::AcceptNew,
                 known_hosts: self.dir.path().join("known_hosts"),
                 ipv6: false,
@@ -1070,15 +1097,17 @@ mod tests {
         assert!(matches!(err, Error::Timeout { .. }), "{err}");
         // The session still works afterwards.
         assert!(session.execute("true", None).await.unwrap().success());
-        std::thread::sleep(Duration::from_millis(300));
-        let left = Command::new("pgrep")
-            .args(["-f", &marker])
-            .output()
-            .unwrap();
+        let running = || {
+            let left = Command::new("pgrep")
+                .args(["-f", &marker])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&left.stdout).into_owned()
+        };
         assert!(
-            left.stdout.is_empty(),
+            broker_test_support::wait_for(Duration::from_secs(30), || running().is_empty()),
             "the command was not stopped: {}",
-            String::from_utf8_lossy(&left.stdout)
+            running()
         );
     }
 
@@ -1152,8 +1181,23 @@ mod tests {
         options.connection_timeout = Duration::from_millis(300);
         assert!(connect(&sshd.address(), &options).await.is_err());
         options.ipv4_fallback = true;
-        options.connection_timeout = Duration::from_secs(10);
+        options.connection_timeout = Duration::from_secs(60);
         assert!(connect(&sshd.address(), &options).await.is_ok());
+    }
+
+    /// A port found free but taken before sshd binds it (by another test, another process): sshd
+    /// starts on another one instead of the test failing.
+    #[tokio::test]
+    async fn an_sshd_whose_port_was_taken_starts_on_another() {
+        if !Sshd::available() {
+            return;
+        }
+        let mut sshd = Sshd::prepare();
+        let taken = std::net::TcpListener::bind(("127.0.0.1", sshd.port)).unwrap();
+        sshd.start();
+        assert_ne!(sshd.port, taken.local_addr().unwrap().port());
+        let session = connect(&sshd.address(), &sshd.key_options()).await.unwrap();
+        assert!(session.execute("true", None).await.unwrap().success());
     }
 
     #[tokio::test]
@@ -1161,14 +1205,25 @@ mod tests {
         if !Sshd::available() {
             return;
         }
-        let mut sshd = Sshd::prepare();
-        let address = sshd.address();
-        let options = sshd.key_options();
-        let attempt = tokio::spawn(async move { connect(&address, &options).await });
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        sshd.start();
-        let session = attempt.await.unwrap().unwrap();
-        assert!(session.execute("true", None).await.unwrap().success());
+        // The port is fixed before sshd starts: should someone take it meanwhile, start over.
+        for _ in 0..5 {
+            let mut sshd = Sshd::prepare();
+            let address = sshd.address();
+            let options = sshd.key_options();
+            let attempt = tokio::spawn(async move { connect(&address, &options).await });
+            // Nothing listens for a while: the attempt meets refusals (however long it takes to
+            // run), and keeps trying.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert!(!attempt.is_finished(), "{:?}", attempt.await);
+            if !sshd.try_start() {
+                attempt.abort();
+                continue;
+            }
+            let session = attempt.await.unwrap().unwrap();
+            assert!(session.execute("true", None).await.unwrap().success());
+            return;
+        }
+        panic!("sshd could not bind any of 5 free ports");
     }
 
     #[tokio::test]
@@ -1186,7 +1241,8 @@ mod tests {
         std::fs::remove_file(sshd.dir.path().join("host_key")).unwrap();
         std::fs::remove_file(sshd.dir.path().join("host_key.pub")).unwrap();
         keygen(&sshd.dir.path().join("host_key"));
-        sshd.start();
+        // The same port (the known host is address and port): taken meanwhile, the test cannot go on.
+        assert!(sshd.try_start(), "port {} was taken meanwhile", sshd.port);
         let err = connect(&sshd.address(), &options).await.unwrap_err();
         assert!(err.to_string().contains("CHANGED"), "{err}");
         let mut strict = options.clone();

@@ -380,7 +380,7 @@ fn background_checkout_returns_at_once_and_logs() {
             .first()
             .is_some_and(|r| r["_broker_state"] == "ready")));
     let log = dir.path().join("logs/broker.log");
-    assert!(wait_for(Duration::from_secs(5), || {
+    assert!(wait_for(DEADLINE, || {
         std::fs::read_to_string(&log).is_ok_and(|l| l.contains("checked out"))
     }));
 }
