@@ -253,7 +253,7 @@ impl ChildGuard {
         let mut polls = 0u32;
         let status = loop {
             // Who it started, now and then: they may hold its output open after it exits.
-            if polls % 10 == 0 {
+            if polls.is_multiple_of(10) {
                 for p in descendants(pid) {
                     if !tree.contains(&p) {
                         tree.push(p);
