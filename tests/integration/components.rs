@@ -32,7 +32,7 @@ fn podman_test_without_podman(allow_skip: bool) -> Output {
     if allow_skip {
         test.env("BROKER_ALLOW_SKIP", "1");
     }
-    test.output().expect("run the test binary")
+    crate::util::output(&mut test)
 }
 
 #[test]
