@@ -1336,6 +1336,23 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_broker_cannot_read_is_reported_as_the_reader_saw_it() {
+        let path = Path::new("inventory.yaml");
+        // Not a mapping: the reader's own message, not the duplicate-key checker's.
+        let text = "- hostname: a\n- just text\n";
+        let reader = serde_yaml::from_str::<Vec<HostRecord>>(text).unwrap_err();
+        let err = parse_inventory(path, text).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            Error::parse(path, &reader, false).to_string()
+        );
+        assert!(matches!(err, Error::Parse { line: 2, .. }), "{err}");
+        // A duplicate key: placed at the key (line 3), not at the start of its mapping (line 2).
+        let err = parse_inventory(path, "- hostname: a\n- name: b\n  name: c\n").unwrap_err();
+        assert!(matches!(err, Error::Parse { line: 3, .. }), "{err}");
+    }
+
+    #[test]
     fn removing_one_unnamed_host_leaves_the_others() {
         let (_dir, store) = store();
         std::fs::write(store.path(), UPSTREAM).unwrap();
