@@ -676,6 +676,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let broker = broker(dir.path(), "keep_on_failure: 30m\n");
         let held = broker.clone();
+        let before = crate::time::now_epoch();
         let outcome = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -693,8 +694,13 @@ mod tests {
         let left = records(&broker);
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].state(), HostState::Ready);
-        let lease = left[0].expire_time().unwrap() - crate::time::now_epoch();
-        assert!((1790..=1800).contains(&lease), "lease {lease}");
+        // 30 minutes from the checkout, whenever it happened between `before` and now.
+        let expires = left[0].expire_time().unwrap();
+        let after = crate::time::now_epoch();
+        assert!(
+            (before + 1800..=after + 1800).contains(&expires),
+            "expires {expires}, checked out between {before} and {after}"
+        );
     }
 
     fn thread_name() -> String {

@@ -124,12 +124,11 @@ fn shown(dir: &BrokerDir, args: &[&str]) -> String {
 
 /// [`shown`] at a terminal `columns` wide.
 fn shown_at(dir: &BrokerDir, args: &[&str], columns: &str) -> String {
-    let out = dir
-        .command(args)
-        .env("COLUMNS", columns)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run broker");
+    let out = crate::util::output(
+        dir.command(args)
+            .env("COLUMNS", columns)
+            .env("NO_COLOR", "1"),
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
