@@ -535,6 +535,13 @@ impl<'t> Entries<'t> {
         if edits.keys().any(|i| self.blocks.entry(*i).contains('&')) {
             return Ok(None);
         }
+        // A kept entry is written as it is, line end included: one added to the last entry of a
+        // file without a final line end can change a value (a block scalar gains a `\n`).
+        if (0..self.blocks.len())
+            .any(|i| !edits.contains_key(&i) && !self.blocks.entry(i).ends_with('\n'))
+        {
+            return Ok(None);
+        }
         let mut replaced: HashMap<usize, String> = HashMap::new();
         for (i, record) in edits {
             if let Some(r) = record {
@@ -568,21 +575,12 @@ impl<'t> Entries<'t> {
             Some(written) => {
                 written.header() == self.blocks.header()
                     && written.len() == expected.len()
-                    && (0..written.len()).all(|i| same_entry(written.entry(i), expected[i]))
+                    && (0..written.len()).all(|i| written.entry(i) == expected[i])
             }
             // Only comments (or nothing) left: it must read as an empty inventory.
             None => expected.is_empty() && parse_whole(path, &out).is_ok_and(|r| r.is_empty()),
         };
         Ok(reads_back.then_some(out))
-    }
-}
-
-/// An entry as written: the same text, with a line end added where it had none (the last line of a
-/// file followed by new entries).
-fn same_entry(written: &str, expected: &str) -> bool {
-    match written.strip_suffix('\n') {
-        Some(body) if !expected.ends_with('\n') => body == expected,
-        _ => written == expected,
     }
 }
 
@@ -1693,6 +1691,28 @@ mod tests {
             .mode()
             & 0o7777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_block_scalar_ending_a_file_without_a_final_line_end_keeps_its_value() {
+        // Found by the `inventory` fuzz target: a line end added after the last entry made the
+        // block scalar `- h1` read as `- h1\n`.
+        let text = "- _broker_id: h1\n  name: a\n- _broker_id: h2\n  note: |\n    - h1";
+        let added = HostRecord::pending("P", None, Default::default());
+        for remove in [false, true] {
+            let (_dir, store) = store();
+            std::fs::write(store.path(), text).unwrap();
+            let mut expected = read(text);
+            assert_eq!(expected[1].get("note"), Some(&Value::from("- h1")));
+            if remove {
+                store.remove(&[RecordId::from("h1")]).unwrap();
+                expected.remove(0);
+            } else {
+                store.put(std::slice::from_ref(&added)).unwrap();
+                expected.push(added.clone());
+            }
+            assert_eq!(store.list().unwrap(), expected, "remove: {remove}");
+        }
     }
 
     #[test]

@@ -139,6 +139,8 @@ enum Frame {
     CrLf,
     DocumentStart,
     Flow,
+    /// No line end after the last line.
+    NoFinalLineEnd,
 }
 
 /// An inventory as a person might leave it after editing it by hand.
@@ -154,6 +156,7 @@ fn hand_edited() -> impl Strategy<Value = String> {
             Frame::CrLf,
             Frame::DocumentStart,
             Frame::Flow,
+            Frame::NoFinalLineEnd,
         ]),
         any::<prop::sample::Index>(),
     )
@@ -216,6 +219,10 @@ fn hand_edited() -> impl Strategy<Value = String> {
             match frame {
                 Frame::Bom => format!("\u{feff}{text}"),
                 Frame::CrLf => text.replace('\n', "\r\n"),
+                // Ending in a block scalar, whose value depends on that line end.
+                Frame::NoFinalLineEnd if !entries.is_empty() => {
+                    format!("{}\n  tail: |\n    - last", text.trim_end_matches('\n'))
+                }
                 _ => text,
             }
         })
