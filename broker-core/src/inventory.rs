@@ -206,11 +206,7 @@ impl YamlFileStore {
     }
 
     fn emit(&self, records: &[HostRecord]) -> Result<String> {
-        if records.is_empty() {
-            return Ok("[]\n".to_owned());
-        }
-        serde_yaml::to_string(records)
-            .map_err(|e| Error::io("writing inventory", &self.path, std::io::Error::other(e)))
+        emit_records(&self.path, records)
     }
 
     /// Takes the writers' lock, waiting at most the lock timeout.
@@ -449,6 +445,58 @@ fn parse_whole(path: &Path, text: &str) -> Result<Vec<HostRecord>> {
         }
     })?;
     Ok(parsed.unwrap_or_default())
+}
+
+/// The whole inventory as text, checked to read back as `records` when a record holds what the
+/// writer may not reproduce: a YAML tag (one spelled with `%` escapes is written unescaped) or a
+/// mapping used as a key (which it cannot write).
+///
+/// # Errors
+/// [`Error::Io`] naming the first record that cannot be written back unchanged; nothing is written.
+pub(crate) fn emit_records(path: &Path, records: &[HostRecord]) -> Result<String> {
+    if records.is_empty() {
+        return Ok("[]\n".to_owned());
+    }
+    let text = serde_yaml::to_string(records);
+    let unusual = records.iter().any(|r| r.fields().iter().any(unusual_entry));
+    match text {
+        Ok(text) if !unusual || parse_whole(path, &text).is_ok_and(|back| back == records) => {
+            Ok(text)
+        }
+        Ok(_) | Err(_) => {
+            let culprit = records
+                .iter()
+                .find(|r| !matches!(emit_checked(path, r), Ok(Some(_))))
+                .map(HostRecord::display_name)
+                .unwrap_or_else(|| "?".into());
+            Err(Error::io(
+                "writing inventory",
+                path,
+                std::io::Error::other(format!(
+                    "the record `{culprit}` holds a YAML tag or a key that broker cannot write back \
+                     unchanged; change it by hand in the file"
+                )),
+            ))
+        }
+    }
+}
+
+/// Whether a mapping entry holds a tag or a non-text key, at any depth.
+fn unusual_entry((key, value): (&Value, &Value)) -> bool {
+    matches!(
+        key,
+        Value::Mapping(_) | Value::Sequence(_) | Value::Tagged(_)
+    ) || unusual_value(key)
+        || unusual_value(value)
+}
+
+fn unusual_value(value: &Value) -> bool {
+    match value {
+        Value::Tagged(_) => true,
+        Value::Sequence(items) => items.iter().any(unusual_value),
+        Value::Mapping(map) => map.iter().any(unusual_entry),
+        _ => false,
+    }
 }
 
 /// One record as a sequence entry (`- key: value …`).
@@ -1691,6 +1739,35 @@ mod tests {
             .mode()
             & 0o7777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_record_broker_cannot_write_back_unchanged_fails_the_write_and_keeps_the_file() {
+        // Found by the `inventory` fuzz target: the writer spelled a `%2C` in a tag as `,` (a file
+        // no reader accepts) and could not write a mapping used as a key at all.
+        for odd in ["- name: odd\n  note: !foo%2Cbar x\n", "- {{a: 1}: x}\n"] {
+            let (_dir, store) = store();
+            let text = format!("- hostname: plain\n{odd}");
+            std::fs::write(store.path(), &text).unwrap();
+            let records = store.list().unwrap();
+            assert_eq!(records.len(), 2, "{text}");
+            let shown = records[1].display_name();
+            // A removal by content identity takes the whole-document path.
+            let err = store.remove(&[records[0].id()]).unwrap_err();
+            // As the CLI prints it: the error and its causes.
+            let mut err: &dyn std::error::Error = &err;
+            let mut chain = err.to_string();
+            while let Some(source) = err.source() {
+                chain = format!("{chain}: {source}");
+                err = source;
+            }
+            let err = chain;
+            assert!(
+                err.contains(&format!("`{shown}`")) && err.contains("cannot write back unchanged"),
+                "{err}"
+            );
+            assert_eq!(std::fs::read_to_string(store.path()).unwrap(), text);
+        }
     }
 
     #[test]

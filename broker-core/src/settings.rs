@@ -900,6 +900,18 @@ impl SettingsFile {
     fn write(&self, doc: &Mapping) -> Result<Option<PathBuf>> {
         let text = serde_yaml::to_string(doc)
             .map_err(|e| Error::io("writing settings", &self.path, std::io::Error::other(e)))?;
+        // The writer does not reproduce every tag (`%` escapes come out unescaped): what would not
+        // read back as `doc` is never written.
+        if serde_yaml::from_str::<Mapping>(&text).ok().as_ref() != Some(doc) {
+            return Err(Error::io(
+                "writing settings",
+                &self.path,
+                std::io::Error::other(
+                    "the settings hold a YAML tag or a key that broker cannot write back \
+                     unchanged; change it by hand in the file",
+                ),
+            ));
+        }
         let backup = self.backup()?;
         write_atomically(&self.path, text.as_bytes())?;
         Ok(backup)
@@ -1122,6 +1134,29 @@ nicks:
         assert_eq!(
             text,
             "ssh:\n  host_username: admin\nTestProvider:\n  instances:\n    local:\n      default: true\n"
+        );
+    }
+
+    #[test]
+    fn config_set_refuses_to_write_what_would_not_read_back_and_keeps_the_file() {
+        // As the inventory writer (found by fuzzing it): a `%2C` in a tag was written as `,`.
+        let dir = tempfile::tempdir().unwrap();
+        let text = "ssh:\n  host_username: root\nodd: !foo%2Cbar x\n";
+        std::fs::write(dir.path().join(SETTINGS_FILE), text).unwrap();
+        let file = SettingsFile::in_directory(dir.path());
+        let err = file
+            .set("SSH.host_username", Value::from("admin"))
+            .unwrap_err();
+        let cause = std::error::Error::source(&err).map(ToString::to_string);
+        assert!(
+            cause
+                .as_deref()
+                .is_some_and(|c| c.contains("cannot write back unchanged")),
+            "{err}: {cause:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(SETTINGS_FILE)).unwrap(),
+            text
         );
     }
 
