@@ -432,7 +432,7 @@ fn parse_threads() -> usize {
 }
 
 fn parse_whole(path: &Path, text: &str) -> Result<Vec<HostRecord>> {
-    if text.trim().is_empty() {
+    if blocks::yaml_trim(text).is_empty() {
         return Ok(Vec::new());
     }
     let parsed: Option<Vec<HostRecord>> = serde_yaml::from_str(text).map_err(|e| {
@@ -1768,6 +1768,42 @@ mod tests {
             );
             assert_eq!(std::fs::read_to_string(store.path()).unwrap(), text);
         }
+    }
+
+    #[test]
+    fn line_breaks_and_spaces_only_yaml_knows_never_mislead_the_fast_edit() {
+        // Found by the `inventory` fuzz target. YAML also breaks lines at a lone CR (and NEL, LS,
+        // PS), so `...` after one ended the document and the appended entry started a second; and
+        // Rust's `trim` takes a form feed for a space, so `[]\x0c`, which the reader refuses, was
+        // edited as an empty inventory.
+        let record = HostRecord::pending("P", None, Default::default());
+        for text in [
+            "- _broker_id: h1\r...\n",
+            "- _broker_id: h1\r- _broker_id: h2\n",
+            "- _broker_id: h1\u{2028}...\n",
+        ] {
+            let (_dir, store) = store();
+            std::fs::write(store.path(), text).unwrap();
+            match parse_whole(store.path(), text) {
+                Ok(mut expected) => {
+                    store.put(std::slice::from_ref(&record)).unwrap();
+                    expected.push(record.clone());
+                    assert_eq!(store.list().unwrap(), expected, "{text:?}");
+                }
+                Err(_) => {
+                    assert!(
+                        store.put(std::slice::from_ref(&record)).is_err(),
+                        "{text:?}"
+                    );
+                    assert_eq!(std::fs::read_to_string(store.path()).unwrap(), text);
+                }
+            }
+        }
+        let (_dir, store) = store();
+        std::fs::write(store.path(), "[]\x0c").unwrap();
+        assert!(store.list().is_err());
+        assert!(store.put(std::slice::from_ref(&record)).is_err());
+        assert_eq!(std::fs::read_to_string(store.path()).unwrap(), "[]\x0c");
     }
 
     #[test]

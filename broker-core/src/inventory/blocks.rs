@@ -26,7 +26,16 @@ pub(crate) struct Blocks<'t> {
 impl<'t> Blocks<'t> {
     /// Splits `text`, or `None` when it is not plainly a block sequence at column 0.
     pub(crate) fn split(text: &'t str) -> Option<Self> {
-        let trimmed = text.trim();
+        // YAML also breaks lines at these; this module cuts at `\n` only.
+        let other_break = |(i, c): (usize, char)| match c {
+            '\r' => text.as_bytes().get(i + 1) != Some(&b'\n'),
+            '\u{85}' | '\u{2028}' | '\u{2029}' => true,
+            _ => false,
+        };
+        if text.char_indices().any(other_break) {
+            return None;
+        }
+        let trimmed = yaml_trim(text);
         if trimmed.is_empty() || trimmed == "[]" {
             return Some(Blocks {
                 text,
@@ -101,7 +110,7 @@ impl<'t> Blocks<'t> {
         for entry in entries {
             push_entry(&mut out, entry);
         }
-        if out.trim().is_empty() {
+        if yaml_trim(&out).is_empty() {
             return "[]\n".to_owned();
         }
         out
@@ -134,6 +143,12 @@ impl<'t> Blocks<'t> {
             .map(|(_, text)| text)
             .collect()
     }
+}
+
+/// `text` without the white space YAML knows (Rust's `trim` also takes a form feed or a Unicode
+/// space for one, which YAML reads as text).
+pub(crate) fn yaml_trim(text: &str) -> &str {
+    text.trim_matches([' ', '\t', '\r', '\n'])
 }
 
 fn push_entry(out: &mut String, entry: &str) {
@@ -187,6 +202,9 @@ mod tests {
             "a: 1\n",
             "  - a: 1\n",
             "- a: 1\n...\n",
+            "- a: 1\r...\n",
+            "- a: 1\u{2028}...\n",
+            "[]\x0c",
         ] {
             assert!(Blocks::split(text).is_none(), "{text:?}");
         }

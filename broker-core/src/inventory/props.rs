@@ -141,6 +141,8 @@ enum Frame {
     Flow,
     /// No line end after the last line.
     NoFinalLineEnd,
+    /// Lines ended by a lone CR (old Mac files), which YAML reads as line breaks.
+    CrOnly,
 }
 
 /// An inventory as a person might leave it after editing it by hand.
@@ -157,6 +159,7 @@ fn hand_edited() -> impl Strategy<Value = String> {
             Frame::DocumentStart,
             Frame::Flow,
             Frame::NoFinalLineEnd,
+            Frame::CrOnly,
         ]),
         any::<prop::sample::Index>(),
     )
@@ -219,6 +222,7 @@ fn hand_edited() -> impl Strategy<Value = String> {
             match frame {
                 Frame::Bom => format!("\u{feff}{text}"),
                 Frame::CrLf => text.replace('\n', "\r\n"),
+                Frame::CrOnly => text.replace('\n', "\r"),
                 // Ending in a block scalar, whose value depends on that line end.
                 Frame::NoFinalLineEnd if !entries.is_empty() => {
                     format!("{}\n  tail: |\n    - last", text.trim_end_matches('\n'))
