@@ -460,6 +460,29 @@ async fn dangling_store_keeps_the_host_marked_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dangling_prompt_without_a_terminal_stores() {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        // The question reads this process's stdin: when that is the terminal `cargo test` was typed
+        // at, it would wait there for an answer. Run this test again in a child with no terminal.
+        let out = broker_test_support::ChildGuard::spawn(
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "ansible_tower::tests::dangling_prompt_without_a_terminal_stores",
+                ])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped()),
+        )
+        .wait_output(std::time::Duration::from_secs(90));
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && shown.contains("1 passed"),
+            "{shown}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
     let e = env("  dangling_behavior: prompt\n");
     let _ = e
         .broker
