@@ -399,11 +399,16 @@ const PARALLEL_FROM_BYTES: usize = 256 * 1024;
 /// # Errors
 /// [`Error::Parse`] naming file, line and column.
 pub fn parse_inventory(path: &Path, text: &str) -> Result<Vec<HostRecord>> {
+    parse_in_parts(path, text, parse_threads())
+}
+
+/// [`parse_inventory`] with at most `parts` threads.
+fn parse_in_parts(path: &Path, text: &str, parts: usize) -> Result<Vec<HostRecord>> {
     let text = crate::files::strip_bom(text);
     if text.len() >= PARALLEL_FROM_BYTES
         && let Some(blocks) = Blocks::split(text)
     {
-        let chunks = blocks.chunks(parse_threads());
+        let chunks = blocks.chunks(parts);
         if chunks.len() > 1 {
             let parsed: Vec<Option<Vec<HostRecord>>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = chunks
@@ -1978,6 +1983,59 @@ mod tests {
         assert!(
             checked > 200 && refused > 0,
             "{checked} checked, {refused} refused"
+        );
+    }
+
+    /// Large inventories are parsed in parallel slices of entries: the records are those of the
+    /// whole-document parse, in order, for every layout (anchors used across slices fall back to the
+    /// whole document), and an unreadable one is refused with the same location.
+    #[test]
+    fn parallel_parsing_of_large_inventories_gives_the_whole_documents_records() {
+        let path = Path::new("inventory.yaml");
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        // Plain records, as broker writes them: every slice parses on its own.
+        let mut plain = String::from("# a large inventory\n");
+        let mut n = 0;
+        while plain.len() < PARALLEL_FROM_BYTES + 10_000 {
+            plain.push_str(&format!(
+                "- _broker_id: id{n}\n  _broker_provider: P\n  hostname: host{n}.example.com\n  \
+                 _broker_args:\n    n: {n}\n    text: \"a\\nb\"\n"
+            ));
+            n += 1;
+        }
+        let chunks = Blocks::split(&plain).unwrap().chunks(4);
+        assert_eq!(chunks.len(), 4);
+        for chunk in &chunks {
+            assert!(
+                parse_whole(path, chunk).is_ok(),
+                "slices parse on their own"
+            );
+        }
+        let expected = parse_whole(path, &plain).unwrap();
+        assert_eq!(expected.len(), n);
+        for parts in [2, 3, 4] {
+            assert_eq!(parse_in_parts(path, &plain, parts).unwrap(), expected);
+        }
+        // Hand-edited layouts, anchors and aliases among them.
+        for round in 0..6 {
+            let mut text = String::new();
+            while text.len() < PARALLEL_FROM_BYTES {
+                let piece = layout(&mut rng);
+                if parse_whole(path, &piece).is_ok() {
+                    text.push_str(&piece);
+                }
+            }
+            let expected = parse_whole(path, &text).unwrap();
+            let parsed = parse_in_parts(path, &text, 4).unwrap();
+            assert!(parsed == expected, "round {round}: the records differ");
+        }
+        // A duplicate key in the last entry: the error names the place the whole document gives.
+        let bad = format!("{plain}- _broker_id: x\n  name: a\n  name: b\n");
+        let whole = parse_whole(path, &bad).unwrap_err().to_string();
+        assert!(whole.contains("line"), "{whole}");
+        assert_eq!(
+            parse_in_parts(path, &bad, 4).unwrap_err().to_string(),
+            whole
         );
     }
 

@@ -228,6 +228,14 @@ impl ContainerProvider {
     /// # Errors
     /// An address broker cannot use (e.g. `ssh://…`), naming where it came from.
     fn asked_for(&self) -> Result<Option<(String, Endpoint)>> {
+        self.asked_for_in(|var| std::env::var(var).ok())
+    }
+
+    /// [`ContainerProvider::asked_for`] with the environment `env` gives.
+    fn asked_for_in(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<(String, Endpoint)>> {
         let parsed = |source: String, text: String| match Endpoint::parse(&text) {
             Some(endpoint) => Ok(Some((source, endpoint))),
             None => Err(self.error(format!(
@@ -251,7 +259,7 @@ impl ContainerProvider {
             )));
         }
         for var in ["CONTAINER_HOST", "DOCKER_HOST"] {
-            if let Some(value) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+            if let Some(value) = env(var).filter(|v| !v.is_empty()) {
                 return parsed(format!("${var}"), value);
             }
         }
@@ -260,11 +268,16 @@ impl ContainerProvider {
 
     /// The engines tried when none was asked for, in discovery order, with what each is.
     fn discovered() -> Vec<(String, Endpoint)> {
+        Self::discovered_in(std::env::var_os("XDG_RUNTIME_DIR"))
+    }
+
+    /// [`ContainerProvider::discovered`] for this `XDG_RUNTIME_DIR`.
+    fn discovered_in(runtime_dir: Option<std::ffi::OsString>) -> Vec<(String, Endpoint)> {
         let mut out = vec![(
             "rootful Podman".to_owned(),
             Endpoint::Unix("/run/podman/podman.sock".into()),
         )];
-        if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        if let Some(dir) = runtime_dir {
             out.push((
                 "rootless Podman".to_owned(),
                 Endpoint::Unix(Path::new(&dir).join("podman/podman.sock")),
@@ -1449,6 +1462,90 @@ mod tests {
         );
         assert_eq!(Endpoint::parse("ssh://u@h"), None);
         assert_eq!(Endpoint::Tcp("h:2375".into()).public_host(), "h");
+    }
+
+    fn provider(settings: &str) -> ContainerProvider {
+        let settings = Settings::from_yaml("/nonexistent", settings).unwrap();
+        ContainerProvider {
+            prefix: "t".into(),
+            engine: tokio::sync::OnceCell::new(),
+            creating: Mutex::new(HashMap::new()),
+            nothing_sent: Mutex::new(std::collections::HashSet::new()),
+            config: settings.provider_config(NAME, None).unwrap(),
+        }
+    }
+
+    /// The engine asked for: the setting `socket`, then `host`/`host_port`, then `$CONTAINER_HOST`,
+    /// then `$DOCKER_HOST`, each named as where it came from.
+    #[test]
+    fn the_engine_asked_for_is_the_first_of_socket_host_container_host_docker_host() {
+        let env = |container: &'static str, docker: &'static str| {
+            move |var: &str| match var {
+                "CONTAINER_HOST" => Some(container.to_owned()),
+                "DOCKER_HOST" => Some(docker.to_owned()),
+                _ => None,
+            }
+        };
+        let both = env("tcp://c:1", "unix:///d.sock");
+        let asked = |settings: &str, env: &dyn Fn(&str) -> Option<String>| {
+            provider(settings)
+                .asked_for_in(env)
+                .unwrap()
+                .map(|(source, endpoint)| (source, endpoint.describe()))
+        };
+        let all = "Container:\n  socket: /s.sock\n  host: h\n  host_port: 2376\n";
+        assert_eq!(
+            asked(all, &both),
+            Some(("setting `socket`".into(), "unix:///s.sock".into()))
+        );
+        assert_eq!(
+            asked("Container:\n  host: h\n  host_port: 2376\n", &both),
+            Some(("settings `host`/`host_port`".into(), "tcp://h:2376".into()))
+        );
+        // `host: localhost` is the Python broker's default, not a choice.
+        assert_eq!(
+            asked("Container:\n  host: localhost\n", &both),
+            Some(("$CONTAINER_HOST".into(), "tcp://c:1".into()))
+        );
+        assert_eq!(
+            asked("", &env("", "unix:///d.sock")),
+            Some(("$DOCKER_HOST".into(), "unix:///d.sock".into()))
+        );
+        assert_eq!(asked("", &|_: &str| None), None);
+    }
+
+    /// With none asked for: rootful Podman, rootless Podman of whoever runs broker, then Docker.
+    #[test]
+    fn discovery_tries_rootful_podman_then_rootless_podman_then_docker() {
+        let tried = |runtime_dir: Option<&str>| -> Vec<(String, String)> {
+            ContainerProvider::discovered_in(runtime_dir.map(Into::into))
+                .into_iter()
+                .map(|(what, endpoint)| (what, endpoint.describe()))
+                .collect()
+        };
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            tried(Some("/run/user/4242")),
+            pairs(&[
+                ("rootful Podman", "unix:///run/podman/podman.sock"),
+                (
+                    "rootless Podman",
+                    "unix:///run/user/4242/podman/podman.sock"
+                ),
+                ("Docker", "unix:///var/run/docker.sock"),
+            ])
+        );
+        assert_eq!(
+            tried(None),
+            pairs(&[
+                ("rootful Podman", "unix:///run/podman/podman.sock"),
+                ("Docker", "unix:///var/run/docker.sock"),
+            ])
+        );
     }
 
     // ---- against the real engine (Podman via scripts/setup-podman) ----

@@ -159,6 +159,110 @@ fn dangling_prompt_asks_on_the_terminal() {
     assert!(dir.inventory().is_empty());
 }
 
+const DANGLING_QUESTION: &str = "What would you like to do with this host?";
+
+/// Checks out two hosts whose workflows both fail after making their VMs, with
+/// `dangling_behavior: prompt`, on a terminal: answers the questions with `answers` in turn, and any
+/// further question with `otherwise`. Returns what the terminal showed and how many questions it
+/// asked.
+fn checkout_answering_dangling(
+    sim: &Sim,
+    dir: &BrokerDir,
+    answers: &[&str],
+    otherwise: &str,
+) -> (String, usize) {
+    use std::io::{Read, Write};
+    let mut session = dir
+        .in_terminal(
+            "",
+            "checkout --nick rhel9 --sim_fail configure -c 2; echo broker-rc=$?",
+        )
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stdout = session.stdout.take().unwrap();
+    let reader = {
+        let shown = std::sync::Arc::clone(&shown);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shown
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let questions = || shown.lock().unwrap().matches(DANGLING_QUESTION).count();
+    let mut input = session.stdin.take().unwrap();
+    let mut answered = 0;
+    let finished = wait_for(Duration::from_secs(60), || {
+        if questions() > answered {
+            let answer = answers.get(answered).copied().unwrap_or(otherwise);
+            input.write_all(format!("{answer}\r").as_bytes()).unwrap();
+            answered += 1;
+        }
+        session.try_wait().unwrap().is_some()
+    });
+    if !finished {
+        let _ = session.kill();
+    }
+    let _ = session.wait();
+    drop(input);
+    reader.join().unwrap();
+    let text = shown.lock().unwrap().replace('\r', "");
+    assert!(finished, "the checkout never ended: {text}");
+    assert!(text.contains("broker-rc=7"), "{text}");
+    assert_eq!(sim.world().launches("deploy-rhel").len(), 2, "{text}");
+    (text, answered)
+}
+
+#[test]
+fn dangling_prompt_s_stores_and_c_checks_in_one_host_each() {
+    let sim = Sim::start();
+    let dir = BrokerDir::new(&settings(&sim, "  dangling_behavior: prompt\n"));
+    let (text, asked) = checkout_answering_dangling(&sim, &dir, &["s", "c"], "c");
+    assert_eq!(asked, 2, "a question per host: {text}");
+    let inventory = dir.inventory();
+    assert_eq!(inventory.len(), 1, "{inventory:?}");
+    assert_eq!(inventory[0]["deploy_failed"], true);
+    let vms = sim.vms();
+    assert_eq!(vms.len(), 1, "answered `c` for one: {vms:?}");
+    dir.ok(&["checkin", "--all"]);
+    assert!(sim.vms().is_empty());
+}
+
+#[test]
+fn dangling_prompt_ca_checks_in_every_host_after_one_question() {
+    let sim = Sim::start();
+    let dir = BrokerDir::new(&settings(&sim, "  dangling_behavior: prompt\n"));
+    let (text, asked) = checkout_answering_dangling(&sim, &dir, &["cA"], "s");
+    assert_eq!(asked, 1, "`cA` answers for the next host too: {text}");
+    assert!(sim.vms().is_empty(), "{:?}", sim.vms());
+    assert!(dir.inventory().is_empty());
+}
+
+#[test]
+fn dangling_prompt_sa_stores_every_host_after_one_question() {
+    let sim = Sim::start();
+    let dir = BrokerDir::new(&settings(&sim, "  dangling_behavior: prompt\n"));
+    let (text, asked) = checkout_answering_dangling(&sim, &dir, &["sA"], "c");
+    assert_eq!(asked, 1, "`sA` answers for the next host too: {text}");
+    let inventory = dir.inventory();
+    assert_eq!(inventory.len(), 2, "{inventory:?}");
+    assert!(inventory.iter().all(|r| r["deploy_failed"] == true));
+    assert_eq!(sim.vms().len(), 2);
+    dir.ok(&["checkin", "--all"]);
+    assert!(sim.vms().is_empty());
+}
+
 #[test]
 fn ctrl_c_mid_workflow_cancels_it_and_deletes_the_temporary_token() {
     let sim = Sim::start_with(SimOptions {

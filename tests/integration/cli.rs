@@ -350,6 +350,8 @@ fn env_overrides_reach_providers_and_secrets_stay_masked() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("from-env-secret"), "{text}");
+    // The settings have no password: a masked one is the override's.
+    assert!(text.contains("host_password: '********'"), "{text}");
     assert!(text.contains("host_ssh_port: 2222"), "{text}");
     let state = dir.path().join("elsewhere");
     let status = dir
@@ -363,26 +365,68 @@ fn env_overrides_reach_providers_and_secrets_stay_masked() {
 
 #[test]
 fn background_checkout_returns_at_once_and_logs() {
-    let dir = BrokerDir::new(SETTINGS);
-    let out = dir.run(&["checkout", "-b", "--test_action", "basic", "--delay", "1s"]);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(
-        stderr(&out).contains("runs in the background as pid"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(wait_for(Duration::from_secs(20), || dir
-        .provider_hosts()
-        .len()
-        == 1
-        && dir
-            .inventory()
-            .first()
-            .is_some_and(|r| r["_broker_state"] == "ready")));
+    let dir = BrokerDir::new(&format!("{SETTINGS}cancel_timeout: 1\n"));
+    // The checkout that hangs in the background is stopped even when an assertion fails.
+    let _background = Background(&dir);
+    // It hangs: only a command that really returns at once gets back.
+    let out = output(&mut dir.command(&[
+        "checkout",
+        "-b",
+        "--test_action",
+        "basic",
+        "--hang",
+        "checkout",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    let pid: u64 = err
+        .split("runs in the background as pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    // The background process goes on: its intent record, owned by the pid it printed.
+    assert!(wait_for(DEADLINE, || dir.inventory().first().is_some_and(
+        |r| r["_broker_owner"]["pid"] == pid && r["_broker_state"] == "pending"
+    )));
+    // It logs to the usual log file.
     let log = dir.path().join("logs/broker.log");
-    assert!(wait_for(DEADLINE, || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("checked out"))
-    }));
+    assert!(
+        wait_for(DEADLINE, || std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("hanging at `checkout`"))),
+        "{:?}",
+        std::fs::read_to_string(&log)
+    );
+    // Stopped, it gives back what it made.
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(wait_for(DEADLINE, || dir.inventory().is_empty()));
+}
+
+/// Stops (`kill -9`) the owners of the directory's `pending` records when dropped.
+struct Background<'d>(&'d BrokerDir);
+
+impl Drop for Background<'_> {
+    fn drop(&mut self) {
+        let Ok(text) = std::fs::read_to_string(self.0.inventory_path()) else {
+            return;
+        };
+        let records: Vec<serde_yaml::Value> = serde_yaml::from_str(&text).unwrap_or_default();
+        for record in records {
+            if record["_broker_state"] == "pending"
+                && let Some(pid) = record["_broker_owner"]["pid"].as_u64()
+            {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
 }
 
 #[test]
