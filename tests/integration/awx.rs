@@ -171,54 +171,22 @@ fn checkout_answering_dangling(
     answers: &[&str],
     otherwise: &str,
 ) -> (String, usize) {
-    use std::io::{Read, Write};
-    let mut session = dir
-        .in_terminal(
-            "",
-            "checkout --nick rhel9 --sim_fail configure -c 2; echo broker-rc=$?",
-        )
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let mut stdout = session.stdout.take().unwrap();
-    let reader = {
-        let shown = std::sync::Arc::clone(&shown);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                shown
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        })
-    };
-    let questions = || shown.lock().unwrap().matches(DANGLING_QUESTION).count();
-    let mut input = session.stdin.take().unwrap();
+    let mut session = Terminal::start(&mut dir.in_terminal(
+        "",
+        "checkout --nick rhel9 --sim_fail configure -c 2; echo broker-rc=$?",
+    ));
     let mut answered = 0;
-    let finished = wait_for(Duration::from_secs(60), || {
-        if questions() > answered {
+    let ended = wait_for(DEADLINE, || {
+        let shown = session.shown();
+        if shown.matches(DANGLING_QUESTION).count() > answered {
             let answer = answers.get(answered).copied().unwrap_or(otherwise);
-            input.write_all(format!("{answer}\r").as_bytes()).unwrap();
+            session.type_keys(&format!("{answer}\r"));
             answered += 1;
         }
-        session.try_wait().unwrap().is_some()
+        shown.contains("broker-rc=")
     });
-    if !finished {
-        let _ = session.kill();
-    }
-    let _ = session.wait();
-    drop(input);
-    reader.join().unwrap();
-    let text = shown.lock().unwrap().replace('\r', "");
-    assert!(finished, "the checkout never ended: {text}");
+    let (_, text) = session.finish();
+    assert!(ended, "the checkout never ended: {text}");
     assert!(text.contains("broker-rc=7"), "{text}");
     assert_eq!(sim.world().launches("deploy-rhel").len(), 2, "{text}");
     (text, answered)

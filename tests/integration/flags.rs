@@ -1,11 +1,9 @@
 //! Every flag of the command line and the argument layering it documents, each shown to change
 //! what broker does (a test here fails when its flag is ignored).
 
-use std::time::Duration;
-
 use serde_json::Value;
 
-use crate::util::{BrokerDir, SETTINGS, stderr, wait_for};
+use crate::util::{BrokerDir, ChildGuard, DEADLINE, SETTINGS, stderr, wait_for};
 
 /// The settings with a nick that sets three arguments and one that asks for two hosts.
 fn layered_settings() -> String {
@@ -135,7 +133,6 @@ fn provider_labels_reach_the_provider() {
 /// hosts whose check-ins hang, only one is ever started.
 #[test]
 fn checkin_sequential_gives_hosts_back_one_after_the_other() {
-    use std::io::BufRead;
     let dir = BrokerDir::new(SETTINGS);
     dir.ok(&[
         "checkout",
@@ -146,23 +143,35 @@ fn checkin_sequential_gives_hosts_back_one_after_the_other() {
         "-c",
         "2",
     ]);
-    let mut child = dir
-        .command(&["checkin", "--all", "--sequential"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::spawn(
+        dir.command(&["checkin", "--all", "--sequential"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
     let hanging = "hanging at `checkin`";
-    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    while !seen.contains(hanging) {
-        let mut line = String::new();
-        assert!(err.read_line(&mut line).unwrap() > 0, "{seen}");
-        seen.push_str(&line);
-    }
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let shown = std::sync::Arc::clone(&shown);
+        let mut err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut err, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shown
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let started = wait_for(DEADLINE, || shown.lock().unwrap().contains(hanging));
+    assert!(started, "{}", shown.lock().unwrap());
     crate::util::signal(&child, "TERM");
-    std::io::Read::read_to_string(&mut err, &mut seen).unwrap();
-    let status = child.wait().unwrap();
+    let status = child.wait(DEADLINE);
+    reader.join().unwrap();
+    let seen = shown.lock().unwrap().clone();
     assert_eq!(status.code(), Some(130), "{seen}");
     assert_eq!(seen.matches(hanging).count(), 1, "{seen}");
     assert_eq!(dir.provider_hosts().len(), 2, "neither check-in finished");
@@ -183,7 +192,7 @@ fn background_output(out: &std::process::Output) -> std::path::PathBuf {
 /// What a background run wrote, once it wrote `expected`.
 fn wait_for_output(path: &std::path::Path, expected: &str) -> String {
     assert!(
-        wait_for(Duration::from_secs(20), || std::fs::read_to_string(path)
+        wait_for(DEADLINE, || std::fs::read_to_string(path)
             .is_ok_and(|t| t.contains(expected))),
         "{}: {:?}",
         path.display(),
@@ -215,7 +224,7 @@ fn every_verb_with_b_runs_in_the_background() {
 
     let out = dir.run(&["duplicate", "-b", "0"]);
     background_output(&out);
-    assert!(wait_for(Duration::from_secs(20), || dir
+    assert!(wait_for(DEADLINE, || dir
         .inventory()
         .iter()
         .filter(|r| r["_broker_state"] == "ready")
@@ -224,9 +233,7 @@ fn every_verb_with_b_runs_in_the_background() {
 
     let out = dir.run(&["checkin", "-b", "--all"]);
     wait_for_output(&background_output(&out), &format!("checked in {name}"));
-    assert!(wait_for(Duration::from_secs(20), || dir
-        .inventory()
-        .is_empty()));
+    assert!(wait_for(DEADLINE, || dir.inventory().is_empty()));
 }
 
 #[test]
