@@ -1547,19 +1547,32 @@ fn checkout_under_way(record: &HostRecord) -> Option<String> {
 
 /// Runs `work` for every record, at most `limit` at once, newest first (as the Python broker does), and
 /// reports each record's outcome in the records' order — also when its task panicked.
+///
+/// When the run is dropped (Ctrl-C), no host still waiting for its turn is started.
 async fn for_each_host<F, Fut>(records: Vec<HostRecord>, limit: usize, work: F) -> Vec<HostOutcome>
 where
     F: Fn(HostRecord) -> Fut,
     Fut: std::future::Future<Output = Result<()>> + Send + 'static,
 {
+    /// Closes the turns when the run is dropped: aborting the task under way frees its turn, which
+    /// must not start the next host.
+    struct CloseOnDrop(Arc<Semaphore>);
+    impl Drop for CloseOnDrop {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
     let permits = Arc::new(Semaphore::new(limit.max(1)));
     let mut tasks = JoinSet::new();
+    let _close = CloseOnDrop(Arc::clone(&permits));
     let mut task_index = HashMap::new();
     for (index, record) in records.iter().enumerate().rev() {
         let permits = Arc::clone(&permits);
         let job = work(record.clone());
         let task = tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await;
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return Err(Error::user("stopped before this host's turn came"));
+            };
             job.await
         });
         task_index.insert(task.id(), index);
@@ -1679,6 +1692,37 @@ mod tests {
 
     fn build_panicky(_config: crate::ProviderConfig) -> Result<Arc<dyn Provider>> {
         Ok(Arc::new(Panicky))
+    }
+
+    /// A run of per-host work that is stopped (its future dropped, as on Ctrl-C) starts no host
+    /// that was still waiting for its turn: `checkin --sequential` stops after the host under way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_run_starts_no_host_still_waiting_for_its_turn() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let started = Arc::new(AtomicUsize::new(0));
+        let records: Vec<HostRecord> = (0..4)
+            .map(|_| HostRecord::pending("P", None, Mapping::new()))
+            .collect();
+        let counter = Arc::clone(&started);
+        let run = for_each_host(records, 1, move |_| {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+        tokio::select! {
+            _ = run => panic!("the work never ends"),
+            () = async {
+                while started.load(Ordering::SeqCst) == 0 {
+                    tokio::task::yield_now().await;
+                }
+            } => {}
+        }
+        // The run is dropped: give the runtime time to start what it (wrongly) would.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(started.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
