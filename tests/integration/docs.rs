@@ -2,17 +2,19 @@
 //! under test: a reader who copies a block into a terminal gets exit code 0.
 //!
 //! The examples are the fenced blocks marked ```` ```sh ```` (or ```` ```bash ````). A block that
-//! cannot run here — it needs AWX, builds or installs broker, takes minutes — carries a marker on the
-//! line before its fence, with the reason:
+//! cannot run here — it builds or installs broker, takes minutes — carries a marker on the line
+//! before its fence, with the reason:
 //!
 //! ```text
-//! <!-- not-run: needs AWX -->
+//! <!-- not-run: installs broker -->
 //! ```
 //!
 //! The blocks of one file run in order in one `bash` (so an `export` carries on, as in a terminal),
 //! with `set -e -o pipefail`, from the repository's root, `broker` first on `PATH`, and a fresh
 //! `HOME`, `TMPDIR` and `BROKER_DIRECTORY` in a temporary directory. Whatever the blocks leave checked
-//! out is checked in at the end. They need the container engine and images that `scripts/test` sets up.
+//! out is checked in at the end. They need the container engine and images that `scripts/test` sets up;
+//! the AWX examples talk to the AWX simulator (`tests/awx-sim`), which environment overrides
+//! (`BROKER_ANSIBLETOWER__BASE_URL`, …, and the nick `rhel9`) configure as a reader's settings would.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -130,28 +132,41 @@ fn run_document(root: &Path, document: &Path, examples: &[Example]) -> Result<()
     )))
     .expect("PATH");
     use std::os::unix::process::CommandExt;
+    let mut command = Command::new("bash");
+    command
+        .arg("-c")
+        .arg(&script)
+        .current_dir(root)
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", &home)
+        .env("TMPDIR", &tmp)
+        .env(
+            "USER",
+            std::env::var("USER").unwrap_or_else(|_| "tester".into()),
+        )
+        .env("LANG", "C.UTF-8")
+        .env("BROKER_DIRECTORY", &broker_dir)
+        .env("BROKER_NON_INTERACTIVE", "1")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+        .process_group(0);
+    // The AWX examples run against the AWX simulator, configured through environment overrides as a
+    // reader's settings file configures their AWX (with the nick `rhel9` of the settings example).
+    #[cfg(feature = "ansible-tower")]
+    let _awx = {
+        let sim = awx_sim::Sim::start();
+        command
+            .env("BROKER_ANSIBLETOWER__BASE_URL", sim.url())
+            .env("BROKER_ANSIBLETOWER__TOKEN", awx_sim::ALICE_TOKEN)
+            .env("BROKER_ANSIBLETOWER__WORKFLOW_POLL_INTERVAL", "0.05")
+            .env("BROKER_NICKS__RHEL9__WORKFLOW", "deploy-rhel")
+            .env("BROKER_NICKS__RHEL9__DEPLOY_RHEL_VERSION", "'9.4'");
+        sim
+    };
     // Killed, with what the examples started, if this test fails on the way.
-    let mut child = crate::util::ChildGuard::spawn(
-        Command::new("bash")
-            .arg("-c")
-            .arg(&script)
-            .current_dir(root)
-            .env_clear()
-            .env("PATH", path)
-            .env("HOME", &home)
-            .env("TMPDIR", &tmp)
-            .env(
-                "USER",
-                std::env::var("USER").unwrap_or_else(|_| "tester".into()),
-            )
-            .env("LANG", "C.UTF-8")
-            .env("BROKER_DIRECTORY", &broker_dir)
-            .env("BROKER_NON_INTERACTIVE", "1")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-            .process_group(0),
-    );
+    let mut child = crate::util::ChildGuard::spawn(&mut command);
     // A bound, not a measurement: an example that hangs fails instead of stalling the suite.
     let limit = Duration::from_secs(300);
     let started = Instant::now();
