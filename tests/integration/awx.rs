@@ -68,8 +68,9 @@ fn checkout_inventory_extend_checkin() {
         "{table}"
     );
 
-    dir.ok(&["extend", "0", "--new-expire-time", "+3600"]);
+    dir.ok(&["extend", "0", "--new-expire-time", "+3600", "-l", "stage=2"]);
     assert_eq!(sim.vms()[&name].expire, "+3600");
+    assert!(sim.world().label_names().contains(&"stage=2".to_owned()));
     let extend = &sim.world().launches("extend-vm")[0];
     assert_eq!(extend["target_vm"], name.as_str());
 

@@ -105,7 +105,7 @@ fn a_count_comes_from_a_nick_an_args_file_or_an_argument() {
 
 #[test]
 fn provider_labels_reach_the_provider() {
-    let dir = BrokerDir::new(&format!("{SETTINGS}provider_labels:\n  team: qa\n"));
+    let dir = BrokerDir::new(SETTINGS);
     dir.ok(&["checkout", "--test_action", "basic", "-l", "run=7,owner=me"]);
     dir.ok(&[
         "checkout",
@@ -126,6 +126,22 @@ fn provider_labels_reach_the_provider() {
             &serde_json::json!({"run": "8"})
         ],
         "{records:?}"
+    );
+    // `execute` hands them over too.
+    let out = dir.ok(&[
+        "execute",
+        "--test_action",
+        "ping",
+        "-l",
+        "run=9",
+        "-o",
+        "json",
+    ]);
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        result["arguments"]["provider_labels"],
+        serde_json::json!({"run": "9"}),
+        "{out}"
     );
 }
 
