@@ -81,6 +81,34 @@ fn checkout_inventory_extend_checkin() {
     assert_eq!(release["source_vm"], name.as_str());
 }
 
+/// `extend --sequential` launches a host's extend job only when the one before it has finished: while
+/// the first job runs (and runs on), the second is never launched.
+#[test]
+fn extend_sequential_extends_one_host_after_the_other() {
+    let sim = Sim::start();
+    let dir = BrokerDir::new(&settings(&sim, ""));
+    dir.ok(&["checkout", "--nick", "rhel9", "-c", "2"]);
+    sim.world().options.running_polls = u32::MAX;
+    let mut extend = ChildGuard::spawn(
+        dir.command(&[
+            "extend",
+            "--all",
+            "--sequential",
+            "--new-expire-time",
+            "+3600",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null()),
+    );
+    assert!(
+        wait_for(DEADLINE, || !sim.world().launches("extend-vm").is_empty()),
+        "no extend job was launched"
+    );
+    crate::util::signal(&extend, "TERM");
+    assert_eq!(extend.wait(DEADLINE).code(), Some(130));
+    assert_eq!(sim.world().launches("extend-vm").len(), 1);
+}
+
 #[test]
 fn exit_codes_name_the_problem() {
     let sim = Sim::start();
