@@ -403,3 +403,35 @@ fn hostname() -> String {
         .trim()
         .to_owned()
 }
+
+#[test]
+fn a_broker_directory_that_does_not_exist_yet_is_used_and_made() {
+    let dir = BrokerDir::new("");
+    let fresh = dir.path().join("not/yet");
+    let out = crate::util::output(
+        dir.command(&["checkout", "--test_action", "basic"])
+            .env("BROKER_DIRECTORY", &fresh),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let inventory = std::fs::read_to_string(fresh.join("inventory.yaml")).unwrap();
+    assert!(
+        inventory.contains("_broker_provider: TestProvider"),
+        "{inventory}"
+    );
+    assert!(!dir.inventory_path().exists(), "not the usual directory");
+}
+
+#[test]
+fn build_url_is_recorded_as_the_jenkins_url() {
+    let dir = BrokerDir::new(SETTINGS);
+    let out = crate::util::output(
+        dir.command(&["checkout", "--test_action", "basic"])
+            .env("BUILD_URL", "https://ci.example.com/job/7/"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let records = dir.inventory();
+    assert_eq!(
+        records[0]["_broker_args"]["_jenkins_url"], "https://ci.example.com/job/7/",
+        "{records:?}"
+    );
+}
