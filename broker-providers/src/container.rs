@@ -147,10 +147,13 @@ pub struct ContainerProvider {
     nothing_sent: Mutex<std::collections::HashSet<String>>,
 }
 
-/// A connected engine and the host name its published ports are reached at.
+/// The engine that answered and the host name its published ports are reached at.
+///
+/// It holds no client: a client's connections belong to the runtime that made them, and a guard's
+/// check-in runs on the drop worker's runtime, not the caller's, so each call connects its own
+/// ([`ContainerProvider::docker`]).
 #[derive(Debug, Clone)]
 struct Engine {
-    docker: Docker,
     endpoint: Endpoint,
     address: String,
     public_host: String,
@@ -318,10 +321,9 @@ impl ContainerProvider {
                         Err(e) => Err(engine_message(&e)),
                     };
                     match attempt {
-                        Ok(docker) => {
+                        Ok(_) => {
                             tracing::debug!(engine = %endpoint.describe(), "container engine found");
                             return Ok(Engine {
-                                docker,
                                 address: endpoint.describe(),
                                 public_host: endpoint.public_host(),
                                 endpoint,
@@ -345,8 +347,13 @@ impl ContainerProvider {
             .await
     }
 
-    async fn docker(&self) -> Result<&Docker> {
-        Ok(&self.engine().await?.docker)
+    /// A client of the engine for this call, on the runtime it runs on (see [`Engine`]).
+    async fn docker(&self) -> Result<Docker> {
+        let engine = self.engine().await?;
+        engine
+            .endpoint
+            .connect()
+            .map_err(|e| self.engine_error(&format!("connecting to {}", engine.address), e))
     }
 
     /// The image to run: as named, else `localhost/NAME`, else pulled.
@@ -615,7 +622,7 @@ impl Provider for ContainerProvider {
         })?;
         lock(&self.nothing_sent).insert(ctx.record_id().to_string());
         let engine = self.engine().await?;
-        let docker = &engine.docker;
+        let docker = &self.docker().await?;
         let mut image = wanted.to_owned();
 
         // Ports: the image's exposed ports when auto-mapping, then the `ports` argument.
@@ -1054,7 +1061,7 @@ impl Provider for ContainerProvider {
                 source: None,
             })?;
         Ok(Box::new(ContainerSession {
-            docker: self.docker().await?.clone(),
+            docker: self.docker().await?,
             container,
             host: host.display_name(),
         }))
@@ -1662,6 +1669,36 @@ mod tests {
         host.checkin().await.unwrap();
         assert!(containers_named(&broker, &prefix).await.is_empty());
         assert!(broker.inventory().list().unwrap().is_empty());
+    }
+
+    /// A guard dropped inside a current-thread runtime checks in on the drop worker's runtime, while
+    /// the test's runtime is blocked in the drop: the provider must not reuse a client (and its
+    /// pooled connections) bound to the test's runtime.
+    #[tokio::test]
+    async fn real_engine_guard_dropped_in_a_current_thread_runtime_checks_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = prefix("drop");
+        let Some(broker) = engine_broker(dir.path(), &prefix).await else {
+            return;
+        };
+        let yaml = format!("checkin_timeout: 30s\nContainer:\n  name_prefix: {prefix}\n");
+        let settings = Settings::from_yaml(dir.path(), &yaml).unwrap();
+        let guarded = Broker::new(settings, ProviderRegistry::new().with(KIND)).unwrap();
+        let host = guarded
+            .checkout_one(
+                CheckoutRequest::new()
+                    .arg("container_host", "broker-busybox")
+                    .arg("command", "sleep 3600"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(host.execute("echo up").await.unwrap().stdout, "up\n");
+        drop(host);
+        assert_eq!(guarded.inventory().list().unwrap(), Vec::new());
+        assert_eq!(
+            containers_named(&broker, &prefix).await,
+            Vec::<String>::new()
+        );
     }
 
     #[tokio::test]
