@@ -1404,6 +1404,25 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_with_a_duplicate_key_of_any_kind_refuses_every_write() {
+        let (_dir, store) = store();
+        let record = HostRecord::pending("P", None, Default::default());
+        for key in ["1", "-1", "1.5", "true", "~", "[a]", "{a: 1}", "name"] {
+            let text = format!("- _broker_id: h1\n  {key}: x\n  {key}: y\n- hostname: b\n");
+            std::fs::write(store.path(), &text).unwrap();
+            let err = store.put(std::slice::from_ref(&record)).unwrap_err();
+            assert!(err.to_string().contains("duplicate entry"), "{key}: {err}");
+            let err = store.remove(&["h1".into()]).unwrap_err();
+            assert!(err.to_string().contains("duplicate entry"), "{key}: {err}");
+            assert_eq!(
+                std::fs::read_to_string(store.path()).unwrap(),
+                text,
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
     fn removing_one_unnamed_host_leaves_the_others() {
         let (_dir, store) = store();
         std::fs::write(store.path(), UPSTREAM).unwrap();
