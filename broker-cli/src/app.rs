@@ -159,11 +159,7 @@ fn run(command: Command, log_level: Option<LogLevel>, emitter: &mut Emitter) -> 
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Error::Io {
-            action: "starting the async runtime",
-            path: "<runtime>".into(),
-            source: e,
-        })?;
+        .map_err(|e| Error::io_without_path("starting the async runtime", e))?;
     let result = runtime.block_on(dispatch(command, settings, emitter));
     // A read of the terminal may still be blocked in the background (after `broker ssh HOST`): don't
     // wait for it.
@@ -295,7 +291,7 @@ impl StopSignals {
     pub(crate) fn listen() -> Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
         let listen =
-            |kind| signal(kind).map_err(|e| Error::io("listening for signals", "<signals>", e));
+            |kind| signal(kind).map_err(|e| Error::io_without_path("listening for signals", e));
         Ok(StopSignals {
             interrupt: listen(SignalKind::interrupt())?,
             terminate: listen(SignalKind::terminate())?,
@@ -939,7 +935,9 @@ async fn script_from_stdin() -> Result<String> {
     tokio::io::stdin()
         .read_to_string(&mut script)
         .await
-        .map_err(|e| Error::io("reading the commands to run from", "<stdin>", e))?;
+        .map_err(|e| {
+            Error::io_without_path("reading the commands to run from standard input", e)
+        })?;
     if script.trim().is_empty() {
         return Err(Error::usage(
             "no command to run: give one after `--` (`broker ssh HOST -- uname -a`), pipe commands \
@@ -958,12 +956,14 @@ async fn interactive_shell(host: &broker_core::Host) -> Result<i32> {
         .unwrap_or((80, 24));
     // Raw mode only when stdin is a terminal; restored however the shell ends.
     let saved = if stdin.is_terminal() {
-        let saved = rustix::termios::tcgetattr(&stdin)
-            .map_err(|e| Error::io("reading terminal mode", "<stdin>", e.into()))?;
+        let saved = rustix::termios::tcgetattr(&stdin).map_err(|e| {
+            Error::io_without_path("reading the terminal mode of standard input", e.into())
+        })?;
         let mut raw = saved.clone();
         raw.make_raw();
-        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw)
-            .map_err(|e| Error::io("setting terminal mode", "<stdin>", e.into()))?;
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw).map_err(
+            |e| Error::io_without_path("setting the terminal mode of standard input", e.into()),
+        )?;
         Some(saved)
     } else {
         None

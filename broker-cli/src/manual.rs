@@ -30,7 +30,7 @@ pub fn manpage() -> Result<Vec<u8>> {
     let mut page = Vec::new();
     clap_mangen::Man::new(command())
         .render(&mut page)
-        .map_err(|e| Error::io("rendering the man page", "broker.1", e))?;
+        .map_err(|e| Error::io_without_path("rendering the man page", e))?;
     Ok(page)
 }
 

@@ -125,11 +125,7 @@ pub fn write_stdout(text: &str) -> Result<()> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Error::Io {
-            action: "writing",
-            path: "<stdout>".into(),
-            source: e,
-        }),
+        Err(e) => Err(Error::io_without_path("writing to standard output", e)),
     }
 }
 

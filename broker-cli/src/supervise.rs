@@ -45,7 +45,7 @@ pub fn checkout(command: &Command, settings: &Settings) -> Option<i32> {
     let started = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::io("starting the async runtime", "<runtime>", e))
+        .map_err(|e| Error::io_without_path("starting the async runtime", e))
         .and_then(|runtime| {
             // Listening before the child starts: from now on a Ctrl-C is a question, never the end
             // of this process.

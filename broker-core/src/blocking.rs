@@ -54,7 +54,7 @@ impl Broker {
             .thread_name("broker-blocking")
             .enable_all()
             .build()
-            .map_err(|e| Error::io("starting a runtime", "<runtime>", e))?;
+            .map_err(|e| Error::io_without_path("starting a runtime", e))?;
         Ok(Broker {
             inner,
             runtime: Arc::new(runtime),

@@ -318,7 +318,7 @@ impl CheckoutRun {
             // A provider that panics fails its host, not the whole process.
             if let Err(e) = joined {
                 let index = self.task_index.get(&e.id()).copied().unwrap_or_default();
-                let failure = Error::user(format!("the checkout task failed: {e}"));
+                let failure = Error::internal("the checkout task failed", e);
                 out.push((index, HostAttempt::Failed(failure)));
             }
         }
@@ -1583,7 +1583,7 @@ where
             Ok((id, result)) => (id, result),
             Err(e) => (
                 e.id(),
-                Err(Error::user(format!("the task for this host failed: {e}"))),
+                Err(Error::internal("the task for this host failed", e)),
             ),
         };
         if let Some(slot) = task_index.get(&id).and_then(|i| results.get_mut(*i)) {
@@ -1595,8 +1595,12 @@ where
         .zip(results)
         .map(|(record, result)| HostOutcome {
             record,
-            result: result
-                .unwrap_or_else(|| Err(Error::user("the task for this host never finished"))),
+            result: result.unwrap_or_else(|| {
+                Err(Error::Internal {
+                    message: "the task for this host never finished".into(),
+                    source: None,
+                })
+            }),
         })
         .collect()
 }
@@ -1607,7 +1611,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .unwrap_or_else(|e| Err(Error::user(format!("inventory task failed: {e}"))))
+        .unwrap_or_else(|e| Err(Error::internal("the inventory task failed", e)))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1744,7 +1748,14 @@ mod tests {
             } => {
                 assert_eq!(failures.len(), 1);
                 assert_eq!(failures[0].0, 1, "{err}");
-                assert!(failures[0].1.to_string().contains("task failed"), "{err}");
+                assert_eq!(failures[0].1.to_string(), "the checkout task failed");
+                // The panic is kept as the cause, and it is broker's failure, not the user's.
+                let cause = std::error::Error::source(&failures[0].1).map(|c| c.to_string());
+                assert!(
+                    cause.as_deref().is_some_and(|c| c.contains("provider bug")),
+                    "{cause:?}"
+                );
+                assert_eq!(err.exit_code(), 1);
                 assert_eq!(rolled_back.len(), 2);
             }
             other => panic!("unexpected {other}"),

@@ -3,6 +3,11 @@
 //! Messages follow one house style: lowercase, no trailing period, never repeating the text of their
 //! `source()` (a reporter that walks the chain prints each cause once), and where one can, they say what
 //! to do next.
+//!
+//! Where a failure has a cause — an operating-system error, an engine's or an SSH library's error, a
+//! panicked task — the cause is kept as the error's `source()` (boxed when its type belongs to a
+//! crate broker does not want in its public API), the message says what failed and what to do, and
+//! [`chain`] (or `{:?}`) shows why.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -15,7 +20,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// Each variant maps to the exit code the Python broker used for the same kind of failure (see
 /// [`Error::exit_code`]), so scripts that check `$?` keep working.
-#[derive(Debug, thiserror::Error)]
+/// `{:?}` prints the message and each cause on a line of its own, so that a `?` in a `#[test]` says
+/// what went wrong; [`chain`] gives the same on one line.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The command line or the library call was malformed (exit code 2).
@@ -59,13 +66,14 @@ pub enum Error {
     #[error(transparent)]
     Filter(#[from] crate::filter::FilterError),
 
-    /// Reading or writing a local file failed.
-    #[error("{action} `{path}`")]
+    /// Reading or writing a local file or stream failed, or the operating system refused a resource
+    /// (a runtime, a signal handler).
+    #[error("{action}{}", path_suffix(path.as_deref()))]
     Io {
-        /// What broker was doing, e.g. "writing inventory".
+        /// What broker was doing, e.g. "writing inventory" or "writing to standard output".
         action: &'static str,
-        /// The file concerned.
-        path: PathBuf,
+        /// The file concerned, when there is one.
+        path: Option<PathBuf>,
         /// The operating system's error.
         #[source]
         source: std::io::Error,
@@ -184,6 +192,17 @@ pub enum Error {
         left: Vec<(String, Error)>,
     },
 
+    /// Broker itself failed: a task panicked (a bug in broker or in a provider) or could not be
+    /// joined (exit code 1, as the Python broker's unexpected exceptions).
+    #[error("{}", shown(.message))]
+    Internal {
+        /// What was being done, e.g. "the checkout task failed".
+        message: String,
+        /// The panic or join failure.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
     /// The operation was cancelled, e.g. by Ctrl-C (exit code 130).
     #[error("interrupted: {}", shown(.message))]
     Interrupted {
@@ -224,6 +243,11 @@ fn some_names(names: &[String]) -> String {
 
 fn instance_suffix(instance: Option<&str>) -> String {
     instance.map(|i| format!("::{i}")).unwrap_or_default()
+}
+
+fn path_suffix(path: Option<&std::path::Path>) -> String {
+    path.map(|p| format!(" `{}`", p.display()))
+        .unwrap_or_default()
 }
 
 fn host_suffix(host: Option<&str>) -> String {
@@ -268,7 +292,7 @@ impl Error {
     ///
     /// | code | meaning |
     /// |---|---|
-    /// | 1 | general failure |
+    /// | 1 | general failure, including broker's own (a panicked task) |
     /// | 2 | usage |
     /// | 5 | authentication |
     /// | 6 | permission |
@@ -287,7 +311,8 @@ impl Error {
             Error::Parse { .. }
             | Error::Io { .. }
             | Error::InventoryLocked { .. }
-            | Error::InventoryUpdate { .. } => 1,
+            | Error::InventoryUpdate { .. }
+            | Error::Internal { .. } => 1,
             Error::Provider { .. } | Error::Timeout { .. } => 7,
             Error::Authentication { .. } => 5,
             Error::Permission { .. } => 6,
@@ -332,6 +357,40 @@ impl Error {
         }
     }
 
+    /// A host error without a source.
+    pub fn host(host: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Host {
+            host: host.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An internal failure: `message` says what was being done, `source` is the panic or join
+    /// failure.
+    pub fn internal(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Internal {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// Keeps `cause` as the `source()` of a provider, host or internal error, whose message then
+    /// says what failed without repeating why; other errors are returned unchanged.
+    #[must_use]
+    pub fn caused_by(mut self, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        match &mut self {
+            Error::Provider { source, .. }
+            | Error::Host { source, .. }
+            | Error::Internal { source, .. } => *source = Some(cause.into()),
+            _ => {}
+        }
+        self
+    }
+
     /// Adds the provider instance to a provider error; other errors are returned unchanged.
     #[must_use]
     pub fn with_instance(mut self, name: &str) -> Self {
@@ -354,7 +413,17 @@ impl Error {
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             action,
-            path: path.into(),
+            path: Some(path.into()),
+            source,
+        }
+    }
+
+    /// A local I/O failure while doing `action` on something that is not a file (a stream, a
+    /// runtime, a signal handler): `action` says what, e.g. "writing to standard output".
+    pub fn io_without_path(action: &'static str, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: None,
             source,
         }
     }
@@ -379,6 +448,31 @@ fn strip_location(message: &str) -> String {
     match message.find(" at line ") {
         Some(at) => message[..at].to_owned(),
         None => message.to_owned(),
+    }
+}
+
+impl fmt::Debug for Error {
+    /// The message, then each cause not already in it on a line of its own, credentials in URLs
+    /// redacted: what `?` in a `#[test]` prints.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = self.to_string();
+        f.write_str(&crate::redact::url(&shown))?;
+        let mut source = std::error::Error::source(self);
+        let mut first = true;
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !shown.ends_with(&text) {
+                if first {
+                    f.write_str("\n\ncaused by:")?;
+                    first = false;
+                }
+                write!(f, "\n  {}", crate::redact::url(&text))?;
+                shown.push_str(": ");
+                shown.push_str(&text);
+            }
+            source = cause.source();
+        }
+        Ok(())
     }
 }
 
@@ -436,6 +530,112 @@ mod tests {
             }
             .exit_code(),
             9
+        );
+    }
+
+    #[test]
+    fn internal_failures_exit_1_not_as_user_errors() {
+        let err = Error::internal("the checkout task failed", "task 7 panicked");
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(err.to_string(), "the checkout task failed");
+        assert_eq!(chain(&err), "the checkout task failed: task 7 panicked");
+    }
+
+    #[test]
+    fn a_cause_is_kept_as_the_source_and_shown_once_in_the_chain() {
+        let os = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let errors = [
+            (
+                Error::provider("Container", "inspecting image x").caused_by(os()),
+                "Container: inspecting image x: no such file",
+            ),
+            (
+                Error::host("h1", "reading /etc/hosts").caused_by(os()),
+                "host h1: reading /etc/hosts: no such file",
+            ),
+            (
+                Error::Internal {
+                    message: "the inventory task failed".into(),
+                    source: None,
+                }
+                .caused_by(os()),
+                "the inventory task failed: no such file",
+            ),
+        ];
+        for (err, shown) in &errors {
+            let source = std::error::Error::source(err).expect("the cause is the source");
+            assert_eq!(source.to_string(), "no such file");
+            assert!(!err.to_string().contains("no such file"), "{err}");
+            assert_eq!(chain(err), *shown);
+        }
+        // Errors without a place for a cause are left as they were.
+        let user = Error::user("x").caused_by(os());
+        assert!(std::error::Error::source(&user).is_none());
+    }
+
+    #[test]
+    fn chain_walks_every_level_once() {
+        let inner = Error::io("reading inventory", "/tmp/inventory.yaml", {
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, "permission denied")
+        });
+        let outer = Error::provider("TestProvider", "listing hosts").caused_by(inner);
+        assert_eq!(
+            chain(&outer),
+            "TestProvider: listing hosts: reading inventory `/tmp/inventory.yaml`: permission denied"
+        );
+        // A message that already ends with its cause's text (as older ones did) does not repeat it.
+        let flat = Error::provider("TestProvider", "listing hosts: permission denied").caused_by(
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, "permission denied"),
+        );
+        assert_eq!(
+            chain(&flat),
+            "TestProvider: listing hosts: permission denied"
+        );
+    }
+
+    #[test]
+    fn io_without_a_path_names_no_pseudo_path() {
+        let err = Error::io_without_path(
+            "writing to standard output",
+            std::io::Error::other("disk full"),
+        );
+        assert_eq!(err.to_string(), "writing to standard output");
+        assert_eq!(chain(&err), "writing to standard output: disk full");
+        assert_eq!(err.exit_code(), 1);
+        let file = Error::io(
+            "writing inventory",
+            "/b/inventory.yaml",
+            std::io::Error::other("x"),
+        );
+        assert_eq!(file.to_string(), "writing inventory `/b/inventory.yaml`");
+    }
+
+    #[test]
+    fn debug_shows_the_message_and_each_cause_not_a_struct() {
+        let inner = Error::io("reading inventory", "/b/inventory.yaml", {
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, "permission denied")
+        });
+        let err = Error::provider(
+            "TestProvider",
+            "listing hosts at https://u:hunter2@x.example/",
+        )
+        .caused_by(inner);
+        assert_eq!(
+            format!("{err:?}"),
+            "TestProvider: listing hosts at https://***@x.example/\n\n\
+             caused by:\n  \
+             reading inventory `/b/inventory.yaml`\n  \
+             permission denied"
+        );
+        // Without a cause, just the message.
+        assert_eq!(format!("{:?}", Error::user("no such host")), "no such host");
+        // What a `?` in a `#[test]` returning `Result<(), Error>` prints on failure.
+        let returned: Result<()> =
+            Err(Error::host("h1", "starting `ls`").caused_by("channel closed"));
+        let shown = format!("{:?}", returned.unwrap_err());
+        assert_eq!(
+            shown,
+            "host h1: starting `ls`\n\ncaused by:\n  channel closed"
         );
     }
 
