@@ -630,9 +630,18 @@ mod tests {
         // Without a cause, just the message.
         assert_eq!(format!("{:?}", Error::user("no such host")), "no such host");
         // What a `?` in a `#[test]` returning `Result<(), Error>` prints on failure.
-        let returned: Result<()> =
-            Err(Error::host("h1", "starting `ls`").caused_by("channel closed"));
-        let shown = format!("{:?}", returned.unwrap_err());
+        fn step(fail: bool) -> Result<()> {
+            match fail {
+                true => Err(Error::host("h1", "starting `ls`").caused_by("channel closed")),
+                false => Ok(()),
+            }
+        }
+        fn a_test() -> Result<()> {
+            step(false)?;
+            step(true)?;
+            Ok(())
+        }
+        let shown = format!("{:?}", a_test().expect_err("the second step fails"));
         assert_eq!(
             shown,
             "host h1: starting `ls`\n\ncaused by:\n  channel closed"
