@@ -309,7 +309,7 @@ impl Progress {
                         // Someone is asking the user something: don't draw over the question. Nor
                         // when nobody watches any more (the supervisor left the checkout running
                         // in the background), lest the output file fill with frames.
-                        if broker_core::terminal::asking() || !stderr_watched() {
+                        if crate::terminal::asking() || !stderr_watched() {
                             continue;
                         }
                         eprint!("\r{} {message} {}s ", frames[n % frames.len()], started.elapsed().as_secs());

@@ -21,13 +21,13 @@ use std::path::PathBuf;
 use std::process::{ChildStdin, ExitStatus, Stdio};
 use std::time::Duration;
 
-use broker_core::terminal::SUPERVISED_ENV;
 use broker_core::{Error, Result, Settings};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::app::StopSignals;
 use crate::cli::Command;
 use crate::output::note;
+use crate::terminal::SUPERVISED_ENV;
 
 /// How often the child's output is copied and its end looked for.
 const POLL: Duration = Duration::from_millis(50);

@@ -414,6 +414,8 @@ pub(crate) struct BrokerInner {
     pub(crate) keep_on_failure: Option<Duration>,
     thread_limit: Option<usize>,
     origin: Mutex<Option<String>>,
+    /// Whom providers ask when they must ([`Broker::set_interaction`]).
+    asker: crate::interaction::Asker,
     /// Ready records waiting to be written together (see `put_grouped`).
     grouped: Mutex<GroupedPuts>,
 }
@@ -528,6 +530,7 @@ impl Broker {
                 store,
                 providers: Mutex::new(HashMap::new()),
                 origin: Mutex::new(None),
+                asker: crate::interaction::Asker::default(),
                 grouped: Mutex::new(GroupedPuts::default()),
             }),
         })
@@ -552,6 +555,14 @@ impl Broker {
     /// name, or the program name and user.
     pub fn set_origin(&self, origin: impl Into<String>) {
         *lock(&self.inner.origin) = Some(origin.into());
+    }
+
+    /// Sets whom providers ask when they must ask the user something (e.g. AnsibleTower's
+    /// `dangling_behavior: prompt`); without it nobody is asked
+    /// ([`NonInteractive`](crate::interaction::NonInteractive)) and providers take their
+    /// non-interactive course. It reaches providers already in use too.
+    pub fn set_interaction(&self, interaction: Arc<dyn crate::interaction::Interaction>) {
+        self.inner.asker.set(interaction);
     }
 
     /// Checks out the hosts a request asks for, all or nothing.
@@ -1142,7 +1153,8 @@ impl Broker {
 impl BrokerInner {
     /// The provider for a kind and instance, built once and reused.
     fn provider(&self, kind: &ProviderKind, instance: Option<&str>) -> Result<Arc<dyn Provider>> {
-        let config = self.settings.provider_config(kind.name(), instance)?;
+        let mut config = self.settings.provider_config(kind.name(), instance)?;
+        config.set_asker(self.asker.clone());
         let key = (kind.name().to_owned(), config.instance().map(str::to_owned));
         if let Some(p) = lock(&self.providers).get(&key) {
             return Ok(Arc::clone(p));

@@ -43,13 +43,13 @@ pub mod filter;
 pub mod fuzzing;
 mod guard;
 pub mod host;
+pub mod interaction;
 pub mod inventory;
 pub mod provider;
 pub mod redact;
 pub mod report;
 pub mod session;
 pub mod settings;
-pub mod terminal;
 pub mod time;
 
 pub use broker::{

@@ -505,6 +505,7 @@ impl Settings {
                 .cloned()
                 .unwrap_or_default(),
             lines: KeyLines::clone(&self.lines),
+            asker: crate::interaction::Asker::default(),
         })
     }
 
@@ -648,6 +649,8 @@ pub struct ProviderConfig {
     ssh: Mapping,
     /// Where the settings file's keys are, for [`ProviderConfig::setting_error`].
     lines: KeyLines,
+    /// Whom the provider asks when it must (the broker's, set by [`ProviderConfig::set_asker`]).
+    asker: crate::interaction::Asker,
 }
 
 impl fmt::Debug for ProviderConfig {
@@ -676,7 +679,19 @@ impl ProviderConfig {
             global_labels: Mapping::new(),
             ssh: Mapping::new(),
             lines: KeyLines::default(),
+            asker: crate::interaction::Asker::default(),
         }
+    }
+
+    /// Whom to ask when the provider must ask the user something: the interaction the broker was
+    /// given ([`Broker::set_interaction`](crate::Broker::set_interaction)), else
+    /// [`NonInteractive`](crate::interaction::NonInteractive).
+    pub fn interaction(&self) -> std::sync::Arc<dyn crate::interaction::Interaction> {
+        self.asker.get()
+    }
+
+    pub(crate) fn set_asker(&mut self, asker: crate::interaction::Asker) {
+        self.asker = asker;
     }
 
     /// A configuration error about the setting `key` of this provider (instance), naming it as

@@ -41,6 +41,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use broker_core::interaction::{Interaction, Question};
 use broker_core::provider::{Arguments, HelpOption, Operation};
 use broker_core::{
     CheckoutContext, Error, HostRecord, HostState, Mapping, Provider, ProviderConfig, ProviderKind,
@@ -458,7 +459,8 @@ impl Tower {
         }
         let vm = vm.to_owned();
         let reason = reasons.first().map(Reason::to_string).unwrap_or_default();
-        let answer = tokio::task::spawn_blocking(move || ask_dangling(&vm, &reason))
+        let interaction = self.config.interaction();
+        let answer = tokio::task::spawn_blocking(move || ask_dangling(&*interaction, &vm, &reason))
             .await
             .ok()
             .flatten();
@@ -931,38 +933,16 @@ fn vm_of(host: &HostRecord) -> Option<&str> {
     host.name().or_else(|| host.hostname())
 }
 
-/// Asks on the terminal what to do with a host a failed workflow left: `c`, `s`, `cA` or `sA`.
-/// `None` when nobody can answer (no terminal, or `BROKER_NON_INTERACTIVE` is set).
-fn ask_dangling(vm: &str, reason: &str) -> Option<String> {
-    use std::io::{BufRead, Write};
-    if !broker_core::terminal::answerable() {
-        return None;
-    }
-    let stdin = std::io::stdin();
-    let _question = broker_core::terminal::ask();
-    let mut err = std::io::stderr();
-    // Start past the progress line, which pauses while the question is open.
-    let _ = writeln!(
-        err,
-        "\r\x1b[2K\nThe failed workflow left host `{vm}`.\nFailure reason: {reason}"
-    );
-    loop {
-        let _ = write!(
-            err,
-            "What would you like to do with this host? Checkin (c), Store (s), Checkin All (cA), Store All (sA) [c/s/cA/sA]: "
-        );
-        let _ = err.flush();
-        let mut line = String::new();
-        match stdin.lock().read_line(&mut line) {
-            Ok(0) | Err(_) => return None,
-            Ok(_) => {}
-        }
-        let answer = line.trim();
-        if matches!(answer, "c" | "s" | "cA" | "sA") {
-            return Some(answer.to_owned());
-        }
-        let _ = writeln!(err, "Please answer c, s, cA or sA.");
-    }
+/// Asks what to do with a host a failed workflow left: `c`, `s`, `cA` or `sA`; `None` when nobody
+/// can answer (the caller's interaction; the CLI asks on its terminal unless `BROKER_NON_INTERACTIVE`
+/// is set).
+fn ask_dangling(interaction: &dyn Interaction, vm: &str, reason: &str) -> Option<String> {
+    let context = format!("The failed workflow left host `{vm}`.\nFailure reason: {reason}");
+    interaction.choose(&Question {
+        context: &context,
+        prompt: "What would you like to do with this host? Checkin (c), Store (s), Checkin All (cA), Store All (sA) [c/s/cA/sA]: ",
+        answers: &["c", "s", "cA", "sA"],
+    })
 }
 
 #[async_trait::async_trait]

@@ -494,6 +494,50 @@ async fn dangling_prompt_without_a_terminal_stores() {
     assert_eq!(records[0].get("deploy_failed"), Some(&Value::Bool(true)));
 }
 
+/// `dangling_behavior: prompt` asks the interaction the caller gave the broker, not a terminal: two
+/// failed hosts, one question (answered `cA`, which answers for the second host too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dangling_prompt_asks_the_callers_interaction() {
+    use broker_core::interaction::{Interaction, Question};
+    #[derive(Default)]
+    struct Answers(std::sync::Mutex<Vec<(String, String, Vec<String>)>>);
+    impl Interaction for Answers {
+        fn choose(&self, question: &Question<'_>) -> Option<String> {
+            let answers = question.answers.iter().map(|a| (*a).to_owned()).collect();
+            self.0.lock().unwrap().push((
+                question.context.to_owned(),
+                question.prompt.to_owned(),
+                answers,
+            ));
+            Some("cA".to_owned())
+        }
+    }
+    let e = env("  dangling_behavior: prompt\n");
+    let asked = std::sync::Arc::new(Answers::default());
+    e.broker.set_interaction(asked.clone());
+    let err = e
+        .broker
+        .checkout(deploy().arg("sim_fail", "configure").count(2))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("it left was checked in"), "{err}");
+    assert!(e.sim.vms().is_empty(), "{:?}", e.sim.vms());
+    assert!(e.records().is_empty());
+    let asked = asked.0.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    let (context, prompt, answers) = &asked[0];
+    assert!(
+        context.starts_with("The failed workflow left host `")
+            && context.contains("\nFailure reason: "),
+        "{context}"
+    );
+    assert_eq!(
+        prompt,
+        "What would you like to do with this host? Checkin (c), Store (s), Checkin All (cA), Store All (sA) [c/s/cA/sA]: "
+    );
+    assert_eq!(answers, &["c", "s", "cA", "sA"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_scope_all_lists_every_reason() {
     let e = env("  error_scope: all\n");
