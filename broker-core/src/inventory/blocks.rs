@@ -205,9 +205,19 @@ mod tests {
             "- a: 1\r...\n",
             "- a: 1\u{2028}...\n",
             "[]\x0c",
+            "-a: 1\n",
+            "- a: 1\n-b\n",
+            "  a: 1\n- b: 2\n",
         ] {
             assert!(Blocks::split(text).is_none(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn crlf_line_ends_are_cut_like_lf() {
+        let blocks = Blocks::split("- a: 1\r\n- b: 2\r\n").unwrap();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks.entry(1), "- b: 2\r\n");
     }
 
     #[test]
