@@ -101,13 +101,13 @@ fn print_version() -> i32 {
     let directory = match broker_core::settings::default_directory() {
         Ok(directory) => directory,
         Err(e) => {
-            note!("error: {e}");
+            note!("error: {}", broker_core::error::chain(&e));
             return e.exit_code();
         }
     };
     let log = Settings::load_from(&directory, std::iter::empty())
         .map(|s| s.log_path().display().to_string())
-        .unwrap_or_else(|e| format!("(settings unreadable: {e})"));
+        .unwrap_or_else(|e| format!("(settings unreadable: {})", broker_core::error::chain(&e)));
     let text = format!(
         "broker {}\nBroker Directory  {}\nSettings File     {}\nInventory File    {}\nLog File          {}\n",
         env!("CARGO_PKG_VERSION"),
@@ -368,7 +368,8 @@ fn left_behind(broker: &Broker, why: &str) -> Error {
         Err(e) => {
             return Error::Interrupted {
                 message: format!(
-                    "{why}: stopped waiting; reading the inventory failed ({e}); run `broker recover` once this process has exited"
+                    "{why}: stopped waiting; reading the inventory failed ({}); run `broker recover` once this process has exited",
+                    broker_core::error::chain(&e)
                 ),
             };
         }

@@ -222,7 +222,7 @@ impl ContainerProvider {
     }
 
     fn engine_error(&self, doing: &str, e: EngineError) -> Error {
-        self.error(format!("{doing}: {}", engine_message(&e)))
+        self.error(doing).caused_by(EngineFailure(e))
     }
 
     /// The engine asked for explicitly, if any — the first of the setting `socket`, the settings
@@ -535,9 +535,10 @@ impl ContainerProvider {
             path.push_str("&filters=");
             path.push_str(&percent_encode(&filters));
         }
-        let (status, body) = http_get(&engine.endpoint, &path)
-            .await
-            .map_err(|e| self.error(format!("listing containers at {}: {e}", engine.address)))?;
+        let (status, body) = http_get(&engine.endpoint, &path).await.map_err(|e| {
+            self.error(format!("listing containers at {}", engine.address))
+                .caused_by(e)
+        })?;
         if status != 200 {
             return Err(self.error(format!(
                 "listing containers at {}: HTTP {status}: {}",
@@ -547,9 +548,10 @@ impl ContainerProvider {
         }
         serde_json::from_slice(&body).map_err(|e| {
             self.error(format!(
-                "listing containers at {}: unexpected answer: {e}",
+                "listing containers at {}: unexpected answer",
                 engine.address
             ))
+            .caused_by(e)
         })
     }
 }
@@ -1109,7 +1111,8 @@ impl ContainerSession {
         if let StartExecResults::Attached { mut output, .. } = started {
             while let Some(chunk) = output.next().await {
                 match chunk.map_err(|e| {
-                    self.host_error(format!("reading command output: {}", engine_message(&e)))
+                    self.host_error("reading command output")
+                        .caused_by(EngineFailure(e))
                 })? {
                     LogOutput::StdOut { message } | LogOutput::Console { message } => {
                         if let Some(sink) = sink {
@@ -1128,7 +1131,8 @@ impl ContainerSession {
             }
         }
         let inspect = self.docker.inspect_exec(&exec.id).await.map_err(|e| {
-            self.host_error(format!("reading the exit status: {}", engine_message(&e)))
+            self.host_error("reading the exit status")
+                .caused_by(EngineFailure(e))
         })?;
         let status = inspect
             .exit_code
@@ -1173,7 +1177,7 @@ impl ContainerSession {
                         tracing::warn!(host = %self.host, "stopping a timed-out command: {}", out.stderr.trim())
                     }
                     Err(e) => {
-                        tracing::warn!(host = %self.host, "stopping a timed-out command: {e}")
+                        tracing::warn!(host = %self.host, "stopping a timed-out command: {}", broker_core::error::chain(&e))
                     }
                 }
                 Err(Error::Timeout {
@@ -1191,7 +1195,7 @@ impl ContainerSession {
                 self.container
             ))
         } else {
-            self.host_error(format!("{doing}: {}", engine_message(&e)))
+            self.host_error(doing).caused_by(EngineFailure(e))
         }
     }
 }
@@ -1222,21 +1226,26 @@ impl Session for ContainerSession {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| match &e {
                 e2 if is_not_found(e2) => self.host_error(format!("no such file: {path}")),
-                _ => self.host_error(format!("reading {path}: {}", engine_message(&e))),
+                _ => self
+                    .host_error(format!("reading {path}"))
+                    .caused_by(EngineFailure(e)),
             })?;
             archive.extend_from_slice(&chunk);
         }
         let mut tar = tar::Archive::new(std::io::Cursor::new(archive));
-        let entries = tar
-            .entries()
-            .map_err(|e| self.host_error(format!("reading {path}: bad archive: {e}")))?;
+        let entries = tar.entries().map_err(|e| {
+            self.host_error(format!("reading {path}: bad archive"))
+                .caused_by(e)
+        })?;
         for entry in entries {
-            let mut entry =
-                entry.map_err(|e| self.host_error(format!("reading {path}: bad archive: {e}")))?;
+            let mut entry = entry.map_err(|e| {
+                self.host_error(format!("reading {path}: bad archive"))
+                    .caused_by(e)
+            })?;
             if entry.header().entry_type().is_file() {
                 let mut contents = Vec::new();
                 std::io::Read::read_to_end(&mut entry, &mut contents)
-                    .map_err(|e| self.host_error(format!("reading {path}: {e}")))?;
+                    .map_err(|e| self.host_error(format!("reading {path}")).caused_by(e))?;
                 return Ok(contents);
             }
         }
@@ -1265,10 +1274,10 @@ impl Session for ContainerSession {
         let mut builder = tar::Builder::new(Vec::new());
         builder
             .append_data(&mut header, &file, contents)
-            .map_err(|e| self.host_error(format!("packing {path}: {e}")))?;
+            .map_err(|e| self.host_error(format!("packing {path}")).caused_by(e))?;
         let archive = builder
             .into_inner()
-            .map_err(|e| self.host_error(format!("packing {path}: {e}")))?;
+            .map_err(|e| self.host_error(format!("packing {path}")).caused_by(e))?;
         self.docker
             .upload_to_container(
                 &self.container,
@@ -1301,6 +1310,20 @@ fn is_not_found(e: &EngineError) -> bool {
 fn is_conflict_removal(e: &EngineError) -> bool {
     matches!(e, EngineError::DockerResponseServerError { status_code: 409, message } if message.contains("in progress"))
 }
+
+/// An engine client's error, kept as the cause of a provider error and shown as [`engine_message`]
+/// says (the client's type stays out of broker's API).
+#[derive(Debug)]
+struct EngineFailure(EngineError);
+
+impl std::fmt::Display for EngineFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&engine_message(&self.0))
+    }
+}
+
+/// Its text already says what the engine said: the client error's own causes would repeat it.
+impl std::error::Error for EngineFailure {}
 
 fn engine_message(e: &EngineError) -> String {
     match e {
@@ -1480,6 +1503,26 @@ mod tests {
             nothing_sent: Mutex::new(std::collections::HashSet::new()),
             config: settings.provider_config(NAME, None).unwrap(),
         }
+    }
+
+    /// An engine failure is kept as the provider error's source, shown as the engine said it.
+    #[test]
+    fn an_engine_error_is_kept_as_the_source() {
+        let err = provider("{}").engine_error(
+            "inspecting image x",
+            EngineError::DockerResponseServerError {
+                status_code: 404,
+                message: "no such image".into(),
+            },
+        );
+        assert_eq!(err.to_string(), "Container: inspecting image x");
+        let cause = std::error::Error::source(&err).expect("the engine's error is the source");
+        assert_eq!(cause.to_string(), "no such image (HTTP 404)");
+        assert_eq!(
+            broker_core::error::chain(&err),
+            "Container: inspecting image x: no such image (HTTP 404)"
+        );
+        assert_eq!(err.exit_code(), 7);
     }
 
     /// The engine asked for: the setting `socket`, then `host`/`host_port`, then `$CONTAINER_HOST`,

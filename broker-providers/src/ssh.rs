@@ -376,10 +376,11 @@ pub async fn connect(hostname: &str, options: &SshOptions) -> Result<SshSession>
                 return Err(host_error(
                     hostname,
                     format!(
-                        "cannot connect over SSH to port {port} within {}: {e}; check that sshd runs and the port is reachable",
+                        "cannot connect over SSH to port {port} within {}; check that sshd runs and the port is reachable",
                         broker_core::time::format_duration(options.connection_timeout)
                     ),
-                ));
+                )
+                .caused_by(e));
             }
             Err(_) => {
                 return Err(host_error(
@@ -547,7 +548,7 @@ impl SshSession {
             .handle
             .channel_open_session()
             .await
-            .map_err(|e| host_error(&self.name, format!("opening a channel: {e}")))?;
+            .map_err(|e| host_error(&self.name, "opening a channel").caused_by(e))?;
         // With a timeout, the command's shell records its pid so the whole process tree can be
         // stopped: OpenSSH signals only the session's first process, and closing the channel stops
         // nothing that does not write.
@@ -559,7 +560,7 @@ impl SshSession {
         channel
             .exec(true, wire)
             .await
-            .map_err(|e| host_error(&self.name, format!("starting `{command}`: {e}")))?;
+            .map_err(|e| host_error(&self.name, format!("starting `{command}`")).caused_by(e))?;
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         let mut status: Option<u32> = None;
@@ -602,7 +603,7 @@ impl SshSession {
             if let Some(marker) = &marker {
                 let kill = crate::shell::kill_tree(marker);
                 if let Err(e) = Box::pin(self.run(&kill, None, None)).await {
-                    tracing::warn!(host = %self.name, "stopping a timed-out command: {e}");
+                    tracing::warn!(host = %self.name, "stopping a timed-out command: {}", broker_core::error::chain(&e));
                 }
             }
             return Err(Error::Timeout {
@@ -639,15 +640,15 @@ impl SshSession {
             .get_or_try_init(|| async {
                 let channel =
                     self.handle.channel_open_session().await.map_err(|e| {
-                        host_error(&self.name, format!("opening an SFTP channel: {e}"))
+                        host_error(&self.name, "opening an SFTP channel").caused_by(e)
                     })?;
                 channel
                     .request_subsystem(true, "sftp")
                     .await
-                    .map_err(|e| host_error(&self.name, format!("starting SFTP: {e}")))?;
+                    .map_err(|e| host_error(&self.name, "starting SFTP").caused_by(e))?;
                 russh_sftp::client::SftpSession::new(channel.into_stream())
                     .await
-                    .map_err(|e| host_error(&self.name, format!("starting SFTP: {e}")))
+                    .map_err(|e| host_error(&self.name, "starting SFTP").caused_by(e))
             })
             .await
     }
@@ -664,14 +665,14 @@ impl SshSession {
             .await?
             .create(path)
             .await
-            .map_err(|e| host_error(&self.name, format!("creating {path}: {e}")))?;
+            .map_err(|e| host_error(&self.name, format!("creating {path}")).caused_by(e))?;
         tokio::io::copy(source, &mut target)
             .await
-            .map_err(|e| host_error(&self.name, format!("writing {path}: {e}")))?;
+            .map_err(|e| host_error(&self.name, format!("writing {path}")).caused_by(e))?;
         target
             .shutdown()
             .await
-            .map_err(|e| host_error(&self.name, format!("closing {path}: {e}")))
+            .map_err(|e| host_error(&self.name, format!("closing {path}")).caused_by(e))
     }
 
     async fn ensure_parent(&self, path: &str) -> Result<()> {
@@ -714,7 +715,7 @@ impl Session for SshSession {
             .await?
             .read(path)
             .await
-            .map_err(|e| host_error(&self.name, format!("reading {path}: {e}")))
+            .map_err(|e| host_error(&self.name, format!("reading {path}")).caused_by(e))
     }
 
     async fn write_file(&self, path: &str, contents: &[u8]) -> Result<()> {
@@ -739,13 +740,13 @@ impl Session for SshSession {
             .await?
             .open(remote)
             .await
-            .map_err(|e| host_error(&self.name, format!("opening {remote}: {e}")))?;
+            .map_err(|e| host_error(&self.name, format!("opening {remote}")).caused_by(e))?;
         let mut target = tokio::fs::File::create(local)
             .await
             .map_err(|e| Error::io("writing", local, e))?;
         tokio::io::copy(&mut source, &mut target)
             .await
-            .map_err(|e| host_error(&self.name, format!("reading {remote}: {e}")))?;
+            .map_err(|e| host_error(&self.name, format!("reading {remote}")).caused_by(e))?;
         target
             .flush()
             .await
@@ -763,16 +764,16 @@ impl Session for SshSession {
             .handle
             .channel_open_session()
             .await
-            .map_err(|e| host_error(&self.name, format!("opening a channel: {e}")))?;
+            .map_err(|e| host_error(&self.name, "opening a channel").caused_by(e))?;
         let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
         channel
             .request_pty(true, &term, cols, rows, 0, 0, &[])
             .await
-            .map_err(|e| host_error(&self.name, format!("requesting a terminal: {e}")))?;
+            .map_err(|e| host_error(&self.name, "requesting a terminal").caused_by(e))?;
         channel
             .request_shell(true)
             .await
-            .map_err(|e| host_error(&self.name, format!("starting a shell: {e}")))?;
+            .map_err(|e| host_error(&self.name, "starting a shell").caused_by(e))?;
         let mut buffer = vec![0u8; 4096];
         let mut input_open = true;
         let mut status = None;
@@ -809,13 +810,44 @@ impl Session for SshSession {
         self.handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await
-            .map_err(|e| host_error(&self.name, format!("closing the connection: {e}")))
+            .map_err(|e| host_error(&self.name, "closing the connection").caused_by(e))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Nothing listens: the connection error is kept as the source, the message says what to check.
+    #[tokio::test]
+    async fn a_refused_connection_keeps_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SshOptions {
+            username: "root".into(),
+            password: None,
+            port: free_port(),
+            key_filename: None,
+            connection_timeout: Duration::from_millis(300),
+            host_key_policy: HostKeyPolicy::AcceptNew,
+            known_hosts: dir.path().join("known_hosts"),
+            ipv6: false,
+            ipv4_fallback: true,
+        };
+        let err = connect("127.0.0.1", &options).await.unwrap_err();
+        assert!(matches!(err, Error::Host { .. }), "{err:?}");
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("host 127.0.0.1: cannot connect over SSH to port ")
+                && shown.ends_with("; check that sshd runs and the port is reachable"),
+            "{shown}"
+        );
+        let cause = std::error::Error::source(&err).expect("the connection error is the source");
+        assert!(
+            cause.to_string().contains("refused"),
+            "{}",
+            broker_core::error::chain(&err)
+        );
+    }
 
     #[test]
     fn host_and_port_split() {

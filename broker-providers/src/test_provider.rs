@@ -233,8 +233,10 @@ impl Provider for TestProvider {
             .host_dir(&name)
             .ok_or_else(|| self.error(format!("`{name}` cannot name a host directory")))?;
         let root = dir.join("root");
-        std::fs::create_dir_all(&root)
-            .map_err(|e| self.error(format!("creating {}: {e}", root.display())))?;
+        std::fs::create_dir_all(&root).map_err(|e| {
+            self.error(format!("creating {}", root.display()))
+                .caused_by(e)
+        })?;
         let mut fields = Mapping::new();
         fields.insert("hostname".into(), format!("{name}.test.example.com").into());
         fields.insert("name".into(), name.clone().into());
@@ -243,9 +245,10 @@ impl Provider for TestProvider {
         fields.insert("extra".into(), true.into());
         let action = ctx.arg("test_action").unwrap_or("basic").to_owned();
         fields.insert("test_action".into(), action.into());
-        let meta = serde_yaml::to_string(&fields).map_err(|e| self.error(e.to_string()))?;
+        let meta = serde_yaml::to_string(&fields)
+            .map_err(|e| self.error("writing host state").caused_by(e))?;
         std::fs::write(dir.join("host.yaml"), meta)
-            .map_err(|e| self.error(format!("writing host state: {e}")))?;
+            .map_err(|e| self.error("writing host state").caused_by(e))?;
         self.hang_if(args, "created").await;
         Ok(fields)
     }
@@ -284,7 +287,9 @@ impl Provider for TestProvider {
             Ok(()) => Ok(()),
             // Already gone is checked in.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.error(format!("removing {}: {e}", dir.display()))),
+            Err(e) => Err(self
+                .error(format!("removing {}", dir.display()))
+                .caused_by(e)),
         }
     }
 
@@ -302,9 +307,14 @@ impl Provider for TestProvider {
             "expire_time",
             broker_core::time::now_epoch() + by.as_secs() as i64,
         );
-        let text = serde_yaml::to_string(&record).map_err(|e| self.error(e.to_string()))?;
-        std::fs::write(&meta, text)
-            .map_err(|e| self.error(format!("writing {}: {e}", meta.display())))
+        let text = serde_yaml::to_string(&record).map_err(|e| {
+            self.error(format!("writing {}", meta.display()))
+                .caused_by(e)
+        })?;
+        std::fs::write(&meta, text).map_err(|e| {
+            self.error(format!("writing {}", meta.display()))
+                .caused_by(e)
+        })
     }
 
     async fn execute(&self, args: &Mapping) -> Result<Value> {
@@ -348,7 +358,9 @@ impl Provider for TestProvider {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => {
-                return Err(self.error(format!("listing {}: {e}", self.hosts_dir().display())));
+                return Err(self
+                    .error(format!("listing {}", self.hosts_dir().display()))
+                    .caused_by(e));
             }
         };
         let mut names: Vec<String> = entries
@@ -435,7 +447,10 @@ impl Session for LocalSession {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| self.host_error(format!("starting `sh -c {command}`: {e}")))?;
+            .map_err(|e| {
+                self.host_error(format!("starting `sh -c {command}`"))
+                    .caused_by(e)
+            })?;
         let wait = child.wait_with_output();
         let output = match timeout {
             Some(limit) => tokio::time::timeout(limit, wait)
@@ -446,7 +461,7 @@ impl Session for LocalSession {
                 })?,
             None => wait.await,
         }
-        .map_err(|e| self.host_error(format!("running `{command}`: {e}")))?;
+        .map_err(|e| self.host_error(format!("running `{command}`")).caused_by(e))?;
         let status = output
             .status
             .code()
@@ -461,19 +476,20 @@ impl Session for LocalSession {
     async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
         tokio::fs::read(self.path(path)?)
             .await
-            .map_err(|e| self.host_error(format!("reading {path}: {e}")))
+            .map_err(|e| self.host_error(format!("reading {path}")).caused_by(e))
     }
 
     async fn write_file(&self, path: &str, contents: &[u8]) -> Result<()> {
         let target = self.path(path)?;
         if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| self.host_error(format!("creating the parent of {path}: {e}")))?;
+            tokio::fs::create_dir_all(parent).await.map_err(|e| {
+                self.host_error(format!("creating the parent of {path}"))
+                    .caused_by(e)
+            })?;
         }
         tokio::fs::write(&target, contents)
             .await
-            .map_err(|e| self.host_error(format!("writing {path}: {e}")))
+            .map_err(|e| self.host_error(format!("writing {path}")).caused_by(e))
     }
 }
 
@@ -491,6 +507,26 @@ mod tests {
         std::fs::read_dir(dir.join("test_provider/default/hosts"))
             .map(|d| d.count())
             .unwrap_or(0)
+    }
+
+    /// A host error keeps the operating system's error as its source; the message says what failed.
+    #[tokio::test]
+    async fn a_host_error_keeps_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = LocalSession {
+            host: "h1".into(),
+            root: dir.path().to_owned(),
+        };
+        let err = session.read_file("/etc/nope").await.unwrap_err();
+        assert!(matches!(err, Error::Host { .. }), "{err:?}");
+        assert_eq!(err.to_string(), "host h1: reading /etc/nope");
+        let cause = std::error::Error::source(&err).expect("the io error is the source");
+        let io = cause.downcast_ref::<std::io::Error>().expect("an io error");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(
+            broker_core::error::chain(&err),
+            format!("host h1: reading /etc/nope: {io}")
+        );
     }
 
     #[tokio::test]

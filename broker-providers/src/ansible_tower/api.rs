@@ -123,6 +123,8 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+impl std::error::Error for ApiError {}
+
 impl ApiError {
     /// Worth riding out while a job runs: no answer, a 5xx, or a 403 blip.
     pub(crate) fn transient(&self) -> bool {
@@ -153,7 +155,7 @@ impl ApiError {
             ApiError::Status { status: 403, .. } => Error::Permission {
                 message: format!("{doing}: {self}"),
             },
-            _ => Error::provider(super::NAME, format!("{doing}: {self}")),
+            _ => Error::provider(super::NAME, doing).caused_by(self),
         }
     }
 }
@@ -801,6 +803,28 @@ impl Drop for TempToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The API's answer is kept as the provider error's source; the message says what broker did.
+    #[test]
+    fn an_api_error_is_kept_as_the_source() {
+        let err = ApiError::Status {
+            status: 404,
+            method: "GET".into(),
+            url: "https://tower.example.com/api/v2/jobs/7/".into(),
+            detail: "Not found.".into(),
+        }
+        .into_error("reading job 7");
+        assert_eq!(err.to_string(), "AnsibleTower: reading job 7");
+        let cause = std::error::Error::source(&err).expect("the API error is the source");
+        assert_eq!(
+            cause.to_string(),
+            "GET https://tower.example.com/api/v2/jobs/7/ answered 404: Not found."
+        );
+        assert_eq!(
+            broker_core::error::chain(&err),
+            "AnsibleTower: reading job 7: GET https://tower.example.com/api/v2/jobs/7/ answered 404: Not found."
+        );
+    }
 
     #[test]
     fn detail_prefers_awx_messages() {
