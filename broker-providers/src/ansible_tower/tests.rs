@@ -1184,7 +1184,7 @@ async fn links_to_another_origin_are_refused_and_get_no_credentials() {
 
     // `next`: the second page of the inventories is elsewhere.
     let err = e.broker.sync_inventory("AnsibleTower").await.unwrap_err();
-    let text = err.to_string();
+    let text = broker_core::error::chain(&err);
     assert_eq!(err.exit_code(), 7, "{text}");
     assert!(
         text.contains(&format!(
@@ -1197,7 +1197,7 @@ async fn links_to_another_origin_are_refused_and_get_no_credentials() {
 
     // `related`: the template's launch link is elsewhere; nothing is launched, nothing is kept.
     let err = e.broker.checkout_one(deploy()).await.unwrap_err();
-    let text = err.to_string();
+    let text = broker_core::error::chain(&err);
     assert!(
         text.contains(&format!(
             "refusing to follow `{}/api/v2/workflow_job_templates/",
@@ -1251,7 +1251,7 @@ async fn redirects_are_followed_within_the_configured_origin_only() {
         1,
     );
     let err = e.broker.checkout_one(deploy()).await.unwrap_err();
-    let text = err.to_string();
+    let text = broker_core::error::chain(&err);
     assert!(
         text.contains(&format!(
             "refusing to follow `{}/api/v2/me/`",
