@@ -95,6 +95,9 @@ pub(crate) enum ApiError {
     /// A link (`next`, a `related` link, a redirect) to another origin than `base_url`'s: broker
     /// sends its credentials to the configured origin only, so it does not follow it.
     ForeignLink { link: String, origin: String },
+    /// The task that ran the request on the provider's I/O runtime panicked or was cancelled:
+    /// broker's own failure, not the server's.
+    Task(tokio::task::JoinError),
 }
 
 impl std::fmt::Display for ApiError {
@@ -119,11 +122,19 @@ impl std::fmt::Display for ApiError {
                  `base_url`, and broker sends credentials nowhere else; if the server is meant to be \
                  reached at that address, set `base_url` to it"
             ),
+            ApiError::Task(_) => write!(f, "the request task failed"),
         }
     }
 }
 
-impl std::error::Error for ApiError {}
+impl std::error::Error for ApiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ApiError::Task(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl ApiError {
     /// Worth riding out while a job runs: no answer, a 5xx, or a 403 blip.
@@ -131,7 +142,7 @@ impl ApiError {
         match self {
             ApiError::Transport { .. } => true,
             ApiError::Status { status, .. } => *status >= 500 || *status == 403,
-            ApiError::Decode { .. } | ApiError::ForeignLink { .. } => false,
+            ApiError::Decode { .. } | ApiError::ForeignLink { .. } | ApiError::Task(_) => false,
         }
     }
 
@@ -155,6 +166,7 @@ impl ApiError {
             ApiError::Status { status: 403, .. } => Error::Permission {
                 message: format!("{doing}: {self}"),
             },
+            ApiError::Task(_) => Error::internal(format!("AnsibleTower: {doing}"), self),
             _ => Error::provider(super::NAME, doing).caused_by(self),
         }
     }
@@ -204,10 +216,7 @@ async fn exchange(request: reqwest::RequestBuilder) -> ApiResult<(u16, bytes::By
     match io() {
         Some(handle) => match handle.spawn(work).await {
             Ok(result) => result,
-            Err(e) => Err(ApiError::Transport {
-                url: String::new(),
-                message: format!("the request task failed: {e}"),
-            }),
+            Err(e) => Err(ApiError::Task(e)),
         },
         None => work.await,
     }
@@ -803,6 +812,25 @@ impl Drop for TempToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request task that panicked is broker's own failure (exit 1), the panic its cause.
+    #[tokio::test]
+    async fn a_failed_request_task_is_an_internal_error() {
+        let joined = tokio::spawn(async { panic!("client bug") }).await;
+        let err = ApiError::Task(joined.unwrap_err()).into_error("listing inventories");
+        assert!(matches!(err, Error::Internal { .. }), "{err:?}");
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(err.to_string(), "AnsibleTower: listing inventories");
+        let shown = broker_core::error::chain(&err);
+        assert!(
+            shown.starts_with("AnsibleTower: listing inventories: the request task failed: task ")
+                && shown.ends_with("panicked with message \"client bug\""),
+            "{shown}"
+        );
+        assert!(
+            !ApiError::Task(tokio::spawn(async { panic!("again") }).await.unwrap_err()).transient()
+        );
+    }
 
     /// The API's answer is kept as the provider error's source; the message says what broker did.
     #[test]
