@@ -64,7 +64,7 @@ pub enum Error {
 
     /// A filter expression is invalid.
     #[error(transparent)]
-    Filter(#[from] crate::filter::FilterError),
+    Filter(#[from] FilterError),
 
     /// Reading or writing a local file or stream failed, or the operating system refused a resource
     /// (a runtime, a signal handler).
@@ -219,6 +219,41 @@ pub enum Error {
         after: Duration,
     },
 }
+
+/// A filter that does not parse, with the column (1-based, in characters) where it goes wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterError {
+    pub(crate) filter: String,
+    pub(crate) column: usize,
+    pub(crate) message: String,
+}
+
+impl FilterError {
+    /// The 1-based column of the problem.
+    pub fn column(&self) -> usize {
+        self.column
+    }
+
+    /// What is wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for FilterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid filter at column {}: {}\n  {}\n  {}^",
+            self.column,
+            self.message,
+            self.filter,
+            " ".repeat(self.column.saturating_sub(1))
+        )
+    }
+}
+
+impl std::error::Error for FilterError {}
 
 /// A message as shown: credentials written into URLs in it (`https://user:pw@…`) are redacted, so a
 /// password in a setting such as `base_url` never reaches a terminal, a log or an output file.

@@ -32,40 +32,8 @@ use serde_yaml::{Mapping, Value};
 
 use crate::host::HostRecord;
 
-/// A filter that does not parse, with the column (1-based, in characters) where it goes wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilterError {
-    filter: String,
-    column: usize,
-    message: String,
-}
-
-impl FilterError {
-    /// The 1-based column of the problem.
-    pub fn column(&self) -> usize {
-        self.column
-    }
-
-    /// What is wrong.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for FilterError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid filter at column {}: {}\n  {}\n  {}^",
-            self.column,
-            self.message,
-            self.filter,
-            " ".repeat(self.column.saturating_sub(1))
-        )
-    }
-}
-
-impl std::error::Error for FilterError {}
+/// Defined with the other errors (the error module depends on nothing above it); it lives on here.
+pub use crate::error::FilterError;
 
 /// Something a filter can look into: an inventory record or a provider result.
 pub trait FilterTarget {
