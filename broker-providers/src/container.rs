@@ -554,6 +554,234 @@ impl ContainerProvider {
             .caused_by(e)
         })
     }
+    // ---- the steps of a checkout, in call order ----
+
+    /// The image to run and the ports to publish: the image's exposed ports when auto-mapping (which
+    /// needs the image here, so it is looked for or pulled first), then the `ports` argument.
+    async fn port_bindings(
+        &self,
+        docker: &Docker,
+        wanted: &str,
+        args: &Mapping,
+    ) -> Result<(String, PortBindings)> {
+        let mut image = wanted.to_owned();
+        let mut bindings = PortBindings::new();
+        if self.config.get_bool("auto_map_ports").unwrap_or(false) {
+            image = self.ensure_image(wanted).await?;
+            let inspect = docker
+                .inspect_image(&image)
+                .await
+                .map_err(|e| self.engine_error("inspecting image", e))?;
+            for port in inspect
+                .config
+                .and_then(|c| c.exposed_ports)
+                .unwrap_or_default()
+            {
+                bindings.insert(port, Some(vec![PortBinding::default()]));
+            }
+        }
+        if let Some(spec) = args.get("ports") {
+            for (port, host_port) in
+                parse_ports(&text(spec).unwrap_or_default()).map_err(Error::user)?
+            {
+                let binding = PortBinding {
+                    host_ip: None,
+                    host_port: host_port.map(|p| p.to_string()),
+                };
+                bindings.insert(port, Some(vec![binding]));
+            }
+        }
+        Ok((image, bindings))
+    }
+
+    /// The networks of the `network` setting, each checked to exist on the engine.
+    async fn networks(&self, docker: &Docker, engine: &Engine) -> Result<Vec<String>> {
+        let networks: Vec<String> = self
+            .config
+            .get_str("network")
+            .map(|n| {
+                n.split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for network in &networks {
+            match docker.inspect_network(network, None).await {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {
+                    return Err(Error::user(format!(
+                        "network '{network}' not found on container host {}; create it or change the `network` setting",
+                        engine.address
+                    )));
+                }
+                Err(e) => {
+                    return Err(self.engine_error(&format!("inspecting network {network}"), e));
+                }
+            }
+        }
+        Ok(networks)
+    }
+
+    /// What to create: image, command, environment, labels, ports, volumes and networks.
+    fn create_body(
+        &self,
+        ctx: &CheckoutContext<'_>,
+        image: String,
+        bindings: PortBindings,
+        networks: Vec<String>,
+    ) -> ContainerCreateBody {
+        let args = ctx.args();
+        let mut env = parse_environment(args.get("environment"));
+        if let Some(origin) = ctx.arg("_broker_origin") {
+            env.push(format!("BROKER_ORIGIN={origin}"));
+        }
+        let endpoints: HashMap<String, EndpointSettings> = networks
+            .iter()
+            .map(|n| (n.clone(), EndpointSettings::default()))
+            .collect();
+        ContainerCreateBody {
+            image: Some(image),
+            hostname: ctx.arg("hostname").map(str::to_owned),
+            cmd: args.get("command").map(command_words),
+            entrypoint: args.get("entrypoint").map(command_words),
+            env: Some(env),
+            labels: Some(self.labels(ctx)),
+            exposed_ports: Some(bindings.keys().cloned().collect()),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                binds: args.get("volumes").map(list_of),
+                network_mode: networks.first().cloned(),
+                ..Default::default()
+            }),
+            networking_config: (!endpoints.is_empty()).then_some(NetworkingConfig {
+                endpoints_config: Some(endpoints),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Creates the container named `name` and starts it; returns the engine's answer and the image
+    /// it runs. It creates first and looks for the image (pulling it) only when the engine does not
+    /// have it: one round trip fewer on the common path.
+    async fn create_and_start(
+        &self,
+        docker: &Docker,
+        ctx: &CheckoutContext<'_>,
+        wanted: &str,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<(ContainerCreateResponse, String)> {
+        let mut image = body.image.clone().unwrap_or_else(|| wanted.to_owned());
+        let options = CreateContainerOptions {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        };
+        let record = ctx.record_id();
+        let created = match self
+            .create_container(docker, record, options.clone(), body.clone())
+            .await
+        {
+            Err(e) if is_not_found(&e) => {
+                image = self.ensure_image(wanted).await?;
+                let body = ContainerCreateBody {
+                    image: Some(image.clone()),
+                    ..body
+                };
+                self.create_container(docker, record, options, body).await
+            }
+            other => other,
+        }
+        .map_err(|e| self.engine_error(&format!("creating container {name} from {image}"), e))?;
+        docker
+            .start_container(name, None)
+            .await
+            .map_err(|e| self.engine_error(&format!("starting container {name}"), e))?;
+        Ok((created, image))
+    }
+
+    /// The fault the `_broker_fault` argument asks for after the container was made, if any.
+    async fn injected_fault(&self, ctx: &CheckoutContext<'_>, name: &str) -> Result<()> {
+        match ctx
+            .arg("_broker_fault")
+            .map(|f| f.split_once(':').unwrap_or((f, "")))
+        {
+            Some(("hang_after_create", _)) => {
+                tracing::warn!(
+                    "Container: hanging after creating {name} as asked (fault injection)"
+                );
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+            Some(("fail_after_create", which))
+                if which
+                    .split(',')
+                    .any(|n| n.trim().parse::<usize>().ok() == Some(ctx.index() + 1)) =>
+            {
+                Err(self.error(format!(
+                    "injected failure of checkout #{} after creating {name} (_broker_fault)",
+                    ctx.index() + 1
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The host ports the running container's ports are published on, by bare container port
+    /// (`"22": "32768"`).
+    async fn published_ports(&self, docker: &Docker, name: &str) -> Result<Mapping> {
+        let inspect = docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|e| self.engine_error(&format!("inspecting container {name}"), e))?;
+        let mut exposed = Mapping::new();
+        for (port, binds) in inspect
+            .network_settings
+            .and_then(|n| n.ports)
+            .unwrap_or_default()
+        {
+            let host_port = binds.and_then(|b| b.into_iter().find_map(|b| b.host_port));
+            if let Some(host_port) = host_port.filter(|p| !p.is_empty()) {
+                let bare = port.split('/').next().unwrap_or(&port).to_owned();
+                exposed.insert(bare.into(), host_port.into());
+            }
+        }
+        Ok(exposed)
+    }
+}
+
+/// Ports to publish, by container port (`22/tcp`), as the engine takes them.
+type PortBindings = HashMap<String, Option<Vec<PortBinding>>>;
+
+/// The fields a checkout records: host name, name, image, short id and published ports. The host name
+/// is what was asked for, else (Docker and Podman alike) the short id; with port 22 published, the
+/// engine's host and that port.
+fn host_fields(
+    ctx: &CheckoutContext<'_>,
+    engine: &Engine,
+    created: ContainerCreateResponse,
+    name: String,
+    image: String,
+    exposed: Mapping,
+) -> Mapping {
+    let short_id: String = created.id.chars().take(12).collect();
+    let hostname = match exposed.get("22").and_then(Value::as_str) {
+        Some(port) => format!("{}:{port}", engine.public_host),
+        None => ctx
+            .arg("hostname")
+            .map(str::to_owned)
+            .unwrap_or_else(|| short_id.clone()),
+    };
+    let mut fields = Mapping::new();
+    fields.insert("hostname".into(), hostname.into());
+    fields.insert("name".into(), name.into());
+    fields.insert("image".into(), image.into());
+    fields.insert("container_id".into(), short_id.into());
+    if !exposed.is_empty() {
+        fields.insert("exposed_ports".into(), Value::Mapping(exposed));
+    }
+    fields
 }
 
 /// One HTTP/1.0 GET (no chunked encoding, connection closed by the server) on the engine's socket.
@@ -618,184 +846,28 @@ impl Provider for ContainerProvider {
     }
 
     async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping> {
-        let args = ctx.args();
         let wanted = ctx.arg("container_host").ok_or_else(|| {
             Error::user("container_host needs an image name, e.g. `--container-host fedora:40`")
         })?;
         lock(&self.nothing_sent).insert(ctx.record_id().to_string());
         let engine = self.engine().await?;
         let docker = &self.docker().await?;
-        let mut image = wanted.to_owned();
-
-        // Ports: the image's exposed ports when auto-mapping, then the `ports` argument.
-        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-        if self.config.get_bool("auto_map_ports").unwrap_or(false) {
-            image = self.ensure_image(wanted).await?;
-            let inspect = docker
-                .inspect_image(&image)
-                .await
-                .map_err(|e| self.engine_error("inspecting image", e))?;
-            for port in inspect
-                .config
-                .and_then(|c| c.exposed_ports)
-                .unwrap_or_default()
-            {
-                bindings.insert(port, Some(vec![PortBinding::default()]));
-            }
-        }
-        if let Some(spec) = args.get("ports") {
-            for (port, host_port) in
-                parse_ports(&text(spec).unwrap_or_default()).map_err(Error::user)?
-            {
-                let binding = PortBinding {
-                    host_ip: None,
-                    host_port: host_port.map(|p| p.to_string()),
-                };
-                bindings.insert(port, Some(vec![binding]));
-            }
-        }
-
-        // Networks must exist.
-        let mut endpoints = HashMap::new();
-        let networks: Vec<String> = self
-            .config
-            .get_str("network")
-            .map(|n| {
-                n.split(',')
-                    .map(str::trim)
-                    .filter(|n| !n.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        for network in &networks {
-            match docker.inspect_network(network, None).await {
-                Ok(_) => {
-                    endpoints.insert(network.clone(), EndpointSettings::default());
-                }
-                Err(e) if is_not_found(&e) => {
-                    return Err(Error::user(format!(
-                        "network '{network}' not found on container host {}; create it or change the `network` setting",
-                        engine.address
-                    )));
-                }
-                Err(e) => {
-                    return Err(self.engine_error(&format!("inspecting network {network}"), e));
-                }
-            }
-        }
-
-        let mut env = parse_environment(args.get("environment"));
-        if let Some(origin) = ctx.arg("_broker_origin") {
-            env.push(format!("BROKER_ORIGIN={origin}"));
-        }
+        let (image, bindings) = self.port_bindings(docker, wanted, ctx.args()).await?;
+        let networks = self.networks(docker, engine).await?;
         let name = self.planned_name(ctx);
         let publishes = !bindings.is_empty();
-        let body = ContainerCreateBody {
-            image: Some(image.clone()),
-            hostname: ctx.arg("hostname").map(str::to_owned),
-            cmd: args.get("command").map(command_words),
-            entrypoint: args.get("entrypoint").map(command_words),
-            env: Some(env),
-            labels: Some(self.labels(ctx)),
-            exposed_ports: Some(bindings.keys().cloned().collect()),
-            host_config: Some(HostConfig {
-                port_bindings: Some(bindings),
-                binds: args.get("volumes").map(list_of),
-                network_mode: networks.first().cloned(),
-                ..Default::default()
-            }),
-            networking_config: (!endpoints.is_empty()).then_some(NetworkingConfig {
-                endpoints_config: Some(endpoints),
-            }),
-            ..Default::default()
-        };
-        let options = CreateContainerOptions {
-            name: Some(name.clone()),
-            ..Default::default()
-        };
-        // Create first and look for the image only when the engine does not have it: one round trip
-        // fewer on the common path.
-        let record = ctx.record_id();
-        let created = match self
-            .create_container(docker, record, options.clone(), body.clone())
-            .await
-        {
-            Err(e) if is_not_found(&e) => {
-                image = self.ensure_image(wanted).await?;
-                let body = ContainerCreateBody {
-                    image: Some(image.clone()),
-                    ..body
-                };
-                self.create_container(docker, record, options, body).await
-            }
-            other => other,
-        }
-        .map_err(|e| self.engine_error(&format!("creating container {name} from {image}"), e))?;
-        docker
-            .start_container(&name, None)
-            .await
-            .map_err(|e| self.engine_error(&format!("starting container {name}"), e))?;
-        match ctx
-            .arg("_broker_fault")
-            .map(|f| f.split_once(':').unwrap_or((f, "")))
-        {
-            Some(("hang_after_create", _)) => {
-                tracing::warn!(
-                    "Container: hanging after creating {name} as asked (fault injection)"
-                );
-                std::future::pending::<()>().await;
-            }
-            Some(("fail_after_create", which))
-                if which
-                    .split(',')
-                    .any(|n| n.trim().parse::<usize>().ok() == Some(ctx.index() + 1)) =>
-            {
-                return Err(self.error(format!(
-                    "injected failure of checkout #{} after creating {name} (_broker_fault)",
-                    ctx.index() + 1
-                )));
-            }
-            _ => {}
-        }
-
-        let short_id: String = created.id.chars().take(12).collect();
+        let body = self.create_body(ctx, image, bindings, networks);
+        let (created, image) = self
+            .create_and_start(docker, ctx, wanted, &name, body)
+            .await?;
+        self.injected_fault(ctx, &name).await?;
         // Published ports are only known once the container runs; without any, nothing to ask.
-        let mut exposed = Mapping::new();
-        if publishes {
-            let inspect = docker
-                .inspect_container(&name, None)
-                .await
-                .map_err(|e| self.engine_error(&format!("inspecting container {name}"), e))?;
-            for (port, binds) in inspect
-                .network_settings
-                .and_then(|n| n.ports)
-                .unwrap_or_default()
-            {
-                let host_port = binds.and_then(|b| b.into_iter().find_map(|b| b.host_port));
-                if let Some(host_port) = host_port.filter(|p| !p.is_empty()) {
-                    let bare = port.split('/').next().unwrap_or(&port).to_owned();
-                    exposed.insert(bare.into(), host_port.into());
-                }
-            }
-        }
-        // The container's host name is what was asked for, else (Docker and Podman alike) its short id.
-        let hostname = match exposed.get("22").and_then(Value::as_str) {
-            Some(port) => format!("{}:{port}", engine.public_host),
-            None => ctx
-                .arg("hostname")
-                .map(str::to_owned)
-                .unwrap_or_else(|| short_id.clone()),
+        let exposed = if publishes {
+            self.published_ports(docker, &name).await?
+        } else {
+            Mapping::new()
         };
-        let mut fields = Mapping::new();
-        fields.insert("hostname".into(), hostname.into());
-        fields.insert("name".into(), name.into());
-        fields.insert("image".into(), image.into());
-        fields.insert("container_id".into(), short_id.into());
-        if !exposed.is_empty() {
-            fields.insert("exposed_ports".into(), Value::Mapping(exposed));
-        }
-        Ok(fields)
+        Ok(host_fields(ctx, engine, created, name, image, exposed))
     }
 
     async fn checkin(&self, host: &HostRecord) -> Result<()> {
