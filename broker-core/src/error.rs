@@ -92,7 +92,7 @@ pub enum Error {
     #[error(
         "inventory `{path}` is locked by another process ({holder}); gave up after {}; \
          raise `inventory_lock_timeout` if many processes share this inventory",
-        crate::time::format_duration(*waited)
+        crate::time::format::format_duration(*waited)
     )]
     InventoryLocked {
         /// The lock file.
@@ -211,7 +211,7 @@ pub enum Error {
     },
 
     /// The operation did not finish in time.
-    #[error("{} timed out after {}", shown(.operation), crate::time::format_duration(*after))]
+    #[error("{} timed out after {}", shown(.operation), crate::time::format::format_duration(*after))]
     Timeout {
         /// What timed out.
         operation: String,

@@ -7,6 +7,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 
+pub use format::{format_duration, format_duration_human};
+
+/// Durations as text: a leaf, so that the error messages can use it without depending on this
+/// module's parsing (which returns errors).
+pub(crate) mod format;
+
 /// Seconds since the Unix epoch, now.
 pub fn now_epoch() -> i64 {
     SystemTime::now()
@@ -93,44 +99,6 @@ pub fn format_epoch(secs: i64) -> String {
         rem / 3600,
         (rem % 3600) / 60
     )
-}
-
-/// A duration for people: `1.5s` under a minute (tenths when it has a fraction), else as
-/// [`format_duration_human`] (`2m 30s`).
-pub fn format_duration(d: Duration) -> String {
-    if d < Duration::from_secs(60) {
-        if d.subsec_millis() == 0 {
-            format!("{}s", d.as_secs())
-        } else {
-            format!("{:.1}s", d.as_secs_f64())
-        }
-    } else {
-        format_duration_human(d.as_secs())
-    }
-}
-
-/// `5d 2h`, `2h 3m 4s`; seconds are shown only when there are no days.
-pub fn format_duration_human(secs: u64) -> String {
-    let (d, h, m, s) = (
-        secs / 86_400,
-        (secs % 86_400) / 3600,
-        (secs % 3600) / 60,
-        secs % 60,
-    );
-    let mut parts = Vec::new();
-    if d > 0 {
-        parts.push(format!("{d}d"));
-    }
-    if h > 0 {
-        parts.push(format!("{h}h"));
-    }
-    if m > 0 {
-        parts.push(format!("{m}m"));
-    }
-    if d == 0 && (s > 0 || parts.is_empty()) {
-        parts.push(format!("{s}s"));
-    }
-    parts.join(" ")
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
