@@ -376,57 +376,16 @@ impl super::Tower {
     ) -> Result<Launched> {
         let template = self.template(api, kind, name).await?;
         let mut payload = serde_json::Map::new();
-        // Inventory: the argument `inventory`, else `tower_inventory` / the setting, else the
-        // template's default (which the user must be able to see).
-        let explicit = args.shift_remove("inventory");
-        let wanted = explicit.or_else(|| {
-            args.get("tower_inventory")
-                .cloned()
-                .filter(|v| !v.is_null())
-                .or_else(|| self.settings.inventory.clone().map(Value::from))
-        });
-        let inventory = match wanted {
-            Some(given) => {
-                let (id, inv_name) = self.resolve_inventory(api, &given).await?;
-                tracing::info!("using AnsibleTower inventory `{inv_name}` ({id})");
-                payload.insert("inventory".into(), json!(id));
-                Some(inv_name)
-            }
-            None => Some(self.default_inventory(api, &template, name).await?),
-        };
-        let mut labels = match args.shift_remove("provider_labels") {
-            Some(Value::Mapping(m)) => m,
-            Some(Value::String(s)) => broker_core::args::parse_labels(&s),
-            _ => Mapping::new(),
-        };
-        for (k, v) in self.settings.provider_labels.clone() {
-            labels.entry(k).or_insert(v);
+        let (inventory_id, inventory) = self
+            .launch_inventory(api, &template, name, &mut args)
+            .await?;
+        if let Some(id) = inventory_id {
+            payload.insert("inventory".into(), json!(id));
         }
-        if !labels.is_empty() {
-            let ids = self.resolve_labels(api, &labels, &template).await?;
+        if let Some(ids) = self.launch_labels(api, &template, &mut args).await? {
             payload.insert("labels".into(), json!(ids));
-            args.insert("provider_labels".into(), Value::Mapping(labels));
         }
-        let mut vars = Mapping::new();
-        for (k, v) in args {
-            vars.insert(k, parse_string_value(v));
-        }
-        let own = template_vars(
-            template
-                .get("extra_vars")
-                .and_then(Json::as_str)
-                .unwrap_or(""),
-        );
-        let custom: Mapping = vars
-            .iter()
-            .filter(|(k, _)| !own.contains_key(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        vars.insert("_broker_extra_vars".into(), Value::Mapping(custom));
-        payload.insert(
-            "extra_vars".into(),
-            Json::String(to_json(&Value::Mapping(vars)).to_string()),
-        );
+        payload.insert("extra_vars".into(), extra_vars(&template, args));
         let launch_path = related(&template, "launch", || {
             format!(
                 "{}{}/launch/",
@@ -442,30 +401,7 @@ impl super::Tower {
             .post(&launch_path, &Json::Object(payload))
             .await
             .map_err(|e| e.into_error(&format!("launching {} `{name}`", kind.label())))?;
-        let id = answer
-            .get(match kind {
-                Kind::Workflow => "workflow_job",
-                Kind::JobTemplate => "job",
-            })
-            .or_else(|| answer.get("id"))
-            .and_then(Json::as_u64)
-            .ok_or_else(|| {
-                Error::provider(
-                    NAME,
-                    format!(
-                        "AnsibleTower launched {} `{name}` but named no job id",
-                        kind.label()
-                    ),
-                )
-            })?;
-        let launched = Launched {
-            kind,
-            id,
-            template: name.to_owned(),
-            inventory,
-            api_url: api.url(&api.path(&format!("{}/{id}/", kind.jobs()))),
-            ui_url: api.ui_url(kind.ui(), id),
-        };
+        let launched = launched_job(api, kind, name, inventory, &answer)?;
         tracing::debug!(
             target: broker_core::report::TARGET,
             api_url = %launched.api_url,
@@ -473,12 +409,67 @@ impl super::Tower {
             "job addresses"
         );
         tracing::info!(
-            "launched {} `{name}` as job {id}\n  API: {}\n  UI:  {}",
+            "launched {} `{name}` as job {}\n  API: {}\n  UI:  {}",
             kind.label(),
+            launched.id,
             launched.api_url,
             launched.ui_url
         );
         Ok(launched)
+    }
+
+    /// The inventory to launch in — the argument `inventory`, else `tower_inventory` / the setting,
+    /// else the template's default (which the user must be able to see) — as the id to send, if one
+    /// was asked for, and its name.
+    async fn launch_inventory(
+        &self,
+        api: &Api,
+        template: &Json,
+        name: &str,
+        args: &mut Mapping,
+    ) -> Result<(Option<u64>, Option<String>)> {
+        let explicit = args.shift_remove("inventory");
+        let wanted = explicit.or_else(|| {
+            args.get("tower_inventory")
+                .cloned()
+                .filter(|v| !v.is_null())
+                .or_else(|| self.settings.inventory.clone().map(Value::from))
+        });
+        match wanted {
+            Some(given) => {
+                let (id, inv_name) = self.resolve_inventory(api, &given).await?;
+                tracing::info!("using AnsibleTower inventory `{inv_name}` ({id})");
+                Ok((Some(id), Some(inv_name)))
+            }
+            None => Ok((
+                None,
+                Some(self.default_inventory(api, template, name).await?),
+            )),
+        }
+    }
+
+    /// The ids of the labels to launch with — the `provider_labels` argument over the setting's —
+    /// if any; the labels stay in `args` (as a mapping) to reach the job as an extra var.
+    async fn launch_labels(
+        &self,
+        api: &Api,
+        template: &Json,
+        args: &mut Mapping,
+    ) -> Result<Option<Vec<u64>>> {
+        let mut labels = match args.shift_remove("provider_labels") {
+            Some(Value::Mapping(m)) => m,
+            Some(Value::String(s)) => broker_core::args::parse_labels(&s),
+            _ => Mapping::new(),
+        };
+        for (k, v) in self.settings.provider_labels.clone() {
+            labels.entry(k).or_insert(v);
+        }
+        if labels.is_empty() {
+            return Ok(None);
+        }
+        let ids = self.resolve_labels(api, &labels, template).await?;
+        args.insert("provider_labels".into(), Value::Mapping(labels));
+        Ok(Some(ids))
     }
 
     /// The template's default inventory, which the user must be able to see.
@@ -610,7 +601,6 @@ impl super::Tower {
     /// for errored ones, failed events' messages otherwise); only the newest with
     /// `error_scope: last`.
     pub(crate) async fn failure_reasons(&self, api: &Api, finished: &Finished) -> Vec<Reason> {
-        let mut reasons = Vec::new();
         let job = &finished.job;
         let jobs: Vec<Json> = if finished.launched.kind == Kind::Workflow {
             match self.children(api, job).await {
@@ -626,81 +616,9 @@ impl super::Tower {
         } else {
             vec![job.clone()]
         };
+        let mut reasons = Vec::new();
         for child in jobs.iter().rev() {
-            let status = child.get("status").and_then(Json::as_str).unwrap_or("");
-            if child.get("type").and_then(Json::as_str) == Some("workflow_job")
-                || !matches!(status, "failed" | "error" | "canceled")
-            {
-                continue;
-            }
-            let name = child.get("name").map(json_text).unwrap_or_default();
-            let traceback = child
-                .get("result_traceback")
-                .map(json_text)
-                .unwrap_or_default();
-            let explanation = child
-                .get("job_explanation")
-                .map(json_text)
-                .unwrap_or_default();
-            if status == "error" {
-                let reason = if traceback.trim().is_empty() {
-                    explanation
-                } else {
-                    traceback
-                };
-                reasons.push(Reason {
-                    job: name,
-                    task: None,
-                    reason,
-                });
-                continue;
-            }
-            let mut found = false;
-            if let Some(events) = child.pointer("/related/job_events").and_then(Json::as_str)
-                && let Ok(events) = api
-                    .get_all(events, &[("failed", "true".to_owned())], None)
-                    .await
-            {
-                for ev in events
-                    .iter()
-                    .filter(|e| e.get("failed") == Some(&Json::Bool(true)))
-                {
-                    if let Some(msg) = ev.pointer("/event_data/res/msg").map(json_text)
-                        && !msg.is_empty()
-                    {
-                        let task = ev
-                            .pointer("/event_data/task")
-                            .or_else(|| ev.pointer("/event_data/play"))
-                            .map(json_text)
-                            .filter(|t| !t.is_empty());
-                        reasons.push(Reason {
-                            job: name.clone(),
-                            task,
-                            reason: msg,
-                        });
-                        found = true;
-                    }
-                }
-            }
-            if !found {
-                let stdout = child
-                    .get("result_stdout")
-                    .map(json_text)
-                    .unwrap_or_default();
-                let tail: Vec<&str> = stdout.lines().rev().take(15).collect();
-                let text = if !explanation.trim().is_empty() {
-                    explanation
-                } else {
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                };
-                if !text.trim().is_empty() {
-                    reasons.push(Reason {
-                        job: name,
-                        task: None,
-                        reason: text,
-                    });
-                }
-            }
+            reasons.extend(job_failure_reasons(api, child).await);
         }
         if reasons.is_empty() {
             reasons.push(Reason {
@@ -796,6 +714,149 @@ impl super::Tower {
             Err(e) => Err(e.into_error(&format!("canceling job {}", launched.id))),
         }
     }
+}
+
+/// Why one job (not a workflow) failed, errored or was canceled; nothing for others. An errored job's
+/// traceback (else its explanation); else the messages of its failed events, each with its task; else
+/// its explanation, else the tail of its output.
+async fn job_failure_reasons(api: &Api, job: &Json) -> Vec<Reason> {
+    let status = job.get("status").and_then(Json::as_str).unwrap_or("");
+    if job.get("type").and_then(Json::as_str) == Some("workflow_job")
+        || !matches!(status, "failed" | "error" | "canceled")
+    {
+        return Vec::new();
+    }
+    let name = job.get("name").map(json_text).unwrap_or_default();
+    let traceback = job
+        .get("result_traceback")
+        .map(json_text)
+        .unwrap_or_default();
+    let explanation = job
+        .get("job_explanation")
+        .map(json_text)
+        .unwrap_or_default();
+    if status == "error" {
+        let reason = if traceback.trim().is_empty() {
+            explanation
+        } else {
+            traceback
+        };
+        return vec![Reason {
+            job: name,
+            task: None,
+            reason,
+        }];
+    }
+    let from_events = failed_event_reasons(api, job, &name).await;
+    if !from_events.is_empty() {
+        return from_events;
+    }
+    let stdout = job.get("result_stdout").map(json_text).unwrap_or_default();
+    let tail: Vec<&str> = stdout.lines().rev().take(15).collect();
+    let text = if !explanation.trim().is_empty() {
+        explanation
+    } else {
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    };
+    if text.trim().is_empty() {
+        return Vec::new();
+    }
+    vec![Reason {
+        job: name,
+        task: None,
+        reason: text,
+    }]
+}
+
+/// The messages of a job's failed events, each with its task (else play); none when they cannot be
+/// read.
+async fn failed_event_reasons(api: &Api, job: &Json, name: &str) -> Vec<Reason> {
+    let Some(events) = job.pointer("/related/job_events").and_then(Json::as_str) else {
+        return Vec::new();
+    };
+    let Ok(events) = api
+        .get_all(events, &[("failed", "true".to_owned())], None)
+        .await
+    else {
+        return Vec::new();
+    };
+    let mut reasons = Vec::new();
+    for ev in events
+        .iter()
+        .filter(|e| e.get("failed") == Some(&Json::Bool(true)))
+    {
+        if let Some(msg) = ev.pointer("/event_data/res/msg").map(json_text)
+            && !msg.is_empty()
+        {
+            let task = ev
+                .pointer("/event_data/task")
+                .or_else(|| ev.pointer("/event_data/play"))
+                .map(json_text)
+                .filter(|t| !t.is_empty());
+            reasons.push(Reason {
+                job: name.to_owned(),
+                task,
+                reason: msg,
+            });
+        }
+    }
+    reasons
+}
+
+/// The launch's `extra_vars`: every argument (JSON-looking strings as structures), and under
+/// `_broker_extra_vars` those the template does not define itself.
+fn extra_vars(template: &Json, args: Mapping) -> Json {
+    let mut vars = Mapping::new();
+    for (k, v) in args {
+        vars.insert(k, parse_string_value(v));
+    }
+    let own = template_vars(
+        template
+            .get("extra_vars")
+            .and_then(Json::as_str)
+            .unwrap_or(""),
+    );
+    let custom: Mapping = vars
+        .iter()
+        .filter(|(k, _)| !own.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    vars.insert("_broker_extra_vars".into(), Value::Mapping(custom));
+    Json::String(to_json(&Value::Mapping(vars)).to_string())
+}
+
+/// The job AWX's answer to a launch names, with its addresses.
+fn launched_job(
+    api: &Api,
+    kind: Kind,
+    name: &str,
+    inventory: Option<String>,
+    answer: &Json,
+) -> Result<Launched> {
+    let id = answer
+        .get(match kind {
+            Kind::Workflow => "workflow_job",
+            Kind::JobTemplate => "job",
+        })
+        .or_else(|| answer.get("id"))
+        .and_then(Json::as_u64)
+        .ok_or_else(|| {
+            Error::provider(
+                NAME,
+                format!(
+                    "AnsibleTower launched {} `{name}` but named no job id",
+                    kind.label()
+                ),
+            )
+        })?;
+    Ok(Launched {
+        kind,
+        id,
+        template: name.to_owned(),
+        inventory,
+        api_url: api.url(&api.path(&format!("{}/{id}/", kind.jobs()))),
+        ui_url: api.ui_url(kind.ui(), id),
+    })
 }
 
 /// Deep merge of JSON objects, `over` winning.
