@@ -31,6 +31,13 @@
 //! that fails, times out or is interrupted is cleaned up from its intent record: a job still
 //! running is canceled, and the VMs its successful jobs made (`vm_name` artifacts, or the finished
 //! host) are released. After a crash, `broker recover` finds the job by that id.
+//!
+//! # Files
+//! `mod.rs` is the provider: settings, `Tower` and all its methods (the checkout's steps, then AWX
+//! jobs: templates, inventories, labels, launch, wait, failure reasons, artifacts), and the
+//! `Provider` implementation; `jobs.rs` holds the jobs' data and the pure rules over it (extra vars,
+//! host fields, reasons from a job's record) and knows nothing of `Tower`; `api.rs` is the HTTP
+//! client (on its own runtime, see there).
 
 mod api;
 mod jobs;
@@ -39,7 +46,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use broker_core::interaction::{Interaction, Question};
 use broker_core::provider::{Arguments, HelpOption, Operation};
@@ -50,8 +57,11 @@ use broker_core::{
 use futures_util::StreamExt;
 use serde_json::{Value as Json, json};
 
-use api::{Api, ConnectOptions, Credentials, Verify, json_text};
-use jobs::{Finished, Kind, Launched, Reason, host_fields, is_set, related, set_entries, to_yaml};
+use api::{Api, ApiError, ApiResult, ConnectOptions, Credentials, Verify, json_text};
+use jobs::{
+    Finished, Kind, Launched, Reason, extra_vars, host_fields, is_final, is_set,
+    job_failure_reasons, launched_job, merge_json, related, set_entries, to_yaml,
+};
 
 /// The provider's name, as the inventory records it.
 pub const NAME: &str = "AnsibleTower";
@@ -835,6 +845,547 @@ impl Tower {
             })
             .filter_map(|t| t.get("name").and_then(Json::as_str).map(str::to_owned))
             .collect())
+    }
+}
+
+/// AWX jobs, as this provider runs them: templates, inventories and labels resolved, launches, waits,
+/// failure reasons, dangling VMs and artifacts (the jobs' data and pure rules are in `jobs`).
+impl Tower {
+    /// Finds a template by exact name; when there is none, the error lists close names.
+    pub(crate) async fn template(&self, api: &Api, kind: Kind, name: &str) -> Result<Json> {
+        let found = api
+            .get(kind.templates(), &[("name", name.to_owned())])
+            .await
+            .map_err(|e| e.into_error(&format!("looking up {} `{name}`", kind.label())))?;
+        if let Some(t) = found
+            .get("results")
+            .and_then(Json::as_array)
+            .and_then(|r| r.last())
+        {
+            return Ok(t.clone());
+        }
+        let close = self.close_names(api, kind.templates(), name).await;
+        Err(Error::user(format!(
+            "{} `{name}` not found on AnsibleTower{}{}; list them with `broker providers AnsibleTower --{}`",
+            kind.label(),
+            self.instance_suffix(),
+            if close.is_empty() {
+                String::new()
+            } else {
+                format!(" (close names: {})", close.join(", "))
+            },
+            match kind {
+                Kind::Workflow => "workflows",
+                Kind::JobTemplate => "job-templates",
+            }
+        )))
+    }
+
+    /// Names on `path` that resemble `name` (AWX's `search` on each word of it).
+    async fn close_names(&self, api: &Api, path: &str, name: &str) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        let words = name
+            .split(['-', '_', ' ', '.'])
+            .filter(|w| w.len() >= 3)
+            .take(3);
+        for word in std::iter::once(name).chain(words) {
+            if let Ok(found) = api
+                .get_all(path, &[("search", word.to_owned())], Some(10))
+                .await
+            {
+                for item in found {
+                    if let Some(n) = item.get("name").and_then(Json::as_str)
+                        && !names.iter().any(|x| x == n)
+                    {
+                        names.push(n.to_owned());
+                    }
+                }
+            }
+            if names.len() >= 5 {
+                break;
+            }
+        }
+        names.truncate(5);
+        names
+    }
+
+    /// An inventory given by id or name, as its id and name. Names must match exactly when several
+    /// inventories contain the text.
+    pub(crate) async fn resolve_inventory(
+        &self,
+        api: &Api,
+        given: &Value,
+    ) -> Result<(u64, String)> {
+        let doing = |what: &str| format!("looking up inventory `{what}`");
+        let as_id = match given {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse::<u64>().ok(),
+            _ => None,
+        };
+        if let Some(id) = as_id {
+            let inv = api
+                .get(&format!("inventories/{id}/"), &[])
+                .await
+                .map_err(|e| match e.status() {
+                    Some(404) => Error::user(format!(
+                        "AnsibleTower inventory {id} does not exist or you cannot see it; list them with `broker providers AnsibleTower --inventories`"
+                    )),
+                    _ => e.into_error(&doing(&id.to_string())),
+                })?;
+            let name = inv.get("name").map(json_text).unwrap_or_default();
+            return Ok((id, name));
+        }
+        let name = match given {
+            Value::String(s) => s.trim().to_owned(),
+            other => serde_yaml::to_string(other)
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        };
+        let found = api
+            .get_all("inventories/", &[("search", name.clone())], None)
+            .await
+            .map_err(|e| e.into_error(&doing(&name)))?;
+        let exact: Vec<&Json> = found
+            .iter()
+            .filter(|i| i.get("name").and_then(Json::as_str) == Some(name.as_str()))
+            .collect();
+        let pick = match (exact.len(), found.len()) {
+            (1, _) => exact[0],
+            (0, 1) => &found[0],
+            (0, 0) => {
+                return Err(Error::user(format!(
+                    "unknown AnsibleTower inventory `{name}`; list them with `broker providers AnsibleTower --inventories`"
+                )));
+            }
+            _ => {
+                let names: Vec<String> = found
+                    .iter()
+                    .filter_map(|i| i.get("name").and_then(Json::as_str).map(str::to_owned))
+                    .collect();
+                return Err(Error::user(format!(
+                    "ambiguous AnsibleTower inventory `{name}`: it matches {}; give the exact name or the id",
+                    names.join(", ")
+                )));
+            }
+        };
+        let id = pick.get("id").and_then(Json::as_u64).unwrap_or_default();
+        let name = pick.get("name").map(json_text).unwrap_or(name);
+        Ok((id, name))
+    }
+
+    /// Label ids for `k=v` labels, created in the template's organization when missing.
+    async fn resolve_labels(
+        &self,
+        api: &Api,
+        labels: &Mapping,
+        template: &Json,
+    ) -> Result<Vec<u64>> {
+        let org = template
+            .pointer("/summary_fields/organization/id")
+            .or_else(|| template.get("organization"))
+            .and_then(Json::as_u64);
+        let mut ids = Vec::new();
+        for (key, value) in labels {
+            let key = match key {
+                Value::String(s) => s.clone(),
+                other => serde_yaml::to_string(other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            };
+            let value = match value {
+                Value::Null => String::new(),
+                Value::String(s) => s.clone(),
+                Value::Bool(false) => String::new(),
+                other => serde_yaml::to_string(other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            };
+            let name = if value.is_empty() {
+                key
+            } else {
+                format!("{key}={value}")
+            };
+            let created = api
+                .post("labels/", &json!({"name": name, "organization": org}))
+                .await;
+            let id = match created {
+                Ok(label) => label.get("id").and_then(Json::as_u64),
+                Err(e) if e.status() == Some(400) => {
+                    // Already there (AWX refuses duplicates per organization): look it up.
+                    let mut query = vec![("name", name.clone())];
+                    if let Some(org) = org {
+                        query.push(("organization", org.to_string()));
+                    }
+                    let found = api
+                        .get("labels/", &query)
+                        .await
+                        .map_err(|e| e.into_error(&format!("looking up label `{name}`")))?;
+                    found.pointer("/results/0/id").and_then(Json::as_u64)
+                }
+                Err(e) => return Err(e.into_error(&format!("creating label `{name}`"))),
+            };
+            match id {
+                Some(id) => ids.push(id),
+                None => {
+                    tracing::warn!(label = %name, "AnsibleTower neither created nor found the label; launching without it")
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Launches a template with `args` as extra vars: resolves its inventory and labels, sends
+    /// every argument (JSON-looking strings as structures), and reports the job's addresses.
+    pub(crate) async fn launch(
+        &self,
+        api: &Api,
+        kind: Kind,
+        name: &str,
+        mut args: Mapping,
+        record: Option<&str>,
+    ) -> Result<Launched> {
+        let template = self.template(api, kind, name).await?;
+        let mut payload = serde_json::Map::new();
+        let (inventory_id, inventory) = self
+            .launch_inventory(api, &template, name, &mut args)
+            .await?;
+        if let Some(id) = inventory_id {
+            payload.insert("inventory".into(), json!(id));
+        }
+        if let Some(ids) = self.launch_labels(api, &template, &mut args).await? {
+            payload.insert("labels".into(), json!(ids));
+        }
+        payload.insert("extra_vars".into(), extra_vars(&template, args));
+        let launch_path = related(&template, "launch", || {
+            format!(
+                "{}{}/launch/",
+                kind.templates(),
+                template.get("id").map(json_text).unwrap_or_default()
+            )
+        });
+        if let Some(record) = record {
+            // From here on AWX may make a job even if its answer is lost.
+            self.note(record, LaunchNote::Sent);
+        }
+        let answer = api
+            .post(&launch_path, &Json::Object(payload))
+            .await
+            .map_err(|e| e.into_error(&format!("launching {} `{name}`", kind.label())))?;
+        let launched = launched_job(api, kind, name, inventory, &answer)?;
+        tracing::debug!(
+            target: broker_core::report::TARGET,
+            api_url = %launched.api_url,
+            ui_url = %launched.ui_url,
+            "job addresses"
+        );
+        tracing::info!(
+            "launched {} `{name}` as job {}\n  API: {}\n  UI:  {}",
+            kind.label(),
+            launched.id,
+            launched.api_url,
+            launched.ui_url
+        );
+        Ok(launched)
+    }
+
+    /// The inventory to launch in — the argument `inventory`, else `tower_inventory` / the setting,
+    /// else the template's default (which the user must be able to see) — as the id to send, if one
+    /// was asked for, and its name.
+    async fn launch_inventory(
+        &self,
+        api: &Api,
+        template: &Json,
+        name: &str,
+        args: &mut Mapping,
+    ) -> Result<(Option<u64>, Option<String>)> {
+        let explicit = args.shift_remove("inventory");
+        let wanted = explicit.or_else(|| {
+            args.get("tower_inventory")
+                .cloned()
+                .filter(|v| !v.is_null())
+                .or_else(|| self.settings.inventory.clone().map(Value::from))
+        });
+        match wanted {
+            Some(given) => {
+                let (id, inv_name) = self.resolve_inventory(api, &given).await?;
+                tracing::info!("using AnsibleTower inventory `{inv_name}` ({id})");
+                Ok((Some(id), Some(inv_name)))
+            }
+            None => Ok((
+                None,
+                Some(self.default_inventory(api, template, name).await?),
+            )),
+        }
+    }
+
+    /// The ids of the labels to launch with — the `provider_labels` argument over the setting's —
+    /// if any; the labels stay in `args` (as a mapping) to reach the job as an extra var.
+    async fn launch_labels(
+        &self,
+        api: &Api,
+        template: &Json,
+        args: &mut Mapping,
+    ) -> Result<Option<Vec<u64>>> {
+        let mut labels = match args.shift_remove("provider_labels") {
+            Some(Value::Mapping(m)) => m,
+            Some(Value::String(s)) => broker_core::args::parse_labels(&s),
+            _ => Mapping::new(),
+        };
+        for (k, v) in self.settings.provider_labels.clone() {
+            labels.entry(k).or_insert(v);
+        }
+        if labels.is_empty() {
+            return Ok(None);
+        }
+        let ids = self.resolve_labels(api, &labels, template).await?;
+        args.insert("provider_labels".into(), Value::Mapping(labels));
+        Ok(Some(ids))
+    }
+
+    /// The template's default inventory, which the user must be able to see.
+    async fn default_inventory(&self, api: &Api, template: &Json, name: &str) -> Result<String> {
+        let Some(id) = template.get("inventory").and_then(Json::as_u64) else {
+            return Err(Error::user(format!(
+                "`{name}` has no default inventory; give one with `--tower-inventory NAME` or set \
+                 `inventory` for AnsibleTower{}",
+                self.instance_suffix()
+            )));
+        };
+        match api.get(&format!("inventories/{id}/"), &[]).await {
+            Ok(inv) => {
+                tracing::info!("no inventory given; AnsibleTower uses the template's default");
+                Ok(inv.get("name").map(json_text).unwrap_or_default())
+            }
+            Err(e) if matches!(e.status(), Some(403 | 404)) => Err(Error::user(format!(
+                "you cannot see the default inventory of `{name}`; give one with `--tower-inventory NAME`"
+            ))),
+            Err(e) => Err(e.into_error("reading the template's default inventory")),
+        }
+    }
+
+    /// Polls a job until it finishes, riding out connection errors, 5xx and 403 answers for up to
+    /// `max_resilient_wait`; gives up after `workflow_timeout`.
+    pub(crate) async fn wait(&self, api: &Api, launched: &Launched) -> Result<Finished> {
+        let started = Instant::now();
+        let mut failing_since: Option<Instant> = None;
+        let path = api.path(&launched.path());
+        loop {
+            match api.get(&path, &[]).await {
+                Ok(job) => {
+                    failing_since = None;
+                    let status = job.get("status").and_then(Json::as_str).unwrap_or("");
+                    if is_final(status) {
+                        tracing::info!(
+                            "{} job {} finished: {status}",
+                            launched.kind.label(),
+                            launched.id
+                        );
+                        return Ok(Finished {
+                            launched: launched.clone(),
+                            job,
+                        });
+                    }
+                    tracing::debug!(job = launched.id, status, "waiting");
+                }
+                Err(e) if e.transient() => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.settings.max_resilient_wait {
+                        return Err(Error::provider(
+                            NAME,
+                            format!(
+                                "maximum resilient wait time exceeded: AnsibleTower kept failing for {}s while broker waited for job {} ({e}); the job may still run, see {}",
+                                self.settings.max_resilient_wait.as_secs(),
+                                launched.id,
+                                launched.ui_url
+                            ),
+                        ));
+                    }
+                    tracing::warn!("AnsibleTower did not answer properly ({e}); retrying");
+                }
+                Err(e) => {
+                    return Err(e.into_error(&format!("waiting for job {}", launched.id)));
+                }
+            }
+            if started.elapsed() >= self.settings.workflow_timeout {
+                return Err(Error::Timeout {
+                    operation: format!(
+                        "{} `{}` (job {}, {})",
+                        launched.kind.label(),
+                        launched.template,
+                        launched.id,
+                        launched.ui_url
+                    ),
+                    after: self.settings.workflow_timeout,
+                });
+            }
+            tokio::time::sleep(self.settings.poll_interval).await;
+        }
+    }
+
+    /// The child jobs of a workflow job (nested workflows walked), oldest first, with their
+    /// final state loaded.
+    pub(crate) async fn children(&self, api: &Api, workflow: &Json) -> ApiResult<Vec<Json>> {
+        let mut out = Vec::new();
+        let mut stack = vec![(workflow.clone(), 0usize)];
+        while let Some((wf, depth)) = stack.pop() {
+            let Some(nodes) = wf.pointer("/related/workflow_nodes").and_then(Json::as_str) else {
+                continue;
+            };
+            let nodes = api.get_all(nodes, &[], None).await?;
+            let mut jobs: Vec<(u64, String, String)> = nodes
+                .iter()
+                .filter_map(|n| {
+                    let id = n.pointer("/summary_fields/job/id").and_then(Json::as_u64)?;
+                    let ty = n
+                        .pointer("/summary_fields/job/type")
+                        .and_then(Json::as_str)
+                        .unwrap_or("job")
+                        .to_owned();
+                    let url = related(n, "job", || {
+                        api.path(&format!(
+                            "{}/{id}/",
+                            if ty == "workflow_job" {
+                                "workflow_jobs"
+                            } else {
+                                "jobs"
+                            }
+                        ))
+                    });
+                    Some((id, ty, url))
+                })
+                .collect();
+            jobs.sort_by_key(|(id, _, _)| *id);
+            for (_, ty, url) in jobs {
+                let job = api.get(&url, &[]).await?;
+                if ty == "workflow_job" && depth < 8 {
+                    stack.push((job.clone(), depth + 1));
+                }
+                out.push(job);
+            }
+        }
+        out.sort_by_key(|j| j.get("id").and_then(Json::as_u64).unwrap_or_default());
+        Ok(out)
+    }
+
+    /// Why a job failed: failed child jobs newest first (`result_traceback` / `job_explanation`
+    /// for errored ones, failed events' messages otherwise); only the newest with
+    /// `error_scope: last`.
+    pub(crate) async fn failure_reasons(&self, api: &Api, finished: &Finished) -> Vec<Reason> {
+        let job = &finished.job;
+        let jobs: Vec<Json> = if finished.launched.kind == Kind::Workflow {
+            match self.children(api, job).await {
+                Ok(children) => children,
+                Err(e) => {
+                    return vec![Reason {
+                        job: finished.launched.template.clone(),
+                        task: None,
+                        reason: format!("could not read the failed workflow's jobs ({e})"),
+                    }];
+                }
+            }
+        } else {
+            vec![job.clone()]
+        };
+        let mut reasons = Vec::new();
+        for child in jobs.iter().rev() {
+            reasons.extend(job_failure_reasons(api, child).await);
+        }
+        if reasons.is_empty() {
+            reasons.push(Reason {
+                job: finished.launched.template.clone(),
+                task: None,
+                reason: format!(
+                    "unable to determine the failure cause; see {}",
+                    finished.launched.ui_url
+                ),
+            });
+        }
+        if self.settings.error_scope_last {
+            reasons.truncate(1);
+        }
+        reasons
+    }
+
+    /// VMs that successful child jobs of a failed workflow made (their `vm_name` artifacts).
+    pub(crate) async fn dangling_vms(&self, api: &Api, finished: &Finished) -> Vec<String> {
+        if finished.launched.kind != Kind::Workflow {
+            return Vec::new();
+        }
+        let children = match self.children(api, &finished.job).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("could not look for hosts the failed workflow left ({e})");
+                return Vec::new();
+            }
+        };
+        let mut vms = Vec::new();
+        for child in children {
+            if child.get("status").and_then(Json::as_str) != Some("successful") {
+                continue;
+            }
+            let names = match child.pointer("/artifacts/vm_name") {
+                Some(Json::String(s)) => vec![s.clone()],
+                Some(Json::Array(items)) => items.iter().map(json_text).collect(),
+                _ => Vec::new(),
+            };
+            for n in names {
+                if !n.is_empty() && !vms.contains(&n) {
+                    vms.push(n);
+                }
+            }
+        }
+        vms
+    }
+
+    /// The artifacts of a finished job: `last` takes the newest child's, `merge` deep-merges them
+    /// all (newer over older).
+    pub(crate) async fn artifacts(
+        &self,
+        api: &Api,
+        finished: &Finished,
+        strategy: &str,
+    ) -> Result<Json> {
+        if finished.launched.kind == Kind::JobTemplate {
+            return Ok(finished.job.get("artifacts").cloned().unwrap_or(json!({})));
+        }
+        let children = self
+            .children(api, &finished.job)
+            .await
+            .map_err(|e| e.into_error("reading the workflow's jobs"))?;
+        let mut with_artifacts = children.iter().filter_map(|c| {
+            c.get("artifacts")
+                .filter(|a| a.as_object().is_some_and(|m| !m.is_empty()))
+        });
+        Ok(if strategy == "merge" {
+            let mut merged = json!({});
+            for a in with_artifacts {
+                merge_json(&mut merged, a);
+            }
+            merged
+        } else {
+            with_artifacts.next_back().cloned().unwrap_or(json!({}))
+        })
+    }
+
+    /// Cancels a job that is still running; an already finished job is left alone.
+    pub(crate) async fn cancel(&self, api: &Api, launched: &Launched) -> Result<()> {
+        let path = api.path(&format!("{}/{}/cancel/", launched.kind.jobs(), launched.id));
+        match api.post(&path, &json!({})).await {
+            Ok(_) => {
+                tracing::warn!(
+                    "canceled {} job {} ({})",
+                    launched.kind.label(),
+                    launched.id,
+                    launched.ui_url
+                );
+                Ok(())
+            }
+            Err(ApiError::Status { status: 405, .. }) => Ok(()),
+            Err(e) => Err(e.into_error(&format!("canceling job {}", launched.id))),
+        }
     }
 }
 
