@@ -380,11 +380,12 @@ impl ContainerProvider {
         let mut pull = docker.create_image(Some(options), None, None);
         while let Some(progress) = pull.next().await {
             if let Err(e) = progress {
-                return Err(self.error(format!(
-                    "unable to find image {image} locally or pull it: {}; build or load it first \
-                     (`podman images` lists what is there)",
-                    engine_message(&e)
-                )));
+                return Err(self
+                    .error(format!(
+                        "unable to find image {image} locally or pull it; build or load it first \
+                         (`podman images` lists what is there)"
+                    ))
+                    .caused_by(EngineFailure(e)));
             }
         }
         Ok(image.to_owned())

@@ -702,15 +702,17 @@ async fn detect_base(
         }
         Err(e @ ApiError::Transport { .. }) => Err(Error::provider(
             super::NAME,
-            format!("cannot reach `{root}` ({e}); check `base_url` and that the server is up"),
-        )),
+            format!("cannot reach `{root}`; check `base_url` and that the server is up"),
+        )
+        .caused_by(e)),
         Err(e) => Err(Error::provider(
             super::NAME,
             format!(
-                "`{root}/api/` does not look like AWX or Ansible Automation Platform ({e}); check \
+                "`{root}/api/` does not look like AWX or Ansible Automation Platform; check \
                  `base_url`, or set `aap_version`"
             ),
-        )),
+        )
+        .caused_by(e)),
     }
 }
 
@@ -812,6 +814,33 @@ impl Drop for TempToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Nothing answers at `base_url`: what to check in the message, the transport error as cause.
+    #[tokio::test]
+    async fn an_unreachable_server_keeps_the_transport_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let root = format!("http://127.0.0.1:{port}");
+        let http = client(&Verify::System, Duration::from_secs(5)).unwrap();
+        let err = detect_base(&http, &root, None).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "AnsibleTower: cannot reach `{root}`; check `base_url` and that the server is up"
+            )
+        );
+        let cause = std::error::Error::source(&err).expect("the transport error is the source");
+        assert!(
+            cause
+                .to_string()
+                .starts_with(&format!("{root}/api/ did not answer: ")),
+            "{cause}"
+        );
+        assert_eq!(err.exit_code(), 7);
+    }
 
     /// A request task that panicked is broker's own failure (exit 1), the panic its cause.
     #[tokio::test]

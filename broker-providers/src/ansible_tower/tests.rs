@@ -1143,8 +1143,10 @@ async fn tls_is_checked_against_the_system_store_a_ca_bundle_or_not_at_all() {
     let err = broker_with("").checkout_one(deploy()).await.unwrap_err();
     assert_eq!(err.exit_code(), 7);
     assert!(
-        err.to_string().to_lowercase().contains("certificate"),
-        "{err}"
+        broker_core::error::chain(&err)
+            .to_lowercase()
+            .contains("certificate"),
+        "{err:?}"
     );
     // Trusted through `verify: CA bundle`, or not checked with `verify: false`.
     for verify in [
