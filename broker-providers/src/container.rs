@@ -436,13 +436,17 @@ impl ContainerProvider {
     /// Creates a container on a task of its own: when the checkout is dropped mid-request the engine
     /// completes the create anyway, so the request runs to its answer, and a check-in of the same
     /// record waits for that answer before it looks for the container.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the request's task panicked or was cancelled; else the engine's
+    /// answer, for the caller to judge.
     async fn create_container(
         &self,
         docker: &Docker,
         record: &broker_core::RecordId,
         options: CreateContainerOptions,
         body: ContainerCreateBody,
-    ) -> std::result::Result<ContainerCreateResponse, EngineError> {
+    ) -> Result<std::result::Result<ContainerCreateResponse, EngineError>> {
         let slot = Arc::new(tokio::sync::Mutex::new(()));
         let answered = Arc::clone(&slot).lock_owned().await;
         lock(&self.creating).insert(record.to_string(), Arc::clone(&slot));
@@ -455,7 +459,7 @@ impl ContainerProvider {
         });
         let out = request
             .await
-            .unwrap_or_else(|e| Err(EngineError::from(std::io::Error::other(e.to_string()))));
+            .map_err(|e| Error::internal(format!("{NAME}: the container create task failed"), e));
         let mut creating = lock(&self.creating);
         if creating
             .get(record.as_str())
@@ -682,7 +686,7 @@ impl ContainerProvider {
         let record = ctx.record_id();
         let created = match self
             .create_container(docker, record, options.clone(), body.clone())
-            .await
+            .await?
         {
             Err(e) if is_not_found(&e) => {
                 image = self.ensure_image(wanted).await?;
@@ -690,7 +694,7 @@ impl ContainerProvider {
                     image: Some(image.clone()),
                     ..body
                 };
-                self.create_container(docker, record, options, body).await
+                self.create_container(docker, record, options, body).await?
             }
             other => other,
         }
