@@ -754,6 +754,59 @@ impl ContainerProvider {
         }
         Ok(exposed)
     }
+    // ---- the steps of `execute`, in call order ----
+
+    /// Starts the app container `name`, waits for it to exit, and returns its output and exit status.
+    async fn run_app(&self, docker: &Docker, name: &str) -> Result<(String, i64)> {
+        docker
+            .start_container(name, None)
+            .await
+            .map_err(|e| self.engine_error("starting the app container", e))?;
+        let mut wait = docker.wait_container(name, None::<WaitContainerOptions>);
+        let mut status = 0;
+        while let Some(item) = wait.next().await {
+            match item {
+                Ok(r) => status = r.status_code,
+                // Non-zero exits surface as an error carrying the code.
+                Err(EngineError::DockerContainerWaitError { code, .. }) => status = code,
+                Err(e) => return Err(self.engine_error("waiting for the app container", e)),
+            }
+        }
+        let mut logs = docker.logs(
+            name,
+            Some(LogsOptions {
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            }),
+        );
+        let mut output = String::new();
+        while let Some(chunk) = logs.next().await {
+            let chunk =
+                chunk.map_err(|e| self.engine_error("reading the app container's output", e))?;
+            output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        Ok((output, status))
+    }
+
+    /// Removes the app container `name`, whatever its run came to; a failure is logged.
+    async fn remove_app(&self, docker: &Docker, name: &str) {
+        let removal = docker
+            .remove_container(
+                name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        if let Err(e) = removal
+            && !is_not_found(&e)
+        {
+            tracing::warn!("removing app container {name}: {}", engine_message(&e));
+        }
+    }
 }
 
 /// Ports to publish, by container port (`22/tcp`), as the engine takes them.
@@ -943,53 +996,8 @@ impl Provider for ContainerProvider {
             )
             .await
             .map_err(|e| self.engine_error(&format!("creating container from {image}"), e))?;
-        let run = async {
-            docker
-                .start_container(&name, None)
-                .await
-                .map_err(|e| self.engine_error("starting the app container", e))?;
-            let mut wait = docker.wait_container(&name, None::<WaitContainerOptions>);
-            let mut status = 0;
-            while let Some(item) = wait.next().await {
-                match item {
-                    Ok(r) => status = r.status_code,
-                    // Non-zero exits surface as an error carrying the code.
-                    Err(EngineError::DockerContainerWaitError { code, .. }) => status = code,
-                    Err(e) => return Err(self.engine_error("waiting for the app container", e)),
-                }
-            }
-            let mut logs = docker.logs(
-                &name,
-                Some(LogsOptions {
-                    stdout: true,
-                    stderr: true,
-                    ..Default::default()
-                }),
-            );
-            let mut output = String::new();
-            while let Some(chunk) = logs.next().await {
-                let chunk = chunk
-                    .map_err(|e| self.engine_error("reading the app container's output", e))?;
-                output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-            }
-            Ok((output, status))
-        }
-        .await;
-        let removal = docker
-            .remove_container(
-                &name,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    v: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
-        if let Err(e) = removal
-            && !is_not_found(&e)
-        {
-            tracing::warn!("removing app container {name}: {}", engine_message(&e));
-        }
+        let run = self.run_app(&docker, &name).await;
+        self.remove_app(&docker, &name).await;
         let (output, status) = run?;
         let mut out = Mapping::new();
         out.insert("output".into(), output.into());

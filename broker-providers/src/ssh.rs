@@ -321,13 +321,33 @@ pub async fn connect(hostname: &str, options: &SshOptions) -> Result<SshSession>
         },
         ..Default::default()
     });
+    let mut handle = handshake(hostname, &host, port, config, options).await?;
+    authenticate(&mut handle, hostname, options).await?;
+    Ok(SshSession {
+        name: hostname.to_owned(),
+        handle,
+        channels: tokio::sync::Semaphore::new(8),
+        sftp: tokio::sync::OnceCell::new(),
+    })
+}
+
+/// Opens the SSH connection to `host`:`port` (named `hostname` in messages) and checks its key,
+/// retrying refused and failed connections — a host still booting answers later — until the
+/// connection timeout.
+async fn handshake(
+    hostname: &str,
+    host: &str,
+    port: u16,
+    config: Arc<client::Config>,
+    options: &SshOptions,
+) -> Result<client::Handle<KeyCheck>> {
     let deadline = Instant::now() + options.connection_timeout;
     let mut pause = Duration::from_millis(100);
     let refusal = Arc::new(Mutex::new(None));
     let mut announced = false;
-    let mut handle = loop {
+    loop {
         let check = KeyCheck {
-            host: host.clone(),
+            host: host.to_owned(),
             port,
             policy: options.host_key_policy,
             known_hosts: options.known_hosts.clone(),
@@ -337,14 +357,14 @@ pub async fn connect(hostname: &str, options: &SshOptions) -> Result<SshSession>
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(100));
         let attempt = tokio::time::timeout(remaining, async {
-            let stream = open_tcp(&host, port, options)
+            let stream = open_tcp(host, port, options)
                 .await
                 .map_err(russh::Error::from)?;
             client::connect_stream(Arc::clone(&config), stream, check).await
         })
         .await;
         match attempt {
-            Ok(Ok(handle)) => break handle,
+            Ok(Ok(handle)) => return Ok(handle),
             Ok(Err(russh::Error::UnknownKey)) => {
                 let why = refusal
                     .lock()
@@ -392,14 +412,47 @@ pub async fn connect(hostname: &str, options: &SshOptions) -> Result<SshSession>
                 ));
             }
         }
-    };
-    authenticate(&mut handle, hostname, options).await?;
-    Ok(SshSession {
-        name: hostname.to_owned(),
-        handle,
-        channels: tokio::sync::Semaphore::new(8),
-        sftp: tokio::sync::OnceCell::new(),
-    })
+    }
+}
+
+/// What a command's channel carried until it closed.
+#[derive(Default)]
+struct Ended {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    status: Option<u32>,
+    signal: Option<String>,
+}
+
+/// Reads a command's channel until it closes (the exit status may come before or after EOF), passing
+/// output to `sink` as it comes.
+async fn read_channel(
+    channel: &mut russh::Channel<client::Msg>,
+    sink: Option<OutputSink<'_>>,
+) -> Ended {
+    let mut ended = Ended::default();
+    while let Some(msg) = channel.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => {
+                if let Some(sink) = sink {
+                    sink(OutputStream::Stdout, &data);
+                }
+                ended.stdout.extend_from_slice(&data);
+            }
+            ChannelMsg::ExtendedData { data, ext: 1 } => {
+                if let Some(sink) = sink {
+                    sink(OutputStream::Stderr, &data);
+                }
+                ended.stderr.extend_from_slice(&data);
+            }
+            ChannelMsg::ExitStatus { exit_status } => ended.status = Some(exit_status),
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                ended.signal = Some(signal_text(signal_name))
+            }
+            _ => {}
+        }
+    }
+    ended
 }
 
 /// A TCP connection to the host, trying its addresses in the preferred order: IPv6 first with
@@ -561,57 +614,15 @@ impl SshSession {
             .exec(true, wire)
             .await
             .map_err(|e| host_error(&self.name, format!("starting `{command}`")).caused_by(e))?;
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        let mut status: Option<u32> = None;
-        let mut signal: Option<String> = None;
-        let read = async {
-            // Read until the channel closes: the exit status may come before or after EOF.
-            while let Some(msg) = channel.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } => {
-                        if let Some(sink) = sink {
-                            sink(OutputStream::Stdout, &data);
-                        }
-                        stdout.extend_from_slice(&data);
-                    }
-                    ChannelMsg::ExtendedData { data, ext: 1 } => {
-                        if let Some(sink) = sink {
-                            sink(OutputStream::Stderr, &data);
-                        }
-                        stderr.extend_from_slice(&data);
-                    }
-                    ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
-                    ChannelMsg::ExitSignal { signal_name, .. } => {
-                        signal = Some(signal_text(signal_name))
-                    }
-                    _ => {}
-                }
-            }
+        let read = read_channel(&mut channel, sink);
+        let ended = match timeout {
+            Some(limit) => tokio::time::timeout(limit, read).await.ok(),
+            None => Some(read.await),
         };
-        let finished = match timeout {
-            Some(limit) => tokio::time::timeout(limit, read).await.is_ok(),
-            None => {
-                read.await;
-                true
-            }
+        let Some(ended) = ended else {
+            return Err(self.stop_timed_out(channel, marker, command, timeout).await);
         };
-        if !finished {
-            let _signalled = channel.signal(Sig::KILL).await;
-            let _closed = channel.close().await;
-            drop(channel);
-            if let Some(marker) = &marker {
-                let kill = crate::shell::kill_tree(marker);
-                if let Err(e) = Box::pin(self.run(&kill, None, None)).await {
-                    tracing::warn!(host = %self.name, "stopping a timed-out command: {}", broker_core::error::chain(&e));
-                }
-            }
-            return Err(Error::Timeout {
-                operation: format!("`{command}` on {}", self.name),
-                after: timeout.unwrap_or_default(),
-            });
-        }
-        let status = match (status, signal) {
+        let status = match (ended.status, ended.signal) {
             (Some(s), _) => s as i32,
             (None, Some(sig)) => {
                 return Err(host_error(
@@ -629,10 +640,34 @@ impl SshSession {
             }
         };
         Ok(ExecOutput {
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            stdout: String::from_utf8_lossy(&ended.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&ended.stderr).into_owned(),
             status,
         })
+    }
+
+    /// Stops a command that ran past its timeout — kills the channel's process and, through the pid
+    /// its shell recorded in `marker`, the whole process tree — and returns the timeout error.
+    async fn stop_timed_out(
+        &self,
+        channel: russh::Channel<client::Msg>,
+        marker: Option<String>,
+        command: &str,
+        timeout: Option<Duration>,
+    ) -> Error {
+        let _signalled = channel.signal(Sig::KILL).await;
+        let _closed = channel.close().await;
+        drop(channel);
+        if let Some(marker) = &marker {
+            let kill = crate::shell::kill_tree(marker);
+            if let Err(e) = Box::pin(self.run(&kill, None, None)).await {
+                tracing::warn!(host = %self.name, "stopping a timed-out command: {}", broker_core::error::chain(&e));
+            }
+        }
+        Error::Timeout {
+            operation: format!("`{command}` on {}", self.name),
+            after: timeout.unwrap_or_default(),
+        }
     }
 
     async fn sftp(&self) -> Result<&russh_sftp::client::SftpSession> {
