@@ -1196,12 +1196,13 @@ impl Tower {
                         return Err(Error::provider(
                             NAME,
                             format!(
-                                "maximum resilient wait time exceeded: AnsibleTower kept failing for {}s while broker waited for job {} ({e}); the job may still run, see {}",
+                                "maximum resilient wait time exceeded: AnsibleTower kept failing for {}s while broker waited for job {}; the job may still run, see {}",
                                 self.settings.max_resilient_wait.as_secs(),
                                 launched.id,
                                 launched.ui_url
                             ),
-                        ));
+                        )
+                        .caused_by(e));
                     }
                     tracing::warn!("AnsibleTower did not answer properly ({e}); retrying");
                 }

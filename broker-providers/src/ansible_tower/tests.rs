@@ -323,6 +323,17 @@ async fn polling_gives_up_after_max_resilient_wait_and_cleans_up() {
             .contains("maximum resilient wait time exceeded"),
         "{err}"
     );
+    // The last failed poll is the cause.
+    let broker_core::Error::CheckoutFailed { failures, .. } = &err else {
+        panic!("{err:?}")
+    };
+    let cause = std::error::Error::source(&failures[0].1).map(|c| c.to_string());
+    assert!(
+        cause
+            .as_deref()
+            .is_some_and(|c| c.contains("/workflow_jobs/") && c.contains("503")),
+        "{err:?}"
+    );
     // Clean-up met the same outage, so the intent record stays for `broker recover`, naming the error.
     let records = e.records();
     assert_eq!(records.len(), 1);
