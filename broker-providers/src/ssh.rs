@@ -455,8 +455,6 @@ async fn read_channel(
     ended
 }
 
-/// A TCP connection to the host, trying its addresses in the preferred order: IPv6 first with
-/// `host_ipv6` (and only IPv6 unless `host_ipv4_fallback`), else IPv4 first.
 /// A signal's name as `kill -l` spells it (`TERM`), for messages.
 fn signal_text(signal: Sig) -> String {
     match signal {
@@ -476,6 +474,8 @@ fn signal_text(signal: Sig) -> String {
     }
 }
 
+/// A TCP connection to the host, trying its addresses in the preferred order: IPv6 first with
+/// `host_ipv6` (and only IPv6 unless `host_ipv4_fallback`), else IPv4 first.
 async fn open_tcp(
     host: &str,
     port: u16,
