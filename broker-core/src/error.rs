@@ -45,6 +45,9 @@ pub enum Error {
     Configuration {
         /// What is wrong, naming the file or key.
         message: String,
+        /// The underlying cause, e.g. why a file a setting names cannot be read.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
     /// A YAML or JSON document could not be parsed (exit code 8 for settings, 1 for data files).
@@ -378,6 +381,7 @@ impl Error {
     pub fn configuration(message: impl Into<String>) -> Self {
         Error::Configuration {
             message: message.into(),
+            source: None,
         }
     }
 
@@ -413,12 +417,13 @@ impl Error {
         }
     }
 
-    /// Keeps `cause` as the `source()` of a provider, host or internal error, whose message then
-    /// says what failed without repeating why; other errors are returned unchanged.
+    /// Keeps `cause` as the `source()` of a configuration, provider, host or internal error, whose
+    /// message then says what failed without repeating why; other errors are returned unchanged.
     #[must_use]
     pub fn caused_by(mut self, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         match &mut self {
-            Error::Provider { source, .. }
+            Error::Configuration { source, .. }
+            | Error::Provider { source, .. }
             | Error::Host { source, .. }
             | Error::Internal { source, .. } => *source = Some(cause.into()),
             _ => {}
@@ -587,6 +592,11 @@ mod tests {
             (
                 Error::host("h1", "reading /etc/hosts").caused_by(os()),
                 "host h1: reading /etc/hosts: no such file",
+            ),
+            (
+                Error::configuration("`verify: /ca.pem`: cannot read the CA bundle")
+                    .caused_by(os()),
+                "configuration error: `verify: /ca.pem`: cannot read the CA bundle: no such file",
             ),
             (
                 Error::Internal {

@@ -389,8 +389,9 @@ impl Api {
         let root = options.base_url.trim_end_matches('/').to_owned();
         let root_url = reqwest::Url::parse(&root).map_err(|e| {
             Error::configuration(format!(
-                "AnsibleTower `base_url: {root}` is not a URL ({e}); write it as `https://tower.example.com/`"
+                "AnsibleTower `base_url: {root}` is not a URL; write it as `https://tower.example.com/`"
             ))
+            .caused_by(e)
         })?;
         let (base, aap25) = detect_base(&http, &root, options.aap_version.as_deref()).await?;
         tracing::debug!(%root, %base, "AnsibleTower API located");
@@ -639,15 +640,17 @@ fn client(verify: &Verify, timeout: Duration) -> Result<reqwest::Client> {
         Verify::Bundle(path) => {
             let pem = std::fs::read(path).map_err(|e| {
                 Error::configuration(format!(
-                    "AnsibleTower `verify: {}`: cannot read the CA bundle ({e})",
+                    "AnsibleTower `verify: {}`: cannot read the CA bundle",
                     path.display()
                 ))
+                .caused_by(e)
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 Error::configuration(format!(
-                    "AnsibleTower `verify: {}` is not a PEM bundle of CA certificates: {e}",
+                    "AnsibleTower `verify: {}` is not a PEM bundle of CA certificates",
                     path.display()
                 ))
+                .caused_by(e)
             })?;
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
@@ -655,7 +658,7 @@ fn client(verify: &Verify, timeout: Duration) -> Result<reqwest::Client> {
         }
     }
     builder.build().map_err(|e| {
-        Error::configuration(format!("AnsibleTower: cannot set up the HTTP client: {e}"))
+        Error::configuration("AnsibleTower: cannot set up the HTTP client").caused_by(e)
     })
 }
 

@@ -1175,6 +1175,11 @@ async fn tls_is_checked_against_the_system_store_a_ca_bundle_or_not_at_all() {
         .unwrap_err();
     assert_eq!(err.exit_code(), 8, "{err}");
     assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    // Why it cannot be read is the cause, not part of the message.
+    let cause = std::error::Error::source(&err)
+        .and_then(|c| c.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    assert_eq!(cause, Some(std::io::ErrorKind::NotFound), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
