@@ -83,14 +83,15 @@ fn blocking_test(settings: Settings, registry: ProviderRegistry) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let dir = tempfile::tempdir()
-        .map_err(|e| broker_core::Error::io("creating a temp dir", "/tmp", e))?;
+    let dir = tempfile::tempdir().map_err(|e| {
+        broker_core::Error::io("creating a temporary directory in", std::env::temp_dir(), e)
+    })?;
     let settings = Settings::load_from(dir.path(), std::iter::empty())?;
     let registry = broker_providers::registry();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| broker_core::Error::io("starting a runtime", "-", e))?;
+        .map_err(|e| broker_core::Error::io_without_path("starting a runtime", e))?;
     runtime.block_on(async {
         let broker = Broker::new(settings.clone(), registry.clone())?;
         a_host_runs_commands(&broker).await?;
