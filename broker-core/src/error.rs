@@ -144,6 +144,9 @@ pub enum Error {
     Authentication {
         /// Which method failed and against what.
         message: String,
+        /// The underlying cause, e.g. the server's answer.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
     /// The credentials are valid but lack a permission (exit code 6).
@@ -151,6 +154,9 @@ pub enum Error {
     Permission {
         /// What was refused.
         message: String,
+        /// The underlying cause, e.g. the server's answer.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
     /// The provider does not implement the operation (exit code 9).
@@ -417,12 +423,15 @@ impl Error {
         }
     }
 
-    /// Keeps `cause` as the `source()` of a configuration, provider, host or internal error, whose
-    /// message then says what failed without repeating why; other errors are returned unchanged.
+    /// Keeps `cause` as the `source()` of a configuration, authentication, permission, provider, host
+    /// or internal error, whose message then says what failed without repeating why; other errors
+    /// are returned unchanged.
     #[must_use]
     pub fn caused_by(mut self, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         match &mut self {
             Error::Configuration { source, .. }
+            | Error::Authentication { source, .. }
+            | Error::Permission { source, .. }
             | Error::Provider { source, .. }
             | Error::Host { source, .. }
             | Error::Internal { source, .. } => *source = Some(cause.into()),
@@ -558,7 +567,8 @@ mod tests {
         assert_eq!(Error::configuration("x").exit_code(), 8);
         assert_eq!(
             Error::Authentication {
-                message: "x".into()
+                message: "x".into(),
+                source: None,
             }
             .exit_code(),
             5
@@ -592,6 +602,22 @@ mod tests {
             (
                 Error::host("h1", "reading /etc/hosts").caused_by(os()),
                 "host h1: reading /etc/hosts: no such file",
+            ),
+            (
+                Error::Authentication {
+                    message: "logging in".into(),
+                    source: None,
+                }
+                .caused_by(os()),
+                "authentication failed: logging in: no such file",
+            ),
+            (
+                Error::Permission {
+                    message: "listing job templates".into(),
+                    source: None,
+                }
+                .caused_by(os()),
+                "permission denied: listing job templates: no such file",
             ),
             (
                 Error::configuration("`verify: /ca.pem`: cannot read the CA bundle")
@@ -731,9 +757,11 @@ mod tests {
             },
             Error::Authentication {
                 message: text.clone(),
+                source: None,
             },
             Error::Permission {
                 message: text.clone(),
+                source: None,
             },
             Error::Host {
                 host: "h".into(),

@@ -582,6 +582,7 @@ async fn authenticate(
             "{user}@{hostname}: key-based, password-based and agent authentication all failed ({})",
             tried.join("; ")
         ),
+        source: None,
     })
 }
 

@@ -159,12 +159,14 @@ impl ApiError {
         match &self {
             ApiError::Status { status: 401, .. } => Error::Authentication {
                 message: format!(
-                    "AnsibleTower refused the credentials while {doing} ({self}); check `token`, or \
+                    "AnsibleTower refused the credentials while {doing}; check `token`, or \
                      `username` and `password`, of this instance in broker_settings.yaml"
                 ),
+                source: Some(self.into()),
             },
             ApiError::Status { status: 403, .. } => Error::Permission {
-                message: format!("{doing}: {self}"),
+                message: doing.to_owned(),
+                source: Some(self.into()),
             },
             ApiError::Task(_) => Error::internal(format!("AnsibleTower: {doing}"), self),
             _ => Error::provider(super::NAME, doing).caused_by(self),
@@ -843,6 +845,38 @@ mod tests {
             "{cause}"
         );
         assert_eq!(err.exit_code(), 7);
+    }
+
+    /// Refused credentials and permissions keep the server's answer as the cause.
+    #[test]
+    fn refusals_keep_the_answer_as_the_source() {
+        let answer = |status| ApiError::Status {
+            status,
+            method: "GET".into(),
+            url: "https://tower.example.com/api/v2/me/".into(),
+            detail: "Authentication credentials were not provided.".into(),
+        };
+        let said = "GET https://tower.example.com/api/v2/me/ answered 401: Authentication \
+                    credentials were not provided.";
+        let refused = answer(401).into_error("logging in");
+        assert!(
+            matches!(refused, Error::Authentication { .. }),
+            "{refused:?}"
+        );
+        assert_eq!(
+            std::error::Error::source(&refused).map(|c| c.to_string()),
+            Some(said.to_owned())
+        );
+        assert!(!refused.to_string().contains("answered"), "{refused}");
+        let denied = answer(403).into_error("listing job templates");
+        assert!(matches!(denied, Error::Permission { .. }), "{denied:?}");
+        assert_eq!(
+            broker_core::error::chain(&denied),
+            format!(
+                "permission denied: listing job templates: {}",
+                said.replace("401", "403")
+            )
+        );
     }
 
     /// A request task that panicked is broker's own failure (exit 1), the panic its cause.

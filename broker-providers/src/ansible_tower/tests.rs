@@ -751,8 +751,12 @@ async fn bad_credentials_are_an_authentication_error() {
             Broker::new(Settings::from_yaml(dir.path(), &yaml).unwrap(), registry()).unwrap();
         let err = broker.checkout_one(deploy()).await.unwrap_err();
         assert_eq!(err.exit_code(), 5, "{err}");
-        assert!(err.to_string().contains("401"), "{err}");
-        assert!(!err.to_string().contains("not-a-token") && !err.to_string().contains("wrong"));
+        let shown = broker_core::error::chain(&err);
+        assert!(shown.contains("401"), "{shown}");
+        assert!(
+            !shown.contains("not-a-token") && !shown.contains("wrong"),
+            "{shown}"
+        );
         assert!(broker.inventory().list().unwrap().is_empty());
     }
     let yaml = format!("AnsibleTower:\n  base_url: {}\n", sim.url());
