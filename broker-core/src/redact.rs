@@ -222,6 +222,30 @@ mod tests {
         assert_eq!(j, serde_json::to_value(&m).unwrap());
     }
 
+    /// `has_secrets` says whether `mask` would change a value, wherever its only secret sits: in a
+    /// list, behind a YAML tag, or as credentials in a URL.
+    #[test]
+    fn has_secrets_finds_a_lone_secret_wherever_mask_would_change_it() {
+        for (yaml, secret) in [
+            ("[{a: 1}, {token: t}]", true),
+            ("[[x, {host_password: p}]]", true),
+            ("!vault {password: p}", true),
+            ("{list: [{api_key: k}]}", true),
+            ("{url: 'https://alice:pw@tower.example.com/'}", true),
+            ("'https://alice:pw@tower.example.com/'", true),
+            ("[a, 'https://alice:pw@h/']", true),
+            ("!url 'tcp://tok@h:2375'", true),
+            ("[{a: 1}, {token: ''}]", false),
+            ("!vault {user: u}", false),
+            ("'https://tower.example.com/'", false),
+            ("[1, true, ~, mail@example.com]", false),
+        ] {
+            let v: Value = serde_yaml::from_str(yaml).unwrap();
+            assert_eq!(has_secrets(&v), secret, "{yaml}");
+            assert_eq!(mask(&v) != v, secret, "mask and has_secrets disagree on {yaml}");
+        }
+    }
+
     #[test]
     fn secret_looking_keys_beyond_passwords_and_tokens_are_secrets() {
         for key in [
