@@ -179,6 +179,78 @@ mod tests {
     }
 
     #[test]
+    fn a_file_in_directories_not_made_yet_is_written_there_leaving_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new/sub/inventory.yaml");
+        replace(&path, b"- a: 1\n", "writing inventory").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "- a: 1\n");
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            ["inventory.yaml"],
+            "the temporary file sits next to the file"
+        );
+    }
+
+    #[test]
+    fn a_path_through_a_file_fails_naming_the_write_and_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain");
+        std::fs::write(&file, "x").unwrap();
+        let path = file.join("inventory.yaml");
+        match replace(&path, b"new\n", "writing inventory") {
+            Err(Error::Io {
+                action,
+                path: Some(named),
+                ..
+            }) => {
+                assert_eq!(action, "writing inventory");
+                assert_eq!(named, path);
+            }
+            other => panic!("expected the write's own I/O error, got {other:?}"),
+        }
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+    }
+
+    /// A replaced file keeps its owner and group, not the writer's, where the writer may set them
+    /// (root may; another user may only pick one of their groups, which this test then uses).
+    #[test]
+    fn a_replaced_file_keeps_its_owner_and_group() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared.yaml");
+        std::fs::write(&shared, "old\n").unwrap();
+        let mine = std::fs::metadata(&shared).unwrap();
+        let (uid, gid) = if mine.uid() == 0 {
+            (Some(65534), 65534)
+        } else {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let other = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Groups:"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|g| g.parse::<u32>().ok())
+                .find(|g| *g != mine.gid());
+            let Some(gid) = other else {
+                eprintln!(
+                    "NOTE: the owner part of this test needs root or a second group; mode only"
+                );
+                return;
+            };
+            (None, gid)
+        };
+        std::os::unix::fs::chown(&shared, uid, Some(gid)).unwrap();
+        replace(&shared, b"new\n", "writing").unwrap();
+        let after = std::fs::metadata(&shared).unwrap();
+        assert_eq!(after.gid(), gid);
+        assert_eq!(after.uid(), uid.unwrap_or(mine.uid()));
+    }
+
+    #[test]
     fn a_byte_order_mark_is_stripped_once() {
         assert_eq!(strip_bom("\u{feff}- a: 1\n"), "- a: 1\n");
         assert_eq!(strip_bom("- a: 1\n"), "- a: 1\n");

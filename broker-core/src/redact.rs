@@ -242,7 +242,11 @@ mod tests {
         ] {
             let v: Value = serde_yaml::from_str(yaml).unwrap();
             assert_eq!(has_secrets(&v), secret, "{yaml}");
-            assert_eq!(mask(&v) != v, secret, "mask and has_secrets disagree on {yaml}");
+            assert_eq!(
+                mask(&v) != v,
+                secret,
+                "mask and has_secrets disagree on {yaml}"
+            );
         }
     }
 
