@@ -174,7 +174,7 @@ impl<'a> MakeWriter<'a> for RotatingFile {
     fn make_writer(&'a self) -> Self::Writer {
         RotatingWriter {
             owner: self,
-            state: self.state.lock().unwrap_or_else(|p| p.into_inner()),
+            state: broker_core::sync::lock(&self.state),
         }
     }
 }

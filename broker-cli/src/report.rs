@@ -24,10 +24,7 @@ where
 
 /// The results reported so far, as output-file keys.
 pub fn reported() -> Map<String, Json> {
-    REPORTED
-        .lock()
-        .map(|r| r.clone())
-        .unwrap_or_else(|p| p.into_inner().clone())
+    broker_core::sync::lock(&REPORTED).clone()
 }
 
 struct Collector;
@@ -36,7 +33,7 @@ impl<S: tracing::Subscriber> Layer<S> for Collector {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
         let mut fields = Fields::default();
         event.record(&mut fields);
-        let mut reported = REPORTED.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reported = broker_core::sync::lock(&REPORTED);
         for (key, value) in fields.into_keys() {
             reported.insert(key, value);
         }

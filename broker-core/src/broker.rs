@@ -22,6 +22,7 @@ use crate::host::{FromHost, Host, HostRecord, HostState, Owner, RecordId, fields
 use crate::inventory::{InventoryStore, ProviderListing, SyncReport, YamlFileStore};
 use crate::provider::{CheckoutContext, Operation, Provider, ProviderKind, ProviderRegistry};
 use crate::settings::Settings;
+use crate::sync::lock;
 
 /// What to check out: a nick, arguments and a count.
 ///
@@ -1624,10 +1625,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .unwrap_or_else(|e| Err(Error::internal("the inventory task failed", e)))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Picks inventory records the way `broker checkin` and `broker extend` do: the filter first, then

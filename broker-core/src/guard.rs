@@ -68,14 +68,14 @@ impl Batch {
     }
 
     fn join(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = crate::sync::lock(&self.state);
         state.live += 1;
     }
 
     /// One guard leaves the batch (having started `started`, if anything); the check-ins to wait for
     /// now — all of them when it was the last.
     fn leave(&self, started: Option<Started>) -> Vec<Started> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = crate::sync::lock(&self.state);
         state.live = state.live.saturating_sub(1);
         state.started.extend(started);
         if state.live == 0 {
@@ -367,7 +367,7 @@ fn drop_worker() -> Option<tokio::sync::mpsc::UnboundedSender<BoxFuture>> {
     static WORKER: OnceLock<Mutex<Option<tokio::sync::mpsc::UnboundedSender<BoxFuture>>>> =
         OnceLock::new();
     let slot = WORKER.get_or_init(|| Mutex::new(None));
-    let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut slot = crate::sync::lock(slot);
     if let Some(tx) = slot.as_ref().filter(|tx| !tx.is_closed()) {
         return Some(tx.clone());
     }
@@ -421,7 +421,7 @@ mod tests {
 
     fn seen<T>(tag: &str, f: impl FnOnce(&mut Seen) -> T) -> T {
         let ledger = LEDGER.get_or_init(Default::default);
-        let mut ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ledger = crate::sync::lock(ledger);
         f(ledger.entry(tag.to_owned()).or_default())
     }
 

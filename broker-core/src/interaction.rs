@@ -81,19 +81,11 @@ impl fmt::Debug for Asker {
 
 impl Asker {
     pub(crate) fn set(&self, interaction: Arc<dyn Interaction>) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = interaction;
+        *crate::sync::lock(&self.0) = interaction;
     }
 
     pub(crate) fn get(&self) -> Arc<dyn Interaction> {
-        Arc::clone(
-            &self
-                .0
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        )
+        Arc::clone(&crate::sync::lock(&self.0))
     }
 }
 

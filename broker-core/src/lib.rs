@@ -50,6 +50,7 @@ pub mod redact;
 pub mod report;
 pub mod session;
 pub mod settings;
+pub mod sync;
 pub mod time;
 
 pub use broker::{

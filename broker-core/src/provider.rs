@@ -157,18 +157,12 @@ impl<'a> CheckoutContext<'a> {
     /// [`Provider::checkin`] on the intent record. Used for AnsibleTower's
     /// `dangling_behavior: store`.
     pub fn keep_failed(&self, fields: Mapping) {
-        match self.kept.lock() {
-            Ok(mut kept) => kept.push(fields),
-            Err(poisoned) => poisoned.into_inner().push(fields),
-        }
+        crate::sync::lock(&self.kept).push(fields);
     }
 
     /// The hosts [`CheckoutContext::keep_failed`] was given, taking them.
     pub fn take_kept(&self) -> Vec<Mapping> {
-        match self.kept.lock() {
-            Ok(mut kept) => std::mem::take(&mut *kept),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
+        std::mem::take(&mut *crate::sync::lock(&self.kept))
     }
 }
 

@@ -55,6 +55,7 @@ use bollard::query_parameters::{
     LogsOptions, RemoveContainerOptions, UploadToContainerOptions, WaitContainerOptions,
 };
 use broker_core::provider::{Arguments, HelpOption, Operation};
+use broker_core::sync::lock;
 use broker_core::{
     CheckoutContext, Error, ExecOutput, HostRecord, Mapping, OutputSink, OutputStream, Provider,
     ProviderConfig, ProviderKind, Result, Session, Value,
@@ -1375,10 +1376,6 @@ impl Session for ContainerSession {
             .await
             .map_err(|e| self.gone_or(e, &format!("writing {path}")))
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn is_not_found(e: &EngineError) -> bool {

@@ -50,6 +50,7 @@ use std::time::{Duration, Instant};
 
 use broker_core::interaction::{Interaction, Question};
 use broker_core::provider::{Arguments, HelpOption, Operation};
+use broker_core::sync::lock;
 use broker_core::{
     CheckoutContext, Error, HostRecord, HostState, Mapping, Provider, ProviderConfig, ProviderKind,
     Result, Value,
@@ -181,13 +182,6 @@ impl std::fmt::Debug for Tower {
             .field("base_url", &self.connect.base_url)
             .field("credentials", &self.connect.credentials)
             .finish()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
