@@ -212,10 +212,8 @@ pub fn value_table(value: &serde_yaml::Value) -> String {
     let value = broker_core::redact::mask(value);
     let cell = |v: &Value| match v {
         Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        other => serde_json::to_string(other).unwrap_or_default(),
+        other => broker_core::value::scalar_text(other)
+            .unwrap_or_else(|| serde_json::to_string(other).unwrap_or_default()),
     };
     match &value {
         Value::Sequence(items) if items.iter().all(Value::is_mapping) && !items.is_empty() => {

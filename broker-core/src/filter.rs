@@ -1223,10 +1223,9 @@ fn truthy(v: &Val) -> bool {
 
 fn text_of(v: &Value) -> Option<String> {
     match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        // Python's `str(True)`: filters are written against the Python broker.
         Value::Bool(b) => Some(if *b { "True".into() } else { "False".into() }),
-        _ => None,
+        other => crate::value::scalar_text(other),
     }
 }
 

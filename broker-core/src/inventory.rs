@@ -1277,13 +1277,12 @@ fn render_part(record: &HostRecord, part: &str, action_keys: &[&str]) -> Option<
 
 fn value_text(v: &Value) -> Option<String> {
     match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
         Value::Null => None,
-        other => serde_yaml::to_string(other)
-            .ok()
-            .map(|s| s.trim().replace('\n', " ")),
+        other => crate::value::scalar_text(other).or_else(|| {
+            serde_yaml::to_string(other)
+                .ok()
+                .map(|s| s.trim().replace('\n', " "))
+        }),
     }
 }
 

@@ -52,6 +52,7 @@ pub mod session;
 pub mod settings;
 pub mod sync;
 pub mod time;
+pub mod value;
 
 pub use broker::{
     Broker, Cancellation, CheckoutRequest, HostOutcome, RecoverScope, select_records,

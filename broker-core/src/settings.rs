@@ -28,6 +28,7 @@ use serde_yaml::{Mapping, Value};
 
 use crate::error::{Error, Result};
 use crate::redact::mask;
+use crate::value::scalar_text;
 
 mod validate;
 pub use validate::{Problem, is_placeholder};
@@ -542,15 +543,6 @@ fn parse_env_value(text: &str) -> Value {
         }
         Ok(Value::String(_)) | Err(_) => Value::String(text.to_owned()),
         Ok(v) => v,
-    }
-}
-
-fn scalar_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
     }
 }
 

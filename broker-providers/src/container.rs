@@ -56,6 +56,7 @@ use bollard::query_parameters::{
 };
 use broker_core::provider::{Arguments, HelpOption, Operation};
 use broker_core::sync::lock;
+use broker_core::value::scalar_text as text;
 use broker_core::{
     CheckoutContext, Error, ExecOutput, HostRecord, Mapping, OutputSink, OutputStream, Provider,
     ProviderConfig, ProviderKind, Result, Session, Value,
@@ -1414,15 +1415,6 @@ fn engine_message(e: &EngineError) -> String {
             message,
         } => format!("{message} (HTTP {status_code})"),
         other => other.to_string(),
-    }
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
     }
 }
 

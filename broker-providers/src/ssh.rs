@@ -93,10 +93,8 @@ impl fmt::Debug for SshOptions {
 fn text(v: &Value) -> Option<String> {
     match v {
         // A masked value stands for a secret the inventory does not hold: not set.
-        Value::String(s) if !s.is_empty() && s != broker_core::redact::MASK => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
+        Value::String(s) if s.is_empty() || s == broker_core::redact::MASK => None,
+        other => broker_core::value::scalar_text(other),
     }
 }
 

@@ -154,12 +154,7 @@ impl TestProvider {
     /// An injected fault setting: the argument, else the provider setting.
     fn fault(&self, args: &Mapping, key: &str) -> Option<String> {
         args.get(key)
-            .and_then(|v| match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                Value::Bool(b) => Some(b.to_string()),
-                _ => None,
-            })
+            .and_then(broker_core::value::scalar_text)
             .or_else(|| self.config.get_str(key))
     }
 

@@ -8,7 +8,8 @@ use std::fmt;
 
 use serde_yaml::Value;
 
-use super::{Settings, get_ci, scalar_text};
+use super::{Settings, get_ci};
+use crate::value::scalar_text;
 
 /// One thing wrong with the settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,47 @@
+//! Reading the YAML values broker passes around (settings, arguments, host records, provider answers).
+//!
+//! The helpers here exist once so that every crate reads a value the same way; they must not decide
+//! anything about a setting or a record (that belongs to `settings`, `inventory` and the providers).
+
+use serde_yaml::Value;
+
+/// A scalar as text: a string as it is, a number or a boolean as written in YAML (`22`, `1.5`,
+/// `true`); `None` for null, a list, a mapping or a tagged value.
+///
+/// ```
+/// use broker_core::value::scalar_text;
+///
+/// assert_eq!(scalar_text(&serde_yaml::from_str("22").unwrap()).as_deref(), Some("22"));
+/// assert_eq!(scalar_text(&serde_yaml::from_str("[22]").unwrap()), None);
+/// ```
+pub fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml(text: &str) -> Value {
+        serde_yaml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn scalars_read_as_written_and_the_rest_is_none() {
+        assert_eq!(scalar_text(&yaml("'a b'")).as_deref(), Some("a b"));
+        assert_eq!(scalar_text(&yaml("''")).as_deref(), Some(""));
+        assert_eq!(scalar_text(&yaml("22")).as_deref(), Some("22"));
+        assert_eq!(scalar_text(&yaml("-3")).as_deref(), Some("-3"));
+        assert_eq!(scalar_text(&yaml("1.5")).as_deref(), Some("1.5"));
+        assert_eq!(scalar_text(&yaml("true")).as_deref(), Some("true"));
+        assert_eq!(scalar_text(&yaml("false")).as_deref(), Some("false"));
+        for other in ["~", "[1]", "{a: 1}", "!tag 1"] {
+            assert_eq!(scalar_text(&yaml(other)), None, "{other}");
+        }
+    }
+}
