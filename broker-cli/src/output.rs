@@ -50,7 +50,7 @@ impl Emitter {
     /// Records a key, secrets masked.
     pub fn emit(&mut self, key: &str, value: impl serde::Serialize) {
         if self.path.is_some() {
-            let mut value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+            let mut value = broker_core::value::to_json(&value);
             broker_core::redact::mask_json(&mut value);
             self.doc.insert(key.to_owned(), value);
         }

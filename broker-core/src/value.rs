@@ -23,6 +23,29 @@ pub fn scalar_text(value: &Value) -> Option<String> {
     }
 }
 
+/// A value (a YAML value, a provider's answer) as JSON, for payloads and the `--output-file`; null
+/// when JSON cannot hold it (a mapping with a list for a key).
+///
+/// ```
+/// let vars: serde_yaml::Value = serde_yaml::from_str("{port: 22}").unwrap();
+/// assert_eq!(broker_core::value::to_json(&vars), serde_json::json!({"port": 22}));
+/// ```
+pub fn to_json(value: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
+
+/// A value (JSON from an API, an engine's description) as YAML, for records and results; null when
+/// it cannot be written as YAML.
+///
+/// ```
+/// let answer = serde_json::json!({"port": 22});
+/// let port = broker_core::value::to_yaml(&answer)["port"].as_u64();
+/// assert_eq!(port, Some(22));
+/// ```
+pub fn to_yaml(value: &impl serde::Serialize) -> Value {
+    serde_yaml::to_value(value).unwrap_or(Value::Null)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +66,16 @@ mod tests {
         for other in ["~", "[1]", "{a: 1}", "!tag 1"] {
             assert_eq!(scalar_text(&yaml(other)), None, "{other}");
         }
+    }
+
+    #[test]
+    fn yaml_and_json_convert_both_ways_and_null_stands_for_what_json_cannot_hold() {
+        let record = yaml("{name: a, port: 22, ok: true, tags: [x, ~], nested: {ratio: 1.5}}");
+        let json = serde_json::json!({
+            "name": "a", "port": 22, "ok": true, "tags": ["x", null], "nested": {"ratio": 1.5}
+        });
+        assert_eq!(to_json(&record), json);
+        assert_eq!(to_yaml(&json), record);
+        assert_eq!(to_json(&yaml("{[1]: a}")), serde_json::Value::Null);
     }
 }

@@ -1033,7 +1033,7 @@ impl Provider for ContainerProvider {
             );
             out.insert("size".into(), inspect.size.unwrap_or_default().into());
             if let Some(config) = inspect.config {
-                let config = serde_yaml::to_value(&config).unwrap_or(Value::Null);
+                let config = broker_core::value::to_yaml(&config);
                 out.insert("config".into(), config);
             }
             return Ok(Value::Mapping(out));

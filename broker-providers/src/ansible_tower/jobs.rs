@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use broker_core::value::{to_json, to_yaml};
 use broker_core::{Error, Mapping, Result, Value};
 use serde_json::Value as Json;
 
@@ -103,16 +104,6 @@ impl std::fmt::Display for Reason {
 
 pub(crate) fn is_final(status: &str) -> bool {
     matches!(status, "successful" | "failed" | "error" | "canceled")
-}
-
-/// Converts a YAML mapping to JSON, for payloads.
-pub(crate) fn to_json(value: &Value) -> Json {
-    serde_json::to_value(value).unwrap_or(Json::Null)
-}
-
-/// Converts JSON to YAML, for records and results.
-pub(crate) fn to_yaml(value: &Json) -> Value {
-    serde_yaml::to_value(value).unwrap_or(Value::Null)
 }
 
 /// Python's truthiness for fact values, as the Python broker filters them: null, false, "", [] and {}

@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 use broker_core::interaction::{Interaction, Question};
 use broker_core::provider::{Arguments, HelpOption, Operation};
 use broker_core::sync::lock;
+use broker_core::value::to_yaml;
 use broker_core::{
     CheckoutContext, Error, HostRecord, HostState, Mapping, Provider, ProviderConfig, ProviderKind,
     Result, Value,
@@ -61,7 +62,7 @@ use serde_json::{Value as Json, json};
 use api::{Api, ApiError, ApiResult, ConnectOptions, Credentials, Verify, json_text};
 use jobs::{
     Finished, Kind, Launched, Reason, extra_vars, host_fields, is_final, is_set,
-    job_failure_reasons, launched_job, merge_json, related, set_entries, to_yaml,
+    job_failure_reasons, launched_job, merge_json, related, set_entries,
 };
 
 /// The provider's name, as the inventory records it.
