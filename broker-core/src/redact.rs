@@ -247,6 +247,12 @@ mod tests {
                 secret,
                 "mask and has_secrets disagree on {yaml}"
             );
+            if !yaml.starts_with('!') {
+                // The JSON twin masks the same values.
+                let mut j: serde_json::Value = serde_json::to_value(&v).unwrap();
+                mask_json(&mut j);
+                assert_eq!(j, serde_json::to_value(mask(&v)).unwrap(), "{yaml}");
+            }
         }
     }
 

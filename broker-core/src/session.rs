@@ -146,3 +146,113 @@ pub trait Session: Send + Sync + fmt::Debug {
 async fn tokio_read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io("reading file", path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A session that answers every command with the same output, serves one file's contents, keeps
+    /// what is written to it, and has no PTY.
+    #[derive(Debug, Default)]
+    struct Canned {
+        output: ExecOutput,
+        written: Mutex<Vec<(String, Vec<u8>)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Session for Canned {
+        async fn execute(&self, _command: &str, _timeout: Option<Duration>) -> Result<ExecOutput> {
+            Ok(self.output.clone())
+        }
+        async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+            Ok(format!("contents of {path}").into_bytes())
+        }
+        async fn write_file(&self, path: &str, contents: &[u8]) -> Result<()> {
+            self.written
+                .lock()
+                .unwrap()
+                .push((path.to_owned(), contents.to_vec()));
+            Ok(())
+        }
+    }
+
+    fn output(status: i32) -> ExecOutput {
+        ExecOutput {
+            stdout: "out\n".into(),
+            stderr: "err\n".into(),
+            status,
+        }
+    }
+
+    #[test]
+    fn success_is_status_zero_and_display_shows_every_part() {
+        assert!(output(0).success());
+        assert!(!output(1).success());
+        assert!(!output(-1).success());
+        assert_eq!(
+            output(3).to_string(),
+            "stdout:\nout\n\nstderr:\nerr\n\nstatus: 3"
+        );
+    }
+
+    #[tokio::test]
+    async fn streaming_by_default_hands_over_both_streams_when_the_command_ends() {
+        let session = Canned {
+            output: output(2),
+            ..Canned::default()
+        };
+        let seen = Mutex::new(Vec::new());
+        let sink = |stream: OutputStream, bytes: &[u8]| {
+            seen.lock()
+                .unwrap()
+                .push((stream, String::from_utf8_lossy(bytes).into_owned()));
+        };
+        let out = session.execute_streaming("x", None, &sink).await.unwrap();
+        assert_eq!(out, output(2));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (OutputStream::Stdout, "out\n".to_owned()),
+                (OutputStream::Stderr, "err\n".to_owned())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_without_ptys_says_interactive_shells_are_not_implemented() {
+        let session = Canned::default();
+        let err = session
+            .interactive(
+                Box::new(tokio::io::empty()),
+                Box::new(tokio::io::sink()),
+                (80, 24),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 9, "{err}");
+        assert!(err.to_string().contains("interactive shells"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn default_upload_and_download_move_whole_files_making_local_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = Canned::default();
+        let local = dir.path().join("up.txt");
+        std::fs::write(&local, "hello").unwrap();
+        session.upload(&local, "/tmp/up.txt").await.unwrap();
+        assert_eq!(
+            *session.written.lock().unwrap(),
+            [("/tmp/up.txt".to_owned(), b"hello".to_vec())]
+        );
+        let missing = session.upload(&dir.path().join("nope"), "/x").await;
+        assert!(matches!(missing, Err(Error::Io { .. })), "{missing:?}");
+
+        let down = dir.path().join("new/dir/down.txt");
+        session.download("/etc/motd", &down).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&down).unwrap(),
+            "contents of /etc/motd"
+        );
+    }
+}
