@@ -346,10 +346,23 @@ async fn checkout_until_stopped<T>(
         bound.as_secs()
     );
     stop.cancel();
-    let why = tokio::select! {
-        out = &mut work => return out,
-        again = signals.next() => format!("{again} again"),
-        () = tokio::time::sleep(bound) => format!("clean-up unfinished after {}s", bound.as_secs()),
+    let deadline = tokio::time::Instant::now() + bound;
+    let why = loop {
+        tokio::select! {
+            out = &mut work => return out,
+            // Only a second Ctrl-C stops waiting, as the message says. A SIGTERM or SIGHUP now is
+            // the same request again (a shell closing sends its stopped jobs SIGHUP, then SIGTERM; a
+            // supervisor passes on what it gets): the clean-up asked for is already under way.
+            again = signals.next() => match again {
+                "Ctrl-C" => break format!("{again} again"),
+                other => {
+                    note!("{other}: the checkout is already stopping; press Ctrl-C to stop waiting");
+                }
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                break format!("clean-up unfinished after {}s", bound.as_secs())
+            }
+        }
     };
     // Dropping the checkout stops its tasks where they are; what they had not finished stays recorded.
     drop(work);

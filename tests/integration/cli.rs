@@ -1139,6 +1139,34 @@ fn sigterm_and_sighup_during_checkout_check_in_what_was_made() {
     }
 }
 
+/// A shell that closes sends its stopped jobs SIGHUP and then SIGTERM: the second signal is the same
+/// request again, not the user's second Ctrl-C, so the clean-up goes on and gives back what was made.
+#[test]
+fn sighup_then_sigterm_let_the_clean_up_finish() {
+    let dir = BrokerDir::new(&format!("{SETTINGS}cancel_timeout: 1\n"));
+    let child = dir.spawn_checkout(
+        &["--test_action", "basic", "--hang", "created", "-c", "2"],
+        2,
+    );
+    crate::util::signal(&child, "HUP");
+    crate::util::signal(&child, "TERM");
+    let out = child.wait_output(DEADLINE);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("already stopping"), "{err}");
+    assert!(
+        !err.contains("SIGTERM again") && !err.contains("SIGHUP again"),
+        "{err}"
+    );
+    assert!(err.contains("checked in again: broker-test-"), "{err}");
+    assert!(dir.inventory().is_empty(), "{:?}", dir.inventory());
+    assert!(
+        dir.provider_hosts().is_empty(),
+        "{:?}",
+        dir.provider_hosts()
+    );
+}
+
 #[test]
 fn second_ctrl_c_stops_waiting_and_says_what_is_left() {
     let dir = BrokerDir::new(&format!("{SETTINGS}cancel_timeout: 10m\n"));
