@@ -1088,17 +1088,14 @@ impl Broker {
         {
             None => None,
             Some(v) => Some(
-                match &v {
-                    Value::Number(n) => n.as_u64().and_then(|n| usize::try_from(n).ok()),
-                    Value::String(s) => s.trim().parse().ok(),
-                    _ => None,
-                }
-                .ok_or_else(|| {
-                    Error::usage(format!(
-                        "the count of hosts must be a whole number (1 or more), not `{}`",
-                        serde_yaml::to_string(&v).unwrap_or_default().trim()
-                    ))
-                })?,
+                crate::value::scalar_u64(&v)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| {
+                        Error::usage(format!(
+                            "the count of hosts must be a whole number (1 or more), not `{}`",
+                            serde_yaml::to_string(&v).unwrap_or_default().trim()
+                        ))
+                    })?,
             ),
         };
         // Zero hosts is a mistake to report, not a request for one host.

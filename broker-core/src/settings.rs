@@ -262,11 +262,7 @@ impl Settings {
     }
 
     fn get_u64(&self, path: &str) -> Option<u64> {
-        match self.get(path)? {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        }
+        self.get(path).and_then(crate::value::scalar_u64)
     }
 
     fn get_duration(&self, path: &str, default: Duration) -> Result<Duration> {
@@ -744,11 +740,7 @@ impl ProviderConfig {
 
     /// A non-negative integer (also from text).
     pub fn get_u64(&self, key: &str) -> Option<u64> {
-        match self.get(key)? {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        }
+        self.get(key).and_then(crate::value::scalar_u64)
     }
 
     /// A boolean (also from `yes`/`no`/`1`/`0` text).

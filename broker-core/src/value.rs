@@ -23,6 +23,33 @@ pub fn scalar_text(value: &Value) -> Option<String> {
     }
 }
 
+/// A whole number that is not negative, from a number or from text (`22`, `' 22 '`): settings and
+/// arguments written in YAML, on the command line or in the environment arrive as either.
+///
+/// ```
+/// use broker_core::value::scalar_u64;
+///
+/// assert_eq!(scalar_u64(&serde_yaml::from_str("'22'").unwrap()), Some(22));
+/// assert_eq!(scalar_u64(&serde_yaml::from_str("-1").unwrap()), None);
+/// ```
+pub fn scalar_u64(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A number, from a number or from text (`0.5`, `'5'`), as [`scalar_u64`] reads whole numbers.
+/// Callers that want a finite or positive number check that themselves.
+pub fn scalar_f64(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
 /// A value (a YAML value, a provider's answer) as JSON, for payloads and the `--output-file`; null
 /// when JSON cannot hold it (a mapping with a list for a key).
 ///
@@ -65,6 +92,21 @@ mod tests {
         assert_eq!(scalar_text(&yaml("false")).as_deref(), Some("false"));
         for other in ["~", "[1]", "{a: 1}", "!tag 1"] {
             assert_eq!(scalar_text(&yaml(other)), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn numbers_read_from_numbers_and_from_text() {
+        assert_eq!(scalar_u64(&yaml("22")), Some(22));
+        assert_eq!(scalar_u64(&yaml("' 22 '")), Some(22));
+        for not_whole in ["-1", "1.5", "'x'", "true", "~", "[1]"] {
+            assert_eq!(scalar_u64(&yaml(not_whole)), None, "{not_whole}");
+        }
+        assert_eq!(scalar_f64(&yaml("0.5")), Some(0.5));
+        assert_eq!(scalar_f64(&yaml("' 5 '")), Some(5.0));
+        assert_eq!(scalar_f64(&yaml("-2")), Some(-2.0));
+        for not_a_number in ["'x'", "true", "~", "{a: 1}"] {
+            assert_eq!(scalar_f64(&yaml(not_a_number)), None, "{not_a_number}");
         }
     }
 

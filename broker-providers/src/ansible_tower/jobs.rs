@@ -417,13 +417,10 @@ pub(crate) fn host_fields(
 
 /// Seconds from a setting that may be a number (`5`, `0.5`) or text.
 pub(crate) fn seconds(value: Option<&Value>, default: f64) -> Duration {
-    let secs = match value {
-        Some(Value::Number(n)) => n.as_f64(),
-        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    }
-    .filter(|s| s.is_finite() && *s >= 0.0)
-    .unwrap_or(default);
+    let secs = value
+        .and_then(broker_core::value::scalar_f64)
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .unwrap_or(default);
     Duration::from_secs_f64(secs)
 }
 

@@ -912,11 +912,7 @@ impl Tower {
         given: &Value,
     ) -> Result<(u64, String)> {
         let doing = |what: &str| format!("looking up inventory `{what}`");
-        let as_id = match given {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.trim().parse::<u64>().ok(),
-            _ => None,
-        };
+        let as_id = broker_core::value::scalar_u64(given);
         if let Some(id) = as_id {
             let inv = api
                 .get(&format!("inventories/{id}/"), &[])
@@ -1408,11 +1404,7 @@ fn seconds_setting(config: &ProviderConfig, key: &str, default: f64) -> Result<D
     match config.get(key) {
         None | Some(Value::Null) => Ok(jobs::seconds(None, default)),
         Some(v) => {
-            let secs = match v {
-                Value::Number(n) => n.as_f64(),
-                Value::String(s) => s.trim().parse::<f64>().ok(),
-                _ => None,
-            };
+            let secs = broker_core::value::scalar_f64(v);
             match secs.filter(|s| s.is_finite() && *s >= 0.0) {
                 Some(secs) => Ok(Duration::from_secs_f64(secs)),
                 None => Err(config.setting_error(
@@ -1612,11 +1604,7 @@ impl Provider for Tower {
         let flag = |key: &str| query.get(key).is_some_and(|v| v.as_bool() != Some(false));
         let limit = query
             .get("results_limit")
-            .and_then(|v| match v {
-                Value::Number(n) => n.as_u64(),
-                Value::String(s) => s.trim().parse().ok(),
-                _ => None,
-            })
+            .and_then(broker_core::value::scalar_u64)
             .map(|n| n as usize)
             .unwrap_or(self.settings.results_limit);
         let inventory = query
