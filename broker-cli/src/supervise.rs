@@ -184,35 +184,42 @@ impl Child {
         typed: &mut UnboundedReceiver<String>,
         tick: &mut tokio::time::Interval,
     ) -> Choice {
-        let mut err = std::io::stderr();
-        let _ = write!(
-            err,
-            "\r\x1b[2KCtrl-C: [b]ackground (the checkout goes on without this terminal), [s]top the \
-             checkout and give back what it made, or [r]esume it? [b/s/r] (r): "
-        );
-        let _ = err.flush();
-        let line = loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    if let Some(status) = self.exited() {
-                        note!("");
-                        return Choice::Exited(status);
+        let mut question = "\r\x1b[2KCtrl-C: [b]ackground (the checkout goes on without this terminal), \
+            [s]top the checkout and give back what it made, or [r]esume it? [b/s/r] (r): ";
+        loop {
+            let mut err = std::io::stderr();
+            let _ = write!(err, "{question}");
+            let _ = err.flush();
+            let line = loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Some(status) = self.exited() {
+                            note!("");
+                            return Choice::Exited(status);
+                        }
                     }
+                    again = signals.next() => {
+                        note!("");
+                        return Choice::Stop(again);
+                    }
+                    line = typed.recv() => break line,
                 }
-                again = signals.next() => {
+            };
+            match line.as_deref().map(str::trim) {
+                Some("" | "r" | "R" | "resume") => return Choice::Resume,
+                Some("b" | "B" | "background") => return Choice::Background,
+                Some("s" | "S" | "stop") => return Choice::Stop("Ctrl-C"),
+                None => {
+                    // Nobody can answer any more (Ctrl-D): the Ctrl-C stands as pressed.
                     note!("");
-                    return Choice::Stop(again);
+                    note!("the terminal's input ended: stopping the checkout");
+                    return Choice::Stop("Ctrl-C");
                 }
-                line = typed.recv() => break line,
-            }
-        };
-        match line.as_deref().map(str::trim) {
-            Some("" | "r" | "R" | "resume") => Choice::Resume,
-            Some("b" | "B" | "background") => Choice::Background,
-            Some("s" | "S" | "stop") | None => Choice::Stop("Ctrl-C"),
-            Some(other) => {
-                note!("`{other}` is not b, s or r: stopping the checkout");
-                Choice::Stop("Ctrl-C")
+                // A typo must not end (or keep) a checkout: ask again.
+                Some(other) => {
+                    note!("`{other}` is not b, s or r");
+                    question = "[b]ackground, [s]top or [r]esume? [b/s/r] (r): ";
+                }
             }
         }
     }
@@ -270,17 +277,25 @@ impl Child {
         let code = status
             .code()
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-        if !self.stdout.lost && !self.stderr.lost {
+        let lost = self.stdout.lost || self.stderr.lost;
+        if !lost && !self.stdout.closed {
             let _ = std::fs::remove_file(&self.stdout.path);
             let _ = std::fs::remove_file(&self.stderr.path);
             return code;
         }
+        // A reader that closed stdout may have seen enough (`| head`), or may have been stopped by the
+        // same Ctrl-C (`| tee`, answered r): either way the rest is kept, and said where.
+        let why = if lost {
+            "could not all be shown"
+        } else {
+            "was not all read (its reader closed stdout)"
+        };
         note!(
-            "the checkout's output could not all be shown; it is kept in {} (hosts) and {} (messages)",
+            "the checkout's output {why}; it is kept in {} (hosts) and {} (messages)",
             self.stdout.path.display(),
             self.stderr.path.display()
         );
-        if code == 0 { 1 } else { code }
+        if lost && code == 0 { 1 } else { code }
     }
 }
 

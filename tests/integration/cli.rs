@@ -1356,8 +1356,18 @@ fn ctrl_c_on_a_terminal_asks_and_resume_goes_on_with_the_checkout() {
 #[test]
 fn ctrl_c_on_a_terminal_asks_and_stop_gives_back_what_was_made() {
     let dir = BrokerDir::new(&format!("{SETTINGS}cancel_timeout: 1\n"));
-    let (code, shown) =
-        checkout_answering_ctrl_c(&dir, "--test_action basic --hang created -c 2", "s");
+    let mut checkout =
+        TerminalCheckout::start(&dir, "checkout --test_action basic --hang created -c 2");
+    // Both hosts made (and their provider calls hanging) before the Ctrl-C, so that both are given
+    // back rather than not started.
+    assert!(
+        wait_for(Duration::from_secs(20), || dir.provider_hosts().len() == 2),
+        "{}",
+        checkout.shown()
+    );
+    checkout.press_ctrl_c();
+    checkout.type_keys("s\n");
+    let (code, shown) = checkout.wait();
     assert_eq!(code, Some(130), "{shown}");
     assert!(shown.contains("Ctrl-C: stopping the checkout"), "{shown}");
     assert!(shown.contains("checked in again: broker-test-"), "{shown}");
@@ -1481,6 +1491,51 @@ fn output_the_supervisor_cannot_show_is_kept_and_named() {
         hosts.contains(records[0]["hostname"].as_str().unwrap()),
         "{out}: {hosts}"
     );
+}
+
+/// A typo at the Ctrl-C question asks again rather than ending (or keeping) the checkout.
+#[test]
+fn an_answer_that_is_not_b_s_or_r_asks_again() {
+    let dir = BrokerDir::new(SETTINGS);
+    let mut checkout = TerminalCheckout::start(&dir, "checkout --test_action basic --delay 3");
+    checkout.press_ctrl_c();
+    checkout.type_keys("bg\n");
+    checkout
+        .terminal
+        .wait_for_text("[b]ackground, [s]top or [r]esume?");
+    checkout.type_keys("r\n");
+    let (code, shown) = checkout.wait();
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(shown.contains("`bg` is not b, s or r"), "{shown}");
+    assert!(shown.contains("resuming the checkout"), "{shown}");
+    let records = dir.inventory();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["_broker_state"], "ready", "{records:?}");
+}
+
+/// A reader that closed stdout before the hosts came (here `true`; after a Ctrl-C answered `r`, a
+/// `tee` the Ctrl-C ended) has not read them: they are kept, and the file named.
+#[test]
+fn output_whose_reader_left_is_kept_and_named() {
+    let dir = BrokerDir::new(SETTINGS);
+    let checkout = TerminalCheckout::start(
+        &dir,
+        "checkout --test_action basic --delay 2 -o json | true",
+    );
+    let (_, shown) = checkout.wait();
+    let said = "the checkout's output was not all read (its reader closed stdout); it is kept in ";
+    let at = shown.find(said).unwrap_or_else(|| panic!("{shown}"));
+    let out = shown[at + said.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let records = dir.inventory();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let hosts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let host = hosts.get(0).unwrap_or(&hosts);
+    assert_eq!(host["hostname"], records[0]["hostname"], "{out}: {hosts}");
 }
 
 #[test]
