@@ -1159,12 +1159,7 @@ fn sighup_then_sigterm_let_the_clean_up_finish() {
         "{err}"
     );
     assert!(err.contains("checked in again: broker-test-"), "{err}");
-    assert!(dir.inventory().is_empty(), "{:?}", dir.inventory());
-    assert!(
-        dir.provider_hosts().is_empty(),
-        "{:?}",
-        dir.provider_hosts()
-    );
+    dir.assert_nothing_out();
 }
 
 #[test]
@@ -1371,12 +1366,7 @@ fn ctrl_c_on_a_terminal_asks_and_stop_gives_back_what_was_made() {
     assert_eq!(code, Some(130), "{shown}");
     assert!(shown.contains("Ctrl-C: stopping the checkout"), "{shown}");
     assert!(shown.contains("checked in again: broker-test-"), "{shown}");
-    assert!(dir.inventory().is_empty(), "{:?}", dir.inventory());
-    assert!(
-        dir.provider_hosts().is_empty(),
-        "{:?}",
-        dir.provider_hosts()
-    );
+    dir.assert_nothing_out();
 }
 
 #[test]
@@ -1470,19 +1460,26 @@ fn sigterm_and_sighup_to_the_supervisor_stop_the_checkout() {
     }
 }
 
+/// The file named right after `said` in what the terminal showed.
+fn file_named_after(shown: &str, said: &str) -> String {
+    let at = shown.find(said).unwrap_or_else(|| panic!("{shown}"));
+    shown[at + said.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 #[test]
 fn output_the_supervisor_cannot_show_is_kept_and_named() {
     let dir = BrokerDir::new(SETTINGS);
     let checkout = TerminalCheckout::start(&dir, "checkout --test_action basic > /dev/full");
     let (code, shown) = checkout.wait();
     assert_eq!(code, Some(1), "{shown}");
-    let said = "the checkout's output could not all be shown; it is kept in ";
-    let at = shown.find(said).unwrap_or_else(|| panic!("{shown}"));
-    let out = shown[at + said.len()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let out = file_named_after(
+        &shown,
+        "the checkout's output could not all be shown; it is kept in ",
+    );
     let records = dir.inventory();
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["_broker_state"], "ready", "{records:?}");
@@ -1523,13 +1520,10 @@ fn output_whose_reader_left_is_kept_and_named() {
         "checkout --test_action basic --delay 2 -o json | true",
     );
     let (_, shown) = checkout.wait();
-    let said = "the checkout's output was not all read (its reader closed stdout); it is kept in ";
-    let at = shown.find(said).unwrap_or_else(|| panic!("{shown}"));
-    let out = shown[at + said.len()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let out = file_named_after(
+        &shown,
+        "the checkout's output was not all read (its reader closed stdout); it is kept in ",
+    );
     let records = dir.inventory();
     assert_eq!(records.len(), 1, "{records:?}");
     let hosts: serde_json::Value =

@@ -124,6 +124,16 @@ impl BrokerDir {
         child
     }
 
+    /// Asserts that no host is left: no record in the inventory and none at the TestProvider.
+    pub fn assert_nothing_out(&self) {
+        assert!(self.inventory().is_empty(), "{:?}", self.inventory());
+        assert!(
+            self.provider_hosts().is_empty(),
+            "{:?}",
+            self.provider_hosts()
+        );
+    }
+
     /// Hosts that exist at the TestProvider instance `local`.
     pub fn provider_hosts(&self) -> Vec<String> {
         let dir = self.path().join("test_provider/local/hosts");
