@@ -1,4 +1,7 @@
 //! Workspace integration tests: they run the real `broker` binary in temporary broker directories.
+// Test code through and through: a failed set-up step should stop the test where it failed, in the
+// helpers as in the `#[test]`s (clippy's `allow-unwrap-in-tests` covers only the latter).
+#![allow(clippy::unwrap_used)]
 
 #[cfg(feature = "ansible-tower")]
 mod awx;
