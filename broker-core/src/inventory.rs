@@ -70,6 +70,27 @@ pub trait InventoryStore: Send + Sync + fmt::Debug {
     /// lock, read, parse or write failures. On error nothing is changed.
     fn sync_provider(&self, listing: ProviderListing) -> Result<SyncReport>;
 
+    /// Replaces each `(seen, new)` pair's record with `new` if the store still holds `seen` exactly
+    /// as it was read (same identity, same fields); returns the identities of `seen` records that
+    /// were replaced. Two processes claiming one record (two reapers at once) thus cannot both win.
+    ///
+    /// The default reads and then writes, which is atomic only within one process: a store shared
+    /// by processes overrides it with a compare-and-replace under its lock, as [`YamlFileStore`] does.
+    ///
+    /// # Errors
+    /// Lock, read, parse or write failures; on error nothing is changed.
+    fn replace_unchanged(&self, changes: &[(HostRecord, HostRecord)]) -> Result<Vec<RecordId>> {
+        let mut records = self.list()?;
+        let replaced = replace_matching(&mut records, changes);
+        let new: Vec<HostRecord> = changes
+            .iter()
+            .filter(|(seen, _)| replaced.contains(&seen.id()))
+            .map(|(_, new)| new.clone())
+            .collect();
+        self.put(&new)?;
+        Ok(replaced)
+    }
+
     /// Where the records live, for messages (`/home/me/.broker/inventory.yaml`).
     fn location(&self) -> String;
 
@@ -1006,6 +1027,18 @@ impl InventoryStore for YamlFileStore {
         })
     }
 
+    fn replace_unchanged(&self, changes: &[(HostRecord, HostRecord)]) -> Result<Vec<RecordId>> {
+        self.modify(|text| {
+            let mut records = parse_inventory(&self.path, text)?;
+            let replaced = replace_matching(&mut records, changes);
+            if replaced.is_empty() {
+                // Nothing to write: the file stays byte for byte as it is.
+                return Ok((text.to_owned(), replaced));
+            }
+            Ok((self.emit(&records)?, replaced))
+        })
+    }
+
     fn location(&self) -> String {
         self.path.display().to_string()
     }
@@ -1019,6 +1052,23 @@ impl InventoryStore for YamlFileStore {
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         }
     }
+}
+
+/// Replaces in `records` each `seen` record still there unchanged by its `new` one, in place;
+/// returns the identities of the `seen` records replaced.
+fn replace_matching(
+    records: &mut [HostRecord],
+    changes: &[(HostRecord, HostRecord)],
+) -> Vec<RecordId> {
+    let mut replaced = Vec::new();
+    for (seen, new) in changes {
+        let id = seen.id();
+        if let Some(slot) = records.iter_mut().find(|r| r.id() == id && *r == seen) {
+            *slot = new.clone();
+            replaced.push(id);
+        }
+    }
+    replaced
 }
 
 /// A sync refuses to remove more than this many records at once when they are more than half of the
@@ -1349,6 +1399,42 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = YamlFileStore::new(dir.path().join("inventory.yaml"), Duration::from_secs(5));
         (dir, store)
+    }
+
+    #[test]
+    fn a_record_changed_since_it_was_read_is_not_replaced() {
+        let (_dir, store) = store();
+        std::fs::write(store.path(), UPSTREAM).unwrap();
+        let mut mine = HostRecord::pending("TestProvider", None, serde_yaml::Mapping::new());
+        mine.set(fields::HOSTNAME, "mine");
+        store.put(std::slice::from_ref(&mine)).unwrap();
+        let seen = store.list().unwrap();
+        let claim = |r: &HostRecord| {
+            let mut c = r.clone();
+            c.set("_broker_reaper", "me");
+            (r.clone(), c)
+        };
+        // The first claim of the broker record and of a Python broker record wins ...
+        let first = store
+            .replace_unchanged(&[claim(&seen[3]), claim(&seen[1])])
+            .unwrap();
+        assert_eq!(first, [seen[3].id(), seen[1].id()]);
+        let after = store.list().unwrap();
+        assert_eq!(after.len(), 4, "replaced in place, nothing added");
+        assert_eq!(after[1].get("_broker_reaper"), Some(&Value::from("me")));
+        assert_eq!(after[1].hostname(), Some("test.host.example.com"));
+        assert_eq!(after[3].get("_broker_reaper"), Some(&Value::from("me")));
+        // ... and a second one, made from the same reading, loses and writes nothing.
+        let text = std::fs::read_to_string(store.path()).unwrap();
+        let second = store
+            .replace_unchanged(&[claim(&seen[3]), claim(&seen[1])])
+            .unwrap();
+        assert!(second.is_empty(), "{second:?}");
+        assert_eq!(std::fs::read_to_string(store.path()).unwrap(), text);
+        // A record that is gone is not added back.
+        store.remove(&[after[3].id()]).unwrap();
+        assert!(store.replace_unchanged(&[claim(&after[3])]).unwrap().is_empty());
+        assert_eq!(store.list().unwrap().len(), 3);
     }
 
     #[test]

@@ -45,6 +45,7 @@ mod guard;
 pub mod host;
 pub mod interaction;
 pub mod inventory;
+pub mod lease;
 pub mod provider;
 pub mod redact;
 pub mod report;

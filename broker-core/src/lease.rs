@@ -1,0 +1,707 @@
+//! Leases and reaping: when a host is due back, who holds it, and which records a reaper gives back.
+//!
+//! Every host broker checks out can carry a **lease** — the time it is due back, kept on its record as
+//! `_broker_expire_time` (seconds since the epoch, as the Python broker's `*_time` fields) — and has
+//! a **holder**:
+//!
+//! - a *process*: a [`HostGuard`](crate::HostGuard) alive in the process that checked the host out
+//!   (the record says `_broker_guarded: true`). When that process is gone without dropping its guards
+//!   (`kill -9`, `abort()`, `std::process::exit`), nobody will give the host back but a reaper;
+//! - its *user*: a CLI checkout, a guard's `keep()`, a host kept by `keep_on_failure`, every record
+//!   the Python broker wrote. Such a host outlives the process that made it on purpose and goes back
+//!   only by hand or when its lease ends.
+//!
+//! A process is told from a later one with the same pid by its start time (`/proc/PID/stat`) and the
+//! boot it started in (`/proc/sys/kernel/random/boot_id`), both recorded with the owner, so a reused
+//! pid is not mistaken for the owner still running.
+//!
+//! This module owns those notions and the choice of what to reap ([`reap_reason`],
+//! [`select_for_reap`]): pure functions over records, a clock and a way to tell whether a process
+//! lives. It must not touch the inventory or a provider; the lifecycle does that.
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_yaml::{Mapping, Value};
+
+use crate::error::{Error, Result};
+use crate::host::{HostRecord, HostState, fields as record_fields};
+
+/// Field and argument names of leases and reaping.
+pub mod fields {
+    /// The argument (in a nick, an args file, on the command line) and provider setting giving a
+    /// checkout's lease: `lease: 2h`.
+    pub const LEASE: &str = "lease";
+    /// `true` while a [`HostGuard`](crate::HostGuard) of the owning process holds the host (broker
+    /// only); absent when its user holds it.
+    pub const GUARDED: &str = "_broker_guarded";
+    /// The process giving the host back for a reap (broker only): it claims the record so that a
+    /// second reaper leaves it alone.
+    pub const REAPER: &str = "_broker_reaper";
+    /// In the owner and reaper mappings: the process's start time, in clock ticks since boot.
+    pub const STARTED: &str = "started";
+    /// In the owner and reaper mappings: the boot the process started in.
+    pub const BOOT: &str = "boot";
+}
+
+/// How long a host may stay checked out.
+///
+/// ```
+/// use broker_core::lease::Lease;
+///
+/// let lease = Lease::parse("2h").unwrap();
+/// assert_eq!(lease.expire_time(1_000), 1_000 + 7_200);
+/// assert!(Lease::parse("0").is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Lease(Duration);
+
+impl Lease {
+    /// A lease of `duration` (1 s or more).
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for a lease shorter than a second, which would end before the host is made.
+    pub fn new(duration: Duration) -> Result<Self> {
+        if duration < Duration::from_secs(1) {
+            return Err(Error::usage(
+                "a lease of 0 ends before the host is made; give 1s or more (`30m`, `2h`)",
+            ));
+        }
+        Ok(Lease(duration))
+    }
+
+    /// A lease as people write it: `90` (seconds), `45s`, `30m`, `2h`, `1d`, `1h30m`.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] naming the text when it is not a duration, or is 0.
+    pub fn parse(text: &str) -> Result<Self> {
+        Lease::new(crate::time::parse_duration(text)?)
+    }
+
+    /// A lease from a nick's, an args file's or a setting's value: a whole number of seconds or text.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when the value is no duration.
+    pub fn from_value(value: &Value) -> Result<Self> {
+        match crate::value::scalar_text(value) {
+            Some(text) => Lease::parse(&text),
+            None => Err(Error::usage(format!(
+                "`lease` must be a duration (`30m`, `2h`), not `{}`",
+                serde_yaml::to_string(value).unwrap_or_default().trim()
+            ))),
+        }
+    }
+
+    /// How long the lease lasts.
+    pub fn duration(self) -> Duration {
+        self.0
+    }
+
+    /// When a lease starting at `now` (seconds since the epoch) ends.
+    pub fn expire_time(self, now: i64) -> i64 {
+        now.saturating_add(i64::try_from(self.0.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+impl fmt::Display for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::time::format_duration(self.0))
+    }
+}
+
+/// The lease a checkout asks for, from its arguments (`lease`, taken out: it is broker's, not the
+/// provider's) or else its provider section's `lease` setting.
+///
+/// # Errors
+/// [`Error::Usage`] when either is not a duration.
+pub fn take_lease(args: &mut Mapping, section: Option<&Value>) -> Result<Option<Lease>> {
+    match args.shift_remove(fields::LEASE) {
+        Some(Value::Null) | None => section
+            .filter(|v| !v.is_null())
+            .map(Lease::from_value)
+            .transpose(),
+        Some(v) => Lease::from_value(&v).map(Some),
+    }
+}
+
+/// A process on some machine, told from a later one with the same pid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessIdentity {
+    /// The machine (host name) it runs on.
+    pub machine: String,
+    /// Its pid.
+    pub pid: u32,
+    /// Its start time in clock ticks since boot, when known.
+    pub started: Option<u64>,
+    /// The boot it started in, when known.
+    pub boot: Option<String>,
+}
+
+impl ProcessIdentity {
+    /// This process.
+    pub fn current() -> &'static ProcessIdentity {
+        static CURRENT: OnceLock<ProcessIdentity> = OnceLock::new();
+        CURRENT.get_or_init(|| {
+            let pid = std::process::id();
+            ProcessIdentity {
+                machine: crate::host::Owner::current().machine.clone(),
+                pid,
+                started: start_ticks(pid),
+                boot: boot_id(),
+            }
+        })
+    }
+
+    /// A process of this machine by pid, as it is now (`None` when no such process runs).
+    pub fn local(pid: u32) -> Option<ProcessIdentity> {
+        Some(ProcessIdentity {
+            machine: ProcessIdentity::current().machine.clone(),
+            pid,
+            started: Some(start_ticks(pid)?),
+            boot: boot_id(),
+        })
+    }
+
+    /// The process an owner or reaper mapping (`{machine, pid, started, boot}`) names; `None` when it
+    /// names none.
+    pub fn from_value(value: &Value) -> Option<ProcessIdentity> {
+        let map = value.as_mapping()?;
+        let text = |key: &str| map.get(key).and_then(crate::value::scalar_text);
+        Some(ProcessIdentity {
+            machine: text("machine")?,
+            pid: u32::try_from(crate::value::scalar_u64(map.get("pid")?)?).ok()?,
+            started: map.get(fields::STARTED).and_then(crate::value::scalar_u64),
+            boot: text(fields::BOOT),
+        })
+    }
+
+    /// Adds what tells this process from a later one with its pid (`started`, `boot`) to an owner
+    /// or reaper mapping.
+    pub fn describe_into(&self, map: &mut Mapping) {
+        map.insert("machine".into(), self.machine.clone().into());
+        map.insert("pid".into(), u64::from(self.pid).into());
+        if let Some(started) = self.started {
+            map.insert(fields::STARTED.into(), started.into());
+        }
+        if let Some(boot) = &self.boot {
+            map.insert(fields::BOOT.into(), boot.clone().into());
+        }
+    }
+
+    /// Whether this process still runs, as far as this machine can tell.
+    pub fn liveness(&self) -> Liveness {
+        if self.machine != ProcessIdentity::current().machine {
+            return Liveness::Unknown;
+        }
+        if self.pid == std::process::id() && self.same_start_as(ProcessIdentity::current()) {
+            return Liveness::Alive;
+        }
+        match ProcessIdentity::local(self.pid) {
+            None if cfg!(target_os = "linux") => Liveness::Gone,
+            None => Liveness::Unknown,
+            Some(now) if self.same_start_as(&now) => Liveness::Alive,
+            // Another process has the pid now.
+            Some(_) => Liveness::Gone,
+        }
+    }
+
+    /// Whether `other` (the process with this pid now) is this one: same boot and start time where
+    /// both are known. A record written before start times were recorded matches any process with
+    /// its pid, as before.
+    fn same_start_as(&self, other: &ProcessIdentity) -> bool {
+        let boot = match (&self.boot, &other.boot) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        let started = match (self.started, other.started) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        boot && started
+    }
+}
+
+impl fmt::Display for ProcessIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pid {} on {}", self.pid, self.machine)
+    }
+}
+
+/// Whether a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// It runs.
+    Alive,
+    /// It ran on this machine and is gone (its pid is free, or another process has it).
+    Gone,
+    /// It runs on another machine, or this machine cannot tell: presumed alive.
+    Unknown,
+}
+
+/// The start time of process `pid` in clock ticks since boot: field 22 of `/proc/PID/stat` (counted
+/// after the command name, which may hold spaces and parentheses). `None` when no such process runs,
+/// or it is a zombie (it has exited; its parent has not collected it yet).
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    start_ticks_of(&stat)
+}
+
+fn start_ticks_of(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut rest = after_name.split_whitespace();
+    // Field 3 is the state; the start time is field 22, the 20th after the name.
+    if rest.next()? == "Z" {
+        return None;
+    }
+    rest.nth(18)?.parse().ok()
+}
+
+/// This boot's identity (`/proc/sys/kernel/random/boot_id`).
+fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_owned()).filter(|id| !id.is_empty())
+}
+
+/// The process that owns a record (`_broker_owner`), when broker recorded one.
+pub fn owner_of(record: &HostRecord) -> Option<ProcessIdentity> {
+    ProcessIdentity::from_value(record.get(record_fields::OWNER)?)
+}
+
+/// The process reaping a record (`_broker_reaper`), when one claimed it.
+pub fn reaper_of(record: &HostRecord) -> Option<ProcessIdentity> {
+    ProcessIdentity::from_value(record.get(fields::REAPER)?)
+}
+
+/// Whether a guard of the owning process holds the host (`_broker_guarded: true`).
+pub fn is_guarded(record: &HostRecord) -> bool {
+    record.get(fields::GUARDED).and_then(Value::as_bool) == Some(true)
+}
+
+/// The record as a reaper claims it: `releasing`, naming the reaping process.
+pub fn claimed(record: &HostRecord, reaper: &ProcessIdentity) -> HostRecord {
+    let mut claimed = record.clone();
+    let mut me = Mapping::new();
+    reaper.describe_into(&mut me);
+    claimed.set(fields::REAPER, Value::Mapping(me));
+    claimed.set_state(HostState::Releasing);
+    claimed
+}
+
+/// Why a reaper gives a host back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReapReason {
+    /// Its lease ended at this time (seconds since the epoch).
+    LeaseExpired {
+        /// When.
+        at: i64,
+    },
+    /// The process holding it is gone without giving it back.
+    OwnerGone {
+        /// The owner's pid.
+        pid: u32,
+    },
+}
+
+impl fmt::Display for ReapReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReapReason::LeaseExpired { at } => write!(
+                f,
+                "its lease ended {}",
+                crate::time::format_epoch(*at)
+            ),
+            ReapReason::OwnerGone { pid } => {
+                write!(f, "the process holding it (pid {pid}) is gone")
+            }
+        }
+    }
+}
+
+impl ReapReason {
+    /// A short name for programs: `lease-expired`, `owner-gone`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReapReason::LeaseExpired { .. } => "lease-expired",
+            ReapReason::OwnerGone { .. } => "owner-gone",
+        }
+    }
+}
+
+/// Which records a reap looks at.
+///
+/// ```
+/// use broker_core::lease::ReapScope;
+///
+/// let everything = ReapScope::default();
+/// assert!(everything.expired && everything.owner_gone);
+/// let one_process = ReapScope::left_by(4242);
+/// assert_eq!(one_process.owner_pid, Some(4242));
+/// assert!(!one_process.expired);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReapScope {
+    /// Hosts whose lease ended.
+    pub expired: bool,
+    /// Hosts whose holding process is gone: its guarded hosts, and records it left `pending` or
+    /// `releasing`.
+    pub owner_gone: bool,
+    /// Only hosts of this process of this machine (a watcher's process).
+    pub owner_pid: Option<u32>,
+}
+
+impl Default for ReapScope {
+    /// Expired leases and hosts of gone processes, whoever they are.
+    fn default() -> Self {
+        ReapScope {
+            expired: true,
+            owner_gone: true,
+            owner_pid: None,
+        }
+    }
+}
+
+impl ReapScope {
+    /// Only hosts whose lease ended.
+    pub fn expired() -> Self {
+        ReapScope {
+            owner_gone: false,
+            ..ReapScope::default()
+        }
+    }
+
+    /// Only hosts whose holding process is gone.
+    pub fn owner_gone() -> Self {
+        ReapScope {
+            expired: false,
+            ..ReapScope::default()
+        }
+    }
+
+    /// Only what process `pid` of this machine left when it went (what `broker reap --watch PID`
+    /// gives back).
+    pub fn left_by(pid: u32) -> Self {
+        ReapScope {
+            expired: false,
+            owner_gone: true,
+            owner_pid: Some(pid),
+        }
+    }
+}
+
+/// Why `record` is to be reaped at `now` (seconds since the epoch), or `None` to leave it.
+///
+/// `liveness` tells whether a process runs ([`ProcessIdentity::liveness`] outside tests). The rules:
+///
+/// - a record another live process is reaping is left to it;
+/// - a `pending` or `releasing` record of a process not known to be gone is a checkout or a check-in
+///   under way: left alone, whatever its lease;
+/// - a record whose lease has ended is reaped, whoever holds it;
+/// - a record whose owning process is gone is reaped when that process held it: a guarded `ready`
+///   record, or one it left `pending` or `releasing`. A `ready` record its user holds (a CLI
+///   checkout, a kept guard) stays until its lease ends or someone checks it in.
+pub fn reap_reason(
+    record: &HostRecord,
+    now: i64,
+    scope: ReapScope,
+    liveness: &dyn Fn(&ProcessIdentity) -> Liveness,
+) -> Option<ReapReason> {
+    if let Some(reaper) = reaper_of(record)
+        && reaper != *ProcessIdentity::current()
+        && liveness(&reaper) != Liveness::Gone
+    {
+        return None;
+    }
+    let owner = owner_of(record);
+    if let Some(pid) = scope.owner_pid
+        && owner.as_ref().is_none_or(|o| {
+            o.pid != pid || o.machine != ProcessIdentity::current().machine
+        })
+    {
+        return None;
+    }
+    let owner_gone = owner
+        .as_ref()
+        .is_some_and(|o| liveness(o) == Liveness::Gone);
+    if record.state() != HostState::Ready && !owner_gone {
+        return None;
+    }
+    if scope.expired
+        && let Some(at) = record.expire_time()
+        && at <= now
+    {
+        return Some(ReapReason::LeaseExpired { at });
+    }
+    let held_by_process = record.state() != HostState::Ready || is_guarded(record);
+    if scope.owner_gone && owner_gone && held_by_process {
+        return owner.map(|o| ReapReason::OwnerGone { pid: o.pid });
+    }
+    None
+}
+
+/// The records of `records` to reap at `now`, with why, in inventory order (see [`reap_reason`]).
+pub fn select_for_reap(
+    records: &[HostRecord],
+    now: i64,
+    scope: ReapScope,
+    liveness: &dyn Fn(&ProcessIdentity) -> Liveness,
+) -> Vec<(HostRecord, ReapReason)> {
+    records
+        .iter()
+        .filter_map(|r| Some((r.clone(), reap_reason(r, now, scope, liveness)?)))
+        .collect()
+}
+
+/// What a lease has left at `now`, for the inventory's countdown: `1h 59m`, or `expired`.
+pub fn remaining(expire_time: i64, now: i64) -> String {
+    match u64::try_from(expire_time.saturating_sub(now)) {
+        Ok(left) if left > 0 => crate::time::format_duration_human(left),
+        _ => "expired".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 2_000_000_000;
+
+    fn record(yaml: &str) -> HostRecord {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    /// A record owned by `pid` on this machine, started at tick 100 of boot `b1`, with `extra` fields.
+    fn owned(pid: u32, extra: &str) -> HostRecord {
+        let machine = &ProcessIdentity::current().machine;
+        record(&format!(
+            "{{_broker_id: h{pid}, _broker_provider: TestProvider, hostname: host{pid}, \
+             _broker_owner: {{user: me, machine: '{machine}', pid: {pid}, started: 100, boot: b1}}{extra}}}"
+        ))
+    }
+
+    /// Processes 1 to 9 run; every other pid is gone.
+    fn low_pids_live(p: &ProcessIdentity) -> Liveness {
+        if p.pid < 10 {
+            Liveness::Alive
+        } else {
+            Liveness::Gone
+        }
+    }
+
+    fn reason(r: &HostRecord) -> Option<ReapReason> {
+        reap_reason(r, NOW, ReapScope::default(), &low_pids_live)
+    }
+
+    #[test]
+    fn leases_parse_as_durations_and_end_after_them() {
+        assert_eq!(Lease::parse("2h").unwrap().expire_time(NOW), NOW + 7200);
+        assert_eq!(
+            Lease::parse("90").unwrap().duration(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(Lease::parse("1h30m").unwrap().to_string(), "1h 30m");
+        let zero = Lease::parse("0s").unwrap_err();
+        assert_eq!(zero.exit_code(), 2);
+        assert!(zero.to_string().contains("give 1s or more"), "{zero}");
+        let bad = Lease::parse("soon").unwrap_err();
+        assert!(bad.to_string().contains("`soon` is not a duration"), "{bad}");
+        assert_eq!(
+            Lease::from_value(&Value::from(60)).unwrap().duration(),
+            Duration::from_secs(60)
+        );
+        let list = Lease::from_value(&serde_yaml::from_str("[1, 2]").unwrap()).unwrap_err();
+        assert!(list.to_string().contains("must be a duration"), "{list}");
+    }
+
+    #[test]
+    fn a_lease_argument_is_taken_out_and_wins_over_the_provider_section() {
+        let mut args: Mapping = serde_yaml::from_str("{lease: 30m, test_action: basic}").unwrap();
+        let lease = take_lease(&mut args, Some(&Value::from("2h"))).unwrap();
+        assert_eq!(lease, Some(Lease::parse("30m").unwrap()));
+        assert!(!args.contains_key("lease"), "a provider never sees it");
+        assert_eq!(args.len(), 1);
+        let from_section = take_lease(&mut args, Some(&Value::from("2h"))).unwrap();
+        assert_eq!(from_section, Some(Lease::parse("2h").unwrap()));
+        assert_eq!(take_lease(&mut args, None).unwrap(), None);
+        assert_eq!(take_lease(&mut args, Some(&Value::Null)).unwrap(), None);
+        let mut bad: Mapping = serde_yaml::from_str("{lease: forever}").unwrap();
+        assert!(take_lease(&mut bad, None).is_err());
+    }
+
+    #[test]
+    fn start_times_come_from_the_stat_line_after_the_command_name() {
+        // A command name with spaces and a parenthesis must not shift the fields.
+        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 \
+                    987654 1000 100 18446744073709551615";
+        assert_eq!(start_ticks_of(stat), Some(987_654));
+        let zombie = "4242 (x) Z 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 987654";
+        assert_eq!(start_ticks_of(zombie), None);
+        assert_eq!(start_ticks_of("garbage"), None);
+        let me = ProcessIdentity::current();
+        assert_eq!(me.pid, std::process::id());
+        assert!(me.started.is_some() && me.boot.is_some(), "{me:?}");
+        assert_eq!(me.liveness(), Liveness::Alive);
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_taken_for_the_owner() {
+        let me = ProcessIdentity::current();
+        let mut earlier = me.clone();
+        earlier.started = me.started.map(|t| t.saturating_sub(1));
+        assert_eq!(earlier.liveness(), Liveness::Gone, "same pid, started earlier");
+        let mut other_boot = me.clone();
+        other_boot.boot = Some("another-boot".into());
+        assert_eq!(other_boot.liveness(), Liveness::Gone);
+        let mut unrecorded = me.clone();
+        unrecorded.started = None;
+        unrecorded.boot = None;
+        assert_eq!(unrecorded.liveness(), Liveness::Alive, "old records match by pid");
+        let mut elsewhere = me.clone();
+        elsewhere.machine = format!("{}-elsewhere", me.machine);
+        assert_eq!(elsewhere.liveness(), Liveness::Unknown);
+    }
+
+    #[test]
+    fn owner_mappings_round_trip() {
+        let me = ProcessIdentity::current();
+        let mut map = Mapping::new();
+        map.insert("user".into(), "me".into());
+        me.describe_into(&mut map);
+        let back = ProcessIdentity::from_value(&Value::Mapping(map)).unwrap();
+        assert_eq!(&back, me);
+        assert_eq!(ProcessIdentity::from_value(&Value::from("x")), None);
+    }
+
+    #[test]
+    fn an_expired_lease_is_reaped_whoever_holds_the_host() {
+        let held_by_user = owned(3, &format!(", _broker_expire_time: {NOW}"));
+        assert_eq!(reason(&held_by_user), Some(ReapReason::LeaseExpired { at: NOW }));
+        let guarded_live = owned(
+            3,
+            &format!(", _broker_guarded: true, _broker_expire_time: {}", NOW - 5),
+        );
+        assert_eq!(
+            reason(&guarded_live),
+            Some(ReapReason::LeaseExpired { at: NOW - 5 })
+        );
+        let python = record(&format!("{{hostname: legacy, _broker_expire_time: {}}}", NOW - 1));
+        assert_eq!(
+            reason(&python),
+            Some(ReapReason::LeaseExpired { at: NOW - 1 })
+        );
+        let running = owned(3, &format!(", _broker_expire_time: {}", NOW + 1));
+        assert_eq!(reason(&running), None, "a lease that has not ended");
+    }
+
+    #[test]
+    fn a_gone_process_loses_what_it_held_not_what_its_user_holds() {
+        let guarded = owned(4242, ", _broker_guarded: true");
+        assert_eq!(reason(&guarded), Some(ReapReason::OwnerGone { pid: 4242 }));
+        let pending = owned(4242, ", _broker_state: pending");
+        assert_eq!(reason(&pending), Some(ReapReason::OwnerGone { pid: 4242 }));
+        let releasing = owned(4242, ", _broker_state: releasing");
+        assert_eq!(reason(&releasing), Some(ReapReason::OwnerGone { pid: 4242 }));
+        let kept = owned(4242, "");
+        assert_eq!(reason(&kept), None, "a CLI checkout or a kept guard");
+        let unguarded = owned(4242, ", _broker_guarded: false");
+        assert_eq!(reason(&unguarded), None);
+        assert_eq!(reason(&record("{hostname: python-broker}")), None);
+    }
+
+    #[test]
+    fn a_live_owners_hosts_are_never_touched_without_an_ended_lease() {
+        for extra in [
+            ", _broker_guarded: true",
+            ", _broker_state: pending",
+            ", _broker_state: releasing",
+            "",
+        ] {
+            assert_eq!(reason(&owned(3, extra)), None, "{extra}");
+        }
+        // A checkout or check-in under way is left alone even when its lease has ended.
+        let expired = format!(", _broker_expire_time: {}", NOW - 60);
+        for state in ["pending", "releasing"] {
+            let busy = owned(3, &format!(", _broker_state: {state}{expired}"));
+            assert_eq!(reason(&busy), None, "{state}");
+        }
+        // An owner on another machine is presumed alive.
+        let elsewhere = record(
+            "{_broker_guarded: true, _broker_owner: {user: me, machine: far-away, pid: 4242}}",
+        );
+        let unknown = |p: &ProcessIdentity| p.liveness();
+        assert_eq!(
+            reap_reason(&elsewhere, NOW, ReapScope::default(), &unknown),
+            None
+        );
+    }
+
+    #[test]
+    fn a_record_another_live_reaper_claimed_is_left_to_it() {
+        let guarded = owned(4242, ", _broker_guarded: true");
+        let by_live = claimed(
+            &guarded,
+            &ProcessIdentity {
+                machine: ProcessIdentity::current().machine.clone(),
+                pid: 5,
+                started: Some(1),
+                boot: Some("b1".into()),
+            },
+        );
+        assert_eq!(by_live.state(), HostState::Releasing);
+        assert_eq!(reason(&by_live), None);
+        let by_gone = claimed(
+            &guarded,
+            &ProcessIdentity {
+                machine: ProcessIdentity::current().machine.clone(),
+                pid: 4243,
+                started: Some(1),
+                boot: None,
+            },
+        );
+        assert_eq!(reason(&by_gone), Some(ReapReason::OwnerGone { pid: 4242 }));
+        let by_me = claimed(&guarded, ProcessIdentity::current());
+        assert_eq!(reason(&by_me), Some(ReapReason::OwnerGone { pid: 4242 }));
+    }
+
+    #[test]
+    fn scopes_pick_by_reason_and_by_process() {
+        let expired = owned(3, &format!(", _broker_expire_time: {}", NOW - 1));
+        let orphan = owned(4242, ", _broker_guarded: true");
+        let other_orphan = owned(4343, ", _broker_state: pending");
+        let records = [expired.clone(), orphan.clone(), other_orphan.clone()];
+        let picked = |scope| -> Vec<String> {
+            select_for_reap(&records, NOW, scope, &low_pids_live)
+                .into_iter()
+                .map(|(r, why)| format!("{} {}", r.display_name(), why.kind()))
+                .collect()
+        };
+        assert_eq!(
+            picked(ReapScope::default()),
+            ["host3 lease-expired", "host4242 owner-gone", "host4343 owner-gone"]
+        );
+        assert_eq!(picked(ReapScope::expired()), ["host3 lease-expired"]);
+        assert_eq!(
+            picked(ReapScope::owner_gone()),
+            ["host4242 owner-gone", "host4343 owner-gone"]
+        );
+        assert_eq!(picked(ReapScope::left_by(4343)), ["host4343 owner-gone"]);
+        assert!(picked(ReapScope::left_by(3)).is_empty(), "process 3 runs");
+    }
+
+    #[test]
+    fn reasons_and_countdowns_read_well() {
+        assert_eq!(
+            ReapReason::OwnerGone { pid: 7 }.to_string(),
+            "the process holding it (pid 7) is gone"
+        );
+        assert_eq!(
+            ReapReason::LeaseExpired { at: 1_765_804_090 }.to_string(),
+            "its lease ended Dec 15, 2025 13:08 UTC"
+        );
+        assert_eq!(remaining(NOW + 7_140, NOW), "1h 59m");
+        assert_eq!(remaining(NOW, NOW), "expired");
+        assert_eq!(remaining(NOW - 5, NOW), "expired");
+    }
+}
