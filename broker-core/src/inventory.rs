@@ -1433,7 +1433,12 @@ mod tests {
         assert_eq!(std::fs::read_to_string(store.path()).unwrap(), text);
         // A record that is gone is not added back.
         store.remove(&[after[3].id()]).unwrap();
-        assert!(store.replace_unchanged(&[claim(&after[3])]).unwrap().is_empty());
+        assert!(
+            store
+                .replace_unchanged(&[claim(&after[3])])
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(store.list().unwrap().len(), 3);
     }
 

@@ -307,11 +307,9 @@ pub enum ReapReason {
 impl fmt::Display for ReapReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReapReason::LeaseExpired { at } => write!(
-                f,
-                "its lease ended {}",
-                crate::time::format_epoch(*at)
-            ),
+            ReapReason::LeaseExpired { at } => {
+                write!(f, "its lease ended {}", crate::time::format_epoch(*at))
+            }
             ReapReason::OwnerGone { pid } => {
                 write!(f, "the process holding it (pid {pid}) is gone")
             }
@@ -395,7 +393,8 @@ impl ReapScope {
 ///
 /// `liveness` tells whether a process runs ([`ProcessIdentity::liveness`] outside tests). The rules:
 ///
-/// - a record another live process is reaping is left to it;
+/// - a record a live process is reaping (this one included) is left to it; one whose reaper is gone
+///   is reaped again;
 /// - a `pending` or `releasing` record of a process not known to be gone is a checkout or a check-in
 ///   under way: left alone, whatever its lease;
 /// - a record whose lease has ended is reaped, whoever holds it;
@@ -408,24 +407,26 @@ pub fn reap_reason(
     scope: ReapScope,
     liveness: &dyn Fn(&ProcessIdentity) -> Liveness,
 ) -> Option<ReapReason> {
-    if let Some(reaper) = reaper_of(record)
-        && reaper != *ProcessIdentity::current()
-        && liveness(&reaper) != Liveness::Gone
+    let reaper = reaper_of(record);
+    if let Some(reaper) = &reaper
+        && liveness(reaper) != Liveness::Gone
     {
         return None;
     }
     let owner = owner_of(record);
     if let Some(pid) = scope.owner_pid
-        && owner.as_ref().is_none_or(|o| {
-            o.pid != pid || o.machine != ProcessIdentity::current().machine
-        })
+        && owner
+            .as_ref()
+            .is_none_or(|o| o.pid != pid || o.machine != ProcessIdentity::current().machine)
     {
         return None;
     }
     let owner_gone = owner
         .as_ref()
         .is_some_and(|o| liveness(o) == Liveness::Gone);
-    if record.state() != HostState::Ready && !owner_gone {
+    // A reap that was started and whose reaper is gone (or is this process) is finished, whatever
+    // the state it left; anything else not `ready` is the owner's own work under way.
+    if record.state() != HostState::Ready && !owner_gone && reaper.is_none() {
         return None;
     }
     if scope.expired
@@ -506,7 +507,10 @@ mod tests {
         assert_eq!(zero.exit_code(), 2);
         assert!(zero.to_string().contains("give 1s or more"), "{zero}");
         let bad = Lease::parse("soon").unwrap_err();
-        assert!(bad.to_string().contains("`soon` is not a duration"), "{bad}");
+        assert!(
+            bad.to_string().contains("`soon` is not a duration"),
+            "{bad}"
+        );
         assert_eq!(
             Lease::from_value(&Value::from(60)).unwrap().duration(),
             Duration::from_secs(60)
@@ -550,14 +554,22 @@ mod tests {
         let me = ProcessIdentity::current();
         let mut earlier = me.clone();
         earlier.started = me.started.map(|t| t.saturating_sub(1));
-        assert_eq!(earlier.liveness(), Liveness::Gone, "same pid, started earlier");
+        assert_eq!(
+            earlier.liveness(),
+            Liveness::Gone,
+            "same pid, started earlier"
+        );
         let mut other_boot = me.clone();
         other_boot.boot = Some("another-boot".into());
         assert_eq!(other_boot.liveness(), Liveness::Gone);
         let mut unrecorded = me.clone();
         unrecorded.started = None;
         unrecorded.boot = None;
-        assert_eq!(unrecorded.liveness(), Liveness::Alive, "old records match by pid");
+        assert_eq!(
+            unrecorded.liveness(),
+            Liveness::Alive,
+            "old records match by pid"
+        );
         let mut elsewhere = me.clone();
         elsewhere.machine = format!("{}-elsewhere", me.machine);
         assert_eq!(elsewhere.liveness(), Liveness::Unknown);
@@ -577,7 +589,10 @@ mod tests {
     #[test]
     fn an_expired_lease_is_reaped_whoever_holds_the_host() {
         let held_by_user = owned(3, &format!(", _broker_expire_time: {NOW}"));
-        assert_eq!(reason(&held_by_user), Some(ReapReason::LeaseExpired { at: NOW }));
+        assert_eq!(
+            reason(&held_by_user),
+            Some(ReapReason::LeaseExpired { at: NOW })
+        );
         let guarded_live = owned(
             3,
             &format!(", _broker_guarded: true, _broker_expire_time: {}", NOW - 5),
@@ -586,7 +601,10 @@ mod tests {
             reason(&guarded_live),
             Some(ReapReason::LeaseExpired { at: NOW - 5 })
         );
-        let python = record(&format!("{{hostname: legacy, _broker_expire_time: {}}}", NOW - 1));
+        let python = record(&format!(
+            "{{hostname: legacy, _broker_expire_time: {}}}",
+            NOW - 1
+        ));
         assert_eq!(
             reason(&python),
             Some(ReapReason::LeaseExpired { at: NOW - 1 })
@@ -602,7 +620,10 @@ mod tests {
         let pending = owned(4242, ", _broker_state: pending");
         assert_eq!(reason(&pending), Some(ReapReason::OwnerGone { pid: 4242 }));
         let releasing = owned(4242, ", _broker_state: releasing");
-        assert_eq!(reason(&releasing), Some(ReapReason::OwnerGone { pid: 4242 }));
+        assert_eq!(
+            reason(&releasing),
+            Some(ReapReason::OwnerGone { pid: 4242 })
+        );
         let kept = owned(4242, "");
         assert_eq!(reason(&kept), None, "a CLI checkout or a kept guard");
         let unguarded = owned(4242, ", _broker_guarded: false");
@@ -661,8 +682,23 @@ mod tests {
             },
         );
         assert_eq!(reason(&by_gone), Some(ReapReason::OwnerGone { pid: 4242 }));
+        // This process's own reap under way (another task of it) is left to it as well.
         let by_me = claimed(&guarded, ProcessIdentity::current());
-        assert_eq!(reason(&by_me), Some(ReapReason::OwnerGone { pid: 4242 }));
+        let real = |p: &ProcessIdentity| p.liveness();
+        assert_eq!(reap_reason(&by_me, NOW, ReapScope::default(), &real), None);
+        // A reap of an ended lease whose reaper died is finished by the next, though the owner runs.
+        let expired = owned(3, &format!(", _broker_expire_time: {NOW}"));
+        let gone_reaper = ProcessIdentity {
+            machine: ProcessIdentity::current().machine.clone(),
+            pid: 4244,
+            started: None,
+            boot: None,
+        };
+        let left_half_done = claimed(&expired, &gone_reaper);
+        assert_eq!(
+            reason(&left_half_done),
+            Some(ReapReason::LeaseExpired { at: NOW })
+        );
     }
 
     #[test]
@@ -679,7 +715,11 @@ mod tests {
         };
         assert_eq!(
             picked(ReapScope::default()),
-            ["host3 lease-expired", "host4242 owner-gone", "host4343 owner-gone"]
+            [
+                "host3 lease-expired",
+                "host4242 owner-gone",
+                "host4343 owner-gone"
+            ]
         );
         assert_eq!(picked(ReapScope::expired()), ["host3 lease-expired"]);
         assert_eq!(

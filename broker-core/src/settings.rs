@@ -315,6 +315,30 @@ impl Settings {
         Ok((!d.is_zero()).then_some(d))
     }
 
+    /// `reap_on_start` (env `BROKER_REAP_ON_START`, default `true`): whether a broker, the first time
+    /// it checks out, checks in or recovers, first gives back what needs a reaper (see
+    /// [`crate::lease`]): hosts whose lease ended and hosts a gone process held. `false` leaves that
+    /// to `broker reap`.
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] when the value is not true or false.
+    pub fn reap_on_start(&self) -> Result<bool> {
+        match self.get("reap_on_start") {
+            None | Some(Value::Null) => Ok(true),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" | "on" => Ok(true),
+                "false" | "no" | "0" | "off" => Ok(false),
+                _ => Err(Error::configuration(format!(
+                    "`reap_on_start`: `{s}` is not true or false"
+                ))),
+            },
+            Some(_) => Err(Error::configuration(
+                "`reap_on_start` must be true or false",
+            )),
+        }
+    }
+
     /// How long to wait for the inventory lock (`inventory_lock_timeout`, default 60 s).
     ///
     /// # Errors
@@ -1076,6 +1100,30 @@ nicks:
         assert_eq!(s.inventory_list_vars(), "hostname | name");
         assert_eq!(s.inventory_fields().len(), 4);
         assert_eq!(s.checkin_timeout().unwrap(), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn reaping_on_start_is_on_unless_switched_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Settings::load_from(dir.path(), env(&[])).unwrap();
+        assert!(s.reap_on_start().unwrap());
+        let off =
+            Settings::load_from(dir.path(), env(&[("BROKER_REAP_ON_START", "false")])).unwrap();
+        assert!(!off.reap_on_start().unwrap());
+        let bad = Settings::from_yaml(dir.path(), "reap_on_start: sometimes\n").unwrap();
+        let e = bad.reap_on_start().unwrap_err();
+        assert_eq!(e.exit_code(), 8);
+        assert!(
+            e.to_string().contains("`sometimes` is not true or false"),
+            "{e}"
+        );
+        let problems: Vec<String> = bad.base_problems().iter().map(|p| p.to_string()).collect();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("reap_on_start") && p.contains("not true or false")),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -166,6 +166,15 @@ impl Settings {
                 ));
             }
         }
+        if self.reap_on_start().is_err() {
+            out.push(self.problem(
+                "reap_on_start",
+                format!(
+                    "`{}` is not true or false",
+                    self.get("reap_on_start").map(shown).unwrap_or_default()
+                ),
+            ));
+        }
         match self.get("thread_limit") {
             None | Some(Value::Null) => {}
             Some(_) if self.get_u64("thread_limit").is_some_and(|n| n > 0) => {}
