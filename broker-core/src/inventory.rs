@@ -1356,7 +1356,8 @@ pub fn humanize_times(value: &Value) -> Value {
     }
 }
 
-/// The broker-only columns shown after the configured ones: state, age and lease expiry.
+/// The broker-only columns shown after the configured ones: state, age and what the lease has left
+/// (`1h 59m`, `expired`; see [`crate::lease::remaining`]).
 pub fn broker_columns(record: &HostRecord, now: i64) -> [String; 3] {
     let age = record
         .checkout_time()
@@ -1364,7 +1365,7 @@ pub fn broker_columns(record: &HostRecord, now: i64) -> [String; 3] {
         .unwrap_or_else(|| "-".into());
     let lease = record
         .expire_time()
-        .map(crate::time::format_epoch)
+        .map(|at| crate::lease::remaining(at, now))
         .unwrap_or_else(|| "-".into());
     [record.state().to_string(), age, lease]
 }

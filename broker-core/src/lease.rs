@@ -455,10 +455,11 @@ pub fn select_for_reap(
         .collect()
 }
 
-/// What a lease has left at `now`, for the inventory's countdown: `1h 59m`, or `expired`.
+/// What a lease has left at `now`, for the inventory's countdown: `1h 59m`, or `expired`. Whole
+/// minutes, rounded up: a lease with seconds left has a minute left, not none.
 pub fn remaining(expire_time: i64, now: i64) -> String {
     match u64::try_from(expire_time.saturating_sub(now)) {
-        Ok(left) if left > 0 => crate::time::format_duration_human(left),
+        Ok(left) if left > 0 => crate::time::format_duration_human(left.div_ceil(60) * 60),
         _ => "expired".to_owned(),
     }
 }
@@ -741,6 +742,9 @@ mod tests {
             "its lease ended Dec 15, 2025 13:08 UTC"
         );
         assert_eq!(remaining(NOW + 7_140, NOW), "1h 59m");
+        assert_eq!(remaining(NOW + 7_141, NOW), "2h");
+        assert_eq!(remaining(NOW + 1, NOW), "1m");
+        assert_eq!(remaining(NOW + 2 * 86_400 + 60, NOW), "2d 1m");
         assert_eq!(remaining(NOW, NOW), "expired");
         assert_eq!(remaining(NOW - 5, NOW), "expired");
     }

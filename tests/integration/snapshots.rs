@@ -87,7 +87,7 @@ const INVENTORY: &str = "\
   hostname: broker-test-h00000000000000t1.test.example.com
   os_distribution: FakeOS
   os_distribution_version: '1.0'
-  _broker_expire_time: 1924992000
+  _broker_expire_time: {expire}
 - _broker_id: h00000000000000t2
   _broker_provider: TestProvider
   _broker_provider_instance: local
@@ -199,8 +199,18 @@ fn help_of_every_verb() {
 /// A broker directory with [`SNAPSHOT_SETTINGS`] and [`INVENTORY`], its hosts checked out at
 /// `checkout`.
 fn with_inventory(checkout: i64) -> BrokerDir {
+    with_inventory_expiring(checkout, LEASE_END)
+}
+
+/// The lease end of the listings that show it as it is (Jan 01, 2031 00:00 UTC).
+const LEASE_END: i64 = 1_924_992_000;
+
+/// [`with_inventory`], the leased host's lease ending at `expire`.
+fn with_inventory_expiring(checkout: i64, expire: i64) -> BrokerDir {
     let dir = BrokerDir::new(SNAPSHOT_SETTINGS);
-    let inventory = INVENTORY.replace("{checkout}", &checkout.to_string());
+    let inventory = INVENTORY
+        .replace("{checkout}", &checkout.to_string())
+        .replace("{expire}", &expire.to_string());
     std::fs::write(dir.inventory_path(), inventory).expect("write the inventory");
     dir
 }
@@ -233,7 +243,8 @@ fn tables_at_a_fixed_age(views: &[View]) {
     let started = std::time::Instant::now();
     let taken = loop {
         let before = broker_core::time::now_epoch();
-        let dir = with_inventory(before - AGE);
+        // The lease has 2 hours left: the countdown shows `2h` for a minute (whole minutes, up).
+        let dir = with_inventory_expiring(before - AGE, before + 2 * 3600);
         let texts: Vec<String> = views
             .iter()
             .map(|view| {
