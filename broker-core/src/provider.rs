@@ -115,6 +115,7 @@ pub struct CheckoutContext<'a> {
     record_id: &'a RecordId,
     args: &'a Mapping,
     index: usize,
+    expire_time: Option<i64>,
     kept: std::sync::Mutex<Vec<Mapping>>,
 }
 
@@ -125,8 +126,21 @@ impl<'a> CheckoutContext<'a> {
             record_id,
             args,
             index,
+            expire_time: None,
             kept: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Sets when the host's lease ends (seconds since the epoch; see [`crate::lease`]).
+    pub fn with_expire_time(mut self, expire_time: Option<i64>) -> Self {
+        self.expire_time = expire_time;
+        self
+    }
+
+    /// When the host's lease ends (seconds since the epoch), if it has one: carry it as a label or
+    /// tag where the provider has them, so that a host can be reaped when its record is gone.
+    pub fn expire_time(&self) -> Option<i64> {
+        self.expire_time
     }
 
     /// The identity of the intent record: tag what you create with it.

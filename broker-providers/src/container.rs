@@ -15,7 +15,8 @@
 //! The image is used when present (`localhost/IMAGE` too) and pulled otherwise. The container is named
 //! `<name_prefix>_<8 hex of the record id>` (prefix: setting `name_prefix`, default the local user) and
 //! labelled so that every container this broker made can be found again: `broker.managed=true`,
-//! `broker.record_id`, `broker.owner`, `broker.origin`, and each provider label `k` as `broker.k`.
+//! `broker.record_id`, `broker.owner`, `broker.origin`, `broker.expire_time` (when the host's lease
+//! ends; a sync puts it back on the record) and each provider label `k` as `broker.k`.
 //! Arguments: `ports` (`22`, `22:1337`, `22/tcp:1337`, space or comma separated; with `auto_map_ports`
 //! the image's exposed ports too), `environment` (a mapping or `A=1,B=2`; `BROKER_ORIGIN` is added),
 //! `command`, `entrypoint`, `hostname`, `volumes` (`src:dst[:ro]`). Networks come from the setting
@@ -114,6 +115,8 @@ pub const KIND: ProviderKind =
 const LABEL_MANAGED: &str = "broker.managed";
 /// Label holding the inventory record's identity.
 const LABEL_RECORD: &str = "broker.record_id";
+/// When the host's lease ends, seconds since the epoch (broker's `_broker_expire_time`).
+const LABEL_EXPIRE: &str = "broker.expire_time";
 
 /// How long a check-in waits for a create of the same record that is still under way.
 const CREATE_WAIT: Duration = Duration::from_secs(120);
@@ -422,6 +425,9 @@ impl ContainerProvider {
         }
         if let Some(url) = ctx.arg("_jenkins_url") {
             labels.insert("broker.jenkins.url".to_owned(), url.to_owned());
+        }
+        if let Some(at) = ctx.expire_time() {
+            labels.insert(LABEL_EXPIRE.to_owned(), at.to_string());
         }
         let mut provider_labels = self.config.provider_labels();
         if let Some(Value::Mapping(given)) = ctx.args().get("provider_labels") {
@@ -1090,6 +1096,9 @@ impl Provider for ContainerProvider {
             if let Some(id) = label(LABEL_RECORD) {
                 record.set(broker_core::host::fields::ID, id);
             }
+            if let Some(at) = label(LABEL_EXPIRE).and_then(|at| at.parse::<i64>().ok()) {
+                record.set(broker_core::host::fields::EXPIRE_TIME, at);
+            }
             record.set(broker_core::host::fields::PROVIDER, NAME);
             if let Some(instance) = self.config.instance() {
                 record.set(broker_core::host::fields::PROVIDER_INSTANCE, instance);
@@ -1577,6 +1586,25 @@ mod tests {
             nothing_sent: Mutex::new(std::collections::HashSet::new()),
             config: settings.provider_config(NAME, None).unwrap(),
         }
+    }
+
+    /// A host's lease travels with its container, so that it can be reaped when its record is gone.
+    #[test]
+    fn a_lease_is_labelled_on_the_container() {
+        let id = broker_core::RecordId::from("h0123456789abcdef");
+        let args = Mapping::new();
+        let leased = CheckoutContext::new(&id, &args, 0).with_expire_time(Some(1_924_992_000));
+        let labels = provider("{}").labels(&leased);
+        assert_eq!(
+            labels.get(LABEL_EXPIRE).map(String::as_str),
+            Some("1924992000")
+        );
+        assert_eq!(
+            labels.get(LABEL_RECORD).map(String::as_str),
+            Some("h0123456789abcdef")
+        );
+        let unleased = provider("{}").labels(&CheckoutContext::new(&id, &args, 0));
+        assert!(!unleased.contains_key(LABEL_EXPIRE), "{unleased:?}");
     }
 
     /// An engine failure is kept as the provider error's source, shown as the engine said it.
