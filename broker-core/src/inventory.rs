@@ -1166,6 +1166,10 @@ pub fn merge_sync(records: &mut Vec<HostRecord>, listing: ProviderListing) -> Re
                 args.extend(given.clone());
                 fresh.insert(fields::ARGS.into(), Value::Mapping(args));
             }
+            // So is the lease: a label keeps the one given at checkout, the record any extension.
+            if known.expire_time().is_some() {
+                fresh.shift_remove(fields::EXPIRE_TIME);
+            }
             merged.merge(fresh);
             report.updated += 1;
             merged
@@ -2245,6 +2249,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(records, again);
+    }
+
+    #[test]
+    fn sync_keeps_an_extended_lease_and_brings_back_a_lost_one() {
+        let mut records: Vec<HostRecord> = serde_yaml::from_str(
+            "- {_broker_provider: P, _broker_id: c1, hostname: a, _broker_expire_time: 2000}\n",
+        )
+        .unwrap();
+        // The provider's label keeps the lease given at checkout; `c2`'s record was lost.
+        let reported: Vec<HostRecord> = serde_yaml::from_str(
+            "- {_broker_id: c1, hostname: a, _broker_expire_time: 1000}\n\
+             - {_broker_id: c2, hostname: b, _broker_expire_time: 1500}\n",
+        )
+        .unwrap();
+        let before = records.clone();
+        merge_sync(
+            &mut records,
+            ProviderListing::new("P", None, before, reported),
+        )
+        .unwrap();
+        let leases: Vec<(String, Option<i64>)> = records
+            .iter()
+            .map(|r| (r.display_name(), r.expire_time()))
+            .collect();
+        assert_eq!(
+            leases,
+            [("a".to_owned(), Some(2000)), ("b".to_owned(), Some(1500))]
+        );
     }
 
     #[test]
