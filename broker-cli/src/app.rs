@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use broker_core::query::{ProviderQuery, provider_summaries};
 use broker_core::settings::{EXAMPLE_SETTINGS, SettingsFile};
+use broker_core::validation::{Finding, validate_settings};
 use broker_core::{
     Broker, Cancellation, CheckoutRequest, Error, HostOutcome, HostRecord, Mapping, OutputStream,
     RecoverScope, Result, Settings, Value, args, select_records,
@@ -759,125 +761,54 @@ async fn execute(broker: &Broker, a: ExecuteArgs, emitter: &mut Emitter) -> Resu
 
 async fn providers(broker: &Broker, a: ProvidersArgs, emitter: &mut Emitter) -> Result<i32> {
     let Some(name) = a.provider else {
-        let kinds = broker.registry().kinds();
-        let instances: Vec<Vec<String>> = kinds
-            .iter()
-            .map(|k| broker.settings().provider_instances(k.name()))
-            .collect();
-        if let Some(format @ (Format::Json | Format::Yaml)) = a.output {
-            let listing: Vec<serde_json::Value> = kinds
-                .iter()
-                .zip(&instances)
-                .map(|(k, instances)| {
-                    serde_json::json!({
-                        "name": k.name(),
-                        "actions": k.checkout_action_keys(),
-                        "instances": instances,
-                        "about": k.about(),
-                    })
-                })
-                .collect();
-            emitter.emit("output", &listing);
-            print_value(&listing, format)?;
-            return Ok(0);
-        }
-        let rows = kinds
-            .iter()
-            .zip(&instances)
-            .map(|(k, instances)| {
-                vec![
-                    k.name().to_owned(),
-                    k.checkout_action_keys().join(", "),
-                    if instances.is_empty() {
-                        "-".into()
-                    } else {
-                        instances.join(", ")
-                    },
-                    k.about().to_owned(),
-                ]
-            })
-            .collect();
-        let headers = ["Provider", "Actions", "Instances", "About"]
-            .map(str::to_owned)
-            .to_vec();
-        write_stdout(&table(headers, rows))?;
-        return Ok(0);
+        return list_providers(broker, a.output, emitter);
     };
     let kind = *broker.registry().require(&name)?;
-    // Flags: `--flag` alone is a switch, `--flag value` a query; `--<Provider> NAME` picks the instance.
-    let mut query = Mapping::new();
-    let mut instance = None;
-    let mut tokens = a.extra.iter().peekable();
-    while let Some(token) = tokens.next() {
-        let Some(flag) = token.strip_prefix("--") else {
-            return Err(Error::usage(format!(
-                "unexpected `{token}`; provider queries are flags like `--workflows`"
-            )));
-        };
-        let (key, value) = match flag.split_once('=') {
-            Some((k, v)) => (k.to_owned(), Value::from(v)),
-            None => match tokens.peek() {
-                Some(v) if !v.starts_with('-') => (
-                    flag.to_owned(),
-                    Value::from(tokens.next().cloned().unwrap_or_default()),
-                ),
-                _ => (flag.to_owned(), Value::Bool(true)),
-            },
-        };
-        if key == kind.name() {
-            instance = value.as_str().map(str::to_owned);
-            continue;
-        }
-        let key = key.replace('-', "_");
-        if !kind.help_option_list().iter().any(|o| o.name == key) {
-            let known: Vec<String> = kind
-                .help_option_list()
-                .iter()
-                .map(|o| format!("--{}", o.name.replace('_', "-")))
-                .collect();
-            let names: Vec<&str> = kind.help_option_list().iter().map(|o| o.name).collect();
-            let near = broker_core::provider::closest(&key, &names)
-                .map(|n| format!("did you mean `--{}`? ", n.replace('_', "-")))
-                .unwrap_or_default();
-            return Err(Error::usage(format!(
-                "{} has no query `--{}`; {near}it answers: {}",
-                kind.name(),
-                key.replace('_', "-"),
-                if known.is_empty() {
-                    "none".into()
-                } else {
-                    known.join(", ")
-                }
-            )));
-        }
-        query.insert(Value::from(key), value);
-    }
-    // Providers that list many results apply these themselves (before their default limit).
-    if let Some(filter) = &a.results_filter {
-        query.insert("results_filter".into(), Value::from(filter.as_str()));
-    }
-    if let Some(limit) = a.results_limit {
-        query.insert("results_limit".into(), Value::from(limit as u64));
-    }
+    let query = ProviderQuery::parse(&kind, &a.extra)?
+        .results_filter(a.results_filter)
+        .results_limit(a.results_limit);
     let progress = Progress::start(format!("asking {}", kind.name()));
     let mut result =
-        interruptible(broker.provider_help(kind.name(), instance.as_deref(), &query)).await?;
+        interruptible(broker.provider_help(query.provider(), query.instance(), &query.arguments()))
+            .await?;
     drop(progress);
-    if let Value::Sequence(items) = &mut result {
-        if let Some(filter) = &a.results_filter {
-            let keep = broker_core::filter::Filter::parse(filter, "res")?.select(items);
-            *items = keep.into_iter().map(|i| items[i].clone()).collect();
-        }
-        if let Some(limit) = a.results_limit {
-            items.truncate(limit);
-        }
-    }
+    query.trim(&mut result)?;
     emitter.emit("output", &result);
     match a.output {
         Some(Format::Table) => write_stdout(&value_table(&result))?,
         Some(Format::Json) => print_value(&result, Format::Json)?,
         Some(Format::Yaml) | None => print_value(&result, Format::Yaml)?,
     }
+    Ok(0)
+}
+
+/// `broker providers` without a name: the providers compiled in and their configured instances.
+fn list_providers(broker: &Broker, format: Option<Format>, emitter: &mut Emitter) -> Result<i32> {
+    let listing = provider_summaries(broker.registry(), broker.settings());
+    if let Some(format @ (Format::Json | Format::Yaml)) = format {
+        emitter.emit("output", &listing);
+        print_value(&listing, format)?;
+        return Ok(0);
+    }
+    let rows = listing
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.to_owned(),
+                p.actions.join(", "),
+                if p.instances.is_empty() {
+                    "-".into()
+                } else {
+                    p.instances.join(", ")
+                },
+                p.about.to_owned(),
+            ]
+        })
+        .collect();
+    let headers = ["Provider", "Actions", "Instances", "About"]
+        .map(str::to_owned)
+        .to_vec();
+    write_stdout(&table(headers, rows))?;
     Ok(0)
 }
 
@@ -1075,70 +1006,18 @@ fn lookup(value: &Value, path: &str) -> Option<Value> {
 }
 
 fn validate(settings: &Settings, chunk: &str) -> Result<i32> {
-    let registry = broker_providers::registry();
-    let file = settings
-        .file()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "built-in defaults".into());
-    let base = matches!(chunk, "all" | "base" | "ssh");
-    let providers: Vec<(&str, Option<&str>)> = match chunk {
-        "all" => registry
-            .names()
-            .into_iter()
-            .filter(|n| settings.has_provider_section(n))
-            .map(|n| (n, None))
-            .collect(),
-        "base" | "ssh" => Vec::new(),
-        other => vec![match other.split_once(':') {
-            Some((p, i)) => (p, Some(i)),
-            None => (other, None),
-        }],
-    };
-    let mut code = 0;
-    if base {
-        for problem in settings.base_problems() {
-            eprintln!("{file}: {problem}");
-            code = 8;
-        }
-    }
-    for (name, instance) in providers {
-        let kind = *registry.require(name)?;
-        let instances: Vec<Option<String>> = match instance {
-            Some(i) => vec![Some(i.to_owned())],
-            None => {
-                let all = settings.provider_instances(kind.name());
-                if all.is_empty() {
-                    vec![None]
-                } else {
-                    all.into_iter().map(Some).collect()
-                }
-            }
-        };
-        for instance in instances {
-            let label = match &instance {
-                Some(i) => format!("{}::{i}", kind.name()),
-                None => kind.name().to_owned(),
-            };
-            let placeholders = settings.provider_problems(kind.name(), instance.as_deref());
-            for problem in &placeholders {
-                eprintln!("{file}: {problem}");
-                code = 8;
-            }
-            if !placeholders.is_empty() {
-                continue;
-            }
-            match settings
-                .provider_config(kind.name(), instance.as_deref())
-                .and_then(|config| kind.build(config))
-            {
-                Ok(_) => eprintln!("{label}: ok"),
-                Err(e) => {
-                    eprintln!("{label}: {}", broker_core::error::chain(&e));
-                    code = e.exit_code();
-                }
+    let report = validate_settings(settings, &broker_providers::registry(), chunk)?;
+    let file = report.source();
+    for finding in report.findings() {
+        match finding {
+            Finding::Problem(problem) => eprintln!("{file}: {problem}"),
+            Finding::Builds { label } => eprintln!("{label}: ok"),
+            Finding::DoesNotBuild { label, error } => {
+                eprintln!("{label}: {}", broker_core::error::chain(error));
             }
         }
     }
+    let code = report.exit_code();
     if code == 0 {
         eprintln!("settings are valid ({file})");
     }

@@ -47,12 +47,14 @@ pub mod interaction;
 pub mod inventory;
 pub mod lease;
 pub mod provider;
+pub mod query;
 pub mod redact;
 pub mod report;
 pub mod session;
 pub mod settings;
 pub mod sync;
 pub mod time;
+pub mod validation;
 pub mod value;
 
 pub use broker::{
