@@ -938,13 +938,10 @@ fn config(cmd: ConfigCommand, settings: &Settings) -> Result<i32> {
                     file.path().display()
                 );
             }
-            let masked = settings.masked();
-            let shown = match &chunk {
-                Some(path) => lookup(&masked, path)
-                    .ok_or_else(|| Error::user(format!("the settings have no `{path}`")))?,
-                None => masked,
-            };
-            print_value(&shown, Format::Yaml)?;
+            print_value(
+                &settings.masked_at(chunk.as_deref().unwrap_or(""))?,
+                Format::Yaml,
+            )?;
         }
         ConfigCommand::Set { chunk, value } => {
             let (value, read_from) = args::setting_value(&value)?;
@@ -992,19 +989,6 @@ fn config(cmd: ConfigCommand, settings: &Settings) -> Result<i32> {
     Ok(0)
 }
 
-fn lookup(value: &Value, path: &str) -> Option<Value> {
-    let mut current = value;
-    for part in path.split('.').filter(|p| !p.is_empty()) {
-        let map = current.as_mapping()?;
-        current = map.get(part).or_else(|| {
-            map.iter()
-                .find(|(k, _)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(part)))
-                .map(|(_, v)| v)
-        })?;
-    }
-    Some(current.clone())
-}
-
 fn validate(settings: &Settings, chunk: &str) -> Result<i32> {
     let report = validate_settings(settings, &broker_providers::registry(), chunk)?;
     let file = report.source();
@@ -1031,11 +1015,7 @@ fn edit(file: &SettingsFile, chunk: Option<&str>) -> Result<()> {
             "`config edit` needs a terminal; did you mean `broker config set`?",
         ));
     }
-    let doc = Value::Mapping(file.read()?);
-    let current = match chunk {
-        Some(c) => lookup(&doc, c).unwrap_or(Value::Null),
-        None => doc,
-    };
+    let current = file.read_at(chunk.unwrap_or(""))?;
     let tmp = tempfile::Builder::new()
         .suffix(".yaml")
         .tempfile()

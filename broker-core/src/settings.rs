@@ -247,18 +247,10 @@ impl Settings {
         &self.raw
     }
 
-    /// A value by dotted path, keys matched case-insensitively (`ssh.host_username`).
+    /// A value by dotted path, keys matched case-insensitively (`ssh.host_username`), as [`lookup`]
+    /// finds it.
     pub fn get(&self, path: &str) -> Option<&Value> {
-        let mut current = &self.raw;
-        let mut parts = path.split('.').peekable();
-        while let Some(part) = parts.next() {
-            let value = get_ci(current, part)?;
-            if parts.peek().is_none() {
-                return Some(value);
-            }
-            current = value.as_mapping()?;
-        }
-        None
+        lookup_in(&self.raw, path)
     }
 
     fn get_u64(&self, path: &str) -> Option<u64> {
@@ -534,6 +526,40 @@ impl Settings {
     pub fn masked(&self) -> Value {
         mask(&Value::Mapping(self.raw.clone()))
     }
+
+    /// The settings below a dotted path (all of them for `""`), secrets masked (`broker config view
+    /// CHUNK`).
+    ///
+    /// # Errors
+    /// [`Error::User`] when the settings have nothing at `path`.
+    pub fn masked_at(&self, path: &str) -> Result<Value> {
+        lookup(&self.masked(), path)
+            .cloned()
+            .ok_or_else(|| Error::user(format!("the settings have no `{path}`")))
+    }
+}
+
+/// The value at a dotted path of settings (`AnsibleTower.instances.prod`): each key matched as
+/// written, else in any case; empty segments are skipped, so `""` is `value` itself. Every dotted-key
+/// read of settings goes through here ([`Settings::get`], `broker config view` and `edit`).
+///
+/// ```
+/// let settings: serde_yaml::Value = serde_yaml::from_str("SSH: {host_username: root}").unwrap();
+/// let found = broker_core::settings::lookup(&settings, "ssh.host_username");
+/// assert_eq!(found.and_then(|v| v.as_str()), Some("root"));
+/// ```
+pub fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    if path.split('.').all(str::is_empty) {
+        return Some(value);
+    }
+    lookup_in(value.as_mapping()?, path)
+}
+
+/// [`lookup`] below a mapping; `None` for a path with no key in it.
+fn lookup_in<'a>(map: &'a Mapping, path: &str) -> Option<&'a Value> {
+    let mut keys = path.split('.').filter(|key| !key.is_empty());
+    let first = get_ci(map, keys.next()?)?;
+    keys.try_fold(first, |value, key| get_ci(value.as_mapping()?, key))
 }
 
 fn parse_settings_text(path: &Path, text: &str) -> Result<Mapping> {
@@ -853,6 +879,16 @@ impl SettingsFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Mapping::new()),
             Err(e) => Err(Error::io("reading settings", &self.path, e)),
         }
+    }
+
+    /// The file's content at a dotted path (`Null` where it has nothing), as [`lookup`] finds it
+    /// (`broker config edit CHUNK`).
+    ///
+    /// # Errors
+    /// Read and parse errors.
+    pub fn read_at(&self, path: &str) -> Result<Value> {
+        let doc = Value::Mapping(self.read()?);
+        Ok(lookup(&doc, path).cloned().unwrap_or(Value::Null))
     }
 
     /// Sets the value at a dotted path (`AnsibleTower.instances.prod.base_url`), creating mappings on
@@ -1278,6 +1314,68 @@ nicks:
             Some("bar")
         );
         assert!(file.init("a: [").is_err());
+    }
+
+    #[test]
+    fn dotted_paths_match_keys_as_written_first_then_in_any_case() {
+        let value: Value =
+            serde_yaml::from_str("{SSH: {user: a, User: b}, Ssh: {port: 2}, list: [x]}").unwrap();
+        let found = |path| lookup(&value, path).cloned();
+        assert_eq!(found("SSH.User"), Some(Value::from("b")));
+        assert_eq!(
+            found("ssh.user"),
+            Some(Value::from("a")),
+            "the first key in any case"
+        );
+        assert_eq!(
+            found("Ssh.port"),
+            Some(Value::from(2)),
+            "as written before any case"
+        );
+        assert_eq!(
+            found(".SSH..user."),
+            Some(Value::from("a")),
+            "empty segments skipped"
+        );
+        assert_eq!(found(""), Some(value.clone()));
+        assert_eq!(found("list.0"), None, "lists are not indexed");
+        assert_eq!(found("SSH.user.more"), None);
+        assert_eq!(found("nothing"), None);
+        let s = settings(&[]);
+        assert_eq!(s.get("SSH.Host_Username"), Some(&Value::from("root")));
+        assert_eq!(s.get("ssh..host_username"), Some(&Value::from("root")));
+        assert_eq!(s.get(""), None, "a path names a key");
+    }
+
+    #[test]
+    fn config_view_masks_the_chunk_and_names_a_missing_one() {
+        let s = settings(&[]);
+        assert_eq!(
+            s.masked_at("ssh").unwrap(),
+            serde_yaml::from_str::<Value>("{host_username: root, host_password: '********'}")
+                .unwrap()
+        );
+        assert_eq!(s.masked_at("").unwrap(), s.masked());
+        let err = s.masked_at("ssh.nothing").unwrap_err();
+        assert_eq!(err.to_string(), "the settings have no `ssh.nothing`");
+        assert_eq!(err.exit_code(), 13);
+    }
+
+    #[test]
+    fn config_edit_reads_the_chunk_as_the_file_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SettingsFile::in_directory(dir.path());
+        assert_eq!(file.read_at("ssh").unwrap(), Value::Null, "no file yet");
+        file.init(SETTINGS).unwrap();
+        assert_eq!(
+            file.read_at("SSH.host_password").unwrap(),
+            Value::from("hunter2")
+        );
+        assert_eq!(file.read_at("ssh.nothing").unwrap(), Value::Null);
+        assert_eq!(
+            file.read_at("").unwrap(),
+            Value::Mapping(file.read().unwrap())
+        );
     }
 
     #[test]
