@@ -174,7 +174,10 @@ async fn dispatch(command: Command, settings: Settings, emitter: &mut Emitter) -
         Command::Config(cmd) => config(cmd, &settings),
         command => {
             let broker = Broker::new(settings, broker_providers::registry())?;
-            broker.set_origin(format!("broker_cli:{}", broker_core::host::current_user()));
+            broker.set_origin(format!(
+                "broker_cli:{}",
+                broker_core::record::current_user()
+            ));
             broker.set_interaction(std::sync::Arc::new(crate::terminal::Terminal));
             match command {
                 Command::Checkout(a) => checkout(&broker, a, emitter).await,

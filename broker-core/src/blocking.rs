@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::host::{FromHost, Host, HostRecord};
+use crate::host::{FromHost, Host};
+use crate::record::HostRecord;
 use crate::session::ExecOutput;
 use crate::{CheckoutRequest, HostOutcome, ProviderRegistry, Settings};
 

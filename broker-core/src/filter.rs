@@ -30,8 +30,6 @@ use std::fmt;
 
 use serde_yaml::{Mapping, Value};
 
-use crate::host::HostRecord;
-
 /// Defined with the other errors (the error module depends on nothing above it); it lives on here.
 pub use crate::error::FilterError;
 
@@ -58,15 +56,6 @@ impl FilterTarget for Mapping {
     }
     fn as_value(&self) -> Option<Cow<'_, Value>> {
         Some(Cow::Owned(Value::Mapping(self.clone())))
-    }
-}
-
-impl FilterTarget for HostRecord {
-    fn field(&self, key: &str) -> Option<&Value> {
-        self.get(key)
-    }
-    fn as_value(&self) -> Option<Cow<'_, Value>> {
-        Some(Cow::Owned(self.to_value()))
     }
 }
 
@@ -1300,6 +1289,7 @@ mod props;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::HostRecord;
 
     fn inventory() -> Vec<Value> {
         serde_yaml::from_str(

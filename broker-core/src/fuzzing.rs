@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use crate::filter::Filter;
-use crate::host::{HostRecord, RecordId, fields};
 use crate::inventory::{emit_records, parse_inventory, put_fast, remove_fast};
+use crate::record::{HostRecord, RecordId, fields};
 use crate::settings::Settings;
 
 /// The filter parser and evaluator: text that parses prints as text that parses to the same filter,

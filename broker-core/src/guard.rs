@@ -20,26 +20,22 @@
 //! (`_broker_expire_time`), so a failed test can be debugged.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
-use std::task::Poll;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use crate::broker::BrokerInner;
 use crate::error::Result;
-use crate::host::{FromHost, Host, HostRecord, fields};
+use crate::host::{FromHost, Host};
+use crate::lifecycle::BrokerInner;
 use crate::provider::Provider;
+use crate::record::{HostRecord, RecordId};
 
 /// The environment variable that keeps the hosts of panicking tests for a while (the `keep_on_failure`
 /// setting).
 pub const KEEP_ON_FAILURE_ENV: &str = "BROKER_KEEP_ON_FAILURE";
 
-type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
-
 /// The guards of one checkout (see the module documentation).
 #[derive(Default)]
-pub(crate) struct Batch {
+struct Batch {
     state: Mutex<BatchState>,
 }
 
@@ -54,8 +50,8 @@ struct BatchState {
 /// A check-in under way on the drop worker.
 struct Started {
     done: mpsc::Receiver<Result<()>>,
-    store: Arc<dyn crate::inventory::InventoryStore>,
-    id: crate::host::RecordId,
+    inner: Arc<BrokerInner>,
+    id: RecordId,
     name: String,
     timeout: Duration,
     deadline: std::time::Instant,
@@ -63,7 +59,7 @@ struct Started {
 
 impl Batch {
     /// An empty batch; each guard made joins it.
-    pub(crate) fn new() -> Arc<Batch> {
+    fn new() -> Arc<Batch> {
         Arc::new(Batch::default())
     }
 
@@ -89,7 +85,6 @@ impl Batch {
 /// What a guard needs to check its host in.
 struct Ticket {
     inner: Arc<BrokerInner>,
-    provider: Arc<dyn Provider>,
     record: HostRecord,
 }
 
@@ -125,21 +120,46 @@ impl<H: FromHost> std::ops::Deref for HostGuard<H> {
 }
 
 impl<H: FromHost> HostGuard<H> {
-    pub(crate) fn new(
+    /// Guards for the hosts of one checkout, forming one batch. When wrapping a host in `H` fails,
+    /// the hosts not yet guarded are checked in and the wrapper's error is returned.
+    pub(crate) async fn for_checkout(
+        inner: &Arc<BrokerInner>,
+        provider: &Arc<dyn Provider>,
+        records: Vec<HostRecord>,
+    ) -> Result<Vec<Self>> {
+        let mut guards = Vec::with_capacity(records.len());
+        let mut records = records.into_iter();
+        let batch = Batch::new();
+        while let Some(record) = records.next() {
+            match HostGuard::new(
+                Arc::clone(inner),
+                Arc::clone(provider),
+                record.clone(),
+                Arc::clone(&batch),
+            ) {
+                Ok(guard) => guards.push(guard),
+                Err(e) => {
+                    // Guards already made check themselves in when dropped; the rest go back explicitly.
+                    let rest: Vec<HostRecord> = std::iter::once(record).chain(records).collect();
+                    let _ = inner.checkin(rest, None).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(guards)
+    }
+
+    fn new(
         inner: Arc<BrokerInner>,
         provider: Arc<dyn Provider>,
         record: HostRecord,
         batch: Arc<Batch>,
     ) -> Result<Self> {
-        let host = H::from_host(Host::new(record.clone(), Arc::clone(&provider)))?;
+        let host = H::from_host(Host::new(record.clone(), provider))?;
         batch.join();
         Ok(HostGuard {
             host: Some(host),
-            ticket: Some(Ticket {
-                inner,
-                provider,
-                record,
-            }),
+            ticket: Some(Ticket { inner, record }),
             batch,
         })
     }
@@ -156,7 +176,7 @@ impl<H: FromHost> HostGuard<H> {
     pub async fn checkin(mut self) -> Result<()> {
         let _others = self.batch.leave(None);
         match self.ticket.take() {
-            Some(t) => t.inner.checkin_record(t.provider, t.record).await,
+            Some(t) => t.inner.checkin_one(t.record).await,
             None => Ok(()),
         }
     }
@@ -192,30 +212,25 @@ impl<H: FromHost> Drop for HostGuard<H> {
 
 /// Hands a guard's check-in to the drop worker; `None` when the worker cannot be had (logged).
 fn start_checkin(ticket: Ticket) -> Option<Started> {
-    let Ticket {
-        inner,
-        provider,
-        record,
-    } = ticket;
+    let Ticket { inner, record } = ticket;
     let name = record.display_name();
     let timeout = inner.checkin_timeout;
-    let store = Arc::clone(&inner.store);
     let id = record.id();
     let (done_tx, done) = mpsc::sync_channel::<Result<()>>(1);
-    let job: BoxFuture = Box::pin(async move {
-        let work = inner.checkin_record(provider, record);
+    let held = Arc::clone(&inner);
+    let sent = crate::drop_worker::hand_over(async move {
+        let work = held.checkin_one(record);
         if let Ok(out) = tokio::time::timeout(timeout, work).await {
             let _ = done_tx.send(out);
         }
     });
-    let sent = drop_worker().is_some_and(|worker| worker.send(job).is_ok());
     if !sent {
         tracing::error!(host = %name, "cannot check in on drop: the check-in worker is not running; retry with `broker checkin {name}`");
         return None;
     }
     Some(Started {
         done,
-        store,
+        inner,
         id,
         name,
         timeout,
@@ -250,8 +265,7 @@ fn wait_for(started: Vec<Started>) {
                         crate::time::format_duration(s.timeout),
                         s.name
                     );
-                    let _ = note_error(
-                        &*s.store,
+                    let _ = s.inner.note_error(
                         &s.id,
                         &format!(
                             "check-in on drop timed out after {}",
@@ -274,13 +288,11 @@ fn wait_for(started: Vec<Started>) {
     }
 }
 
+/// Keeps a panicking test's host for `keep_for` (`keep_on_failure`) instead of checking it in.
 fn keep_after_failure(ticket: Ticket, keep_for: Duration) {
-    let mut record = ticket.record;
-    let expires = crate::time::now_epoch() + keep_for.as_secs() as i64;
-    record.set(fields::EXPIRE_TIME, expires);
-    let name = record.display_name();
-    match ticket.inner.store.put(std::slice::from_ref(&record)) {
-        Ok(()) => tracing::warn!(
+    let name = ticket.record.display_name();
+    match ticket.inner.keep_after_failure(ticket.record, keep_for) {
+        Ok(expires) => tracing::warn!(
             host = %name,
             "the test panicked: keeping the host until {} ({KEEP_ON_FAILURE_ENV}); check it in with `broker checkin {name}`",
             crate::time::format_epoch(expires)
@@ -291,121 +303,14 @@ fn keep_after_failure(ticket: Ticket, keep_for: Duration) {
     }
 }
 
-fn note_error(
-    store: &dyn crate::inventory::InventoryStore,
-    id: &crate::host::RecordId,
-    message: &str,
-) -> Result<()> {
-    let Some(mut record) = store.list()?.into_iter().find(|r| &r.id() == id) else {
-        return Ok(());
-    };
-    record.set(fields::LAST_ERROR, message);
-    store.put(std::slice::from_ref(&record))
-}
-
-/// Runs `work` to completion from synchronous code, waiting at most `timeout`. `None` means it did not
-/// finish in time (it may still be running on the drop worker).
-pub(crate) fn run_bounded<T: Send + 'static>(
-    work: impl Future<Output = T> + Send + 'static,
-    timeout: Duration,
-) -> Option<T> {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    if let Ok(handle) = Handle::try_current()
-        && handle.runtime_flavor() == RuntimeFlavor::MultiThread
-        && !std::thread::panicking()
-    {
-        return tokio::task::block_in_place(|| handle.block_on(race_with_deadline(work, timeout)));
-    }
-    let (done_tx, done_rx) = mpsc::sync_channel::<T>(1);
-    let job: BoxFuture = Box::pin(async move {
-        if let Ok(Some(out)) = tokio::time::timeout(timeout, async { Some(work.await) }).await {
-            let _ = done_tx.send(out);
-        }
-    });
-    let worker = drop_worker()?;
-    if worker.send(job).is_err() {
-        return None;
-    }
-    // A little grace over the job's own timeout so a job that just finished is not reported as late.
-    done_rx.recv_timeout(timeout + Duration::from_secs(1)).ok()
-}
-
-/// Polls `work` until it finishes or a timer thread says the deadline has passed. Needs no tokio timer,
-/// so it works on runtimes built without one.
-async fn race_with_deadline<T>(work: impl Future<Output = T>, timeout: Duration) -> Option<T> {
-    let (fire_tx, fire_rx) = tokio::sync::oneshot::channel::<()>();
-    let (cancel_tx, cancel_rx) = mpsc::channel::<()>();
-    let timer = std::thread::Builder::new()
-        .name("broker-checkin-deadline".into())
-        .spawn(move || {
-            if let Err(mpsc::RecvTimeoutError::Timeout) = cancel_rx.recv_timeout(timeout) {
-                let _ = fire_tx.send(());
-            }
-        });
-    if timer.is_err() {
-        return Some(work.await);
-    }
-    let mut work = std::pin::pin!(work);
-    let mut fire_rx = std::pin::pin!(fire_rx);
-    let out = std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = work.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        if fire_rx.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    })
-    .await;
-    drop(cancel_tx);
-    out
-}
-
-/// The process-wide drop worker: a thread running a current-thread runtime that runs handed-over
-/// check-ins concurrently.
-fn drop_worker() -> Option<tokio::sync::mpsc::UnboundedSender<BoxFuture>> {
-    static WORKER: OnceLock<Mutex<Option<tokio::sync::mpsc::UnboundedSender<BoxFuture>>>> =
-        OnceLock::new();
-    let slot = WORKER.get_or_init(|| Mutex::new(None));
-    let mut slot = crate::sync::lock(slot);
-    if let Some(tx) = slot.as_ref().filter(|tx| !tx.is_closed()) {
-        return Some(tx.clone());
-    }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<BoxFuture>();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    let runtime = match runtime {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the check-in worker runtime: {e}");
-            return None;
-        }
-    };
-    let spawned = std::thread::Builder::new()
-        .name("broker-drop-worker".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                while let Some(job) = rx.recv().await {
-                    tokio::spawn(job);
-                }
-            });
-        });
-    if let Err(e) = spawned {
-        tracing::error!("cannot start the check-in worker thread: {e}");
-        return None;
-    }
-    *slot = Some(tx.clone());
-    Some(tx)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::sync::OnceLock;
 
     use super::*;
-    use crate::host::HostState;
     use crate::provider::{CheckoutContext, ProviderKind};
+    use crate::record::{HostState, fields};
     use crate::{Broker, CheckoutRequest, Error, Mapping, ProviderRegistry, Settings, Value};
 
     /// What the ledger provider saw for one test (its `tag` argument).
@@ -700,45 +605,6 @@ mod tests {
         assert!(
             (before + 1800..=after + 1800).contains(&expires),
             "expires {expires}, checked out between {before} and {after}"
-        );
-    }
-
-    fn thread_name() -> String {
-        std::thread::current().name().unwrap_or_default().to_owned()
-    }
-
-    /// The thread `run_bounded` ran its work on, and whether it gave up on work that is too slow.
-    fn run_bounded_where_and_late() -> (Option<String>, Option<()>) {
-        let name = run_bounded(async { thread_name() }, Duration::from_secs(30));
-        let late = run_bounded(
-            async { tokio::time::sleep(Duration::from_secs(60)).await },
-            Duration::from_millis(100),
-        );
-        (name, late)
-    }
-
-    #[test]
-    fn run_bounded_runs_on_the_callers_multi_thread_runtime_else_on_the_drop_worker() {
-        let worker = Some("broker-drop-worker".to_owned());
-        assert_eq!(run_bounded_where_and_late(), (worker.clone(), None));
-        let current = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        assert_eq!(
-            current.block_on(async { run_bounded_where_and_late() }),
-            (worker, None)
-        );
-        // On a multi-thread runtime the work runs on the caller's runtime, which its connections
-        // are bound to: here, on the calling thread.
-        let multi = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        assert_eq!(
-            multi.block_on(async { run_bounded_where_and_late() }),
-            (Some(thread_name()), None)
         );
     }
 }

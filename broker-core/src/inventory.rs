@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use serde_yaml::Value;
 
 use crate::error::{Error, Result};
-use crate::host::{HostRecord, HostState, RecordId, fields};
+use crate::record::{HostRecord, HostState, RecordId, fields};
 
 mod blocks;
 use blocks::Blocks;
@@ -280,7 +280,7 @@ impl YamlFileStore {
             File::open(dir).map_err(|e| Error::io("opening broker directory", dir, e))?;
         self.wait_for_lock(&directory, &file, &lock_path, started)?;
         // For diagnostics only: who holds the lock. The lock itself is the flock, not this text.
-        let owner = crate::host::Owner::current();
+        let owner = crate::record::Owner::current();
         let mut f = &file;
         let _ = f.set_len(0);
         let _ = writeln!(

@@ -26,7 +26,7 @@ use std::time::Duration;
 use serde_yaml::{Mapping, Value};
 
 use crate::error::{Error, Result};
-use crate::host::{HostRecord, HostState, fields as record_fields};
+use crate::record::{HostRecord, HostState, fields as record_fields};
 
 /// Field and argument names of leases and reaping.
 pub mod fields {
@@ -145,7 +145,7 @@ impl ProcessIdentity {
         CURRENT.get_or_init(|| {
             let pid = std::process::id();
             ProcessIdentity {
-                machine: crate::host::Owner::current().machine.clone(),
+                machine: crate::record::Owner::current().machine.clone(),
                 pid,
                 started: start_ticks(pid),
                 boot: boot_id(),

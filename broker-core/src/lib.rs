@@ -35,6 +35,7 @@ pub mod args;
 #[cfg(feature = "blocking")]
 pub mod blocking;
 mod broker;
+mod drop_worker;
 pub mod error;
 mod files;
 pub mod filter;
@@ -46,10 +47,13 @@ pub mod host;
 pub mod interaction;
 pub mod inventory;
 pub mod lease;
+mod lifecycle;
 pub mod provider;
 pub mod query;
+pub mod record;
 pub mod redact;
 pub mod report;
+mod request;
 pub mod session;
 pub mod settings;
 pub mod sync;
@@ -57,16 +61,17 @@ pub mod time;
 pub mod validation;
 pub mod value;
 
-pub use broker::{
-    Broker, Cancellation, CheckoutRequest, HostOutcome, RecoverScope, select_records,
-};
+pub use broker::Broker;
 pub use error::{Error, Result};
 pub use guard::{HostGuard, KEEP_ON_FAILURE_ENV};
-pub use host::{FromHost, Host, HostRecord, HostState, Owner, RecordId};
+pub use host::{FromHost, Host};
 pub use inventory::{InventoryStore, ProviderListing, SyncReport, YamlFileStore};
+pub use lifecycle::{HostOutcome, RecoverScope};
 pub use provider::{
     Arguments, CheckoutContext, HelpOption, Operation, Provider, ProviderKind, ProviderRegistry,
 };
+pub use record::{HostRecord, HostState, Owner, RecordId};
+pub use request::{Cancellation, CheckoutRequest, select_records};
 pub use session::{ExecOutput, OutputSink, OutputStream, Session};
 pub use settings::{ProviderConfig, Settings};
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_yaml::{Mapping, Value};
 
 use crate::error::{Error, Result};
-use crate::host::{HostRecord, RecordId};
+use crate::record::{HostRecord, RecordId};
 use crate::session::Session;
 use crate::settings::ProviderConfig;
 

@@ -81,7 +81,7 @@ pub fn default_directory() -> Result<PathBuf> {
 /// This process's user's home directory from `/etc/passwd` (the real uid, read from
 /// `/proc/self/status`).
 fn passwd_home() -> Option<PathBuf> {
-    let uid = crate::host::own_uid()?;
+    let uid = crate::record::own_uid()?;
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd_home_of(&passwd, &uid)
 }

@@ -167,8 +167,8 @@ mod tests {
     use serde_yaml::Mapping;
 
     use super::*;
-    use crate::host::HostRecord;
     use crate::provider::{CheckoutContext, Provider};
+    use crate::record::HostRecord;
 
     /// A provider that makes no hosts; it builds when its settings have `url`.
     #[derive(Debug)]

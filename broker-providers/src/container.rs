@@ -129,7 +129,7 @@ fn build(config: ProviderConfig) -> Result<Arc<dyn Provider>> {
     let prefix = config
         .get_str("name_prefix")
         .filter(|p| !p.is_empty())
-        .unwrap_or_else(broker_core::host::current_user);
+        .unwrap_or_else(broker_core::record::current_user);
     Ok(Arc::new(ContainerProvider {
         prefix,
         engine: tokio::sync::OnceCell::new(),
@@ -1094,14 +1094,14 @@ impl Provider for ContainerProvider {
             }
             let mut record = HostRecord::default();
             if let Some(id) = label(LABEL_RECORD) {
-                record.set(broker_core::host::fields::ID, id);
+                record.set(broker_core::record::fields::ID, id);
             }
             if let Some(at) = label(LABEL_EXPIRE).and_then(|at| at.parse::<i64>().ok()) {
-                record.set(broker_core::host::fields::EXPIRE_TIME, at);
+                record.set(broker_core::record::fields::EXPIRE_TIME, at);
             }
-            record.set(broker_core::host::fields::PROVIDER, NAME);
+            record.set(broker_core::record::fields::PROVIDER, NAME);
             if let Some(instance) = self.config.instance() {
-                record.set(broker_core::host::fields::PROVIDER_INSTANCE, instance);
+                record.set(broker_core::record::fields::PROVIDER_INSTANCE, instance);
             }
             let image = field("Image");
             let mut args = Mapping::new();
@@ -1109,7 +1109,7 @@ impl Provider for ContainerProvider {
             if let Some(origin) = label("broker.origin") {
                 args.insert("_broker_origin".into(), origin.into());
             }
-            record.set(broker_core::host::fields::ARGS, Value::Mapping(args));
+            record.set(broker_core::record::fields::ARGS, Value::Mapping(args));
             record.set("name", name.as_str());
             // Named as a checkout names it (`hostname` there): the published SSH port, else the
             // short id — a sync must not rename the hosts `broker ssh` and `checkin` know.

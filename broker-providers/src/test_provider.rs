@@ -369,7 +369,7 @@ impl Provider for TestProvider {
             .map(|name| {
                 let mut record = self.read_host(name).unwrap_or_default();
                 record.set("name", name.as_str());
-                record.set(broker_core::host::fields::PROVIDER, NAME);
+                record.set(broker_core::record::fields::PROVIDER, NAME);
                 record
             })
             .collect())

@@ -1,0 +1,1258 @@
+//! The life of a host: intent → provider → ready → (guard) → releasing → gone.
+//!
+//! [`BrokerInner`] owns every step that writes the inventory or calls a provider for a host: a
+//! checkout (each host: record intent, ask the provider, record `ready`; all or nothing across
+//! hosts; stopping on request), and the one check-in path that guards, `broker checkin`, the
+//! rollback of a failed checkout and `recover` all take (mark `releasing`, ask the provider, drop the
+//! record or note the error on it). Extending, provider actions and inventory sync, which also reach
+//! providers through it, come after.
+//!
+//! It must not resolve requests (that is [`crate::request`]) nor hand out guards (that is
+//! [`crate::guard`], which calls in here): it depends on neither, nor on the `Broker` facade.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_yaml::{Mapping, Value};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::error::{Error, Result};
+use crate::inventory::{InventoryStore, ProviderListing, SyncReport};
+use crate::provider::{CheckoutContext, Operation, Provider, ProviderKind, ProviderRegistry};
+use crate::record::{HostRecord, HostState, Owner, RecordId, fields};
+use crate::request::{Cancellation, Origin, ResolvedCheckout, first_action};
+use crate::settings::Settings;
+use crate::sync::lock;
+
+type ProviderKey = (String, Option<String>);
+
+/// What one broker shares between its facade, its guards and its tasks.
+pub(crate) struct BrokerInner {
+    pub(crate) settings: Settings,
+    pub(crate) registry: ProviderRegistry,
+    pub(crate) store: Arc<dyn InventoryStore>,
+    /// Providers built so far, by (provider, instance).
+    providers: Mutex<HashMap<ProviderKey, Arc<dyn Provider>>>,
+    pub(crate) checkin_timeout: Duration,
+    cancel_timeout: Duration,
+    pub(crate) keep_on_failure: Option<Duration>,
+    thread_limit: Option<usize>,
+    origin: Mutex<Option<String>>,
+    /// Whom providers ask when they must ([`Broker::set_interaction`](crate::Broker::set_interaction)).
+    asker: crate::interaction::Asker,
+    /// Ready records waiting to be written together (see `put_grouped`).
+    grouped: Mutex<GroupedPuts>,
+}
+
+/// What happened to one host of a `checkin`, `extend` or `recover`.
+#[derive(Debug)]
+pub struct HostOutcome {
+    /// The host's record as it was before the operation.
+    pub record: HostRecord,
+    /// How it went.
+    pub result: Result<()>,
+}
+
+/// Which left-over records `recover` handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecoverScope {
+    /// `pending` or `releasing` records whose owning process is gone (the default).
+    Orphaned,
+    /// Every `pending` or `releasing` record, whoever owns it.
+    Unfinished,
+    /// Every record this process owns, in any state (after an interrupted checkout).
+    ThisProcess,
+}
+
+impl BrokerInner {
+    /// The lifecycle over `store`, with the timeouts and limits of `settings`.
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] for invalid timeouts in the settings.
+    pub(crate) fn new(
+        settings: Settings,
+        registry: ProviderRegistry,
+        store: Arc<dyn InventoryStore>,
+    ) -> Result<Self> {
+        Ok(BrokerInner {
+            checkin_timeout: settings.checkin_timeout()?,
+            cancel_timeout: settings.cancel_timeout()?,
+            keep_on_failure: settings.keep_on_failure()?,
+            thread_limit: settings.thread_limit(),
+            settings,
+            registry,
+            store,
+            providers: Mutex::new(HashMap::new()),
+            origin: Mutex::new(None),
+            asker: crate::interaction::Asker::default(),
+            grouped: Mutex::new(GroupedPuts::default()),
+        })
+    }
+
+    /// Sets the origin recorded with each checkout from now on.
+    pub(crate) fn set_origin(&self, origin: String) {
+        *lock(&self.origin) = Some(origin);
+    }
+
+    /// The origin a checkout starting now records.
+    pub(crate) fn origin(&self) -> Origin {
+        Origin::of_this_process(lock(&self.origin).clone())
+    }
+
+    /// Sets whom providers ask, including those already built.
+    pub(crate) fn set_interaction(&self, interaction: Arc<dyn crate::interaction::Interaction>) {
+        self.asker.set(interaction);
+    }
+
+    /// The provider for a kind and instance, built once and reused.
+    pub(crate) fn provider(
+        &self,
+        kind: &ProviderKind,
+        instance: Option<&str>,
+    ) -> Result<Arc<dyn Provider>> {
+        let mut config = self.settings.provider_config(kind.name(), instance)?;
+        config.set_asker(self.asker.clone());
+        let key = (kind.name().to_owned(), config.instance().map(str::to_owned));
+        if let Some(p) = lock(&self.providers).get(&key) {
+            return Ok(Arc::clone(p));
+        }
+        let provider = kind.build(config)?;
+        lock(&self.providers).insert(key, Arc::clone(&provider));
+        Ok(provider)
+    }
+
+    /// The provider that made a record.
+    pub(crate) fn provider_for(&self, record: &HostRecord) -> Result<Arc<dyn Provider>> {
+        let name = record.provider().ok_or_else(|| {
+            Error::user(format!(
+                "inventory record {} names no provider (`_broker_provider`)",
+                record.display_name()
+            ))
+        })?;
+        let kind = *self.registry.get(name).ok_or_else(|| {
+            Error::user(format!(
+                "host {} comes from provider `{name}`, which this broker was built without; \
+                 build broker with its feature or check it in from a broker that has it",
+                record.display_name()
+            ))
+        })?;
+        self.provider(&kind, record.instance())
+    }
+
+    // -----------------------------------------------------------------------------------------------
+    // Checkout
+
+    /// Checks out the hosts of a resolved request, all or nothing: the provider that made them and
+    /// their `ready` records, in request order.
+    ///
+    /// # Errors
+    /// The provider's error for a single host; [`Error::CheckoutFailed`] naming each failure when
+    /// several were asked; [`Error::Interrupted`] when stopped.
+    pub(crate) async fn checkout(
+        self: &Arc<Self>,
+        resolved: ResolvedCheckout,
+    ) -> Result<(Arc<dyn Provider>, Vec<HostRecord>)> {
+        let provider = self.provider(&resolved.kind, resolved.instance.as_deref())?;
+        tracing::info!(
+            provider = resolved.kind.name(),
+            instance = provider.instance().unwrap_or("-"),
+            count = resolved.count,
+            "checking out"
+        );
+        crate::report::action(
+            resolved.kind.name(),
+            first_action(resolved.kind.checkout_action_keys(), &resolved.args),
+            &resolved.args,
+        );
+        let stop = Stop {
+            own: Cancellation::new(),
+            caller: resolved.cancellation.clone(),
+        };
+        let tally = Tally::of(self.run_checkout(&provider, &resolved, &stop).await);
+        if stop.is_set() {
+            return Err(self.give_back_stopped(tally).await);
+        }
+        if !tally.failures.is_empty() {
+            return Err(self.roll_back(&resolved, tally).await);
+        }
+        Ok((provider, tally.made))
+    }
+
+    /// Runs one task per host, at most `thread_limit` at once, and collects how each ended.
+    async fn run_checkout(
+        self: &Arc<Self>,
+        provider: &Arc<dyn Provider>,
+        resolved: &ResolvedCheckout,
+        stop: &Stop,
+    ) -> Vec<(usize, HostAttempt)> {
+        let limit = self.thread_limit.unwrap_or(resolved.count).max(1);
+        let permits = Arc::new(Semaphore::new(limit));
+        let args = Arc::new(resolved.args.clone());
+        let mut run = CheckoutRun::new(Arc::clone(self), stop.clone());
+        for index in 0..resolved.count {
+            let inner = Arc::clone(self);
+            let provider = Arc::clone(provider);
+            let args = Arc::clone(&args);
+            let permits = Arc::clone(&permits);
+            let stop = stop.clone();
+            run.spawn(index, async move {
+                let _permit = permits.acquire_owned().await;
+                inner.checkout_single(provider, &args, index, &stop).await
+            });
+        }
+        run.finish().await
+    }
+
+    /// One host: intent → provider → ready. Once `stop` is set, no provider call starts; one under
+    /// way gets `cancel_timeout` to answer, and what it made is given back.
+    async fn checkout_single(
+        self: &Arc<Self>,
+        provider: Arc<dyn Provider>,
+        args: &Mapping,
+        index: usize,
+        stop: &Stop,
+    ) -> HostAttempt {
+        if stop.is_set() {
+            return HostAttempt::NotStarted;
+        }
+        let record = self.intent(&provider, args, index);
+        let id = record.id();
+        let ctx = CheckoutContext::new(&id, args, index);
+        // Written together with the intents of the checkout's other hosts.
+        if let Err(e) = self.put_grouped(record.clone()).await {
+            return HostAttempt::Failed(e);
+        }
+        if stop.is_set() {
+            let _removed = self.remove(vec![id]).await;
+            return HostAttempt::NotStarted;
+        }
+        let answer = match stop
+            .finish_or_abandon(provider.checkout(&ctx), self.cancel_timeout)
+            .await
+        {
+            Some(answer) => answer,
+            None => return self.give_back_abandoned(&provider, record).await,
+        };
+        let fields = match answer {
+            Ok(fields) => fields,
+            Err(e) => return self.clean_up_failed(&provider, record, &ctx, e).await,
+        };
+        let record = as_ready(&provider, record, fields);
+        if let Err(e) = self.put_grouped(record.clone()).await {
+            return self.give_back_unrecorded(&provider, record, e).await;
+        }
+        tracing::info!(host = %record.display_name(), "checked out");
+        if stop.is_set() {
+            // Made after the stop was asked for: no one will receive it.
+            let name = record.display_name();
+            return match self.checkin_one(record).await {
+                Ok(()) => HostAttempt::GivenBack(name),
+                Err(e) => HostAttempt::Left(name, e),
+            };
+        }
+        HostAttempt::Made(record)
+    }
+
+    /// The intent record of the `index`-th host of a checkout. What the provider knows before it
+    /// creates anything (the name it will give the host) goes in, so a crash at any point leaves a
+    /// record that names the host.
+    fn intent(&self, provider: &Arc<dyn Provider>, args: &Mapping, index: usize) -> HostRecord {
+        let mut record = HostRecord::pending(provider.name(), provider.instance(), args.clone());
+        let id = record.id();
+        record.merge(provider.planned_fields(&CheckoutContext::new(&id, args, index)));
+        record
+    }
+
+    /// The provider did not answer in time after the stop: it gives back whatever it made of the
+    /// host so far, found by the `pending` record's identity; the record stays when that fails.
+    async fn give_back_abandoned(
+        &self,
+        provider: &Arc<dyn Provider>,
+        mut record: HostRecord,
+    ) -> HostAttempt {
+        let name = record.display_name();
+        tracing::warn!(host = %name, "the provider did not answer within {:?} of the stop; giving back what it made", self.cancel_timeout);
+        match provider.checkin(&record).await {
+            Ok(()) => {
+                let _removed = self.remove(vec![record.id()]).await;
+                HostAttempt::GivenBack(name)
+            }
+            Err(e) => {
+                record.set(fields::LAST_ERROR, crate::error::chain(&e));
+                let _ = self.put(record).await;
+                HostAttempt::Left(name, e)
+            }
+        }
+    }
+
+    /// The provider's checkout failed: records what it asked to keep, else gives back what it may
+    /// have left tagged with the record's identity and drops the intent record.
+    async fn clean_up_failed(
+        &self,
+        provider: &Arc<dyn Provider>,
+        record: HostRecord,
+        ctx: &CheckoutContext<'_>,
+        error: Error,
+    ) -> HostAttempt {
+        let error = match provider.instance() {
+            Some(i) => error.with_instance(i),
+            None => error,
+        };
+        let kept = ctx.take_kept();
+        if !kept.is_empty() {
+            self.keep_failed(provider, record, kept, &error).await;
+            return HostAttempt::Failed(error);
+        }
+        match provider.checkin(&record).await {
+            Ok(()) => {
+                if let Err(rm) = self.remove(vec![record.id()]).await {
+                    tracing::warn!("removing the intent record of a failed checkout: {rm}");
+                }
+                HostAttempt::Failed(error)
+            }
+            Err(cleanup) => self.left_by_failed_checkout(record, error, cleanup).await,
+        }
+    }
+
+    /// Records the hosts a failed checkout left and the provider asked to keep: the first in the
+    /// intent record, the others as records of their own, all `ready` and marked `deploy_failed`.
+    async fn keep_failed(
+        &self,
+        provider: &Arc<dyn Provider>,
+        mut record: HostRecord,
+        kept: Vec<Mapping>,
+        error: &Error,
+    ) {
+        let reason = crate::error::chain(error);
+        let mut records = Vec::with_capacity(kept.len());
+        for (n, fields) in kept.into_iter().enumerate() {
+            let base = if n == 0 {
+                record.clone()
+            } else {
+                HostRecord::pending(provider.name(), provider.instance(), record.args())
+            };
+            let mut r = as_ready(provider, base, fields);
+            r.set("deploy_failed", true);
+            r.set(fields::LAST_ERROR, reason.clone());
+            tracing::warn!(host = %r.display_name(), "kept a host of a failed checkout in the inventory; check it in when done with it");
+            records.push(r);
+        }
+        if let Err(e) = self.put_many(records).await {
+            tracing::error!("recording the hosts a failed checkout left failed: {e}");
+            record.set(fields::LAST_ERROR, reason);
+            let _ = self.put(record).await;
+        }
+    }
+
+    /// The host exists but is recorded only as pending: give it back rather than hand out a host the
+    /// inventory does not know as ready. If that fails too, the pending record remains for
+    /// `broker recover`.
+    async fn give_back_unrecorded(
+        &self,
+        provider: &Arc<dyn Provider>,
+        record: HostRecord,
+        error: Error,
+    ) -> HostAttempt {
+        match provider.checkin(&record).await {
+            Ok(()) => {
+                let _removed = self.remove(vec![record.id()]).await;
+                HostAttempt::Failed(error)
+            }
+            Err(cleanup) => self.left_by_failed_checkout(record, error, cleanup).await,
+        }
+    }
+
+    /// A checkout failed and giving back what it made failed too: the intent record stays `pending`
+    /// — the provider's creation was never confirmed, which providers go by when they look for what
+    /// it made (AnsibleTower cancels the job by the record's id) — with the clean-up's error, so
+    /// `broker checkin` and `broker recover` finish the job; the caller's error lists the host as
+    /// still out.
+    async fn left_by_failed_checkout(
+        &self,
+        mut record: HostRecord,
+        error: Error,
+        cleanup: Error,
+    ) -> HostAttempt {
+        let host = record.display_name();
+        tracing::error!(host = %host, "giving back what a failed checkout made failed: {}", crate::error::chain(&cleanup));
+        record.set(fields::LAST_ERROR, crate::error::chain(&cleanup));
+        if let Err(e) = self.put(record).await {
+            tracing::warn!(host = %host, "recording the failed clean-up: {}", crate::error::chain(&e));
+        }
+        HostAttempt::FailedAndLeft {
+            error,
+            host,
+            cleanup,
+        }
+    }
+
+    /// A stopped checkout: hosts made before the stop was asked for go back too (no one will receive
+    /// them), and the error says what was given back and what is left.
+    async fn give_back_stopped(self: &Arc<Self>, tally: Tally) -> Error {
+        let Tally {
+            made,
+            failures,
+            mut stopped,
+        } = tally;
+        let (given_back, left) = by_result(self.checkin(made, None).await);
+        stopped.given_back.extend(given_back);
+        stopped.left.extend(left);
+        stopped.failed = failures;
+        Error::Interrupted {
+            message: stopped.describe(),
+        }
+    }
+
+    /// A checkout some of whose hosts failed: the others are checked in again unless the request
+    /// keeps partial results. A single host's failure is its own error.
+    async fn roll_back(self: &Arc<Self>, resolved: &ResolvedCheckout, tally: Tally) -> Error {
+        let Tally {
+            made,
+            mut failures,
+            stopped,
+        } = tally;
+        // Hosts whose failed checkout could not be cleaned up are still out, whatever happens to the
+        // others.
+        let failed_left = stopped.left;
+        if resolved.count == 1 && made.is_empty() && failed_left.is_empty() {
+            return failures.remove(0).1;
+        }
+        let (rolled_back, kept, mut left) = if resolved.keep_partial {
+            let names = made.iter().map(HostRecord::display_name).collect();
+            (Vec::new(), names, Vec::new())
+        } else {
+            let (rolled_back, left) = by_result(self.checkin(made, None).await);
+            for (host, _) in &left {
+                tracing::error!(host = %host, "rolling back failed; the record stays in the inventory");
+            }
+            (rolled_back, Vec::new(), left)
+        };
+        left.splice(0..0, failed_left);
+        Error::CheckoutFailed {
+            requested: resolved.count,
+            failures,
+            rolled_back,
+            kept,
+            left,
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------------
+    // Check-in: the one path
+
+    /// Checks in hosts asked for by name (`broker checkin`), leaving alone each `pending` record
+    /// whose owner is still alive: that is a checkout under way, whose host may not exist yet, so
+    /// checking it in would find nothing, drop the record and call the host gone while the checkout
+    /// goes on to make it. Its outcome is an [`Error::User`] naming the process that holds it.
+    pub(crate) async fn checkin_unless_under_way(
+        self: &Arc<Self>,
+        records: Vec<HostRecord>,
+        limit: Option<usize>,
+    ) -> Vec<HostOutcome> {
+        let (busy, free): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .enumerate()
+            .partition(|(_, r)| checkout_under_way(r).is_some());
+        let (order, free): (Vec<usize>, Vec<HostRecord>) = free.into_iter().unzip();
+        let mut outcomes: Vec<(usize, HostOutcome)> = order
+            .into_iter()
+            .zip(self.checkin(free, limit).await)
+            .collect();
+        outcomes.extend(busy.into_iter().map(|(i, record)| {
+            let holder = checkout_under_way(&record).unwrap_or_default();
+            let result = Err(Error::user(format!(
+                "host {} is still being checked out by {holder}; check it in once that checkout \
+                 has finished (or, if that process is gone, `broker recover`)",
+                record.display_name()
+            )));
+            (i, HostOutcome { record, result })
+        }));
+        outcomes.sort_by_key(|(i, _)| *i);
+        outcomes.into_iter().map(|(_, o)| o).collect()
+    }
+
+    /// One host back (a guard's check-in, or a host made after its checkout was stopped).
+    ///
+    /// # Errors
+    /// The provider's error, or the inventory's; the record then stays, marked `releasing`.
+    pub(crate) async fn checkin_one(self: &Arc<Self>, record: HostRecord) -> Result<()> {
+        match self.checkin(vec![record], None).await.pop() {
+            Some(outcome) => outcome.result,
+            None => Ok(()),
+        }
+    }
+
+    /// Hosts back, the one way every check-in goes: mark them all releasing, ask their providers in
+    /// parallel (at most `limit`, else `thread_limit`, at once), then drop the records of those given
+    /// back and note the error on the others — three inventory writes in all, however many hosts. A
+    /// crash in between leaves `releasing` records for `recover`, and check-in is idempotent, so
+    /// nothing is lost by batching.
+    pub(crate) async fn checkin(
+        self: &Arc<Self>,
+        records: Vec<HostRecord>,
+        limit: Option<usize>,
+    ) -> Vec<HostOutcome> {
+        if records.is_empty() {
+            return Vec::new();
+        }
+        if let Err(e) = self.mark_releasing(&records).await {
+            let message = crate::error::chain(&e);
+            return records
+                .into_iter()
+                .map(|record| HostOutcome {
+                    record,
+                    result: Err(Error::InventoryUpdate {
+                        message: format!(
+                            "cannot record the check-in in the inventory, so the host was not checked in: {message}"
+                        ),
+                    }),
+                })
+                .collect();
+        }
+        let limit = limit.or(self.thread_limit).unwrap_or(records.len());
+        let mut outcomes = for_each_host(records, limit, |record| {
+            let inner = Arc::clone(self);
+            async move {
+                let provider = inner.provider_for(&record)?;
+                provider
+                    .checkin(&record)
+                    .await
+                    .map_err(|e| e.with_host(&record.display_name()))
+            }
+        })
+        .await;
+        self.note_checkin_errors(&outcomes).await;
+        self.remove_checked_in(&mut outcomes).await;
+        for o in outcomes.iter().filter(|o| o.result.is_ok()) {
+            tracing::info!(host = %o.record.display_name(), "checked in");
+        }
+        outcomes
+    }
+
+    /// Marks broker's own records `releasing` before their providers are asked.
+    async fn mark_releasing(&self, records: &[HostRecord]) -> Result<()> {
+        let marked: Vec<HostRecord> = records
+            .iter()
+            .filter(|r| r.has_broker_id())
+            .map(|r| {
+                let mut r = r.clone();
+                r.set_state(HostState::Releasing);
+                r
+            })
+            .collect();
+        self.put_many(marked).await
+    }
+
+    /// Notes each failed check-in's error on its record, which stays `releasing`.
+    async fn note_checkin_errors(&self, outcomes: &[HostOutcome]) {
+        let noted: Vec<HostRecord> = outcomes
+            .iter()
+            .filter(|o| o.record.has_broker_id())
+            .filter_map(|o| {
+                let e = o.result.as_ref().err()?;
+                let mut r = o.record.clone();
+                r.set_state(HostState::Releasing);
+                r.set(fields::LAST_ERROR, crate::error::chain(e));
+                Some(r)
+            })
+            .collect();
+        if let Err(e) = self.put_many(noted).await {
+            tracing::warn!("noting check-in errors in the inventory failed: {e}");
+        }
+    }
+
+    /// Drops the records of the hosts given back; when that fails, their outcomes say so.
+    async fn remove_checked_in(&self, outcomes: &mut [HostOutcome]) {
+        let done: Vec<RecordId> = outcomes
+            .iter()
+            .filter(|o| o.result.is_ok())
+            .map(|o| o.record.id())
+            .collect();
+        if let Err(e) = self.remove(done).await {
+            // The hosts are gone at their providers; their records say `releasing`, and a later
+            // `broker checkin` or `recover` finishes the job.
+            let message = crate::error::chain(&e);
+            for o in outcomes.iter_mut().filter(|o| o.result.is_ok()) {
+                o.result = Err(Error::InventoryUpdate {
+                    message: format!(
+                        "checked in at the provider, but removing the record failed: {message}; run `broker recover --all`"
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Keeps a guard's host after its test panicked, until `keep_for` from now (`keep_on_failure`):
+    /// records the lease and returns when it ends (seconds since the epoch). Synchronous: it runs in
+    /// `Drop`, maybe outside any runtime.
+    ///
+    /// # Errors
+    /// Inventory errors.
+    pub(crate) fn keep_after_failure(
+        &self,
+        mut record: HostRecord,
+        keep_for: Duration,
+    ) -> Result<i64> {
+        let expires = crate::time::now_epoch() + keep_for.as_secs() as i64;
+        record.set(fields::EXPIRE_TIME, expires);
+        self.store.put(std::slice::from_ref(&record))?;
+        Ok(expires)
+    }
+
+    /// Notes `message` on the record `id` as its last error (a check-in on drop that did not finish).
+    /// Synchronous: it runs in `Drop`, maybe outside any runtime.
+    ///
+    /// # Errors
+    /// Inventory errors.
+    pub(crate) fn note_error(&self, id: &RecordId, message: &str) -> Result<()> {
+        let Some(mut record) = self.store.list()?.into_iter().find(|r| &r.id() == id) else {
+            return Ok(());
+        };
+        record.set(fields::LAST_ERROR, message);
+        self.store.put(std::slice::from_ref(&record))
+    }
+
+    // -----------------------------------------------------------------------------------------------
+    // Recover, extend
+
+    /// Checks in the records left `pending` or `releasing` that `scope` picks (see
+    /// [`Broker::recover`](crate::Broker::recover)).
+    ///
+    /// # Errors
+    /// Inventory errors; per-host failures are in the outcomes.
+    pub(crate) async fn recover(self: &Arc<Self>, scope: RecoverScope) -> Result<Vec<HostOutcome>> {
+        let me = Owner::current();
+        let records: Vec<HostRecord> = self
+            .store
+            .list()?
+            .into_iter()
+            .filter(|r| {
+                let unfinished = r.state() != HostState::Ready;
+                match scope {
+                    RecoverScope::Unfinished => unfinished,
+                    RecoverScope::Orphaned => unfinished && r.owner().is_some_and(|o| o.is_dead()),
+                    RecoverScope::ThisProcess => r.owner().is_some_and(|o| &o == me),
+                }
+            })
+            .collect();
+        Ok(self.checkin(records, None).await)
+    }
+
+    /// Extends hosts' leases, each through its own provider instance; when an argument is one a
+    /// host's provider does not take, no host is extended and each outcome carries that usage error.
+    pub(crate) async fn extend(
+        self: &Arc<Self>,
+        records: Vec<HostRecord>,
+        args: Mapping,
+    ) -> Vec<HostOutcome> {
+        let refused = records.iter().find_map(|r| {
+            let kind = self.registry.get(r.provider()?)?;
+            kind.check_arguments(Operation::Extend, &args).err()
+        });
+        if let Some(e) = refused {
+            let message = e.to_string();
+            return records
+                .into_iter()
+                .map(|record| HostOutcome {
+                    record,
+                    result: Err(Error::usage(message.clone())),
+                })
+                .collect();
+        }
+        let args = Arc::new(args);
+        let limit = records.len();
+        for_each_host(records, limit, |record| {
+            let inner = Arc::clone(self);
+            let args = Arc::clone(&args);
+            async move {
+                let provider = inner.provider_for(&record)?;
+                crate::report::action(provider.name(), "extend", &args);
+                provider
+                    .extend(&record, &args)
+                    .await
+                    .map_err(|e| e.with_host(&record.display_name()))
+            }
+        })
+        .await
+    }
+
+    // -----------------------------------------------------------------------------------------------
+    // Provider actions that make no host, and inventory sync
+
+    /// Runs a provider action that is not a checkout.
+    ///
+    /// # Errors
+    /// The provider's error.
+    pub(crate) async fn execute(
+        &self,
+        kind: &ProviderKind,
+        instance: Option<&str>,
+        args: &Mapping,
+    ) -> Result<Value> {
+        let provider = self.provider(kind, instance)?;
+        crate::report::action(
+            kind.name(),
+            first_action(kind.execute_action_keys(), args),
+            args,
+        );
+        provider.execute(args).await
+    }
+
+    /// Answers a discovery query of a provider.
+    ///
+    /// # Errors
+    /// Unknown provider or instance; the provider's error.
+    pub(crate) async fn provider_help(
+        &self,
+        provider: &str,
+        instance: Option<&str>,
+        query: &Mapping,
+    ) -> Result<Value> {
+        let kind = *self.registry.require(provider)?;
+        let provider = self.provider(&kind, instance)?;
+        crate::report::action(kind.name(), "provider_help", query);
+        provider.help(query).await
+    }
+
+    /// Pulls a provider's view of its hosts into the inventory (see
+    /// [`Broker::sync_inventory`](crate::Broker::sync_inventory)).
+    ///
+    /// # Errors
+    /// Unknown provider or instance; the provider's error; [`Error::SyncRefused`]; inventory errors.
+    pub(crate) async fn sync(&self, spec: &str, force: bool) -> Result<SyncReport> {
+        let (name, arg, instance) = crate::request::parse_sync_spec(spec);
+        let kind = *self.registry.require(name)?;
+        let provider = self.provider(&kind, instance)?;
+        let store = Arc::clone(&self.store);
+        // What the inventory held before the provider was asked: hosts checked out from now on may
+        // be missing from the listing, and must not be taken for gone.
+        let before = blocking({
+            let store = Arc::clone(&store);
+            move || store.list()
+        })
+        .await?;
+        let reported = provider.inventory(arg).await?;
+        let mut listing =
+            ProviderListing::new(kind.name(), provider.instance(), before, reported).force(force);
+        blocking(move || {
+            listing.reported =
+                stored_form(&*store, std::mem::take(&mut listing.reported), |_| true);
+            store.sync_provider(listing)
+        })
+        .await
+    }
+
+    // -----------------------------------------------------------------------------------------------
+    // Inventory writes
+
+    /// Writes a record together with those other tasks are writing meanwhile: one inventory write
+    /// for every record queued while the previous write ran, however many hosts finish at once.
+    async fn put_grouped(&self, record: HostRecord) -> Result<()> {
+        let (done, written) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut queue = lock(&self.grouped);
+            queue.waiting.push((record.clone(), done));
+            !std::mem::replace(&mut queue.writing, true)
+        };
+        if lead {
+            // Whoever finds no write under way writes, until the queue is empty; should this future be
+            // dropped mid-way, the next caller takes over.
+            let mut writer = GroupWriter {
+                inner: self,
+                finished: false,
+            };
+            writer.drain().await;
+        }
+        match written.await {
+            Ok(true) => Ok(()),
+            // The group's write failed (or was abandoned): write this record alone, which reports
+            // this record's own error.
+            _ => self.put(record).await,
+        }
+    }
+
+    async fn put_many(&self, records: Vec<HostRecord>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let store = Arc::clone(&self.store);
+        blocking(move || {
+            // A record read back must keep its identity: only broker's own records (identified by
+            // `_broker_id`, not by a fingerprint of their content) are stored masked.
+            let records = stored_form(&*store, records, HostRecord::has_broker_id);
+            store.put(&records)
+        })
+        .await
+    }
+
+    async fn put(&self, record: HostRecord) -> Result<()> {
+        self.put_many(vec![record]).await
+    }
+
+    async fn remove(&self, ids: Vec<RecordId>) -> Result<Vec<RecordId>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = Arc::clone(&self.store);
+        blocking(move || store.remove(&ids)).await
+    }
+}
+
+/// A record made ready with the provider's fields. The provider may not rewrite broker's own
+/// bookkeeping: the identity, the provider and its instance stay broker's.
+fn as_ready(provider: &Arc<dyn Provider>, mut record: HostRecord, fields: Mapping) -> HostRecord {
+    let id = record.id();
+    record.merge(fields);
+    record.set(fields::ID, id.as_str());
+    record.set(fields::PROVIDER, provider.name());
+    if let Some(i) = provider.instance() {
+        record.set(fields::PROVIDER_INSTANCE, i);
+    }
+    record.set_state(HostState::Ready);
+    record
+}
+
+/// The names of the hosts whose check-in went through, and those of the others with their errors.
+fn by_result(outcomes: Vec<HostOutcome>) -> (Vec<String>, Vec<(String, Error)>) {
+    let mut done = Vec::new();
+    let mut left = Vec::new();
+    for o in outcomes {
+        match o.result {
+            Ok(()) => done.push(o.record.display_name()),
+            Err(e) => left.push((o.record.display_name(), e)),
+        }
+    }
+    (done, left)
+}
+
+/// The records as `store` may keep them: as they are in a store only their owner can read, else with
+/// the secret-looking values of those `maskable` picks masked (`broker duplicate` then asks for them
+/// again).
+fn stored_form(
+    store: &dyn InventoryStore,
+    records: Vec<HostRecord>,
+    maskable: impl Fn(&HostRecord) -> bool,
+) -> Vec<HostRecord> {
+    if store.is_private() {
+        return records;
+    }
+    records
+        .into_iter()
+        .map(|r| {
+            if maskable(&r) {
+                r.masked().into_owned()
+            } else {
+                r
+            }
+        })
+        .collect()
+}
+
+/// Who is still checking out the host of `record` — `pid N of USER on MACHINE` — when the record is
+/// `pending` and another process, not known to be gone, owns it; `None` for any other record. (This
+/// process's own pending records are what its finished checkouts could not clean up.)
+fn checkout_under_way(record: &HostRecord) -> Option<String> {
+    if record.state() != HostState::Pending {
+        return None;
+    }
+    let owner = record.owner()?;
+    (&owner != Owner::current() && !owner.is_dead())
+        .then(|| format!("pid {} of {} on {}", owner.pid, owner.user, owner.machine))
+}
+
+/// Runs `work` for every record, at most `limit` at once, newest first (as the Python broker does), and
+/// reports each record's outcome in the records' order — also when its task panicked.
+///
+/// When the run is dropped (Ctrl-C), no host still waiting for its turn is started.
+async fn for_each_host<F, Fut>(records: Vec<HostRecord>, limit: usize, work: F) -> Vec<HostOutcome>
+where
+    F: Fn(HostRecord) -> Fut,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    /// Closes the turns when the run is dropped: aborting the task under way frees its turn, which
+    /// must not start the next host.
+    struct CloseOnDrop(Arc<Semaphore>);
+    impl Drop for CloseOnDrop {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let permits = Arc::new(Semaphore::new(limit.max(1)));
+    let mut tasks = JoinSet::new();
+    let _close = CloseOnDrop(Arc::clone(&permits));
+    let mut task_index = HashMap::new();
+    for (index, record) in records.iter().enumerate().rev() {
+        let permits = Arc::clone(&permits);
+        let job = work(record.clone());
+        let task = tasks.spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return Err(Error::user("stopped before this host's turn came"));
+            };
+            job.await
+        });
+        task_index.insert(task.id(), index);
+    }
+    let mut results: Vec<Option<Result<()>>> = records.iter().map(|_| None).collect();
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let (id, result) = match joined {
+            Ok((id, result)) => (id, result),
+            Err(e) => (
+                e.id(),
+                Err(Error::internal("the task for this host failed", e)),
+            ),
+        };
+        if let Some(slot) = task_index.get(&id).and_then(|i| results.get_mut(*i)) {
+            *slot = Some(result);
+        }
+    }
+    records
+        .into_iter()
+        .zip(results)
+        .map(|(record, result)| HostOutcome {
+            record,
+            result: result.unwrap_or_else(|| {
+                Err(Error::Internal {
+                    message: "the task for this host never finished".into(),
+                    source: None,
+                })
+            }),
+        })
+        .collect()
+}
+
+/// Runs blocking inventory I/O off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(Error::internal("the inventory task failed", e)))
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The state of one checkout run
+
+/// What stops the tasks of one checkout: the caller's cancellation, or the checkout's own, which is
+/// set when the checkout's future is dropped.
+#[derive(Debug, Clone)]
+struct Stop {
+    own: Cancellation,
+    caller: Option<Cancellation>,
+}
+
+impl Stop {
+    fn is_set(&self) -> bool {
+        self.own.is_cancelled() || self.caller.as_ref().is_some_and(Cancellation::is_cancelled)
+    }
+
+    async fn wait(&self) {
+        match &self.caller {
+            Some(caller) => tokio::select! {
+                () = self.own.cancelled() => {}
+                () = caller.cancelled() => {}
+            },
+            None => self.own.cancelled().await,
+        }
+    }
+
+    /// Runs a provider call to its end; once a stop is asked for, waits at most `grace` more for
+    /// its answer (`None`: it did not come, and the call was dropped).
+    async fn finish_or_abandon<T>(
+        &self,
+        call: impl Future<Output = T>,
+        grace: Duration,
+    ) -> Option<T> {
+        let mut call = std::pin::pin!(call);
+        tokio::select! {
+            biased;
+            out = &mut call => return Some(out),
+            () = self.wait() => {}
+        }
+        tokio::time::timeout(grace, call).await.ok()
+    }
+}
+
+/// The tasks making the hosts of one checkout.
+///
+/// Each task delivers its outcome through a channel rather than its join handle, so that a host made
+/// after the caller went away is never dropped silently: when the checkout's future is dropped (a
+/// caller's `timeout` or `select!`), the run is stopped, not aborted — tasks finish the provider call
+/// under way (within `cancel_timeout`) and give back what they made, and hosts already delivered but
+/// not yet received are checked in again.
+struct CheckoutRun {
+    inner: Arc<BrokerInner>,
+    stop: Stop,
+    tasks: JoinSet<()>,
+    task_index: HashMap<tokio::task::Id, usize>,
+    sender: tokio::sync::mpsc::UnboundedSender<(usize, HostAttempt)>,
+    receiver: tokio::sync::mpsc::UnboundedReceiver<(usize, HostAttempt)>,
+    finished: bool,
+}
+
+impl CheckoutRun {
+    fn new(inner: Arc<BrokerInner>, stop: Stop) -> Self {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        CheckoutRun {
+            inner,
+            stop,
+            tasks: JoinSet::new(),
+            task_index: HashMap::new(),
+            sender,
+            receiver,
+            finished: false,
+        }
+    }
+
+    fn spawn(&mut self, index: usize, work: impl Future<Output = HostAttempt> + Send + 'static) {
+        let sender = self.sender.clone();
+        let inner = Arc::clone(&self.inner);
+        let task = self.tasks.spawn(async move {
+            let attempt = work.await;
+            if let Err(undelivered) = sender.send((index, attempt))
+                && let (_, HostAttempt::Made(record)) = undelivered.0
+            {
+                inner.checkin(vec![record], None).await;
+            }
+        });
+        self.task_index.insert(task.id(), index);
+    }
+
+    /// Every task's outcome, in request order.
+    async fn finish(&mut self) -> Vec<(usize, HostAttempt)> {
+        let mut out = Vec::new();
+        while let Some(joined) = self.tasks.join_next_with_id().await {
+            // A provider that panics fails its host, not the whole process.
+            if let Err(e) = joined {
+                let index = self.task_index.get(&e.id()).copied().unwrap_or_default();
+                let failure = Error::internal("the checkout task failed", e);
+                out.push((index, HostAttempt::Failed(failure)));
+            }
+        }
+        while let Ok(delivered) = self.receiver.try_recv() {
+            out.push(delivered);
+        }
+        self.finished = true;
+        out.sort_by_key(|(i, _)| *i);
+        out
+    }
+}
+
+impl Drop for CheckoutRun {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.stop.own.cancel();
+        self.tasks.detach_all();
+        self.receiver.close();
+        let mut undelivered = Vec::new();
+        while let Ok((_, attempt)) = self.receiver.try_recv() {
+            if let HostAttempt::Made(record) = attempt {
+                undelivered.push(record);
+            }
+        }
+        if undelivered.is_empty() {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        let give_back = async move {
+            inner.checkin(undelivered, None).await;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(give_back);
+            }
+            Err(_) => {
+                let _ = crate::drop_worker::run_bounded(give_back, self.inner.checkin_timeout);
+            }
+        }
+    }
+}
+
+/// How one host of a checkout ended.
+#[derive(Debug)]
+enum HostAttempt {
+    /// Made and recorded `ready`.
+    Made(HostRecord),
+    /// The provider failed (and what it left was cleaned up).
+    Failed(Error),
+    /// The checkout failed, and giving back what it had made of the host failed too: the intent
+    /// record stays `pending`, with the clean-up's error.
+    FailedAndLeft {
+        /// Why the checkout failed.
+        error: Error,
+        /// The host, as its record names it.
+        host: String,
+        /// Why giving it back failed.
+        cleanup: Error,
+    },
+    /// Stopped before the provider was asked.
+    NotStarted,
+    /// Stopped; the host (or whatever the provider had made of it) was given back.
+    GivenBack(String),
+    /// Stopped; giving the host back failed, so its record stays.
+    Left(String, Error),
+}
+
+/// The hosts of one checkout run, sorted by how they ended.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Made and recorded `ready`, in request order.
+    made: Vec<HostRecord>,
+    /// Failed, with their positions in the request.
+    failures: Vec<(usize, Error)>,
+    /// Not started, given back, or left (by a stop or a failed clean-up).
+    stopped: Stopped,
+}
+
+impl Tally {
+    fn of(attempts: Vec<(usize, HostAttempt)>) -> Tally {
+        let mut tally = Tally::default();
+        for (index, attempt) in attempts {
+            match attempt {
+                HostAttempt::Made(record) => tally.made.push(record),
+                HostAttempt::Failed(e) => tally.failures.push((index, e)),
+                HostAttempt::FailedAndLeft {
+                    error,
+                    host,
+                    cleanup,
+                } => {
+                    tally.failures.push((index, error));
+                    tally.stopped.left.push((host, cleanup));
+                }
+                HostAttempt::NotStarted => tally.stopped.not_started += 1,
+                HostAttempt::GivenBack(name) => tally.stopped.given_back.push(name),
+                HostAttempt::Left(name, e) => tally.stopped.left.push((name, e)),
+            }
+        }
+        tally
+    }
+}
+
+/// What a stopped checkout did with its hosts, for the message the caller gets.
+#[derive(Debug, Default)]
+struct Stopped {
+    given_back: Vec<String>,
+    left: Vec<(String, Error)>,
+    failed: Vec<(usize, Error)>,
+    not_started: usize,
+}
+
+impl Stopped {
+    fn describe(&self) -> String {
+        use std::fmt::Write;
+        let mut out = "checkout stopped".to_owned();
+        if self.given_back.is_empty() {
+            out.push_str("; no host was made");
+        } else {
+            let _ = write!(out, "; checked in again: {}", self.given_back.join(", "));
+        }
+        if self.not_started > 0 {
+            let _ = write!(out, "; {} not started", self.not_started);
+        }
+        for (index, e) in &self.failed {
+            let _ = write!(out, "; #{} failed: {}", index + 1, crate::error::chain(e));
+        }
+        if !self.left.is_empty() {
+            let names: Vec<&str> = self.left.iter().map(|(n, _)| n.as_str()).collect();
+            let _ = write!(out, "; still checked out: ");
+            for (n, (name, e)) in self.left.iter().enumerate() {
+                let sep = if n == 0 { "" } else { ", " };
+                let _ = write!(out, "{sep}{name} ({})", crate::error::chain(e));
+            }
+            let _ = write!(
+                out,
+                "; release them with `broker checkin {}` or `broker recover --all`",
+                names.join(" ")
+            );
+        }
+        out
+    }
+}
+
+#[derive(Default)]
+struct GroupedPuts {
+    /// Records to write, each with where to say whether its write succeeded.
+    waiting: Vec<(HostRecord, tokio::sync::oneshot::Sender<bool>)>,
+    writing: bool,
+}
+
+/// The task writing grouped records; a writer dropped mid-way lets the next caller write.
+struct GroupWriter<'a> {
+    inner: &'a BrokerInner,
+    finished: bool,
+}
+
+impl GroupWriter<'_> {
+    async fn drain(&mut self) {
+        loop {
+            let batch = {
+                let mut queue = lock(&self.inner.grouped);
+                if queue.waiting.is_empty() {
+                    queue.writing = false;
+                    self.finished = true;
+                    return;
+                }
+                std::mem::take(&mut queue.waiting)
+            };
+            let (records, done): (Vec<HostRecord>, Vec<_>) = batch.into_iter().unzip();
+            let written = self.inner.put_many(records).await.is_ok();
+            for tx in done {
+                let _ = tx.send(written);
+            }
+        }
+    }
+}
+
+impl Drop for GroupWriter<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Dropped before the queue was empty: records still waiting fail (their senders drop), and
+        // the next caller writes.
+        let mut queue = lock(&self.inner.grouped);
+        queue.writing = false;
+        queue.waiting.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run of per-host work that is stopped (its future dropped, as on Ctrl-C) starts no host
+    /// that was still waiting for its turn: `checkin --sequential` stops after the host under way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_run_starts_no_host_still_waiting_for_its_turn() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let started = Arc::new(AtomicUsize::new(0));
+        let records: Vec<HostRecord> = (0..4)
+            .map(|_| HostRecord::pending("P", None, Mapping::new()))
+            .collect();
+        let counter = Arc::clone(&started);
+        let run = for_each_host(records, 1, move |_| {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+        tokio::select! {
+            _ = run => panic!("the work never ends"),
+            () = async {
+                while started.load(Ordering::SeqCst) == 0 {
+                    tokio::task::yield_now().await;
+                }
+            } => {}
+        }
+        // The run is dropped: give the runtime time to start what it (wrongly) would.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,569 @@
+//! Host records: the data of one inventory entry, and nothing that acts on a host.
+//!
+//! A [`HostRecord`] is one entry of `inventory.yaml`. It keeps every field verbatim (a round trip through
+//! the inventory loses nothing, whatever a provider or the Python broker wrote) and offers typed access
+//! to the fields broker itself uses. Broker adds a few fields the Python broker lacks and ignores:
+//! `_broker_id`, `_broker_state`, `_broker_owner`, `_broker_checkout_time` and `_broker_expire_time`.
+//!
+//! This module depends on no provider, session or store: they all depend on it. The handle that runs
+//! commands on a host is [`Host`](crate::Host), in `host.rs`.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::hash::Hasher;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use serde_yaml::{Mapping, Value};
+
+use crate::filter::FilterTarget;
+
+/// Field names of the inventory format.
+pub mod fields {
+    /// The provider's name (`AnsibleTower`, `Container`, `TestProvider`…).
+    pub const PROVIDER: &str = "_broker_provider";
+    /// The provider instance the host came from.
+    pub const PROVIDER_INSTANCE: &str = "_broker_provider_instance";
+    /// The arguments the host was checked out with.
+    pub const ARGS: &str = "_broker_args";
+    /// The host's DNS name or address.
+    pub const HOSTNAME: &str = "hostname";
+    /// The provider's name for the host (VM name, container name).
+    pub const NAME: &str = "name";
+    /// The host's IP address.
+    pub const IP: &str = "ip";
+    /// The host class (`host`, `satellite`…).
+    pub const TYPE: &str = "type";
+    /// Broker's stable identity of the record (broker only).
+    pub const ID: &str = "_broker_id";
+    /// `pending`, `ready` or `releasing` (broker only).
+    pub const STATE: &str = "_broker_state";
+    /// Who checked the host out: `user`, `machine`, `pid` (broker only).
+    pub const OWNER: &str = "_broker_owner";
+    /// When the checkout started, seconds since the epoch (broker only).
+    pub const CHECKOUT_TIME: &str = "_broker_checkout_time";
+    /// When the local lease ends, seconds since the epoch (broker only).
+    pub const EXPIRE_TIME: &str = "_broker_expire_time";
+    /// The last error broker met handling this record (broker only).
+    pub const LAST_ERROR: &str = "_broker_last_error";
+}
+
+/// Where a record is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum HostState {
+    /// Broker asked the provider for this host and has not heard back: the host may or may not exist.
+    Pending,
+    /// The host exists and is checked out.
+    Ready,
+    /// Broker is checking the host in (or a check-in did not finish).
+    Releasing,
+}
+
+impl HostState {
+    /// The name written to the inventory.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Pending => "pending",
+            HostState::Ready => "ready",
+            HostState::Releasing => "releasing",
+        }
+    }
+}
+
+impl fmt::Display for HostState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The process that checked a host out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// Login name.
+    pub user: String,
+    /// Machine (host name) the process ran on.
+    pub machine: String,
+    /// Process id.
+    pub pid: u32,
+}
+
+impl Owner {
+    /// The current process.
+    pub fn current() -> &'static Owner {
+        static CURRENT: OnceLock<Owner> = OnceLock::new();
+        CURRENT.get_or_init(|| Owner {
+            user: current_user(),
+            machine: machine_name(),
+            pid: std::process::id(),
+        })
+    }
+
+    /// Whether the owning process is known to be gone: it ran on this machine and no process with its
+    /// pid exists. Owners on other machines are never presumed dead.
+    pub fn is_dead(&self) -> bool {
+        if self.machine != Owner::current().machine {
+            return false;
+        }
+        if self.pid == std::process::id() {
+            return false;
+        }
+        cfg!(target_os = "linux") && !Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+}
+
+/// The login name of the current user: `$USER`, `$LOGNAME` or `$USERNAME`, else — as `whoami` and
+/// `id -un` do, for containers and CI jobs that set none of them — the name the password database
+/// (`/etc/passwd`) gives this process's uid, else `uid<N>`, else `unknown`.
+pub fn current_user() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .or_else(|| {
+            let uid = own_uid()?;
+            let named = std::fs::read_to_string("/etc/passwd")
+                .ok()
+                .and_then(|passwd| passwd_name_of(&passwd, &uid));
+            Some(named.unwrap_or_else(|| format!("uid{uid}")))
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// This process's real uid, from `/proc/self/status` (broker-core calls no `getuid`: it has no
+/// unsafe code and no libc binding).
+pub(crate) fn own_uid() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    Some(
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))?
+            .split_whitespace()
+            .next()?
+            .to_owned(),
+    )
+}
+
+/// The name of the `/etc/passwd` entry of `uid`.
+fn passwd_name_of(passwd: &str, uid: &str) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() >= 7 && fields[2] == uid && !fields[0].is_empty())
+            .then(|| fields[0].to_owned())
+    })
+}
+
+fn machine_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// The stable identity of an inventory record.
+///
+/// Records broker wrote carry `_broker_id`. Records written by the Python broker have none; their
+/// identity is a fingerprint of their whole content, so removing one never touches another entry that
+/// merely shares an empty `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RecordId(String);
+
+impl RecordId {
+    /// A fresh, unique identity.
+    pub fn generate() -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let mut h = Fnv::default();
+        h.write_u128(nanos);
+        h.write_u32(std::process::id());
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        h.write(format!("{:?}", std::thread::current().id()).as_bytes());
+        RecordId(format!("h{:016x}", h.finish()))
+    }
+
+    /// The identity as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for RecordId {
+    fn from(s: &str) -> Self {
+        RecordId(s.to_owned())
+    }
+}
+
+impl fmt::Display for RecordId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// FNV-1a, 64 bit: stable across Rust versions and platforms (unlike `DefaultHasher`).
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+fn fingerprint(value: &Value, h: &mut Fnv) {
+    match value {
+        Value::Null => h.write_u8(0),
+        Value::Bool(b) => {
+            h.write_u8(1);
+            h.write_u8(u8::from(*b));
+        }
+        Value::Number(n) => {
+            h.write_u8(2);
+            h.write(n.to_string().as_bytes());
+        }
+        Value::String(s) => {
+            h.write_u8(3);
+            h.write(s.as_bytes());
+            h.write_u8(0xff);
+        }
+        Value::Sequence(items) => {
+            h.write_u8(4);
+            h.write_usize(items.len());
+            items.iter().for_each(|v| fingerprint(v, h));
+        }
+        Value::Mapping(map) => {
+            h.write_u8(5);
+            h.write_usize(map.len());
+            for (k, v) in map {
+                fingerprint(k, h);
+                fingerprint(v, h);
+            }
+        }
+        Value::Tagged(tagged) => {
+            h.write_u8(6);
+            h.write(tagged.tag.to_string().as_bytes());
+            fingerprint(&tagged.value, h);
+        }
+    }
+}
+
+/// One entry of the inventory: every field verbatim, with typed access to the ones broker uses.
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HostRecord {
+    fields: Mapping,
+}
+
+impl fmt::Debug for HostRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostRecord")
+            .field("id", &self.id())
+            .field("provider", &self.provider())
+            .field("hostname", &self.hostname())
+            .field("name", &self.name())
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostRecord {
+    /// A record from its fields, as read from an inventory.
+    pub fn from_mapping(fields: Mapping) -> Self {
+        HostRecord { fields }
+    }
+
+    /// The intent record written before a provider is asked for a host: `pending`, owned by this
+    /// process, with a fresh identity.
+    pub fn pending(provider: &str, instance: Option<&str>, args: Mapping) -> Self {
+        let mut record = HostRecord::default();
+        record.set(fields::ID, RecordId::generate().0);
+        record.set(fields::PROVIDER, provider);
+        if let Some(instance) = instance {
+            record.set(fields::PROVIDER_INSTANCE, instance);
+        }
+        record.set(fields::ARGS, Value::Mapping(args));
+        record.set(fields::TYPE, "host");
+        record.set_state(HostState::Pending);
+        let owner = Owner::current();
+        let mut o = Mapping::new();
+        o.insert("user".into(), owner.user.clone().into());
+        o.insert("machine".into(), owner.machine.clone().into());
+        o.insert("pid".into(), u64::from(owner.pid).into());
+        record.set(fields::OWNER, Value::Mapping(o));
+        record.set(fields::CHECKOUT_TIME, crate::time::now_epoch());
+        record
+    }
+
+    /// The record as it may be shown: the values of secret-looking fields and arguments (at any
+    /// depth) replaced by [`crate::redact::MASK`]. Borrowed when there is nothing to hide.
+    pub fn masked(&self) -> std::borrow::Cow<'_, HostRecord> {
+        if crate::redact::mapping_has_secrets(&self.fields) {
+            std::borrow::Cow::Owned(HostRecord {
+                fields: crate::redact::mask_mapping(&self.fields),
+            })
+        } else {
+            std::borrow::Cow::Borrowed(self)
+        }
+    }
+
+    /// All fields, in file order.
+    pub fn fields(&self) -> &Mapping {
+        &self.fields
+    }
+
+    /// All fields, to change freely.
+    pub fn fields_mut(&mut self) -> &mut Mapping {
+        &mut self.fields
+    }
+
+    /// The record as a YAML value.
+    pub fn to_value(&self) -> Value {
+        Value::Mapping(self.fields.clone())
+    }
+
+    /// A top-level field.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.fields.get(key)
+    }
+
+    /// A field by dotted path (`_broker_args.deploy_rhel_version`).
+    pub fn lookup(&self, path: &str) -> Option<&Value> {
+        let mut parts = path.split('.');
+        let first = parts.next()?;
+        let mut current = self.fields.get(first)?;
+        for part in parts {
+            current = match current {
+                Value::Mapping(m) => m.get(part)?,
+                Value::Sequence(items) => items.get(part.parse::<usize>().ok()?)?,
+                Value::Tagged(t) => match &t.value {
+                    Value::Mapping(m) => m.get(part)?,
+                    _ => return None,
+                },
+                _ => return None,
+            };
+        }
+        Some(current)
+    }
+
+    /// Sets a top-level field, keeping its position when it exists.
+    pub fn set(&mut self, key: &str, value: impl Into<Value>) {
+        self.fields
+            .insert(Value::String(key.to_owned()), value.into());
+    }
+
+    /// Removes a top-level field.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        self.fields.shift_remove(key)
+    }
+
+    /// Copies every field of `other` over this record (the provider's answer over the intent record).
+    pub fn merge(&mut self, other: Mapping) {
+        for (k, v) in other {
+            self.fields.insert(k, v);
+        }
+    }
+
+    fn str_field(&self, key: &str) -> Option<&str> {
+        match self.fields.get(key)? {
+            Value::String(s) if !s.is_empty() => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The stable identity: `_broker_id`, or a fingerprint of the content for records without one.
+    pub fn id(&self) -> RecordId {
+        match self.str_field(fields::ID) {
+            Some(id) => RecordId(id.to_owned()),
+            None => {
+                let mut h = Fnv::default();
+                fingerprint(&Value::Mapping(self.fields.clone()), &mut h);
+                RecordId(format!("legacy-{:016x}", h.finish()))
+            }
+        }
+    }
+
+    /// Whether broker wrote this record (it has a `_broker_id`).
+    pub fn has_broker_id(&self) -> bool {
+        self.str_field(fields::ID).is_some()
+    }
+
+    /// `hostname`, when set and not empty.
+    pub fn hostname(&self) -> Option<&str> {
+        self.str_field(fields::HOSTNAME)
+    }
+
+    /// `name`, when set and not empty.
+    pub fn name(&self) -> Option<&str> {
+        self.str_field(fields::NAME)
+    }
+
+    /// `ip`, when set and not empty.
+    pub fn ip(&self) -> Option<&str> {
+        self.str_field(fields::IP)
+    }
+
+    /// `_broker_provider`.
+    pub fn provider(&self) -> Option<&str> {
+        self.str_field(fields::PROVIDER)
+    }
+
+    /// `_broker_provider_instance`.
+    pub fn instance(&self) -> Option<&str> {
+        self.str_field(fields::PROVIDER_INSTANCE)
+    }
+
+    /// `_broker_args`: what the host was checked out with.
+    pub fn args(&self) -> Mapping {
+        match self.fields.get(fields::ARGS) {
+            Some(Value::Mapping(m)) => m.clone(),
+            _ => Mapping::new(),
+        }
+    }
+
+    /// The host class: the `host_type` argument or fact, else `type`, else `host`.
+    pub fn host_type(&self) -> &str {
+        self.lookup("_broker_args.host_type")
+            .and_then(Value::as_str)
+            .or_else(|| self.str_field(fields::TYPE))
+            .unwrap_or("host")
+    }
+
+    /// The record's state; records without one (written by the Python broker) are `ready`.
+    pub fn state(&self) -> HostState {
+        match self.str_field(fields::STATE) {
+            Some("pending") => HostState::Pending,
+            Some("releasing") => HostState::Releasing,
+            _ => HostState::Ready,
+        }
+    }
+
+    /// Sets the state.
+    pub fn set_state(&mut self, state: HostState) {
+        self.set(fields::STATE, state.as_str());
+    }
+
+    /// The owning process, when broker recorded one.
+    pub fn owner(&self) -> Option<Owner> {
+        serde_yaml::from_value(self.fields.get(fields::OWNER)?.clone()).ok()
+    }
+
+    /// When the checkout started (seconds since the epoch).
+    pub fn checkout_time(&self) -> Option<i64> {
+        self.fields.get(fields::CHECKOUT_TIME)?.as_i64()
+    }
+
+    /// When the local lease ends (seconds since the epoch), if one was recorded.
+    pub fn expire_time(&self) -> Option<i64> {
+        self.fields.get(fields::EXPIRE_TIME)?.as_i64()
+    }
+
+    /// What to call this host in messages: hostname, else name, else its identity.
+    pub fn display_name(&self) -> String {
+        self.hostname()
+            .or_else(|| self.name())
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.id().0)
+    }
+
+    /// Whether `key` names this record: its identity, hostname or name.
+    pub fn answers_to(&self, key: &str) -> bool {
+        self.hostname() == Some(key) || self.name() == Some(key) || self.id().0 == key
+    }
+}
+
+/// The filter's view of a record: its top-level fields.
+impl FilterTarget for HostRecord {
+    fn field(&self, key: &str) -> Option<&Value> {
+        self.get(key)
+    }
+    fn as_value(&self) -> Option<Cow<'_, Value>> {
+        Some(Cow::Owned(self.to_value()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_user_name_of_a_uid_comes_from_the_password_database() {
+        let passwd =
+            "root:x:0:0:root:/root:/bin/bash\n# note\nci:x:1001:1001::/home/ci:/bin/sh\nbroken:x\n";
+        assert_eq!(passwd_name_of(passwd, "1001").as_deref(), Some("ci"));
+        assert_eq!(passwd_name_of(passwd, "0").as_deref(), Some("root"));
+        assert_eq!(passwd_name_of(passwd, "1002"), None);
+        assert!(own_uid().is_some_and(|u| u.parse::<u32>().is_ok()));
+    }
+
+    fn record(yaml: &str) -> HostRecord {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn legacy_records_get_distinct_content_identities() {
+        let a = record("{_broker_provider: TestProvider, hostname: a}");
+        let b = record("{_broker_provider: TestProvider, hostname: b}");
+        let a2 = record("{_broker_provider: TestProvider, hostname: a}");
+        assert_ne!(a.id(), b.id());
+        assert_eq!(a.id(), a2.id());
+        assert!(a.id().as_str().starts_with("legacy-"));
+    }
+
+    #[test]
+    fn pending_record_carries_owner_and_identity() {
+        let rec = HostRecord::pending("TestProvider", Some("t1"), Mapping::new());
+        assert_eq!(rec.state(), HostState::Pending);
+        assert!(rec.has_broker_id());
+        assert_eq!(rec.owner().unwrap().pid, std::process::id());
+        assert_eq!(rec.instance(), Some("t1"));
+        assert!(!rec.owner().unwrap().is_dead());
+    }
+
+    #[test]
+    fn lookup_follows_dotted_paths() {
+        let rec = record("{_broker_args: {deploy_rhel_version: '9.4', nics: [a, b]}}");
+        assert_eq!(
+            rec.lookup("_broker_args.deploy_rhel_version")
+                .and_then(Value::as_str),
+            Some("9.4")
+        );
+        assert_eq!(
+            rec.lookup("_broker_args.nics.1").and_then(Value::as_str),
+            Some("b")
+        );
+        assert!(rec.lookup("_broker_args.missing").is_none());
+    }
+
+    #[test]
+    fn empty_names_are_not_names() {
+        let rec = record("{hostname: '', name: null}");
+        assert_eq!(rec.hostname(), None);
+        assert_eq!(rec.name(), None);
+        assert!(!rec.answers_to(""));
+    }
+
+    #[test]
+    fn records_without_state_are_ready() {
+        assert_eq!(record("{hostname: x}").state(), HostState::Ready);
+    }
+}

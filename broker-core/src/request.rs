@@ -1,0 +1,462 @@
+//! What a caller asks for, resolved against the settings and the registry — before any provider is
+//! built or any record written.
+//!
+//! A checkout's arguments are layered nick < args file < command line; the provider is the one whose
+//! action key is among them, and an argument named like it (`AnsibleTower: prod`) selects its
+//! instance; the origin (`_broker_origin`, `_jenkins_url`) is added. Everything here is a pure
+//! function of the request, the settings, the registry and the [`Origin`] handed in: it reads no
+//! inventory, builds no provider and calls none, so it is tested without one.
+
+use std::sync::Arc;
+
+use serde_yaml::{Mapping, Value};
+
+use crate::args::layer;
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::provider::{Operation, ProviderKind, ProviderRegistry};
+use crate::record::HostRecord;
+use crate::settings::Settings;
+
+/// What to check out: a nick, arguments and a count.
+///
+/// Arguments are layered: the nick's, then the args file's, then those given here (later wins).
+///
+/// ```
+/// use broker_core::CheckoutRequest;
+///
+/// let request = CheckoutRequest::new()
+///     .nick("rhel9")
+///     .arg("deploy_rhel_version", "9.4")
+///     .count(2);
+/// assert_eq!(request.host_count(), 2);
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct CheckoutRequest {
+    nick: Option<String>,
+    file_args: Mapping,
+    args: Mapping,
+    count: Option<usize>,
+    keep_partial: bool,
+    labels: Mapping,
+    cancellation: Option<Cancellation>,
+}
+
+impl CheckoutRequest {
+    /// An empty request (one host).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses the arguments of a nick from the settings.
+    pub fn nick(mut self, name: impl Into<String>) -> Self {
+        self.nick = Some(name.into());
+        self
+    }
+
+    /// Adds arguments from an args file (they override the nick, and are overridden by
+    /// [`CheckoutRequest::arg`]).
+    pub fn args_file(mut self, args: Mapping) -> Self {
+        self.file_args = layer(self.file_args, args);
+        self
+    }
+
+    /// Sets one argument, e.g. `test_action`, `workflow`, or `AnsibleTower` (the instance to use).
+    pub fn arg(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.args.insert(Value::String(key.into()), value.into());
+        self
+    }
+
+    /// Sets several arguments.
+    pub fn args(mut self, args: Mapping) -> Self {
+        self.args = layer(self.args, args);
+        self
+    }
+
+    /// How many hosts to check out (default 1; 0 makes the checkout fail with [`Error::Usage`]).
+    pub fn count(mut self, count: usize) -> Self {
+        self.count = Some(count);
+        self
+    }
+
+    /// Keeps the hosts that were made when others fail, instead of checking them in again.
+    pub fn keep_partial(mut self, keep: bool) -> Self {
+        self.keep_partial = keep;
+        self
+    }
+
+    /// Labels for providers that support them (`-l k=v,…`).
+    pub fn provider_labels(mut self, labels: Mapping) -> Self {
+        self.labels = layer(self.labels, labels);
+        self
+    }
+
+    /// The number of hosts asked for.
+    pub fn host_count(&self) -> usize {
+        self.count.unwrap_or(1)
+    }
+
+    /// Lets `cancellation` stop the checkout: no further host is started, provider calls under way
+    /// are given `cancel_timeout` to answer, and every host made is checked in again; the checkout
+    /// then fails with [`Error::Interrupted`] saying what was given back and what is left.
+    pub fn cancel_with(mut self, cancellation: &Cancellation) -> Self {
+        self.cancellation = Some(cancellation.clone());
+        self
+    }
+}
+
+/// Asks running checkouts to stop, e.g. on Ctrl-C (see [`CheckoutRequest::cancel_with`]).
+///
+/// Stopping is cooperative rather than abrupt: a provider call already under way may complete at
+/// the provider even when its caller goes away (an engine finishes a create whose request was
+/// dropped), so broker waits for its answer and gives back what it made.
+///
+/// ```
+/// let stop = broker_core::Cancellation::new();
+/// assert!(!stop.is_cancelled());
+/// stop.cancel();
+/// assert!(stop.is_cancelled());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Cancellation {
+    state: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Cancellation {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Cancellation {
+    /// A cancellation not yet asked for.
+    pub fn new() -> Self {
+        Cancellation {
+            state: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+
+    /// Asks everything watching this cancellation to stop.
+    pub fn cancel(&self) {
+        self.state.send_replace(true);
+    }
+
+    /// Whether [`Cancellation::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        *self.state.borrow()
+    }
+
+    /// Completes once [`Cancellation::cancel`] has been called.
+    pub async fn cancelled(&self) {
+        let mut seen = self.state.subscribe();
+        // The sender lives as long as `self`, so waiting cannot fail.
+        let _ = seen.wait_for(|stopped| *stopped).await;
+    }
+}
+
+/// Where a checkout comes from, recorded with its hosts: `_broker_origin`, and `_jenkins_url` when
+/// a Jenkins build runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Origin {
+    /// `_broker_origin`: who checked the host out.
+    pub(crate) origin: String,
+    /// `_jenkins_url`: the build's `BUILD_URL`, when set and not empty.
+    pub(crate) build_url: Option<String>,
+}
+
+impl Origin {
+    /// This process's origin: `explicit` ([`Broker::set_origin`](crate::Broker::set_origin)), else the
+    /// calling thread's name (a test's) and the user, else the program name and the user.
+    pub(crate) fn of_this_process(explicit: Option<String>) -> Origin {
+        Origin {
+            origin: explicit.unwrap_or_else(|| {
+                let thread = std::thread::current();
+                default_origin(thread.name(), &crate::record::current_user())
+            }),
+            build_url: std::env::var("BUILD_URL").ok().filter(|u| !u.is_empty()),
+        }
+    }
+}
+
+/// `THREAD (USER)` for a named thread other than `main` or a runtime worker (a test's thread is
+/// named after the test), else `PROGRAM:USER`.
+fn default_origin(thread: Option<&str>, user: &str) -> String {
+    match thread {
+        Some(name) if name != "main" && !name.starts_with("tokio-") => format!("{name} ({user})"),
+        _ => {
+            let program = std::env::args()
+                .next()
+                .and_then(|p| {
+                    std::path::Path::new(&p)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                })
+                .unwrap_or_else(|| "broker".into());
+            format!("{program}:{user}")
+        }
+    }
+}
+
+/// A checkout request resolved against the settings and the registry.
+#[derive(Debug, Clone)]
+pub(crate) struct ResolvedCheckout {
+    /// The provider whose action key the arguments name.
+    pub(crate) kind: ProviderKind,
+    /// The instance the arguments select, if any (else the provider's default).
+    pub(crate) instance: Option<String>,
+    /// The arguments the provider gets, with the origin added and instance selectors removed.
+    pub(crate) args: Mapping,
+    /// How many hosts.
+    pub(crate) count: usize,
+    /// Whether hosts made stay when others fail.
+    pub(crate) keep_partial: bool,
+    /// The caller's cancellation.
+    pub(crate) cancellation: Option<Cancellation>,
+}
+
+/// Resolves a checkout: layered arguments, the count, the provider and its instance, the origin.
+///
+/// # Errors
+/// An unknown nick; a count that is not a whole number of 1 or more; no provider matching the
+/// arguments; an argument the provider does not take.
+pub(crate) fn resolve_checkout(
+    request: &CheckoutRequest,
+    settings: &Settings,
+    registry: &ProviderRegistry,
+    origin: Origin,
+) -> Result<ResolvedCheckout> {
+    let mut args = layered_args(request, settings)?;
+    let count_arg = take_count(&mut args)?;
+    // Zero hosts is a mistake to report, not a request for one host.
+    let count = request.count.or(count_arg).unwrap_or(1);
+    if count == 0 {
+        return Err(Error::usage(
+            "a count of 0 asks for no host; give 1 or more",
+        ));
+    }
+    let (kind, instance, mut args) = split_instance(registry, args, |r, a| r.for_checkout(a))?;
+    kind.check_arguments(Operation::Checkout, &args)?;
+    if !args.contains_key("_broker_origin") {
+        args.insert("_broker_origin".into(), Value::from(origin.origin));
+    }
+    if let Some(url) = origin.build_url
+        && !args.contains_key("_jenkins_url")
+    {
+        args.insert("_jenkins_url".into(), Value::from(url));
+    }
+    Ok(ResolvedCheckout {
+        kind,
+        instance,
+        args,
+        count,
+        keep_partial: request.keep_partial,
+        cancellation: request.cancellation.clone(),
+    })
+}
+
+/// The arguments of a request: the nick's < the args file's < the request's own, with provider
+/// labels merged the same way.
+fn layered_args(request: &CheckoutRequest, settings: &Settings) -> Result<Mapping> {
+    let nick = match &request.nick {
+        Some(name) => settings.nick(name)?,
+        None => Mapping::new(),
+    };
+    let mut args = layer(layer(nick, request.file_args.clone()), request.args.clone());
+    let mut labels = match args.shift_remove("provider_labels") {
+        Some(Value::Mapping(m)) => m,
+        Some(Value::String(s)) => crate::args::parse_labels(&s),
+        _ => Mapping::new(),
+    };
+    labels = layer(labels, request.labels.clone());
+    if !labels.is_empty() {
+        args.insert("provider_labels".into(), Value::Mapping(labels));
+    }
+    Ok(args)
+}
+
+/// Takes the count out of the arguments (`_count`, else `count`), if one is given.
+fn take_count(args: &mut Mapping) -> Result<Option<usize>> {
+    let Some(given) = args
+        .shift_remove("_count")
+        .or_else(|| args.shift_remove("count"))
+    else {
+        return Ok(None);
+    };
+    crate::value::scalar_u64(&given)
+        .and_then(|n| usize::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "the count of hosts must be a whole number (1 or more), not `{}`",
+                serde_yaml::to_string(&given).unwrap_or_default().trim()
+            ))
+        })
+}
+
+/// The provider `pick` finds for the arguments, the instance they select (an argument named like the
+/// provider), and the arguments without any provider's instance selector.
+fn split_instance(
+    registry: &ProviderRegistry,
+    mut args: Mapping,
+    pick: impl for<'r> Fn(&'r ProviderRegistry, &Mapping) -> Option<(&'r ProviderKind, &'static str)>,
+) -> Result<(ProviderKind, Option<String>, Mapping)> {
+    let Some((kind, _)) = pick(registry, &args) else {
+        return Err(no_provider_for(registry, &args));
+    };
+    let kind = *kind;
+    let instance = match args.shift_remove(kind.name()) {
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Null) | None => None,
+        Some(other) => Some(
+            serde_yaml::to_string(&other)
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        ),
+    };
+    // Instance selectors of other providers are not arguments either.
+    for other in registry.names() {
+        args.shift_remove(other);
+    }
+    Ok((kind, instance, args))
+}
+
+/// The error for arguments no provider's action key is among: what was given, and what would do.
+fn no_provider_for(registry: &ProviderRegistry, args: &Mapping) -> Error {
+    let mut keys: Vec<&str> = registry.all_action_keys().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let given: Vec<String> = args
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
+    Error::user(format!(
+        "could not determine a provider from the arguments ({}); give one of: {}",
+        if given.is_empty() {
+            "none given".to_owned()
+        } else {
+            given.join(", ")
+        },
+        keys.join(", ")
+    ))
+}
+
+/// Resolves a provider action that is not a checkout (`broker execute`): the provider, its instance
+/// and the arguments.
+///
+/// # Errors
+/// An unknown nick; no provider matching the arguments; an argument the provider does not take.
+pub(crate) fn resolve_execute(
+    request: &CheckoutRequest,
+    settings: &Settings,
+    registry: &ProviderRegistry,
+) -> Result<(ProviderKind, Option<String>, Mapping)> {
+    let args = layered_args(request, settings)?;
+    let (kind, instance, args) = split_instance(registry, args, |r, a| r.for_execute(a))?;
+    kind.check_arguments(Operation::Execute, &args)?;
+    Ok((kind, instance, args))
+}
+
+/// The first of `keys` given in `args`: the action a request runs.
+pub(crate) fn first_action<'a>(keys: &[&'a str], args: &Mapping) -> &'a str {
+    keys.iter()
+        .copied()
+        .find(|k| args.contains_key(*k))
+        .unwrap_or_default()
+}
+
+/// Where `broker inventory --sync` looks: `Provider`, `Provider:arg`, `Provider::instance` or
+/// `Provider:arg::instance`, as (provider, argument, instance).
+pub(crate) fn parse_sync_spec(spec: &str) -> (&str, Option<&str>, Option<&str>) {
+    let (head, instance) = match spec.split_once("::") {
+        Some((h, i)) => (h, Some(i).filter(|i| !i.is_empty())),
+        None => (spec, None),
+    };
+    let (name, arg) = match head.split_once(':') {
+        Some((n, a)) => (n, Some(a).filter(|a| !a.is_empty())),
+        None => (head, None),
+    };
+    (name, arg, instance)
+}
+
+/// The request that checks `record` out again (`broker duplicate`): its recorded arguments, without
+/// its origin, with its provider instance selected.
+///
+/// # Errors
+/// [`Error::User`] when the record's secret arguments were stored masked (the inventory at
+/// `inventory` is readable by others), so the host cannot be made again from the record alone.
+pub(crate) fn duplicate_request(
+    record: &HostRecord,
+    count: usize,
+    cancellation: &Cancellation,
+    inventory: &str,
+) -> Result<CheckoutRequest> {
+    let not_stored = crate::redact::masked_keys(&record.args());
+    if !not_stored.is_empty() {
+        return Err(Error::user(format!(
+            "host {} was checked out with secret arguments the inventory does not hold \
+             (`{}`: `{inventory}` can be read by others, so they were stored masked); check it out \
+             again with `broker checkout`, giving them, or keep the inventory private \
+             (`chmod 600`) before checking out",
+            record.display_name(),
+            not_stored.join("`, `"),
+        )));
+    }
+    let mut args = record.args();
+    args.shift_remove("_broker_origin");
+    args.shift_remove("_jenkins_url");
+    if let (Some(provider), Some(instance)) = (record.provider(), record.instance()) {
+        args.insert(Value::from(provider), Value::from(instance));
+    }
+    Ok(CheckoutRequest::new()
+        .args(args)
+        .count(count)
+        .cancel_with(cancellation))
+}
+
+/// Picks inventory records the way `broker checkin` and `broker extend` do: the filter first, then
+/// each key as a position in the filtered list, a hostname, a name or a record identity; `all` takes
+/// every filtered record. Returns the records and the keys nothing matched.
+///
+/// # Errors
+/// A bad filter.
+pub fn select_records(
+    records: &[HostRecord],
+    keys: &[String],
+    all: bool,
+    filter: Option<&str>,
+) -> Result<(Vec<HostRecord>, Vec<String>)> {
+    let filtered: Vec<&HostRecord> = match filter {
+        Some(f) => Filter::parse(f, "inv")?.apply(records),
+        None => records.iter().collect(),
+    };
+    if all {
+        return Ok((filtered.into_iter().cloned().collect(), Vec::new()));
+    }
+    let mut chosen: Vec<usize> = Vec::new();
+    let mut missing = Vec::new();
+    for key in keys {
+        let hits: Vec<usize> = match key.parse::<usize>() {
+            Ok(i) if i < filtered.len() => vec![i],
+            _ => filtered
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.answers_to(key))
+                .map(|(i, _)| i)
+                .collect(),
+        };
+        if hits.is_empty() {
+            missing.push(key.clone());
+        }
+        for i in hits {
+            if !chosen.contains(&i) {
+                chosen.push(i);
+            }
+        }
+    }
+    Ok((
+        chosen.into_iter().map(|i| filtered[i].clone()).collect(),
+        missing,
+    ))
+}
