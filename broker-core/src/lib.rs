@@ -56,6 +56,7 @@ pub mod report;
 mod request;
 pub mod session;
 pub mod settings;
+pub mod spelling;
 pub mod sync;
 pub mod time;
 pub mod validation;

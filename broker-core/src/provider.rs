@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::record::{HostRecord, RecordId};
 use crate::session::Session;
 use crate::settings::ProviderConfig;
+pub use crate::spelling::closest;
 
 /// One provisioning system, configured for one instance.
 ///
@@ -219,18 +220,23 @@ impl Operation {
 #[non_exhaustive]
 pub enum Arguments {
     /// Any argument: the provider passes those it does not know on (AnsibleTower hands them to the
-    /// workflow as extra vars; TestProvider records them).
+    /// workflow as extra vars).
     Any,
     /// Only these; anything else is a usage error naming the closest of them, so a mistyped
     /// argument is never silently ignored.
     Only(&'static [&'static str]),
+    /// Any argument, but the provider acts only on these and the others are just recorded with the
+    /// host (TestProvider, which stands in for providers that pass arguments on). A misspelling of
+    /// one of these ([`crate::spelling::misspelling_of`]: `fail_chekout`, `Fail-Checkout`) would be
+    /// recorded and silently not acted on, so it is a usage error naming the argument meant.
+    Recorded(&'static [&'static str]),
 }
 
 impl Arguments {
     /// The arguments named (none for [`Arguments::Any`]).
     pub fn declared(self) -> &'static [&'static str] {
         match self {
-            Arguments::Only(keys) => keys,
+            Arguments::Only(keys) | Arguments::Recorded(keys) => keys,
             Arguments::Any => &[],
         }
     }
@@ -296,10 +302,12 @@ impl ProviderKind {
     ///
     /// # Errors
     /// [`Error::Usage`] naming the first argument the provider does not take and the closest one it
-    /// does.
+    /// does; for [`Arguments::Recorded`], the first misspelling of an argument it acts on.
     pub fn check_arguments(&self, operation: Operation, args: &Mapping) -> Result<()> {
-        let Arguments::Only(declared) = self.arguments_of(operation) else {
-            return Ok(());
+        let (declared, records_others) = match self.arguments_of(operation) {
+            Arguments::Any => return Ok(()),
+            Arguments::Only(keys) => (keys, false),
+            Arguments::Recorded(keys) => (keys, true),
         };
         let actions: &[&str] = match operation {
             Operation::Checkout => self.checkout_actions,
@@ -319,25 +327,40 @@ impl ProviderKind {
             if key.starts_with('_') || key == "provider_labels" || known.contains(&key) {
                 continue;
             }
-            let takes = if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            };
-            return Err(Error::usage(match closest(key, &known) {
-                Some(near) => format!(
-                    "{} {} takes no argument `{key}`; did you mean `{near}`? (it takes: {takes})",
+            if !records_others {
+                return Err(self.not_taken(operation, key, &known));
+            }
+            if let Some(meant) = crate::spelling::misspelling_of(key, declared) {
+                return Err(Error::usage(format!(
+                    "{} {} would only record `{key}`; did you mean `{meant}`? (it acts on: {})",
                     self.name,
-                    operation.name()
-                ),
-                None => format!(
-                    "{} {} takes no argument `{key}` (it takes: {takes})",
-                    self.name,
-                    operation.name()
-                ),
-            }));
+                    operation.name(),
+                    declared.join(", ")
+                )));
+            }
         }
         Ok(())
+    }
+
+    /// The usage error for an argument `key` that `operation` does not take.
+    fn not_taken(&self, operation: Operation, key: &str, known: &[&str]) -> Error {
+        let takes = if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        };
+        Error::usage(match closest(key, known) {
+            Some(near) => format!(
+                "{} {} takes no argument `{key}`; did you mean `{near}`? (it takes: {takes})",
+                self.name,
+                operation.name()
+            ),
+            None => format!(
+                "{} {} takes no argument `{key}` (it takes: {takes})",
+                self.name,
+                operation.name()
+            ),
+        })
     }
 
     /// The argument keys that select this provider for a checkout.
@@ -402,36 +425,6 @@ impl ProviderKind {
     pub fn build(&self, config: ProviderConfig) -> Result<Arc<dyn Provider>> {
         (self.build)(config)
     }
-}
-
-/// The candidate closest to `given` by edit distance (dashes and underscores alike), for "did you
-/// mean" hints.
-pub fn closest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let given = given.replace('-', "_").to_ascii_lowercase();
-    candidates
-        .iter()
-        .min_by_key(|c| edit_distance(&given, &c.to_ascii_lowercase()))
-        .copied()
-}
-
-/// Levenshtein distance over characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                diagonal
-            } else {
-                1 + diagonal.min(above).min(row[j])
-            };
-            diagonal = above;
-        }
-    }
-    row[b.len()]
 }
 
 /// The providers compiled in, by name.
@@ -585,6 +578,45 @@ mod tests {
             closest("comand", &["entrypoint", "command", "name"]),
             Some("command")
         );
+    }
+
+    #[test]
+    fn recorded_arguments_refuse_only_misspellings_of_those_acted_on() {
+        let kind = ProviderKind::new("T", "t", never)
+            .checkout_actions(&["test_action"])
+            .takes(
+                Operation::Checkout,
+                Arguments::Recorded(&["fail_checkout", "hang"]),
+            );
+        let args = |pairs: &[&str]| -> Mapping {
+            pairs
+                .iter()
+                .map(|k| (Value::from(*k), Value::from("x")))
+                .collect()
+        };
+        let err = kind
+            .check_arguments(
+                Operation::Checkout,
+                &args(&["test_action", "notes", "fail_chekout"]),
+            )
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert_eq!(
+            err.to_string(),
+            "T checkout would only record `fail_chekout`; did you mean `fail_checkout`? (it acts on: fail_checkout, hang)"
+        );
+        let err = kind
+            .check_arguments(Operation::Checkout, &args(&["Hang"]))
+            .unwrap_err();
+        assert!(err.to_string().contains("did you mean `hang`?"), "{err}");
+        // Its own, and anything far from them, are taken (the others to be recorded).
+        kind.check_arguments(
+            Operation::Checkout,
+            &args(&["test_action", "fail_checkout", "hang", "tag", "arg1", "_x"]),
+        )
+        .unwrap();
+        let registry = ProviderRegistry::new().with(kind);
+        assert!(registry.declared_keys().any(|k| k == "fail_checkout"));
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //! ends; a sync puts it back on the record) and each provider label `k` as `broker.k`.
 //! Arguments: `ports` (`22`, `22:1337`, `22/tcp:1337`, space or comma separated; with `auto_map_ports`
 //! the image's exposed ports too), `environment` (a mapping or `A=1,B=2`; `BROKER_ORIGIN` is added),
-//! `command`, `entrypoint`, `hostname`, `volumes` (`src:dst[:ro]`). Networks come from the setting
+//! `command`, `entrypoint`, `hostname`, `volumes` (`src:dst[:ro]`), and for a host reached over SSH
+//! the `host_…` SSH settings; no other (`CHECKOUT_ARGUMENTS`). Networks come from the setting
 //! `network` (comma separated) and must exist.
 //!
 //! Hosts get a container exec session: commands run as `sh -c COMMAND` (the command is one argument,
@@ -67,23 +68,36 @@ use futures_util::StreamExt;
 /// The provider's name, as the inventory records it.
 pub const NAME: &str = "Container";
 
+/// Everything a checkout acts on: what the container is made with — broker builds the engine's
+/// create request itself and passes nothing else on, so any other argument would be silently
+/// ignored — and the SSH settings a host reached over SSH (port 22 published) takes per checkout
+/// (`ssh::SshOptions::resolve`), in their `host_…` spelling only, so that `port` stays a misspelling
+/// of `ports`.
+const CHECKOUT_ARGUMENTS: &[&str] = &[
+    "command",
+    "entrypoint",
+    "ports",
+    "environment",
+    "hostname",
+    "volumes",
+    "name",
+    "host_username",
+    "host_password",
+    "host_ssh_port",
+    "host_ssh_key_filename",
+    "host_connection_timeout",
+    "host_key_checking",
+    "known_hosts",
+    "host_ipv6",
+    "host_ipv4_fallback",
+];
+
 /// The registration of the Container provider.
 pub const KIND: ProviderKind =
     ProviderKind::new(NAME, "Docker or Podman containers as hosts", build)
         .checkout_actions(&["container_host"])
         .execute_actions(&["container_app"])
-        .takes(
-            Operation::Checkout,
-            Arguments::Only(&[
-                "command",
-                "entrypoint",
-                "ports",
-                "environment",
-                "hostname",
-                "volumes",
-                "name",
-            ]),
-        )
+        .takes(Operation::Checkout, Arguments::Only(CHECKOUT_ARGUMENTS))
         .takes(
             Operation::Execute,
             Arguments::Only(&["command", "environment"]),
@@ -1525,6 +1539,47 @@ fn command_words(value: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The SSH arguments a checkout takes are exactly those a host reached over SSH reads.
+    #[cfg(feature = "ssh")]
+    #[test]
+    fn checkout_takes_the_ssh_arguments_its_ssh_hosts_read() {
+        let given: Mapping = serde_yaml::from_str(
+            "{container_host: x, host_username: u, host_password: p, host_ssh_port: 2222, \
+              host_ssh_key_filename: /k, host_connection_timeout: 7, host_key_checking: off, \
+              known_hosts: /kh, host_ipv6: true, host_ipv4_fallback: false}",
+        )
+        .unwrap();
+        KIND.check_arguments(Operation::Checkout, &given).unwrap();
+        let ssh_keys: Vec<&str> = given.keys().filter_map(Value::as_str).skip(1).collect();
+        let declared: Vec<&str> = CHECKOUT_ARGUMENTS
+            .iter()
+            .copied()
+            .filter(|k| k.starts_with("host_") || *k == "known_hosts")
+            .collect();
+        assert_eq!(ssh_keys, declared);
+        let mut record = HostRecord::default();
+        record.set(broker_core::host::fields::ARGS, Value::Mapping(given));
+        let options =
+            crate::ssh::SshOptions::resolve(&Mapping::new(), Some(&record), Path::new("/b"))
+                .unwrap();
+        assert_eq!(options.username, "u");
+        assert_eq!(options.port, 2222);
+        assert_eq!(options.key_filename, Some(PathBuf::from("/k")));
+        assert_eq!(options.connection_timeout, Duration::from_secs(7));
+        assert_eq!(options.host_key_policy, crate::ssh::HostKeyPolicy::Off);
+        assert_eq!(options.known_hosts, PathBuf::from("/kh"));
+        assert!(options.ipv6 && !options.ipv4_fallback);
+        assert!(options.password.is_some());
+        // Their short spellings are not taken: `port` would hide a mistyped `ports`.
+        let err = KIND
+            .check_arguments(
+                Operation::Checkout,
+                &serde_yaml::from_str("{container_host: x, port: 22}").unwrap(),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("did you mean `ports`?"), "{err}");
+    }
 
     #[test]
     fn port_forms_match_upstream() {

@@ -31,6 +31,9 @@
 //! - `hang: checkout` (before the host exists), `hang: created` (after it exists), `hang: checkin` —
 //!   never answer (until cancelled, timed out or killed).
 //!
+//! Any other argument is taken (the host's record keeps it), but a misspelling of a switch
+//! (`fail_chekout`) is refused ([`Arguments::Recorded`]): the test would pass without its fault.
+//!
 //! For tests, the discovery query `checkins` (`broker providers TestProvider --checkins`) reports the
 //! most check-ins this provider has had under way at once.
 
@@ -49,6 +52,17 @@ use broker_core::{
 /// The provider's name, as the inventory records it.
 pub const NAME: &str = "TestProvider";
 
+/// The fault switches, the only checkout and execute arguments TestProvider acts on besides
+/// `test_action`. It takes any other argument, as the providers it stands in for do (its hosts
+/// record them), but refuses a misspelling of one of these, which would be silently ignored.
+const FAULTS: &[&str] = &[
+    "fail_checkout",
+    "fail_checkin",
+    "delay",
+    "checkin_delay",
+    "hang",
+];
+
 /// The registration of TestProvider.
 pub const KIND: ProviderKind = ProviderKind::new(
     NAME,
@@ -57,6 +71,8 @@ pub const KIND: ProviderKind = ProviderKind::new(
 )
 .checkout_actions(&["test_action"])
 .execute_actions(&["test_action"])
+.takes(Operation::Checkout, Arguments::Recorded(FAULTS))
+.takes(Operation::Execute, Arguments::Recorded(FAULTS))
 .takes(Operation::Extend, Arguments::Only(&["extend_duration"]))
 .help_options(&[
     HelpOption {

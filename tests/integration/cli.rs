@@ -776,6 +776,63 @@ fn the_output_flag_is_spelled_alike_on_every_verb() {
 }
 
 #[test]
+fn a_misspelled_testprovider_fault_switch_is_refused_instead_of_recorded() {
+    let dir = BrokerDir::new(SETTINGS);
+    let out = dir.run(&[
+        "checkout",
+        "--test_action",
+        "basic",
+        "--fail_chekout",
+        "all",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "TestProvider checkout would only record `fail_chekout`; did you mean `fail_checkout`? \
+             (it acts on: fail_checkout, fail_checkin, delay, checkin_delay, hang)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = dir.run(&["execute", "--test_action", "basic", "--dealy", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did you mean `delay`?"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(dir.inventory().is_empty());
+    // Spelled with dashes on the command line, a switch is the switch.
+    let out = dir.run(&[
+        "checkout",
+        "--test_action",
+        "basic",
+        "--fail-checkout",
+        "all",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("injected failure of checkout #1 (fail_checkout: all)"),
+        "{}",
+        stderr(&out)
+    );
+    // Other arguments are still taken and recorded, as the providers it stands in for take them.
+    dir.ok(&[
+        "checkout",
+        "--test_action",
+        "basic",
+        "--tag",
+        "x",
+        "--notes",
+        "y",
+    ]);
+    let records = dir.inventory();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["_broker_args"]["tag"], "x");
+    assert_eq!(records[0]["_broker_args"]["notes"], "y");
+}
+
+#[test]
 fn arguments_a_provider_does_not_take_are_refused_with_the_closest_name() {
     let dir = BrokerDir::new(SETTINGS);
     dir.ok(&["checkout", "--test_action", "basic"]);
