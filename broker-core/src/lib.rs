@@ -48,6 +48,8 @@ pub mod interaction;
 pub mod inventory;
 pub mod lease;
 mod lifecycle;
+#[cfg(test)]
+mod module_graph;
 pub mod provider;
 pub mod query;
 pub mod record;
