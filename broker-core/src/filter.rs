@@ -105,107 +105,130 @@ struct Token {
 }
 
 fn lex(text: &str, err: &dyn Fn(usize, String) -> FilterError) -> Result<Vec<Token>, FilterError> {
-    let chars: Vec<char> = text.chars().collect();
+    let mut lexer = Lexer {
+        chars: text.chars().collect(),
+        pos: 0,
+        err,
+    };
     let mut tokens = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let col = i + 1;
-        let single = |tok| Token { tok, col };
-        match c {
+    while let Some(&c) = lexer.chars.get(lexer.pos) {
+        let col = lexer.pos + 1;
+        let tok = match c {
             ' ' | '\t' | '\n' | '\r' => {
-                i += 1;
+                lexer.pos += 1;
                 continue;
             }
-            '@' => {
-                let start = i + 1;
-                i += 1;
-                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
-                    i += 1;
-                }
-                if i == start {
-                    return Err(err(
-                        col,
-                        "`@` must be followed by a name such as `@inv`".into(),
-                    ));
-                }
-                tokens.push(Token {
-                    tok: Tok::Root(chars[start..i].iter().collect()),
-                    col,
-                });
-                continue;
-            }
-            '\'' | '"' => {
-                let quote = c;
-                let mut s = String::new();
-                i += 1;
-                loop {
-                    match chars.get(i) {
-                        None => return Err(err(col, "this string is never closed".into())),
-                        Some('\\') => {
-                            match chars.get(i + 1) {
-                                Some('n') => s.push('\n'),
-                                Some('t') => s.push('\t'),
-                                Some(other) => s.push(*other),
-                                None => return Err(err(col, "this string is never closed".into())),
-                            }
-                            i += 2;
-                        }
-                        Some(ch) if *ch == quote => {
-                            i += 1;
-                            break;
-                        }
-                        Some(ch) => {
-                            s.push(*ch);
-                            i += 1;
-                        }
-                    }
-                }
-                tokens.push(Token {
-                    tok: Tok::Str(s),
-                    col,
-                });
-                continue;
-            }
-            '0'..='9' => {
-                let start = i;
-                while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '_') {
-                    i += 1;
-                }
-                let mut is_float = false;
-                if i + 1 < chars.len() && chars[i] == '.' && chars[i + 1].is_ascii_digit() {
-                    is_float = true;
-                    i += 1;
-                    while i < chars.len() && chars[i].is_ascii_digit() {
-                        i += 1;
-                    }
-                }
-                let text: String = chars[start..i].iter().filter(|c| **c != '_').collect();
-                let tok = if is_float {
-                    Tok::Float(text.parse().map_err(|_| err(col, "bad number".into()))?)
-                } else {
-                    Tok::Int(
-                        text.parse()
-                            .map_err(|_| err(col, "number too large".into()))?,
-                    )
-                };
-                tokens.push(Token { tok, col });
-                continue;
-            }
-            c if c.is_alphabetic() || c == '_' => {
-                let start = i;
-                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
-                    i += 1;
-                }
-                tokens.push(Token {
-                    tok: Tok::Ident(chars[start..i].iter().collect()),
-                    col,
-                });
-                continue;
-            }
-            _ => {}
+            '@' => lexer.root(col)?,
+            '\'' | '"' => lexer.string(c, col)?,
+            '0'..='9' => lexer.number(col)?,
+            c if c.is_alphabetic() || c == '_' => Tok::Ident(lexer.word()),
+            _ => lexer.punctuation(c, col)?,
+        };
+        tokens.push(Token { tok, col });
+    }
+    Ok(tokens)
+}
+
+/// The lexer's place in the filter text: each method reads one token starting at `pos` and moves
+/// `pos` past it.
+struct Lexer<'e> {
+    chars: Vec<char>,
+    pos: usize,
+    err: &'e dyn Fn(usize, String) -> FilterError,
+}
+
+impl Lexer<'_> {
+    fn error(&self, col: usize, message: impl Into<String>) -> FilterError {
+        (self.err)(col, message.into())
+    }
+
+    /// Letters, digits and `_` from `pos` on (possibly none).
+    fn word(&mut self) -> String {
+        let start = self.pos;
+        while self
+            .chars
+            .get(self.pos)
+            .is_some_and(|c| c.is_alphanumeric() || *c == '_')
+        {
+            self.pos += 1;
         }
-        let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
+        self.chars[start..self.pos].iter().collect()
+    }
+
+    /// `@inv`: the item's name after the `@`.
+    fn root(&mut self, col: usize) -> Result<Tok, FilterError> {
+        self.pos += 1;
+        let name = self.word();
+        if name.is_empty() {
+            return Err(self.error(col, "`@` must be followed by a name such as `@inv`"));
+        }
+        Ok(Tok::Root(name))
+    }
+
+    /// A string in `quote`s, with `\n`, `\t` and `\`-escaped characters.
+    fn string(&mut self, quote: char, col: usize) -> Result<Tok, FilterError> {
+        let mut s = String::new();
+        self.pos += 1;
+        loop {
+            match self.chars.get(self.pos) {
+                None => return Err(self.error(col, "this string is never closed")),
+                Some('\\') => {
+                    match self.chars.get(self.pos + 1) {
+                        Some('n') => s.push('\n'),
+                        Some('t') => s.push('\t'),
+                        Some(other) => s.push(*other),
+                        None => return Err(self.error(col, "this string is never closed")),
+                    }
+                    self.pos += 2;
+                }
+                Some(ch) if *ch == quote => {
+                    self.pos += 1;
+                    return Ok(Tok::Str(s));
+                }
+                Some(ch) => {
+                    s.push(*ch);
+                    self.pos += 1;
+                }
+            }
+        }
+    }
+
+    /// An integer (`1_000`) or a float (`9.4`).
+    fn number(&mut self, col: usize) -> Result<Tok, FilterError> {
+        let chars = &self.chars;
+        let start = self.pos;
+        let mut i = self.pos;
+        while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '_') {
+            i += 1;
+        }
+        let mut is_float = false;
+        if i + 1 < chars.len() && chars[i] == '.' && chars[i + 1].is_ascii_digit() {
+            is_float = true;
+            i += 1;
+            while i < chars.len() && chars[i].is_ascii_digit() {
+                i += 1;
+            }
+        }
+        self.pos = i;
+        let text: String = chars[start..i].iter().filter(|c| **c != '_').collect();
+        if is_float {
+            Ok(Tok::Float(
+                text.parse().map_err(|_| self.error(col, "bad number"))?,
+            ))
+        } else {
+            Ok(Tok::Int(
+                text.parse()
+                    .map_err(|_| self.error(col, "number too large"))?,
+            ))
+        }
+    }
+
+    /// An operator or a punctuation mark.
+    fn punctuation(&mut self, c: char, col: usize) -> Result<Tok, FilterError> {
+        let i = self.pos;
+        let two: String = self.chars[i..(i + 2).min(self.chars.len())]
+            .iter()
+            .collect();
         let (tok, len) = match (c, two.as_str()) {
             (_, "==") => (Tok::Op("=="), 2),
             (_, "!=") => (Tok::Op("!="), 2),
@@ -214,7 +237,7 @@ fn lex(text: &str, err: &dyn Fn(usize, String) -> FilterError) -> Result<Vec<Tok
             ('<', _) => (Tok::Op("<"), 1),
             ('>', _) => (Tok::Op(">"), 1),
             ('=', _) => {
-                return Err(err(col, "`=` is not a comparison; write `==`".into()));
+                return Err(self.error(col, "`=` is not a comparison; write `==`"));
             }
             ('.', _) => (Tok::Dot, 1),
             ('[', _) => (Tok::LBracket, 1),
@@ -225,12 +248,11 @@ fn lex(text: &str, err: &dyn Fn(usize, String) -> FilterError) -> Result<Vec<Tok
             (',', _) => (Tok::Comma, 1),
             ('|', _) => (Tok::Pipe, 1),
             ('-', _) => (Tok::Minus, 1),
-            _ => return Err(err(col, format!("unexpected character `{c}`"))),
+            _ => return Err(self.error(col, format!("unexpected character `{c}`"))),
         };
-        tokens.push(single(tok));
-        i += len;
+        self.pos += len;
+        Ok(tok)
     }
-    Ok(tokens)
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -659,52 +681,14 @@ impl Parser<'_> {
                 self.pos += 1;
                 Ok(Expr::Literal(Value::String(s)))
             }
-            Some(Tok::Int(_)) | Some(Tok::Minus) => {
-                let negative = self.peek() == Some(&Tok::Minus);
-                if negative {
-                    self.pos += 1;
-                }
-                match self.next() {
-                    Some(Tok::Int(n)) => {
-                        Ok(Expr::Literal(Value::from(if negative { -n } else { n })))
-                    }
-                    Some(Tok::Float(f)) => {
-                        Ok(Expr::Literal(Value::from(if negative { -f } else { f })))
-                    }
-                    _ => Err(self.err(col, "expected a number")),
-                }
-            }
+            Some(Tok::Int(_)) | Some(Tok::Minus) => self.number(col),
             Some(Tok::Float(f)) => {
                 self.pos += 1;
                 Ok(Expr::Literal(Value::from(f)))
             }
             Some(Tok::Ident(word)) => {
                 self.pos += 1;
-                match word.as_str() {
-                    "True" | "true" => Ok(Expr::Literal(Value::Bool(true))),
-                    "False" | "false" => Ok(Expr::Literal(Value::Bool(false))),
-                    "None" | "null" => Ok(Expr::Literal(Value::Null)),
-                    "len" | "str" | "int" => {
-                        self.expect(&Tok::LParen, "`(`")?;
-                        self.nest(col, 1)?;
-                        let mut args = self.arguments()?;
-                        self.depth -= 1;
-                        if args.len() != 1 {
-                            return Err(self.err(col, format!("`{word}` takes exactly one argument")));
-                        }
-                        Ok(Expr::Call {
-                            name: word,
-                            arg: Box::new(args.remove(0)),
-                        })
-                    }
-                    _ => Err(self.err(
-                        col,
-                        format!(
-                            "unexpected word `{word}`; fields are written `@{}.{word}` and text in quotes",
-                            self.key
-                        ),
-                    )),
-                }
+                self.word(word, col)
             }
             Some(Tok::LParen) => {
                 self.nest(col, 1)?;
@@ -714,27 +698,73 @@ impl Parser<'_> {
                 self.depth -= 1;
                 Ok(inner)
             }
-            Some(Tok::LBracket) => {
-                self.nest(col, 1)?;
-                self.pos += 1;
-                let mut items = Vec::new();
-                if self.peek() != Some(&Tok::RBracket) {
-                    loop {
-                        items.push(self.or()?);
-                        match self.peek() {
-                            Some(Tok::Comma) => self.pos += 1,
-                            Some(Tok::RBracket) => break,
-                            _ => return Err(self.err(self.col(), "expected `,` or `]`")),
-                        }
-                    }
-                }
-                self.pos += 1;
-                self.depth -= 1;
-                Ok(Expr::List(items))
-            }
+            Some(Tok::LBracket) => self.list(col),
             None => Err(self.err(col, "the expression ends too early")),
             Some(_) => Err(self.err(col, "expected a value, `@…` or `(`")),
         }
+    }
+
+    /// A number, negative after a `-`.
+    fn number(&mut self, col: usize) -> Result<Expr, FilterError> {
+        let negative = self.peek() == Some(&Tok::Minus);
+        if negative {
+            self.pos += 1;
+        }
+        match self.next() {
+            Some(Tok::Int(n)) => Ok(Expr::Literal(Value::from(if negative { -n } else { n }))),
+            Some(Tok::Float(f)) => Ok(Expr::Literal(Value::from(if negative { -f } else { f }))),
+            _ => Err(self.err(col, "expected a number")),
+        }
+    }
+
+    /// A word standing for a value: `True`, `False`, `None` (and their YAML spellings), or a call of
+    /// `len`, `str` or `int`.
+    fn word(&mut self, word: String, col: usize) -> Result<Expr, FilterError> {
+        match word.as_str() {
+            "True" | "true" => Ok(Expr::Literal(Value::Bool(true))),
+            "False" | "false" => Ok(Expr::Literal(Value::Bool(false))),
+            "None" | "null" => Ok(Expr::Literal(Value::Null)),
+            "len" | "str" | "int" => {
+                self.expect(&Tok::LParen, "`(`")?;
+                self.nest(col, 1)?;
+                let mut args = self.arguments()?;
+                self.depth -= 1;
+                if args.len() != 1 {
+                    return Err(self.err(col, format!("`{word}` takes exactly one argument")));
+                }
+                Ok(Expr::Call {
+                    name: word,
+                    arg: Box::new(args.remove(0)),
+                })
+            }
+            _ => Err(self.err(
+                col,
+                format!(
+                    "unexpected word `{word}`; fields are written `@{}.{word}` and text in quotes",
+                    self.key
+                ),
+            )),
+        }
+    }
+
+    /// A list literal, `[a, b]`.
+    fn list(&mut self, col: usize) -> Result<Expr, FilterError> {
+        self.nest(col, 1)?;
+        self.pos += 1;
+        let mut items = Vec::new();
+        if self.peek() != Some(&Tok::RBracket) {
+            loop {
+                items.push(self.or()?);
+                match self.peek() {
+                    Some(Tok::Comma) => self.pos += 1,
+                    Some(Tok::RBracket) => break,
+                    _ => return Err(self.err(self.col(), "expected `,` or `]`")),
+                }
+            }
+        }
+        self.pos += 1;
+        self.depth -= 1;
+        Ok(Expr::List(items))
     }
 }
 
@@ -1115,50 +1145,57 @@ fn eval<T: FilterTarget>(expr: &Expr, item: &T) -> Val {
             let Val::V(Value::String(s)) = eval(target, item) else {
                 return Val::Missing;
             };
-            match name.as_str() {
-                "lower" => Val::V(Value::String(s.to_lowercase())),
-                "upper" => Val::V(Value::String(s.to_uppercase())),
-                "strip" => Val::V(Value::String(s.trim().to_owned())),
-                _ => {
-                    let wanted: Vec<String> = args
-                        .iter()
-                        .flat_map(|a| match eval(a, item) {
-                            Val::V(Value::String(p)) => vec![p],
-                            Val::V(Value::Sequence(ps)) => ps
-                                .into_iter()
-                                .filter_map(|p| p.as_str().map(str::to_owned))
-                                .collect(),
-                            _ => vec![],
-                        })
-                        .collect();
-                    let hit = if name == "startswith" {
-                        wanted.iter().any(|p| s.starts_with(p.as_str()))
-                    } else {
-                        wanted.iter().any(|p| s.ends_with(p.as_str()))
-                    };
-                    Val::V(Value::Bool(hit))
-                }
-            }
+            method(&s, name, args, item)
         }
-        Expr::Call { name, arg } => {
-            let v = eval(arg, item);
-            match (name.as_str(), v) {
-                (_, Val::Missing) => Val::Missing,
-                ("len", Val::V(v)) => match v {
-                    Value::String(s) => Val::V(Value::from(s.chars().count() as u64)),
-                    Value::Sequence(s) => Val::V(Value::from(s.len() as u64)),
-                    Value::Mapping(m) => Val::V(Value::from(m.len() as u64)),
-                    _ => Val::Missing,
-                },
-                ("str", Val::V(v)) => text_of(&v)
-                    .map(|s| Val::V(Value::String(s)))
-                    .unwrap_or(Val::Missing),
-                (_, Val::V(v)) => text_of(&v)
-                    .and_then(|s| s.trim().parse::<i64>().ok())
-                    .map(|n| Val::V(Value::from(n)))
-                    .unwrap_or(Val::Missing),
-            }
+        Expr::Call { name, arg } => call(name, eval(arg, item)),
+    }
+}
+
+/// A string method (`lower`, `upper`, `strip`, `startswith`, `endswith`) called on `s`.
+fn method<T: FilterTarget>(s: &str, name: &str, args: &[Expr], item: &T) -> Val {
+    match name {
+        "lower" => Val::V(Value::String(s.to_lowercase())),
+        "upper" => Val::V(Value::String(s.to_uppercase())),
+        "strip" => Val::V(Value::String(s.trim().to_owned())),
+        _ => {
+            let wanted: Vec<String> = args
+                .iter()
+                .flat_map(|a| match eval(a, item) {
+                    Val::V(Value::String(p)) => vec![p],
+                    Val::V(Value::Sequence(ps)) => ps
+                        .into_iter()
+                        .filter_map(|p| p.as_str().map(str::to_owned))
+                        .collect(),
+                    _ => vec![],
+                })
+                .collect();
+            let hit = if name == "startswith" {
+                wanted.iter().any(|p| s.starts_with(p.as_str()))
+            } else {
+                wanted.iter().any(|p| s.ends_with(p.as_str()))
+            };
+            Val::V(Value::Bool(hit))
         }
+    }
+}
+
+/// A function (`len`, `str`, `int`) applied to a value.
+fn call(name: &str, v: Val) -> Val {
+    match (name, v) {
+        (_, Val::Missing) => Val::Missing,
+        ("len", Val::V(v)) => match v {
+            Value::String(s) => Val::V(Value::from(s.chars().count() as u64)),
+            Value::Sequence(s) => Val::V(Value::from(s.len() as u64)),
+            Value::Mapping(m) => Val::V(Value::from(m.len() as u64)),
+            _ => Val::Missing,
+        },
+        ("str", Val::V(v)) => text_of(&v)
+            .map(|s| Val::V(Value::String(s)))
+            .unwrap_or(Val::Missing),
+        (_, Val::V(v)) => text_of(&v)
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .map(|n| Val::V(Value::from(n)))
+            .unwrap_or(Val::Missing),
     }
 }
 
