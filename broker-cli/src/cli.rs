@@ -407,6 +407,34 @@ pub fn split_passthrough(args: Vec<String>) -> Vec<String> {
     let mut root = Cli::command();
     // Building adds clap's own `--help`/`-h`, so they are known flags here, not provider arguments.
     root.build();
+    let i = verb_position(&root, &args);
+    let Some(verb) = args.get(i) else {
+        return args;
+    };
+    if !PASSTHROUGH.contains(&verb.as_str()) {
+        return args;
+    }
+    let name = if verb == "nick-help" {
+        "providers"
+    } else {
+        verb.as_str()
+    };
+    let Some(sub) = root.find_subcommand(name) else {
+        return args;
+    };
+    let (clap_tokens, extra) = KnownFlags { root: &root, sub }.sort(&args[i + 1..]);
+    let mut out: Vec<String> = args[..=i].to_vec();
+    out.extend(clap_tokens);
+    if !extra.is_empty() {
+        out.push("--".into());
+        out.extend(extra);
+    }
+    out
+}
+
+/// Where the subcommand is in `args`: after the program and the global flags (with the values of
+/// those that take one).
+fn verb_position(root: &clap::Command, args: &[String]) -> usize {
     let globals_with_value: Vec<String> = root
         .get_arguments()
         .filter(|a| a.get_action().takes_values() && a.get_long().is_some())
@@ -425,85 +453,89 @@ pub fn split_passthrough(args: Vec<String>) -> Vec<String> {
         }
         break;
     }
-    let Some(verb) = args.get(i) else {
-        return args;
-    };
-    if !PASSTHROUGH.contains(&verb.as_str()) {
-        return args;
-    }
-    let name = if verb == "nick-help" {
-        "providers"
-    } else {
-        verb.as_str()
-    };
-    let Some(sub) = root.find_subcommand(name) else {
-        return args;
-    };
-    let known = |long: &str| -> Option<bool> {
-        sub.get_arguments()
-            .chain(root.get_arguments().filter(|a| a.is_global_set()))
+    i
+}
+
+/// The flags clap knows for one subcommand: its own and the global ones.
+struct KnownFlags<'c> {
+    root: &'c clap::Command,
+    sub: &'c clap::Command,
+}
+
+impl KnownFlags<'_> {
+    /// Whether clap knows `--long` (or an alias of it), and if so whether it takes a value.
+    fn long(&self, long: &str) -> Option<bool> {
+        self.sub
+            .get_arguments()
+            .chain(self.root.get_arguments().filter(|a| a.is_global_set()))
             .find(|a| {
                 !a.is_last_set()
                     && (a.get_long() == Some(long)
                         || a.get_all_aliases().is_some_and(|all| all.contains(&long)))
             })
             .map(|a| a.get_action().takes_values())
-    };
-    let known_short = |short: char| -> Option<bool> {
-        sub.get_arguments()
+    }
+
+    /// Whether the subcommand knows `-short`, and if so whether it takes a value.
+    fn short(&self, short: char) -> Option<bool> {
+        self.sub
+            .get_arguments()
             .find(|a| a.get_short() == Some(short))
             .map(|a| a.get_action().takes_values())
-    };
-    let mut out: Vec<String> = args[..=i].to_vec();
-    let mut extra: Vec<String> = Vec::new();
-    let rest = &args[i + 1..];
-    let mut j = 0;
-    while j < rest.len() {
-        let token = &rest[j];
-        if token == "--" {
-            extra.extend(rest[j + 1..].iter().cloned());
-            break;
-        }
-        if let Some(flag) = token.strip_prefix("--") {
-            let (name, inline_value) = match flag.split_once('=') {
-                Some((n, _)) => (n, true),
-                None => (flag, false),
-            };
-            match known(name) {
-                Some(takes_value) => {
-                    out.push(token.clone());
-                    if takes_value && !inline_value && j + 1 < rest.len() {
-                        out.push(rest[j + 1].clone());
-                        j += 1;
+    }
+
+    /// Sorts the tokens after the subcommand into clap's (in place) and the provider's.
+    fn sort(&self, rest: &[String]) -> (Vec<String>, Vec<String>) {
+        let mut out: Vec<String> = Vec::new();
+        let mut extra: Vec<String> = Vec::new();
+        let mut j = 0;
+        while j < rest.len() {
+            let token = &rest[j];
+            if token == "--" {
+                extra.extend(rest[j + 1..].iter().cloned());
+                break;
+            }
+            if let Some(flag) = token.strip_prefix("--") {
+                let (name, inline_value) = match flag.split_once('=') {
+                    Some((n, _)) => (n, true),
+                    None => (flag, false),
+                };
+                match self.long(name) {
+                    Some(takes_value) => {
+                        out.push(token.clone());
+                        if takes_value && !inline_value && j + 1 < rest.len() {
+                            out.push(rest[j + 1].clone());
+                            j += 1;
+                        }
+                    }
+                    None => {
+                        extra.push(token.clone());
+                        if !inline_value && j + 1 < rest.len() && !looks_like_flag(&rest[j + 1]) {
+                            extra.push(rest[j + 1].clone());
+                            j += 1;
+                        }
                     }
                 }
-                None => {
-                    extra.push(token.clone());
-                    if !inline_value && j + 1 < rest.len() && !looks_like_flag(&rest[j + 1]) {
-                        extra.push(rest[j + 1].clone());
-                        j += 1;
-                    }
+            } else if let Some(short) = token.strip_prefix('-').filter(|s| !s.is_empty()) {
+                out.push(token.clone());
+                let takes_value = short
+                    .chars()
+                    .next()
+                    .and_then(|c| self.short(c))
+                    .unwrap_or(false);
+                if takes_value && short.len() == 1 && j + 1 < rest.len() {
+                    out.push(rest[j + 1].clone());
+                    j += 1;
                 }
+            } else if token.contains('=') {
+                extra.push(token.clone());
+            } else {
+                out.push(token.clone());
             }
-        } else if let Some(short) = token.strip_prefix('-').filter(|s| !s.is_empty()) {
-            out.push(token.clone());
-            let takes_value = short.chars().next().and_then(known_short).unwrap_or(false);
-            if takes_value && short.len() == 1 && j + 1 < rest.len() {
-                out.push(rest[j + 1].clone());
-                j += 1;
-            }
-        } else if token.contains('=') {
-            extra.push(token.clone());
-        } else {
-            out.push(token.clone());
+            j += 1;
         }
-        j += 1;
+        (out, extra)
     }
-    if !extra.is_empty() {
-        out.push("--".into());
-        out.extend(extra);
-    }
-    out
 }
 
 /// `--x` or `-x` (a letter): a flag, not the value of the flag before it. `-1` is a value.
