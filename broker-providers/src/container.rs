@@ -1559,7 +1559,7 @@ mod tests {
             .collect();
         assert_eq!(ssh_keys, declared);
         let mut record = HostRecord::default();
-        record.set(broker_core::host::fields::ARGS, Value::Mapping(given));
+        record.set(broker_core::record::fields::ARGS, Value::Mapping(given));
         let options =
             crate::ssh::SshOptions::resolve(&Mapping::new(), Some(&record), Path::new("/b"))
                 .unwrap();
