@@ -141,6 +141,34 @@ mod tests {
     }
 
     #[test]
+    fn durations_may_space_their_units_but_not_their_digits() {
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration("1d  2h").unwrap(),
+            Duration::from_secs(93_600)
+        );
+        // A space inside a number is a typo, not `15m`.
+        assert!(parse_duration("1 5m").is_err());
+    }
+
+    #[test]
+    fn now_is_the_clock_of_the_machine() {
+        let before = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let now = now_epoch();
+        let after = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(
+            (before..=after).contains(&now),
+            "{before} <= {now} <= {after}"
+        );
+    }
+
+    #[test]
     fn time_values_are_humanised_like_upstream() {
         assert_eq!(format_time_value("1765804090"), "Dec 15, 2025 13:08 UTC");
         assert_eq!(format_time_value("432000"), "5d");
@@ -153,5 +181,17 @@ mod tests {
     fn epoch_formatting_handles_leap_years() {
         assert_eq!(format_epoch(951_782_400), "Feb 29, 2000 00:00 UTC");
         assert_eq!(format_epoch(0), "Jan 01, 1970 00:00 UTC");
+        assert_eq!(format_epoch(-86_400), "Dec 31, 1969 00:00 UTC");
+    }
+
+    #[test]
+    fn epoch_formatting_skips_the_leap_day_of_2100_but_not_of_2400() {
+        // Centuries are leap years only every 400 years; dates past 2100 reach format_epoch when
+        // a caller formats a far lease or a hand-edited time.
+        assert_eq!(format_epoch(4_107_456_000), "Feb 28, 2100 00:00 UTC");
+        assert_eq!(format_epoch(4_107_542_400), "Mar 01, 2100 00:00 UTC");
+        assert_eq!(format_epoch(4_133_980_800), "Jan 01, 2101 00:00 UTC");
+        assert_eq!(format_epoch(13_574_563_200), "Feb 29, 2400 00:00 UTC");
+        assert_eq!(format_epoch(13_574_649_600), "Mar 01, 2400 00:00 UTC");
     }
 }
