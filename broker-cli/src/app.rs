@@ -4,11 +4,12 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use broker_core::query::{ProviderQuery, provider_summaries};
+use broker_core::selection::{HostSelection, filter_records, numbered, numbered_among, pick_one};
 use broker_core::settings::{EXAMPLE_SETTINGS, SettingsFile};
 use broker_core::validation::{Finding, validate_settings};
 use broker_core::{
     Broker, Cancellation, CheckoutRequest, Error, HostOutcome, HostRecord, Mapping, OutputStream,
-    RecoverScope, Result, Settings, Value, args, select_records,
+    RecoverScope, Result, Settings, Value, args,
 };
 use clap::Parser;
 
@@ -511,12 +512,9 @@ fn print_hosts(broker: &Broker, rows: &[(String, HostRecord)], format: Format) -
     }
 }
 
-/// Hosts just checked out, in inventory order, with their inventory positions (read after their
-/// records were written) as ids — what `broker checkin ID` takes. A host whose record the inventory
-/// no longer shows (another process checked it in meanwhile) gets its record id, which `checkin`
-/// takes too.
+/// Hosts just checked out, with the ids `broker checkin` takes for them
+/// ([`broker_core::selection::numbered_among`]).
 fn placed(broker: &Broker, made: &[HostRecord]) -> Vec<(String, HostRecord)> {
-    let ids: std::collections::HashSet<_> = made.iter().map(HostRecord::id).collect();
     let listed = match broker.inventory().list() {
         Ok(listed) => listed,
         Err(e) => {
@@ -527,34 +525,19 @@ fn placed(broker: &Broker, made: &[HostRecord]) -> Vec<(String, HostRecord)> {
             Vec::new()
         }
     };
-    let mut rows: Vec<(String, HostRecord)> = listed
-        .into_iter()
-        .enumerate()
-        .filter(|(_, r)| ids.contains(&r.id()))
-        .map(|(i, r)| (i.to_string(), r))
-        .collect();
-    let shown: std::collections::HashSet<_> = rows.iter().map(|(_, r)| r.id()).collect();
-    for record in made.iter().filter(|r| !shown.contains(&r.id())) {
-        rows.push((record.id().to_string(), record.clone()));
-    }
-    rows
+    numbered_among(listed, made)
 }
 
 fn selected(broker: &Broker, s: &Selection) -> Result<Vec<HostRecord>> {
-    if s.hosts.is_empty() && !s.all {
-        return Err(Error::usage(
-            "name the hosts (ids, hostnames or names) or give --all",
-        ));
-    }
-    let records = broker.inventory().list()?;
-    let (chosen, missing) = select_records(&records, &s.hosts, s.all, s.filter.as_deref())?;
-    if !missing.is_empty() {
+    let selection = HostSelection::new(s.hosts.clone(), s.all, s.filter.clone())?;
+    let picked = selection.pick(broker.inventory().list()?)?;
+    if !picked.missing.is_empty() {
         tracing::warn!(
             "these hosts were not found in the inventory: {}",
-            missing.join(", ")
+            picked.missing.join(", ")
         );
     }
-    Ok(chosen)
+    Ok(picked.records)
 }
 
 /// Prints per-host outcomes — the hosts done on stdout (`VERB NAME` lines, or a JSON/YAML list of
@@ -634,12 +617,7 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
             );
         }
     }
-    let mut records = broker.inventory().list()?;
-    if let Some(f) = &a.filter {
-        let keep = broker_core::filter::Filter::parse(f, "inv")?.select(&records);
-        let mut all: Vec<Option<HostRecord>> = records.into_iter().map(Some).collect();
-        records = keep.into_iter().filter_map(|i| all[i].take()).collect();
-    }
+    let records = filter_records(broker.inventory().list()?, a.filter.as_deref())?;
     emitter.emit("inventory", &records);
     if a.details {
         let details: Mapping = records
@@ -677,14 +655,7 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
             }
             write_stdout(&text)?;
         }
-        format => {
-            let rows: Vec<(String, HostRecord)> = records
-                .into_iter()
-                .enumerate()
-                .map(|(i, r)| (i.to_string(), r))
-                .collect();
-            print_hosts(broker, &rows, format)?;
-        }
+        format => print_hosts(broker, &numbered(records), format)?,
     }
     Ok(0)
 }
@@ -829,23 +800,7 @@ async fn recover(broker: &Broker, a: RecoverArgs, emitter: &mut Emitter) -> Resu
 }
 
 async fn ssh(broker: &Broker, a: SshArgs, emitter: &mut Emitter) -> Result<i32> {
-    let records = broker.inventory().list()?;
-    let (mut found, _) = select_records(&records, std::slice::from_ref(&a.host), false, None)?;
-    let record = match found.len() {
-        1 => found.remove(0),
-        0 => {
-            return Err(Error::user(format!(
-                "no host `{}` in the inventory (see `broker inventory`)",
-                a.host
-            )));
-        }
-        n => {
-            return Err(Error::user(format!(
-                "`{}` matches {n} hosts; use the inventory id or the record id",
-                a.host
-            )));
-        }
-    };
+    let record = pick_one(broker.inventory().list()?, &a.host)?;
     let host = broker.attach(record)?;
     let command = if !a.command.is_empty() {
         a.command.join(" ")

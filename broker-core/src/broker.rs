@@ -10,7 +10,6 @@ use std::sync::Arc;
 use serde_yaml::{Mapping, Value};
 
 use crate::error::{Error, Result};
-use crate::filter::Filter;
 use crate::guard::HostGuard;
 use crate::host::{FromHost, Host};
 use crate::inventory::{InventoryStore, SyncReport, YamlFileStore};
@@ -18,6 +17,7 @@ use crate::lifecycle::{BrokerInner, HostOutcome, RecoverScope};
 use crate::provider::ProviderRegistry;
 use crate::record::HostRecord;
 use crate::request::{Cancellation, CheckoutRequest};
+use crate::selection::filter_records;
 use crate::settings::Settings;
 
 /// The entry point of the library.
@@ -240,19 +240,7 @@ impl Broker {
     /// # Errors
     /// Inventory errors, a bad filter, or a record whose provider is not compiled in.
     pub fn from_inventory(&self, filter: Option<&str>) -> Result<Vec<Host>> {
-        let records = self.inner.store.list()?;
-        let selected = match filter {
-            Some(f) => {
-                let filter = Filter::parse(f, "inv")?;
-                filter
-                    .select(&records)
-                    .into_iter()
-                    .map(|i| records[i].clone())
-                    .collect()
-            }
-            None => records,
-        };
-        selected
+        filter_records(self.inner.store.list()?, filter)?
             .into_iter()
             .map(|record| self.attach(record))
             .collect()

@@ -56,6 +56,7 @@ pub mod record;
 pub mod redact;
 pub mod report;
 mod request;
+pub mod selection;
 pub mod session;
 pub mod settings;
 pub mod spelling;
@@ -74,7 +75,7 @@ pub use provider::{
     Arguments, CheckoutContext, HelpOption, Operation, Provider, ProviderKind, ProviderRegistry,
 };
 pub use record::{HostRecord, HostState, Owner, RecordId};
-pub use request::{Cancellation, CheckoutRequest, select_records};
+pub use request::{Cancellation, CheckoutRequest};
 pub use session::{ExecOutput, OutputSink, OutputStream, Session};
 pub use settings::{ProviderConfig, Settings};
 

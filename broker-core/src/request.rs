@@ -13,7 +13,6 @@ use serde_yaml::{Mapping, Value};
 
 use crate::args::layer;
 use crate::error::{Error, Result};
-use crate::filter::Filter;
 use crate::provider::{Operation, ProviderKind, ProviderRegistry};
 use crate::record::HostRecord;
 use crate::settings::Settings;
@@ -413,50 +412,4 @@ pub(crate) fn duplicate_request(
         .args(args)
         .count(count)
         .cancel_with(cancellation))
-}
-
-/// Picks inventory records the way `broker checkin` and `broker extend` do: the filter first, then
-/// each key as a position in the filtered list, a hostname, a name or a record identity; `all` takes
-/// every filtered record. Returns the records and the keys nothing matched.
-///
-/// # Errors
-/// A bad filter.
-pub fn select_records(
-    records: &[HostRecord],
-    keys: &[String],
-    all: bool,
-    filter: Option<&str>,
-) -> Result<(Vec<HostRecord>, Vec<String>)> {
-    let filtered: Vec<&HostRecord> = match filter {
-        Some(f) => Filter::parse(f, "inv")?.apply(records),
-        None => records.iter().collect(),
-    };
-    if all {
-        return Ok((filtered.into_iter().cloned().collect(), Vec::new()));
-    }
-    let mut chosen: Vec<usize> = Vec::new();
-    let mut missing = Vec::new();
-    for key in keys {
-        let hits: Vec<usize> = match key.parse::<usize>() {
-            Ok(i) if i < filtered.len() => vec![i],
-            _ => filtered
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.answers_to(key))
-                .map(|(i, _)| i)
-                .collect(),
-        };
-        if hits.is_empty() {
-            missing.push(key.clone());
-        }
-        for i in hits {
-            if !chosen.contains(&i) {
-                chosen.push(i);
-            }
-        }
-    }
-    Ok((
-        chosen.into_iter().map(|i| filtered[i].clone()).collect(),
-        missing,
-    ))
 }
