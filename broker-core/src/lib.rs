@@ -35,6 +35,8 @@ pub mod args;
 #[cfg(feature = "blocking")]
 pub mod blocking;
 mod broker;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod drop_worker;
 pub mod error;
 mod files;

@@ -245,6 +245,25 @@ impl Arguments {
 /// Builds a provider for one configured instance.
 pub type BuildProvider = fn(ProviderConfig) -> Result<Arc<dyn Provider>>;
 
+/// How a kind makes its provider: a provider's own constructor, or (for the conformance kit's
+/// fault wrapper) a closure around another kind's, which keeps its state for the life of the
+/// process (kinds are `Copy` and `'static`).
+#[derive(Clone, Copy)]
+enum Builder {
+    Function(BuildProvider),
+    #[cfg_attr(not(feature = "conformance"), allow(dead_code))]
+    Closure(&'static (dyn Fn(ProviderConfig) -> Result<Arc<dyn Provider>> + Send + Sync)),
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Builder::Function(build) => fmt::Debug::fmt(build, f),
+            Builder::Closure(_) => f.write_str("<closure>"),
+        }
+    }
+}
+
 /// The static description of a provider: its name, action keys, discovery flags and constructor.
 #[derive(Debug, Clone, Copy)]
 pub struct ProviderKind {
@@ -257,7 +276,7 @@ pub struct ProviderKind {
     checkout_arguments: Arguments,
     execute_arguments: Arguments,
     extend_arguments: Arguments,
-    build: BuildProvider,
+    build: Builder,
 }
 
 impl ProviderKind {
@@ -274,8 +293,19 @@ impl ProviderKind {
             checkout_arguments: Arguments::Any,
             execute_arguments: Arguments::Any,
             extend_arguments: Arguments::Only(&[]),
-            build,
+            build: Builder::Function(build),
         }
+    }
+
+    /// The same kind, built by `build` instead: the conformance kit wraps another kind's provider
+    /// this way.
+    #[cfg(feature = "conformance")]
+    pub(crate) fn built_by(
+        mut self,
+        build: &'static (dyn Fn(ProviderConfig) -> Result<Arc<dyn Provider>> + Send + Sync),
+    ) -> Self {
+        self.build = Builder::Closure(build);
+        self
     }
 
     /// The arguments the provider takes for `operation`.
@@ -423,7 +453,10 @@ impl ProviderKind {
     /// # Errors
     /// [`Error::Configuration`] when the configuration lacks what the provider needs.
     pub fn build(&self, config: ProviderConfig) -> Result<Arc<dyn Provider>> {
-        (self.build)(config)
+        match self.build {
+            Builder::Function(build) => build(config),
+            Builder::Closure(build) => build(config),
+        }
     }
 }
 

@@ -21,6 +21,8 @@ use broker_core::ProviderRegistry;
 
 #[cfg(feature = "ansible-tower")]
 pub mod ansible_tower;
+#[cfg(test)]
+mod conformance;
 #[cfg(feature = "container")]
 pub mod container;
 #[cfg(any(feature = "container", feature = "ssh"))]
