@@ -34,10 +34,6 @@
 //! name may meanwhile belong to someone else. Only a record with neither (written by the Python broker)
 //! is looked up by name. A container that is already gone is checked in. A create still under way
 //! (its caller was interrupted, but the engine completes it) is waited for before looking.
-//!
-//! Fault injection for reliability tests, through the argument `_broker_fault`: `hang_after_create`
-//! makes a checkout wait forever once its container runs; `fail_after_create:3` (a comma list of
-//! 1-based positions) makes those hosts of a request fail after their container runs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -728,33 +724,6 @@ impl ContainerProvider {
         Ok((created, image))
     }
 
-    /// The fault the `_broker_fault` argument asks for after the container was made, if any.
-    async fn injected_fault(&self, ctx: &CheckoutContext<'_>, name: &str) -> Result<()> {
-        match ctx
-            .arg("_broker_fault")
-            .map(|f| f.split_once(':').unwrap_or((f, "")))
-        {
-            Some(("hang_after_create", _)) => {
-                tracing::warn!(
-                    "Container: hanging after creating {name} as asked (fault injection)"
-                );
-                std::future::pending::<()>().await;
-                Ok(())
-            }
-            Some(("fail_after_create", which))
-                if which
-                    .split(',')
-                    .any(|n| n.trim().parse::<usize>().ok() == Some(ctx.index() + 1)) =>
-            {
-                Err(self.error(format!(
-                    "injected failure of checkout #{} after creating {name} (_broker_fault)",
-                    ctx.index() + 1
-                )))
-            }
-            _ => Ok(()),
-        }
-    }
-
     /// The host ports the running container's ports are published on, by bare container port
     /// (`"22": "32768"`).
     async fn published_ports(&self, docker: &Docker, name: &str) -> Result<Mapping> {
@@ -940,7 +909,6 @@ impl Provider for ContainerProvider {
         let (created, image) = self
             .create_and_start(docker, ctx, wanted, &name, body)
             .await?;
-        self.injected_fault(ctx, &name).await?;
         // Published ports are only known once the container runs; without any, nothing to ask.
         let exposed = if publishes {
             self.published_ports(docker, &name).await?
@@ -1757,6 +1725,7 @@ mod tests {
 
     // ---- against the real engine (Podman via scripts/setup-podman) ----
 
+    use broker_core::conformance::{Call, Effect, Fault, FaultInjector, When};
     use broker_core::{Broker, CheckoutRequest, ProviderRegistry, Settings};
 
     /// A broker on the engine that discovery finds, or `None` when none answers and
@@ -1908,16 +1877,26 @@ mod tests {
         let Some(broker) = engine_broker(dir.path(), &prefix).await else {
             return;
         };
-        let err = broker
+        // The third host fails once its container runs (the conformance kit's fault wrapper).
+        let injector =
+            FaultInjector::new(Fault::new(Call::Create, When::After, Effect::Fail).host(2));
+        let settings = Settings::from_yaml(
+            dir.path(),
+            &format!("Container:\n  name_prefix: {prefix}\n"),
+        )
+        .unwrap();
+        let faulty =
+            Broker::new(settings, ProviderRegistry::new().with(injector.wrap(KIND))).unwrap();
+        let err = faulty
             .checkout(
                 CheckoutRequest::new()
                     .arg("container_host", "broker-busybox")
                     .arg("command", "sleep 3600")
-                    .arg("_broker_fault", "fail_after_create:3")
                     .count(5),
             )
             .await
             .unwrap_err();
+        assert!(injector.has_struck());
         assert!(
             matches!(&err, Error::CheckoutFailed { failures, rolled_back, .. }
             if failures.len() == 1 && failures[0].0 == 2 && rolled_back.len() == 4),

@@ -155,24 +155,53 @@ fn sync_leaves_a_recorded_container_as_its_checkout_recorded_it() {
     assert!(containers(&prefix).is_empty());
 }
 
+/// Where [`hang_after_create_child`] checks a container out: set only in that child's environment.
+const HANG_CHILD: &str = "BROKER_TEST_HANG_AFTER_CREATE";
+
+/// In a child process of this test binary: checks a container out with the conformance kit's fault
+/// wrapper hanging the checkout once the container runs, until the parent kills the process.
+#[cfg(feature = "container")]
+#[test]
+#[ignore = "run by kill_nine_between_create_and_record_then_recover in a child process"]
+fn hang_after_create_child() {
+    use broker_core::conformance::{Call, Effect, Fault, FaultInjector, When};
+    if std::env::var_os(HANG_CHILD).is_none() {
+        return;
+    }
+    let injector = FaultInjector::new(Fault::new(Call::Create, When::After, Effect::Hang));
+    let registry =
+        broker_core::ProviderRegistry::new().with(injector.wrap(broker_providers::container::KIND));
+    let broker =
+        broker_core::Broker::new(broker_core::Settings::load().unwrap(), registry).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let checkout = runtime.block_on(
+        broker.checkout(
+            broker_core::CheckoutRequest::new()
+                .arg("container_host", "broker-busybox")
+                .arg("command", "sleep 3600"),
+        ),
+    );
+    panic!("the checkout returned though its provider hangs: {checkout:?}");
+}
+
 #[test]
 fn kill_nine_between_create_and_record_then_recover() {
     let Some((dir, prefix)) = engine_dir("kill") else {
         return;
     };
-    let mut child = ChildGuard::spawn(
-        dir.command(&[
-            "checkout",
-            "--container-host",
-            "broker-busybox",
-            "--command",
-            "sleep 3600",
-            "--_broker_fault",
-            "hang_after_create",
-        ])
+    // A process holding a checkout between "container created" and "recorded ready": this test
+    // binary again, running `hang_after_create_child` in this broker directory, as `broker` runs.
+    let broker = dir.command(&[]);
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
+        .args(["container::hang_after_create_child", "--exact", "--ignored"])
+        .env_clear()
+        .envs(broker.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env(HANG_CHILD, "1")
+        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null()),
-    );
+        .stderr(std::process::Stdio::null());
+    let mut child = ChildGuard::spawn(&mut child);
     assert!(wait_for(DEADLINE, || containers(&prefix).len() == 1));
     child.kill().unwrap();
     child.wait(DEADLINE);
