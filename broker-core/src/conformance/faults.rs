@@ -475,6 +475,12 @@ impl InventoryStore for FaultyStore {
         self.inner.sync_provider(listing)
     }
 
+    fn replace_unchanged(&self, changes: &[(HostRecord, HostRecord)]) -> Result<Vec<RecordId>> {
+        let new: Vec<HostRecord> = changes.iter().map(|(_, new)| new.clone()).collect();
+        self.injector
+            .write(&new, || self.inner.replace_unchanged(changes))
+    }
+
     fn location(&self) -> String {
         self.inner.location()
     }
