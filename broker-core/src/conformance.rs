@@ -32,11 +32,13 @@ use serde_yaml::{Mapping, Value};
 
 pub use faults::{Call, Effect, Fault, FaultInjector, When};
 
-use crate::broker::{Broker, Cancellation, CheckoutRequest, RecoverScope};
+use crate::broker::Broker;
 use crate::error::Error;
-use crate::host::{HostRecord, HostState};
 use crate::inventory::{InventoryStore, YamlFileStore};
+use crate::lifecycle::RecoverScope;
 use crate::provider::{Provider, ProviderKind, ProviderRegistry};
+use crate::record::{HostRecord, HostState};
+use crate::request::{Cancellation, CheckoutRequest};
 use crate::settings::Settings;
 
 /// How long the kit waits for anything it waits for: generous, so a loaded machine does not fail a

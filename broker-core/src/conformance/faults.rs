@@ -12,9 +12,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use serde_yaml::{Mapping, Value};
 
 use crate::error::{Error, Result};
-use crate::host::{HostRecord, RecordId};
 use crate::inventory::{InventoryStore, ProviderListing, SyncReport};
 use crate::provider::{CheckoutContext, Provider, ProviderKind};
+use crate::record::{HostRecord, RecordId};
 use crate::session::Session;
 use crate::settings::ProviderConfig;
 use crate::sync::lock;

@@ -7,8 +7,8 @@ use serde_yaml::Mapping;
 
 use super::Conformance;
 use crate::error::Result;
-use crate::host::{HostRecord, HostState, fields};
 use crate::provider::{CheckoutContext, Provider, ProviderKind};
+use crate::record::{HostRecord, HostState, fields};
 use crate::settings::ProviderConfig;
 use crate::sync::lock;
 
