@@ -607,4 +607,104 @@ mod tests {
             "expires {expires}, checked out between {before} and {after}"
         );
     }
+
+    /// Runs `test` on a thread of its own with a current-thread runtime, as `#[tokio::test]` does, and
+    /// returns what it panicked with.
+    fn panic_of(test: impl Future<Output = ()> + Send + 'static) -> String {
+        let outcome = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(test);
+        })
+        .join();
+        let panic = outcome.expect_err("the thread should have panicked");
+        panic.downcast_ref::<&str>().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_guard_dropped_outside_any_runtime_checks_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path(), "");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let host = runtime
+            .block_on(broker.checkout_one(request("outside", 1)))
+            .unwrap();
+        assert!(tokio::runtime::Handle::try_current().is_err());
+        drop(host);
+        assert_eq!(checked_in("outside"), ["outside-0"]);
+        assert_eq!(records(&broker), []);
+    }
+
+    #[test]
+    fn a_guard_dropped_after_its_runtime_is_gone_checks_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path(), "");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let host = runtime
+            .block_on(broker.checkout_one(request("orphaned", 1)))
+            .unwrap();
+        drop(runtime);
+        drop(host);
+        assert_eq!(checked_in("orphaned"), ["orphaned-0"]);
+        assert_eq!(records(&broker), []);
+    }
+
+    #[test]
+    fn a_panicking_test_checks_its_host_in_unless_keep_on_failure_is_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path(), "");
+        let held = broker.clone();
+        let panic = panic_of(async move {
+            let _host = held.checkout_one(request("not-kept", 1)).await.unwrap();
+            panic!("the test failed");
+        });
+        assert_eq!(panic, "the test failed");
+        assert_eq!(checked_in("not-kept"), ["not-kept-0"]);
+        assert_eq!(records(&broker), []);
+    }
+
+    #[tokio::test]
+    async fn keep_on_failure_keeps_nothing_of_a_test_that_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path(), "keep_on_failure: 30m\n");
+        let host = broker.checkout_one(request("passed", 1)).await.unwrap();
+        drop(host);
+        assert_eq!(checked_in("passed"), ["passed-0"]);
+        assert_eq!(records(&broker), []);
+    }
+
+    #[test]
+    fn a_host_kept_after_a_panic_keeps_its_secrets_masked_in_a_shared_inventory() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let inventory = dir.path().join("inventory.yaml");
+        std::fs::write(&inventory, "[]\n").unwrap();
+        std::fs::set_permissions(&inventory, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let broker = broker(dir.path(), "keep_on_failure: 30m\n");
+        let held = broker.clone();
+        let panic = panic_of(async move {
+            let secret = request("kept-secret", 1).arg("host_password", "hunter2");
+            let _host = held.checkout_one(secret).await.unwrap();
+            panic!("the test failed");
+        });
+        assert_eq!(panic, "the test failed");
+        let left = records(&broker);
+        assert_eq!(left.len(), 1);
+        assert!(left[0].expire_time().is_some(), "{:?}", left[0].fields());
+        assert_eq!(
+            left[0].args().get("host_password"),
+            Some(&Value::from(crate::redact::MASK))
+        );
+        let text = std::fs::read_to_string(&inventory).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+    }
 }

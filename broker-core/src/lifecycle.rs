@@ -599,7 +599,7 @@ impl BrokerInner {
     ) -> Result<i64> {
         let expires = crate::time::now_epoch() + keep_for.as_secs() as i64;
         record.set(fields::EXPIRE_TIME, expires);
-        self.store.put(std::slice::from_ref(&record))?;
+        write_stored(&*self.store, vec![record])?;
         Ok(expires)
     }
 
@@ -613,7 +613,7 @@ impl BrokerInner {
             return Ok(());
         };
         record.set(fields::LAST_ERROR, message);
-        self.store.put(std::slice::from_ref(&record))
+        write_stored(&*self.store, vec![record])
     }
 
     // -----------------------------------------------------------------------------------------------
@@ -780,13 +780,7 @@ impl BrokerInner {
             return Ok(());
         }
         let store = Arc::clone(&self.store);
-        blocking(move || {
-            // A record read back must keep its identity: only broker's own records (identified by
-            // `_broker_id`, not by a fingerprint of their content) are stored masked.
-            let records = stored_form(&*store, records, HostRecord::has_broker_id);
-            store.put(&records)
-        })
-        .await
+        blocking(move || write_stored(&*store, records)).await
     }
 
     async fn put(&self, record: HostRecord) -> Result<()> {
@@ -827,6 +821,13 @@ fn by_result(outcomes: Vec<HostOutcome>) -> (Vec<String>, Vec<(String, Error)>) 
         }
     }
     (done, left)
+}
+
+/// Writes records in the form `store` may keep them. A record read back must keep its identity: only
+/// broker's own records (identified by `_broker_id`, not by a fingerprint of their content) are
+/// stored masked.
+fn write_stored(store: &dyn InventoryStore, records: Vec<HostRecord>) -> Result<()> {
+    store.put(&stored_form(store, records, HostRecord::has_broker_id))
 }
 
 /// The records as `store` may keep them: as they are in a store only their owner can read, else with
