@@ -204,3 +204,151 @@ impl<H: FromHost> HostGuard<H> {
             .block_on(self.host().write_file(path, contents))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use serde_yaml::Mapping;
+
+    use super::*;
+    use crate::provider::{CheckoutContext, Provider, ProviderKind};
+    use crate::session::Session;
+
+    /// The hosts the echo provider checked in, in order.
+    static CHECKED_IN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// Names its hosts `TAG-INDEX` (its `echo` argument is the tag) and notes each check-in; its
+    /// sessions answer a command with the command and the host's name.
+    #[derive(Debug)]
+    struct Echo;
+
+    #[async_trait::async_trait]
+    impl Provider for Echo {
+        fn name(&self) -> &str {
+            "Echo"
+        }
+        fn instance(&self) -> Option<&str> {
+            None
+        }
+        async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+            let tag = ctx.arg("echo").unwrap_or_default();
+            let mut fields = Mapping::new();
+            fields.insert("hostname".into(), format!("{tag}-{}", ctx.index()).into());
+            Ok(fields)
+        }
+        async fn checkin(&self, host: &HostRecord) -> Result<()> {
+            let name = host.hostname().unwrap_or_default().to_owned();
+            crate::sync::lock(&CHECKED_IN).push(name);
+            Ok(())
+        }
+        async fn connect(&self, host: &HostRecord) -> Result<Box<dyn Session>> {
+            Ok(Box::new(EchoSession(host.display_name())))
+        }
+    }
+
+    #[derive(Debug)]
+    struct EchoSession(String);
+
+    #[async_trait::async_trait]
+    impl Session for EchoSession {
+        async fn execute(&self, command: &str, _timeout: Option<Duration>) -> Result<ExecOutput> {
+            Ok(ExecOutput {
+                stdout: format!("{command} on {}", self.0),
+                stderr: String::new(),
+                status: 0,
+            })
+        }
+        async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+            Ok(format!("{path} of {}", self.0).into_bytes())
+        }
+        async fn write_file(&self, _path: &str, _contents: &[u8]) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn broker(dir: &std::path::Path) -> Result<Broker> {
+        let settings = Settings::from_yaml(dir, "")?;
+        let kind =
+            ProviderKind::new("Echo", "test", |_| Ok(Arc::new(Echo))).checkout_actions(&["echo"]);
+        Broker::new(settings, ProviderRegistry::new().with(kind))
+    }
+
+    fn request(tag: &str, count: usize) -> CheckoutRequest {
+        CheckoutRequest::new().arg("echo", tag).count(count)
+    }
+
+    /// The hosts of `tag` checked in so far, sorted.
+    fn checked_in(tag: &str) -> Vec<String> {
+        let prefix = format!("{tag}-");
+        let mut names: Vec<String> = crate::sync::lock(&CHECKED_IN)
+            .iter()
+            .filter(|n| n.starts_with(&prefix))
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn hostnames(broker: &Broker) -> Vec<String> {
+        let records = broker.as_async().inventory().list().unwrap();
+        records
+            .iter()
+            .map(|r| r.hostname().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_blocking_facade_runs_commands_and_checks_in_on_drop() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path())?;
+        let host = broker.checkout_one(request("dropped", 1))?;
+        assert_eq!(host.execute("hostname")?.stdout, "hostname on dropped-0");
+        assert_eq!(host.read_file("/etc/motd")?, b"/etc/motd of dropped-0");
+        assert_eq!(hostnames(&broker), ["dropped-0"]);
+        drop(host);
+        assert_eq!(checked_in("dropped"), ["dropped-0"]);
+        assert_eq!(hostnames(&broker), Vec::<String>::new());
+        Ok(())
+    }
+
+    #[test]
+    fn the_blocking_facade_checks_in_when_asked_and_keeps_when_asked() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path())?;
+        let mut hosts = broker.checkout(request("asked", 2))?;
+        let kept = hosts.remove(1).keep();
+        assert_eq!(kept.hostname(), Some("asked-1"));
+        hosts.remove(0).checkin()?;
+        assert_eq!(checked_in("asked"), ["asked-0"]);
+        assert_eq!(hostnames(&broker), ["asked-1"]);
+        Ok(())
+    }
+
+    #[test]
+    fn the_blocking_with_hosts_checks_in_after_the_body() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path())?;
+        let answers = broker.with_hosts(request("scoped", 2), |hosts| {
+            hosts
+                .iter()
+                .map(|h| h.execute("true").map(|o| o.stdout))
+                .collect::<Result<Vec<_>>>()
+        })??;
+        assert_eq!(answers, ["true on scoped-0", "true on scoped-1"]);
+        assert_eq!(checked_in("scoped"), ["scoped-0", "scoped-1"]);
+        assert_eq!(hostnames(&broker), Vec::<String>::new());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_blocking_facade_refuses_to_start_inside_a_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = broker(dir.path()).unwrap_err();
+        assert!(matches!(err, Error::Usage { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "the blocking broker was created inside an async runtime; use `broker_core::Broker` there"
+        );
+    }
+}

@@ -413,3 +413,230 @@ pub(crate) fn duplicate_request(
         .count(count)
         .cancel_with(cancellation))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Resolution builds no provider: a kind whose constructor fails shows it never is.
+    fn unbuilt(_config: crate::ProviderConfig) -> Result<Arc<dyn crate::Provider>> {
+        Err(Error::user("resolving a request built a provider"))
+    }
+
+    fn registry() -> ProviderRegistry {
+        ProviderRegistry::new()
+            .with(
+                ProviderKind::new("Cloud", "test", unbuilt)
+                    .checkout_actions(&["workflow"])
+                    .execute_actions(&["job_template"]),
+            )
+            .with(ProviderKind::new("Local", "test", unbuilt).checkout_actions(&["container_host"]))
+    }
+
+    fn settings(yaml: &str) -> Settings {
+        Settings::from_yaml("/nonexistent", yaml).unwrap()
+    }
+
+    fn origin() -> Origin {
+        Origin {
+            origin: "a_test (alice)".into(),
+            build_url: None,
+        }
+    }
+
+    fn resolve(request: &CheckoutRequest, yaml: &str) -> Result<ResolvedCheckout> {
+        resolve_checkout(request, &settings(yaml), &registry(), origin())
+    }
+
+    fn text(args: &Mapping, key: &str) -> Option<String> {
+        args.get(key).and_then(crate::value::scalar_text)
+    }
+
+    #[test]
+    fn arguments_layer_nick_then_args_file_then_command_line() {
+        let nicks = "nicks:\n  rhel9: {workflow: deploy, a: nick, b: nick, c: nick}\n";
+        let mut file = Mapping::new();
+        file.insert("b".into(), "file".into());
+        file.insert("c".into(), "file".into());
+        let request = CheckoutRequest::new()
+            .nick("rhel9")
+            .args_file(file)
+            .arg("c", "command line");
+        let resolved = resolve(&request, nicks).unwrap();
+        assert_eq!(resolved.kind.name(), "Cloud");
+        assert_eq!(text(&resolved.args, "a").as_deref(), Some("nick"));
+        assert_eq!(text(&resolved.args, "b").as_deref(), Some("file"));
+        assert_eq!(text(&resolved.args, "c").as_deref(), Some("command line"));
+        let err = resolve(&CheckoutRequest::new().nick("rhel8"), nicks).unwrap_err();
+        assert!(err.to_string().contains("rhel8"), "{err}");
+    }
+
+    #[test]
+    fn provider_labels_merge_with_the_requests_winning() {
+        let nicks = "nicks:\n  web: {container_host: img, provider_labels: 'team=qe,tier=1'}\n";
+        let mut labels = Mapping::new();
+        labels.insert("tier".into(), "2".into());
+        let request = CheckoutRequest::new().nick("web").provider_labels(labels);
+        let resolved = resolve(&request, nicks).unwrap();
+        let merged = resolved.args["provider_labels"].as_mapping().unwrap();
+        assert_eq!(text(merged, "team").as_deref(), Some("qe"));
+        assert_eq!(text(merged, "tier").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn the_count_comes_from_the_request_else_the_arguments_and_zero_is_refused() {
+        let args = CheckoutRequest::new().arg("workflow", "w");
+        assert_eq!(resolve(&args, "").unwrap().count, 1);
+        let from_args = args.clone().arg("_count", "3");
+        let resolved = resolve(&from_args, "").unwrap();
+        assert_eq!(resolved.count, 3);
+        assert_eq!(resolved.args.get("_count"), None);
+        assert_eq!(resolve(&from_args.count(2), "").unwrap().count, 2);
+        let zero = resolve(&args.clone().count(0), "").unwrap_err();
+        assert!(matches!(zero, Error::Usage { .. }), "{zero:?}");
+        let words = resolve(&args.arg("count", "many"), "").unwrap_err();
+        assert_eq!(
+            words.to_string(),
+            "the count of hosts must be a whole number (1 or more), not `many`"
+        );
+    }
+
+    #[test]
+    fn an_argument_named_like_a_provider_selects_its_instance_and_is_no_argument() {
+        let request = CheckoutRequest::new()
+            .arg("workflow", "w")
+            .arg("Cloud", "prod")
+            .arg("Local", "podman");
+        let resolved = resolve(&request, "").unwrap();
+        assert_eq!(resolved.instance.as_deref(), Some("prod"));
+        assert_eq!(resolved.args.get("Cloud"), None);
+        assert_eq!(resolved.args.get("Local"), None);
+        let numbered = CheckoutRequest::new().arg("workflow", "w").arg("Cloud", 2);
+        assert_eq!(
+            resolve(&numbered, "").unwrap().instance.as_deref(),
+            Some("2")
+        );
+        let unset = CheckoutRequest::new()
+            .arg("workflow", "w")
+            .arg("Cloud", Value::Null);
+        assert_eq!(resolve(&unset, "").unwrap().instance, None);
+    }
+
+    #[test]
+    fn arguments_no_provider_acts_on_are_refused_naming_what_would_do() {
+        let err = resolve(&CheckoutRequest::new().arg("flavor", "big"), "").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "could not determine a provider from the arguments (flavor); give one of: \
+             container_host, job_template, workflow"
+        );
+        let none = resolve(&CheckoutRequest::new(), "").unwrap_err();
+        assert!(none.to_string().contains("(none given)"), "{none}");
+    }
+
+    #[test]
+    fn the_origin_is_added_unless_given_and_the_build_url_when_there_is_one() {
+        let request = CheckoutRequest::new().arg("workflow", "w");
+        let jenkins = Origin {
+            origin: "job (ci)".into(),
+            build_url: Some("https://ci/job/1".into()),
+        };
+        let resolved = resolve_checkout(&request, &settings(""), &registry(), jenkins).unwrap();
+        assert_eq!(
+            text(&resolved.args, "_broker_origin").as_deref(),
+            Some("job (ci)")
+        );
+        assert_eq!(
+            text(&resolved.args, "_jenkins_url").as_deref(),
+            Some("https://ci/job/1")
+        );
+        let given = request
+            .arg("_broker_origin", "mine")
+            .arg("_jenkins_url", "https://ci/job/0");
+        let resolved = resolve(&given, "").unwrap();
+        assert_eq!(
+            text(&resolved.args, "_broker_origin").as_deref(),
+            Some("mine")
+        );
+        assert_eq!(
+            text(&resolved.args, "_jenkins_url").as_deref(),
+            Some("https://ci/job/0")
+        );
+        let plain = resolve(&CheckoutRequest::new().arg("workflow", "w"), "").unwrap();
+        assert_eq!(text(&plain.args, "_jenkins_url"), None);
+    }
+
+    #[test]
+    fn the_default_origin_is_the_tests_thread_else_the_program() {
+        assert_eq!(
+            default_origin(Some("checks::a_test"), "alice"),
+            "checks::a_test (alice)"
+        );
+        let program = default_origin(None, "alice");
+        assert!(
+            program.ends_with(":alice") && !program.contains(' '),
+            "{program}"
+        );
+        assert_eq!(default_origin(Some("main"), "alice"), program);
+        assert_eq!(
+            default_origin(Some("tokio-runtime-worker"), "alice"),
+            program
+        );
+    }
+
+    #[test]
+    fn execute_requests_resolve_to_the_provider_of_their_action() {
+        let request = CheckoutRequest::new()
+            .arg("job_template", "t")
+            .arg("Cloud", "prod");
+        let (kind, instance, args) = resolve_execute(&request, &settings(""), &registry()).unwrap();
+        assert_eq!(kind.name(), "Cloud");
+        assert_eq!(instance.as_deref(), Some("prod"));
+        assert_eq!(text(&args, "job_template").as_deref(), Some("t"));
+        assert_eq!(args.get("_broker_origin"), None);
+    }
+
+    #[test]
+    fn sync_specs_name_provider_argument_and_instance() {
+        assert_eq!(parse_sync_spec("Cloud"), ("Cloud", None, None));
+        assert_eq!(parse_sync_spec("Cloud:x"), ("Cloud", Some("x"), None));
+        assert_eq!(
+            parse_sync_spec("Cloud::prod"),
+            ("Cloud", None, Some("prod"))
+        );
+        assert_eq!(
+            parse_sync_spec("Cloud:x::prod"),
+            ("Cloud", Some("x"), Some("prod"))
+        );
+    }
+
+    #[test]
+    fn a_duplicate_asks_for_the_recorded_arguments_and_instance_without_the_origin() {
+        let mut args = Mapping::new();
+        args.insert("workflow".into(), "w".into());
+        args.insert("_broker_origin".into(), "someone".into());
+        args.insert("_jenkins_url".into(), "https://ci/job/1".into());
+        let record = HostRecord::pending("Cloud", Some("prod"), args);
+        let request = duplicate_request(&record, 2, &Cancellation::new(), "inv").unwrap();
+        assert_eq!(request.host_count(), 2);
+        let resolved = resolve(&request, "").unwrap();
+        assert_eq!(resolved.instance.as_deref(), Some("prod"));
+        assert_eq!(
+            text(&resolved.args, "_broker_origin").as_deref(),
+            Some("a_test (alice)")
+        );
+        assert_eq!(text(&resolved.args, "_jenkins_url"), None);
+
+        let mut secret = Mapping::new();
+        secret.insert("workflow".into(), "w".into());
+        secret.insert("host_password".into(), crate::redact::MASK.into());
+        let masked = HostRecord::pending("Cloud", None, secret);
+        let err =
+            duplicate_request(&masked, 1, &Cancellation::new(), "/shared/inv.yaml").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("(`host_password`: `/shared/inv.yaml` can be read"),
+            "{err}"
+        );
+    }
+}
