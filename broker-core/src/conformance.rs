@@ -129,40 +129,35 @@ impl Conformance {
     /// [`Nonconformance`] listing every check that failed.
     pub async fn run(&self) -> Result<(), Nonconformance> {
         let mut failures = Vec::new();
-        for (check, result) in [
-            ("lifecycle", self.lifecycle().await),
-            ("idempotent checkin", self.idempotent_checkin().await),
-            ("vanished host", self.vanished_host().await),
-            ("sync", self.sync_finds_its_hosts().await),
-            ("all or nothing", self.all_or_nothing().await),
+        for result in [
+            self.lifecycle().await,
+            self.idempotent_checkin().await,
+            self.vanished_host().await,
+            self.sync_finds_its_hosts().await,
+            self.all_or_nothing().await,
+            self.faults().await,
         ] {
             if let Err(e) = result {
-                failures.extend(e.failures.into_iter().map(|(c, m)| (c.or(Some(check)), m)));
+                failures.extend(e.failures);
             }
-        }
-        if let Err(e) = self.faults().await {
-            failures.extend(e.failures);
         }
         self.verdict(failures)
     }
 
-    fn verdict(&self, failures: Vec<(Option<&'static str>, String)>) -> Result<(), Nonconformance> {
+    fn verdict(&self, failures: Vec<(&'static str, String)>) -> Result<(), Nonconformance> {
         if failures.is_empty() {
             return Ok(());
         }
         Err(Nonconformance {
             provider: self.kind.name().to_owned(),
-            failures: failures
-                .into_iter()
-                .map(|(c, m)| (c.or(Some("")), m))
-                .collect(),
+            failures,
         })
     }
 
     fn fail(&self, check: &'static str, message: impl Into<String>) -> Nonconformance {
         Nonconformance {
             provider: self.kind.name().to_owned(),
-            failures: vec![(Some(check), message.into())],
+            failures: vec![(check, message.into())],
         }
     }
 
@@ -289,7 +284,7 @@ impl Conformance {
             match done {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => failures.extend(e.failures),
-                Err(e) => failures.push((Some("faults"), format!("a fault scenario failed: {e}"))),
+                Err(e) => failures.push(("faults", format!("a fault scenario failed: {e}"))),
             }
         }
         failures.sort_by(|a, b| a.1.cmp(&b.1));
@@ -314,15 +309,13 @@ pub struct Nonconformance {
     /// The provider's name.
     pub provider: String,
     /// Each failed check and why.
-    failures: Vec<(Option<&'static str>, String)>,
+    failures: Vec<(&'static str, String)>,
 }
 
 impl Nonconformance {
     /// Each failed check's name and why it failed.
     pub fn failures(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.failures
-            .iter()
-            .map(|(c, m)| (c.unwrap_or_default(), m.as_str()))
+        self.failures.iter().map(|(c, m)| (*c, m.as_str()))
     }
 }
 

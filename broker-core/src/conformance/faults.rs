@@ -263,11 +263,21 @@ impl FaultInjector {
     }
 
     /// Whether `listed` (a host as its provider lists it) is one the wrapped providers made or were
-    /// asked for: by record identity, name or host name.
+    /// asked for: by its record identity (as `_broker_id`, or within a field, as in TestProvider's
+    /// `broker-test-<id>` names), else by a name or host name a create returned.
     pub fn made(&self, listed: &HostRecord) -> bool {
-        if listed.has_broker_id() && lock(&self.indices).contains_key(listed.id().as_str()) {
+        let asked = lock(&self.indices);
+        if listed.has_broker_id() && asked.contains_key(listed.id().as_str()) {
             return true;
         }
+        let names_an_id = |v: &Value| match v {
+            Value::String(text) => asked.keys().any(|id| text.contains(id.as_str())),
+            _ => false,
+        };
+        if listed.fields().values().any(names_an_id) {
+            return true;
+        }
+        drop(asked);
         let names = lock(&self.names);
         [listed.name(), listed.hostname()]
             .into_iter()

@@ -139,3 +139,164 @@ async fn a_leaky_provider_fails_with_what_it_leaked_and_after_which_fault() {
         .collect();
     assert_eq!(left, Vec::<String>::new());
 }
+
+// ---- the fault wrapper on its own ----
+
+use super::{Call, Effect, Fault, FaultInjector, When};
+use crate::inventory::{InventoryStore, YamlFileStore};
+use crate::{Broker, Cancellation, CheckoutRequest, Error, ProviderRegistry, Settings};
+
+/// A broker on a new directory whose Memory provider and inventory `injector` wraps.
+fn wrapped_broker(injector: &Arc<FaultInjector>) -> (tempfile::TempDir, Broker) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::from_yaml(dir.path(), "cancel_timeout: 1s\n").unwrap();
+    let store: Arc<dyn InventoryStore> = Arc::new(YamlFileStore::new(
+        settings.inventory_path(),
+        std::time::Duration::from_secs(60),
+    ));
+    let kind = ProviderKind::new("Memory", "test", build_memory).checkout_actions(&["memory"]);
+    let registry = ProviderRegistry::new().with(injector.wrap(kind));
+    let broker = Broker::with_store(settings, registry, injector.wrap_store(store)).unwrap();
+    (dir, broker)
+}
+
+/// Whether the Memory provider holds a host made for `record`.
+fn holds(record: &HostRecord) -> bool {
+    lock(&HOSTS).values().any(|id| id == record.id().as_str())
+}
+
+/// The one record of a broker's inventory.
+fn only_record(broker: &Broker) -> HostRecord {
+    let mut records = broker.inventory().list().unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    records.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_fault_strikes_its_host_before_or_after_the_real_call() {
+    let request = || CheckoutRequest::new().arg("memory", "small");
+    // A panic leaves the intent record (nobody cleans up after it), which tells whether the
+    // provider made the host.
+    for (when, made) in [(When::Before, false), (When::After, true)] {
+        let injector = FaultInjector::new(Fault::new(Call::Create, when, Effect::Panic));
+        let (_dir, broker) = wrapped_broker(&injector);
+        let err = broker.checkout(request()).await.unwrap_err();
+        assert!(matches!(err, Error::Internal { .. }), "{err}");
+        let record = only_record(&broker);
+        assert_eq!((record.state(), holds(&record)), (HostState::Pending, made));
+        Memory {
+            name: "Memory",
+            leaky: false,
+        }
+        .checkin(&record)
+        .await
+        .unwrap();
+    }
+    // A failure names the fault and strikes only the host it names.
+    let fault = Fault::new(Call::Create, When::After, Effect::Fail).host(1);
+    let injector = FaultInjector::new(fault);
+    let (_dir, broker) = wrapped_broker(&injector);
+    match broker.checkout(request().count(3)).await {
+        Err(Error::CheckoutFailed {
+            failures,
+            rolled_back,
+            ..
+        }) => {
+            assert_eq!(failures.len(), 1);
+            assert_eq!(failures[0].0, 1);
+            assert!(
+                crate::error::chain(&failures[0].1).ends_with(
+                    "conformance kit: injected failure: fail after creating host index 1"
+                )
+            );
+            assert_eq!(rolled_back.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A hang holds the call until the checkout is stopped.
+    let injector = FaultInjector::new(Fault::new(Call::Create, When::Before, Effect::Hang));
+    let (_dir, broker) = wrapped_broker(&injector);
+    let cancel = Cancellation::new();
+    let checkout = tokio::spawn({
+        let broker = broker.clone();
+        let request = request().cancel_with(&cancel);
+        async move { broker.checkout(request).await.map(|_| ()) }
+    });
+    injector.hung().await;
+    assert!(!holds(&only_record(&broker)));
+    cancel.cancel();
+    let stopped = checkout.await.unwrap().unwrap_err();
+    assert!(matches!(stopped, Error::Interrupted { .. }), "{stopped}");
+    assert_eq!(broker.inventory().list().unwrap(), Vec::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_fault_strikes_before_or_after_the_host_is_given_back() {
+    for (when, still_held) in [(When::Before, true), (When::After, false)] {
+        let injector = FaultInjector::new(Fault::new(Call::Release, when, Effect::Fail));
+        let (_dir, broker) = wrapped_broker(&injector);
+        let guard = broker
+            .checkout_one(CheckoutRequest::new().arg("memory", "small"))
+            .await
+            .unwrap();
+        let record = guard.record().clone();
+        let err = guard.checkin().await.unwrap_err();
+        let when_text = if still_held { "before" } else { "after" };
+        assert!(
+            err.to_string().contains(&format!(
+                "conformance kit: injected failure: fail {when_text} releasing host index 0"
+            )),
+            "{err}"
+        );
+        assert_eq!(holds(&record), still_held);
+        // The record stays, marked releasing, for a later check-in; the fault struck once.
+        assert_eq!(only_record(&broker).state(), HostState::Releasing);
+        let outcomes = broker.checkin(vec![record.clone()], false).await;
+        assert!(outcomes[0].result.is_ok(), "{:?}", outcomes[0].result);
+        assert!(!holds(&record));
+    }
+}
+
+#[test]
+fn an_inventory_write_fault_strikes_its_write_before_or_after_it_is_made() {
+    let record = HostRecord::pending("Memory", None, Mapping::new());
+    for (when, written) in [(When::Before, false), (When::After, true)] {
+        let injector = FaultInjector::new(Fault::new(Call::Record, when, Effect::Fail).write(1));
+        let dir = tempfile::tempdir().unwrap();
+        let store = injector.wrap_store(Arc::new(YamlFileStore::new(
+            dir.path().join("inventory.yaml"),
+            std::time::Duration::from_secs(60),
+        )));
+        store.remove(&[record.id()]).unwrap(); // write 0 passes
+        let err = store.put(std::slice::from_ref(&record)).unwrap_err();
+        assert!(
+            err.to_string().ends_with("inventory write index 1"),
+            "{err}"
+        );
+        assert_eq!(store.list().unwrap().len(), usize::from(written));
+        assert!(injector.has_struck());
+        store.put(std::slice::from_ref(&record)).unwrap(); // struck once
+    }
+    // A hanging write blocks its thread until released, then goes on.
+    let injector = FaultInjector::new(Fault::new(Call::Record, When::Before, Effect::Hang));
+    let dir = tempfile::tempdir().unwrap();
+    let store = injector.wrap_store(Arc::new(YamlFileStore::new(
+        dir.path().join("inventory.yaml"),
+        std::time::Duration::from_secs(60),
+    )));
+    let writer = std::thread::spawn({
+        let store = Arc::clone(&store);
+        let record = record.clone();
+        move || store.put(&[record])
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(injector.hung());
+    assert_eq!(store.list().unwrap(), Vec::new());
+    injector.release();
+    writer.join().unwrap().unwrap();
+    assert_eq!(store.list().unwrap().len(), 1);
+    runtime.block_on(injector.idle());
+}
