@@ -370,7 +370,8 @@ impl Run {
         let left = self.give_back_all().await;
         let message = match (outcome, left) {
             (Ok(()), Ok(())) => return Ok(()),
-            (Err(e), _) | (Ok(()), Err(e)) => e,
+            (Err(e), Ok(())) | (Ok(()), Err(e)) => e,
+            (Err(e), Err(left)) => format!("{e}; and then {left}"),
         };
         let message = match self.injector.fault() {
             Some(fault) => format!("after `{fault}`: {message}"),
