@@ -1099,116 +1099,22 @@ pub fn merge_sync(records: &mut Vec<HostRecord>, listing: ProviderListing) -> Re
         reported,
         force,
     } = listing;
-    let provider = provider.as_str();
-    let instance = instance.as_deref();
-    let belongs = |r: &HostRecord| {
-        r.provider() == Some(provider)
-            && match (instance, r.instance()) {
-                (Some(wanted), Some(have)) => wanted == have,
-                _ => true,
-            }
+    let scope = SyncScope {
+        provider: &provider,
+        instance: instance.as_deref(),
     };
+    let mut known = SyncBase::new(records, &before, &scope);
     let mut report = SyncReport::default();
-    // The provider's ready records (positions in `records`): what the listing replaces.
-    let old: Vec<usize> = records
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| belongs(r) && r.state() == HostState::Ready)
-        .map(|(i, _)| i)
-        .collect();
-    let mut old_keys = HostKeys::default();
-    for (k, &i) in old.iter().enumerate() {
-        old_keys.insert(&records[i], k);
-    }
-    // The records that stay as they are, and those this sync writes: a reported host matching one
-    // of them is not taken again.
-    let mut present = HostKeys::default();
-    for r in records
-        .iter()
-        .filter(|r| belongs(r) && r.state() != HostState::Ready)
-    {
-        present.insert(r, 0);
-    }
-    let now: HashSet<RecordId> = records
-        .iter()
-        .filter(|r| belongs(r))
-        .map(HostRecord::id)
-        .collect();
-    let mut ready_before: HashSet<RecordId> = HashSet::new();
-    let mut gone_meanwhile = HostKeys::default();
-    for r in before.iter().filter(|r| belongs(r)) {
-        let id = r.id();
-        if !now.contains(&id) {
-            gone_meanwhile.insert(r, 0);
-        } else if r.state() == HostState::Ready {
-            ready_before.insert(id);
-        }
-    }
-    let mut matched = vec![false; old.len()];
-    let mut synced = Vec::new();
-    for mut new in reported {
-        // A host already being checked out or in by someone keeps its record as it is.
-        if present.find(&new).is_some() {
-            continue;
-        }
-        let record = if let Some(k) = old_keys.find(&new) {
-            matched[k] = true;
-            let known = &records[old[k]];
-            let mut merged = known.clone();
-            let mut fresh = std::mem::take(new.fields_mut());
-            // The arguments the host was checked out with are broker's, not the provider's: a
-            // listing knows only some of them (`duplicate` needs them all), so it fills only the
-            // keys the record lacks.
-            if let (Some(Value::Mapping(given)), Some(Value::Mapping(listed))) =
-                (known.get(fields::ARGS), fresh.get(fields::ARGS))
-            {
-                let mut args = listed.clone();
-                args.extend(given.clone());
-                fresh.insert(fields::ARGS.into(), Value::Mapping(args));
-            }
-            // So is the lease: a label keeps the one given at checkout, the record any extension.
-            if known.expire_time().is_some() {
-                fresh.shift_remove(fields::EXPIRE_TIME);
-            }
-            merged.merge(fresh);
-            report.updated += 1;
-            merged
-        } else if gone_meanwhile.find(&new).is_some() {
-            // Checked in while the provider was listed: gone by now, not an orphan.
-            continue;
-        } else {
-            if new.provider().is_none() {
-                new.set(fields::PROVIDER, provider);
-            }
-            if let (Some(i), None) = (instance, new.instance()) {
-                new.set(fields::PROVIDER_INSTANCE, i);
-            }
-            report.added_hosts.push(new.display_name());
-            report.added += 1;
-            new
-        };
-        present.insert(&record, 0);
-        synced.push(record);
-    }
-    let mut dropped: HashSet<usize> = HashSet::new();
-    for (k, &i) in old.iter().enumerate() {
-        if matched[k] {
-            dropped.insert(i);
-        } else if ready_before.contains(&records[i].id()) {
-            dropped.insert(i);
-            report.removed_hosts.push(records[i].display_name());
-        }
-    }
+    let synced = known.merge_reported(records, reported, &scope, &mut report);
+    let dropped = known.dropped(records, &mut report);
     report.removed = report.removed_hosts.len();
-    let all = report.removed > 0 && report.removed == old.len();
-    let many = report.removed > SYNC_REMOVES_FREELY && report.removed * 2 > old.len();
+    let replaced = known.old.len();
+    let all = report.removed > 0 && report.removed == replaced;
+    let many = report.removed > SYNC_REMOVES_FREELY && report.removed * 2 > replaced;
     if !force && (all || many) {
         return Err(Error::SyncRefused {
-            provider: match instance {
-                Some(i) => format!("{provider}::{i}"),
-                None => provider.to_owned(),
-            },
-            records: old.len(),
+            provider: scope.name(),
+            records: replaced,
             removing: report.removed_hosts,
         });
     }
@@ -1220,6 +1126,167 @@ pub fn merge_sync(records: &mut Vec<HostRecord>, listing: ProviderListing) -> Re
     });
     records.extend(synced);
     Ok(report)
+}
+
+/// The provider instance whose records a sync replaces (all of the provider's without an instance).
+struct SyncScope<'a> {
+    provider: &'a str,
+    instance: Option<&'a str>,
+}
+
+impl SyncScope<'_> {
+    fn belongs(&self, r: &HostRecord) -> bool {
+        r.provider() == Some(self.provider)
+            && match (self.instance, r.instance()) {
+                (Some(wanted), Some(have)) => wanted == have,
+                _ => true,
+            }
+    }
+
+    /// `Provider` or `Provider::instance`.
+    fn name(&self) -> String {
+        match self.instance {
+            Some(i) => format!("{}::{i}", self.provider),
+            None => self.provider.to_owned(),
+        }
+    }
+}
+
+/// What the inventory knows of the provider's hosts when its listing is merged.
+struct SyncBase {
+    /// The provider's ready records (positions in `records`): what the listing replaces.
+    old: Vec<usize>,
+    /// The keys of `old`, to their places in it.
+    old_keys: HostKeys,
+    /// Which of `old` a reported host matched.
+    matched: Vec<bool>,
+    /// The records that stay as they are, and those this sync writes: a reported host matching one
+    /// of them is not taken again.
+    present: HostKeys,
+    /// The provider's records that were `ready` before the listing started: only those may go.
+    ready_before: HashSet<RecordId>,
+    /// The provider's records checked in while the listing ran.
+    gone_meanwhile: HostKeys,
+}
+
+impl SyncBase {
+    fn new(records: &[HostRecord], before: &[HostRecord], scope: &SyncScope<'_>) -> Self {
+        let old: Vec<usize> = records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| scope.belongs(r) && r.state() == HostState::Ready)
+            .map(|(i, _)| i)
+            .collect();
+        let mut old_keys = HostKeys::default();
+        for (k, &i) in old.iter().enumerate() {
+            old_keys.insert(&records[i], k);
+        }
+        let mut present = HostKeys::default();
+        for r in records
+            .iter()
+            .filter(|r| scope.belongs(r) && r.state() != HostState::Ready)
+        {
+            present.insert(r, 0);
+        }
+        let now: HashSet<RecordId> = records
+            .iter()
+            .filter(|r| scope.belongs(r))
+            .map(HostRecord::id)
+            .collect();
+        let mut ready_before: HashSet<RecordId> = HashSet::new();
+        let mut gone_meanwhile = HostKeys::default();
+        for r in before.iter().filter(|r| scope.belongs(r)) {
+            let id = r.id();
+            if !now.contains(&id) {
+                gone_meanwhile.insert(r, 0);
+            } else if r.state() == HostState::Ready {
+                ready_before.insert(id);
+            }
+        }
+        SyncBase {
+            matched: vec![false; old.len()],
+            old,
+            old_keys,
+            present,
+            ready_before,
+            gone_meanwhile,
+        }
+    }
+
+    /// The records the listing writes: each reported host merged into the record it matches, or
+    /// added when it matches none; counted in `report`.
+    fn merge_reported(
+        &mut self,
+        records: &[HostRecord],
+        reported: Vec<HostRecord>,
+        scope: &SyncScope<'_>,
+        report: &mut SyncReport,
+    ) -> Vec<HostRecord> {
+        let mut synced = Vec::new();
+        for mut new in reported {
+            // A host already being checked out or in by someone keeps its record as it is.
+            if self.present.find(&new).is_some() {
+                continue;
+            }
+            let record = if let Some(k) = self.old_keys.find(&new) {
+                self.matched[k] = true;
+                report.updated += 1;
+                updated(&records[self.old[k]], new)
+            } else if self.gone_meanwhile.find(&new).is_some() {
+                // Checked in while the provider was listed: gone by now, not an orphan.
+                continue;
+            } else {
+                if new.provider().is_none() {
+                    new.set(fields::PROVIDER, scope.provider);
+                }
+                if let (Some(i), None) = (scope.instance, new.instance()) {
+                    new.set(fields::PROVIDER_INSTANCE, i);
+                }
+                report.added_hosts.push(new.display_name());
+                report.added += 1;
+                new
+            };
+            self.present.insert(&record, 0);
+            synced.push(record);
+        }
+        synced
+    }
+
+    /// The positions of the records that go: those the listing replaced, and those `ready` before
+    /// it that it no longer reports (named in `report`).
+    fn dropped(&self, records: &[HostRecord], report: &mut SyncReport) -> HashSet<usize> {
+        let mut dropped: HashSet<usize> = HashSet::new();
+        for (k, &i) in self.old.iter().enumerate() {
+            if self.matched[k] {
+                dropped.insert(i);
+            } else if self.ready_before.contains(&records[i].id()) {
+                dropped.insert(i);
+                report.removed_hosts.push(records[i].display_name());
+            }
+        }
+        dropped
+    }
+}
+
+/// A known record with the provider's fields for it (`new`) merged over its own.
+fn updated(known: &HostRecord, mut new: HostRecord) -> HostRecord {
+    let mut merged = known.clone();
+    let mut fresh = std::mem::take(new.fields_mut());
+    // The arguments the host was checked out with are broker's, not the provider's: a listing knows
+    // only some of them (`duplicate` needs them all), so it fills only the keys the record lacks.
+    if let (Some(Value::Mapping(given)), Some(Value::Mapping(listed))) =
+        (known.get(fields::ARGS), fresh.get(fields::ARGS))
+    {
+        let mut args = listed.clone();
+        args.extend(given.clone());
+        fresh.insert(fields::ARGS.into(), Value::Mapping(args));
+    }
+    // So is the lease: a label keeps the one given at checkout, the record any extension.
+    if known.expire_time().is_some() {
+        fresh.shift_remove(fields::EXPIRE_TIME);
+    }
+    merged.merge(fresh);
+    merged
 }
 
 /// The identities a record answers to in a sync — `_broker_id`, `hostname`, `name` — each mapped to
