@@ -134,6 +134,20 @@ impl Settings {
     /// them.
     pub fn base_problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
+        self.log_level_problems(&mut out);
+        self.number_problems(&mut out);
+        self.shape_problems(&mut out);
+        self.ssh_problems(&mut out);
+        for key in ["logging", "ssh"] {
+            if let Some(v) = self.get(key) {
+                placeholders(self, key, v, &mut out);
+            }
+        }
+        out
+    }
+
+    /// `logging.console_level` and `logging.file_level`: known levels.
+    fn log_level_problems(&self, out: &mut Vec<Problem>) {
         for key in ["logging.console_level", "logging.file_level"] {
             match self.get(key) {
                 None | Some(Value::Null) => {}
@@ -151,6 +165,10 @@ impl Settings {
                 }
             }
         }
+    }
+
+    /// Durations, `reap_on_start` and `thread_limit`.
+    fn number_problems(&self, out: &mut Vec<Problem>) {
         for key in [
             "checkin_timeout",
             "inventory_lock_timeout",
@@ -183,6 +201,10 @@ impl Settings {
                 format!("`{}` is not a positive whole number (or null)", shown(v)),
             )),
         }
+    }
+
+    /// The sections that must be mappings, and each nick.
+    fn shape_problems(&self, out: &mut Vec<Problem>) {
         for (key, what) in [
             (
                 "inventory_fields",
@@ -208,13 +230,6 @@ impl Settings {
                 }
             }
         }
-        self.ssh_problems(&mut out);
-        for key in ["logging", "ssh"] {
-            if let Some(v) = self.get(key) {
-                placeholders(self, key, v, &mut out);
-            }
-        }
-        out
     }
 
     fn ssh_problems(&self, out: &mut Vec<Problem>) {
