@@ -226,9 +226,7 @@ struct KeyCheck {
 
 impl KeyCheck {
     fn refuse(&self, why: String) -> bool {
-        if let Ok(mut slot) = self.refusal.lock() {
-            *slot = Some(why);
-        }
+        *broker_core::sync::lock(&self.refusal) = Some(why);
         false
     }
 }
@@ -364,10 +362,8 @@ async fn handshake(
         match attempt {
             Ok(Ok(handle)) => return Ok(handle),
             Ok(Err(russh::Error::UnknownKey)) => {
-                let why = refusal
-                    .lock()
-                    .ok()
-                    .and_then(|r| r.clone())
+                let why = broker_core::sync::lock(&refusal)
+                    .clone()
                     .unwrap_or_else(|| "its host key was refused".into());
                 return Err(host_error(hostname, format!("refusing to connect: {why}")));
             }

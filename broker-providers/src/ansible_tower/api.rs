@@ -767,18 +767,16 @@ fn shared_tokens() -> &'static SharedTokens {
 
 impl TempToken {
     fn shared(root: &str, username: &str) -> Option<Arc<TempToken>> {
-        let tokens = shared_tokens().lock().ok()?;
-        tokens
+        broker_core::sync::lock(shared_tokens())
             .iter()
             .filter(|(r, u, _)| r == root && u == username)
             .find_map(|(_, _, weak)| weak.upgrade())
     }
 
     fn share(root: &str, username: &str, token: &Arc<TempToken>) {
-        if let Ok(mut tokens) = shared_tokens().lock() {
-            tokens.retain(|(_, _, w)| w.strong_count() > 0);
-            tokens.push((root.to_owned(), username.to_owned(), Arc::downgrade(token)));
-        }
+        let mut tokens = broker_core::sync::lock(shared_tokens());
+        tokens.retain(|(_, _, w)| w.strong_count() > 0);
+        tokens.push((root.to_owned(), username.to_owned(), Arc::downgrade(token)));
     }
 }
 
