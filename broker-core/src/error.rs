@@ -546,6 +546,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn long_name_lists_are_cut_after_ten() {
+        let names = |n: usize| (1..=n).map(|i| format!("h{i}")).collect::<Vec<_>>();
+        assert_eq!(
+            some_names(&names(10)),
+            "h1, h2, h3, h4, h5, h6, h7, h8, h9, h10"
+        );
+        assert_eq!(
+            some_names(&names(12)),
+            "h1, h2, h3, h4, h5, h6, h7, h8, h9, h10 and 2 more"
+        );
+    }
+
+    #[test]
+    fn a_failed_checkout_says_only_what_happened() {
+        let failures = [(1, Error::usage("no such image"))];
+        let plain = checkout_failed_message(2, &failures, &["h1".into()], &[], &[]);
+        assert_eq!(
+            plain,
+            "1 of 2 checkouts failed\n  #2: no such image\n  checked in again: h1"
+        );
+        let kept = checkout_failed_message(2, &failures, &[], &["h1".into()], &[]);
+        assert_eq!(
+            kept,
+            "1 of 2 checkouts failed\n  #2: no such image\n  kept in the inventory: h1"
+        );
+    }
+
+    #[test]
     fn provider_error_names_instance_and_host() {
         let err = Error::provider(
             "TestProvider",
