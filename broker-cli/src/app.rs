@@ -3,13 +3,14 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use broker_core::cli_support::SettingsFile;
 use broker_core::query::{ProviderQuery, provider_summaries};
 use broker_core::selection::{HostSelection, filter_records, numbered, numbered_among, pick_one};
-use broker_core::settings::{EXAMPLE_SETTINGS, SettingsFile};
+use broker_core::settings::EXAMPLE_SETTINGS;
 use broker_core::validation::{Finding, validate_settings};
 use broker_core::{
     Broker, Cancellation, CheckoutRequest, Error, HostOutcome, HostRecord, Mapping, OutputStream,
-    RecoverScope, Result, Settings, Value, args,
+    RecoverScope, Result, Settings, Value, args, cli_support,
 };
 use clap::Parser;
 
@@ -423,13 +424,16 @@ fn request_args(
     provider: &ProviderArgs,
 ) -> Result<CheckoutRequest> {
     let declared: Vec<&str> = broker.registry().declared_keys().collect();
-    let given = args::normalize_declared(args::parse_passthrough(&provider.extra)?, &declared);
+    let given = cli_support::normalize_declared(
+        cli_support::parse_passthrough(&provider.extra)?,
+        &declared,
+    );
     let mut request = CheckoutRequest::new().args(given);
     if let Some(nick) = nick {
         request = request.nick(nick);
     }
     if let Some(path) = &provider.args_file {
-        request = request.args_file(args::load_args_file(path)?);
+        request = request.args_file(cli_support::load_args_file(path)?);
     }
     if let Some(labels) = &provider.provider_labels {
         request = request.provider_labels(args::parse_labels(labels));
@@ -626,7 +630,7 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
             .map(|(i, r)| {
                 (
                     Value::from(i as u64),
-                    broker_core::inventory::humanize_times(&r.to_value()),
+                    broker_core::cli_support::humanize_times(&r.to_value()),
                 )
             })
             .collect();
@@ -645,8 +649,9 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
             note!("No hosts found in inventory.");
         }
         Format::Table if a.list => {
-            let spec =
-                broker_core::inventory::FieldSpec::parse(&broker.settings().inventory_list_vars());
+            let spec = broker_core::cli_support::FieldSpec::parse(
+                &broker.settings().inventory_list_vars(),
+            );
             let keys: Vec<&str> = broker.registry().all_action_keys().collect();
             let mut text = String::new();
             for r in &records {
@@ -672,7 +677,7 @@ async fn duplicate(broker: &Broker, a: DuplicateArgs, emitter: &mut Emitter) -> 
 
 async fn extend(broker: &Broker, a: ExtendArgs, emitter: &mut Emitter) -> Result<i32> {
     let records = selected(broker, &a.selection)?;
-    let mut extra = args::parse_passthrough(&a.extra)?;
+    let mut extra = cli_support::parse_passthrough(&a.extra)?;
     // Declared provider options are spelled with dashes on the command line (`--new-expire-time`).
     extra = extra
         .into_iter()
@@ -902,7 +907,7 @@ fn config(cmd: ConfigCommand, settings: &Settings) -> Result<i32> {
             )?;
         }
         ConfigCommand::Set { chunk, value } => {
-            let (value, read_from) = args::setting_value(&value)?;
+            let (value, read_from) = cli_support::setting_value(&value)?;
             let backup = file.set(&chunk, value)?;
             eprintln!(
                 "set `{chunk}`{} in {}{}",
@@ -995,7 +1000,7 @@ fn edit(file: &SettingsFile, chunk: Option<&str>) -> Result<()> {
     }
     let text = std::fs::read_to_string(tmp.path())
         .map_err(|e| Error::io("reading the edited file", tmp.path(), e))?;
-    let value = args::parse_data_text(tmp.path(), &text)?;
+    let value = cli_support::parse_data_text(tmp.path(), &text)?;
     file.set(chunk.unwrap_or(""), value)?;
     Ok(())
 }

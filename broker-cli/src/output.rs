@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use broker_core::inventory::{FieldSpec, broker_columns};
+use broker_core::cli_support::{FieldSpec, broker_columns};
 use broker_core::{Error, HostRecord, Result};
 
 use crate::cli::Format;

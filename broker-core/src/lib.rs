@@ -3,7 +3,8 @@
 //! broker-core holds the host model, the [`Provider`] and [`Session`] traits, settings, the inventory,
 //! the filter language, the [`Broker`] facade and [`HostGuard`]s. It knows no HTTP, SSH or container
 //! crate: providers live in `broker-providers`, one feature each, and register into a
-//! [`ProviderRegistry`].
+//! [`ProviderRegistry`]. What only the `broker` command line needs (pass-through arguments, editing
+//! the settings file, inventory columns) is apart, in [`cli_support`].
 //!
 //! # A test suite's view
 //! ```no_run
@@ -35,6 +36,7 @@ pub mod args;
 #[cfg(feature = "blocking")]
 pub mod blocking;
 mod broker;
+pub mod cli_support;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod drop_worker;
@@ -91,7 +93,13 @@ pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
     config
 }
 
-/// Secret strings, as handed out by [`ProviderConfig::secret`].
+/// Secret strings, as handed out by [`ProviderConfig::secret`]: re-exported so that a provider names
+/// the very type broker hands out. A major version of `secrecy` is therefore one of broker-core too.
 pub use secrecy;
-/// The YAML value type used for arguments and host fields.
+/// YAML values, the type of a checkout's arguments and of a host record's fields (the inventory is
+/// YAML, as the Python broker's is). These are `serde_yaml`'s own types, re-exported rather than
+/// wrapped so that arguments and fields pass to and from YAML and JSON without copying, and so that a
+/// test suite names the types broker takes and returns without depending on `serde_yaml` at the same
+/// version itself. They are part of broker-core's API: a major version of `serde_yaml` is a major
+/// version of broker-core.
 pub use serde_yaml::{Mapping, Value};

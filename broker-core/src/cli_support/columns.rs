@@ -1,0 +1,159 @@
+//! The columns of `broker inventory`: field specs as the settings write them, `*_time` fields as dates
+//! or durations, and broker's own state, age and lease columns.
+
+use serde_yaml::Value;
+
+use crate::record::{HostRecord, fields};
+
+/// The action keys of the Python broker's providers, so `$action` shows for records of providers this
+/// build lacks.
+const KNOWN_ACTION_KEYS: &[&str] = &[
+    "workflow",
+    "job_template",
+    "container_host",
+    "container_app",
+    "job_xml",
+    "job_id",
+    "hostgroup",
+    "ostack_template",
+    "ostack_image",
+    "test_action",
+];
+
+/// One column of `broker inventory`: `a | b` (first that has a value), `a b` (joined with a space),
+/// `$action` (the checkout action's value), dotted paths; `*_time` fields shown as dates or durations.
+#[derive(Debug, Clone)]
+pub struct FieldSpec {
+    alternatives: Vec<Vec<String>>,
+}
+
+impl FieldSpec {
+    /// Parses a field spec.
+    pub fn parse(spec: &str) -> Self {
+        FieldSpec {
+            alternatives: spec
+                .split('|')
+                .map(|alt| {
+                    alt.split_whitespace()
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .filter(|parts| !parts.is_empty())
+                .collect(),
+        }
+    }
+
+    /// The text of this column for a record; `Unknown` when no alternative has a value.
+    pub fn render(&self, record: &HostRecord, action_keys: &[&str]) -> String {
+        for alternative in &self.alternatives {
+            let parts: Vec<String> = alternative
+                .iter()
+                .filter_map(|part| render_part(record, part, action_keys))
+                .collect();
+            if !parts.is_empty() {
+                return parts.join(" ");
+            }
+        }
+        "Unknown".into()
+    }
+}
+
+fn render_part(record: &HostRecord, part: &str, action_keys: &[&str]) -> Option<String> {
+    if part == "$action" {
+        let args = record.get(fields::ARGS)?.as_mapping()?;
+        return action_keys
+            .iter()
+            .chain(KNOWN_ACTION_KEYS)
+            .find_map(|key| args.get(*key).and_then(value_text));
+    }
+    let text = value_text(record.lookup(part)?)?;
+    if text.is_empty() || text == "Unknown" {
+        return None;
+    }
+    if part.ends_with("_time") {
+        return Some(crate::time::format_time_value(&text));
+    }
+    Some(text)
+}
+
+fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        other => crate::value::scalar_text(other).or_else(|| {
+            serde_yaml::to_string(other)
+                .ok()
+                .map(|s| s.trim().replace('\n', " "))
+        }),
+    }
+}
+
+/// A record for `broker inventory --details`: every `*_time` field shown as a date or a duration.
+pub fn humanize_times(value: &Value) -> Value {
+    match value {
+        Value::Mapping(map) => Value::Mapping(
+            map.iter()
+                .map(|(k, v)| {
+                    let is_time = k.as_str().is_some_and(|k| k.ends_with("_time"));
+                    let shown = match (is_time, value_text(v)) {
+                        (true, Some(text)) => Value::String(crate::time::format_time_value(&text)),
+                        _ => humanize_times(v),
+                    };
+                    (k.clone(), shown)
+                })
+                .collect(),
+        ),
+        Value::Sequence(items) => Value::Sequence(items.iter().map(humanize_times).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The broker-only columns shown after the configured ones: state, age and what the lease has left
+/// (`1h 59m`, `expired`; see [`crate::lease::remaining`]).
+pub fn broker_columns(record: &HostRecord, now: i64) -> [String; 3] {
+    let age = record
+        .checkout_time()
+        .map(|t| crate::time::format_duration_human((now - t).max(0) as u64))
+        .unwrap_or_else(|| "-".into());
+    let lease = record
+        .expire_time()
+        .map(|at| crate::lease::remaining(at, now))
+        .unwrap_or_else(|| "-".into());
+    [record.state().to_string(), age, lease]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_specs_follow_upstream_rules() {
+        let rec: HostRecord = serde_yaml::from_str(
+            "{name: n1, _broker_args: {workflow: deploy-rhel}, os_distribution: RHEL, \
+             os_distribution_version: '9.4', shutdown_time: '1765804090', remove_time: 432000}",
+        )
+        .unwrap();
+        let keys = ["workflow", "container_host"];
+        assert_eq!(
+            FieldSpec::parse("hostname | name").render(&rec, &keys),
+            "n1"
+        );
+        assert_eq!(
+            FieldSpec::parse("os_distribution os_distribution_version").render(&rec, &keys),
+            "RHEL 9.4"
+        );
+        assert_eq!(
+            FieldSpec::parse("$action").render(&rec, &keys),
+            "deploy-rhel"
+        );
+        assert_eq!(FieldSpec::parse("missing").render(&rec, &keys), "Unknown");
+        assert_eq!(
+            FieldSpec::parse("shutdown_time").render(&rec, &keys),
+            "Dec 15, 2025 13:08 UTC"
+        );
+        assert_eq!(FieldSpec::parse("remove_time").render(&rec, &keys), "5d");
+        assert_eq!(
+            FieldSpec::parse("_broker_args.workflow").render(&rec, &keys),
+            "deploy-rhel"
+        );
+    }
+}
