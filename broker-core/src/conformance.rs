@@ -497,16 +497,35 @@ impl Run {
         Ok(())
     }
 
+    /// Fails unless the inventory holds every host handed out as `ready`: no record is lost.
+    fn recorded(&self, handed_out: &[HostRecord]) -> Step {
+        let stored = self.records()?;
+        for host in handed_out {
+            if !stored
+                .iter()
+                .any(|r| r.id() == host.id() && r.state() == HostState::Ready)
+            {
+                return Err(format!(
+                    "record lost: {} was handed out, but the inventory has no ready record of it",
+                    host.display_name()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     async fn checkout(&self, count: usize) -> Step<Vec<HostRecord>> {
         let guards = self
             .broker
             .checkout(self.kit.request(count))
             .await
             .map_err(|e| failed(&format!("checking out {count} host(s)"), &e))?;
-        Ok(guards
+        let records: Vec<HostRecord> = guards
             .into_iter()
             .map(|g| g.keep().record().clone())
-            .collect())
+            .collect();
+        self.recorded(&records)?;
+        Ok(records)
     }
 
     async fn checkin(&self, records: Vec<HostRecord>, what: &str) -> Step {
@@ -709,6 +728,7 @@ impl Run {
                 fault.hosts() - 1
             ));
         }
+        self.recorded(&records)?;
         let mut checkin = Box::pin(self.broker.checkin(records, false));
         if self.until_hung(&mut checkin).await.is_none() {
             // As a caller's timeout would: the check-in is dropped; a stalled write goes on.
