@@ -677,21 +677,7 @@ async fn duplicate(broker: &Broker, a: DuplicateArgs, emitter: &mut Emitter) -> 
 
 async fn extend(broker: &Broker, a: ExtendArgs, emitter: &mut Emitter) -> Result<i32> {
     let records = selected(broker, &a.selection)?;
-    let mut extra = cli_support::parse_passthrough(&a.extra)?;
-    // Declared provider options are spelled with dashes on the command line (`--new-expire-time`).
-    extra = extra
-        .into_iter()
-        .map(|(k, v)| match k {
-            Value::String(s) => (Value::String(s.replace('-', "_")), v),
-            other => (other, v),
-        })
-        .collect();
-    if let Some(labels) = &a.provider_labels {
-        extra.insert(
-            "provider_labels".into(),
-            Value::Mapping(args::parse_labels(labels)),
-        );
-    }
+    let extra = cli_support::extend_arguments(&a.extra, a.provider_labels.as_deref())?;
     let _progress = Progress::start(format!("extending {} host(s)", records.len()));
     let outcomes = if a.sequential {
         let mut all = Vec::new();

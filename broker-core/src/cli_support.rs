@@ -10,6 +10,6 @@ mod passthrough;
 pub use crate::settings::file::SettingsFile;
 pub use columns::{FieldSpec, broker_columns, humanize_times};
 pub use passthrough::{
-    load_args_file, load_data_file, names_data_file, normalize_declared, parse_data_text,
-    parse_passthrough, setting_value,
+    extend_arguments, load_args_file, load_data_file, names_data_file, normalize_declared,
+    parse_data_text, parse_passthrough, setting_value,
 };

@@ -159,6 +159,30 @@ pub fn normalize_declared(args: Mapping, declared: &[&str]) -> Mapping {
         .collect()
 }
 
+/// The arguments of `broker extend`: the pass-through tokens as [`parse_passthrough`] reads them, with
+/// dashes in every key standing for underscores (providers declare their extend options, such as
+/// `new_expire_time`, with underscores and the command line spells them `--new-expire-time`), and the
+/// `-l/--provider-labels` text (`k=v,…`), when given, as `provider_labels`.
+///
+/// # Errors
+/// As [`parse_passthrough`].
+pub fn extend_arguments(tokens: &[String], labels: Option<&str>) -> Result<Mapping> {
+    let mut args: Mapping = parse_passthrough(tokens)?
+        .into_iter()
+        .map(|(k, v)| match k {
+            Value::String(s) => (Value::String(s.replace('-', "_")), v),
+            other => (other, v),
+        })
+        .collect();
+    if let Some(labels) = labels {
+        args.insert(
+            "provider_labels".into(),
+            Value::Mapping(crate::args::parse_labels(labels)),
+        );
+    }
+    Ok(args)
+}
+
 #[cfg(test)]
 mod props;
 
@@ -188,6 +212,23 @@ mod tests {
         assert_eq!(get("naked"), "yes");
         assert_eq!(get("extra"), "a=b=c");
         assert_eq!(get("url"), "http://x/?q=1");
+    }
+
+    #[test]
+    fn extend_arguments_spell_every_key_with_underscores_and_take_the_labels() {
+        let args = extend_arguments(
+            &toks(&["--new-expire-time", "2h", "some-key=a-b", "--x_y=1"]),
+            Some("team=qa, bare"),
+        )
+        .unwrap();
+        let expected: Value = serde_yaml::from_str(
+            "{new_expire_time: 2h, some_key: a-b, x_y: '1', provider_labels: {team: qa, bare: ''}}",
+        )
+        .unwrap();
+        assert_eq!(Value::Mapping(args), expected);
+        let args = extend_arguments(&[], None).unwrap();
+        assert!(args.is_empty());
+        assert!(extend_arguments(&toks(&["--new-expire-time"]), None).is_err());
     }
 
     #[test]
