@@ -14,7 +14,7 @@ use serde_yaml::{Mapping, Value};
 use crate::error::{Error, Result};
 use crate::record::{HostRecord, RecordId};
 use crate::session::Session;
-use crate::settings::ProviderConfig;
+use crate::settings::{Problem, ProviderConfig, ProviderSettings};
 pub use crate::spelling::closest;
 
 /// One provisioning system, configured for one instance.
@@ -276,7 +276,13 @@ pub struct ProviderKind {
     checkout_arguments: Arguments,
     execute_arguments: Arguments,
     extend_arguments: Arguments,
+    settings_problems: fn(&ProviderConfig) -> Vec<Problem>,
     build: Builder,
+}
+
+/// The settings problems of a provider that declares no settings struct: none known.
+fn no_settings_problems(_: &ProviderConfig) -> Vec<Problem> {
+    Vec::new()
 }
 
 impl ProviderKind {
@@ -293,6 +299,7 @@ impl ProviderKind {
             checkout_arguments: Arguments::Any,
             execute_arguments: Arguments::Any,
             extend_arguments: Arguments::Only(&[]),
+            settings_problems: no_settings_problems,
             build: Builder::Function(build),
         }
     }
@@ -306,6 +313,19 @@ impl ProviderKind {
     ) -> Self {
         self.build = Builder::Closure(build);
         self
+    }
+
+    /// The struct the provider reads its settings section into ([`ProviderSettings`]), so that
+    /// `broker config validate` reports the keys of the section no one reads.
+    pub const fn settings<S: ProviderSettings>(mut self) -> Self {
+        self.settings_problems = S::problems;
+        self
+    }
+
+    /// The keys of a provider instance's settings that the provider does not read, each with the
+    /// closest one it does (none when it declares no [`ProviderKind::settings`]).
+    pub fn settings_problems(&self, config: &ProviderConfig) -> Vec<Problem> {
+        (self.settings_problems)(config)
     }
 
     /// The arguments the provider takes for `operation`.

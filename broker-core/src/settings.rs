@@ -30,8 +30,11 @@ use crate::error::{Error, Result};
 use crate::redact::mask;
 use crate::value::scalar_text;
 
+pub mod field;
 pub(crate) mod file;
+mod section;
 mod validate;
+pub use section::ProviderSettings;
 pub use validate::{Problem, is_placeholder};
 
 /// Lines of the settings file's keys (see [`validate::key_lines`]).
@@ -507,9 +510,10 @@ impl Settings {
                 set_path_ci(&mut values, &o.path[1..], o.value.clone());
             }
         }
+        let instance_name = chosen.map(|(n, _)| n);
         Ok(ProviderConfig {
             provider: provider.to_owned(),
-            instance: chosen.map(|(n, _)| n),
+            instance: instance_name.clone(),
             values,
             directory: self.directory.clone(),
             global_labels: self.provider_labels(),
@@ -519,8 +523,31 @@ impl Settings {
                 .cloned()
                 .unwrap_or_default(),
             lines: KeyLines::clone(&self.lines),
+            from_env: self.env_keys_of(provider, instance_name.as_deref()),
             asker: crate::interaction::Asker::default(),
         })
+    }
+
+    /// The keys of a provider section (and of its instance `instance`) that environment overrides
+    /// set, lowercased, each with its variable.
+    fn env_keys_of(&self, provider: &str, instance: Option<&str>) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .filter(|o| o.path[0].eq_ignore_ascii_case(provider))
+            .filter_map(|o| {
+                let key = match &o.path[1..] {
+                    [instances, name, key, ..] if instances.eq_ignore_ascii_case("instances") => {
+                        instance
+                            .is_some_and(|i| i.eq_ignore_ascii_case(name))
+                            .then_some(key)
+                    }
+                    [instances, ..] if instances.eq_ignore_ascii_case("instances") => None,
+                    [key, ..] => Some(key),
+                    [] => None,
+                }?;
+                Some((key.to_lowercase(), format!("BROKER_{}", o.path.join("__"))))
+            })
+            .collect()
     }
 
     /// The settings with every secret replaced by `********`, for display.
@@ -688,6 +715,9 @@ pub struct ProviderConfig {
     ssh: Mapping,
     /// Where the settings file's keys are, for [`ProviderConfig::setting_error`].
     lines: KeyLines,
+    /// The keys environment overrides set (lowercased), with their variables: they are not where
+    /// the file has them.
+    from_env: Vec<(String, String)>,
     /// Whom the provider asks when it must (the broker's, set by [`ProviderConfig::set_asker`]).
     asker: crate::interaction::Asker,
 }
@@ -718,6 +748,7 @@ impl ProviderConfig {
             global_labels: Mapping::new(),
             ssh: Mapping::new(),
             lines: KeyLines::default(),
+            from_env: Vec::new(),
             asker: crate::interaction::Asker::default(),
         }
     }
@@ -736,12 +767,49 @@ impl ProviderConfig {
     /// A configuration error about the setting `key` of this provider (instance), naming it as
     /// written in the settings file and its line: "`AnsibleTower.instances.prod.base_url` (line 12):
     /// …".
+    /// A key set by an environment override names the variable instead:
+    /// "`AnsibleTower.workflow_timeout` (set by BROKER_ANSIBLETOWER__WORKFLOW_TIMEOUT): …".
     pub fn setting_error(&self, key: &str, message: impl fmt::Display) -> Error {
+        let (path, line) = self.locate(key);
+        Error::configuration(match (line, self.env_variable(key)) {
+            (Some(line), _) => format!("`{path}` ({SETTINGS_FILE} line {line}): {message}"),
+            (None, Some(variable)) => format!("`{path}` (set by {variable}): {message}"),
+            (None, None) => format!("`{path}`: {message}"),
+        })
+    }
+
+    /// A [`Problem`] with the setting `key` of this provider (instance), located as
+    /// [`ProviderConfig::setting_error`] locates it, for `broker config validate`.
+    pub fn problem(&self, key: &str, message: impl Into<String>) -> Problem {
+        let (key, line) = self.locate(key);
+        Problem {
+            key,
+            line,
+            message: message.into(),
+        }
+    }
+
+    /// The environment variable that set `key`, if one did.
+    fn env_variable(&self, key: &str) -> Option<&str> {
+        let key = key.to_lowercase();
+        self.from_env
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, variable)| variable.as_str())
+    }
+
+    /// The dotted path of the setting `key` — in the chosen instance when the settings file has it
+    /// there, else in the section — and its line in the file, if it is written there and no
+    /// environment override set it.
+    fn locate(&self, key: &str) -> (String, Option<usize>) {
+        if self.env_variable(key).is_some() {
+            return (format!("{}.{key}", self.provider), None);
+        }
         let in_instance = self
             .instance
             .as_deref()
             .map(|i| format!("{}.instances.{i}.{key}", self.provider));
-        let (path, line) = match in_instance
+        match in_instance
             .as_ref()
             .and_then(|p| self.lines.get(&p.to_lowercase()).map(|l| (p.clone(), *l)))
         {
@@ -751,11 +819,7 @@ impl ProviderConfig {
                 let line = validate::line_in(&self.lines, &path);
                 (path, line)
             }
-        };
-        Error::configuration(match line {
-            Some(line) => format!("`{path}` ({SETTINGS_FILE} line {line}): {message}"),
-            None => format!("`{path}`: {message}"),
-        })
+        }
     }
 
     /// The settings' `ssh` section (secrets included: pass it on, don't show it), for providers whose
@@ -796,16 +860,7 @@ impl ProviderConfig {
 
     /// A boolean (also from `yes`/`no`/`1`/`0` text).
     pub fn get_bool(&self, key: &str) -> Option<bool> {
-        match self.get(key)? {
-            Value::Bool(b) => Some(*b),
-            Value::String(s) => match s.to_ascii_lowercase().as_str() {
-                "true" | "yes" | "1" | "on" => Some(true),
-                "false" | "no" | "0" | "off" => Some(false),
-                _ => None,
-            },
-            Value::Number(n) => n.as_u64().map(|n| n != 0),
-            _ => None,
-        }
+        self.get(key).and_then(field::boolean)
     }
 
     /// A secret value, never exposed in logs or `Debug`.
@@ -827,18 +882,23 @@ impl ProviderConfig {
     /// # Errors
     /// [`Error::Configuration`] naming the setting when it is missing.
     pub fn require_str(&self, key: &str) -> Result<String> {
-        self.get_str(key).ok_or_else(|| {
-            Error::configuration(format!(
-                "{}{} needs `{key}`; set it in broker_settings.yaml or BROKER_{}__{}",
-                self.provider,
-                self.instance
-                    .as_deref()
-                    .map(|i| format!(" instance `{i}`"))
-                    .unwrap_or_default(),
-                self.provider.to_ascii_uppercase(),
-                key.to_ascii_uppercase()
-            ))
-        })
+        self.get_str(key).ok_or_else(|| self.missing(key))
+    }
+
+    /// The error for a setting the provider cannot do without, saying where to set it: "AnsibleTower
+    /// instance `prod` needs `base_url`; set it in broker_settings.yaml or
+    /// BROKER_ANSIBLETOWER__BASE_URL".
+    pub fn missing(&self, key: &str) -> Error {
+        Error::configuration(format!(
+            "{}{} needs `{key}`; set it in broker_settings.yaml or BROKER_{}__{}",
+            self.provider,
+            self.instance
+                .as_deref()
+                .map(|i| format!(" instance `{i}`"))
+                .unwrap_or_default(),
+            self.provider.to_ascii_uppercase(),
+            key.to_ascii_uppercase()
+        ))
     }
 }
 

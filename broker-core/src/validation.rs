@@ -85,7 +85,14 @@ pub fn validate_settings(
     }
     for (kind, instance) in providers {
         for instance in instances_to_check(settings, kind, instance) {
-            findings.extend(check_instance(settings, kind, instance.as_deref()));
+            for finding in check_instance(settings, kind, instance.as_deref()) {
+                // A key of the section is a problem of every instance: said once.
+                let said = matches!(&finding, Finding::Problem(p)
+                    if findings.iter().any(|f| matches!(f, Finding::Problem(q) if q == p)));
+                if !said {
+                    findings.push(finding);
+                }
+            }
         }
     }
     let source = settings
@@ -137,24 +144,27 @@ fn instances_to_check(
     }
 }
 
-/// The problems of one instance's keys; when there are none, whether it builds.
+/// The problems of one instance's keys (placeholders, keys the provider does not read); when there
+/// are none, whether it builds.
 fn check_instance(
     settings: &Settings,
     kind: &ProviderKind,
     instance: Option<&str>,
 ) -> Vec<Finding> {
-    let problems = settings.provider_problems(kind.name(), instance);
-    if !problems.is_empty() {
-        return problems.into_iter().map(Finding::Problem).collect();
-    }
     let label = match instance {
         Some(i) => format!("{}::{i}", kind.name()),
         None => kind.name().to_owned(),
     };
-    let built = settings
-        .provider_config(kind.name(), instance)
-        .and_then(|config| kind.build(config));
-    vec![match built {
+    let config = match settings.provider_config(kind.name(), instance) {
+        Ok(config) => config,
+        Err(error) => return vec![Finding::DoesNotBuild { label, error }],
+    };
+    let mut problems = settings.provider_problems(kind.name(), instance);
+    problems.extend(kind.settings_problems(&config));
+    if !problems.is_empty() {
+        return problems.into_iter().map(Finding::Problem).collect();
+    }
+    vec![match kind.build(config) {
         Ok(_) => Finding::Builds { label },
         Err(error) => Finding::DoesNotBuild { label, error },
     }]
@@ -285,6 +295,38 @@ mod tests {
             err.to_string(),
             "unknown provider `Gamma`; this broker knows: Alpha, Beta"
         );
+    }
+
+    /// The settings of a provider that declares them.
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(default)]
+    struct UrlSettings {
+        #[serde(deserialize_with = "crate::settings::field::text")]
+        url: Option<String>,
+    }
+
+    impl crate::settings::ProviderSettings for UrlSettings {}
+
+    #[test]
+    fn keys_a_provider_does_not_read_are_problems_said_once_and_nothing_is_built() {
+        let registry = registry()
+            .with(ProviderKind::new("Typed", "third", build_idle).settings::<UrlSettings>());
+        let settings = from_yaml(
+            "Typed:\n  ulr: u\n  instances:\n    one: {url: u}\n    two: {url: u, default: true}\n",
+        );
+        let report = validate_settings(&settings, &registry, "all").unwrap();
+        assert_eq!(found(&report), ["problem Typed.ulr"]);
+        let Finding::Problem(problem) = &report.findings()[0] else {
+            unreachable!()
+        };
+        assert_eq!(
+            problem.to_string(),
+            "line 2: `Typed.ulr`: unknown key, ignored; did you mean `url`? rename or remove it"
+        );
+        assert_eq!(report.exit_code(), 8);
+        let settings = from_yaml("Typed:\n  instances:\n    one: {url: u, default: true}\n");
+        let report = validate_settings(&settings, &registry, "Typed").unwrap();
+        assert_eq!(found(&report), ["builds Typed::one"]);
     }
 
     #[test]

@@ -333,7 +333,7 @@ fn placeholders(settings: &Settings, path: &str, value: &Value, out: &mut Vec<Pr
 }
 
 /// A value as written in a message.
-fn shown(v: &Value) -> String {
+pub(super) fn shown(v: &Value) -> String {
     let text = scalar_text(v).unwrap_or_else(|| {
         serde_yaml::to_string(v)
             .unwrap_or_default()
