@@ -843,7 +843,8 @@ impl ProviderConfig {
         &self.directory
     }
 
-    /// A value, key matched case-insensitively.
+    /// A value, key matched case-insensitively. A provider reads its own section through
+    /// [`ProviderSettings`] instead, which reports what it cannot read and the keys it does not know.
     pub fn get(&self, key: &str) -> Option<&Value> {
         get_ci(&self.values, key)
     }

@@ -53,6 +53,7 @@ use bollard::query_parameters::{
     LogsOptions, RemoveContainerOptions, UploadToContainerOptions, WaitContainerOptions,
 };
 use broker_core::provider::{Arguments, HelpOption, Operation};
+use broker_core::settings::{ProviderSettings, field};
 use broker_core::sync::lock;
 use broker_core::value::scalar_text as text;
 use broker_core::{
@@ -60,6 +61,7 @@ use broker_core::{
     ProviderConfig, ProviderKind, Result, Session, Value,
 };
 use futures_util::StreamExt;
+use serde::Deserialize;
 
 /// The provider's name, as the inventory records it.
 pub const NAME: &str = "Container";
@@ -93,6 +95,7 @@ pub const KIND: ProviderKind =
     ProviderKind::new(NAME, "Docker or Podman containers as hosts", build)
         .checkout_actions(&["container_host"])
         .execute_actions(&["container_app"])
+        .settings::<ContainerSettings>()
         .takes(Operation::Checkout, Arguments::Only(CHECKOUT_ARGUMENTS))
         .takes(
             Operation::Execute,
@@ -135,13 +138,51 @@ const CREATE_WAIT: Duration = Duration::from_secs(120);
 const START_HINT: &str = "start one, e.g. `podman system service --time=0 unix:///run/podman/podman.sock &` \
      (or `systemctl start docker`), or point DOCKER_HOST at a running engine";
 
+/// The `Container` settings section, per instance (see the module documentation).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ContainerSettings {
+    /// The engine's socket: a path or `unix://PATH`.
+    #[serde(deserialize_with = "field::text")]
+    socket: Option<String>,
+    /// A remote engine's host (`localhost` means none), reached at `host_port` (default 2375).
+    #[serde(deserialize_with = "field::text")]
+    host: Option<String>,
+    #[serde(deserialize_with = "field::whole")]
+    host_port: Option<u64>,
+    /// The prefix of container names; default the local user.
+    #[serde(deserialize_with = "field::text")]
+    name_prefix: Option<String>,
+    /// Networks to attach containers to, comma separated.
+    #[serde(deserialize_with = "field::text")]
+    network: Option<String>,
+    /// Whether the image's exposed ports are published too.
+    #[serde(deserialize_with = "field::flag")]
+    auto_map_ports: Option<bool>,
+}
+
+impl ProviderSettings for ContainerSettings {
+    /// The Python broker's: its engine clients needed the runtime and a login to a remote engine's
+    /// machine, and a timeout; broker finds the engine by its API and lists no results here.
+    const UNUSED: &'static [&'static str] = &[
+        "runtime",
+        "host_username",
+        "host_password",
+        "timeout",
+        "results_limit",
+    ];
+}
+
 fn build(config: ProviderConfig) -> Result<Arc<dyn Provider>> {
-    let prefix = config
-        .get_str("name_prefix")
+    let settings = ContainerSettings::from_section(&config)?;
+    let prefix = settings
+        .name_prefix
+        .clone()
         .filter(|p| !p.is_empty())
         .unwrap_or_else(broker_core::record::current_user);
     Ok(Arc::new(ContainerProvider {
         prefix,
+        settings,
         engine: tokio::sync::OnceCell::new(),
         creating: Mutex::new(HashMap::new()),
         nothing_sent: Mutex::new(std::collections::HashSet::new()),
@@ -153,6 +194,7 @@ fn build(config: ProviderConfig) -> Result<Arc<dyn Provider>> {
 #[derive(Debug)]
 pub struct ContainerProvider {
     config: ProviderConfig,
+    settings: ContainerSettings,
     prefix: String,
     engine: tokio::sync::OnceCell<Engine>,
     /// Creates under way, by record identity; each lock is held until the engine has answered.
@@ -262,15 +304,16 @@ impl ContainerProvider {
                 broker_core::redact::url(&text)
             ))),
         };
-        if let Some(socket) = self.config.get_str("socket").filter(|s| !s.is_empty()) {
+        let settings = &self.settings;
+        if let Some(socket) = settings.socket.clone().filter(|s| !s.is_empty()) {
             return parsed("setting `socket`".to_owned(), socket);
         }
-        if let Some(host) = self
-            .config
-            .get_str("host")
-            .filter(|h| !h.is_empty() && h != "localhost")
+        if let Some(host) = settings
+            .host
+            .as_ref()
+            .filter(|h| !h.is_empty() && *h != "localhost")
         {
-            let port = self.config.get_u64("host_port").unwrap_or(2375);
+            let port = settings.host_port.unwrap_or(2375);
             return Ok(Some((
                 "settings `host`/`host_port`".to_owned(),
                 Endpoint::Tcp(format!("{host}:{port}")),
@@ -589,7 +632,7 @@ impl ContainerProvider {
     ) -> Result<(String, PortBindings)> {
         let mut image = wanted.to_owned();
         let mut bindings = PortBindings::new();
-        if self.config.get_bool("auto_map_ports").unwrap_or(false) {
+        if self.settings.auto_map_ports.unwrap_or(false) {
             image = self.ensure_image(wanted).await?;
             let inspect = docker
                 .inspect_image(&image)
@@ -620,8 +663,9 @@ impl ContainerProvider {
     /// The networks of the `network` setting, each checked to exist on the engine.
     async fn networks(&self, docker: &Docker, engine: &Engine) -> Result<Vec<String>> {
         let networks: Vec<String> = self
-            .config
-            .get_str("network")
+            .settings
+            .network
+            .as_ref()
             .map(|n| {
                 n.split(',')
                     .map(str::trim)
@@ -1602,13 +1646,58 @@ mod tests {
 
     fn provider(settings: &str) -> ContainerProvider {
         let settings = Settings::from_yaml("/nonexistent", settings).unwrap();
+        let config = settings.provider_config(NAME, None).unwrap();
         ContainerProvider {
             prefix: "t".into(),
+            settings: ContainerSettings::from_section(&config).unwrap(),
             engine: tokio::sync::OnceCell::new(),
             creating: Mutex::new(HashMap::new()),
             nothing_sent: Mutex::new(std::collections::HashSet::new()),
-            config: settings.provider_config(NAME, None).unwrap(),
+            config,
         }
+    }
+
+    /// The Python broker's example section reads without a problem; a typo is named with the key
+    /// meant, and a value of the wrong kind with its key and line.
+    #[test]
+    fn settings_read_the_python_brokers_section_and_name_what_is_wrong() {
+        let upstream = Settings::from_yaml("/b", broker_core::settings::EXAMPLE_SETTINGS).unwrap();
+        for instance in ["docker", "remote"] {
+            let config = upstream.provider_config(NAME, Some(instance)).unwrap();
+            assert_eq!(ContainerSettings::problems(&config), [], "{instance}");
+        }
+        let docker = upstream.provider_config(NAME, Some("docker")).unwrap();
+        let read = ContainerSettings::from_section(&docker).unwrap();
+        assert_eq!((read.host_port, read.auto_map_ports), (None, Some(false)));
+        let settings = Settings::from_yaml(
+            "/b",
+            "Container:\n  nam_prefix: me\n  host_port: '2376'\n  auto_map_ports: maybe\n",
+        )
+        .unwrap();
+        let config = settings.provider_config(NAME, None).unwrap();
+        let problems: Vec<String> = ContainerSettings::problems(&config)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                "line 2: `Container.nam_prefix`: unknown key, ignored; did you mean `name_prefix`? rename or remove it"
+            ]
+        );
+        let err = ContainerSettings::from_section(&config).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "configuration error: `Container.auto_map_ports` (broker_settings.yaml line 4): `maybe` is not true or false"
+        );
+        let config = Settings::from_yaml("/b", "Container: {host: h, host_port: '2376'}\n")
+            .unwrap()
+            .provider_config(NAME, None)
+            .unwrap();
+        assert_eq!(
+            ContainerSettings::from_section(&config).unwrap().host_port,
+            Some(2376)
+        );
     }
 
     /// A host's lease travels with its container, so that it can be reaped when its record is gone.

@@ -44,10 +44,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use broker_core::provider::{Arguments, HelpOption, Operation};
+use broker_core::settings::{ProviderSettings, field};
 use broker_core::{
     CheckoutContext, Error, ExecOutput, HostRecord, Mapping, Provider, ProviderConfig,
     ProviderKind, Result, Session, Value,
 };
+use serde::Deserialize;
 
 /// The provider's name, as the inventory records it.
 pub const NAME: &str = "TestProvider";
@@ -71,6 +73,7 @@ pub const KIND: ProviderKind = ProviderKind::new(
 )
 .checkout_actions(&["test_action"])
 .execute_actions(&["test_action"])
+.settings::<TestProviderSettings>()
 .takes(Operation::Checkout, Arguments::Recorded(FAULTS))
 .takes(Operation::Execute, Arguments::Recorded(FAULTS))
 .takes(Operation::Extend, Arguments::Only(&["extend_duration"]))
@@ -92,8 +95,49 @@ pub const KIND: ProviderKind = ProviderKind::new(
     },
 ]);
 
+/// TestProvider's settings section (see the module documentation).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TestProviderSettings {
+    /// Where its hosts live, relative to the broker directory; default `test_provider/<instance>`.
+    #[serde(deserialize_with = "field::text")]
+    state_dir: Option<String>,
+    // The fault switches, for every call; an argument of the same name wins.
+    #[serde(deserialize_with = "field::text")]
+    fail_checkout: Option<String>,
+    #[serde(deserialize_with = "field::text")]
+    fail_checkin: Option<String>,
+    #[serde(deserialize_with = "field::text")]
+    delay: Option<String>,
+    #[serde(deserialize_with = "field::text")]
+    checkin_delay: Option<String>,
+    #[serde(deserialize_with = "field::text")]
+    hang: Option<String>,
+}
+
+impl ProviderSettings for TestProviderSettings {
+    /// The Python broker's TestProvider read these (its test settings set them); this one has no
+    /// use for them.
+    const UNUSED: &'static [&'static str] = &["foo", "config_value"];
+}
+
+impl TestProviderSettings {
+    /// The setting of the fault switch `key` (one of [`FAULTS`]).
+    fn fault(&self, key: &str) -> Option<&str> {
+        match key {
+            "fail_checkout" => self.fail_checkout.as_deref(),
+            "fail_checkin" => self.fail_checkin.as_deref(),
+            "delay" => self.delay.as_deref(),
+            "checkin_delay" => self.checkin_delay.as_deref(),
+            "hang" => self.hang.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 fn build(config: ProviderConfig) -> Result<Arc<dyn Provider>> {
-    let state_dir = match config.get_str("state_dir") {
+    let settings = TestProviderSettings::from_section(&config)?;
+    let state_dir = match &settings.state_dir {
         Some(dir) => {
             let dir = PathBuf::from(dir);
             if dir.is_relative() {
@@ -109,6 +153,7 @@ fn build(config: ProviderConfig) -> Result<Arc<dyn Provider>> {
     };
     Ok(Arc::new(TestProvider {
         state_dir,
+        settings,
         checkins: AtomicU64::new(0),
         checkins_under_way: AtomicU64::new(0),
         most_checkins_at_once: AtomicU64::new(0),
@@ -120,6 +165,7 @@ fn build(config: ProviderConfig) -> Result<Arc<dyn Provider>> {
 #[derive(Debug)]
 pub struct TestProvider {
     config: ProviderConfig,
+    settings: TestProviderSettings,
     state_dir: PathBuf,
     checkins: AtomicU64,
     checkins_under_way: AtomicU64,
@@ -171,7 +217,7 @@ impl TestProvider {
     fn fault(&self, args: &Mapping, key: &str) -> Option<String> {
         args.get(key)
             .and_then(broker_core::value::scalar_text)
-            .or_else(|| self.config.get_str(key))
+            .or_else(|| self.settings.fault(key).map(str::to_owned))
     }
 
     async fn pause(&self, args: &Mapping, key: &str) -> Result<()> {
@@ -512,6 +558,45 @@ mod tests {
     fn broker(dir: &Path) -> Broker {
         let settings = Settings::load_from(dir, Vec::new()).unwrap();
         Broker::new(settings, ProviderRegistry::new().with(KIND)).unwrap()
+    }
+
+    #[test]
+    fn every_fault_switch_is_a_setting_and_the_python_brokers_keys_are_known() {
+        let section: Mapping = FAULTS
+            .iter()
+            .map(|k| (Value::from(*k), Value::from(format!("{k}-set"))))
+            .collect();
+        let config = ProviderConfig::new(NAME, None, section, "/b");
+        let settings = TestProviderSettings::from_section(&config).unwrap();
+        for key in FAULTS {
+            assert_eq!(settings.fault(key), Some(format!("{key}-set").as_str()));
+        }
+        let section = |yaml: &str| serde_yaml::from_str::<Mapping>(yaml).unwrap();
+        let upstream = ProviderConfig::new(
+            NAME,
+            Some("test1"),
+            section("{foo: bar, config_value: x, default: true, state_dir: s, fail_checkin: 3}"),
+            "/b",
+        );
+        assert!(TestProviderSettings::problems(&upstream).is_empty());
+        assert_eq!(
+            TestProviderSettings::from_section(&upstream)
+                .unwrap()
+                .fail_checkin
+                .as_deref(),
+            Some("3")
+        );
+        let typo = ProviderConfig::new(NAME, None, section("{fail_chekin: 3}"), "/b");
+        let problems: Vec<String> = TestProviderSettings::problems(&typo)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                "`TestProvider.fail_chekin`: unknown key, ignored; did you mean `fail_checkin`? rename or remove it"
+            ]
+        );
     }
 
     fn hosts_on_provider(dir: &Path) -> usize {

@@ -98,6 +98,32 @@ fn config_validate_refuses_the_example_placeholders() {
 }
 
 #[test]
+fn a_provider_setting_no_one_reads_is_named_with_the_one_meant() {
+    let settings =
+        "TestProvider:\n  instances:\n    local:\n      default: true\n      fail_chekin: all\n";
+    invalid(
+        settings,
+        &[
+            "line 5: `TestProvider.instances.local.fail_chekin`: unknown key, ignored; did you mean \
+             `fail_checkin`? rename or remove it",
+        ],
+    );
+    // Used, the settings still load (a file written for another broker keeps working), and say so.
+    let dir = BrokerDir::new(settings);
+    let out = dir.run(&["checkout", "--test_action", "basic"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "`TestProvider.instances.local.fail_chekin` (broker_settings.yaml line 5): unknown key, \
+             ignored; did you mean `fail_checkin`?"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    dir.ok(&["checkin", "--all"]);
+}
+
+#[test]
 fn config_validate_refuses_a_base_url_that_is_not_a_url() {
     invalid(
         "AnsibleTower:\n  token: t\n  base_url: not a url\n",

@@ -125,3 +125,68 @@ pub(super) fn boolean(v: &Value) -> Option<bool> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each reader on one value, as `Ok(read)` or `Err(message)`.
+    fn read<T>(
+        reader: fn(Value) -> Result<Option<T>, serde_yaml::Error>,
+        yaml: &str,
+    ) -> Result<Option<T>, String> {
+        reader(serde_yaml::from_str(yaml).unwrap()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn seconds_accept_numbers_and_text_with_fractions() {
+        assert_eq!(read(seconds, "5"), Ok(Some(Duration::from_secs(5))));
+        assert_eq!(
+            read(seconds, "'0.25'"),
+            Ok(Some(Duration::from_millis(250)))
+        );
+        assert_eq!(read(seconds, "null"), Ok(None));
+        assert_eq!(
+            read(seconds, "soon"),
+            Err("`soon` is not a number of seconds".into())
+        );
+        assert_eq!(
+            read(seconds, "-1"),
+            Err("`-1` is not a number of seconds".into())
+        );
+    }
+
+    #[test]
+    fn numbers_and_booleans_written_as_text_are_read() {
+        assert_eq!(read(whole, "'50'"), Ok(Some(50)));
+        assert_eq!(read(whole, "50"), Ok(Some(50)));
+        assert_eq!(
+            read(whole, "1.5"),
+            Err("`1.5` is not a whole number".into())
+        );
+        assert_eq!(read(flag, "yes"), Ok(Some(true)));
+        assert_eq!(read(flag, "'0'"), Ok(Some(false)));
+        assert_eq!(
+            read(flag, "maybe"),
+            Err("`maybe` is not true or false".into())
+        );
+        assert_eq!(read(text, "9.4"), Ok(Some("9.4".into())));
+        assert_eq!(read(text, "[a]"), Err("`- a` is not text".into()));
+        assert_eq!(read(duration, "2h"), Ok(Some(Duration::from_secs(7200))));
+        assert_eq!(read(duration, "90"), Ok(Some(Duration::from_secs(90))));
+        assert!(
+            read(duration, "soon")
+                .unwrap_err()
+                .starts_with("`soon` is not a duration")
+        );
+    }
+
+    #[test]
+    fn a_secret_is_read_as_text_and_never_shown() {
+        use secrecy::ExposeSecret;
+        let token = read(secret, "12345").unwrap().unwrap();
+        assert_eq!(token.expose_secret(), "12345");
+        let err = read(secret, "{hunter2: x}").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

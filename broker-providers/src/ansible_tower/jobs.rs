@@ -2,8 +2,6 @@
 //! and the pure rules over them: the extra vars a launch sends, the job a launch answer names, why a
 //! job failed, the host fields its artifacts give. `Tower` (in `mod.rs`) runs the jobs with these.
 
-use std::time::Duration;
-
 use broker_core::value::{to_json, to_yaml};
 use broker_core::{Error, Mapping, Result, Value};
 use serde_json::Value as Json;
@@ -415,15 +413,6 @@ pub(crate) fn host_fields(
     Ok(fields)
 }
 
-/// Seconds from a setting that may be a number (`5`, `0.5`) or text.
-pub(crate) fn seconds(value: Option<&Value>, default: f64) -> Duration {
-    let secs = value
-        .and_then(broker_core::value::scalar_f64)
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .unwrap_or(default);
-    Duration::from_secs_f64(secs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,19 +493,5 @@ mod tests {
         let mut a = json!({"x": {"a": 1, "b": 1}, "y": 1});
         merge_json(&mut a, &json!({"x": {"b": 2}, "z": 3}));
         assert_eq!(a, json!({"x": {"a": 1, "b": 2}, "y": 1, "z": 3}));
-    }
-
-    #[test]
-    fn seconds_accept_numbers_and_text() {
-        assert_eq!(seconds(Some(&Value::from(5)), 1.0), Duration::from_secs(5));
-        assert_eq!(
-            seconds(Some(&Value::from("0.25")), 1.0),
-            Duration::from_millis(250)
-        );
-        assert_eq!(
-            seconds(Some(&Value::from("soon")), 1.0),
-            Duration::from_secs(1)
-        );
-        assert_eq!(seconds(None, 2.0), Duration::from_secs(2));
     }
 }

@@ -50,6 +50,8 @@ use std::time::{Duration, Instant};
 
 use broker_core::interaction::{Interaction, Question};
 use broker_core::provider::{Arguments, HelpOption, Operation};
+use broker_core::secrecy::SecretString;
+use broker_core::settings::{ProviderSettings, field};
 use broker_core::sync::lock;
 use broker_core::value::to_yaml;
 use broker_core::{
@@ -57,6 +59,7 @@ use broker_core::{
     Result, Value,
 };
 use futures_util::StreamExt;
+use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use api::{Api, ApiError, ApiResult, ConnectOptions, Credentials, Verify, json_text};
@@ -73,6 +76,7 @@ pub const KIND: ProviderKind =
     ProviderKind::new(NAME, "AWX / Ansible Automation Platform workflows", build)
         .checkout_actions(&["workflow"])
         .execute_actions(&["workflow", "job_template"])
+        .settings::<TowerSection>()
         .arguments(&["tower_inventory", "new_expire_time", "artifacts"])
         .takes(Operation::Extend, Arguments::Only(&["new_expire_time"]))
         .help_options(&[
@@ -151,6 +155,199 @@ pub(crate) struct TowerSettings {
     pub provider_labels: Mapping,
 }
 
+/// The `AnsibleTower` settings section of one instance, as written (see the module documentation's
+/// table); [`TowerSection::settings`] and [`TowerSection::connect_options`] give what the provider
+/// uses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TowerSection {
+    #[serde(deserialize_with = "field::text")]
+    base_url: Option<String>,
+    #[serde(deserialize_with = "field::secret")]
+    token: Option<SecretString>,
+    #[serde(deserialize_with = "field::text")]
+    username: Option<String>,
+    #[serde(deserialize_with = "field::secret")]
+    password: Option<SecretString>,
+    #[serde(deserialize_with = "field::text")]
+    aap_version: Option<String>,
+    #[serde(deserialize_with = "verify")]
+    verify: Option<Verify>,
+    #[serde(deserialize_with = "field::text")]
+    inventory: Option<String>,
+    #[serde(deserialize_with = "field::text")]
+    release_workflow: Option<String>,
+    #[serde(deserialize_with = "field::text")]
+    extend_workflow: Option<String>,
+    #[serde(deserialize_with = "field::text")]
+    new_expire_time: Option<String>,
+    #[serde(deserialize_with = "field::seconds")]
+    workflow_timeout: Option<Duration>,
+    #[serde(deserialize_with = "field::seconds")]
+    workflow_poll_interval: Option<Duration>,
+    #[serde(deserialize_with = "field::seconds")]
+    max_resilient_wait: Option<Duration>,
+    #[serde(deserialize_with = "field::whole")]
+    results_limit: Option<u64>,
+    #[serde(deserialize_with = "field::text")]
+    error_scope: Option<String>,
+    #[serde(deserialize_with = "dangling")]
+    dangling_behavior: Option<Dangling>,
+}
+
+impl ProviderSettings for TowerSection {}
+
+impl TowerSection {
+    /// What the provider uses, defaults filled in.
+    fn settings(&self, config: &ProviderConfig) -> TowerSettings {
+        let text_or = |value: &Option<String>, default: &str| {
+            value.clone().unwrap_or_else(|| default.to_owned())
+        };
+        TowerSettings {
+            inventory: self.inventory.clone().filter(|s| !s.is_empty()),
+            release_workflow: text_or(&self.release_workflow, "remove-vm"),
+            extend_workflow: text_or(&self.extend_workflow, "extend-vm"),
+            new_expire_time: text_or(&self.new_expire_time, "+172800"),
+            workflow_timeout: self.workflow_timeout.unwrap_or(Duration::from_secs(3600)),
+            poll_interval: self
+                .workflow_poll_interval
+                .unwrap_or(Duration::from_secs(5))
+                .max(Duration::from_millis(10)),
+            max_resilient_wait: self.max_resilient_wait.unwrap_or(Duration::from_secs(7200)),
+            results_limit: self.results_limit.map_or(20, |n| n as usize),
+            error_scope_last: self
+                .error_scope
+                .as_deref()
+                .is_none_or(|s| s.eq_ignore_ascii_case("last")),
+            dangling: self.dangling_behavior.unwrap_or(Dangling::Checkin),
+            provider_labels: config.provider_labels(),
+        }
+    }
+
+    /// Where and how to connect: `base_url` without the login written into it, the credentials, the
+    /// TLS check.
+    fn connect_options(&self, config: &ProviderConfig) -> Result<ConnectOptions> {
+        // Credentials written into the URL never travel with it: they are taken out here, so that no
+        // address broker logs, shows or records carries them.
+        let given_url = self
+            .base_url
+            .as_ref()
+            .ok_or_else(|| config.missing("base_url"))?;
+        let (base_url, url_login) = split_login(given_url);
+        check_base_url(config, &base_url)?;
+        let verify = match &self.verify {
+            Some(Verify::Bundle(path)) if path.is_relative() => {
+                Verify::Bundle(config.directory().join(path))
+            }
+            Some(verify) => verify.clone(),
+            None => Verify::System,
+        };
+        Ok(ConnectOptions {
+            base_url,
+            credentials: self.credentials(config, url_login)?,
+            aap_version: self.aap_version.clone(),
+            verify,
+            request_timeout: Duration::from_secs(120),
+        })
+    }
+
+    /// A `token`, else `username` and `password`, else the login written into `base_url`.
+    fn credentials(
+        &self,
+        config: &ProviderConfig,
+        url_login: Option<(String, SecretString)>,
+    ) -> Result<Credentials> {
+        use broker_core::secrecy::ExposeSecret;
+        for (key, value) in [
+            (
+                "token",
+                self.token.as_ref().map(ExposeSecret::expose_secret),
+            ),
+            ("username", self.username.as_deref()),
+            (
+                "password",
+                self.password.as_ref().map(ExposeSecret::expose_secret),
+            ),
+        ] {
+            if value.is_some_and(|v| broker_core::settings::is_placeholder(&Value::from(v))) {
+                return Err(config.setting_error(
+                    key,
+                    "is still the example's placeholder; set a real value or remove the key",
+                ));
+            }
+        }
+        let where_ = match config.instance() {
+            Some(i) => format!("AnsibleTower instance `{i}`"),
+            None => "AnsibleTower".to_owned(),
+        };
+        let token = self.token.clone().filter(|t| !t.expose_secret().is_empty());
+        let username = self.username.clone().filter(|u| !u.is_empty());
+        let password = self
+            .password
+            .clone()
+            .filter(|p| !p.expose_secret().is_empty());
+        let from_settings = token.is_some() || username.is_some() || password.is_some();
+        if url_login.is_some() && from_settings {
+            tracing::warn!(
+                "{where_}: the user and password in `base_url` are not used; `token` (or \
+                 `username` and `password`) are"
+            );
+        }
+        match (token, username, password, url_login) {
+            (Some(token), _, _, _) => Ok(Credentials::Token(token)),
+            (None, Some(username), Some(password), _)
+            | (None, None, None, Some((username, password))) => {
+                Ok(Credentials::Password { username, password })
+            }
+            _ => Err(Error::configuration(format!(
+                "{where_} needs `token`, or `username` and `password`; set them in broker_settings.yaml \
+                 or BROKER_ANSIBLETOWER__TOKEN"
+            ))),
+        }
+    }
+}
+
+/// `verify`: `true` (also as text, or empty) checks against the system's trust store, `false`
+/// not at all, any other text is a CA bundle path (relative to the broker directory).
+fn verify<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<Verify>, D::Error> {
+    use serde::de::Error as _;
+    Ok(match Value::deserialize(deserializer)? {
+        Value::Null | Value::Bool(true) => None,
+        Value::Bool(false) => Some(Verify::Off),
+        Value::String(s) => match s.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" | "" => None,
+            "false" | "no" | "0" => Some(Verify::Off),
+            _ => Some(Verify::Bundle(std::path::PathBuf::from(s))),
+        },
+        other => {
+            return Err(D::Error::custom(format!(
+                "`{}` is not true, false or a CA bundle path",
+                value_text(&other)
+            )));
+        }
+    })
+}
+
+/// `dangling_behavior`: `checkin`, `store` or `prompt`, in any case.
+fn dangling<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<Dangling>, D::Error> {
+    use serde::de::Error as _;
+    let Some(text) = field::text(deserializer)? else {
+        return Ok(None);
+    };
+    match text.to_ascii_lowercase().as_str() {
+        "checkin" => Ok(Some(Dangling::Checkin)),
+        "store" => Ok(Some(Dangling::Store)),
+        "prompt" => Ok(Some(Dangling::Prompt)),
+        _ => Err(D::Error::custom(format!(
+            "`{text}` is not one of checkin, store, prompt"
+        ))),
+    }
+}
+
 /// What this process knows about the launch made for an intent record.
 #[derive(Debug, Clone)]
 pub(crate) enum LaunchNote {
@@ -188,129 +385,9 @@ impl std::fmt::Debug for Tower {
 
 impl Tower {
     fn new(config: ProviderConfig) -> Result<Tower> {
-        // Credentials written into the URL never travel with it: they are taken out here, so that no
-        // address broker logs, shows or records carries them.
-        let (base_url, url_login) = split_login(&config.require_str("base_url")?);
-        check_base_url(&config, &base_url)?;
-        for key in ["token", "username", "password"] {
-            if config
-                .get(key)
-                .is_some_and(broker_core::settings::is_placeholder)
-            {
-                return Err(config.setting_error(
-                    key,
-                    "is still the example's placeholder; set a real value or remove the key",
-                ));
-            }
-        }
-        let where_ = match config.instance() {
-            Some(i) => format!("AnsibleTower instance `{i}`"),
-            None => "AnsibleTower".to_owned(),
-        };
-        let token = config
-            .secret("token")
-            .filter(|t| !broker_core::secrecy::ExposeSecret::expose_secret(t).is_empty());
-        let username = config.get_str("username").filter(|u| !u.is_empty());
-        let password = config
-            .secret("password")
-            .filter(|p| !broker_core::secrecy::ExposeSecret::expose_secret(p).is_empty());
-        let from_settings = token.is_some() || username.is_some() || password.is_some();
-        if url_login.is_some() && from_settings {
-            tracing::warn!(
-                "{where_}: the user and password in `base_url` are not used; `token` (or \
-                 `username` and `password`) are"
-            );
-        }
-        let credentials = match (token, username, password, url_login) {
-            (Some(token), _, _, _) => Credentials::Token(token),
-            (None, Some(username), Some(password), _) => {
-                Credentials::Password { username, password }
-            }
-            (None, None, None, Some((username, password))) => {
-                Credentials::Password { username, password }
-            }
-            _ => {
-                return Err(Error::configuration(format!(
-                    "{where_} needs `token`, or `username` and `password`; set them in broker_settings.yaml \
-                     or BROKER_ANSIBLETOWER__TOKEN"
-                )));
-            }
-        };
-        let verify = match config.get("verify") {
-            None | Some(Value::Null) | Some(Value::Bool(true)) => Verify::System,
-            Some(Value::Bool(false)) => Verify::Off,
-            Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
-                "true" | "yes" | "1" | "" => Verify::System,
-                "false" | "no" | "0" => Verify::Off,
-                _ => {
-                    let path = std::path::PathBuf::from(s);
-                    Verify::Bundle(if path.is_relative() {
-                        config.directory().join(path)
-                    } else {
-                        path
-                    })
-                }
-            },
-            Some(other) => {
-                return Err(Error::configuration(format!(
-                    "{where_} `verify` must be true, false or a CA bundle path, not {}",
-                    serde_yaml::to_string(other).unwrap_or_default().trim()
-                )));
-            }
-        };
-        let dangling = match config
-            .get_str("dangling_behavior")
-            .unwrap_or_else(|| "checkin".into())
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "checkin" => Dangling::Checkin,
-            "store" => Dangling::Store,
-            "prompt" => Dangling::Prompt,
-            other => {
-                return Err(Error::configuration(format!(
-                    "{where_} `dangling_behavior: {other}` is not one of checkin, store, prompt"
-                )));
-            }
-        };
-        let workflow_timeout = seconds_setting(&config, "workflow_timeout", 3600.0)?;
-        let settings = TowerSettings {
-            inventory: config.get_str("inventory").filter(|s| !s.is_empty()),
-            release_workflow: config
-                .get_str("release_workflow")
-                .unwrap_or_else(|| "remove-vm".into()),
-            extend_workflow: config
-                .get_str("extend_workflow")
-                .unwrap_or_else(|| "extend-vm".into()),
-            new_expire_time: config
-                .get_str("new_expire_time")
-                .unwrap_or_else(|| "+172800".into()),
-            workflow_timeout,
-            poll_interval: seconds_setting(&config, "workflow_poll_interval", 5.0)?
-                .max(Duration::from_millis(10)),
-            max_resilient_wait: seconds_setting(&config, "max_resilient_wait", 7200.0)?,
-            results_limit: match config.get("results_limit") {
-                None | Some(Value::Null) => 20,
-                Some(v) => config.get_u64("results_limit").ok_or_else(|| {
-                    config.setting_error(
-                        "results_limit",
-                        format!("`{}` is not a whole number", value_text(v)),
-                    )
-                })? as usize,
-            },
-            error_scope_last: config
-                .get_str("error_scope")
-                .is_none_or(|s| s.eq_ignore_ascii_case("last")),
-            dangling,
-            provider_labels: config.provider_labels(),
-        };
-        let connect = ConnectOptions {
-            base_url,
-            credentials,
-            aap_version: config.get_str("aap_version"),
-            verify,
-            request_timeout: Duration::from_secs(120),
-        };
+        let section = TowerSection::from_section(&config)?;
+        let connect = section.connect_options(&config)?;
+        let settings = section.settings(&config);
         Ok(Tower {
             config,
             settings,
@@ -1397,23 +1474,6 @@ fn check_base_url(config: &ProviderConfig, base_url: &str) -> Result<()> {
             "`{base_url}` is not the address of a server; write it as `https://tower.example.com/`"
         ),
     ))
-}
-
-/// A number of seconds (fractions allowed, also as text) under `key`, else `default` when unset.
-fn seconds_setting(config: &ProviderConfig, key: &str, default: f64) -> Result<Duration> {
-    match config.get(key) {
-        None | Some(Value::Null) => Ok(jobs::seconds(None, default)),
-        Some(v) => {
-            let secs = broker_core::value::scalar_f64(v);
-            match secs.filter(|s| s.is_finite() && *s >= 0.0) {
-                Some(secs) => Ok(Duration::from_secs_f64(secs)),
-                None => Err(config.setting_error(
-                    key,
-                    format!("`{}` is not a number of seconds", value_text(v)),
-                )),
-            }
-        }
-    }
 }
 
 /// A setting's value as written in a message.

@@ -1361,3 +1361,80 @@ async fn a_password_in_base_url_logs_in_and_is_never_shown() {
         );
     }
 }
+
+/// The Python broker's section reads as it is, every key known; a typo is named with the key meant,
+/// and a value of the wrong kind with its key and line, before anything is asked of AWX.
+#[test]
+fn settings_read_the_python_brokers_section_and_name_what_is_wrong() {
+    use super::{Dangling, TowerSection};
+    use broker_core::settings::ProviderSettings;
+    let upstream = Settings::from_yaml(
+        "/b",
+        include_str!("../../../tests/fixtures/upstream_settings.yaml"),
+    )
+    .unwrap();
+    for instance in ["rhv", "osp"] {
+        let config = upstream
+            .provider_config(super::NAME, Some(instance))
+            .unwrap();
+        assert_eq!(TowerSection::problems(&config), [], "{instance}");
+        let section = TowerSection::from_section(&config).unwrap();
+        let settings = section.settings(&config);
+        assert_eq!(settings.results_limit, 50);
+        assert_eq!(settings.dangling, Dangling::Checkin);
+        assert!(section.connect_options(&config).is_ok());
+    }
+    let read = |yaml: &str| {
+        let config = Settings::from_yaml("/b", yaml)
+            .unwrap()
+            .provider_config(super::NAME, None)
+            .unwrap();
+        let section = TowerSection::from_section(&config).map_err(|e| e.to_string())?;
+        let settings = section.settings(&config);
+        let connect = section
+            .connect_options(&config)
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((settings, connect, TowerSection::problems(&config)))
+    };
+    let (settings, connect, problems) = read(
+        "AnsibleTower:\n  base_url: https://t/\n  token: 12345\n  results_limit: '7'\n  \
+         dangling_behavior: Store\n  verify: ca.pem\n  workflow_tiemout: 5\n",
+    )
+    .unwrap();
+    assert_eq!(settings.results_limit, 7);
+    assert_eq!(settings.dangling, Dangling::Store);
+    assert!(
+        matches!(&connect.verify, super::Verify::Bundle(p) if p == std::path::Path::new("/b/ca.pem"))
+    );
+    assert_eq!(
+        problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "line 7: `AnsibleTower.workflow_tiemout`: unknown key, ignored; did you mean `workflow_timeout`? rename or remove it"
+        ]
+    );
+    for (line, expected) in [
+        (
+            "dangling_behavior: maybe",
+            "`AnsibleTower.dangling_behavior` (broker_settings.yaml line 4): `maybe` is not one of checkin, store, prompt",
+        ),
+        (
+            "verify: [a]",
+            "`AnsibleTower.verify` (broker_settings.yaml line 4): `- a` is not true, false or a CA bundle path",
+        ),
+        (
+            "results_limit: lots",
+            "`AnsibleTower.results_limit` (broker_settings.yaml line 4): `lots` is not a whole number",
+        ),
+    ] {
+        let err = read(&format!(
+            "AnsibleTower:\n  base_url: https://t/\n  token: t\n  {line}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err, format!("configuration error: {expected}"));
+    }
+    let err = read("AnsibleTower:\n  token: t\n").unwrap_err();
+    assert_eq!(
+        err,
+        "configuration error: AnsibleTower needs `base_url`; set it in broker_settings.yaml or BROKER_ANSIBLETOWER__BASE_URL"
+    );
+}
