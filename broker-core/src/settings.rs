@@ -577,15 +577,21 @@ impl Settings {
 /// assert_eq!(found.and_then(|v| v.as_str()), Some("root"));
 /// ```
 pub fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
-    if path.split('.').all(str::is_empty) {
+    if dotted_keys(path).next().is_none() {
         return Some(value);
     }
     lookup_in(value.as_mapping()?, path)
 }
 
+/// The keys of a dotted settings path, empty segments skipped (`.a..b` is `a.b`), for reading
+/// ([`lookup`]) and writing (`broker config set`) alike.
+pub(crate) fn dotted_keys(path: &str) -> impl Iterator<Item = &str> {
+    path.split('.').filter(|key| !key.is_empty())
+}
+
 /// [`lookup`] below a mapping; `None` for a path with no key in it.
 fn lookup_in<'a>(map: &'a Mapping, path: &str) -> Option<&'a Value> {
-    let mut keys = path.split('.').filter(|key| !key.is_empty());
+    let mut keys = dotted_keys(path);
     let first = get_ci(map, keys.next()?)?;
     keys.try_fold(first, |value, key| get_ci(value.as_mapping()?, key))
 }

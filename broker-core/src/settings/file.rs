@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
 
-use super::{SETTINGS_FILE, child_mapping, existing_key_ci, key_ci, lookup, parse_settings_text};
+use super::{
+    SETTINGS_FILE, child_mapping, dotted_keys, existing_key_ci, key_ci, lookup, parse_settings_text,
+};
 use crate::error::{Error, Result};
 
 /// The settings file as a document to change (`broker config set|init|restore`).
@@ -65,11 +67,7 @@ impl SettingsFile {
     /// Read, parse and write errors.
     pub fn set(&self, chunk: &str, value: Value) -> Result<Option<PathBuf>> {
         let mut doc = self.read()?;
-        let path: Vec<String> = chunk
-            .split('.')
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect();
+        let path: Vec<String> = dotted_keys(chunk).map(str::to_owned).collect();
         if path.is_empty() {
             match value {
                 Value::Mapping(m) => doc = m,
