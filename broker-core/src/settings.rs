@@ -786,12 +786,17 @@ impl ProviderConfig {
 
     /// A [`Problem`] with the setting `key` of this provider (instance), located as
     /// [`ProviderConfig::setting_error`] locates it, for `broker config validate`.
+    /// A key set by an environment override names the variable at the end of the message.
     pub fn problem(&self, key: &str, message: impl Into<String>) -> Problem {
-        let (key, line) = self.locate(key);
+        let (path, line) = self.locate(key);
+        let mut message = message.into();
+        if let Some(variable) = self.env_variable(key) {
+            message.push_str(&format!(" (set by {variable})"));
+        }
         Problem {
-            key,
+            key: path,
             line,
-            message: message.into(),
+            message,
         }
     }
 

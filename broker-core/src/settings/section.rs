@@ -277,7 +277,8 @@ Sample:
         assert_eq!(
             problems,
             [
-                "`Sample.baseurl`: unknown key, ignored; did you mean `base_url`? rename or remove it",
+                "`Sample.baseurl`: unknown key, ignored; did you mean `base_url`? rename or remove it \
+                 (set by BROKER_SAMPLE__BASEURL)",
                 "line 12: `Sample.instances.one.worflow_timeout`: unknown key, ignored; did you mean \
                  `workflow_timeout`? rename or remove it",
             ]
