@@ -455,61 +455,8 @@ impl Settings {
             .and_then(Value::as_mapping)
             .cloned()
             .unwrap_or_default();
-        let instances = instances_of(&section);
-        let chosen: Option<(String, Mapping)> = match instance {
-            Some(name) => Some(
-                instances
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .cloned()
-                    .ok_or_else(|| {
-                        Error::configuration(format!(
-                            "{provider} has no instance `{name}`; configured: {}",
-                            if instances.is_empty() {
-                                format!(
-                                    "none (add it with `broker config set {provider}.instances.{name} '{{default: true}}'`, \
-                                     or leave out `--{provider} {name}`)"
-                                )
-                            } else {
-                                instances.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
-                            }
-                        ))
-                    })?,
-            ),
-            None => match instances.as_slice() {
-                [] => None,
-                [only] => Some(only.clone()),
-                many => Some(
-                    many.iter()
-                        .find(|(_, m)| m.get("default").and_then(Value::as_bool) == Some(true))
-                        .cloned()
-                        .ok_or_else(|| {
-                            Error::configuration(format!(
-                                "{provider} has several instances ({}) and none is `default: true`; \
-                                 choose one with `--{provider} NAME`",
-                                many.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
-                            ))
-                        })?,
-                ),
-            },
-        };
-        let mut values = section.clone();
-        values.shift_remove("instances");
-        let mut override_envars = false;
-        if let Some((_, inst)) = &chosen {
-            override_envars = inst.get("override_envars").and_then(Value::as_bool) == Some(true);
-            deep_merge(&mut values, inst.clone());
-        }
-        if !override_envars {
-            // Environment overrides of the section's own keys win over the instance's.
-            for o in self.env.iter().filter(|o| {
-                o.path.len() >= 2
-                    && o.path[0].eq_ignore_ascii_case(provider)
-                    && !o.path[1].eq_ignore_ascii_case("instances")
-            }) {
-                set_path_ci(&mut values, &o.path[1..], o.value.clone());
-            }
-        }
+        let chosen = choose_instance(provider, &instances_of(&section), instance)?;
+        let values = self.instance_values(provider, section, chosen.as_ref());
         let instance_name = chosen.map(|(n, _)| n);
         Ok(ProviderConfig {
             provider: provider.to_owned(),
@@ -526,6 +473,35 @@ impl Settings {
             from_env: self.env_keys_of(provider, instance_name.as_deref()),
             asker: crate::interaction::Asker::default(),
         })
+    }
+
+    /// A provider section's values for one instance: the section's keys without `instances`, the
+    /// instance's merged over them, and environment overrides of the section's own keys over both
+    /// unless the instance sets `override_envars`.
+    fn instance_values(
+        &self,
+        provider: &str,
+        section: Mapping,
+        chosen: Option<&(String, Mapping)>,
+    ) -> Mapping {
+        let mut values = section;
+        values.shift_remove("instances");
+        let mut override_envars = false;
+        if let Some((_, inst)) = chosen {
+            override_envars = inst.get("override_envars").and_then(Value::as_bool) == Some(true);
+            deep_merge(&mut values, inst.clone());
+        }
+        if !override_envars {
+            // Environment overrides of the section's own keys win over the instance's.
+            for o in self.env.iter().filter(|o| {
+                o.path.len() >= 2
+                    && o.path[0].eq_ignore_ascii_case(provider)
+                    && !o.path[1].eq_ignore_ascii_case("instances")
+            }) {
+                set_path_ci(&mut values, &o.path[1..], o.value.clone());
+            }
+        }
+        values
     }
 
     /// The keys of a provider section (and of its instance `instance`) that environment overrides
@@ -685,6 +661,58 @@ pub(crate) fn deep_merge(base: &mut Mapping, over: Mapping) {
                 base.insert(k, v);
             }
         }
+    }
+}
+
+/// The instance of `provider` a caller gets: the one named, else the only one, else the one marked
+/// `default: true`; none when the section has no instances.
+fn choose_instance(
+    provider: &str,
+    instances: &[(String, Mapping)],
+    instance: Option<&str>,
+) -> Result<Option<(String, Mapping)>> {
+    let names = || {
+        instances
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match instance {
+        Some(name) => instances
+            .iter()
+            .find(|(n, _)| n == name)
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| {
+                Error::configuration(format!(
+                    "{provider} has no instance `{name}`; configured: {}",
+                    if instances.is_empty() {
+                        format!(
+                            "none (add it with `broker config set {provider}.instances.{name} '{{default: true}}'`, \
+                             or leave out `--{provider} {name}`)"
+                        )
+                    } else {
+                        names()
+                    }
+                ))
+            }),
+        None => match instances {
+            [] => Ok(None),
+            [only] => Ok(Some(only.clone())),
+            many => many
+                .iter()
+                .find(|(_, m)| m.get("default").and_then(Value::as_bool) == Some(true))
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| {
+                    Error::configuration(format!(
+                        "{provider} has several instances ({}) and none is `default: true`; \
+                         choose one with `--{provider} NAME`",
+                        names()
+                    ))
+                }),
+        },
     }
 }
 
@@ -982,6 +1010,36 @@ nicks:
                 .contains("broker config set TestProvider.instances.local '{default: true}'"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_instance_is_the_one_named_else_the_only_one_else_the_default() {
+        let instance = |name: &str, default: bool| {
+            let mut settings = Mapping::new();
+            settings.insert("default".into(), default.into());
+            (name.to_owned(), settings)
+        };
+        let chosen = |instances: &[(String, Mapping)], named: Option<&str>| {
+            choose_instance("P", instances, named).map(|c| c.map(|(name, _)| name))
+        };
+        let two = [instance("a", false), instance("b", true)];
+        assert_eq!(chosen(&two, Some("a")).unwrap().as_deref(), Some("a"));
+        assert_eq!(chosen(&two, None).unwrap().as_deref(), Some("b"));
+        assert_eq!(chosen(&two[..1], None).unwrap().as_deref(), Some("a"));
+        assert_eq!(chosen(&[], None).unwrap(), None);
+        let err = chosen(&two, Some("c")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "configuration error: P has no instance `c`; configured: a, b"
+        );
+        let undecided = [instance("a", false), instance("b", false)];
+        let err = chosen(&undecided, None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "configuration error: P has several instances (a, b) and none is `default: true`; \
+             choose one with `--P NAME`"
+        );
+        assert_eq!(err.exit_code(), 8);
     }
 
     #[test]
