@@ -17,7 +17,7 @@ use clap::Parser;
 use crate::cli::{
     CheckinArgs, CheckoutArgs, Cli, Command, ConfigCommand, DuplicateArgs, ExecuteArgs,
     ExecuteFormat, ExtendArgs, Format, InventoryArgs, LogLevel, ProviderArgs, ProvidersArgs,
-    RecoverArgs, Selection, SshArgs,
+    ReapArgs, RecoverArgs, Selection, SshArgs,
 };
 use crate::output::{
     Emitter, Progress, inventory_table, note, print_value, table, value_table, write_stderr,
@@ -190,6 +190,7 @@ async fn dispatch(command: Command, settings: Settings, emitter: &mut Emitter) -
                 Command::Execute(a) => execute(&broker, a, emitter).await,
                 Command::Providers(a) => providers(&broker, a, emitter).await,
                 Command::Recover(a) => recover(&broker, a, emitter).await,
+                Command::Reap(a) => reap(&broker, a, emitter).await,
                 Command::Ssh(a) => ssh(&broker, a, emitter).await,
                 Command::Config(_) | Command::Completions { .. } | Command::Manpage { .. } => {
                     unreachable!("handled above")
@@ -445,11 +446,16 @@ async fn checkout(broker: &Broker, a: CheckoutArgs, emitter: &mut Emitter) -> Re
     // Listening before anything is made: a stop signal from now on gives back what was made.
     let signals = StopSignals::listen()?;
     let stop = Cancellation::new();
+    // The CLI hands hosts out: they are their user's, not this process's.
     let mut request = request_args(broker, a.nick, &a.provider)?
         .keep_partial(a.keep_partial)
+        .held_by_user(true)
         .cancel_with(&stop);
     if let Some(count) = a.count {
         request = request.count(count);
+    }
+    if let Some(lease) = &a.lease {
+        request = request.lease(broker_core::lease::Lease::parse(lease)?);
     }
     let progress = Progress::start(format!("checking out {} host(s)", request.host_count()));
     let guards =
@@ -677,7 +683,13 @@ async fn duplicate(broker: &Broker, a: DuplicateArgs, emitter: &mut Emitter) -> 
 
 async fn extend(broker: &Broker, a: ExtendArgs, emitter: &mut Emitter) -> Result<i32> {
     let records = selected(broker, &a.selection)?;
-    let extra = cli_support::extend_arguments(&a.extra, a.provider_labels.as_deref())?;
+    let mut extra = cli_support::extend_arguments(&a.extra, a.provider_labels.as_deref())?;
+    if let Some(lease) = &a.lease {
+        extra.insert(
+            broker_core::lease::fields::LEASE.into(),
+            Value::from(lease.as_str()),
+        );
+    }
     let _progress = Progress::start(format!("extending {} host(s)", records.len()));
     let outcomes = if a.sequential {
         let mut all = Vec::new();
@@ -788,6 +800,74 @@ async fn recover(broker: &Broker, a: RecoverArgs, emitter: &mut Emitter) -> Resu
         note!("nothing to recover");
     }
     report("recovered", &outcomes, emitter, a.output.format)
+}
+
+async fn reap(broker: &Broker, a: ReapArgs, emitter: &mut Emitter) -> Result<i32> {
+    use broker_core::lease::ReapScope;
+    let reaped = match a.watch {
+        Some(pid) => interruptible(broker.watch(pid)).await?,
+        None => {
+            let scope = if a.expired {
+                ReapScope::expired()
+            } else if a.abandoned {
+                ReapScope::owner_gone()
+            } else {
+                ReapScope::default()
+            };
+            interruptible(broker.reap(scope, a.dry_run)).await?
+        }
+    };
+    if reaped.is_empty() {
+        note!("nothing to reap");
+    }
+    let mut code = 0;
+    let rows: Vec<ReapRow> = reaped
+        .iter()
+        .map(|r| {
+            let result = match &r.result {
+                None => "would check in".to_owned(),
+                Some(Ok(())) => "checked in".to_owned(),
+                Some(Err(e)) => {
+                    note!("error: {}", broker_core::error::chain(e));
+                    if code == 0 {
+                        code = e.exit_code();
+                    }
+                    format!("error: {}", broker_core::error::chain(e))
+                }
+            };
+            ReapRow {
+                host: r.record.display_name(),
+                id: r.record.id().to_string(),
+                reason: r.reason.kind(),
+                detail: r.reason.to_string(),
+                result,
+            }
+        })
+        .collect();
+    emitter.emit("reaped", &rows);
+    match a.output.format {
+        Format::Table => {
+            // Failures are on stderr already.
+            let text: String = rows
+                .iter()
+                .filter(|r| !r.result.starts_with("error: "))
+                .map(|r| format!("{} {}: {}\n", r.result, r.host, r.detail))
+                .collect();
+            write_stdout(&text)?;
+        }
+        other => print_value(&rows, other)?,
+    }
+    Ok(code)
+}
+
+/// One host of `broker reap`'s output.
+#[derive(serde::Serialize)]
+struct ReapRow {
+    host: String,
+    id: String,
+    reason: &'static str,
+    detail: String,
+    result: String,
 }
 
 async fn ssh(broker: &Broker, a: SshArgs, emitter: &mut Emitter) -> Result<i32> {

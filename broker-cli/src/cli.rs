@@ -109,6 +109,11 @@ pub enum Command {
     Config(ConfigCommand),
     /// Clean up records left `pending` or `releasing` by a crash or a kill.
     Recover(RecoverArgs),
+    /// Check in hosts whose lease ended and hosts a gone process held (`--watch PID`: when PID ends).
+    #[command(
+        after_help = "Examples:\n  broker reap --dry-run -o json\n  broker reap --watch $$ &   (gives back what this shell's tests leave when it ends)"
+    )]
+    Reap(ReapArgs),
     /// Run a command on a host (`broker ssh HOST -- uname -a`, exits with its status), or open a shell.
     Ssh(SshArgs),
     /// Print a shell completion script: `broker completions bash > /etc/bash_completion.d/broker`.
@@ -155,6 +160,9 @@ pub struct CheckoutArgs {
     /// Keep the hosts that were made when others fail (default: check them in again).
     #[arg(long)]
     pub keep_partial: bool,
+    /// Give the hosts back after this long (`30m`, `2h`, `1d`): `broker reap` checks them in then.
+    #[arg(long, value_name = "DURATION")]
+    pub lease: Option<String>,
     #[command(flatten)]
     pub output: OutputArg,
     /// Arguments for the provider.
@@ -261,6 +269,9 @@ pub struct ExtendArgs {
     /// Labels for the provider: `k1=v1,k2=v2`.
     #[arg(short = 'l', long)]
     pub provider_labels: Option<String>,
+    /// Move broker's lease to end this long from now (`2h`), for any provider.
+    #[arg(long, value_name = "DURATION")]
+    pub lease: Option<String>,
     #[command(flatten)]
     pub output: OutputArg,
     /// Provider arguments, e.g. `--new-expire-time +3600`.
@@ -371,6 +382,25 @@ pub struct RecoverArgs {
     /// Every pending or releasing record, also those whose owner may still be running.
     #[arg(long)]
     pub all: bool,
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// `reap`.
+#[derive(Debug, Args)]
+pub struct ReapArgs {
+    /// Say what would be checked in, and why, without checking anything in.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only hosts whose lease ended.
+    #[arg(long, conflicts_with = "abandoned")]
+    pub expired: bool,
+    /// Only hosts a gone process held (its guards, and what it left pending or releasing).
+    #[arg(long)]
+    pub abandoned: bool,
+    /// Wait until process PID of this machine ends, then check in what it left; exits when done.
+    #[arg(long, value_name = "PID", conflicts_with_all = ["expired", "abandoned", "dry_run"])]
+    pub watch: Option<u32>,
     #[command(flatten)]
     pub output: OutputArg,
 }
@@ -592,6 +622,34 @@ mod tests {
                 .split(' ')
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn reap_takes_its_flags_and_refuses_contradictions() {
+        let parse = |line: &str| Cli::try_parse_from(line.split_whitespace());
+        let Some(Command::Reap(a)) = parse("broker reap --dry-run -o json").unwrap().command else {
+            panic!("not reap");
+        };
+        assert!(a.dry_run && !a.expired && !a.abandoned && a.watch.is_none());
+        assert_eq!(a.output.format, Format::Json);
+        let Some(Command::Reap(a)) = parse("broker reap --watch 4242").unwrap().command else {
+            panic!("not reap");
+        };
+        assert_eq!(a.watch, Some(4242));
+        for wrong in [
+            "broker reap --watch 1 --dry-run",
+            "broker reap --watch 1 --abandoned",
+            "broker reap --expired --abandoned",
+            "broker reap --watch me",
+        ] {
+            let e = parse(wrong).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{wrong}");
+        }
+        let Some(Command::Checkout(a)) = parse("broker checkout --lease 2h").unwrap().command
+        else {
+            panic!("not checkout");
+        };
+        assert_eq!(a.lease.as_deref(), Some("2h"));
     }
 
     #[test]

@@ -13,9 +13,11 @@ use crate::error::{Error, Result};
 use crate::guard::HostGuard;
 use crate::host::{FromHost, Host};
 use crate::inventory::{InventoryStore, SyncReport, YamlFileStore};
+use crate::lease::ReapScope;
 use crate::lifecycle::{BrokerInner, HostOutcome, RecoverScope};
 use crate::provider::ProviderRegistry;
-use crate::record::HostRecord;
+use crate::reap::Reaped;
+use crate::record::{HostRecord, Owner};
 use crate::request::{Cancellation, CheckoutRequest};
 use crate::selection::filter_records;
 use crate::settings::Settings;
@@ -140,6 +142,7 @@ impl Broker {
             &self.inner.registry,
             self.inner.origin(),
         )?;
+        self.inner.reap_on_start().await;
         let (provider, records) = self.inner.checkout(resolved).await?;
         HostGuard::for_checkout(&self.inner, &provider, records).await
     }
@@ -298,6 +301,57 @@ impl Broker {
     /// Inventory errors; per-host failures are in the outcomes.
     pub async fn recover(&self, scope: RecoverScope) -> Result<Vec<HostOutcome>> {
         self.inner.recover(scope).await
+    }
+
+    /// Checks in what needs a reaper (`broker reap`): hosts whose lease ended, and hosts whose
+    /// holding process is gone — its guards' hosts and what it left `pending` or `releasing`; with
+    /// `dry_run`, only says which (see [`crate::lease`] for the rules). Safe with other reapers at
+    /// once: each host is checked in by one of them.
+    ///
+    /// ```no_run
+    /// # async fn demo(broker: broker_core::Broker) -> broker_core::Result<()> {
+    /// use broker_core::lease::ReapScope;
+    ///
+    /// for reaped in broker.reap(ReapScope::default(), false).await? {
+    ///     println!("{}: {}", reaped.record.display_name(), reaped.reason);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Inventory errors; per-host failures are in the results.
+    pub async fn reap(&self, scope: ReapScope, dry_run: bool) -> Result<Vec<Reaped>> {
+        self.inner.reap(scope, dry_run).await
+    }
+
+    /// Waits until process `pid` of this machine has ended, however it ends, then checks in what it
+    /// held: its guards' hosts and its checkouts under way (`broker reap --watch PID`; see
+    /// [`crate::reap::spawn_watcher`]). Returns at once, reaping, when no such process runs.
+    ///
+    /// # Errors
+    /// Inventory errors; per-host failures are in the results.
+    pub async fn watch(&self, pid: u32) -> Result<Vec<Reaped>> {
+        if let Some(process) = Owner::local(pid) {
+            crate::reap::wait_until_gone(&process, crate::reap::WATCH_POLL).await;
+        }
+        self.inner.reap(ReapScope::left_by(pid), false).await
+    }
+
+    /// What this process still holds in the inventory: its guards' hosts not yet checked in, and
+    /// what its checkouts and check-ins left `pending` or `releasing` — for an end-of-suite
+    /// assertion. Hosts handed to the user ([`HostGuard::keep`], `keep_on_failure`) are not listed.
+    ///
+    /// ```no_run
+    /// # fn demo(broker: broker_core::Broker) -> broker_core::Result<()> {
+    /// let left = broker.leftovers()?;
+    /// assert!(left.is_empty(), "hosts left behind: {left:?}");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Inventory errors.
+    pub fn leftovers(&self) -> Result<Vec<HostRecord>> {
+        self.inner.leftovers()
     }
 }
 

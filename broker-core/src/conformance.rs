@@ -161,8 +161,13 @@ impl Conformance {
         }
     }
 
+    /// The kit keeps every host it checks out (and checks it in itself), so they are their user's
+    /// from the start, as a CLI checkout's are: no write to hand them over when kept.
     fn request(&self, count: usize) -> CheckoutRequest {
-        CheckoutRequest::new().args(self.args.clone()).count(count)
+        CheckoutRequest::new()
+            .args(self.args.clone())
+            .count(count)
+            .held_by_user(true)
     }
 
     /// A broker on a new directory, its provider and store wrapped by `injector`.

@@ -23,6 +23,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use tracing::Level;
+
 use crate::error::Result;
 use crate::host::{FromHost, Host};
 use crate::lifecycle::BrokerInner;
@@ -181,11 +183,28 @@ impl<H: FromHost> HostGuard<H> {
         }
     }
 
-    /// Leaves the host checked out (it stays in the inventory) and returns it.
+    /// Leaves the host checked out (it stays in the inventory) and returns it: the host is its
+    /// user's from now on, not this process's, so it outlives this process and goes back only by
+    /// hand (`broker checkin`) or when its lease ends (see [`crate::lease`]). Its record is updated
+    /// to say so (a blocking inventory write; the record `H` holds still shows the guard).
     pub fn keep(mut self) -> H {
         // Check-ins that guards of the batch dropped earlier started finish on their own.
         let _others = self.batch.leave(None);
-        self.ticket = None;
+        if let Some(ticket) = self.ticket.take()
+            && crate::lease::is_guarded(&ticket.record)
+            && let Err(e) = ticket.inner.hand_to_user(&ticket.record.id())
+        {
+            let name = ticket.record.display_name();
+            left_behind(
+                Level::ERROR,
+                &name,
+                &format!(
+                    "keeping host {name} failed to reach the inventory ({}): a reaper will give \
+                     it back once this process ends; check it out again to keep it longer",
+                    crate::error::chain(&e)
+                ),
+            );
+        }
         match self.host.take() {
             Some(h) => h,
             None => unreachable!("a HostGuard's host is present until the guard is consumed"),
@@ -225,7 +244,13 @@ fn start_checkin(ticket: Ticket) -> Option<Started> {
         }
     });
     if !sent {
-        tracing::error!(host = %name, "cannot check in on drop: the check-in worker is not running; retry with `broker checkin {name}`");
+        left_behind(
+            Level::ERROR,
+            &name,
+            &format!(
+                "cannot check in {name} on drop: the check-in worker is not running; retry with `broker checkin {name}`"
+            ),
+        );
         return None;
     }
     Some(Started {
@@ -251,19 +276,27 @@ fn wait_for(started: Vec<Started>) {
             // A little grace over the job's own timeout so a job that just finished is not late.
             match s.done.recv_timeout(left + Duration::from_secs(1)) {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(
-                    host = %s.name,
-                    "checking in on drop failed: {}; the record stays in the inventory: retry with `broker checkin {}`",
-                    crate::error::chain(&e),
-                    s.name
+                Ok(Err(e)) => left_behind(
+                    Level::ERROR,
+                    &s.name,
+                    &format!(
+                        "checking in {} on drop failed: {}; the record stays in the inventory: retry with `broker checkin {}`",
+                        s.name,
+                        crate::error::chain(&e),
+                        s.name
+                    ),
                 ),
                 Err(_) => {
-                    tracing::error!(
-                        host = %s.name,
-                        "checking in on drop did not finish within {}; the record stays in the inventory \
-                         marked releasing: retry with `broker checkin {}`",
-                        crate::time::format_duration(s.timeout),
-                        s.name
+                    left_behind(
+                        Level::ERROR,
+                        &s.name,
+                        &format!(
+                            "checking in {} on drop did not finish within {}; the record stays in the \
+                             inventory marked releasing: retry with `broker checkin {}`",
+                            s.name,
+                            crate::time::format_duration(s.timeout),
+                            s.name
+                        ),
                     );
                     let _ = s.inner.note_error(
                         &s.id,
@@ -292,15 +325,42 @@ fn wait_for(started: Vec<Started>) {
 fn keep_after_failure(ticket: Ticket, keep_for: Duration) {
     let name = ticket.record.display_name();
     match ticket.inner.keep_after_failure(ticket.record, keep_for) {
-        Ok(expires) => tracing::warn!(
-            host = %name,
-            "the test panicked: keeping the host until {} ({KEEP_ON_FAILURE_ENV}); check it in with `broker checkin {name}`",
-            crate::time::format_epoch(expires)
+        Ok(expires) => left_behind(
+            Level::WARN,
+            &name,
+            &format!(
+                "the test panicked: keeping host {name} until {} ({KEEP_ON_FAILURE_ENV}); check it in with `broker checkin {name}`",
+                crate::time::format_epoch(expires)
+            ),
         ),
-        Err(e) => {
-            tracing::error!(host = %name, "the test panicked and recording the kept host failed: {e}")
-        }
+        Err(e) => left_behind(
+            Level::ERROR,
+            &name,
+            &format!(
+                "the test panicked and recording the kept host {name} failed: {}",
+                crate::error::chain(&e)
+            ),
+        ),
     }
+}
+
+/// Says that a host was left behind (kept, or not checked in): a `tracing` event at `level` and —
+/// when no subscriber would show it, as in a test binary, which has none — one line on stderr, so a
+/// suite does not pass in silence.
+fn left_behind(level: Level, host: &str, message: &str) {
+    if level == Level::WARN {
+        tracing::warn!(host = %host, "{message}");
+    } else {
+        tracing::error!(host = %host, "{message}");
+    }
+    if no_subscriber() {
+        eprintln!("broker: {message}");
+    }
+}
+
+/// Whether this thread's `tracing` events reach no subscriber.
+fn no_subscriber() -> bool {
+    tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>())
 }
 
 #[cfg(test)]

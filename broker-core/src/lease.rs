@@ -20,13 +20,13 @@
 //! lives. It must not touch the inventory or a provider; the lifecycle does that.
 
 use std::fmt;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
 
 use crate::error::{Error, Result};
-use crate::record::{HostRecord, HostState, fields as record_fields};
+use crate::process::Liveness;
+use crate::record::{HostRecord, HostState, Owner};
 
 /// Field and argument names of leases and reaping.
 pub mod fields {
@@ -39,10 +39,6 @@ pub mod fields {
     /// The process giving the host back for a reap (broker only): it claims the record so that a
     /// second reaper leaves it alone.
     pub const REAPER: &str = "_broker_reaper";
-    /// In the owner and reaper mappings: the process's start time, in clock ticks since boot.
-    pub const STARTED: &str = "started";
-    /// In the owner and reaper mappings: the boot the process started in.
-    pub const BOOT: &str = "boot";
 }
 
 /// How long a host may stay checked out.
@@ -125,152 +121,9 @@ pub fn take_lease(args: &mut Mapping, section: Option<&Value>) -> Result<Option<
     }
 }
 
-/// A process on some machine, told from a later one with the same pid.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessIdentity {
-    /// The machine (host name) it runs on.
-    pub machine: String,
-    /// Its pid.
-    pub pid: u32,
-    /// Its start time in clock ticks since boot, when known.
-    pub started: Option<u64>,
-    /// The boot it started in, when known.
-    pub boot: Option<String>,
-}
-
-impl ProcessIdentity {
-    /// This process.
-    pub fn current() -> &'static ProcessIdentity {
-        static CURRENT: OnceLock<ProcessIdentity> = OnceLock::new();
-        CURRENT.get_or_init(|| {
-            let pid = std::process::id();
-            ProcessIdentity {
-                machine: crate::record::Owner::current().machine.clone(),
-                pid,
-                started: start_ticks(pid),
-                boot: boot_id(),
-            }
-        })
-    }
-
-    /// A process of this machine by pid, as it is now (`None` when no such process runs).
-    pub fn local(pid: u32) -> Option<ProcessIdentity> {
-        Some(ProcessIdentity {
-            machine: ProcessIdentity::current().machine.clone(),
-            pid,
-            started: Some(start_ticks(pid)?),
-            boot: boot_id(),
-        })
-    }
-
-    /// The process an owner or reaper mapping (`{machine, pid, started, boot}`) names; `None` when it
-    /// names none.
-    pub fn from_value(value: &Value) -> Option<ProcessIdentity> {
-        let map = value.as_mapping()?;
-        let text = |key: &str| map.get(key).and_then(crate::value::scalar_text);
-        Some(ProcessIdentity {
-            machine: text("machine")?,
-            pid: u32::try_from(crate::value::scalar_u64(map.get("pid")?)?).ok()?,
-            started: map.get(fields::STARTED).and_then(crate::value::scalar_u64),
-            boot: text(fields::BOOT),
-        })
-    }
-
-    /// Adds what tells this process from a later one with its pid (`started`, `boot`) to an owner
-    /// or reaper mapping.
-    pub fn describe_into(&self, map: &mut Mapping) {
-        map.insert("machine".into(), self.machine.clone().into());
-        map.insert("pid".into(), u64::from(self.pid).into());
-        if let Some(started) = self.started {
-            map.insert(fields::STARTED.into(), started.into());
-        }
-        if let Some(boot) = &self.boot {
-            map.insert(fields::BOOT.into(), boot.clone().into());
-        }
-    }
-
-    /// Whether this process still runs, as far as this machine can tell.
-    pub fn liveness(&self) -> Liveness {
-        if self.machine != ProcessIdentity::current().machine {
-            return Liveness::Unknown;
-        }
-        if self.pid == std::process::id() && self.same_start_as(ProcessIdentity::current()) {
-            return Liveness::Alive;
-        }
-        match ProcessIdentity::local(self.pid) {
-            None if cfg!(target_os = "linux") => Liveness::Gone,
-            None => Liveness::Unknown,
-            Some(now) if self.same_start_as(&now) => Liveness::Alive,
-            // Another process has the pid now.
-            Some(_) => Liveness::Gone,
-        }
-    }
-
-    /// Whether `other` (the process with this pid now) is this one: same boot and start time where
-    /// both are known. A record written before start times were recorded matches any process with
-    /// its pid, as before.
-    fn same_start_as(&self, other: &ProcessIdentity) -> bool {
-        let boot = match (&self.boot, &other.boot) {
-            (Some(a), Some(b)) => a == b,
-            _ => true,
-        };
-        let started = match (self.started, other.started) {
-            (Some(a), Some(b)) => a == b,
-            _ => true,
-        };
-        boot && started
-    }
-}
-
-impl fmt::Display for ProcessIdentity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pid {} on {}", self.pid, self.machine)
-    }
-}
-
-/// Whether a process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Liveness {
-    /// It runs.
-    Alive,
-    /// It ran on this machine and is gone (its pid is free, or another process has it).
-    Gone,
-    /// It runs on another machine, or this machine cannot tell: presumed alive.
-    Unknown,
-}
-
-/// The start time of process `pid` in clock ticks since boot: field 22 of `/proc/PID/stat` (counted
-/// after the command name, which may hold spaces and parentheses). `None` when no such process runs,
-/// or it is a zombie (it has exited; its parent has not collected it yet).
-pub fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    start_ticks_of(&stat)
-}
-
-fn start_ticks_of(stat: &str) -> Option<u64> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let mut rest = after_name.split_whitespace();
-    // Field 3 is the state; the start time is field 22, the 20th after the name.
-    if rest.next()? == "Z" {
-        return None;
-    }
-    rest.nth(18)?.parse().ok()
-}
-
-/// This boot's identity (`/proc/sys/kernel/random/boot_id`).
-fn boot_id() -> Option<String> {
-    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    Some(id.trim().to_owned()).filter(|id| !id.is_empty())
-}
-
-/// The process that owns a record (`_broker_owner`), when broker recorded one.
-pub fn owner_of(record: &HostRecord) -> Option<ProcessIdentity> {
-    ProcessIdentity::from_value(record.get(record_fields::OWNER)?)
-}
-
 /// The process reaping a record (`_broker_reaper`), when one claimed it.
-pub fn reaper_of(record: &HostRecord) -> Option<ProcessIdentity> {
-    ProcessIdentity::from_value(record.get(fields::REAPER)?)
+pub fn reaper_of(record: &HostRecord) -> Option<Owner> {
+    serde_yaml::from_value(record.get(fields::REAPER)?.clone()).ok()
 }
 
 /// Whether a guard of the owning process holds the host (`_broker_guarded: true`).
@@ -279,11 +132,9 @@ pub fn is_guarded(record: &HostRecord) -> bool {
 }
 
 /// The record as a reaper claims it: `releasing`, naming the reaping process.
-pub fn claimed(record: &HostRecord, reaper: &ProcessIdentity) -> HostRecord {
+pub fn claimed(record: &HostRecord, reaper: &Owner) -> HostRecord {
     let mut claimed = record.clone();
-    let mut me = Mapping::new();
-    reaper.describe_into(&mut me);
-    claimed.set(fields::REAPER, Value::Mapping(me));
+    claimed.set(fields::REAPER, reaper.to_value());
     claimed.set_state(HostState::Releasing);
     claimed
 }
@@ -391,7 +242,7 @@ impl ReapScope {
 
 /// Why `record` is to be reaped at `now` (seconds since the epoch), or `None` to leave it.
 ///
-/// `liveness` tells whether a process runs ([`ProcessIdentity::liveness`] outside tests). The rules:
+/// `liveness` tells whether a process runs ([`Owner::liveness`] outside tests). The rules:
 ///
 /// - a record a live process is reaping (this one included) is left to it; one whose reaper is gone
 ///   is reaped again;
@@ -405,7 +256,7 @@ pub fn reap_reason(
     record: &HostRecord,
     now: i64,
     scope: ReapScope,
-    liveness: &dyn Fn(&ProcessIdentity) -> Liveness,
+    liveness: &dyn Fn(&Owner) -> Liveness,
 ) -> Option<ReapReason> {
     let reaper = reaper_of(record);
     if let Some(reaper) = &reaper
@@ -413,11 +264,11 @@ pub fn reap_reason(
     {
         return None;
     }
-    let owner = owner_of(record);
+    let owner = record.owner();
     if let Some(pid) = scope.owner_pid
         && owner
             .as_ref()
-            .is_none_or(|o| o.pid != pid || o.machine != ProcessIdentity::current().machine)
+            .is_none_or(|o| o.pid != pid || o.machine != Owner::current().machine)
     {
         return None;
     }
@@ -447,7 +298,7 @@ pub fn select_for_reap(
     records: &[HostRecord],
     now: i64,
     scope: ReapScope,
-    liveness: &dyn Fn(&ProcessIdentity) -> Liveness,
+    liveness: &dyn Fn(&Owner) -> Liveness,
 ) -> Vec<(HostRecord, ReapReason)> {
     records
         .iter()
@@ -476,7 +327,7 @@ mod tests {
 
     /// A record owned by `pid` on this machine, started at tick 100 of boot `b1`, with `extra` fields.
     fn owned(pid: u32, extra: &str) -> HostRecord {
-        let machine = &ProcessIdentity::current().machine;
+        let machine = &Owner::current().machine;
         record(&format!(
             "{{_broker_id: h{pid}, _broker_provider: TestProvider, hostname: host{pid}, \
              _broker_owner: {{user: me, machine: '{machine}', pid: {pid}, started: 100, boot: b1}}{extra}}}"
@@ -484,7 +335,7 @@ mod tests {
     }
 
     /// Processes 1 to 9 run; every other pid is gone.
-    fn low_pids_live(p: &ProcessIdentity) -> Liveness {
+    fn low_pids_live(p: &Owner) -> Liveness {
         if p.pid < 10 {
             Liveness::Alive
         } else {
@@ -533,58 +384,6 @@ mod tests {
         assert_eq!(take_lease(&mut args, Some(&Value::Null)).unwrap(), None);
         let mut bad: Mapping = serde_yaml::from_str("{lease: forever}").unwrap();
         assert!(take_lease(&mut bad, None).is_err());
-    }
-
-    #[test]
-    fn start_times_come_from_the_stat_line_after_the_command_name() {
-        // A command name with spaces and a parenthesis must not shift the fields.
-        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 \
-                    987654 1000 100 18446744073709551615";
-        assert_eq!(start_ticks_of(stat), Some(987_654));
-        let zombie = "4242 (x) Z 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 987654";
-        assert_eq!(start_ticks_of(zombie), None);
-        assert_eq!(start_ticks_of("garbage"), None);
-        let me = ProcessIdentity::current();
-        assert_eq!(me.pid, std::process::id());
-        assert!(me.started.is_some() && me.boot.is_some(), "{me:?}");
-        assert_eq!(me.liveness(), Liveness::Alive);
-    }
-
-    #[test]
-    fn a_reused_pid_is_not_taken_for_the_owner() {
-        let me = ProcessIdentity::current();
-        let mut earlier = me.clone();
-        earlier.started = me.started.map(|t| t.saturating_sub(1));
-        assert_eq!(
-            earlier.liveness(),
-            Liveness::Gone,
-            "same pid, started earlier"
-        );
-        let mut other_boot = me.clone();
-        other_boot.boot = Some("another-boot".into());
-        assert_eq!(other_boot.liveness(), Liveness::Gone);
-        let mut unrecorded = me.clone();
-        unrecorded.started = None;
-        unrecorded.boot = None;
-        assert_eq!(
-            unrecorded.liveness(),
-            Liveness::Alive,
-            "old records match by pid"
-        );
-        let mut elsewhere = me.clone();
-        elsewhere.machine = format!("{}-elsewhere", me.machine);
-        assert_eq!(elsewhere.liveness(), Liveness::Unknown);
-    }
-
-    #[test]
-    fn owner_mappings_round_trip() {
-        let me = ProcessIdentity::current();
-        let mut map = Mapping::new();
-        map.insert("user".into(), "me".into());
-        me.describe_into(&mut map);
-        let back = ProcessIdentity::from_value(&Value::Mapping(map)).unwrap();
-        assert_eq!(&back, me);
-        assert_eq!(ProcessIdentity::from_value(&Value::from("x")), None);
     }
 
     #[test]
@@ -652,7 +451,7 @@ mod tests {
         let elsewhere = record(
             "{_broker_guarded: true, _broker_owner: {user: me, machine: far-away, pid: 4242}}",
         );
-        let unknown = |p: &ProcessIdentity| p.liveness();
+        let unknown = |p: &Owner| p.liveness();
         assert_eq!(
             reap_reason(&elsewhere, NOW, ReapScope::default(), &unknown),
             None
@@ -664,8 +463,9 @@ mod tests {
         let guarded = owned(4242, ", _broker_guarded: true");
         let by_live = claimed(
             &guarded,
-            &ProcessIdentity {
-                machine: ProcessIdentity::current().machine.clone(),
+            &Owner {
+                user: "other".into(),
+                machine: Owner::current().machine.clone(),
                 pid: 5,
                 started: Some(1),
                 boot: Some("b1".into()),
@@ -675,8 +475,9 @@ mod tests {
         assert_eq!(reason(&by_live), None);
         let by_gone = claimed(
             &guarded,
-            &ProcessIdentity {
-                machine: ProcessIdentity::current().machine.clone(),
+            &Owner {
+                user: "other".into(),
+                machine: Owner::current().machine.clone(),
                 pid: 4243,
                 started: Some(1),
                 boot: None,
@@ -684,13 +485,14 @@ mod tests {
         );
         assert_eq!(reason(&by_gone), Some(ReapReason::OwnerGone { pid: 4242 }));
         // This process's own reap under way (another task of it) is left to it as well.
-        let by_me = claimed(&guarded, ProcessIdentity::current());
-        let real = |p: &ProcessIdentity| p.liveness();
+        let by_me = claimed(&guarded, Owner::current());
+        let real = |p: &Owner| p.liveness();
         assert_eq!(reap_reason(&by_me, NOW, ReapScope::default(), &real), None);
         // A reap of an ended lease whose reaper died is finished by the next, though the owner runs.
         let expired = owned(3, &format!(", _broker_expire_time: {NOW}"));
-        let gone_reaper = ProcessIdentity {
-            machine: ProcessIdentity::current().machine.clone(),
+        let gone_reaper = Owner {
+            user: "other".into(),
+            machine: Owner::current().machine.clone(),
             pid: 4244,
             started: None,
             boot: None,

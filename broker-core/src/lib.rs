@@ -54,8 +54,10 @@ pub mod lease;
 mod lifecycle;
 #[cfg(test)]
 mod module_graph;
+pub mod process;
 pub mod provider;
 pub mod query;
+pub mod reap;
 pub mod record;
 pub mod redact;
 pub mod report;

@@ -21,7 +21,9 @@ use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
 use crate::inventory::{InventoryStore, ProviderListing, SyncReport};
+use crate::lease::ReapScope;
 use crate::provider::{CheckoutContext, Operation, Provider, ProviderKind, ProviderRegistry};
+use crate::reap::Reaped;
 use crate::record::{HostRecord, HostState, Owner, RecordId, fields};
 use crate::request::{Cancellation, Origin, ResolvedCheckout, first_action};
 use crate::settings::Settings;
@@ -45,6 +47,10 @@ pub(crate) struct BrokerInner {
     asker: crate::interaction::Asker,
     /// Ready records waiting to be written together (see `put_grouped`).
     grouped: Mutex<GroupedPuts>,
+    /// Whether the first checkout reaps first (`reap_on_start`).
+    reap_on_start: bool,
+    /// Set once the reap on start has run.
+    reaped_on_start: tokio::sync::OnceCell<()>,
 }
 
 /// What happened to one host of a `checkin`, `extend` or `recover`.
@@ -66,6 +72,14 @@ pub enum RecoverScope {
     Unfinished,
     /// Every record this process owns, in any state (after an interrupted checkout).
     ThisProcess,
+    /// Hosts whose lease ended, whoever holds them (as [`Broker::reap`](crate::Broker::reap) with
+    /// [`ReapScope::expired`]).
+    Expired,
+    /// Hosts a gone process held: its guards' hosts and what it left `pending` or `releasing` (as
+    /// [`Broker::reap`](crate::Broker::reap) with [`ReapScope::owner_gone`]).
+    Abandoned,
+    /// Both (as `broker reap`).
+    Reapable,
 }
 
 impl BrokerInner {
@@ -83,6 +97,8 @@ impl BrokerInner {
             cancel_timeout: settings.cancel_timeout()?,
             keep_on_failure: settings.keep_on_failure()?,
             thread_limit: settings.thread_limit(),
+            reap_on_start: settings.reap_on_start()?,
+            reaped_on_start: tokio::sync::OnceCell::new(),
             settings,
             registry,
             store,
@@ -192,6 +208,12 @@ impl BrokerInner {
         let limit = self.thread_limit.unwrap_or(resolved.count).max(1);
         let permits = Arc::new(Semaphore::new(limit));
         let args = Arc::new(resolved.args.clone());
+        let terms = Terms {
+            expire_time: resolved
+                .lease
+                .map(|l| l.expire_time(crate::time::now_epoch())),
+            guarded: !resolved.held_by_user,
+        };
         let mut run = CheckoutRun::new(Arc::clone(self), stop.clone());
         for index in 0..resolved.count {
             let inner = Arc::clone(self);
@@ -201,7 +223,9 @@ impl BrokerInner {
             let stop = stop.clone();
             run.spawn(index, async move {
                 let _permit = permits.acquire_owned().await;
-                inner.checkout_single(provider, &args, index, &stop).await
+                inner
+                    .checkout_single(provider, &args, index, terms, &stop)
+                    .await
             });
         }
         run.finish().await
@@ -214,14 +238,15 @@ impl BrokerInner {
         provider: Arc<dyn Provider>,
         args: &Mapping,
         index: usize,
+        terms: Terms,
         stop: &Stop,
     ) -> HostAttempt {
         if stop.is_set() {
             return HostAttempt::NotStarted;
         }
-        let record = self.intent(&provider, args, index);
+        let record = self.intent(&provider, args, index, terms);
         let id = record.id();
-        let ctx = CheckoutContext::new(&id, args, index);
+        let ctx = CheckoutContext::new(&id, args, index).with_expire_time(terms.expire_time);
         // Written together with the intents of the checkout's other hosts.
         if let Err(e) = self.put_grouped(record.clone()).await {
             return HostAttempt::Failed(e);
@@ -241,7 +266,10 @@ impl BrokerInner {
             Ok(fields) => fields,
             Err(e) => return self.clean_up_failed(&provider, record, &ctx, e).await,
         };
-        let record = as_ready(&provider, record, fields);
+        let mut record = as_ready(&provider, record, fields);
+        if terms.guarded {
+            record.set(crate::lease::fields::GUARDED, true);
+        }
         if let Err(e) = self.put_grouped(record.clone()).await {
             return self.give_back_unrecorded(&provider, record, e).await;
         }
@@ -260,10 +288,20 @@ impl BrokerInner {
     /// The intent record of the `index`-th host of a checkout. What the provider knows before it
     /// creates anything (the name it will give the host) goes in, so a crash at any point leaves a
     /// record that names the host.
-    fn intent(&self, provider: &Arc<dyn Provider>, args: &Mapping, index: usize) -> HostRecord {
+    fn intent(
+        &self,
+        provider: &Arc<dyn Provider>,
+        args: &Mapping,
+        index: usize,
+        terms: Terms,
+    ) -> HostRecord {
         let mut record = HostRecord::pending(provider.name(), provider.instance(), args.clone());
         let id = record.id();
-        record.merge(provider.planned_fields(&CheckoutContext::new(&id, args, index)));
+        let ctx = CheckoutContext::new(&id, args, index).with_expire_time(terms.expire_time);
+        record.merge(provider.planned_fields(&ctx));
+        if let Some(at) = terms.expire_time {
+            record.set(fields::EXPIRE_TIME, at);
+        }
         record
     }
 
@@ -599,6 +637,8 @@ impl BrokerInner {
     ) -> Result<i64> {
         let expires = crate::time::now_epoch() + keep_for.as_secs() as i64;
         record.set(fields::EXPIRE_TIME, expires);
+        // Kept for a person to look at: it goes by its lease, not with this process.
+        record.remove(crate::lease::fields::GUARDED);
         write_stored(&*self.store, vec![record])?;
         Ok(expires)
     }
@@ -609,11 +649,129 @@ impl BrokerInner {
     /// # Errors
     /// Inventory errors.
     pub(crate) fn note_error(&self, id: &RecordId, message: &str) -> Result<()> {
+        self.update_stored(id, |record| {
+            record.set(fields::LAST_ERROR, message);
+            true
+        })
+    }
+
+    /// Changes the stored record `id` by `change`, which says whether it changed anything; a record
+    /// that is gone is left gone. Synchronous, for `Drop` and `keep`.
+    fn update_stored(
+        &self,
+        id: &RecordId,
+        change: impl FnOnce(&mut HostRecord) -> bool,
+    ) -> Result<()> {
         let Some(mut record) = self.store.list()?.into_iter().find(|r| &r.id() == id) else {
             return Ok(());
         };
-        record.set(fields::LAST_ERROR, message);
-        write_stored(&*self.store, vec![record])
+        if change(&mut record) {
+            write_stored(&*self.store, vec![record])?;
+        }
+        Ok(())
+    }
+
+    /// Hands a guard's host to its user ([`HostGuard::keep`](crate::HostGuard::keep)): its record
+    /// no longer says a guard of this process holds it, so it outlives this process. Synchronous:
+    /// `keep` is.
+    ///
+    /// # Errors
+    /// Inventory errors.
+    pub(crate) fn hand_to_user(&self, id: &RecordId) -> Result<()> {
+        self.update_stored(id, |record| {
+            record.remove(crate::lease::fields::GUARDED).is_some()
+        })
+    }
+
+    /// What this process still holds: its guards' hosts not yet given back, and what it left
+    /// `pending` or `releasing` (see [`Broker::leftovers`](crate::Broker::leftovers)).
+    ///
+    /// # Errors
+    /// Inventory errors.
+    pub(crate) fn leftovers(&self) -> Result<Vec<HostRecord>> {
+        let me = Owner::current();
+        Ok(self
+            .store
+            .list()?
+            .into_iter()
+            .filter(|r| r.owner().as_ref() == Some(me))
+            .filter(|r| r.state() != HostState::Ready || crate::lease::is_guarded(r))
+            .collect())
+    }
+
+    // -----------------------------------------------------------------------------------------------
+    // Reaping
+
+    /// Gives back what `scope` picks ([`crate::lease::select_for_reap`]): claims it first — one
+    /// compare-and-replace marks the records `releasing` with this process as their reaper, so that
+    /// of two reapers reading the same records each wins only some — then checks the claimed hosts in
+    /// the one way every check-in goes. With `dry_run` it only picks.
+    ///
+    /// # Errors
+    /// Inventory errors reading or claiming; per-host failures are in the results.
+    pub(crate) async fn reap(
+        self: &Arc<Self>,
+        scope: ReapScope,
+        dry_run: bool,
+    ) -> Result<Vec<Reaped>> {
+        let store = Arc::clone(&self.store);
+        let records = blocking(move || store.list()).await?;
+        let picked = crate::lease::select_for_reap(
+            &records,
+            crate::time::now_epoch(),
+            scope,
+            &Owner::liveness,
+        );
+        if dry_run || picked.is_empty() {
+            return Ok(picked.into_iter().map(Reaped::picked).collect());
+        }
+        let me = Owner::current();
+        let claims: Vec<(HostRecord, HostRecord)> = picked
+            .iter()
+            .map(|(r, _)| (r.clone(), crate::lease::claimed(r, me)))
+            .collect();
+        let won = blocking({
+            let store = Arc::clone(&self.store);
+            let claims = claims.clone();
+            move || store.replace_unchanged(&claims)
+        })
+        .await?;
+        let (mine, reasons): (Vec<HostRecord>, Vec<_>) = claims
+            .into_iter()
+            .zip(picked)
+            .filter(|((seen, _), _)| won.contains(&seen.id()))
+            .map(|((_, claimed), (found, reason))| (claimed, (found, reason)))
+            .unzip();
+        for (record, reason) in &reasons {
+            tracing::info!(host = %record.display_name(), "reaping: {reason}");
+        }
+        let outcomes = self.checkin(mine, None).await;
+        Ok(reasons
+            .into_iter()
+            .zip(outcomes)
+            .map(|(found, outcome)| Reaped::done(found, outcome.result))
+            .collect())
+    }
+
+    /// The first time this broker checks out, reaps the inventory (`reap_on_start`): what killed
+    /// processes held and leases that ended go back before anything new is made. Failures are
+    /// logged, never the caller's.
+    pub(crate) async fn reap_on_start(self: &Arc<Self>) {
+        if !self.reap_on_start {
+            return;
+        }
+        self.reaped_on_start
+            .get_or_init(|| async {
+                match self.reap(ReapScope::default(), false).await {
+                    Ok(reaped) => {
+                        for r in reaped.iter().filter(|r| matches!(r.result, Some(Err(_)))) {
+                            tracing::warn!(host = %r.record.display_name(), "reaping on start failed; `broker reap` retries it");
+                        }
+                    }
+                    Err(e) => tracing::warn!("reaping on start failed: {}", crate::error::chain(&e)),
+                }
+            })
+            .await;
     }
 
     // -----------------------------------------------------------------------------------------------
@@ -625,6 +783,16 @@ impl BrokerInner {
     /// # Errors
     /// Inventory errors; per-host failures are in the outcomes.
     pub(crate) async fn recover(self: &Arc<Self>, scope: RecoverScope) -> Result<Vec<HostOutcome>> {
+        let reap = match scope {
+            RecoverScope::Expired => Some(ReapScope::expired()),
+            RecoverScope::Abandoned => Some(ReapScope::owner_gone()),
+            RecoverScope::Reapable => Some(ReapScope::default()),
+            _ => None,
+        };
+        if let Some(reap) = reap {
+            let reaped = self.reap(reap, false).await?;
+            return Ok(reaped.into_iter().map(outcome_of).collect());
+        }
         let me = Owner::current();
         let records: Vec<HostRecord> = self
             .store
@@ -636,6 +804,7 @@ impl BrokerInner {
                     RecoverScope::Unfinished => unfinished,
                     RecoverScope::Orphaned => unfinished && r.owner().is_some_and(|o| o.is_dead()),
                     RecoverScope::ThisProcess => r.owner().is_some_and(|o| &o == me),
+                    _ => false,
                 }
             })
             .collect();
@@ -647,14 +816,19 @@ impl BrokerInner {
     pub(crate) async fn extend(
         self: &Arc<Self>,
         records: Vec<HostRecord>,
-        args: Mapping,
+        mut args: Mapping,
     ) -> Vec<HostOutcome> {
-        let refused = records.iter().find_map(|r| {
-            let kind = self.registry.get(r.provider()?)?;
-            kind.check_arguments(Operation::Extend, &args).err()
-        });
-        if let Some(e) = refused {
-            let message = e.to_string();
+        // Broker's own lease (`lease: 2h`) is not the provider's argument.
+        let lease = crate::lease::take_lease(&mut args, None);
+        let refused = match &lease {
+            Err(e) => Some(e.to_string()),
+            Ok(_) => records.iter().find_map(|r| {
+                let kind = self.registry.get(r.provider()?)?;
+                let refused = kind.check_arguments(Operation::Extend, &args).err()?;
+                Some(refused.to_string())
+            }),
+        };
+        if let Some(message) = refused {
             return records
                 .into_iter()
                 .map(|record| HostOutcome {
@@ -663,21 +837,49 @@ impl BrokerInner {
                 })
                 .collect();
         }
+        let expire_time = lease
+            .ok()
+            .flatten()
+            .map(|l| l.expire_time(crate::time::now_epoch()));
         let args = Arc::new(args);
         let limit = records.len();
         for_each_host(records, limit, |record| {
             let inner = Arc::clone(self);
             let args = Arc::clone(&args);
-            async move {
-                let provider = inner.provider_for(&record)?;
-                crate::report::action(provider.name(), "extend", &args);
-                provider
-                    .extend(&record, &args)
-                    .await
-                    .map_err(|e| e.with_host(&record.display_name()))
-            }
+            async move { inner.extend_one(record, &args, expire_time).await }
         })
         .await
+    }
+
+    /// Extends one host at its provider — a provider without an extend of its own is fine when
+    /// broker's lease is extended — then moves broker's lease to `expire_time`, if given.
+    async fn extend_one(
+        self: &Arc<Self>,
+        record: HostRecord,
+        args: &Mapping,
+        expire_time: Option<i64>,
+    ) -> Result<()> {
+        let provider = self.provider_for(&record)?;
+        crate::report::action(provider.name(), "extend", args);
+        match provider.extend(&record, args).await {
+            Ok(()) => {}
+            Err(Error::NotImplemented { .. }) if expire_time.is_some() => {}
+            Err(e) => return Err(e.with_host(&record.display_name())),
+        }
+        let Some(at) = expire_time else {
+            return Ok(());
+        };
+        let mut extended = record.clone();
+        extended.set(fields::EXPIRE_TIME, at);
+        let store = Arc::clone(&self.store);
+        let replaced = blocking(move || store.replace_unchanged(&[(record, extended)])).await?;
+        if replaced.is_empty() {
+            return Err(Error::user(
+                "the host's record changed while its lease was extended (checked in, or extended by \
+                 someone else); look at `broker inventory` and extend it again",
+            ));
+        }
+        Ok(())
     }
 
     // -----------------------------------------------------------------------------------------------
@@ -810,6 +1012,15 @@ fn as_ready(provider: &Arc<dyn Provider>, mut record: HostRecord, fields: Mappin
     record
 }
 
+/// A reaped host as the outcome of a `recover`.
+fn outcome_of(reaped: Reaped) -> HostOutcome {
+    HostOutcome {
+        // Reaps for a recover are never dry runs.
+        result: reaped.result.unwrap_or(Ok(())),
+        record: reaped.record,
+    }
+}
+
 /// The names of the hosts whose check-in went through, and those of the others with their errors.
 fn by_result(outcomes: Vec<HostOutcome>) -> (Vec<String>, Vec<(String, Error)>) {
     let mut done = Vec::new();
@@ -936,6 +1147,14 @@ async fn blocking<T: Send + 'static>(
 
 // ---------------------------------------------------------------------------------------------------
 // The state of one checkout run
+
+/// What every host of one checkout is recorded with: when its lease ends, and whether a guard of
+/// this process holds it (`_broker_guarded`) or its user does.
+#[derive(Debug, Clone, Copy)]
+struct Terms {
+    expire_time: Option<i64>,
+    guarded: bool,
+}
 
 /// What stops the tasks of one checkout: the caller's cancellation, or the checkout's own, which is
 /// set when the checkout's future is dropped.

@@ -11,7 +11,6 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::hash::Hasher;
-use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
 
 use crate::filter::FilterTarget;
+use crate::process::Liveness;
 
 /// Field names of the inventory format.
 pub mod fields {
@@ -80,7 +80,11 @@ impl fmt::Display for HostState {
     }
 }
 
-/// The process that checked a host out.
+/// The process that checked a host out (or, in `_broker_reaper`, that is reaping it).
+///
+/// A pid alone does not name a process for long, so broker records with it the process's start time
+/// and boot (see [`crate::process`]): a later process that got the same pid is not taken for the
+/// owner. Records written before these were recorded match any process with the pid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
     /// Login name.
@@ -89,29 +93,98 @@ pub struct Owner {
     pub machine: String,
     /// Process id.
     pub pid: u32,
+    /// When the process started, in clock ticks since boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<u64>,
+    /// The boot the process started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<String>,
 }
 
 impl Owner {
     /// The current process.
     pub fn current() -> &'static Owner {
         static CURRENT: OnceLock<Owner> = OnceLock::new();
-        CURRENT.get_or_init(|| Owner {
-            user: current_user(),
-            machine: machine_name(),
-            pid: std::process::id(),
+        CURRENT.get_or_init(|| {
+            let pid = std::process::id();
+            Owner {
+                user: current_user(),
+                machine: crate::process::machine_name(),
+                pid,
+                started: crate::process::start_ticks(pid),
+                boot: crate::process::boot_id(),
+            }
         })
     }
 
-    /// Whether the owning process is known to be gone: it ran on this machine and no process with its
-    /// pid exists. Owners on other machines are never presumed dead.
+    /// Process `pid` of this machine as it runs now (its user left empty); `None` when no such
+    /// process runs.
+    pub fn local(pid: u32) -> Option<Owner> {
+        let me = Owner::current();
+        Some(Owner {
+            user: String::new(),
+            machine: me.machine.clone(),
+            pid,
+            started: Some(crate::process::start_ticks(pid)?),
+            boot: me.boot.clone(),
+        })
+    }
+
+    /// Whether the owning process still runs, as far as this machine can tell: processes of other
+    /// machines are [`Liveness::Unknown`]; one of this machine is gone when no process has its pid,
+    /// or the one that has it now started at another time or in another boot.
+    pub fn liveness(&self) -> Liveness {
+        let me = Owner::current();
+        if self.machine != me.machine {
+            return Liveness::Unknown;
+        }
+        if !cfg!(target_os = "linux") {
+            return Liveness::Unknown;
+        }
+        let started_now = if self.pid == me.pid {
+            me.started
+        } else {
+            match crate::process::start_ticks(self.pid) {
+                Some(ticks) => Some(ticks),
+                None => return Liveness::Gone,
+            }
+        };
+        if recorded_matches(self.started.as_ref(), started_now.as_ref())
+            && recorded_matches(self.boot.as_ref(), me.boot.as_ref())
+        {
+            Liveness::Alive
+        } else {
+            Liveness::Gone
+        }
+    }
+
+    /// Whether the owning process is known to be gone (see [`Owner::liveness`]). Owners on other
+    /// machines are never presumed dead.
     pub fn is_dead(&self) -> bool {
-        if self.machine != Owner::current().machine {
-            return false;
+        self.liveness() == Liveness::Gone
+    }
+
+    /// The owner as an inventory value (`{user, machine, pid, started, boot}`).
+    pub fn to_value(&self) -> Value {
+        let mut o = Mapping::new();
+        o.insert("user".into(), self.user.clone().into());
+        o.insert("machine".into(), self.machine.clone().into());
+        o.insert("pid".into(), u64::from(self.pid).into());
+        if let Some(started) = self.started {
+            o.insert("started".into(), started.into());
         }
-        if self.pid == std::process::id() {
-            return false;
+        if let Some(boot) = &self.boot {
+            o.insert("boot".into(), boot.clone().into());
         }
-        cfg!(target_os = "linux") && !Path::new(&format!("/proc/{}", self.pid)).exists()
+        Value::Mapping(o)
+    }
+}
+
+/// Whether a recorded value matches the present one, where both are known.
+fn recorded_matches<T: PartialEq>(recorded: Option<&T>, now: Option<&T>) -> bool {
+    match (recorded, now) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
     }
 }
 
@@ -153,16 +226,6 @@ fn passwd_name_of(passwd: &str, uid: &str) -> Option<String> {
         (fields.len() >= 7 && fields[2] == uid && !fields[0].is_empty())
             .then(|| fields[0].to_owned())
     })
-}
-
-fn machine_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// The stable identity of an inventory record.
@@ -304,12 +367,7 @@ impl HostRecord {
         record.set(fields::ARGS, Value::Mapping(args));
         record.set(fields::TYPE, "host");
         record.set_state(HostState::Pending);
-        let owner = Owner::current();
-        let mut o = Mapping::new();
-        o.insert("user".into(), owner.user.clone().into());
-        o.insert("machine".into(), owner.machine.clone().into());
-        o.insert("pid".into(), u64::from(owner.pid).into());
-        record.set(fields::OWNER, Value::Mapping(o));
+        record.set(fields::OWNER, Owner::current().to_value());
         record.set(fields::CHECKOUT_TIME, crate::time::now_epoch());
         record
     }
@@ -537,6 +595,60 @@ mod tests {
         assert_eq!(rec.owner().unwrap().pid, std::process::id());
         assert_eq!(rec.instance(), Some("t1"));
         assert!(!rec.owner().unwrap().is_dead());
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_taken_for_the_owner() {
+        let me = Owner::current();
+        assert!(me.started.is_some() && me.boot.is_some(), "{me:?}");
+        assert_eq!(me.liveness(), Liveness::Alive);
+        let earlier = Owner {
+            started: me.started.map(|t| t.saturating_sub(1)),
+            ..me.clone()
+        };
+        assert_eq!(
+            earlier.liveness(),
+            Liveness::Gone,
+            "same pid, started earlier"
+        );
+        let other_boot = Owner {
+            boot: Some("another-boot".into()),
+            ..me.clone()
+        };
+        assert_eq!(other_boot.liveness(), Liveness::Gone);
+        let unrecorded = Owner {
+            started: None,
+            boot: None,
+            ..me.clone()
+        };
+        assert_eq!(
+            unrecorded.liveness(),
+            Liveness::Alive,
+            "old records match by pid"
+        );
+        let elsewhere = Owner {
+            machine: format!("{}-elsewhere", me.machine),
+            ..me.clone()
+        };
+        assert_eq!(elsewhere.liveness(), Liveness::Unknown);
+        assert!(!elsewhere.is_dead());
+        let gone = Owner {
+            pid: 3_999_999_999,
+            ..me.clone()
+        };
+        assert!(gone.is_dead());
+    }
+
+    #[test]
+    fn owners_round_trip_through_the_inventory() {
+        let me = Owner::current();
+        let back: Owner = serde_yaml::from_value(me.to_value()).unwrap();
+        assert_eq!(&back, me);
+        // As written before start times were recorded.
+        let old: Owner = serde_yaml::from_str("{user: u, machine: m, pid: 7}").unwrap();
+        assert_eq!((old.started, old.boot.as_deref()), (None, None));
+        let written = serde_yaml::to_string(&old.to_value()).unwrap();
+        assert_eq!(written, "user: u\nmachine: m\npid: 7\n");
     }
 
     #[test]

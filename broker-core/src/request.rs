@@ -13,6 +13,7 @@ use serde_yaml::{Mapping, Value};
 
 use crate::args::layer;
 use crate::error::{Error, Result};
+use crate::lease::Lease;
 use crate::provider::{Operation, ProviderKind, ProviderRegistry};
 use crate::record::HostRecord;
 use crate::settings::Settings;
@@ -40,6 +41,8 @@ pub struct CheckoutRequest {
     keep_partial: bool,
     labels: Mapping,
     cancellation: Option<Cancellation>,
+    lease: Option<Lease>,
+    held_by_user: bool,
 }
 
 impl CheckoutRequest {
@@ -82,6 +85,24 @@ impl CheckoutRequest {
     /// Keeps the hosts that were made when others fail, instead of checking them in again.
     pub fn keep_partial(mut self, keep: bool) -> Self {
         self.keep_partial = keep;
+        self
+    }
+
+    /// Gives the hosts a lease: they are due back `lease` after the checkout starts, and
+    /// `broker reap` (or the next broker's start) checks them in then, whoever holds them. It wins
+    /// over a `lease` argument (nick, args file) and the provider section's `lease` setting.
+    pub fn lease(mut self, lease: Lease) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// Hands the hosts to their user rather than to this process, as the CLI does: they are
+    /// recorded as [`HostGuard::keep`](crate::HostGuard::keep) records a host, from the start, so they
+    /// outlive this process and go back only by hand or when their lease ends. Without it (the
+    /// default) a host is this process's while its guard lives: a reaper gives it back when the
+    /// process is gone without having dropped the guard.
+    pub fn held_by_user(mut self, held: bool) -> Self {
+        self.held_by_user = held;
         self
     }
 
@@ -210,6 +231,10 @@ pub(crate) struct ResolvedCheckout {
     pub(crate) count: usize,
     /// Whether hosts made stay when others fail.
     pub(crate) keep_partial: bool,
+    /// The lease asked for: the request's, else a `lease` argument, else the provider section's.
+    pub(crate) lease: Option<Lease>,
+    /// Whether the hosts are their user's from the start ([`CheckoutRequest::held_by_user`]).
+    pub(crate) held_by_user: bool,
     /// The caller's cancellation.
     pub(crate) cancellation: Option<Cancellation>,
 }
@@ -235,6 +260,7 @@ pub(crate) fn resolve_checkout(
         ));
     }
     let (kind, instance, mut args) = split_instance(registry, args, |r, a| r.for_checkout(a))?;
+    let lease = take_lease(request, settings, &kind, instance.as_deref(), &mut args)?;
     kind.check_arguments(Operation::Checkout, &args)?;
     if !args.contains_key("_broker_origin") {
         args.insert("_broker_origin".into(), Value::from(origin.origin));
@@ -250,6 +276,8 @@ pub(crate) fn resolve_checkout(
         args,
         count,
         keep_partial: request.keep_partial,
+        lease,
+        held_by_user: request.held_by_user,
         cancellation: request.cancellation.clone(),
     })
 }
@@ -275,6 +303,25 @@ fn layered_args(request: &CheckoutRequest, settings: &Settings) -> Result<Mappin
 }
 
 /// Takes the count out of the arguments (`_count`, else `count`), if one is given.
+/// The lease of a checkout: the request's, else the `lease` argument's, else the provider section's
+/// (its instance's over its own). The `lease` argument is taken out either way: it is broker's, not
+/// the provider's.
+fn take_lease(
+    request: &CheckoutRequest,
+    settings: &Settings,
+    kind: &ProviderKind,
+    instance: Option<&str>,
+    args: &mut Mapping,
+) -> Result<Option<Lease>> {
+    // An instance that does not exist is reported when the provider is built, not here.
+    let section = settings
+        .provider_config(kind.name(), instance)
+        .ok()
+        .and_then(|config| config.get(crate::lease::fields::LEASE).cloned());
+    let given = crate::lease::take_lease(args, section.as_ref())?;
+    Ok(request.lease.or(given))
+}
+
 fn take_count(args: &mut Mapping) -> Result<Option<usize>> {
     let Some(given) = args
         .shift_remove("_count")
@@ -411,6 +458,7 @@ pub(crate) fn duplicate_request(
     Ok(CheckoutRequest::new()
         .args(args)
         .count(count)
+        .held_by_user(true)
         .cancel_with(cancellation))
 }
 
@@ -638,5 +686,86 @@ mod tests {
                 .contains("(`host_password`: `/shared/inv.yaml` can be read"),
             "{err}"
         );
+    }
+}
+
+/// Leases in request resolution.
+#[cfg(test)]
+mod lease_tests {
+    use super::*;
+
+    fn registry() -> ProviderRegistry {
+        fn build(_: crate::ProviderConfig) -> Result<Arc<dyn crate::Provider>> {
+            Err(Error::user("not built in these tests"))
+        }
+        ProviderRegistry::new().with(
+            ProviderKind::new("Leasing", "test", build)
+                .checkout_actions(&["lease_action"])
+                .takes(
+                    Operation::Checkout,
+                    crate::provider::Arguments::Only(&["size"]),
+                ),
+        )
+    }
+
+    fn resolve(settings: &str, request: CheckoutRequest) -> Result<ResolvedCheckout> {
+        let settings = Settings::from_yaml("/nonexistent", settings).unwrap();
+        let origin = Origin {
+            origin: "test".into(),
+            build_url: None,
+        };
+        resolve_checkout(&request, &settings, &registry(), origin)
+    }
+
+    fn lease_of(settings: &str, request: CheckoutRequest) -> Option<u64> {
+        let resolved = resolve(settings, request).unwrap();
+        assert!(!resolved.args.contains_key("lease"), "{:?}", resolved.args);
+        resolved.lease.map(|l| l.duration().as_secs())
+    }
+
+    #[test]
+    fn the_lease_comes_from_the_request_then_the_arguments_then_the_provider_section() {
+        let asked = || CheckoutRequest::new().arg("lease_action", "x");
+        let section = "Leasing: {lease: 1d, instances: {big: {lease: 2d}, small: {default: true}}}\n\
+                       nicks: {short: {lease_action: x, lease: 10m}}\n";
+        assert_eq!(lease_of("{}", asked()), None);
+        assert_eq!(lease_of(section, asked()), Some(86_400), "the section's");
+        assert_eq!(
+            lease_of(section, asked().arg("Leasing", "big")),
+            Some(172_800)
+        );
+        assert_eq!(
+            lease_of(section, asked().arg("Leasing", "small")),
+            Some(86_400)
+        );
+        assert_eq!(
+            lease_of(section, CheckoutRequest::new().nick("short")),
+            Some(600)
+        );
+        assert_eq!(
+            lease_of(
+                section,
+                CheckoutRequest::new().nick("short").arg("lease", "1h")
+            ),
+            Some(3600)
+        );
+        let given = Lease::parse("5m").unwrap();
+        assert_eq!(
+            lease_of(section, CheckoutRequest::new().nick("short").lease(given)),
+            Some(300)
+        );
+    }
+
+    #[test]
+    fn a_bad_lease_is_a_usage_error_before_anything_is_made() {
+        let e = resolve(
+            "{}",
+            CheckoutRequest::new()
+                .arg("lease_action", "x")
+                .arg("lease", "soon"),
+        )
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("`soon` is not a duration"), "{e}");
     }
 }

@@ -312,7 +312,7 @@ impl Settings {
     }
 
     /// `reap_on_start` (env `BROKER_REAP_ON_START`, default `true`): whether a broker, the first time
-    /// it checks out, checks in or recovers, first gives back what needs a reaper (see
+    /// it checks out, first gives back what needs a reaper (see
     /// [`crate::lease`]): hosts whose lease ended and hosts a gone process held. `false` leaves that
     /// to `broker reap`.
     ///

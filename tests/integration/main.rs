@@ -14,6 +14,7 @@ mod docs;
 mod flags;
 mod input;
 mod inventory_file;
+mod leases;
 mod secrets;
 mod snapshots;
 mod ssh_agent;

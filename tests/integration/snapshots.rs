@@ -399,6 +399,8 @@ impl Redactions {
             assert_eq!(owner["user"], "tester");
             assert_eq!(owner["machine"], machine.as_str());
             let pid = owner["pid"].as_u64().expect("an owner pid");
+            let process_started = owner["started"].as_u64().expect("an owner start time");
+            let boot = owner["boot"].as_str().expect("an owner boot").to_owned();
             let time = record["_broker_checkout_time"]
                 .as_i64()
                 .expect("a checkout time");
@@ -409,6 +411,8 @@ impl Redactions {
             for (key, value, shown) in [
                 ("machine", Value::from(machine.as_str()), "<machine>"),
                 ("pid", Value::from(pid), "<pid>"),
+                ("started", Value::from(process_started), "<started>"),
+                ("boot", Value::from(boot.as_str()), "<boot>"),
                 (
                     "_broker_checkout_time",
                     Value::from(time),
