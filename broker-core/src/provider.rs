@@ -594,6 +594,76 @@ mod tests {
         Err(Error::user("not built in this test"))
     }
 
+    /// A provider that implements only what it must.
+    #[derive(Debug)]
+    struct Minimal;
+
+    #[async_trait::async_trait]
+    impl Provider for Minimal {
+        fn name(&self) -> &str {
+            "Minimal"
+        }
+        fn instance(&self) -> Option<&str> {
+            None
+        }
+        async fn checkout(&self, _: &CheckoutContext<'_>) -> Result<Mapping> {
+            Ok(Mapping::new())
+        }
+        async fn checkin(&self, _: &HostRecord) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_provider_does_not_implement_says_so_by_name() {
+        let id = RecordId::from("r1");
+        let args = Mapping::new();
+        assert_eq!(
+            Minimal.planned_fields(&CheckoutContext::new(&id, &args, 0)),
+            Mapping::new()
+        );
+        let host = HostRecord::default();
+        let said = |e: Error| (e.exit_code(), e.to_string());
+        let expected = |operation: &str| {
+            let e = Error::NotImplemented {
+                provider: "Minimal".into(),
+                operation: operation.into(),
+            };
+            (9, e.to_string())
+        };
+        assert_eq!(
+            said(Minimal.extend(&host, &args).await.unwrap_err()),
+            expected("extend")
+        );
+        assert_eq!(
+            said(Minimal.execute(&args).await.unwrap_err()),
+            expected("execute")
+        );
+        assert_eq!(
+            said(Minimal.help(&args).await.unwrap_err()),
+            expected("discovery")
+        );
+        assert_eq!(
+            said(Minimal.inventory(None).await.unwrap_err()),
+            expected("inventory sync")
+        );
+        assert_eq!(
+            said(Minimal.connect(&host).await.unwrap_err()),
+            expected("sessions")
+        );
+    }
+
+    #[test]
+    fn a_registry_finds_a_kind_by_its_exact_name_first_then_in_any_case() {
+        let registry = ProviderRegistry::new()
+            .with(ProviderKind::new("Beaker", "lower", never))
+            .with(ProviderKind::new("BEAKER", "upper", never));
+        let about = |name: &str| registry.get(name).map(ProviderKind::about);
+        assert_eq!(about("BEAKER"), Some("upper"));
+        assert_eq!(about("Beaker"), Some("lower"));
+        assert_eq!(about("beaker"), Some("lower"));
+        assert_eq!(about("Foreman"), None);
+    }
     #[test]
     fn undeclared_arguments_are_refused_with_the_closest_name() {
         let kind = ProviderKind::new("A", "a", never)
