@@ -166,23 +166,14 @@ impl ProviderListing {
 #[derive(Debug, Clone)]
 pub struct YamlFileStore {
     path: PathBuf,
-    lock_path: PathBuf,
     lock_timeout: Duration,
 }
 
 impl YamlFileStore {
     /// A store for the inventory at `path`, waiting up to `lock_timeout` for other writers.
     pub fn new(path: impl Into<PathBuf>, lock_timeout: Duration) -> Self {
-        let path = path.into();
-        let mut lock_name = path
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        lock_name.push(".flock");
-        let lock_path = path.with_file_name(lock_name);
         YamlFileStore {
-            path,
-            lock_path,
+            path: path.into(),
             lock_timeout,
         }
     }
@@ -230,108 +221,122 @@ impl YamlFileStore {
         emit_records(&self.path, records)
     }
 
-    /// Takes the writers' lock, waiting at most the lock timeout.
-    ///
-    /// The lock is an `flock` on a sidecar file next to the inventory (next to its target when the
-    /// inventory is a symbolic link, so every path to one file shares one lock), then on the
-    /// directory that holds both. People delete stale lock files by habit: a lock taken on a file
-    /// that is no longer the one at the path excludes no one, so after locking, the file is compared
-    /// with what the path names now, and on a mismatch the lock is taken again on the new file. That
-    /// alone cannot stop a file deleted while held from being made anew and locked by another
-    /// process; the directory cannot be deleted from under a writer, and its lock is what excludes
-    /// in that case.
-    fn lock(&self) -> Result<LockGuard> {
-        let target = crate::files::follow_links(&self.path)
-            .map_err(|e| Error::io("opening inventory lock", &self.lock_path, e))?;
-        let lock_path = match target.file_name() {
-            Some(name) => {
-                let mut lock_name = name.to_os_string();
-                lock_name.push(".flock");
-                target.with_file_name(lock_name)
-            }
-            None => self.lock_path.clone(),
-        };
-        let dir = lock_path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating broker directory", dir, e))?;
-        let started = Instant::now();
-        let file = loop {
-            let file = open_lock_file(&lock_path)?;
-            self.wait_for_lock(&file, &file, &lock_path, started)?;
-            if is_file_at(&file, &lock_path)
-                .map_err(|e| Error::io("locking inventory", &lock_path, e))?
-            {
-                break file;
-            }
-            // The lock file was deleted or replaced while this process waited: dropping `file`
-            // releases a lock that no longer excludes anyone; lock the file at the path now.
-            tracing::debug!(lock = %lock_path.display(), "lock file replaced while waiting; locking again");
-            if started.elapsed() >= self.lock_timeout {
-                return Err(Error::InventoryLocked {
-                    path: lock_path,
-                    holder: "the lock file kept being deleted or replaced".into(),
-                    waited: started.elapsed(),
-                });
-            }
-        };
-        let directory =
-            File::open(dir).map_err(|e| Error::io("opening broker directory", dir, e))?;
-        self.wait_for_lock(&directory, &file, &lock_path, started)?;
-        // For diagnostics only: who holds the lock. The lock itself is the flock, not this text.
-        let owner = crate::record::Owner::current();
-        let mut f = &file;
-        let _ = f.set_len(0);
-        let _ = writeln!(
-            f,
-            "pid {} on {} (user {})",
-            owner.pid, owner.machine, owner.user
-        );
-        Ok(LockGuard {
-            file,
-            _directory: directory,
-        })
+    /// The lock file of an inventory that is no symbolic link.
+    #[cfg(test)]
+    fn lock_path(&self) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".flock");
+        self.path.with_file_name(name)
     }
 
-    /// Waits for the flock on `locked` (the lock file or the directory) until the lock timeout from
-    /// `started`; a timeout names the holder as written in the lock file `file`.
-    fn wait_for_lock(
-        &self,
-        locked: &File,
-        file: &File,
-        lock_path: &Path,
-        started: Instant,
-    ) -> Result<()> {
-        let mut pause = Duration::from_millis(2);
-        let mut announced = false;
-        loop {
-            match locked.try_lock() {
-                Ok(()) => return Ok(()),
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    if started.elapsed() >= self.lock_timeout {
-                        return Err(Error::InventoryLocked {
-                            path: lock_path.to_owned(),
-                            holder: lock_holder(file),
-                            waited: started.elapsed(),
-                        });
-                    }
-                    // Short waits are normal among parallel writers; a long one is said, once.
-                    if !announced && started.elapsed() >= ANNOUNCE_LOCK_WAIT {
-                        announced = true;
-                        tracing::warn!(
-                            "waiting up to {} for the inventory lock `{}` ({})",
-                            crate::time::format_duration(self.lock_timeout),
-                            lock_path.display(),
-                            lock_holder(file)
-                        );
-                    }
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(50));
+    /// Takes the writers' lock, waiting at most the lock timeout (see [`lock_beside`]).
+    fn lock(&self) -> Result<LockGuard> {
+        lock_beside(&self.path, self.lock_timeout)
+    }
+}
+
+/// Takes the writers' lock of the file at `path` (the inventory, or another file broker shares the
+/// same way: `targets.yaml`), waiting at most `lock_timeout`.
+///
+/// The lock is an `flock` on a sidecar file next to the file (next to its target when the
+/// inventory is a symbolic link, so every path to one file shares one lock), then on the
+/// directory that holds both. People delete stale lock files by habit: a lock taken on a file
+/// that is no longer the one at the path excludes no one, so after locking, the file is compared
+/// with what the path names now, and on a mismatch the lock is taken again on the new file. That
+/// alone cannot stop a file deleted while held from being made anew and locked by another
+/// process; the directory cannot be deleted from under a writer, and its lock is what excludes
+/// in that case.
+pub(crate) fn lock_beside(path: &Path, lock_timeout: Duration) -> Result<LockGuard> {
+    let target = crate::files::follow_links(path)
+        .map_err(|e| Error::io("opening inventory lock", path, e))?;
+    let beside = |file: &Path| {
+        let mut lock_name = file.file_name().unwrap_or_default().to_os_string();
+        lock_name.push(".flock");
+        file.with_file_name(lock_name)
+    };
+    let lock_path = match target.file_name() {
+        Some(_) => beside(&target),
+        None => beside(path),
+    };
+    let dir = lock_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating broker directory", dir, e))?;
+    let started = Instant::now();
+    let file = loop {
+        let file = open_lock_file(&lock_path)?;
+        wait_for_lock(&file, &file, &lock_path, started, lock_timeout)?;
+        if is_file_at(&file, &lock_path)
+            .map_err(|e| Error::io("locking inventory", &lock_path, e))?
+        {
+            break file;
+        }
+        // The lock file was deleted or replaced while this process waited: dropping `file`
+        // releases a lock that no longer excludes anyone; lock the file at the path now.
+        tracing::debug!(lock = %lock_path.display(), "lock file replaced while waiting; locking again");
+        if started.elapsed() >= lock_timeout {
+            return Err(Error::InventoryLocked {
+                path: lock_path,
+                holder: "the lock file kept being deleted or replaced".into(),
+                waited: started.elapsed(),
+            });
+        }
+    };
+    let directory = File::open(dir).map_err(|e| Error::io("opening broker directory", dir, e))?;
+    wait_for_lock(&directory, &file, &lock_path, started, lock_timeout)?;
+    // For diagnostics only: who holds the lock. The lock itself is the flock, not this text.
+    let owner = crate::record::Owner::current();
+    let mut f = &file;
+    let _ = f.set_len(0);
+    let _ = writeln!(
+        f,
+        "pid {} on {} (user {})",
+        owner.pid, owner.machine, owner.user
+    );
+    Ok(LockGuard {
+        file,
+        _directory: directory,
+    })
+}
+
+/// Waits for the flock on `locked` (the lock file or the directory) until the lock timeout from
+/// `started`; a timeout names the holder as written in the lock file `file`.
+fn wait_for_lock(
+    locked: &File,
+    file: &File,
+    lock_path: &Path,
+    started: Instant,
+    lock_timeout: Duration,
+) -> Result<()> {
+    let mut pause = Duration::from_millis(2);
+    let mut announced = false;
+    loop {
+        match locked.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if started.elapsed() >= lock_timeout {
+                    return Err(Error::InventoryLocked {
+                        path: lock_path.to_owned(),
+                        holder: lock_holder(file),
+                        waited: started.elapsed(),
+                    });
                 }
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(Error::io("locking inventory", lock_path, e));
+                // Short waits are normal among parallel writers; a long one is said, once.
+                if !announced && started.elapsed() >= ANNOUNCE_LOCK_WAIT {
+                    announced = true;
+                    tracing::warn!(
+                        "waiting up to {} for the inventory lock `{}` ({})",
+                        crate::time::format_duration(lock_timeout),
+                        lock_path.display(),
+                        lock_holder(file)
+                    );
                 }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io("locking inventory", lock_path, e));
             }
         }
     }
@@ -397,7 +402,8 @@ fn lock_holder(file: &File) -> String {
         .unwrap_or_else(|| "unknown holder".into())
 }
 
-struct LockGuard {
+/// A held writers' lock ([`lock_beside`]); dropping it unlocks.
+pub(crate) struct LockGuard {
     file: File,
     /// Closing the directory releases its lock.
     _directory: File,
@@ -1605,7 +1611,7 @@ mod tests {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         let expected = format!(
             "waiting up to 1m for the inventory lock `{}` (pid {}",
-            store.lock_path.display(),
+            store.lock_path().display(),
             std::process::id()
         );
         assert!(warnings[0].starts_with(&expected), "{warnings:?}");
@@ -1715,7 +1721,7 @@ mod tests {
         const WRITERS: usize = 8;
         const PUTS: usize = 10;
         let (_dir, store) = store();
-        let lock_path = store.lock_path.clone();
+        let lock_path = store.lock_path();
         let done = AtomicBool::new(false);
         let written: Vec<RecordId> = std::thread::scope(|scope| {
             scope.spawn(|| {
@@ -1762,7 +1768,7 @@ mod tests {
         let (dir, store) = store();
         let victim = dir.path().join("precious.txt");
         std::fs::write(&victim, "keep me\n").unwrap();
-        std::os::unix::fs::symlink(&victim, &store.lock_path).unwrap();
+        std::os::unix::fs::symlink(&victim, store.lock_path()).unwrap();
         let err = store
             .put(&[HostRecord::pending("P", None, Default::default())])
             .unwrap_err();

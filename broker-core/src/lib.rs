@@ -47,6 +47,8 @@ pub mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
 mod guard;
+#[cfg(feature = "handoff")]
+pub mod handoff;
 pub mod host;
 pub mod interaction;
 pub mod inventory;

@@ -48,6 +48,8 @@ pub mod fields {
     pub const EXPIRE_TIME: &str = "_broker_expire_time";
     /// The last error broker met handling this record (broker only).
     pub const LAST_ERROR: &str = "_broker_last_error";
+    /// The id of the handoff target the host was handed to (broker only).
+    pub const HANDOFF_TARGET: &str = "_broker_handoff_target";
 }
 
 /// Where a record is in its life.

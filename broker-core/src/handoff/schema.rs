@@ -1,0 +1,685 @@
+//! Handoff kinds as data: what a kind is called, what it does, and the keys a target of that kind
+//! is configured with ([`KindSchema`], [`KeySpec`]), with the schemas of the five built-in kinds.
+//!
+//! A schema checks a target's configuration ([`KindSchema::validate`]): unknown keys (with a "did
+//! you mean"), missing required keys and values its validation refuses are errors naming the key;
+//! defaults fill what was not given; secret keys become [`ConfigValue::Secret`]. This module runs
+//! nothing: running a handoff is `handoff::run` and `handoff::kinds`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::handoff::target::{ConfigValue, TargetConfig};
+
+/// A handoff kind (Razor's broker plugin): its name, what it hands a host to, and its keys.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct KindSchema {
+    /// The kind's name, as `-p/--plugin` takes it: `puppet`.
+    pub name: &'static str,
+    /// What a host is handed to, one line.
+    pub description: &'static str,
+    /// The keys a target of this kind is configured with, in the order they are asked for.
+    pub keys: &'static [KeySpec],
+}
+
+/// One key of a kind's configuration.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct KeySpec {
+    /// The key: `server`.
+    pub key: &'static str,
+    /// What the value is, as a prompt says it.
+    pub description: &'static str,
+    /// An example value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub example: Option<&'static str>,
+    /// Whether a target must have a value (a default counts).
+    pub required: bool,
+    /// The value taken when none is given. `None` leaves the key unset; `Some("")` sets it empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<&'static str>,
+    /// Whether the value is a secret: kept as a secret type, shown only as a fingerprint, asked for
+    /// without echo.
+    pub secret: bool,
+    /// Whether the value spans lines (a key file); asked for until a blank line.
+    pub multiline: bool,
+    /// Which values are accepted.
+    pub validation: Validation,
+}
+
+/// Which values a key accepts: a check and what it accepts, said in words for errors and listings.
+#[derive(Clone, Copy)]
+pub struct Validation {
+    /// What is accepted, e.g. "a host name, or empty".
+    pub accepts: &'static str,
+    /// The check.
+    pub check: fn(&str) -> bool,
+}
+
+impl fmt::Debug for Validation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.accepts)
+    }
+}
+
+impl Serialize for Validation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.accepts)
+    }
+}
+
+impl Validation {
+    /// Any text.
+    pub const ANY: Validation = Validation {
+        accepts: "any text",
+        check: |_| true,
+    };
+    /// Any text but the empty one.
+    pub const NOT_EMPTY: Validation = Validation {
+        accepts: "any text but an empty one",
+        check: |v| !v.trim().is_empty(),
+    };
+    /// A host name, or empty (Razor's puppet `server`).
+    pub const HOSTNAME_OR_EMPTY: Validation = Validation {
+        accepts: "a host name, or empty",
+        check: |v| v.is_empty() || is_hostname(v),
+    };
+    /// A version as RubyGems writes one (`3.0.1_rc1`), or empty (Razor's puppet `broker_version`).
+    pub const GEM_VERSION_OR_EMPTY: Validation = Validation {
+        accepts: "a version such as 7.23.0 or 3.0.1_rc1, or empty for the latest",
+        check: |v| v.is_empty() || is_gem_version(v),
+    };
+    /// `1.2.3` with an optional suffix after a dot (Razor's chef `chef_version`).
+    pub const RELEASE_VERSION: Validation = Validation {
+        accepts: "a version such as 18.2.7",
+        check: is_release_version,
+    };
+    /// An `http://` or `https://` URL with a host.
+    pub const URL: Validation = Validation {
+        accepts: "an http:// or https:// URL",
+        check: is_url,
+    };
+    /// A name of letters, digits, `.`, `_` and `-`.
+    pub const WORD: Validation = Validation {
+        accepts: "letters, digits, '.', '_' and '-'",
+        check: |v| !v.is_empty() && v.chars().all(is_word_char),
+    };
+    /// A command name or an absolute path to one.
+    pub const COMMAND: Validation = Validation {
+        accepts: "a command name or an absolute path, without spaces",
+        check: is_command,
+    };
+    /// A Chef run list: `role[x], recipe[y::z]`, or empty.
+    pub const RUN_LIST_OR_EMPTY: Validation = Validation {
+        accepts: "role[...] and recipe[...] items separated by commas, or empty",
+        check: |v| v.trim().is_empty() || is_run_list(v),
+    };
+    /// Names separated by commas, or empty.
+    pub const NAMES_OR_EMPTY: Validation = Validation {
+        accepts: "names of letters, digits, '.', '_' and '-' separated by commas, or empty",
+        check: |v| {
+            v.trim().is_empty()
+                || v.split(',')
+                    .all(|n| !n.trim().is_empty() && n.trim().chars().all(is_word_char))
+        },
+    };
+    /// A YAML or JSON mapping, or empty.
+    pub const MAPPING_OR_EMPTY: Validation = Validation {
+        accepts: "a YAML or JSON mapping, or empty",
+        check: |v| {
+            v.trim().is_empty()
+                || matches!(
+                    serde_yaml::from_str::<serde_yaml::Value>(v),
+                    Ok(serde_yaml::Value::Mapping(_))
+                )
+        },
+    };
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// Dot-separated labels of ASCII letters, digits and inner dashes (RFC 1123).
+fn is_hostname(v: &str) -> bool {
+    v.len() <= 253
+        && v.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Digits, then dot-separated parts of letters, digits, `-` and `_`.
+fn is_gem_version(v: &str) -> bool {
+    let mut parts = v.split('.');
+    let first = parts.next().unwrap_or_default();
+    !first.is_empty()
+        && first.chars().all(|c| c.is_ascii_digit())
+        && parts.all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        })
+}
+
+fn is_release_version(v: &str) -> bool {
+    let mut parts = v.splitn(4, '.');
+    let numbers = (0..3).all(|_| {
+        parts
+            .next()
+            .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    });
+    numbers
+        && parts.next().is_none_or(|rest| {
+            !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+        })
+}
+
+fn is_url(v: &str) -> bool {
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"));
+    rest.is_some_and(|rest| {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        !host.is_empty() && !v.chars().any(char::is_whitespace)
+    })
+}
+
+fn is_command(v: &str) -> bool {
+    !v.is_empty()
+        && !v.chars().any(|c| c.is_whitespace() || c.is_control())
+        && (v.starts_with('/') || !v.contains('/'))
+}
+
+fn is_run_list(v: &str) -> bool {
+    v.split(',').all(|item| {
+        let item = item.trim();
+        ["role[", "recipe["].iter().any(|open| {
+            item.strip_prefix(open)
+                .and_then(|rest| rest.strip_suffix(']'))
+                .is_some_and(|inner| !inner.is_empty() && !inner.contains(']'))
+        })
+    })
+}
+
+impl KeySpec {
+    /// A key with only a description: optional, no default, plain, one line, any text.
+    pub const fn new(key: &'static str, description: &'static str) -> Self {
+        KeySpec {
+            key,
+            description,
+            example: None,
+            required: false,
+            default: None,
+            secret: false,
+            multiline: false,
+            validation: Validation::ANY,
+        }
+    }
+
+    /// Checks one given value against the key's validation.
+    ///
+    /// # Errors
+    /// [`Error::User`] naming the key, what it accepts and (unless secret) the value refused.
+    pub fn check(&self, value: &str) -> Result<()> {
+        if (self.validation.check)(value) {
+            return Ok(());
+        }
+        let shown = if self.secret {
+            String::new()
+        } else {
+            format!(" `{value}`")
+        };
+        Err(Error::user(format!(
+            "invalid value{shown} for key `{}`: expected {}",
+            self.key, self.validation.accepts
+        )))
+    }
+}
+
+impl KindSchema {
+    /// The spec of `key`, if the kind has that key.
+    pub fn key(&self, key: &str) -> Option<&KeySpec> {
+        self.keys.iter().find(|k| k.key == key)
+    }
+
+    /// Checks a configuration given as text values and makes it a [`TargetConfig`]: every key must
+    /// be one of the kind's, every value pass its key's validation, every required key have a value
+    /// (given or default); defaults fill keys not given.
+    ///
+    /// # Errors
+    /// [`Error::User`] naming the first key at fault: unknown (with the closest key of the kind),
+    /// missing, or refused by its validation.
+    pub fn validate(&self, given: BTreeMap<String, ConfigValue>) -> Result<TargetConfig> {
+        self.refuse_unknown(given.keys().map(String::as_str))?;
+        let mut given = given;
+        let mut config = TargetConfig::default();
+        for spec in self.keys {
+            let value = match given.remove(spec.key) {
+                Some(value) => value,
+                None => match spec.default {
+                    Some(default) => ConfigValue::new(default, spec.secret),
+                    None if spec.required => {
+                        return Err(Error::user(format!(
+                            "missing required key `{}` of kind `{}` ({}); give it with `-c {}=VALUE`",
+                            spec.key, self.name, spec.description, spec.key
+                        )));
+                    }
+                    None => continue,
+                },
+            };
+            spec.check(value.expose())?;
+            config.insert(spec.key, ConfigValue::new(value.expose(), spec.secret));
+        }
+        Ok(config)
+    }
+
+    /// Refuses keys the kind does not have, naming the closest one it has.
+    ///
+    /// # Errors
+    /// [`Error::User`] naming the first unknown key.
+    pub fn refuse_unknown<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Result<()> {
+        let known: Vec<&str> = self.keys.iter().map(|k| k.key).collect();
+        for key in keys {
+            if known.contains(&key) {
+                continue;
+            }
+            let hint = match crate::spelling::misspelling_of(key, &known) {
+                Some(near) => format!("; did you mean `{near}`?"),
+                None if known.is_empty() => format!("; kind `{}` takes no keys", self.name),
+                None => format!("; its keys are {}", known.join(", ")),
+            };
+            return Err(Error::user(format!(
+                "unknown key `{key}` for kind `{}`{hint}",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The schemas of the built-in kinds: noop, script, puppet, chef, ansible.
+pub fn builtin() -> &'static [KindSchema] {
+    &BUILTIN
+}
+
+/// The schema of the built-in kind `name` (in any case).
+///
+/// # Errors
+/// [`Error::User`] naming the kinds there are, with the closest one.
+pub fn builtin_kind(name: &str) -> Result<&'static KindSchema> {
+    find_kind(builtin(), name)
+}
+
+/// The schema named `name` (in any case) among `kinds`.
+///
+/// # Errors
+/// [`Error::User`] naming the kinds there are, with the closest one.
+pub fn find_kind<'k>(kinds: &'k [KindSchema], name: &str) -> Result<&'k KindSchema> {
+    if let Some(kind) = kinds.iter().find(|k| k.name.eq_ignore_ascii_case(name)) {
+        return Ok(kind);
+    }
+    let names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
+    let hint = crate::spelling::misspelling_of(name, &names)
+        .map(|near| format!("did you mean `{near}`? "))
+        .unwrap_or_default();
+    Err(Error::user(format!(
+        "unknown handoff kind `{name}`; {hint}the kinds are {} (see `broker target kinds`)",
+        names.join(", ")
+    )))
+}
+
+static BUILTIN: [KindSchema; 5] = [NOOP, SCRIPT, PUPPET, CHEF, ANSIBLE];
+
+/// Hands off to nothing: the host is marked handed off as it is.
+pub const NOOP: KindSchema = KindSchema {
+    name: "noop",
+    description: "No handoff: the host is marked handed off as it is",
+    keys: &[],
+};
+
+/// Uploads a script and a metadata JSON file, runs the script, judges by its exit status.
+pub const SCRIPT: KindSchema = KindSchema {
+    name: "script",
+    description: "Upload a script and a metadata JSON file to the host, run the script, judge by its exit status",
+    keys: &[
+        KeySpec {
+            example: Some("./bootstrap.sh"),
+            required: true,
+            validation: Validation::NOT_EMPTY,
+            ..KeySpec::new("script", "Path of the script on this machine")
+        },
+        KeySpec {
+            default: Some("/tmp/broker_handoff_script"),
+            validation: Validation::NOT_EMPTY,
+            ..KeySpec::new("script_path", "Where the script goes on the host")
+        },
+        KeySpec {
+            example: Some("./data.tar"),
+            ..KeySpec::new(
+                "data",
+                "Path of a data file on this machine to upload too; optional",
+            )
+        },
+        KeySpec {
+            default: Some("/tmp/broker_handoff_data"),
+            validation: Validation::NOT_EMPTY,
+            ..KeySpec::new("data_path", "Where the data file goes on the host")
+        },
+        KeySpec {
+            default: Some("/tmp/broker_handoff_metadata.json"),
+            validation: Validation::NOT_EMPTY,
+            ..KeySpec::new(
+                "metadata_path",
+                "Where the metadata JSON file goes on the host (the script's first argument)",
+            )
+        },
+        KeySpec {
+            default: Some("/tmp/broker_handoff.log"),
+            validation: Validation::NOT_EMPTY,
+            ..KeySpec::new("log_path", "Where the script's output is kept on the host")
+        },
+        KeySpec {
+            example: Some("bootstrap complete"),
+            ..KeySpec::new(
+                "success_marker",
+                "Text a line of output must contain for the run to count as a success; optional",
+            )
+        },
+        KeySpec {
+            example: Some("waiting for approval"),
+            ..KeySpec::new(
+                "pending_marker",
+                "Text in a line of output that means the handoff is pending, to be checked again; optional",
+            )
+        },
+    ],
+};
+
+/// Installs the Puppet agent when absent, points it at the server and runs it.
+pub const PUPPET: KindSchema = KindSchema {
+    name: "puppet",
+    description: "Puppet server: install the agent when absent, point it at the server, run `puppet agent -t`",
+    keys: &[
+        KeySpec {
+            example: Some("puppet.example.com"),
+            default: Some(""),
+            validation: Validation::HOSTNAME_OR_EMPTY,
+            ..KeySpec::new(
+                "server",
+                "Host name of the Puppet server, also the CA server; empty for Puppet's default",
+            )
+        },
+        KeySpec {
+            example: Some("7.23.0"),
+            default: Some(""),
+            validation: Validation::GEM_VERSION_OR_EMPTY,
+            ..KeySpec::new(
+                "broker_version",
+                "Puppet version to install when the agent is absent; empty for the latest",
+            )
+        },
+    ],
+};
+
+/// Installs Chef when absent, registers with the server and runs chef-client.
+pub const CHEF: KindSchema = KindSchema {
+    name: "chef",
+    description: "Chef server: install chef-client when absent, register with the validation key, run it",
+    keys: &[
+        KeySpec {
+            example: Some("https://chef.example.com/organizations/example"),
+            required: true,
+            validation: Validation::URL,
+            ..KeySpec::new("chef_server_url", "URL of the Chef server")
+        },
+        KeySpec {
+            example: Some("18.2.7"),
+            required: true,
+            validation: Validation::RELEASE_VERSION,
+            ..KeySpec::new("chef_version", "Chef client version to install when absent")
+        },
+        KeySpec {
+            example: Some("-----BEGIN RSA PRIVATE KEY-----"),
+            required: true,
+            secret: true,
+            multiline: true,
+            validation: Validation::NOT_EMPTY,
+            ..KeySpec::new("validation_key", "The validator's private key (PEM)")
+        },
+        KeySpec {
+            example: Some("example-validator"),
+            required: true,
+            default: Some("chef-validator"),
+            validation: Validation::WORD,
+            ..KeySpec::new("validation_client_name", "Name of the validation client")
+        },
+        KeySpec {
+            example: Some("production"),
+            required: true,
+            default: Some("_default"),
+            validation: Validation::WORD,
+            ..KeySpec::new("bootstrap_environment", "Chef environment of the node")
+        },
+        KeySpec {
+            example: Some("https://omnitruck.chef.io/install.sh"),
+            required: true,
+            default: Some("https://omnitruck.chef.io/install.sh"),
+            validation: Validation::URL,
+            ..KeySpec::new("install_sh_url", "URL of the Chef install script")
+        },
+        KeySpec {
+            example: Some("/opt/chef/bin/chef-client"),
+            required: true,
+            default: Some("chef-client"),
+            validation: Validation::COMMAND,
+            ..KeySpec::new(
+                "chef_client_path",
+                "The chef-client command, a name or an absolute path",
+            )
+        },
+        KeySpec {
+            example: Some("role[base], recipe[ntp::client]"),
+            validation: Validation::RUN_LIST_OR_EMPTY,
+            ..KeySpec::new(
+                "base_run_list",
+                "Run list of the node's first run; optional",
+            )
+        },
+    ],
+};
+
+/// Runs `ansible-playbook` from this machine against the host over SSH.
+pub const ANSIBLE: KindSchema = KindSchema {
+    name: "ansible",
+    description: "Ansible: run `ansible-playbook` from this machine against the host over SSH",
+    keys: &[
+        KeySpec {
+            example: Some("./site.yml"),
+            required: true,
+            validation: Validation::NOT_EMPTY,
+            ..KeySpec::new("playbook", "Path of the playbook on this machine")
+        },
+        KeySpec {
+            example: Some("{\"env\": \"staging\"}"),
+            multiline: true,
+            validation: Validation::MAPPING_OR_EMPTY,
+            ..KeySpec::new(
+                "extra_vars",
+                "Extra variables as a YAML or JSON mapping; optional",
+            )
+        },
+        KeySpec {
+            example: Some("web, staging"),
+            validation: Validation::NAMES_OR_EMPTY,
+            ..KeySpec::new(
+                "groups",
+                "Inventory groups the host is put in, separated by commas; optional",
+            )
+        },
+        KeySpec {
+            default: Some("ansible-playbook"),
+            validation: Validation::COMMAND,
+            ..KeySpec::new(
+                "ansible_playbook_path",
+                "The ansible-playbook command, a name or an absolute path",
+            )
+        },
+    ],
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, ConfigValue> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), ConfigValue::Plain((*v).to_owned())))
+            .collect()
+    }
+
+    fn message(result: Result<TargetConfig>) -> String {
+        result.expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn puppet_server_takes_razors_cases() {
+        for good in ["", "puppet.example.com", "puppet", "a-1.b2.example"] {
+            let config = PUPPET.validate(values(&[("server", good)])).unwrap();
+            assert_eq!(config.text("server"), Some(good));
+        }
+        assert_eq!(
+            message(PUPPET.validate(values(&[("server", "---invalid-hostname---")]))),
+            "invalid value `---invalid-hostname---` for key `server`: expected a host name, or empty"
+        );
+        assert!(PUPPET.validate(values(&[("server", "a..b")])).is_err());
+    }
+
+    #[test]
+    fn puppet_broker_version_takes_razors_cases() {
+        for good in ["", "3.0.1_rc1", "7.23.0", "7"] {
+            PUPPET
+                .validate(values(&[("broker_version", good)]))
+                .unwrap();
+        }
+        assert_eq!(
+            message(PUPPET.validate(values(&[(
+                "broker_version",
+                "this_is_not_a_valid_broker_version"
+            )]))),
+            "invalid value `this_is_not_a_valid_broker_version` for key `broker_version`: \
+             expected a version such as 7.23.0 or 3.0.1_rc1, or empty for the latest"
+        );
+    }
+
+    #[test]
+    fn defaults_fill_keys_not_given_and_optional_keys_stay_unset() {
+        let config = SCRIPT.validate(values(&[("script", "./s.sh")])).unwrap();
+        assert_eq!(
+            config.text("script_path"),
+            Some("/tmp/broker_handoff_script")
+        );
+        assert_eq!(config.text("success_marker"), None);
+        let config = PUPPET.validate(BTreeMap::new()).unwrap();
+        assert_eq!(config.text("server"), Some(""));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_the_closest_known_one() {
+        assert_eq!(
+            message(PUPPET.validate(values(&[("sever", "p.example.com")]))),
+            "unknown key `sever` for kind `puppet`; did you mean `server`?"
+        );
+        assert_eq!(
+            message(PUPPET.validate(values(&[("colour", "red")]))),
+            "unknown key `colour` for kind `puppet`; its keys are server, broker_version"
+        );
+        assert_eq!(
+            message(NOOP.validate(values(&[("x", "1")]))),
+            "unknown key `x` for kind `noop`; kind `noop` takes no keys"
+        );
+    }
+
+    #[test]
+    fn a_missing_required_key_is_named() {
+        let err = message(SCRIPT.validate(BTreeMap::new()));
+        assert_eq!(
+            err,
+            "missing required key `script` of kind `script` (Path of the script on this machine); \
+             give it with `-c script=VALUE`"
+        );
+    }
+
+    #[test]
+    fn a_secret_key_becomes_a_secret_and_a_refused_secret_is_not_shown() {
+        let given = values(&[
+            (
+                "chef_server_url",
+                "https://chef.example.com/organizations/x",
+            ),
+            ("chef_version", "18.2.7"),
+            (
+                "validation_key",
+                "-----BEGIN KEY-----\nabc\n-----END KEY-----",
+            ),
+        ]);
+        let config = CHEF.validate(given.clone()).unwrap();
+        assert!(config.get("validation_key").unwrap().is_secret());
+        assert!(!config.get("chef_server_url").unwrap().is_secret());
+        assert_eq!(config.text("chef_client_path"), Some("chef-client"));
+
+        let mut empty_key = given;
+        empty_key.insert("validation_key".into(), ConfigValue::Plain("   ".into()));
+        assert_eq!(
+            message(CHEF.validate(empty_key)),
+            "invalid value for key `validation_key`: expected any text but an empty one"
+        );
+    }
+
+    #[test]
+    fn chef_and_ansible_values_are_checked() {
+        let base = [
+            ("chef_server_url", "https://chef.example.com"),
+            ("chef_version", "18.2.7"),
+            ("validation_key", "k"),
+        ];
+        let with = |key: &'static str, value: &'static str| {
+            let mut v = values(&base);
+            v.insert(key.into(), ConfigValue::Plain(value.into()));
+            CHEF.validate(v).is_ok()
+        };
+        assert!(with("chef_client_path", "/opt/chef/bin/chef-client"));
+        assert!(!with("chef_client_path", "bin/chef client"));
+        assert!(with("base_run_list", "role[base], recipe[ntp::client]"));
+        assert!(!with("base_run_list", "base"));
+        assert!(!with("chef_server_url", "chef.example.com"));
+        assert!(!with("chef_version", "18.2"));
+        assert!(with("chef_version", "18.2.7.rc1"));
+
+        let ansible = |key: &'static str, value: &'static str| {
+            ANSIBLE
+                .validate(values(&[("playbook", "site.yml"), (key, value)]))
+                .is_ok()
+        };
+        assert!(ansible("extra_vars", "env: staging"));
+        assert!(!ansible("extra_vars", "- a list"));
+        assert!(ansible("groups", "web, staging"));
+        assert!(!ansible("groups", "web,,staging"));
+    }
+
+    #[test]
+    fn kinds_are_found_in_any_case_and_an_unknown_one_lists_them() {
+        assert_eq!(builtin_kind("Puppet").unwrap().name, "puppet");
+        assert_eq!(
+            builtin_kind("pupet").unwrap_err().to_string(),
+            "unknown handoff kind `pupet`; did you mean `puppet`? the kinds are noop, script, \
+             puppet, chef, ansible (see `broker target kinds`)"
+        );
+    }
+}
