@@ -372,7 +372,10 @@ async fn checkout_until_stopped<T>(
             }
         }
     };
-    // Dropping the checkout stops its tasks where they are; what they had not finished stays recorded.
+    // The user stopped waiting: the checkout is dropped as any caller's `timeout` drops one, except
+    // that what it had not finished stays recorded (for `broker recover`) rather than being given
+    // back in the background of a process about to exit.
+    stop.stop_waiting();
     drop(work);
     Err(left_behind(broker, &why))
 }

@@ -110,6 +110,11 @@ impl Broker {
 
     /// Checks out the hosts a request asks for, all or nothing.
     ///
+    /// Dropping the future before it completes (a `timeout`, a `select!`) stops the checkout at
+    /// whatever point it is and gives back, shortly after and on broker's own drop-worker thread,
+    /// every host it made and every record it wrote — also when the caller's runtime ends right
+    /// after the drop.
+    ///
     /// # Errors
     /// [`Error::User`] when no provider matches the arguments or the nick is unknown; the provider's
     /// error for a single host; [`Error::CheckoutFailed`] naming each failure when several were asked.

@@ -29,6 +29,9 @@ use crate::request::{Cancellation, Origin, ResolvedCheckout, first_action};
 use crate::settings::Settings;
 use crate::sync::lock;
 
+#[cfg(test)]
+mod cancel_tests;
+
 type ProviderKey = (String, Option<String>);
 
 /// What one broker shares between its facade, its guards and its tasks.
@@ -51,6 +54,8 @@ pub(crate) struct BrokerInner {
     reap_on_start: bool,
     /// Set once the reap on start has run.
     reaped_on_start: tokio::sync::OnceCell<()>,
+    /// Inventory writes under way, which the clean-up of a dropped checkout waits for.
+    writes: Arc<WritesUnderWay>,
 }
 
 /// What happened to one host of a `checkin`, `extend` or `recover`.
@@ -106,6 +111,7 @@ impl BrokerInner {
             origin: Mutex::new(None),
             asker: crate::interaction::Asker::default(),
             grouped: Mutex::new(GroupedPuts::default()),
+            writes: Arc::default(),
         })
     }
 
@@ -188,23 +194,28 @@ impl BrokerInner {
             own: Cancellation::new(),
             caller: resolved.cancellation.clone(),
         };
-        let tally = Tally::of(self.run_checkout(&provider, &resolved, &stop).await);
-        if stop.is_set() {
-            return Err(self.give_back_stopped(tally).await);
-        }
-        if !tally.failures.is_empty() {
-            return Err(self.roll_back(&resolved, tally).await);
-        }
-        Ok((provider, tally.made))
+        // Until it returns, dropping this future hands what the run wrote to `clean_up_dropped`.
+        let mut run = CheckoutRun::new(Arc::clone(self), stop.clone());
+        self.start_hosts(&provider, &resolved, &mut run);
+        let tally = Tally::of(run.finish().await);
+        let out = if stop.is_set() {
+            Err(self.give_back_stopped(tally).await)
+        } else if !tally.failures.is_empty() {
+            Err(self.roll_back(&resolved, tally).await)
+        } else {
+            Ok((provider, tally.made))
+        };
+        run.disarm();
+        out
     }
 
-    /// Runs one task per host, at most `thread_limit` at once, and collects how each ended.
-    async fn run_checkout(
+    /// Starts one task per host, at most `thread_limit` at once.
+    fn start_hosts(
         self: &Arc<Self>,
         provider: &Arc<dyn Provider>,
         resolved: &ResolvedCheckout,
-        stop: &Stop,
-    ) -> Vec<(usize, HostAttempt)> {
+        run: &mut CheckoutRun,
+    ) {
         let limit = self.thread_limit.unwrap_or(resolved.count).max(1);
         let permits = Arc::new(Semaphore::new(limit));
         let args = Arc::new(resolved.args.clone());
@@ -214,25 +225,24 @@ impl BrokerInner {
                 .map(|l| l.expire_time(crate::time::now_epoch())),
             guarded: !resolved.held_by_user,
         };
-        let mut run = CheckoutRun::new(Arc::clone(self), stop.clone());
         for index in 0..resolved.count {
             let inner = Arc::clone(self);
             let provider = Arc::clone(provider);
             let args = Arc::clone(&args);
             let permits = Arc::clone(&permits);
-            let stop = stop.clone();
+            let (stop, ledger) = (run.stop.clone(), run.ledger.clone());
             run.spawn(index, async move {
                 let _permit = permits.acquire_owned().await;
                 inner
-                    .checkout_single(provider, &args, index, terms, &stop)
+                    .checkout_single(provider, &args, index, terms, &stop, &ledger)
                     .await
             });
         }
-        run.finish().await
     }
 
     /// One host: intent → provider → ready. Once `stop` is set, no provider call starts; one under
-    /// way gets `cancel_timeout` to answer, and what it made is given back.
+    /// way gets `cancel_timeout` to answer, and what it made is given back. The record's identity
+    /// goes in `ledger` before it is written.
     async fn checkout_single(
         self: &Arc<Self>,
         provider: Arc<dyn Provider>,
@@ -240,6 +250,7 @@ impl BrokerInner {
         index: usize,
         terms: Terms,
         stop: &Stop,
+        ledger: &Ledger,
     ) -> HostAttempt {
         if stop.is_set() {
             return HostAttempt::NotStarted;
@@ -247,6 +258,7 @@ impl BrokerInner {
         let record = self.intent(&provider, args, index, terms);
         let id = record.id();
         let ctx = CheckoutContext::new(&id, args, index).with_expire_time(terms.expire_time);
+        ledger.note(id.clone());
         // Written together with the intents of the checkout's other hosts.
         if let Err(e) = self.put_grouped(record.clone()).await {
             return HostAttempt::Failed(e);
@@ -264,7 +276,11 @@ impl BrokerInner {
         };
         let fields = match answer {
             Ok(fields) => fields,
-            Err(e) => return self.clean_up_failed(&provider, record, &ctx, e).await,
+            Err(e) => {
+                return self
+                    .clean_up_failed(&provider, record, &ctx, e, ledger)
+                    .await;
+            }
         };
         let mut record = as_ready(&provider, record, fields);
         if terms.guarded {
@@ -335,6 +351,7 @@ impl BrokerInner {
         record: HostRecord,
         ctx: &CheckoutContext<'_>,
         error: Error,
+        ledger: &Ledger,
     ) -> HostAttempt {
         let error = match provider.instance() {
             Some(i) => error.with_instance(i),
@@ -342,6 +359,8 @@ impl BrokerInner {
         };
         let kept = ctx.take_kept();
         if !kept.is_empty() {
+            // Kept on purpose: not the clean-up's to give back, should the checkout be dropped.
+            ledger.forget(&record.id());
             self.keep_failed(provider, record, kept, &error).await;
             return HostAttempt::Failed(error);
         }
@@ -476,6 +495,41 @@ impl BrokerInner {
             rolled_back,
             kept,
             left,
+        }
+    }
+
+    /// Gives back what a checkout dropped before it returned leaves, on the drop worker: once the
+    /// run's tasks have ended (stopped at the drop, they finish the provider call under way within
+    /// `cancel_timeout` and give back what they made) — or `cancel_timeout` + `checkin_timeout` have
+    /// passed — and the inventory writes under way have landed, every record the run wrote that is
+    /// still there goes through `checkin`: hosts delivered but never handed out, a rollback cut
+    /// short, and the intents of tasks their runtime dropped with it (the provider finds what it
+    /// made by the record's identity).
+    async fn clean_up_dropped(
+        self: Arc<Self>,
+        mut deliveries: tokio::sync::mpsc::UnboundedReceiver<(usize, HostAttempt)>,
+        ledger: Ledger,
+    ) {
+        let bound = self.cancel_timeout + self.checkin_timeout;
+        let tasks_ended = async { while deliveries.recv().await.is_some() {} };
+        let _ = tokio::time::timeout(bound, tasks_ended).await;
+        self.writes.settled(bound).await;
+        let ids = ledger.ids();
+        let store = Arc::clone(&self.store);
+        let left = match blocking(move || store.list()).await {
+            Ok(records) => records.into_iter().filter(|r| ids.contains(&r.id())),
+            Err(e) => {
+                tracing::error!(
+                    "giving back what a dropped checkout left: {}",
+                    crate::error::chain(&e)
+                );
+                return;
+            }
+        };
+        for outcome in self.checkin(left.collect(), None).await {
+            if let Err(e) = outcome.result {
+                tracing::error!(host = %outcome.record.display_name(), "giving back a host of a dropped checkout failed; its record stays for `broker checkin` or `broker recover`: {}", crate::error::chain(&e));
+            }
         }
     }
 
@@ -982,7 +1036,12 @@ impl BrokerInner {
             return Ok(());
         }
         let store = Arc::clone(&self.store);
-        blocking(move || write_stored(&*store, records)).await
+        let under_way = self.writes.start();
+        blocking(move || {
+            let _under_way = under_way;
+            write_stored(&*store, records)
+        })
+        .await
     }
 
     async fn put(&self, record: HostRecord) -> Result<()> {
@@ -994,7 +1053,12 @@ impl BrokerInner {
             return Ok(Vec::new());
         }
         let store = Arc::clone(&self.store);
-        blocking(move || store.remove(&ids)).await
+        let under_way = self.writes.start();
+        blocking(move || {
+            let _under_way = under_way;
+            store.remove(&ids)
+        })
+        .await
     }
 }
 
@@ -1165,6 +1229,11 @@ struct Stop {
 }
 
 impl Stop {
+    /// Whether the caller gave up on the clean-up ([`Cancellation::stop_waiting`]).
+    fn is_abandoned(&self) -> bool {
+        self.caller.as_ref().is_some_and(Cancellation::is_abandoned)
+    }
+
     fn is_set(&self) -> bool {
         self.own.is_cancelled() || self.caller.as_ref().is_some_and(Cancellation::is_cancelled)
     }
@@ -1196,16 +1265,19 @@ impl Stop {
     }
 }
 
-/// The tasks making the hosts of one checkout.
+/// The tasks making the hosts of one checkout, and the records they wrote.
 ///
 /// Each task delivers its outcome through a channel rather than its join handle, so that a host made
 /// after the caller went away is never dropped silently: when the checkout's future is dropped (a
-/// caller's `timeout` or `select!`), the run is stopped, not aborted — tasks finish the provider call
-/// under way (within `cancel_timeout`) and give back what they made, and hosts already delivered but
-/// not yet received are checked in again.
+/// caller's `timeout` or `select!`) before the run is disarmed, the run is stopped, not aborted —
+/// tasks finish the provider call under way (within `cancel_timeout`) and give back what they made —
+/// and [`BrokerInner::clean_up_dropped`] takes the channel and the ledger to the drop worker, which
+/// gives back whatever of the run is still in the inventory once they have ended: it needs nothing
+/// of the caller's runtime, which may end right after the drop.
 struct CheckoutRun {
     inner: Arc<BrokerInner>,
     stop: Stop,
+    ledger: Ledger,
     tasks: JoinSet<()>,
     task_index: HashMap<tokio::task::Id, usize>,
     sender: tokio::sync::mpsc::UnboundedSender<(usize, HostAttempt)>,
@@ -1219,6 +1291,7 @@ impl CheckoutRun {
         CheckoutRun {
             inner,
             stop,
+            ledger: Ledger::default(),
             tasks: JoinSet::new(),
             task_index: HashMap::new(),
             sender,
@@ -1255,9 +1328,13 @@ impl CheckoutRun {
         while let Ok(delivered) = self.receiver.try_recv() {
             out.push(delivered);
         }
-        self.finished = true;
         out.sort_by_key(|(i, _)| *i);
         out
+    }
+
+    /// The checkout has answered its caller: what the run made is the caller's (or was given back).
+    fn disarm(&mut self) {
+        self.finished = true;
     }
 }
 
@@ -1268,28 +1345,82 @@ impl Drop for CheckoutRun {
         }
         self.stop.own.cancel();
         self.tasks.detach_all();
-        self.receiver.close();
-        let mut undelivered = Vec::new();
-        while let Ok((_, attempt)) = self.receiver.try_recv() {
-            if let HostAttempt::Made(record) = attempt {
-                undelivered.push(record);
-            }
-        }
-        if undelivered.is_empty() {
+        if self.stop.is_abandoned() {
+            // The caller stopped waiting: what is unfinished stays recorded for `broker recover`.
             return;
         }
-        let inner = Arc::clone(&self.inner);
-        let give_back = async move {
-            inner.checkin(undelivered, None).await;
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(give_back);
-            }
-            Err(_) => {
-                let _ = crate::drop_worker::run_bounded(give_back, self.inner.checkin_timeout);
-            }
+        // The tasks hold the other senders: the channel ends when the last of them has ended.
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.sender, sender));
+        let deliveries = std::mem::replace(&mut self.receiver, receiver);
+        let clean_up = Arc::clone(&self.inner).clean_up_dropped(deliveries, self.ledger.clone());
+        if !crate::drop_worker::hand_over(clean_up) {
+            tracing::error!(
+                "a dropped checkout could not be cleaned up; `broker recover` gives back what it left once this process has exited"
+            );
         }
+    }
+}
+
+/// The identities of the records one checkout run wrote (or is about to write).
+#[derive(Debug, Clone, Default)]
+struct Ledger(Arc<Mutex<Vec<RecordId>>>);
+
+impl Ledger {
+    fn note(&self, id: RecordId) {
+        lock(&self.0).push(id);
+    }
+
+    fn forget(&self, id: &RecordId) {
+        lock(&self.0).retain(|noted| noted != id);
+    }
+
+    fn ids(&self) -> Vec<RecordId> {
+        lock(&self.0).clone()
+    }
+}
+
+/// How many inventory writes are under way, and a wake-up when one ends.
+#[derive(Debug, Default)]
+struct WritesUnderWay {
+    count: std::sync::atomic::AtomicUsize,
+    ended: tokio::sync::Notify,
+}
+
+impl WritesUnderWay {
+    /// Counts a write until the returned token is dropped — with the blocking work that holds it,
+    /// whether it ran or was dropped unrun.
+    fn start(self: &Arc<Self>) -> WriteUnderWay {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        WriteUnderWay(Arc::clone(self))
+    }
+
+    /// Waits until no write is under way, at most `bound`.
+    async fn settled(&self, bound: Duration) {
+        let wait = async {
+            loop {
+                let ended = self.ended.notified();
+                let mut ended = std::pin::pin!(ended);
+                ended.as_mut().enable();
+                if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return;
+                }
+                ended.await;
+            }
+        };
+        let _ = tokio::time::timeout(bound, wait).await;
+    }
+}
+
+/// One write under way (see [`WritesUnderWay::start`]).
+struct WriteUnderWay(Arc<WritesUnderWay>);
+
+impl Drop for WriteUnderWay {
+    fn drop(&mut self) {
+        self.0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.ended.notify_waiters();
     }
 }
 

@@ -141,6 +141,8 @@ impl CheckoutRequest {
 #[derive(Debug, Clone)]
 pub struct Cancellation {
     state: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Set by [`Cancellation::stop_waiting`].
+    abandoned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for Cancellation {
@@ -154,12 +156,28 @@ impl Cancellation {
     pub fn new() -> Self {
         Cancellation {
             state: Arc::new(tokio::sync::watch::channel(false).0),
+            abandoned: Arc::default(),
         }
     }
 
     /// Asks everything watching this cancellation to stop.
     pub fn cancel(&self) {
         self.state.send_replace(true);
+    }
+
+    /// Asks to stop, as [`Cancellation::cancel`], and says the caller will not wait for the clean-up
+    /// (a second Ctrl-C): a checkout watching this cancellation whose future is dropped from now on
+    /// leaves what it had not finished in the inventory — `pending` or `releasing`, for
+    /// [`Broker::recover`](crate::Broker::recover) — instead of giving it back in the background.
+    pub fn stop_waiting(&self) {
+        self.abandoned
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cancel();
+    }
+
+    /// Whether [`Cancellation::stop_waiting`] was called.
+    pub fn is_abandoned(&self) -> bool {
+        self.abandoned.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether [`Cancellation::cancel`] was called.
