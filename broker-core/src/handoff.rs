@@ -6,10 +6,15 @@
 //! [`store::TargetStore`] (`targets.yaml` next to the inventory: [`store::YamlTargetStore`]).
 //! This module is data and storage; it runs nothing on a host.
 
+pub mod admin;
+pub mod input;
 pub mod schema;
 pub mod store;
 pub mod target;
 
+pub use admin::{
+    TargetChange, TargetUsers, add_target, remove_all_targets, remove_target, update_target,
+};
 pub use schema::{KeySpec, KindSchema, Validation};
 pub use store::{Added, TargetStore, YamlTargetStore};
 pub use target::{ConfigValue, Target, TargetConfig, TargetId};

@@ -50,6 +50,27 @@ pub trait Interaction: Send + Sync {
     /// block for as long as the person takes: call it from a blocking task
     /// (`tokio::task::spawn_blocking`).
     fn choose(&self, question: &Question<'_>) -> Option<String>;
+
+    /// Asks for a line of text (or, when [`TextQuestion::multiline`], lines until a blank one,
+    /// each ending in a newline) and waits for it; `None` when nobody can answer. A
+    /// [`TextQuestion::secret`] answer is read without echo. The default answers nothing.
+    fn enter(&self, question: &TextQuestion<'_>) -> Option<String> {
+        let _ = question;
+        None
+    }
+}
+
+/// A question answered with text: a value of a handoff target's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct TextQuestion<'a> {
+    /// What is asked for, shown once before it (may span lines).
+    pub context: &'a str,
+    /// The prompt the answer is typed after.
+    pub prompt: &'a str,
+    /// Whether the answer is a secret: not echoed, never shown back.
+    pub secret: bool,
+    /// Whether the answer spans lines, ended by a blank line.
+    pub multiline: bool,
 }
 
 /// The default: nobody is asked, every question goes unanswered.

@@ -104,6 +104,17 @@ impl YamlTargetStore {
         Self::new(dir.join(TARGETS_FILE), lock_timeout)
     }
 
+    /// The store next to the inventory `settings` name, waiting `inventory_lock_timeout` for other
+    /// writers.
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] when `inventory_lock_timeout` is not a duration.
+    pub fn for_settings(settings: &crate::settings::Settings) -> Result<Self> {
+        let inventory = settings.inventory_path();
+        let dir = inventory.parent().unwrap_or(settings.directory());
+        Ok(Self::in_directory(dir, settings.inventory_lock_timeout()?))
+    }
+
     /// The targets file.
     pub fn path(&self) -> &Path {
         &self.path
