@@ -192,6 +192,7 @@ async fn dispatch(command: Command, settings: Settings, emitter: &mut Emitter) -
                 Command::Recover(a) => recover(&broker, a, emitter).await,
                 Command::Reap(a) => reap(&broker, a, emitter).await,
                 Command::Ssh(a) => ssh(&broker, a, emitter).await,
+                Command::Target(cmd) => crate::targets::target(&broker, cmd, emitter),
                 Command::Config(_) | Command::Completions { .. } | Command::Manpage { .. } => {
                     unreachable!("handled above")
                 }

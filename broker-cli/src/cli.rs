@@ -116,6 +116,12 @@ pub enum Command {
     Reap(ReapArgs),
     /// Run a command on a host (`broker ssh HOST -- uname -a`, exits with its status), or open a shell.
     Ssh(SshArgs),
+    /// Handoff targets: what a checked-out host is handed to (Puppet, Chef, Ansible, a script).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  broker target kinds\n  broker target add -p puppet -n puppet-prod -d \"prod Puppet\" -c server=puppet.example.com\n  broker target get puppet-prod -o json"
+    )]
+    Target(TargetCommand),
     /// Print a shell completion script: `broker completions bash > /etc/bash_completion.d/broker`.
     #[command(hide = true)]
     Completions {
@@ -401,6 +407,105 @@ pub struct ReapArgs {
     /// Wait until process PID of this machine ends, then check in what it left; exits when done.
     #[arg(long, value_name = "PID", conflicts_with_all = ["expired", "abandoned", "dry_run"])]
     pub watch: Option<u32>,
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// `target`: Razor's verbs (`get`, `add`, `update`, `remove`) and friendlier names beside them.
+#[derive(Debug, Subcommand)]
+pub enum TargetCommand {
+    /// Show targets: `get` or `get all` lists them, `get ID|NAME` shows one, `get plugins` the kinds.
+    Get {
+        /// `all` (the default), `plugins` (also `plugin`, `t`), or a target's id or name.
+        #[arg(default_value = "all", value_name = "all|plugins|ID|NAME")]
+        what: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// List the targets (as `get all`).
+    List {
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Show one target, secrets as fingerprints (as `get ID|NAME`).
+    Show {
+        /// The target's id or name.
+        target: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// List the handoff kinds and the keys each is configured with (as `get plugins`).
+    #[command(alias = "plugins")]
+    Kinds {
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Add a target; on a terminal without `-c`/`--config-file`, asks for each key of its kind.
+    Add(TargetAddArgs),
+    /// Change a target's name, description or configuration (never its kind).
+    Update(TargetUpdateArgs),
+    /// Remove a target (refused while a nick or a host names it); `remove all` asks first.
+    Remove {
+        /// The target's id or name, or `all`.
+        #[arg(value_name = "ID|NAME|all")]
+        target: String,
+        /// With `all`: remove without asking (needed where nobody can answer).
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+}
+
+/// `target add`.
+#[derive(Debug, Args)]
+pub struct TargetAddArgs {
+    /// The handoff kind: noop, script, puppet, chef, ansible (`broker target kinds`).
+    #[arg(short = 'p', long = "plugin", alias = "kind", value_name = "KIND")]
+    pub kind: String,
+    /// The target's name, unique in any case.
+    #[arg(short = 'n', long)]
+    pub name: String,
+    /// What the target is for.
+    #[arg(short = 'd', long, default_value = "")]
+    pub description: String,
+    /// A configuration value: `KEY=VALUE`, or `KEY=@FILE` for a file's content (repeatable).
+    #[arg(short = 'c', long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+    /// A YAML or JSON file of configuration values (`-c` goes over it).
+    #[arg(long, value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// `target update`.
+#[derive(Debug, Args)]
+pub struct TargetUpdateArgs {
+    /// The target's id or name.
+    pub target: String,
+    /// A new name.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// A new description.
+    #[arg(short = 'd', long)]
+    pub description: Option<String>,
+    /// `KEY=VALUE` or `KEY=@FILE` to change a key (repeatable); `-c` alone, on a terminal, asks
+    /// for each key again, the current value kept on an empty answer.
+    #[arg(
+        short = 'c',
+        long = "change-metadata",
+        value_name = "KEY=VALUE",
+        num_args = 0..=1,
+        action = clap::ArgAction::Append
+    )]
+    pub change: Option<Vec<String>>,
+    /// A YAML or JSON file of configuration values to change.
+    #[arg(long, value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Unset a key (one with a default goes back to it; repeatable).
+    #[arg(long, value_name = "KEY")]
+    pub clear: Vec<String>,
     #[command(flatten)]
     pub output: OutputArg,
 }

@@ -8,6 +8,7 @@ mod manual;
 mod output;
 mod report;
 mod supervise;
+mod targets;
 mod terminal;
 
 fn main() -> std::process::ExitCode {

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use broker_core::interaction::{Interaction, Question};
+use broker_core::interaction::{Interaction, Question, TextQuestion};
 
 /// Set by a `broker` that runs a checkout in a child process on a terminal's behalf (to its own pid),
 /// in that child's environment: the supervisor shows the child's stderr on the terminal and passes
@@ -75,6 +75,77 @@ impl Interaction for Terminal {
                 return Some(answer.to_owned());
             }
             let _ = writeln!(err, "{}", question.reminder());
+        }
+    }
+
+    fn enter(&self, question: &TextQuestion<'_>) -> Option<String> {
+        use std::io::Write;
+        if !answerable() {
+            return None;
+        }
+        let _open = QuestionGuard::open();
+        // Echo goes off before the prompt shows, so nothing typed after it is echoed.
+        let _quiet = question.secret.then(EchoOff::start);
+        let mut err = std::io::stderr();
+        let _ = write!(err, "\r\x1b[2K\n{}\n{}", question.context, question.prompt);
+        let _ = err.flush();
+        let first = read_line()?;
+        if question.secret {
+            // The Enter typed was not echoed either.
+            let _ = writeln!(err);
+        }
+        let word = first.trim();
+        if !question.multiline || word.is_empty() || word == "QUIT" || word == "SKIP" {
+            return Some(first.trim_end_matches(['\r', '\n']).to_owned());
+        }
+        let mut text = first;
+        while let Some(line) = read_line().filter(|l| !l.trim().is_empty()) {
+            text.push_str(&line);
+        }
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        Some(text)
+    }
+}
+
+/// One line of stdin with its newline (`None` at the end of input).
+fn read_line() -> Option<String> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line),
+    }
+}
+
+/// Typing is not echoed while this lives (stdin a terminal); dropping it puts echo back.
+struct EchoOff(Option<rustix::termios::Termios>);
+
+impl EchoOff {
+    fn start() -> Self {
+        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let Ok(before) = tcgetattr(&stdin) else {
+            return EchoOff(None);
+        };
+        let mut quiet = before.clone();
+        quiet.local_modes.remove(LocalModes::ECHO);
+        match tcsetattr(&stdin, OptionalActions::Now, &quiet) {
+            Ok(()) => EchoOff(Some(before)),
+            Err(_) => EchoOff(None),
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(before) = &self.0 {
+            let _ = rustix::termios::tcsetattr(
+                std::io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                before,
+            );
         }
     }
 }

@@ -18,5 +18,6 @@ mod leases;
 mod secrets;
 mod snapshots;
 mod ssh_agent;
+mod targets;
 mod upstream;
 mod util;

@@ -41,7 +41,9 @@ pub struct KeySpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<&'static str>,
     /// Whether the value is a secret: kept as a secret type, shown only as a fingerprint, asked for
-    /// without echo.
+    /// without echo. Serialized as `sensitive` (output masks whatever a key named like `secret`
+    /// holds, even a flag).
+    #[serde(rename = "sensitive")]
     pub secret: bool,
     /// Whether the value spans lines (a key file); asked for until a blank line.
     pub multiline: bool,
