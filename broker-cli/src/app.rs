@@ -808,9 +808,13 @@ async fn recover(broker: &Broker, a: RecoverArgs, emitter: &mut Emitter) -> Resu
 
 async fn reap(broker: &Broker, a: ReapArgs, emitter: &mut Emitter) -> Result<i32> {
     use broker_core::lease::ReapScope;
-    let reaped = match a.watch {
-        Some(pid) => interruptible(broker.watch(pid)).await?,
-        None => {
+    let reaped = match (a.watch, &a.orphans) {
+        (Some(pid), _) => interruptible(broker.watch(pid)).await?,
+        (None, Some(spec)) => {
+            let grace = broker_core::time::parse_duration(&a.grace)?;
+            interruptible(broker.reap_orphans(spec, grace, a.dry_run)).await?
+        }
+        (None, None) => {
             let scope = if a.expired {
                 ReapScope::expired()
             } else if a.abandoned {

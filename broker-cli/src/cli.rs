@@ -109,9 +109,10 @@ pub enum Command {
     Config(ConfigCommand),
     /// Clean up records left `pending` or `releasing` by a crash or a kill.
     Recover(RecoverArgs),
-    /// Check in hosts whose lease ended and hosts a gone process held (`--watch PID`: when PID ends).
+    /// Check in hosts whose lease ended and hosts a gone process held (`--watch PID`: when PID ends;
+    /// `--orphans PROVIDER`: hosts of this inventory no record knows).
     #[command(
-        after_help = "Examples:\n  broker reap --dry-run -o json\n  broker reap --watch $$ &   (gives back what this shell's tests leave when it ends)"
+        after_help = "Examples:\n  broker reap --dry-run -o json\n  broker reap --orphans Container --grace 1h   (containers of this inventory no record knows)\n  broker reap --watch $$ &   (gives back what this shell's tests leave when it ends)"
     )]
     Reap(ReapArgs),
     /// Run a command on a host (`broker ssh HOST -- uname -a`, exits with its status), or open a shell.
@@ -405,8 +406,21 @@ pub struct ReapArgs {
     #[arg(long)]
     pub abandoned: bool,
     /// Wait until process PID of this machine ends, then check in what it left; exits when done.
-    #[arg(long, value_name = "PID", conflicts_with_all = ["expired", "abandoned", "dry_run"])]
+    #[arg(long, value_name = "PID", conflicts_with_all = ["expired", "abandoned", "dry_run", "orphans"])]
     pub watch: Option<u32>,
+    /// Instead, check in what the provider holds for this inventory that no record knows
+    /// (`Provider`, `Provider:filter`, `Provider::instance`, as for `inventory --sync`).
+    #[arg(long, value_name = "PROVIDER", conflicts_with_all = ["expired", "abandoned"])]
+    pub orphans: Option<String>,
+    /// With `--orphans`: how old an orphan must be (`30m`, `2h`); younger ones may be checkouts
+    /// whose record is being written.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        requires = "orphans",
+        default_value = "10m"
+    )]
+    pub grace: String,
     #[command(flatten)]
     pub output: OutputArg,
 }
@@ -737,6 +751,15 @@ mod tests {
         };
         assert!(a.dry_run && !a.expired && !a.abandoned && a.watch.is_none());
         assert_eq!(a.output.format, Format::Json);
+        assert_eq!((a.orphans, a.grace.as_str()), (None, "10m"));
+        let Some(Command::Reap(a)) = parse("broker reap --orphans Container::local --grace 1h")
+            .unwrap()
+            .command
+        else {
+            panic!("not reap");
+        };
+        assert_eq!(a.orphans.as_deref(), Some("Container::local"));
+        assert_eq!(a.grace, "1h");
         let Some(Command::Reap(a)) = parse("broker reap --watch 4242").unwrap().command else {
             panic!("not reap");
         };
@@ -746,6 +769,9 @@ mod tests {
             "broker reap --watch 1 --abandoned",
             "broker reap --expired --abandoned",
             "broker reap --watch me",
+            "broker reap --grace 1h",
+            "broker reap --orphans Container --expired",
+            "broker reap --orphans Container --watch 1",
         ] {
             let e = parse(wrong).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{wrong}");

@@ -329,6 +329,35 @@ impl Broker {
         self.inner.reap(scope, dry_run).await
     }
 
+    /// Checks in the orphans the provider of `spec` holds for this inventory (`broker reap --orphans
+    /// SPEC`): hosts carrying broker's label of a record identity that no inventory record has, made
+    /// `grace` or longer ago (see [`crate::lease::select_orphans`]); with `dry_run`, only says
+    /// which. `spec` is written as for [`Broker::sync_inventory`]: `Provider`, `Provider:filter`,
+    /// `Provider::instance`. A provider lists only the hosts of this inventory
+    /// ([`ProviderConfig::inventory_id`](crate::ProviderConfig::inventory_id)), so another
+    /// inventory's hosts are never taken for orphans.
+    ///
+    /// ```no_run
+    /// # async fn demo(broker: broker_core::Broker) -> broker_core::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// let reaped = broker.reap_orphans("Container", Duration::from_secs(600), false).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Unknown provider or instance; the provider's error listing its hosts (a provider without a
+    /// listing: [`Error::NotImplemented`](crate::Error::NotImplemented)); inventory errors.
+    /// Per-host failures are in the results.
+    pub async fn reap_orphans(
+        &self,
+        spec: &str,
+        grace: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<Vec<Reaped>> {
+        self.inner.reap_orphans(spec, grace, dry_run).await
+    }
+
     /// Waits until process `pid` of this machine has ended, however it ends, then checks in what it
     /// held: its guards' hosts and its checkouts under way (`broker reap --watch PID`; see
     /// [`crate::reap::spawn_watcher`]). Returns at once, reaping, when no such process runs.

@@ -153,6 +153,12 @@ pub enum ReapReason {
         /// The owner's pid.
         pid: u32,
     },
+    /// The provider holds it for this inventory, labelled with a record identity no record has,
+    /// since this time (seconds since the epoch) — longer than the grace period.
+    Orphan {
+        /// When the provider made it.
+        made: i64,
+    },
 }
 
 impl fmt::Display for ReapReason {
@@ -164,16 +170,22 @@ impl fmt::Display for ReapReason {
             ReapReason::OwnerGone { pid } => {
                 write!(f, "the process holding it (pid {pid}) is gone")
             }
+            ReapReason::Orphan { made } => write!(
+                f,
+                "no inventory record knows it; made {}",
+                crate::time::format_epoch(*made)
+            ),
         }
     }
 }
 
 impl ReapReason {
-    /// A short name for programs: `lease-expired`, `owner-gone`.
+    /// A short name for programs: `lease-expired`, `owner-gone`, `orphan`.
     pub fn kind(&self) -> &'static str {
         match self {
             ReapReason::LeaseExpired { .. } => "lease-expired",
             ReapReason::OwnerGone { .. } => "owner-gone",
+            ReapReason::Orphan { .. } => "orphan",
         }
     }
 }
@@ -303,6 +315,30 @@ pub fn select_for_reap(
     records
         .iter()
         .filter_map(|r| Some((r.clone(), reap_reason(r, now, scope, liveness)?)))
+        .collect()
+}
+
+/// The hosts of a provider's `listed` hosts that are orphans at `now`: each carries a record
+/// identity (`_broker_id`, from the label broker put on it) that none of `known` has, and was made
+/// (`_broker_checkout_time`, from the provider) `grace` or longer ago. A host without an identity
+/// (the Python broker's, or made by hand) or without a known age is never an orphan; nor is one
+/// younger than the grace period, which may be a checkout of another process whose record the
+/// caller read too early.
+pub fn select_orphans(
+    listed: Vec<HostRecord>,
+    known: &[HostRecord],
+    now: i64,
+    grace: Duration,
+) -> Vec<(HostRecord, ReapReason)> {
+    let known: std::collections::HashSet<_> = known.iter().map(HostRecord::id).collect();
+    let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+    listed
+        .into_iter()
+        .filter(|host| host.has_broker_id() && !known.contains(&host.id()))
+        .filter_map(|host| {
+            let made = host.checkout_time()?;
+            (made <= now.saturating_sub(grace)).then_some((host, ReapReason::Orphan { made }))
+        })
         .collect()
 }
 
@@ -534,6 +570,39 @@ mod tests {
     }
 
     #[test]
+    fn an_orphan_is_a_listed_host_of_no_record_older_than_the_grace() {
+        let known = owned(3, "");
+        let host = |id: &str, made: Option<i64>| {
+            let mut h = HostRecord::default();
+            if !id.is_empty() {
+                h.set(crate::record::fields::ID, id);
+            }
+            h.set(crate::record::fields::NAME, format!("c-{id}"));
+            if let Some(made) = made {
+                h.set(crate::record::fields::CHECKOUT_TIME, made);
+            }
+            h
+        };
+        let listed = vec![
+            host("h3", Some(NOW - 3600)),
+            host("old", Some(NOW - 600)),
+            host("young", Some(NOW - 599)),
+            host("ageless", None),
+            host("", Some(NOW - 3600)),
+        ];
+        let picked = select_orphans(listed, &[known], NOW, Duration::from_secs(600));
+        let names: Vec<(String, ReapReason)> = picked
+            .into_iter()
+            .map(|(h, why)| (h.display_name(), why))
+            .collect();
+        assert_eq!(
+            names,
+            [("c-old".to_owned(), ReapReason::Orphan { made: NOW - 600 })]
+        );
+        assert_eq!(ReapReason::Orphan { made: NOW }.kind(), "orphan");
+    }
+
+    #[test]
     fn reasons_and_countdowns_read_well() {
         assert_eq!(
             ReapReason::OwnerGone { pid: 7 }.to_string(),
@@ -542,6 +611,13 @@ mod tests {
         assert_eq!(
             ReapReason::LeaseExpired { at: 1_765_804_090 }.to_string(),
             "its lease ended Dec 15, 2025 13:08 UTC"
+        );
+        assert_eq!(
+            ReapReason::Orphan {
+                made: 1_765_804_090
+            }
+            .to_string(),
+            "no inventory record knows it; made Dec 15, 2025 13:08 UTC"
         );
         assert_eq!(remaining(NOW + 7_140, NOW), "1h 59m");
         assert_eq!(remaining(NOW + 7_141, NOW), "2h");

@@ -138,6 +138,7 @@ impl BrokerInner {
     ) -> Result<Arc<dyn Provider>> {
         let mut config = self.settings.provider_config(kind.name(), instance)?;
         config.set_asker(self.asker.clone());
+        config.set_inventory(&self.store.location());
         let key = (kind.name().to_owned(), config.instance().map(str::to_owned));
         if let Some(p) = lock(&self.providers).get(&key) {
             return Ok(Arc::clone(p));
@@ -801,6 +802,49 @@ impl BrokerInner {
         }
         let outcomes = self.checkin(mine, None).await;
         Ok(reasons
+            .into_iter()
+            .zip(outcomes)
+            .map(|(found, outcome)| Reaped::done(found, outcome.result))
+            .collect())
+    }
+
+    /// Checks in the orphans a provider holds for this inventory (see
+    /// [`Broker::reap_orphans`](crate::Broker::reap_orphans)): each is first written to the
+    /// inventory as a record this process is reaping (`releasing`), so that a reaper killed
+    /// half-way leaves a record `broker reap` finishes, then checked in the one way every check-in
+    /// goes. With `dry_run` it only picks.
+    ///
+    /// # Errors
+    /// Unknown provider or instance; the provider's listing error; inventory errors.
+    pub(crate) async fn reap_orphans(
+        self: &Arc<Self>,
+        spec: &str,
+        grace: Duration,
+        dry_run: bool,
+    ) -> Result<Vec<Reaped>> {
+        let (name, arg, instance) = crate::request::parse_sync_spec(spec);
+        let kind = *self.registry.require(name)?;
+        let provider = self.provider(&kind, instance)?;
+        let listed = provider.inventory(arg).await?;
+        // Read after listing: a checkout writes its record before it creates the host, so every
+        // host listed that is not an orphan has its record by now.
+        let store = Arc::clone(&self.store);
+        let known = blocking(move || store.list()).await?;
+        let picked = crate::lease::select_orphans(listed, &known, crate::time::now_epoch(), grace);
+        if dry_run || picked.is_empty() {
+            return Ok(picked.into_iter().map(Reaped::picked).collect());
+        }
+        let me = Owner::current();
+        let claimed: Vec<HostRecord> = picked
+            .iter()
+            .map(|(r, _)| crate::lease::claimed(r, me))
+            .collect();
+        for (record, reason) in &picked {
+            tracing::info!(host = %record.display_name(), "reaping: {reason}");
+        }
+        self.put_many(claimed.clone()).await?;
+        let outcomes = self.checkin(claimed, None).await;
+        Ok(picked
             .into_iter()
             .zip(outcomes)
             .map(|(found, outcome)| Reaped::done(found, outcome.result))

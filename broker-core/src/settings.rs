@@ -472,7 +472,9 @@ impl Settings {
             lines: KeyLines::clone(&self.lines),
             from_env: self.env_keys_of(provider, instance_name.as_deref()),
             asker: crate::interaction::Asker::default(),
-        })
+            inventory_id: String::new(),
+        }
+        .with_default_inventory())
     }
 
     /// A provider section's values for one instance: the section's keys without `instances`, the
@@ -738,6 +740,32 @@ fn instances_of(section: &Mapping) -> Vec<(String, Mapping)> {
     }
 }
 
+/// A stable identity of the inventory at `location` on this machine: 16 hex digits of a hash
+/// (64-bit FNV-1a, which does not change between releases) of the machine's name and the
+/// location, its directory resolved through symbolic links when it exists. The same broker
+/// directory gives the same identity in every process; another directory, or the same path on
+/// another machine sharing a container engine, another.
+pub(crate) fn inventory_id(location: &str) -> String {
+    let path = Path::new(location);
+    let resolved = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(file)) => std::fs::canonicalize(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })
+        .map(|dir| dir.join(file).display().to_string())
+        .unwrap_or_else(|_| location.to_owned()),
+        _ => location.to_owned(),
+    };
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let machine = crate::process::machine_name();
+    for byte in machine.bytes().chain([0]).chain(resolved.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
 /// The resolved settings of one provider instance.
 #[derive(Clone)]
 pub struct ProviderConfig {
@@ -754,6 +782,8 @@ pub struct ProviderConfig {
     from_env: Vec<(String, String)>,
     /// Whom the provider asks when it must (the broker's, set by [`ProviderConfig::set_asker`]).
     asker: crate::interaction::Asker,
+    /// The inventory this broker keeps, as [`inventory_id`] names it.
+    inventory_id: String,
 }
 
 impl fmt::Debug for ProviderConfig {
@@ -784,7 +814,32 @@ impl ProviderConfig {
             lines: KeyLines::default(),
             from_env: Vec::new(),
             asker: crate::interaction::Asker::default(),
+            inventory_id: String::new(),
         }
+        .with_default_inventory()
+    }
+
+    /// The inventory of the broker directory, `DIRECTORY/inventory.yaml`, until the broker names its
+    /// own store ([`ProviderConfig::set_inventory`]).
+    fn with_default_inventory(mut self) -> Self {
+        let location = self.directory.join(INVENTORY_FILE);
+        self.inventory_id = inventory_id(&location.display().to_string());
+        self
+    }
+
+    /// A stable identity of the inventory whose hosts this provider makes and lists (16 hex
+    /// digits, see [`inventory_id`]). A provider that labels what it makes puts it on each host
+    /// and lists only hosts carrying it (or no such label), so that a sync or an orphan reap over
+    /// one inventory never touches the hosts of another — another user's, another broker
+    /// directory's, a parallel test's.
+    pub fn inventory_id(&self) -> &str {
+        &self.inventory_id
+    }
+
+    /// Names the inventory the provider works for by its store's location
+    /// ([`InventoryStore::location`](crate::inventory::InventoryStore::location)).
+    pub(crate) fn set_inventory(&mut self, location: &str) {
+        self.inventory_id = inventory_id(location);
     }
 
     /// Whom to ask when the provider must ask the user something: the interaction the broker was
@@ -947,6 +1002,37 @@ mod tests {
     use super::file::SettingsFile;
     use super::*;
     use secrecy::ExposeSecret;
+
+    /// One broker directory has one inventory identity, however it is reached; another directory
+    /// has another. A provider's configuration carries its directory's until the broker names
+    /// its store.
+    #[test]
+    fn an_inventory_is_named_by_its_resolved_location() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        let at = |d: &Path| inventory_id(&d.join(INVENTORY_FILE).display().to_string());
+        assert_eq!(at(&a), at(&a));
+        assert_eq!(at(&a), at(&link), "a symbolic link to the same directory");
+        assert_ne!(at(&a), at(&b));
+        assert_eq!(at(&a).len(), 16);
+        assert!(at(&a).chars().all(|c| c.is_ascii_hexdigit()), "{}", at(&a));
+        let mut config = Settings::from_yaml(&link, "{}")
+            .unwrap()
+            .provider_config("Container", None)
+            .unwrap();
+        assert_eq!(config.inventory_id(), at(&a));
+        config.set_inventory(&b.join(INVENTORY_FILE).display().to_string());
+        assert_eq!(config.inventory_id(), at(&b));
+        assert_eq!(
+            ProviderConfig::new("Container", None, Mapping::new(), &a).inventory_id(),
+            at(&a)
+        );
+    }
 
     const SETTINGS: &str = r#"
 _version: 0.7.0

@@ -15,8 +15,14 @@
 //! The image is used when present (`localhost/IMAGE` too) and pulled otherwise. The container is named
 //! `<name_prefix>_<8 hex of the record id>` (prefix: setting `name_prefix`, default the local user) and
 //! labelled so that every container this broker made can be found again: `broker.managed=true`,
-//! `broker.record_id`, `broker.owner`, `broker.origin`, `broker.expire_time` (when the host's lease
-//! ends; a sync puts it back on the record) and each provider label `k` as `broker.k`.
+//! `broker.record_id`, `broker.inventory` (the inventory the record is in:
+//! `ProviderConfig::inventory_id`), `broker.owner`, `broker.origin`, `broker.expire_time` (when the
+//! host's lease ends; a sync puts it back on the record) and each provider label `k` as `broker.k`.
+//!
+//! A listing (`broker inventory --sync`, `broker reap --orphans`) shows the containers of this
+//! inventory only: each labelled with it, never one labelled with another; one with no inventory
+//! label (made by an older broker, or the Python broker's) when its name starts with the filter
+//! (default: the name prefix) and `_`. Its `_broker_checkout_time` is the engine's `Created`.
 //! Arguments: `ports` (`22`, `22:1337`, `22/tcp:1337`, space or comma separated; with `auto_map_ports`
 //! the image's exposed ports too), `environment` (a mapping or `A=1,B=2`; `BROKER_ORIGIN` is added),
 //! `command`, `entrypoint`, `hostname`, `volumes` (`src:dst[:ro]`), and for a host reached over SSH
@@ -130,6 +136,8 @@ const LABEL_MANAGED: &str = "broker.managed";
 const LABEL_RECORD: &str = "broker.record_id";
 /// When the host's lease ends, seconds since the epoch (broker's `_broker_expire_time`).
 const LABEL_EXPIRE: &str = "broker.expire_time";
+/// The inventory the container's record belongs to ([`ProviderConfig::inventory_id`]).
+const LABEL_INVENTORY: &str = "broker.inventory";
 
 /// How long a check-in waits for a create of the same record that is still under way.
 const CREATE_WAIT: Duration = Duration::from_secs(120);
@@ -468,6 +476,10 @@ impl ContainerProvider {
         let mut labels = HashMap::new();
         labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
         labels.insert(LABEL_RECORD.to_owned(), ctx.record_id().to_string());
+        labels.insert(
+            LABEL_INVENTORY.to_owned(),
+            self.config.inventory_id().to_owned(),
+        );
         let owner = broker_core::Owner::current();
         labels.insert(
             "broker.owner".to_owned(),
@@ -586,6 +598,17 @@ impl ContainerProvider {
             }
         }
         Ok(found)
+    }
+
+    /// Whether a listing of this inventory shows a container labelled with `inventory` and named
+    /// `name`: one of this inventory, whatever its name; never one of another; one of no inventory
+    /// (the Python broker's, or made before containers carried it) when its name starts with
+    /// `prefix` and `_`.
+    fn lists(&self, inventory: Option<&str>, name: &str, prefix: &str) -> bool {
+        match inventory {
+            Some(inventory) => inventory == self.config.inventory_id(),
+            None => !prefix.is_empty() && name.starts_with(&format!("{prefix}_")),
+        }
     }
 
     /// `GET /containers/json?all=1`, read as plain JSON. bollard's typed summary rejects states other
@@ -1113,9 +1136,7 @@ impl Provider for ContainerProvider {
                 .and_then(serde_json::Value::as_str)
                 .map(|n| n.trim_start_matches('/').to_owned())
                 .unwrap_or_default();
-            let ours =
-                label(LABEL_MANAGED).as_deref() == Some("true") && label("broker.app").is_none();
-            if !(ours || (!prefix.is_empty() && name.starts_with(&format!("{prefix}_")))) {
+            if !self.lists(label(LABEL_INVENTORY).as_deref(), &name, prefix) {
                 continue;
             }
             let mut record = HostRecord::default();
@@ -1124,6 +1145,10 @@ impl Provider for ContainerProvider {
             }
             if let Some(at) = label(LABEL_EXPIRE).and_then(|at| at.parse::<i64>().ok()) {
                 record.set(broker_core::record::fields::EXPIRE_TIME, at);
+            }
+            // When the engine made it (`Created`, seconds since the epoch): an orphan's age.
+            if let Some(made) = c.get("Created").and_then(serde_json::Value::as_i64) {
+                record.set(broker_core::record::fields::CHECKOUT_TIME, made);
             }
             record.set(broker_core::record::fields::PROVIDER, NAME);
             if let Some(instance) = self.config.instance() {
@@ -1717,6 +1742,24 @@ mod tests {
         );
         let unleased = provider("{}").labels(&CheckoutContext::new(&id, &args, 0));
         assert!(!unleased.contains_key(LABEL_EXPIRE), "{unleased:?}");
+    }
+
+    /// Each container names the inventory of its record, and a listing of one inventory shows its
+    /// own containers, never another's, and unlabelled ones only by their name.
+    #[test]
+    fn a_container_is_labelled_with_its_inventory_and_listed_only_there() {
+        let id = broker_core::RecordId::from("h0123456789abcdef");
+        let args = Mapping::new();
+        let here = provider("{}");
+        let mine = here.config.inventory_id().to_owned();
+        assert_eq!(mine.len(), 16, "{mine}");
+        let labels = here.labels(&CheckoutContext::new(&id, &args, 0));
+        assert_eq!(labels.get(LABEL_INVENTORY), Some(&mine));
+        assert!(here.lists(Some(&mine), "anything", "t"));
+        assert!(!here.lists(Some("0123456789abcdef"), "t_0123", "t"));
+        assert!(here.lists(None, "t_0123", "t"));
+        assert!(!here.lists(None, "u_0123", "t"));
+        assert!(!here.lists(None, "t_0123", ""));
     }
 
     /// An engine failure is kept as the provider error's source, shown as the engine said it.

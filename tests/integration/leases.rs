@@ -476,17 +476,134 @@ fn a_containers_lease_survives_its_record() {
     let expire = records(&dir)[0]["_broker_expire_time"].as_i64().unwrap();
     std::fs::write(dir.inventory_path(), "[]\n").unwrap();
     dir.ok(&["inventory", "--sync", "Container"]);
-    // The sync lists every container broker labelled, other tests' too: only ours is looked at.
-    let back: Vec<Json> = records(&dir)
-        .into_iter()
-        .filter(|r| {
-            r["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with(&*containers))
-        })
-        .collect();
+    // The sync lists this inventory's containers only, never other tests'.
+    let back = records(&dir);
     assert_eq!(back.len(), 1, "{back:?}");
     assert_eq!(back[0]["_broker_expire_time"].as_i64(), Some(expire));
     dir.ok(&["checkin", back[0]["_broker_id"].as_str().unwrap()]);
     assert!(containers.names().is_empty());
+}
+
+/// Checks out one container in `dir` (the CLI's checkout: held by its user) and returns its
+/// record's identity.
+fn container_checked_out(dir: &BrokerDir) -> String {
+    dir.ok(&["checkout", "--container-host", "broker-busybox"]);
+    let all = records(dir);
+    all.last().unwrap()["_broker_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Forgets every record of `dir`, leaving the hosts behind: orphans.
+fn forget_records(dir: &BrokerDir) {
+    std::fs::write(dir.inventory_path(), "[]\n").unwrap();
+}
+
+/// A container broker labelled for this inventory and no record knows is checked in by
+/// `reap --orphans` once older than the grace period, and left while younger.
+#[test]
+fn an_orphan_container_is_checked_in_once_older_than_the_grace() {
+    if !broker_test_support::podman() {
+        return;
+    }
+    let containers = Containers::new(format!("it{}orphan", std::process::id()));
+    let dir = BrokerDir::new(&container_settings(&containers));
+    let id = container_checked_out(&dir);
+    forget_records(&dir);
+    assert_eq!(
+        reaped(&dir, &["--orphans", "Container", "--grace", "1h"]),
+        [],
+        "younger than the grace"
+    );
+    assert_eq!(containers.names().len(), 1);
+    assert_eq!(
+        reaped(&dir, &["--orphans", "Container", "--grace", "0s"]),
+        [(id, "orphan".to_owned(), "checked in".to_owned())]
+    );
+    assert!(containers.names().is_empty(), "{:?}", containers.names());
+    assert!(records(&dir).is_empty(), "{:?}", records(&dir));
+}
+
+/// `--dry-run` names the orphan and why, and removes nothing.
+#[test]
+fn an_orphan_reap_dry_run_removes_nothing() {
+    if !broker_test_support::podman() {
+        return;
+    }
+    let containers = Containers::new(format!("it{}orphandry", std::process::id()));
+    let dir = BrokerDir::new(&container_settings(&containers));
+    let id = container_checked_out(&dir);
+    forget_records(&dir);
+    let out = dir.ok(&[
+        "reap",
+        "--orphans",
+        "Container",
+        "--grace",
+        "0s",
+        "--dry-run",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        rows(&out),
+        [(id, "orphan".to_owned(), "would check in".to_owned())]
+    );
+    let shown: Vec<Json> = serde_json::from_str(&out).unwrap();
+    assert!(
+        shown[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("no inventory record knows it; made "),
+        "{shown:?}"
+    );
+    assert_eq!(containers.names().len(), 1);
+    assert!(records(&dir).is_empty(), "{:?}", records(&dir));
+}
+
+/// Two broker directories on one engine, their containers named alike: a sync or an orphan reap
+/// over one never lists, adopts or removes the other's containers — not even its orphans.
+#[test]
+fn another_inventorys_containers_are_never_listed_or_reaped() {
+    if !broker_test_support::podman() {
+        return;
+    }
+    let containers = Containers::new(format!("it{}orphanab", std::process::id()));
+    let a = BrokerDir::new(&container_settings(&containers));
+    let b = BrokerDir::new(&container_settings(&containers));
+    let a_id = container_checked_out(&a);
+    let b_kept = container_checked_out(&b);
+    let b_orphan = container_checked_out(&b);
+    // B forgets one of its two containers.
+    let text = std::fs::read_to_string(b.inventory_path()).unwrap();
+    let mut stored: Vec<serde_yaml::Value> = serde_yaml::from_str(&text).unwrap();
+    stored.retain(|r| r["_broker_id"].as_str() == Some(b_kept.as_str()));
+    assert_eq!(stored.len(), 1);
+    std::fs::write(b.inventory_path(), serde_yaml::to_string(&stored).unwrap()).unwrap();
+    forget_records(&a);
+
+    a.ok(&["inventory", "--sync", "Container"]);
+    let synced: Vec<String> = records(&a)
+        .iter()
+        .map(|r| r["_broker_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(synced, [a_id.clone()], "only A's own container");
+    forget_records(&a);
+    assert_eq!(
+        reaped(&a, &["--orphans", "Container", "--grace", "0s"]),
+        [(a_id, "orphan".to_owned(), "checked in".to_owned())]
+    );
+    assert_eq!(containers.names().len(), 2, "B's containers stay");
+    let b_now: Vec<String> = records(&b)
+        .iter()
+        .map(|r| r["_broker_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(b_now, [b_kept.clone()]);
+    assert_eq!(
+        reaped(&b, &["--orphans", "Container", "--grace", "0s"]),
+        [(b_orphan, "orphan".to_owned(), "checked in".to_owned())]
+    );
+    assert_eq!(containers.names().len(), 1, "B's recorded container stays");
+    b.ok(&["checkin", &b_kept]);
+    assert!(containers.names().is_empty(), "{:?}", containers.names());
 }
