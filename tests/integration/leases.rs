@@ -587,7 +587,11 @@ fn another_inventorys_containers_are_never_listed_or_reaped() {
         .iter()
         .map(|r| r["_broker_id"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert_eq!(synced, [a_id.clone()], "only A's own container");
+    assert_eq!(
+        synced,
+        std::slice::from_ref(&a_id),
+        "only A's own container"
+    );
     forget_records(&a);
     assert_eq!(
         reaped(&a, &["--orphans", "Container", "--grace", "0s"]),
@@ -598,7 +602,7 @@ fn another_inventorys_containers_are_never_listed_or_reaped() {
         .iter()
         .map(|r| r["_broker_id"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert_eq!(b_now, [b_kept.clone()]);
+    assert_eq!(b_now, std::slice::from_ref(&b_kept));
     assert_eq!(
         reaped(&b, &["--orphans", "Container", "--grace", "0s"]),
         [(b_orphan, "orphan".to_owned(), "checked in".to_owned())]

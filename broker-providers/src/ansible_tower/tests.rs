@@ -1438,3 +1438,25 @@ fn settings_read_the_python_brokers_section_and_name_what_is_wrong() {
         "configuration error: AnsibleTower needs `base_url`; set it in broker_settings.yaml or BROKER_ANSIBLETOWER__BASE_URL"
     );
 }
+
+/// AWX hosts carry no broker record identity (it travels with the job, not the host), so an orphan
+/// reap lists them and takes none for an orphan: it never removes a host another broker directory
+/// of the same user holds (docs/leases.md, "Orphans").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_reap_never_picks_an_awx_host() {
+    let e = env("");
+    let g = e.broker.checkout_one(deploy()).await.unwrap();
+    let kept = g.keep();
+    e.broker.inventory().remove(&[kept.id()]).unwrap();
+    assert!(e.records().is_empty());
+    let reaped = e
+        .broker
+        .reap_orphans("AnsibleTower", std::time::Duration::ZERO, false)
+        .await
+        .unwrap();
+    assert!(reaped.is_empty(), "{reaped:?}");
+    assert_eq!(e.sim.vms().len(), 1, "{:?}", e.sim.vms());
+    // Not for want of a listing: a sync of the same provider adopts the host.
+    let report = e.broker.sync_inventory("AnsibleTower:@ll").await.unwrap();
+    assert_eq!(report.added, 1, "{report:?}");
+}
