@@ -797,15 +797,25 @@ impl BrokerInner {
             .filter(|((seen, _), _)| won.contains(&seen.id()))
             .map(|((_, claimed), (found, reason))| (claimed, (found, reason)))
             .unzip();
-        for (record, reason) in &reasons {
+        Ok(self.check_in_reaped(mine, reasons).await)
+    }
+
+    /// Checks in the `claimed` records of what a reap `picked` (one for one, in order) and says how
+    /// each went.
+    async fn check_in_reaped(
+        self: &Arc<Self>,
+        claimed: Vec<HostRecord>,
+        picked: Vec<(HostRecord, crate::lease::ReapReason)>,
+    ) -> Vec<Reaped> {
+        for (record, reason) in &picked {
             tracing::info!(host = %record.display_name(), "reaping: {reason}");
         }
-        let outcomes = self.checkin(mine, None).await;
-        Ok(reasons
+        let outcomes = self.checkin(claimed, None).await;
+        picked
             .into_iter()
             .zip(outcomes)
             .map(|(found, outcome)| Reaped::done(found, outcome.result))
-            .collect())
+            .collect()
     }
 
     /// Checks in the orphans a provider holds for this inventory (see
@@ -839,16 +849,8 @@ impl BrokerInner {
             .iter()
             .map(|(r, _)| crate::lease::claimed(r, me))
             .collect();
-        for (record, reason) in &picked {
-            tracing::info!(host = %record.display_name(), "reaping: {reason}");
-        }
         self.put_many(claimed.clone()).await?;
-        let outcomes = self.checkin(claimed, None).await;
-        Ok(picked
-            .into_iter()
-            .zip(outcomes)
-            .map(|(found, outcome)| Reaped::done(found, outcome.result))
-            .collect())
+        Ok(self.check_in_reaped(claimed, picked).await)
     }
 
     /// The first time this broker checks out, reaps the inventory (`reap_on_start`): what killed

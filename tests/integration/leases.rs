@@ -500,17 +500,28 @@ fn forget_records(dir: &BrokerDir) {
     std::fs::write(dir.inventory_path(), "[]\n").unwrap();
 }
 
+/// A broker directory of its own containers named `it<pid><test>_…`, holding one orphan: a
+/// container checked out whose record was then forgotten. `None` (the test returns) without an
+/// engine when skipping is allowed.
+fn with_an_orphan(test: &str) -> Option<(Containers, BrokerDir, String)> {
+    if !broker_test_support::podman() {
+        return None;
+    }
+    let containers = Containers::new(format!("it{}{test}", std::process::id()));
+    let dir = BrokerDir::new(&container_settings(&containers));
+    let id = container_checked_out(&dir);
+    forget_records(&dir);
+    assert_eq!(containers.names().len(), 1);
+    Some((containers, dir, id))
+}
+
 /// A container broker labelled for this inventory and no record knows is checked in by
 /// `reap --orphans` once older than the grace period, and left while younger.
 #[test]
 fn an_orphan_container_is_checked_in_once_older_than_the_grace() {
-    if !broker_test_support::podman() {
+    let Some((containers, dir, id)) = with_an_orphan("orphan") else {
         return;
-    }
-    let containers = Containers::new(format!("it{}orphan", std::process::id()));
-    let dir = BrokerDir::new(&container_settings(&containers));
-    let id = container_checked_out(&dir);
-    forget_records(&dir);
+    };
     assert_eq!(
         reaped(&dir, &["--orphans", "Container", "--grace", "1h"]),
         [],
@@ -528,13 +539,9 @@ fn an_orphan_container_is_checked_in_once_older_than_the_grace() {
 /// `--dry-run` names the orphan and why, and removes nothing.
 #[test]
 fn an_orphan_reap_dry_run_removes_nothing() {
-    if !broker_test_support::podman() {
+    let Some((containers, dir, id)) = with_an_orphan("orphandry") else {
         return;
-    }
-    let containers = Containers::new(format!("it{}orphandry", std::process::id()));
-    let dir = BrokerDir::new(&container_settings(&containers));
-    let id = container_checked_out(&dir);
-    forget_records(&dir);
+    };
     let out = dir.ok(&[
         "reap",
         "--orphans",
