@@ -1291,6 +1291,10 @@ fn updated(known: &HostRecord, mut new: HostRecord) -> HostRecord {
     if known.expire_time().is_some() {
         fresh.shift_remove(fields::EXPIRE_TIME);
     }
+    // And when the host was checked out: a provider's making time (an orphan's age) comes later.
+    if known.checkout_time().is_some() {
+        fresh.shift_remove(fields::CHECKOUT_TIME);
+    }
     merged.merge(fresh);
     merged
 }
@@ -2232,6 +2236,35 @@ mod tests {
             .collect();
         assert_eq!(
             leases,
+            [("a".to_owned(), Some(2000)), ("b".to_owned(), Some(1500))]
+        );
+    }
+
+    #[test]
+    fn sync_keeps_a_records_checkout_time_and_takes_the_providers_for_a_lost_one() {
+        let mut records: Vec<HostRecord> = serde_yaml::from_str(
+            "- {_broker_provider: P, _broker_id: c1, hostname: a, _broker_checkout_time: 2000}\n",
+        )
+        .unwrap();
+        // The provider says when it made each host (Container: the engine's `Created`), a moment
+        // after broker recorded the checkout; `c2`'s record was lost.
+        let reported: Vec<HostRecord> = serde_yaml::from_str(
+            "- {_broker_id: c1, hostname: a, _broker_checkout_time: 2001}\n\
+             - {_broker_id: c2, hostname: b, _broker_checkout_time: 1500}\n",
+        )
+        .unwrap();
+        let before = records.clone();
+        merge_sync(
+            &mut records,
+            ProviderListing::new("P", None, before, reported),
+        )
+        .unwrap();
+        let times: Vec<(String, Option<i64>)> = records
+            .iter()
+            .map(|r| (r.display_name(), r.checkout_time()))
+            .collect();
+        assert_eq!(
+            times,
             [("a".to_owned(), Some(2000)), ("b".to_owned(), Some(1500))]
         );
     }
