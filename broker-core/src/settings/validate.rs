@@ -388,8 +388,240 @@ Container:
         ] {
             assert!(is_placeholder(&Value::from(p)), "{p}");
         }
-        for v in ["a < b", "x>y<", "", "https://tower.example.com/"] {
+        // `<>` holds no text: not a placeholder.
+        for v in ["a < b", "x>y<", "<>", "", "https://tower.example.com/"] {
             assert!(!is_placeholder(&Value::from(v)), "{v}");
         }
+    }
+
+    /// Comments that read like keys, a list at its parent key's indentation and double-quoted keys
+    /// still place each key on its own line.
+    #[test]
+    fn key_lines_skip_comments_and_place_top_level_lists_and_double_quoted_keys() {
+        let text = "\
+logging:
+# note: a comment that reads like a key
+    console_level: loud
+instances:
+- docker:
+    host: h
+\"quoted key\":
+    inner: 1
+";
+        let lines = key_lines(text);
+        assert_eq!(line_in(&lines, "logging.console_level"), Some(3));
+        assert_eq!(line_in(&lines, "instances.docker.host"), Some(6));
+        assert_eq!(line_in(&lines, "quoted key.inner"), Some(8));
+        assert_eq!(lines.len(), 7, "{lines:?}");
+    }
+
+    fn settings(yaml: &str) -> Settings {
+        Settings::from_yaml("/nonexistent-broker-directory", yaml).unwrap()
+    }
+
+    fn problem(key: &str, line: usize, message: &str) -> Problem {
+        Problem {
+            key: key.to_owned(),
+            line: Some(line),
+            message: message.to_owned(),
+        }
+    }
+
+    #[test]
+    fn validate_names_unknown_log_levels_only() {
+        let found = settings(
+            "\
+logging:
+    console_level: loud
+    file_level: DEBUG
+",
+        )
+        .base_problems();
+        assert_eq!(
+            found,
+            [problem(
+                "logging.console_level",
+                2,
+                "`loud` is not a log level; use error, warning, info, debug, trace or silent"
+            )]
+        );
+    }
+
+    #[test]
+    fn validate_names_bad_durations_and_thread_limits() {
+        let found = settings(
+            "\
+checkin_timeout: soon
+thread_limit: 0
+",
+        )
+        .base_problems();
+        assert_eq!(
+            found,
+            [
+                problem(
+                    "checkin_timeout",
+                    1,
+                    "`soon` is not a duration; write seconds (`90`) or `45s`, `30m`, `2h`, `1d`"
+                ),
+                problem(
+                    "thread_limit",
+                    2,
+                    "`0` is not a positive whole number (or null)"
+                ),
+            ]
+        );
+        for ok in ["thread_limit: 1", "thread_limit: 4", "thread_limit: null"] {
+            assert_eq!(settings(ok).base_problems(), [], "{ok}");
+        }
+    }
+
+    #[test]
+    fn validate_names_sections_that_are_not_mappings_and_bad_nicks() {
+        let found = settings(
+            "\
+nicks:
+    rhel: {workflow: deploy}
+    bad: 5
+provider_labels: none
+logging:
+    console_level: info
+ssh:
+inventory_fields: {Host: hostname}
+",
+        )
+        .base_problems();
+        assert_eq!(
+            found,
+            [
+                problem(
+                    "provider_labels",
+                    4,
+                    "`none` is not a mapping of label names to values"
+                ),
+                problem("nicks.bad", 3, "a nick must be a mapping of arguments"),
+            ]
+        );
+    }
+
+    #[test]
+    fn validate_names_bad_ssh_settings() {
+        let found = settings(
+            "\
+ssh:
+    host_ssh_port: 70000
+    host_connection_timeout: soon
+    host_key_checking: maybe
+    host_ipv6: 'yes'
+    host_ipv4_fallback: 1
+",
+        )
+        .base_problems();
+        assert_eq!(
+            found,
+            [
+                problem(
+                    "ssh.host_ssh_port",
+                    2,
+                    "`70000` is not a port number (1-65535)"
+                ),
+                problem(
+                    "ssh.host_connection_timeout",
+                    3,
+                    "`soon` is not a duration; write seconds (`60`) or `2m`"
+                ),
+                problem(
+                    "ssh.host_key_checking",
+                    4,
+                    "`maybe` is not one of accept-new, strict, off"
+                ),
+                problem("ssh.host_ipv6", 5, "`yes` is not true or false"),
+                problem("ssh.host_ipv4_fallback", 6, "`1` is not true or false"),
+            ]
+        );
+    }
+
+    #[test]
+    fn validate_accepts_good_ssh_settings() {
+        let found = settings(
+            "\
+ssh:
+    host_ssh_port: 2222
+    host_connection_timeout: 2m
+    host_key_checking: Strict
+    host_ipv6: true
+    host_ipv4_fallback: false
+",
+        )
+        .base_problems();
+        assert_eq!(found, []);
+    }
+
+    #[test]
+    fn validate_names_placeholders_inside_sections_masking_secrets() {
+        let found = settings(
+            "\
+ssh:
+    host_username: '<user>'
+    host_password: '<password>'
+",
+        )
+        .base_problems();
+        assert_eq!(
+            found,
+            [
+                problem(
+                    "ssh.host_username",
+                    2,
+                    "`<user>` is the example's placeholder; set a real value or remove the key"
+                ),
+                problem(
+                    "ssh.host_password",
+                    3,
+                    "`********` is the example's placeholder; set a real value or remove the key"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn validate_names_placeholders_of_the_chosen_instance_only() {
+        let s = settings(
+            "\
+AnsibleTower:
+    base_url: '<url>'
+    instances:
+        prod:
+            host: '<prod host>'
+        stage:
+            host: '<stage host>'
+",
+        );
+        let message = |v: &str| {
+            format!("`{v}` is the example's placeholder; set a real value or remove the key")
+        };
+        let shared = problem("AnsibleTower.base_url", 2, &message("<url>"));
+        let prod = problem(
+            "AnsibleTower.instances.prod.host",
+            5,
+            &message("<prod host>"),
+        );
+        let stage = problem(
+            "AnsibleTower.instances.stage.host",
+            7,
+            &message("<stage host>"),
+        );
+        assert_eq!(
+            s.provider_problems("AnsibleTower", Some("prod")),
+            [shared.clone(), prod.clone()]
+        );
+        assert_eq!(
+            s.provider_problems("AnsibleTower", Some("stage")),
+            [shared.clone(), stage.clone()]
+        );
+        assert_eq!(
+            s.provider_problems("AnsibleTower", None),
+            [shared, prod, stage]
+        );
     }
 }
