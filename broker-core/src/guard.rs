@@ -143,7 +143,7 @@ impl<H: FromHost> HostGuard<H> {
                 Err(e) => {
                     // Guards already made check themselves in when dropped; the rest go back explicitly.
                     let rest: Vec<HostRecord> = std::iter::once(record).chain(records).collect();
-                    let _ = inner.checkin(rest, None).await;
+                    inner.checkin_past_drop(rest).await;
                     return Err(e);
                 }
             }

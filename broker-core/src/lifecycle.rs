@@ -579,6 +579,23 @@ impl BrokerInner {
         }
     }
 
+    /// Checks hosts in on the drop worker and waits for that: should the waiting future be dropped
+    /// (a caller's `timeout`), the check-in goes on, so hosts of a checkout that no guard holds yet
+    /// are never left half given back.
+    pub(crate) async fn checkin_past_drop(self: &Arc<Self>, records: Vec<HostRecord>) {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let inner = Arc::clone(self);
+        let handed = records.clone();
+        let sent = crate::drop_worker::hand_over(async move {
+            let _ = done.send(inner.checkin(handed, None).await);
+        });
+        if sent {
+            let _ = finished.await;
+        } else {
+            self.checkin(records, None).await;
+        }
+    }
+
     /// Hosts back, the one way every check-in goes: mark them all releasing, ask their providers in
     /// parallel (at most `limit`, else `thread_limit`, at once), then drop the records of those given
     /// back and note the error on the others — three inventory writes in all, however many hosts. A
