@@ -560,7 +560,9 @@ mod tests {
             message(PUPPET.validate(values(&[("server", "---invalid-hostname---")]))),
             "invalid value `---invalid-hostname---` for key `server`: expected a host name, or empty"
         );
-        assert!(PUPPET.validate(values(&[("server", "a..b")])).is_err());
+        for bad in ["a..b", "-a.example.com", "a-.example.com", "a_b.example.com", "a b"] {
+            assert!(PUPPET.validate(values(&[("server", bad)])).is_err(), "{bad}");
+        }
     }
 
     #[test]
