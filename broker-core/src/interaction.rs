@@ -130,6 +130,12 @@ mod tests {
     }
 
     #[test]
+    fn an_asker_shows_its_name_not_what_it_holds() {
+        // A provider's configuration, which holds the asker, is printed with `{:?}`.
+        assert_eq!(format!("{:?}", Asker::default()), "Asker");
+    }
+
+    #[test]
     fn a_set_interaction_reaches_clones_made_before() {
         struct Always;
         impl Interaction for Always {

@@ -560,8 +560,17 @@ mod tests {
             message(PUPPET.validate(values(&[("server", "---invalid-hostname---")]))),
             "invalid value `---invalid-hostname---` for key `server`: expected a host name, or empty"
         );
-        for bad in ["a..b", "-a.example.com", "a-.example.com", "a_b.example.com", "a b"] {
-            assert!(PUPPET.validate(values(&[("server", bad)])).is_err(), "{bad}");
+        for bad in [
+            "a..b",
+            "-a.example.com",
+            "a-.example.com",
+            "a_b.example.com",
+            "a b",
+        ] {
+            assert!(
+                PUPPET.validate(values(&[("server", bad)])).is_err(),
+                "{bad}"
+            );
         }
     }
 
