@@ -89,7 +89,7 @@ impl Interaction for Terminal {
         let mut err = std::io::stderr();
         let _ = write!(err, "\r\x1b[2K\n{}\n{}", question.context, question.prompt);
         let _ = err.flush();
-        let first = read_line()?;
+        let first = read_line().filter(|l| !(question.secret && l.contains(INTERRUPT)))?;
         if question.secret {
             // The Enter typed was not echoed either.
             let _ = writeln!(err);
@@ -100,6 +100,9 @@ impl Interaction for Terminal {
         }
         let mut text = first;
         while let Some(line) = read_line().filter(|l| !l.trim().is_empty()) {
+            if question.secret && line.contains(INTERRUPT) {
+                return None;
+            }
             text.push_str(&line);
         }
         if !text.ends_with('\n') {
@@ -119,7 +122,12 @@ fn read_line() -> Option<String> {
     }
 }
 
-/// Typing is not echoed while this lives (stdin a terminal); dropping it puts echo back.
+/// Ctrl-C as typed while [`EchoOff`] holds: a byte of the line, which then answers nothing.
+const INTERRUPT: char = '\u{3}';
+
+/// Typing is not echoed while this lives (stdin a terminal); dropping it puts echo back. Ctrl-C
+/// sends no signal meanwhile (it is read as [`INTERRUPT`]): a signal would end the process before
+/// the drop, leaving the terminal without echo.
 struct EchoOff(Option<rustix::termios::Termios>);
 
 impl EchoOff {
@@ -130,7 +138,9 @@ impl EchoOff {
             return EchoOff(None);
         };
         let mut quiet = before.clone();
-        quiet.local_modes.remove(LocalModes::ECHO);
+        quiet
+            .local_modes
+            .remove(LocalModes::ECHO | LocalModes::ISIG);
         match tcsetattr(&stdin, OptionalActions::Now, &quiet) {
             Ok(()) => EchoOff(Some(before)),
             Err(_) => EchoOff(None),

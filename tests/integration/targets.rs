@@ -439,6 +439,34 @@ fn on_a_terminal_add_walks_the_kinds_keys_and_reads_secrets_without_echo() {
 }
 
 #[test]
+fn ctrl_c_at_a_secret_prompt_cancels_and_leaves_the_terminal_echoing() {
+    let dir = BrokerDir::new(SETTINGS);
+    let mut session = Terminal::start(&mut dir.in_terminal(
+        "",
+        "target add -p chef -n chef; echo rc=$?; stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\?echo'",
+    ));
+    for (prompt, keys) in [
+        (
+            "chef_server_url (QUIT to cancel): ",
+            "https://chef.example.com\r",
+        ),
+        ("chef_version (QUIT to cancel): ", "18.2.7\r"),
+        ("(several lines; end with a blank line)", "KEY\x03\r"),
+    ] {
+        session.wait_for_text(prompt);
+        session.type_keys(keys);
+    }
+    let (_, text) = session.finish();
+    assert!(
+        text.contains("no answer to the configuration questions; nothing was changed"),
+        "{text}"
+    );
+    assert!(text.contains("rc=13\necho\n"), "{text}");
+    assert!(!text.contains("KEY\n"), "{text}");
+    assert!(!dir.path().join("targets.yaml").exists());
+}
+
+#[test]
 fn get_plugins_lists_the_five_kinds_with_their_schemas() {
     let dir = BrokerDir::new("");
     let kinds = json(&dir.ok(&["target", "get", "plugins", "-o", "json"]));
