@@ -10,14 +10,14 @@ use broker_core::settings::EXAMPLE_SETTINGS;
 use broker_core::validation::{Finding, validate_settings};
 use broker_core::{
     Broker, Cancellation, CheckoutRequest, Error, HostOutcome, HostRecord, Mapping, OutputStream,
-    RecoverScope, Result, Settings, Value, args, cli_support,
+    RecoverScope, Result, Settings, Value, args, cli_support, handoff,
 };
 use clap::Parser;
 
 use crate::cli::{
     CheckinArgs, CheckoutArgs, Cli, Command, ConfigCommand, DuplicateArgs, ExecuteArgs,
-    ExecuteFormat, ExtendArgs, Format, InventoryArgs, LogLevel, ProviderArgs, ProvidersArgs,
-    ReapArgs, RecoverArgs, Selection, SshArgs,
+    ExecuteFormat, ExtendArgs, Format, HandoffCommand, InventoryArgs, LogLevel, ProviderArgs,
+    ProvidersArgs, ReapArgs, RecoverArgs, Selection, SshArgs,
 };
 use crate::output::{
     Emitter, Progress, inventory_table, note, print_value, table, value_table, write_stderr,
@@ -193,6 +193,7 @@ async fn dispatch(command: Command, settings: Settings, emitter: &mut Emitter) -
                 Command::Reap(a) => reap(&broker, a, emitter).await,
                 Command::Ssh(a) => ssh(&broker, a, emitter).await,
                 Command::Target(cmd) => crate::targets::target(&broker, cmd, emitter),
+                Command::Handoff(c) => handoff(&broker, c, emitter).await,
                 Command::Config(_) | Command::Completions { .. } | Command::Manpage { .. } => {
                     unreachable!("handled above")
                 }
@@ -461,6 +462,10 @@ async fn checkout(broker: &Broker, a: CheckoutArgs, emitter: &mut Emitter) -> Re
     if let Some(lease) = &a.lease {
         request = request.lease(broker_core::lease::Lease::parse(lease)?);
     }
+    if let Some(target) = &a.handoff {
+        request = request.handoff(target);
+    }
+    request = request.keep_failed_handoff(a.keep_failed_handoff);
     let progress = Progress::start(format!("checking out {} host(s)", request.host_count()));
     let guards =
         checkout_until_stopped(broker, signals, &stop, progress, broker.checkout(request)).await?;
@@ -909,6 +914,38 @@ async fn ssh(broker: &Broker, a: SshArgs, emitter: &mut Emitter) -> Result<i32> 
     let out = interruptible(host.execute_streaming(&command, timeout, &sink)).await?;
     emitter.emit("output", &out);
     Ok(out.status.clamp(0, 255))
+}
+
+/// `broker handoff run|retry|status HOST [--target T]`: runs print the run's report, status the
+/// record's handoff fields; a host not handed off exits 10, as a failed host operation does.
+async fn handoff(broker: &Broker, command: HandoffCommand, emitter: &mut Emitter) -> Result<i32> {
+    let (a, retry) = match command {
+        HandoffCommand::Status(a) => {
+            let record = pick_one(broker.inventory().list()?, &a.host)?;
+            let status = handoff::run::status_of(&record);
+            emitter.emit("handoff", &status);
+            print_handoff(&status, a.output.format)?;
+            return Ok(0);
+        }
+        HandoffCommand::Run(a) => (a, false),
+        HandoffCommand::Retry(a) => (a, true),
+    };
+    let record = pick_one(broker.inventory().list()?, &a.host)?;
+    let target = handoff::run::target_of(&record, a.target.as_deref(), retry)?;
+    let host = broker.attach(record)?;
+    let _progress = Progress::start(format!("handing {} off to {target}", host.display_name()));
+    let report = interruptible(broker.handoff(&host, &target)).await?;
+    let shown = report.to_mapping();
+    emitter.emit("handoff", &shown);
+    print_handoff(&shown, a.output.format)?;
+    Ok(report.exit_code())
+}
+
+fn print_handoff(fields: &serde_yaml::Mapping, format: Format) -> Result<()> {
+    match format {
+        Format::Table => write_stdout(&value_table(&serde_yaml::Value::Mapping(fields.clone()))),
+        other => print_value(fields, other),
+    }
 }
 
 /// The commands piped into `broker ssh HOST`.

@@ -123,6 +123,12 @@ pub enum Command {
         after_help = "Examples:\n  broker target kinds\n  broker target add -p puppet -n puppet-prod -d \"prod Puppet\" -c server=puppet.example.com\n  broker target get puppet-prod -o json"
     )]
     Target(TargetCommand),
+    /// Hand a checked-out host to a handoff target, again, or show how its handoff went.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  broker handoff run 0 --target bootstrap\n  broker handoff retry 0\n  broker handoff status 0 -o json"
+    )]
+    Handoff(HandoffCommand),
     /// Print a shell completion script: `broker completions bash > /etc/bash_completion.d/broker`.
     #[command(hide = true)]
     Completions {
@@ -136,6 +142,29 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+/// `handoff`.
+#[derive(Debug, Subcommand)]
+pub enum HandoffCommand {
+    /// Hand a host to a target (default: the one it was last handed to).
+    Run(HandoffArgs),
+    /// Hand a host whose handoff failed or is pending to its target again.
+    Retry(HandoffArgs),
+    /// Show a host's handoff: target, state, attempts, last error, log.
+    Status(HandoffArgs),
+}
+
+/// The arguments of `handoff run|retry|status`.
+#[derive(Debug, Args)]
+pub struct HandoffArgs {
+    /// The host: inventory id, hostname, name or record id.
+    pub host: String,
+    /// The handoff target (id or name).
+    #[arg(long, value_name = "TARGET")]
+    pub target: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 /// `ssh`.
@@ -170,6 +199,12 @@ pub struct CheckoutArgs {
     /// Give the hosts back after this long (`30m`, `2h`, `1d`): `broker reap` checks them in then.
     #[arg(long, value_name = "DURATION")]
     pub lease: Option<String>,
+    /// Hand each host to this handoff target once it is ready (a failed handoff fails the checkout).
+    #[arg(long, value_name = "TARGET")]
+    pub handoff: Option<String>,
+    /// Keep hosts whose handoff failed instead of checking them in and failing.
+    #[arg(long, requires = "handoff")]
+    pub keep_failed_handoff: bool,
     #[command(flatten)]
     pub output: OutputArg,
     /// Arguments for the provider.

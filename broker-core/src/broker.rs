@@ -11,14 +11,19 @@ use serde_yaml::{Mapping, Value};
 
 use crate::error::{Error, Result};
 use crate::guard::HostGuard;
+#[cfg(feature = "handoff")]
+use crate::handoff::checkout::{Step, hand_off_checkout, hand_off_one};
+#[cfg(feature = "handoff")]
+use crate::handoff::{Handoff, HandoffRegistry, RunReport, Target, TargetStore};
 use crate::host::{FromHost, Host};
 use crate::inventory::{InventoryStore, SyncReport, YamlFileStore};
 use crate::lease::ReapScope;
 use crate::lifecycle::{BrokerInner, HostOutcome, RecoverScope};
+use crate::provider::Provider;
 use crate::provider::ProviderRegistry;
 use crate::reap::Reaped;
 use crate::record::{HostRecord, Owner};
-use crate::request::{Cancellation, CheckoutRequest};
+use crate::request::{Cancellation, CheckoutRequest, ResolvedCheckout};
 use crate::selection::filter_records;
 use crate::settings::Settings;
 
@@ -40,6 +45,9 @@ use crate::settings::Settings;
 #[derive(Clone)]
 pub struct Broker {
     inner: Arc<BrokerInner>,
+    /// The handoff kinds this broker runs.
+    #[cfg(feature = "handoff")]
+    handoffs: Arc<std::sync::Mutex<HandoffRegistry>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -76,6 +84,8 @@ impl Broker {
     ) -> Result<Self> {
         Ok(Broker {
             inner: Arc::new(BrokerInner::new(settings, registry, store)?),
+            #[cfg(feature = "handoff")]
+            handoffs: Arc::new(std::sync::Mutex::new(crate::handoff::kinds::builtin())),
         })
     }
 
@@ -147,8 +157,11 @@ impl Broker {
             &self.inner.registry,
             self.inner.origin(),
         )?;
+        // The handoff target is found before anything is made: an unknown one fails first.
+        let handoff = self.plan_handoff(&resolved)?;
         self.inner.reap_on_start().await;
         let (provider, records) = self.inner.checkout(resolved).await?;
+        let records = self.hand_off_planned(&provider, records, handoff).await?;
         HostGuard::for_checkout(&self.inner, &provider, records).await
     }
 
@@ -386,6 +399,111 @@ impl Broker {
     /// Inventory errors.
     pub fn leftovers(&self) -> Result<Vec<HostRecord>> {
         self.inner.leftovers()
+    }
+}
+
+/// Handoffs (feature `handoff`): kinds, running one on a host, and the step of a checkout that
+/// hands each host off before its guard is handed out.
+#[cfg(feature = "handoff")]
+impl Broker {
+    /// Adds a handoff kind (replacing one of the same name), as a provider is added to a
+    /// [`ProviderRegistry`]: targets of that kind are then run by it. `noop` and, with the
+    /// `handoff-script` feature, `script` are there from the start.
+    pub fn register_handoff(&self, kind: Arc<dyn Handoff>) {
+        crate::sync::lock(&self.handoffs).register(kind);
+    }
+
+    /// The names of the handoff kinds this broker runs.
+    pub fn handoff_kinds(&self) -> Vec<String> {
+        let registry = crate::sync::lock(&self.handoffs);
+        registry.names().into_iter().map(str::to_owned).collect()
+    }
+
+    /// Hands a checked-out host to the handoff target `target` (an id or a name) (`broker handoff run`), or
+    /// again (`retry`), and records how it went on the host's inventory record. A failed handoff
+    /// is a report, not an error: the host stays checked out.
+    ///
+    /// # Errors
+    /// An unknown target or kind, invalid run settings of the target, inventory errors.
+    pub async fn handoff(&self, host: &Host, target: &str) -> Result<RunReport> {
+        let step = self.handoff_step(target)?;
+        hand_off_one(&self.inner, host.clone(), &step).await
+    }
+
+    /// As [`Broker::handoff`], to a target given whole rather than by id or name (one not stored
+    /// in `targets.yaml`).
+    ///
+    /// # Errors
+    /// An unknown kind, invalid run settings of the target, inventory errors.
+    pub async fn handoff_to(&self, host: &Host, target: Target) -> Result<RunReport> {
+        let step = self.step_of(target)?;
+        hand_off_one(&self.inner, host.clone(), &step).await
+    }
+
+    /// The kind and target a handoff to `target` (an id or a name) runs.
+    fn handoff_step(&self, target: &str) -> Result<Step> {
+        let settings = &self.inner.settings;
+        let store = crate::handoff::YamlTargetStore::in_directory(
+            settings.directory(),
+            settings.inventory_lock_timeout()?,
+        );
+        self.step_of(store.get(target)?)
+    }
+
+    fn step_of(&self, target: Target) -> Result<Step> {
+        let kind = Arc::clone(crate::sync::lock(&self.handoffs).get(&target.kind)?);
+        Ok(Step { kind, target })
+    }
+
+    /// The handoff a checkout asks for, found before anything is made.
+    fn plan_handoff(&self, resolved: &ResolvedCheckout) -> Result<Option<(Step, bool)>> {
+        resolved
+            .handoff
+            .as_deref()
+            .map(|target| Ok((self.handoff_step(target)?, resolved.keep_failed_handoff)))
+            .transpose()
+    }
+
+    /// Hands the hosts of a checkout off, as planned; all or nothing.
+    async fn hand_off_planned(
+        &self,
+        provider: &Arc<dyn Provider>,
+        records: Vec<HostRecord>,
+        planned: Option<(Step, bool)>,
+    ) -> Result<Vec<HostRecord>> {
+        match planned {
+            Some((step, keep_failed)) => {
+                hand_off_checkout(&self.inner, provider, records, &step, keep_failed).await
+            }
+            None => Ok(records),
+        }
+    }
+}
+
+/// Without the `handoff` feature, a checkout that asks for a handoff (a nick's `handoff:` key) is
+/// refused before anything is made.
+#[cfg(not(feature = "handoff"))]
+impl Broker {
+    fn plan_handoff(
+        &self,
+        resolved: &ResolvedCheckout,
+    ) -> Result<Option<std::convert::Infallible>> {
+        match &resolved.handoff {
+            Some(target) => Err(Error::user(format!(
+                "this checkout asks for a handoff to `{target}`, but broker was built without \
+                 handoffs; build it with broker-core's `handoff` feature"
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    async fn hand_off_planned(
+        &self,
+        _provider: &Arc<dyn Provider>,
+        records: Vec<HostRecord>,
+        _planned: Option<std::convert::Infallible>,
+    ) -> Result<Vec<HostRecord>> {
+        Ok(records)
     }
 }
 

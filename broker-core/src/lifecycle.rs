@@ -1094,7 +1094,7 @@ impl BrokerInner {
         }
     }
 
-    async fn put_many(&self, records: Vec<HostRecord>) -> Result<()> {
+    pub(crate) async fn put_many(&self, records: Vec<HostRecord>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
@@ -1107,7 +1107,7 @@ impl BrokerInner {
         .await
     }
 
-    async fn put(&self, record: HostRecord) -> Result<()> {
+    pub(crate) async fn put(&self, record: HostRecord) -> Result<()> {
         self.put_many(vec![record]).await
     }
 
@@ -1149,7 +1149,7 @@ fn outcome_of(reaped: Reaped) -> HostOutcome {
 }
 
 /// The names of the hosts whose check-in went through, and those of the others with their errors.
-fn by_result(outcomes: Vec<HostOutcome>) -> (Vec<String>, Vec<(String, Error)>) {
+pub(crate) fn by_result(outcomes: Vec<HostOutcome>) -> (Vec<String>, Vec<(String, Error)>) {
     let mut done = Vec::new();
     let mut left = Vec::new();
     for o in outcomes {

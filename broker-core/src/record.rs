@@ -50,6 +50,14 @@ pub mod fields {
     pub const LAST_ERROR: &str = "_broker_last_error";
     /// The id of the handoff target the host was handed to (broker only).
     pub const HANDOFF_TARGET: &str = "_broker_handoff_target";
+    /// `handing_off`, `handed_off`, `handoff_pending` or `handoff_failed` (broker only).
+    pub const HANDOFF_STATE: &str = "_broker_handoff_state";
+    /// How many runs the last handoff took, retries and re-checks included (broker only).
+    pub const HANDOFF_ATTEMPTS: &str = "_broker_handoff_attempts";
+    /// Why the last handoff did not hand the host off (broker only).
+    pub const HANDOFF_ERROR: &str = "_broker_handoff_error";
+    /// The last handoff's log, one line per item (broker only).
+    pub const HANDOFF_LOG: &str = "_broker_handoff_log";
 }
 
 /// Where a record is in its life.

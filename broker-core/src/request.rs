@@ -43,6 +43,8 @@ pub struct CheckoutRequest {
     cancellation: Option<Cancellation>,
     lease: Option<Lease>,
     held_by_user: bool,
+    handoff: Option<String>,
+    keep_failed_handoff: bool,
 }
 
 impl CheckoutRequest {
@@ -103,6 +105,21 @@ impl CheckoutRequest {
     /// process is gone without having dropped the guard.
     pub fn held_by_user(mut self, held: bool) -> Self {
         self.held_by_user = held;
+        self
+    }
+
+    /// Hands each host to the handoff target `target` once it is ready, before the guards are handed
+    /// out (it wins over a `handoff` argument, e.g. a nick's). A failed handoff fails the checkout
+    /// and checks the hosts in again, unless [`CheckoutRequest::keep_failed_handoff`].
+    pub fn handoff(mut self, target: impl Into<String>) -> Self {
+        self.handoff = Some(target.into());
+        self
+    }
+
+    /// Keeps hosts whose handoff failed (recorded `handoff_failed`, handed out) instead of failing
+    /// the checkout and checking them in.
+    pub fn keep_failed_handoff(mut self, keep: bool) -> Self {
+        self.keep_failed_handoff = keep;
         self
     }
 
@@ -255,6 +272,11 @@ pub(crate) struct ResolvedCheckout {
     pub(crate) held_by_user: bool,
     /// The caller's cancellation.
     pub(crate) cancellation: Option<Cancellation>,
+    /// The handoff target: the request's, else a `handoff` argument's.
+    pub(crate) handoff: Option<String>,
+    /// Whether hosts whose handoff failed are kept.
+    #[cfg_attr(not(feature = "handoff"), allow(dead_code))]
+    pub(crate) keep_failed_handoff: bool,
 }
 
 /// Resolves a checkout: layered arguments, the count, the provider and its instance, the origin.
@@ -277,6 +299,7 @@ pub(crate) fn resolve_checkout(
             "a count of 0 asks for no host; give 1 or more",
         ));
     }
+    let handoff = take_handoff(request, &mut args)?;
     let (kind, instance, mut args) = split_instance(registry, args, |r, a| r.for_checkout(a))?;
     let lease = take_lease(request, settings, &kind, instance.as_deref(), &mut args)?;
     kind.check_arguments(Operation::Checkout, &args)?;
@@ -297,7 +320,29 @@ pub(crate) fn resolve_checkout(
         lease,
         held_by_user: request.held_by_user,
         cancellation: request.cancellation.clone(),
+        handoff,
+        keep_failed_handoff: request.keep_failed_handoff,
     })
+}
+
+/// The checkout argument (a nick's key) naming the handoff target hosts are handed to.
+pub(crate) const HANDOFF_ARGUMENT: &str = "handoff";
+
+/// The handoff target of a checkout: the request's, else the `handoff` argument's (a nick's
+/// `handoff: TARGET`), which is taken out either way: it is broker's, not the provider's.
+fn take_handoff(request: &CheckoutRequest, args: &mut Mapping) -> Result<Option<String>> {
+    let given = match args.shift_remove(HANDOFF_ARGUMENT) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) if !name.trim().is_empty() => Some(name),
+        Some(other) => {
+            return Err(Error::usage(format!(
+                "`{}` names a handoff target, not `{}`; give a target's name (`broker target list`)",
+                HANDOFF_ARGUMENT,
+                serde_yaml::to_string(&other).unwrap_or_default().trim()
+            )));
+        }
+    };
+    Ok(request.handoff.clone().or(given))
 }
 
 /// The arguments of a request: the nick's < the args file's < the request's own, with provider

@@ -13,7 +13,7 @@ use crate::util::{
 /// A broker directory whose containers are named `<prefix>_…`, and those containers, removed when
 /// the test ends (passed or not). A missing engine fails the test unless `BROKER_ALLOW_SKIP=1` is
 /// set; then this is `None` and the test returns.
-fn engine_dir(test: &str) -> Option<(BrokerDir, Containers)> {
+pub(crate) fn engine_dir(test: &str) -> Option<(BrokerDir, Containers)> {
     if !broker_test_support::podman() {
         return None;
     }
@@ -23,7 +23,7 @@ fn engine_dir(test: &str) -> Option<(BrokerDir, Containers)> {
 }
 
 /// Containers (running or not) whose name starts with `<prefix>_`.
-fn containers(prefix: &str) -> Vec<String> {
+pub(crate) fn containers(prefix: &str) -> Vec<String> {
     let out = Command::new("podman")
         .args([
             "ps",
@@ -285,18 +285,25 @@ fn missing_image_and_network_are_clear_errors() {
     assert!(dir.inventory().is_empty());
 }
 
-#[test]
-fn container_with_sshd_is_reached_over_ssh() {
-    let Some((_dir, prefix)) = engine_dir("sshd") else {
-        return;
-    };
+/// A broker directory whose containers (named `<prefix>_…`, removed when the test ends) are reached
+/// over SSH as root with the sshd image's password; `None` as [`engine_dir`] says, or when the sshd
+/// image is missing.
+pub(crate) fn sshd_dir(test: &str) -> Option<(BrokerDir, Containers)> {
+    let (_dir, prefix) = engine_dir(test)?;
     if !broker_test_support::sshd_image() {
-        return;
+        return None;
     }
     let settings = format!(
         "Container:\n  name_prefix: {prefix}\nssh:\n  host_username: root\n  host_password: broker-test-password\n  host_connection_timeout: 60\n"
     );
-    let dir = BrokerDir::new(&settings);
+    Some((BrokerDir::new(&settings), prefix))
+}
+
+#[test]
+fn container_with_sshd_is_reached_over_ssh() {
+    let Some((dir, prefix)) = sshd_dir("sshd") else {
+        return;
+    };
     let out = dir.ok(&[
         "checkout",
         "--container-host",

@@ -127,6 +127,16 @@ impl Validation {
                     .all(|n| !n.trim().is_empty() && n.trim().chars().all(is_word_char))
         },
     };
+    /// A duration (`90`, `45s`, `30m`, `1h30m`), or empty for the default.
+    pub const DURATION_OR_EMPTY: Validation = Validation {
+        accepts: "a duration such as 90, 45s, 30m or 1h30m, or empty",
+        check: |v| v.trim().is_empty() || crate::time::parse_duration(v).is_ok(),
+    };
+    /// A whole number (0 or more), or empty for the default.
+    pub const COUNT_OR_EMPTY: Validation = Validation {
+        accepts: "a whole number (0 or more), or empty",
+        check: |v| v.trim().is_empty() || v.trim().parse::<u32>().is_ok(),
+    };
     /// A YAML or JSON mapping, or empty.
     pub const MAPPING_OR_EMPTY: Validation = Validation {
         accepts: "a YAML or JSON mapping, or empty",
@@ -244,10 +254,81 @@ impl KeySpec {
     }
 }
 
+/// The names of the [`RUN_KEYS`].
+pub mod run {
+    /// How long reaching the host may take (default 60s).
+    pub const CONNECT_TIMEOUT: &str = "connect_timeout";
+    /// How long one run may take before it is stopped (default 30m).
+    pub const RUN_TIMEOUT: &str = "run_timeout";
+    /// How often a transport error is tried again (default 3).
+    pub const RETRIES: &str = "retries";
+    /// The wait before each retry (default 5s).
+    pub const RETRY_DELAY: &str = "retry_delay";
+    /// How often a pending handoff is re-checked before it stays pending (default 0).
+    pub const RECHECKS: &str = "rechecks";
+    /// The wait before each re-check (default 30s).
+    pub const RECHECK_INTERVAL: &str = "recheck_interval";
+}
+
+/// Keys a target of every kind takes, after its kind's own: how its runs are timed and retried
+/// (see `handoff::run::RunPolicy`). Unset, each has its default.
+pub const RUN_KEYS: &[KeySpec] = &[
+    KeySpec {
+        example: Some("60s"),
+        validation: Validation::DURATION_OR_EMPTY,
+        ..KeySpec::new(
+            run::CONNECT_TIMEOUT,
+            "How long reaching the host may take; default 60s",
+        )
+    },
+    KeySpec {
+        example: Some("30m"),
+        validation: Validation::DURATION_OR_EMPTY,
+        ..KeySpec::new(
+            run::RUN_TIMEOUT,
+            "How long one run may take before it is stopped; default 30m",
+        )
+    },
+    KeySpec {
+        example: Some("3"),
+        validation: Validation::COUNT_OR_EMPTY,
+        ..KeySpec::new(
+            run::RETRIES,
+            "How often a transport error is tried again; default 3",
+        )
+    },
+    KeySpec {
+        example: Some("5s"),
+        validation: Validation::DURATION_OR_EMPTY,
+        ..KeySpec::new(run::RETRY_DELAY, "The wait before each retry; default 5s")
+    },
+    KeySpec {
+        example: Some("10"),
+        validation: Validation::COUNT_OR_EMPTY,
+        ..KeySpec::new(
+            run::RECHECKS,
+            "How often a pending handoff is checked again before it stays pending; default 0",
+        )
+    },
+    KeySpec {
+        example: Some("30s"),
+        validation: Validation::DURATION_OR_EMPTY,
+        ..KeySpec::new(
+            run::RECHECK_INTERVAL,
+            "The wait before each re-check; default 30s",
+        )
+    },
+];
+
 impl KindSchema {
+    /// The kind's own keys, then the [`RUN_KEYS`] every kind takes.
+    pub fn all_keys(&self) -> impl Iterator<Item = &KeySpec> {
+        self.keys.iter().chain(RUN_KEYS)
+    }
+
     /// The spec of `key`, if the kind has that key.
     pub fn key(&self, key: &str) -> Option<&KeySpec> {
-        self.keys.iter().find(|k| k.key == key)
+        self.all_keys().find(|k| k.key == key)
     }
 
     /// Checks a configuration given as text values and makes it a [`TargetConfig`]: every key must
@@ -261,7 +342,7 @@ impl KindSchema {
         self.refuse_unknown(given.keys().map(String::as_str))?;
         let mut given = given;
         let mut config = TargetConfig::default();
-        for spec in self.keys {
+        for spec in self.all_keys() {
             let value = match given.remove(spec.key) {
                 Some(value) => value,
                 None => match spec.default {
@@ -286,15 +367,27 @@ impl KindSchema {
     /// # Errors
     /// [`Error::User`] naming the first unknown key.
     pub fn refuse_unknown<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Result<()> {
-        let known: Vec<&str> = self.keys.iter().map(|k| k.key).collect();
+        let known: Vec<&str> = self.all_keys().map(|k| k.key).collect();
         for key in keys {
             if known.contains(&key) {
                 continue;
             }
             let hint = match crate::spelling::misspelling_of(key, &known) {
                 Some(near) => format!("; did you mean `{near}`?"),
-                None if known.is_empty() => format!("; kind `{}` takes no keys", self.name),
-                None => format!("; its keys are {}", known.join(", ")),
+                None if self.keys.is_empty() => format!(
+                    "; kind `{}` takes only the run keys ({})",
+                    self.name,
+                    run_key_names()
+                ),
+                None => format!(
+                    "; its keys are {} (and the run keys: {})",
+                    self.keys
+                        .iter()
+                        .map(|k| k.key)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    run_key_names()
+                ),
             };
             return Err(Error::user(format!(
                 "unknown key `{key}` for kind `{}`{hint}",
@@ -303,6 +396,14 @@ impl KindSchema {
         }
         Ok(())
     }
+}
+
+fn run_key_names() -> String {
+    RUN_KEYS
+        .iter()
+        .map(|k| k.key)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The schemas of the built-in kinds: noop, script, puppet, chef, ansible.
@@ -611,12 +712,33 @@ mod tests {
         );
         assert_eq!(
             message(PUPPET.validate(values(&[("colour", "red")]))),
-            "unknown key `colour` for kind `puppet`; its keys are server, broker_version"
+            "unknown key `colour` for kind `puppet`; its keys are server, broker_version (and the \
+             run keys: connect_timeout, run_timeout, retries, retry_delay, rechecks, recheck_interval)"
         );
         assert_eq!(
             message(NOOP.validate(values(&[("x", "1")]))),
-            "unknown key `x` for kind `noop`; kind `noop` takes no keys"
+            "unknown key `x` for kind `noop`; kind `noop` takes only the run keys (connect_timeout, \
+             run_timeout, retries, retry_delay, rechecks, recheck_interval)"
         );
+    }
+
+    #[test]
+    fn every_kind_takes_the_run_keys_checked_and_without_defaults() {
+        let config = NOOP
+            .validate(values(&[("run_timeout", "90s"), ("retries", "0")]))
+            .unwrap();
+        assert_eq!(config.text("run_timeout"), Some("90s"));
+        assert_eq!(config.text("connect_timeout"), None);
+        assert_eq!(
+            message(SCRIPT.validate(values(&[("script", "s"), ("run_timeout", "soon")]))),
+            "invalid value `soon` for key `run_timeout`: expected a duration such as 90, 45s, 30m \
+             or 1h30m, or empty"
+        );
+        assert_eq!(
+            message(PUPPET.validate(values(&[("rechecks", "-1")]))),
+            "invalid value `-1` for key `rechecks`: expected a whole number (0 or more), or empty"
+        );
+        assert!(CHEF.key("recheck_interval").is_some());
     }
 
     #[test]

@@ -1,0 +1,19 @@
+//! The handoff kinds broker brings: `noop` always, `script` with the `handoff-script` feature.
+//! Kinds that need a client of their own (a configuration-management server's) each sit behind a
+//! feature of their own.
+
+pub mod noop;
+#[cfg(feature = "handoff-script")]
+pub mod script;
+
+use std::sync::Arc;
+
+use super::run::HandoffRegistry;
+
+/// A registry of the kinds compiled in.
+pub fn builtin() -> HandoffRegistry {
+    let registry = HandoffRegistry::new().with(Arc::new(noop::Noop));
+    #[cfg(feature = "handoff-script")]
+    let registry = registry.with(Arc::new(script::Script));
+    registry
+}

@@ -1,0 +1,863 @@
+//! Running a handoff: the [`Handoff`] trait a kind implements, the registry kinds are found in, and
+//! the runner that drives one kind over a host's session — connect and run timeouts, retries on
+//! transport errors only, a bounded re-check of "pending" — and records how it went on the host's
+//! inventory record.
+//!
+//! A kind never sees the inventory: it is handed a [`HandoffContext`] (the host, its session, the
+//! target's configuration, a log) and answers with an [`Outcome`], or with a [`StepError`] saying
+//! whether trying again could help. The runner decides about retries and re-checks, so every kind
+//! gets the same policy.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_yaml::{Mapping, Value};
+
+use crate::error::{Error, Result};
+use crate::handoff::target::{ConfigValue, Target};
+use crate::host::Host;
+use crate::record::{HostRecord, fields};
+use crate::session::Session;
+use crate::sync::lock;
+
+/// A handoff kind: what hands a checked-out host on to a target (run a script, enrol it with a
+/// configuration-management server). Register one in a [`HandoffRegistry`] as a provider is
+/// registered in a [`ProviderRegistry`](crate::ProviderRegistry).
+#[async_trait::async_trait]
+pub trait Handoff: Send + Sync + fmt::Debug {
+    /// The kind's name, as targets name it (`script`, `noop`).
+    fn name(&self) -> &str;
+
+    /// Runs the handoff once on the host. A failed script is an [`Outcome::Failed`], not an error:
+    /// only [`StepError::Transport`] is tried again.
+    ///
+    /// # Errors
+    /// [`StepError::Transport`] when the host could not be reached before anything ran on it;
+    /// [`StepError::Fatal`] when the run cannot be judged (a timeout, a connection lost mid-run).
+    async fn run(&self, cx: &HandoffContext<'_>) -> std::result::Result<Outcome, StepError>;
+
+    /// Undoes what [`Handoff::run`] did, before the host is checked in (revoke a certificate,
+    /// delete a node). The default undoes nothing.
+    ///
+    /// # Errors
+    /// As [`Handoff::run`].
+    async fn undo(&self, cx: &HandoffContext<'_>) -> std::result::Result<(), StepError> {
+        let _ = cx;
+        Ok(())
+    }
+}
+
+/// How one run of a kind ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The host is handed off.
+    Succeeded,
+    /// The target has not accepted the host yet (an unsigned certificate); a later run may succeed.
+    Pending {
+        /// Why it waits.
+        reason: String,
+    },
+    /// The handoff failed; running it again as it is would fail again.
+    Failed {
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Why a run could not be judged.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StepError {
+    /// The host could not be reached, or a file not put on it, before anything ran: tried again.
+    Transport(Error),
+    /// Something went wrong once the handoff was under way: never tried again.
+    Fatal(Error),
+}
+
+/// Where a host is in its handoff, as recorded in `_broker_handoff_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandoffState {
+    /// Under way.
+    HandingOff,
+    /// Done: the target has the host.
+    HandedOff,
+    /// The target has not accepted the host yet; `broker handoff retry` tries again.
+    Pending,
+    /// Failed; `broker handoff retry` tries again.
+    Failed,
+}
+
+impl HandoffState {
+    /// The name written to the inventory.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandoffState::HandingOff => "handing_off",
+            HandoffState::HandedOff => "handed_off",
+            HandoffState::Pending => "handoff_pending",
+            HandoffState::Failed => "handoff_failed",
+        }
+    }
+
+    /// The state a record's `_broker_handoff_state` names, if any.
+    pub fn of(record: &HostRecord) -> Option<HandoffState> {
+        match record.get(fields::HANDOFF_STATE)?.as_str()? {
+            "handing_off" => Some(HandoffState::HandingOff),
+            "handed_off" => Some(HandoffState::HandedOff),
+            "handoff_pending" => Some(HandoffState::Pending),
+            "handoff_failed" => Some(HandoffState::Failed),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for HandoffState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The handoff kinds a broker knows, by name.
+#[derive(Debug, Clone, Default)]
+pub struct HandoffRegistry {
+    kinds: BTreeMap<String, Arc<dyn Handoff>>,
+}
+
+impl HandoffRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a kind, replacing one of the same name.
+    #[must_use]
+    pub fn with(mut self, kind: Arc<dyn Handoff>) -> Self {
+        self.register(kind);
+        self
+    }
+
+    /// Adds a kind, replacing one of the same name.
+    pub fn register(&mut self, kind: Arc<dyn Handoff>) {
+        self.kinds.insert(kind.name().to_owned(), kind);
+    }
+
+    /// The kind of that name.
+    ///
+    /// # Errors
+    /// [`Error::User`] naming the kinds there are.
+    pub fn get(&self, name: &str) -> Result<&Arc<dyn Handoff>> {
+        self.kinds.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.kinds.keys().map(String::as_str).collect();
+            Error::user(format!(
+                "no handoff kind `{name}` in this broker (it has: {}); build broker with the \
+                 kind's feature or register it with `Broker::register_handoff`",
+                known.join(", ")
+            ))
+        })
+    }
+
+    /// The kinds' names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.kinds.keys().map(String::as_str).collect()
+    }
+}
+
+/// A target's value of `key` as text (secret or not: for the host, never for showing), or `None`
+/// when unset or empty.
+pub fn setting<'t>(target: &'t Target, key: &str) -> Option<&'t str> {
+    target.config.text(key).filter(|v| !v.is_empty())
+}
+
+/// A target's duration value (`30s`, `5m`), else `default`.
+///
+/// # Errors
+/// [`Error::Configuration`] naming the target and key when the value is not a duration.
+pub fn duration_setting(target: &Target, key: &str, default: Duration) -> Result<Duration> {
+    setting(target, key).map_or(Ok(default), |text| {
+        crate::time::parse_duration(text).map_err(|e| bad_setting(target, key, &e))
+    })
+}
+
+/// A target's whole-number value, else `default`.
+///
+/// # Errors
+/// [`Error::Configuration`] naming the target and key when the value is not a number.
+pub fn number_setting(target: &Target, key: &str, default: u32) -> Result<u32> {
+    setting(target, key).map_or(Ok(default), |text| {
+        text.trim()
+            .parse()
+            .map_err(|e| bad_setting(target, key, &e))
+    })
+}
+
+/// A setting that does not parse; the cause (which may quote the value) only for a plain one.
+fn bad_setting(target: &Target, key: &str, cause: &dyn fmt::Display) -> Error {
+    let cause = match target.config.get(key) {
+        Some(ConfigValue::Secret(_)) => "a secret value, not shown".to_owned(),
+        _ => cause.to_string(),
+    };
+    Error::configuration(format!(
+        "handoff target `{}`: `{key}` is invalid ({cause}); fix it with `broker target update`",
+        target.name
+    ))
+}
+
+/// Keys every kind's target may set to shape its run ([`RUN_KEYS`](crate::handoff::schema::RUN_KEYS)).
+pub use crate::handoff::schema::run as keys;
+
+/// The timing of a run, read from its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunPolicy {
+    /// The limit on reaching the host.
+    pub connect_timeout: Duration,
+    /// The limit on one run.
+    pub run_timeout: Duration,
+    /// Retries of a transport error.
+    pub retries: u32,
+    /// The wait before a retry.
+    pub retry_delay: Duration,
+    /// Re-checks of a pending outcome.
+    pub rechecks: u32,
+    /// The wait before a re-check.
+    pub recheck_interval: Duration,
+}
+
+impl RunPolicy {
+    /// The policy a target's configuration asks for, with defaults for what it leaves out.
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] for a value that is not a duration or number.
+    pub fn of(target: &Target) -> Result<RunPolicy> {
+        Ok(RunPolicy {
+            connect_timeout: duration_setting(target, keys::CONNECT_TIMEOUT, secs(60))?,
+            run_timeout: duration_setting(target, keys::RUN_TIMEOUT, secs(30 * 60))?,
+            retries: number_setting(target, keys::RETRIES, 3)?,
+            retry_delay: duration_setting(target, keys::RETRY_DELAY, secs(5))?,
+            rechecks: number_setting(target, keys::RECHECKS, 0)?,
+            recheck_interval: duration_setting(target, keys::RECHECK_INTERVAL, secs(30))?,
+        })
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// The most of a run's output kept in its log, in bytes (the end is kept).
+pub const LOG_LIMIT: usize = 16 * 1024;
+
+/// A run's log: what the runner did and what the kind saw, kept on the host's record.
+#[derive(Debug, Default)]
+pub struct RunLog {
+    lines: Mutex<Vec<String>>,
+}
+
+impl RunLog {
+    /// Adds a line (or several).
+    pub fn line(&self, text: impl AsRef<str>) {
+        let mut lines = lock(&self.lines);
+        lines.extend(text.as_ref().lines().map(str::to_owned));
+    }
+
+    /// The lines, the oldest dropped past [`LOG_LIMIT`] bytes.
+    pub fn lines(&self) -> Vec<String> {
+        let lines = lock(&self.lines);
+        let mut kept = Vec::new();
+        let mut size = 0;
+        for line in lines.iter().rev() {
+            size += line.len() + 1;
+            if size > LOG_LIMIT {
+                kept.push("[earlier lines dropped]".to_owned());
+                break;
+            }
+            kept.push(line.clone());
+        }
+        kept.reverse();
+        kept
+    }
+}
+
+/// What a kind is given for one run.
+pub struct HandoffContext<'a> {
+    /// The host being handed off.
+    pub host: &'a Host,
+    /// The target, with its configuration.
+    pub target: &'a Target,
+    /// The limit on the run itself.
+    pub run_timeout: Duration,
+    /// The limit on reaching the host.
+    pub connect_timeout: Duration,
+    /// The run's log.
+    pub log: &'a RunLog,
+}
+
+impl HandoffContext<'_> {
+    /// The host's session, connecting (within the connect timeout) on first use.
+    ///
+    /// # Errors
+    /// [`StepError::Transport`] when the host cannot be reached in time.
+    pub async fn session(&self) -> std::result::Result<Arc<dyn Session>, StepError> {
+        match tokio::time::timeout(self.connect_timeout, self.host.session()).await {
+            Ok(Ok(session)) => Ok(session),
+            Ok(Err(e)) => Err(StepError::Transport(e)),
+            Err(_) => Err(StepError::Transport(Error::Timeout {
+                operation: format!("connecting to {}", self.host.display_name()),
+                after: self.connect_timeout,
+            })),
+        }
+    }
+}
+
+impl fmt::Debug for HandoffContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandoffContext")
+            .field("host", &self.host.display_name())
+            .field("target", &self.target.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a run ended, as recorded on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    /// The target's id (as `_broker_handoff_target` records it).
+    pub target: String,
+    /// The target's name.
+    pub target_name: String,
+    /// The state reached: handed off, pending or failed.
+    pub state: HandoffState,
+    /// Runs started (retries and re-checks included).
+    pub attempts: u32,
+    /// Why it is not handed off, when it is not.
+    pub last_error: Option<String>,
+    /// The run's log.
+    pub log: Vec<String>,
+}
+
+impl RunReport {
+    /// Writes the report onto a record (`_broker_handoff_*`).
+    pub fn apply(&self, record: &mut HostRecord) {
+        record.set(fields::HANDOFF_TARGET, self.target.clone());
+        record.set(fields::HANDOFF_STATE, self.state.as_str());
+        record.set(fields::HANDOFF_ATTEMPTS, u64::from(self.attempts));
+        match &self.last_error {
+            Some(e) => record.set(fields::HANDOFF_ERROR, e.clone()),
+            None => {
+                record.fields_mut().remove(fields::HANDOFF_ERROR);
+            }
+        }
+        let log = self.log.iter().cloned().map(Value::String).collect();
+        record.set(fields::HANDOFF_LOG, Value::Sequence(log));
+    }
+
+    /// The exit code of a command that ran this handoff: 0 when handed off, else that of a failed
+    /// host operation (10).
+    pub fn exit_code(&self) -> i32 {
+        match self.state {
+            HandoffState::HandedOff => 0,
+            _ => Error::host(self.target.clone(), String::new()).exit_code(),
+        }
+    }
+
+    /// The report as a mapping, for output.
+    pub fn to_mapping(&self) -> Mapping {
+        let mut record = HostRecord::default();
+        self.apply(&mut record);
+        record.fields().clone()
+    }
+}
+
+/// The target `broker handoff run|retry HOST [--target T]` hands the host to: the one given, else
+/// the one it was last handed to. A retry is of a handoff that did not succeed.
+///
+/// # Errors
+/// [`Error::Usage`] when no target is given or recorded, and for a retry of a host handed off.
+pub fn target_of(record: &HostRecord, given: Option<&str>, retry: bool) -> Result<String> {
+    let host = record.display_name();
+    if retry && HandoffState::of(record) == Some(HandoffState::HandedOff) && given.is_none() {
+        return Err(Error::usage(format!(
+            "host {host} is already handed off; run it again with `broker handoff run {host}`"
+        )));
+    }
+    let recorded = record
+        .get(fields::HANDOFF_TARGET)
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty());
+    given.or(recorded).map(str::to_owned).ok_or_else(|| {
+        Error::usage(format!(
+            "host {host} has not been handed off; name a target with `--target` (`broker target list`)"
+        ))
+    })
+}
+
+/// A record's handoff fields (`broker handoff status`): target, state, attempts, last error and
+/// log, under their field names; empty when the host was never handed off.
+pub fn status_of(record: &HostRecord) -> Mapping {
+    [
+        fields::HANDOFF_TARGET,
+        fields::HANDOFF_STATE,
+        fields::HANDOFF_ATTEMPTS,
+        fields::HANDOFF_ERROR,
+        fields::HANDOFF_LOG,
+    ]
+    .into_iter()
+    .filter_map(|key| Some((Value::from(key), record.get(key)?.clone())))
+    .collect()
+}
+
+/// Marks a record as being handed off to `target` (before the run starts, so a crash leaves it
+/// `handing_off`).
+pub fn mark_handing_off(record: &mut HostRecord, target: &Target) {
+    record.set(fields::HANDOFF_TARGET, target.id.to_string());
+    record.set(fields::HANDOFF_STATE, HandoffState::HandingOff.as_str());
+}
+
+/// Runs `kind` for `target` on `host`: connect within the connect timeout, run within the run
+/// timeout, retry transport errors, re-check a pending outcome, as `target`'s [`RunPolicy`] says.
+///
+/// # Errors
+/// [`Error::Configuration`] when the target's run settings are invalid (nothing is run then). How
+/// the handoff went — failures included — is the report.
+pub async fn run(kind: &dyn Handoff, host: &Host, target: &Target) -> Result<RunReport> {
+    let policy = RunPolicy::of(target)?;
+    let log = RunLog::default();
+    let mut attempts = 0;
+    let mut rechecks = 0;
+    let ended = loop {
+        let outcome = run_with_retries(kind, host, target, &policy, &log, &mut attempts).await;
+        match outcome {
+            Outcome::Pending { reason } if rechecks < policy.rechecks => {
+                rechecks += 1;
+                log.line(format!(
+                    "pending ({reason}); re-checking in {} ({rechecks} of {})",
+                    crate::time::format::format_duration(policy.recheck_interval),
+                    policy.rechecks
+                ));
+                tokio::time::sleep(policy.recheck_interval).await;
+            }
+            other => break other,
+        }
+    };
+    let (state, last_error) = match ended {
+        Outcome::Succeeded => (HandoffState::HandedOff, None),
+        Outcome::Pending { reason } => (HandoffState::Pending, Some(reason)),
+        Outcome::Failed { reason } => (HandoffState::Failed, Some(reason)),
+    };
+    log.line(format!("{state} after {attempts} attempt(s)"));
+    Ok(RunReport {
+        target: target.id.to_string(),
+        target_name: target.name.clone(),
+        state,
+        attempts,
+        last_error,
+        log: log.lines(),
+    })
+}
+
+/// One run, tried again after a transport error up to `policy.retries` times.
+async fn run_with_retries(
+    kind: &dyn Handoff,
+    host: &Host,
+    target: &Target,
+    policy: &RunPolicy,
+    log: &RunLog,
+    attempts: &mut u32,
+) -> Outcome {
+    let mut retries = 0;
+    loop {
+        *attempts += 1;
+        log.line(format!(
+            "attempt {attempts}: {} on {}",
+            kind.name(),
+            host.display_name()
+        ));
+        let error = match once(kind, host, target, policy, log).await {
+            Ok(outcome) => return outcome,
+            Err(StepError::Fatal(e)) => return failed(log, &e),
+            Err(StepError::Transport(e)) => e,
+        };
+        if retries >= policy.retries {
+            return failed(log, &error);
+        }
+        retries += 1;
+        log.line(format!(
+            "transport error: {}; retry {retries} of {} in {}",
+            crate::error::chain(&error),
+            policy.retries,
+            crate::time::format::format_duration(policy.retry_delay)
+        ));
+        tokio::time::sleep(policy.retry_delay).await;
+    }
+}
+
+fn failed(log: &RunLog, error: &Error) -> Outcome {
+    let reason = crate::error::chain(error);
+    log.line(format!("error: {reason}"));
+    Outcome::Failed { reason }
+}
+
+/// Runs the kind once.
+async fn once(
+    kind: &dyn Handoff,
+    host: &Host,
+    target: &Target,
+    policy: &RunPolicy,
+    log: &RunLog,
+) -> std::result::Result<Outcome, StepError> {
+    kind.run(&context(host, target, policy, log)).await
+}
+
+fn context<'a>(
+    host: &'a Host,
+    target: &'a Target,
+    policy: &RunPolicy,
+    log: &'a RunLog,
+) -> HandoffContext<'a> {
+    HandoffContext {
+        host,
+        target,
+        run_timeout: policy.run_timeout,
+        connect_timeout: policy.connect_timeout,
+        log,
+    }
+}
+
+/// Runs a kind's undo for `target` on `host` (before check-in).
+///
+/// # Errors
+/// [`Error::Configuration`] for invalid run settings; the kind's error.
+pub async fn undo(kind: &dyn Handoff, host: &Host, target: &Target) -> Result<()> {
+    let policy = RunPolicy::of(target)?;
+    let log = RunLog::default();
+    match kind.undo(&context(host, target, &policy, &log)).await {
+        Ok(()) => Ok(()),
+        Err(StepError::Transport(e) | StepError::Fatal(e)) => Err(e),
+    }
+}
+
+/// The time the small commands that make, fill and remove a [`PrivateDir`] may take.
+const FILE_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A directory only its owner can enter (`umask 077; mktemp -d`), made on the host for one run:
+/// scripts, metadata and secrets go in it, each file `chmod`ed as asked (0600 for secrets), and
+/// [`PrivateDir::remove`] deletes it with everything in it.
+#[derive(Debug)]
+pub struct PrivateDir<'a> {
+    session: &'a dyn Session,
+    host: String,
+    path: String,
+}
+
+impl<'a> PrivateDir<'a> {
+    /// Makes the directory under `/tmp`.
+    ///
+    /// # Errors
+    /// The session's error, or [`Error::Host`] when `mktemp` fails.
+    pub async fn create(session: &'a dyn Session, host: &str) -> Result<PrivateDir<'a>> {
+        let made = session
+            .execute(
+                "umask 077 && mktemp -d /tmp/broker-handoff.XXXXXXXX",
+                Some(FILE_COMMAND_TIMEOUT),
+            )
+            .await?;
+        let path = made.stdout.trim();
+        if !made.success() || !path.starts_with("/tmp/broker-handoff.") || path.contains('\'') {
+            return Err(Error::host(
+                host,
+                format!(
+                    "cannot make a private directory for the handoff (`mktemp -d` said: {})",
+                    made.stderr.trim()
+                ),
+            ));
+        }
+        Ok(PrivateDir {
+            session,
+            host: host.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+
+    /// The directory's path on the host.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The path of `name` in the directory.
+    pub fn file(&self, name: &str) -> String {
+        format!("{}/{name}", self.path)
+    }
+
+    /// Writes `name` into the directory with permission bits `mode` (e.g. `0o600`); returns its
+    /// path.
+    ///
+    /// # Errors
+    /// The session's error, or [`Error::Host`] when `chmod` fails.
+    pub async fn write(&self, name: &str, contents: &[u8], mode: u32) -> Result<String> {
+        let path = self.file(name);
+        self.session.write_file(&path, contents).await?;
+        self.command(&format!("chmod {mode:o} '{path}'"), "setting the mode of")
+            .await?;
+        Ok(path)
+    }
+
+    /// Deletes the directory and everything in it.
+    ///
+    /// # Errors
+    /// The session's error, or [`Error::Host`] when `rm` fails.
+    pub async fn remove(self) -> Result<()> {
+        self.command(&format!("rm -rf -- '{}'", self.path), "removing")
+            .await
+    }
+
+    async fn command(&self, command: &str, doing: &str) -> Result<()> {
+        let out = self
+            .session
+            .execute(command, Some(FILE_COMMAND_TIMEOUT))
+            .await?;
+        if out.success() {
+            return Ok(());
+        }
+        Err(Error::host(
+            &self.host,
+            format!("{doing} {}: {}", self.path, out.stderr.trim()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handoff::fake::{self, Script};
+    use std::collections::VecDeque;
+
+    /// A kind that connects, then answers each run with the next of its outcomes.
+    #[derive(Debug)]
+    struct Replies(Mutex<VecDeque<std::result::Result<Outcome, &'static str>>>);
+
+    impl Replies {
+        fn of(outcomes: Vec<std::result::Result<Outcome, &'static str>>) -> Replies {
+            Replies(Mutex::new(outcomes.into()))
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Handoff for Replies {
+        fn name(&self) -> &str {
+            "replies"
+        }
+        async fn run(&self, cx: &HandoffContext<'_>) -> std::result::Result<Outcome, StepError> {
+            cx.session().await?;
+            match lock(&self.0).pop_front() {
+                Some(Ok(outcome)) => Ok(outcome),
+                Some(Err(fatal)) => Err(StepError::Fatal(Error::host("fake", fatal))),
+                None => Ok(Outcome::Failed {
+                    reason: "run more often than the test expected".into(),
+                }),
+            }
+        }
+    }
+
+    fn target() -> Target {
+        fake::target(
+            "tgt",
+            "replies",
+            &[(keys::RETRY_DELAY, "0s"), (keys::RECHECK_INTERVAL, "0s")],
+        )
+    }
+
+    fn pending() -> Outcome {
+        Outcome::Pending {
+            reason: "unsigned".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn transport_errors_are_retried_as_often_as_the_target_says_then_the_handoff_fails() {
+        let (host, seen) = fake::host(Script {
+            failing_connects: 10,
+            ..Script::default()
+        });
+        let kind = Replies::of(vec![Ok(Outcome::Succeeded)]);
+        let report = run(
+            &kind,
+            &host,
+            &fake::with(target(), keys::RETRIES, "2", false),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.state, HandoffState::Failed);
+        assert_eq!(report.attempts, 3);
+        assert_eq!(seen.lock().unwrap().connects, 3);
+        assert_eq!(
+            report.last_error.as_deref(),
+            Some("host fake: connection refused")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_then_a_connect_hands_off_on_the_retry() {
+        let (host, seen) = fake::host(Script {
+            failing_connects: 1,
+            ..Script::default()
+        });
+        let kind = Replies::of(vec![Ok(Outcome::Succeeded)]);
+        let report = run(&kind, &host, &target()).await.unwrap();
+        assert_eq!(
+            (report.state, report.attempts, report.last_error),
+            (HandoffState::HandedOff, 2, None)
+        );
+        assert_eq!(seen.lock().unwrap().connects, 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_run_or_a_fatal_error_is_never_tried_again() {
+        let (host, _) = fake::host(Script::default());
+        let failed = Replies::of(vec![
+            Ok(Outcome::Failed {
+                reason: "exit 1".into(),
+            }),
+            Ok(Outcome::Succeeded),
+        ]);
+        let report = run(&failed, &host, &target()).await.unwrap();
+        assert_eq!(
+            (report.state, report.attempts, report.last_error.as_deref()),
+            (HandoffState::Failed, 1, Some("exit 1"))
+        );
+        let fatal = Replies::of(vec![Err("lost mid-run"), Ok(Outcome::Succeeded)]);
+        let report = run(&fatal, &host, &target()).await.unwrap();
+        assert_eq!(
+            (report.state, report.attempts, report.last_error.as_deref()),
+            (HandoffState::Failed, 1, Some("host fake: lost mid-run"))
+        );
+    }
+
+    #[tokio::test]
+    async fn pending_is_re_checked_a_bounded_number_of_times() {
+        let (host, _) = fake::host(Script::default());
+        let kind = Replies::of(vec![Ok(pending()), Ok(pending()), Ok(pending())]);
+        let report = run(
+            &kind,
+            &host,
+            &fake::with(target(), keys::RECHECKS, "1", false),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (report.state, report.attempts, report.last_error.as_deref()),
+            (HandoffState::Pending, 2, Some("unsigned"))
+        );
+        assert_eq!(lock(&kind.0).len(), 1, "one outcome left unasked");
+
+        let kind = Replies::of(vec![Ok(pending()), Ok(Outcome::Succeeded)]);
+        let report = run(
+            &kind,
+            &host,
+            &fake::with(target(), keys::RECHECKS, "3", false),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (report.state, report.attempts),
+            (HandoffState::HandedOff, 2)
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_run_settings_are_a_configuration_error_and_nothing_runs() {
+        let (host, seen) = fake::host(Script::default());
+        let kind = Replies::of(vec![Ok(Outcome::Succeeded)]);
+        let err = run(
+            &kind,
+            &host,
+            &fake::with(target(), keys::RUN_TIMEOUT, "soon", false),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::Configuration { .. }), "{err:?}");
+        assert!(err.to_string().contains("`run_timeout`"), "{err}");
+        let err = RunPolicy::of(&fake::with(target(), keys::RETRIES, "-1", false)).unwrap_err();
+        assert!(err.to_string().contains("`retries`"), "{err}");
+        assert_eq!(seen.lock().unwrap().connects, 0);
+    }
+
+    #[test]
+    fn the_policy_has_defaults_for_what_the_target_leaves_out() {
+        let policy = RunPolicy::of(&fake::target("tgt", "noop", &[])).unwrap();
+        assert_eq!(
+            policy,
+            RunPolicy {
+                connect_timeout: Duration::from_secs(60),
+                run_timeout: Duration::from_secs(1800),
+                retries: 3,
+                retry_delay: Duration::from_secs(5),
+                rechecks: 0,
+                recheck_interval: Duration::from_secs(30),
+            }
+        );
+    }
+
+    #[test]
+    fn a_report_is_written_onto_the_record_and_a_success_clears_the_last_error() {
+        let mut record = HostRecord::default();
+        let mut target = fake::target("prod", "noop", &[]);
+        target.id = "prod".into();
+        mark_handing_off(&mut record, &target);
+        assert_eq!(HandoffState::of(&record), Some(HandoffState::HandingOff));
+        let mut report = RunReport {
+            target: "prod".into(),
+            target_name: "prod".into(),
+            state: HandoffState::Failed,
+            attempts: 2,
+            last_error: Some("exit 1".into()),
+            log: vec!["a".into(), "b".into()],
+        };
+        report.apply(&mut record);
+        let yaml = serde_yaml::to_string(record.fields()).unwrap();
+        assert_eq!(
+            yaml,
+            "_broker_handoff_target: prod\n_broker_handoff_state: handoff_failed\n\
+             _broker_handoff_attempts: 2\n_broker_handoff_error: exit 1\n\
+             _broker_handoff_log:\n- a\n- b\n"
+        );
+        report.state = HandoffState::HandedOff;
+        report.last_error = None;
+        report.apply(&mut record);
+        assert_eq!(record.get(fields::HANDOFF_ERROR), None);
+        assert_eq!(HandoffState::of(&record), Some(HandoffState::HandedOff));
+    }
+
+    #[test]
+    fn the_log_keeps_its_end() {
+        let log = RunLog::default();
+        log.line("first");
+        log.line("x".repeat(LOG_LIMIT));
+        log.line("last\nlines");
+        assert_eq!(log.lines(), ["[earlier lines dropped]", "last", "lines"]);
+    }
+
+    #[test]
+    fn an_unknown_kind_is_a_user_error_naming_the_kinds_there_are() {
+        let registry = crate::handoff::kinds::builtin();
+        let err = registry.get("puppet").unwrap_err();
+        assert_eq!(err.exit_code(), Error::user("").exit_code());
+        assert!(err.to_string().contains("it has: noop"), "{err}");
+        assert_eq!(registry.get("noop").unwrap().name(), "noop");
+    }
+
+    #[test]
+    fn a_secret_setting_reaches_the_host_but_never_an_error() {
+        let target = fake::with(
+            fake::target("tgt", "script", &[]),
+            "run_timeout",
+            "hunter2",
+            true,
+        );
+        assert_eq!(setting(&target, "run_timeout"), Some("hunter2"));
+        let err = RunPolicy::of(&target).unwrap_err();
+        assert!(err.to_string().contains("`run_timeout`"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}

@@ -1,0 +1,198 @@
+//! Handoff runs of the `script` kind against real hosts: a container reached by exec, the sshd
+//! container reached over SSH; and the failure paths (a failing script, a timeout).
+
+use serde_json::Value;
+
+use crate::container::{containers, engine_dir, sshd_dir};
+use crate::util::{BrokerDir, stderr};
+
+/// A script target `bootstrap` (id `tgt-bootstrap`) running `script`, with a secret `password`
+/// and the given extra plain keys, written straight into `targets.yaml`.
+fn script_target(dir: &BrokerDir, script: &str, extra: &str) {
+    let path = dir.path().join("bootstrap.sh");
+    std::fs::write(&path, script).unwrap();
+    std::fs::write(
+        dir.path().join("targets.yaml"),
+        format!(
+            "- id: tgt-bootstrap\n  name: bootstrap\n  kind: script\n  config:\n    script: {}\n    \
+             retry_delay: 1s\n{extra}  secrets:\n    password: hunter2\n  created: 0\n  updated: 0\n  \
+             revision: 1\n",
+            path.display()
+        ),
+    )
+    .unwrap();
+}
+
+/// Reports what the script can see of its files and session, and leaves a mark on the host.
+const REPORTING_SCRIPT: &str = "#!/bin/sh
+set -e
+meta=\"$1\"
+echo \"modes $(stat -c %a \"$(dirname \"$meta\")\") $(stat -c %a \"$meta\") $(stat -c %a \"$0\")\"
+echo \"over-ssh=${SSH_CONNECTION:+yes}\"
+grep -q '\"password\": \"hunter2\"' \"$meta\" && echo 'secret delivered'
+grep -q '\"target\": \"bootstrap\"' \"$meta\" && echo 'target named'
+echo handed-off > /root/handed-off
+";
+
+fn the_record(dir: &BrokerDir) -> Value {
+    let records = dir.inventory();
+    assert_eq!(records.len(), 1, "{records:?}");
+    records[0].clone()
+}
+
+fn log_of(record: &Value) -> Vec<String> {
+    record["_broker_handoff_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// What `broker ssh 0` prints for `command`.
+fn on_host(dir: &BrokerDir, command: &str) -> String {
+    String::from_utf8_lossy(&dir.run(&["ssh", "0", "--", command]).stdout).into_owned()
+}
+
+/// `broker checkout` of a busybox container host handed off to `bootstrap`, with `more` flags.
+fn checkout_handed_off(dir: &BrokerDir, more: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "checkout",
+        "--container-host",
+        "broker-busybox",
+        "--command",
+        "sleep 3600",
+        "--handoff",
+        "bootstrap",
+    ];
+    args.extend_from_slice(more);
+    dir.run(&args)
+}
+
+const FILES_LEFT: &str = "ls -d /tmp/broker-handoff.* 2>/dev/null | wc -l";
+
+#[test]
+fn script_handoff_of_a_container_host_over_exec() {
+    let Some((dir, prefix)) = engine_dir("hoexec") else {
+        return;
+    };
+    script_target(&dir, REPORTING_SCRIPT, "");
+    let out = checkout_handed_off(&dir, &["-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed[0]["_broker_handoff_state"], "handed_off");
+    let record = the_record(&dir);
+    assert_eq!(record["_broker_handoff_target"], "tgt-bootstrap");
+    assert_eq!(record["_broker_handoff_state"], "handed_off");
+    assert_eq!(record["_broker_handoff_attempts"], 1);
+    assert_eq!(record["_broker_handoff_error"], Value::Null);
+    assert!(record["_broker_args"].get("handoff").is_none(), "{record}");
+    let log = log_of(&record);
+    for line in [
+        "modes 700 600 700",
+        "over-ssh=",
+        "secret delivered",
+        "target named",
+    ] {
+        assert!(log.contains(&line.to_owned()), "{line}: {log:?}");
+    }
+    assert!(!log.iter().any(|l| l.contains("hunter2")), "{log:?}");
+    assert!(
+        !std::fs::read_to_string(dir.inventory_path())
+            .unwrap()
+            .contains("hunter2")
+    );
+    assert_eq!(on_host(&dir, "cat /root/handed-off"), "handed-off\n");
+    assert_eq!(on_host(&dir, FILES_LEFT).trim(), "0");
+
+    let status: Value =
+        serde_json::from_str(&dir.ok(&["handoff", "status", "0", "-o", "json"])).unwrap();
+    assert_eq!(status["_broker_handoff_state"], "handed_off");
+    let refused = dir.run(&["handoff", "retry", "0"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("is already handed off"),
+        "{}",
+        stderr(&refused)
+    );
+    let again: Value =
+        serde_json::from_str(&dir.ok(&["handoff", "run", "0", "-o", "json"])).unwrap();
+    assert_eq!(again["_broker_handoff_state"], "handed_off");
+    assert_eq!(again["_broker_handoff_target"], "tgt-bootstrap");
+
+    dir.ok(&["checkin", "0"]);
+    assert!(containers(&prefix).is_empty());
+}
+
+#[test]
+fn script_handoff_of_the_sshd_container_host_over_ssh() {
+    let Some((dir, prefix)) = sshd_dir("hossh") else {
+        return;
+    };
+    script_target(&dir, REPORTING_SCRIPT, "");
+    dir.ok(&[
+        "checkout",
+        "--container-host",
+        "broker-sshd",
+        "--ports",
+        "22",
+        "--handoff",
+        "bootstrap",
+    ]);
+    let record = the_record(&dir);
+    assert_eq!(record["_broker_handoff_state"], "handed_off", "{record}");
+    let log = log_of(&record);
+    for line in ["modes 700 600 700", "over-ssh=yes", "secret delivered"] {
+        assert!(log.contains(&line.to_owned()), "{line}: {log:?}");
+    }
+    assert_eq!(on_host(&dir, FILES_LEFT).trim(), "0");
+    dir.ok(&["checkin", "--all"]);
+    assert!(containers(&prefix).is_empty());
+}
+
+#[test]
+fn a_failing_handoff_script_fails_the_checkout_and_leaves_nothing() {
+    let Some((dir, prefix)) = engine_dir("hofail") else {
+        return;
+    };
+    script_target(&dir, "#!/bin/sh\necho giving up\nexit 1\n", "");
+    let out = checkout_handed_off(&dir, &[]);
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "handoff to `bootstrap` ended handoff_failed: the handoff script exited with status 1"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(dir.inventory().is_empty());
+    assert!(containers(&prefix).is_empty());
+}
+
+#[test]
+fn a_timed_out_handoff_stops_the_scripts_processes() {
+    let Some((dir, prefix)) = engine_dir("hotime") else {
+        return;
+    };
+    script_target(
+        &dir,
+        "#!/bin/sh\nsleep 4242 &\nsleep 4243\n",
+        "    run_timeout: 3s\n",
+    );
+    let out = checkout_handed_off(&dir, &["--keep-failed-handoff"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let record = the_record(&dir);
+    assert_eq!(record["_broker_handoff_state"], "handoff_failed");
+    assert_eq!(record["_broker_handoff_attempts"], 1);
+    let error = record["_broker_handoff_error"].as_str().unwrap();
+    assert!(
+        error.ends_with("(its processes were stopped) timed out after 3s"),
+        "{error}"
+    );
+    assert_eq!(on_host(&dir, "ps | grep -c '[s]leep 424'").trim(), "0");
+    assert_eq!(on_host(&dir, FILES_LEFT).trim(), "0");
+    let status = dir.run(&["handoff", "retry", "0", "-o", "json"]);
+    assert_eq!(status.status.code(), Some(10), "{}", stderr(&status));
+    dir.ok(&["checkin", "0"]);
+    assert!(containers(&prefix).is_empty());
+}
