@@ -119,15 +119,18 @@ mod tests {
             .map(|v| format!("broker-{v}.1"))
             .chain(["broker.1".to_owned()])
             .collect();
-        // `config` has verbs of its own, each with its page.
-        expected.extend(
-            Cli::command()
-                .find_subcommand("config")
-                .unwrap()
-                .get_subcommands()
-                .filter(|c| !c.is_hide_set())
-                .map(|c| format!("broker-config-{}.1", c.get_name())),
-        );
+        // `config`, `target` and `handoff` have verbs of their own, each with its page.
+        let command = Cli::command();
+        for verb in ["config", "target", "handoff"] {
+            expected.extend(
+                command
+                    .find_subcommand(verb)
+                    .unwrap()
+                    .get_subcommands()
+                    .filter(|c| !c.is_hide_set())
+                    .map(|c| format!("broker-{verb}-{}.1", c.get_name())),
+            );
+        }
         expected.sort();
         assert_eq!(written, expected);
         let checkout = std::fs::read_to_string(dir.path().join("man1/broker-checkout.1")).unwrap();
