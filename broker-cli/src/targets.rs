@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use broker_core::handoff::input::{ask_config, parse_assignments, read_config_file};
-use broker_core::handoff::schema::{self, KindSchema};
+use broker_core::handoff::schema::{self, KeySpec, KindSchema};
 use broker_core::handoff::{
     Added, ConfigValue, Target, TargetChange, TargetConfig, TargetStore, YamlTargetStore,
     add_target, remove_all_targets, remove_target, update_target,
@@ -126,38 +126,41 @@ fn kinds(format: Format, emitter: &mut Emitter) -> Result<i32> {
     for kind in kinds {
         out.push_str(&format!("{}: {}\n", kind.name, kind.description));
         if kind.keys.is_empty() {
-            out.push_str("  (no keys)\n\n");
+            out.push_str("  (no keys of its own)\n\n");
             continue;
         }
-        out.push_str(&table(
-            [
-                "Key",
-                "Required",
-                "Default",
-                "Secret",
-                "Accepts",
-                "Description",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-            kind.keys
-                .iter()
-                .map(|k| {
-                    vec![
-                        k.key.to_owned(),
-                        yes_no(k.required),
-                        k.default.map(|d| format!("{d:?}")).unwrap_or("-".into()),
-                        yes_no(k.secret),
-                        k.validation.accepts.to_owned(),
-                        k.description.to_owned(),
-                    ]
-                })
-                .collect(),
-        ));
+        out.push_str(&keys_table(kind.keys));
         out.push('\n');
     }
+    out.push_str("every kind also takes, to time its runs:\n");
+    out.push_str(&keys_table(schema::RUN_KEYS));
     write_stdout(&out)?;
     Ok(0)
+}
+
+fn keys_table(keys: &[KeySpec]) -> String {
+    let headers = [
+        "Key",
+        "Required",
+        "Default",
+        "Secret",
+        "Accepts",
+        "Description",
+    ];
+    let rows = keys
+        .iter()
+        .map(|k| {
+            vec![
+                k.key.to_owned(),
+                yes_no(k.required),
+                k.default.map(|d| format!("{d:?}")).unwrap_or("-".into()),
+                yes_no(k.secret),
+                k.validation.accepts.to_owned(),
+                k.description.to_owned(),
+            ]
+        })
+        .collect();
+    table(headers.map(str::to_owned).to_vec(), rows)
 }
 
 fn yes_no(flag: bool) -> String {

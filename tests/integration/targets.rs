@@ -496,6 +496,11 @@ fn get_plugins_lists_the_five_kinds_with_their_schemas() {
     let table = dir.ok(&["target", "kinds"]);
     assert!(table.contains("noop: No handoff"), "{table}");
     assert!(
+        table.contains("every kind also takes, to time its runs:\nKey  ")
+            && table.contains("\nconnect_timeout "),
+        "{table}"
+    );
+    assert!(
         table.contains("\nvalidation_key          yes       -"),
         "{table}"
     );
