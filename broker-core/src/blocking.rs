@@ -239,6 +239,9 @@ mod tests {
         }
         async fn checkin(&self, host: &HostRecord) -> Result<()> {
             let name = host.hostname().unwrap_or_default().to_owned();
+            if name.starts_with("refused-") {
+                return Err(Error::provider("Echo", "refused").with_host(&name));
+            }
             crate::sync::lock(&CHECKED_IN).push(name);
             Ok(())
         }
@@ -252,9 +255,10 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Session for EchoSession {
-        async fn execute(&self, command: &str, _timeout: Option<Duration>) -> Result<ExecOutput> {
+        async fn execute(&self, command: &str, timeout: Option<Duration>) -> Result<ExecOutput> {
+            let within = timeout.map(|t| format!(" within {}s", t.as_secs()));
             Ok(ExecOutput {
-                stdout: format!("{command} on {}", self.0),
+                stdout: format!("{command} on {}{}", self.0, within.unwrap_or_default()),
                 stderr: String::new(),
                 status: 0,
             })
@@ -262,8 +266,13 @@ mod tests {
         async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
             Ok(format!("{path} of {}", self.0).into_bytes())
         }
-        async fn write_file(&self, _path: &str, _contents: &[u8]) -> Result<()> {
-            Ok(())
+        async fn write_file(&self, path: &str, contents: &[u8]) -> Result<()> {
+            // Writes nothing: says what it was asked to write, so a test sees the call arrive.
+            let what = String::from_utf8_lossy(contents);
+            Err(Error::user(format!(
+                "{path} on {} would hold {what}",
+                self.0
+            )))
         }
     }
 
@@ -337,6 +346,52 @@ mod tests {
         })??;
         assert_eq!(answers, ["true on scoped-0", "true on scoped-1"]);
         assert_eq!(checked_in("scoped"), ["scoped-0", "scoped-1"]);
+        assert_eq!(hostnames(&broker), Vec::<String>::new());
+        Ok(())
+    }
+
+    #[test]
+    fn the_blocking_facade_passes_timeouts_writes_and_check_in_errors_on() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path())?;
+        let host = broker.checkout_one(request("passed", 1))?;
+        let out = host.execute_with_timeout("uptime", Duration::from_secs(7))?;
+        assert_eq!(out.stdout, "uptime on passed-0 within 7s");
+        let err = host.write_file("/etc/motd", b"hello").unwrap_err();
+        assert_eq!(err.to_string(), "/etc/motd on passed-0 would hold hello");
+        drop(host);
+        // An explicit check-in returns the provider's error (a drop could only log it).
+        let refused = broker.checkout_one(request("refused", 1))?;
+        let err = refused.checkin().unwrap_err();
+        assert!(err.to_string().contains("refused"), "{err}");
+        assert_eq!(hostnames(&broker), ["refused-0"]);
+        Ok(())
+    }
+
+    #[test]
+    fn the_blocking_checkin_reports_each_record() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path())?;
+        let kept: Vec<HostRecord> = broker
+            .checkout(request("listed", 2))?
+            .into_iter()
+            .map(|h| h.keep().record().clone())
+            .collect();
+        let outcomes = broker.checkin(kept, true);
+        let names: Vec<(String, bool)> = outcomes
+            .iter()
+            .map(|o| {
+                (
+                    o.record.hostname().unwrap_or_default().to_owned(),
+                    o.result.is_ok(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [("listed-0".into(), true), ("listed-1".into(), true)]
+        );
+        assert_eq!(checked_in("listed"), ["listed-0", "listed-1"]);
         assert_eq!(hostnames(&broker), Vec::<String>::new());
         Ok(())
     }

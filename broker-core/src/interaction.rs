@@ -130,6 +130,17 @@ mod tests {
     }
 
     #[test]
+    fn nobody_answers_a_text_question_by_default() {
+        let question = TextQuestion {
+            context: "",
+            prompt: "server",
+            secret: false,
+            multiline: false,
+        };
+        assert_eq!(NonInteractive.enter(&question), None);
+    }
+
+    #[test]
     fn an_asker_shows_its_name_not_what_it_holds() {
         // A provider's configuration, which holds the asker, is printed with `{:?}`.
         assert_eq!(format!("{:?}", Asker::default()), "Asker");
