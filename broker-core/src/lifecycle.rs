@@ -34,6 +34,9 @@ mod cancel_tests;
 
 type ProviderKey = (String, Option<String>);
 
+/// The longest a checkout waits for the reap on start (see `reap_on_start`).
+const REAP_ON_START_LIMIT: Duration = Duration::from_secs(30);
+
 /// What one broker shares between its facade, its guards and its tasks.
 pub(crate) struct BrokerInner {
     pub(crate) settings: Settings,
@@ -877,15 +880,25 @@ impl BrokerInner {
         if !self.reap_on_start {
             return;
         }
+        // A provider whose check-in hangs must not hold up every later checkout: the reap gets at
+        // most `checkin_timeout` (and never more than half a minute); what it had not finished stays
+        // claimed by this process, which the next reap after it has ended takes over.
+        let bound = self.checkin_timeout.min(REAP_ON_START_LIMIT);
         self.reaped_on_start
             .get_or_init(|| async {
-                match self.reap(ReapScope::default(), false).await {
-                    Ok(reaped) => {
+                match tokio::time::timeout(bound, self.reap(ReapScope::default(), false)).await {
+                    Ok(Ok(reaped)) => {
                         for r in reaped.iter().filter(|r| matches!(r.result, Some(Err(_)))) {
                             tracing::warn!(host = %r.record.display_name(), "reaping on start failed; `broker reap` retries it");
                         }
                     }
-                    Err(e) => tracing::warn!("reaping on start failed: {}", crate::error::chain(&e)),
+                    Ok(Err(e)) => {
+                        tracing::warn!("reaping on start failed: {}", crate::error::chain(&e));
+                    }
+                    Err(_) => tracing::warn!(
+                        "reaping on start took longer than {}s; going on with the checkout (`broker reap` finishes it once this process has ended)",
+                        bound.as_secs()
+                    ),
                 }
             })
             .await;

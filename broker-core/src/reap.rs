@@ -151,6 +151,9 @@ mod tests {
             Ok(fields)
         }
         async fn checkin(&self, host: &HostRecord) -> Result<()> {
+            if host.display_name().starts_with("hanging-") {
+                std::future::pending::<()>().await;
+            }
             note(&self.0, |s| s.checked_in.push(host.display_name()));
             Ok(())
         }
@@ -297,6 +300,27 @@ mod tests {
         assert_eq!(stored, ["guarded-of-live", "kept-of-gone"]);
         // Once per broker: a second checkout finds nothing more to do.
         drop(broker.checkout_one(ask()).await.unwrap());
+        drop(guard);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hanging_check_in_of_the_reap_on_start_does_not_hold_up_the_checkout() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_with(dir.path(), "checkin_timeout: 1\n", None);
+        let left = [
+            left_by(&gone(), "hanging-of-gone", HostState::Ready, true),
+            left_by(&gone(), "pending-of-gone", HostState::Pending, false),
+        ];
+        broker.inventory().put(&left).unwrap();
+        // Without a bound the checkout waits for the hanging check-in for ever.
+        let checkout = broker.checkout_one(ask());
+        let guard = tokio::time::timeout(Duration::from_secs(60), checkout)
+            .await
+            .expect("the checkout waited for the reap's hanging check-in")
+            .unwrap();
+        assert_eq!(guard.hostname(), Some("l0"));
+        let stored = names(&broker.inventory().list().unwrap());
+        assert!(stored.contains(&"hanging-of-gone".to_owned()), "{stored:?}");
         drop(guard);
     }
 
