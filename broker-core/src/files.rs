@@ -28,6 +28,16 @@ pub(crate) fn strip_bom(text: &str) -> &str {
 /// Replaces the file at `path` (or, when `path` is a symbolic link, the file it points to) with
 /// `contents`, atomically. `action` names the write in errors ("writing inventory").
 pub(crate) fn replace(path: &Path, contents: &[u8], action: &'static str) -> Result<()> {
+    write_replacing(path, contents, action, true)
+}
+
+/// As [`replace`], but the new file is readable by its owner only (0600 on Unix), whatever the mode
+/// of the file it replaces: for contents that hold secrets.
+pub(crate) fn replace_private(path: &Path, contents: &[u8], action: &'static str) -> Result<()> {
+    write_replacing(path, contents, action, false)
+}
+
+fn write_replacing(path: &Path, contents: &[u8], action: &'static str, keep: bool) -> Result<()> {
     let failed = |e| Error::io(action, path, e);
     let target = follow_links(path).map_err(failed)?;
     let dir = target
@@ -49,7 +59,8 @@ pub(crate) fn replace(path: &Path, contents: &[u8], action: &'static str) -> Res
         .tempfile_in(dir)
         .map_err(failed)?;
     tmp.write_all(contents).map_err(failed)?;
-    if let Some(meta) = &existing {
+    // A temporary file is made 0600; it keeps that when the contents are private.
+    if let Some(meta) = existing.as_ref().filter(|_| keep) {
         keep_access(tmp.as_file(), meta).map_err(failed)?;
     }
     tmp.as_file().sync_all().map_err(failed)?;

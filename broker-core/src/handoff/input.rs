@@ -22,7 +22,12 @@ pub fn parse_assignments(tokens: &[String]) -> Result<BTreeMap<String, ConfigVal
     let mut values = BTreeMap::new();
     for token in tokens {
         let Some((key, value)) = token.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
-            let key = token.split('=').next().unwrap_or_default();
+            // Only what reads as a key is shown back: the rest may be a secret typed with the
+            // wrong separator (`-c validation_key:…`).
+            let key: String = token
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                .collect();
             return Err(Error::usage(format!(
                 "`-c {key}…` is not KEY=VALUE or KEY=@FILE; write e.g. `-c server=puppet.example.com`"
             )));
@@ -219,6 +224,12 @@ mod tests {
         let err = parse_assignments(&["server".into()]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().starts_with("`-c server…` is not KEY=VALUE"));
+        let err = parse_assignments(&["validation_key:TOPSECRET".into()]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("`-c validation_key…` is not KEY=VALUE"),
+            "{err}"
+        );
         let err = parse_assignments(&[format!("k=@{}/missing", dir.path().display())]);
         assert!(err.unwrap_err().to_string().contains("missing"));
     }

@@ -149,7 +149,13 @@ impl YamlTargetStore {
             let stored: Vec<StoredTarget> = targets.iter().map(StoredTarget::from).collect();
             let text = serde_yaml::to_string(&stored)
                 .map_err(|e| Error::internal("cannot write the handoff targets as YAML", e))?;
-            crate::files::replace(&self.path, text.as_bytes(), "writing handoff targets")?;
+            // A file holding a secret is the owner's alone, even one made readable by others before.
+            let action = "writing handoff targets";
+            if stored.iter().any(|t| !t.secrets.is_empty()) {
+                crate::files::replace_private(&self.path, text.as_bytes(), action)?;
+            } else {
+                crate::files::replace(&self.path, text.as_bytes(), action)?;
+            }
         }
         Ok(out)
     }
@@ -341,6 +347,33 @@ mod tests {
              change it with `broker target update puppet-prod`"
         );
         assert_eq!(store.list().unwrap(), vec![first]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_made_readable_by_others_is_the_owners_alone_once_it_holds_a_secret() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |store: &YamlTargetStore| {
+            std::fs::metadata(store.path())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        let (_dir, store) = store();
+        let plain = |name: &str| {
+            let mut config = TargetConfig::default();
+            config.insert("server", ConfigValue::new("p.example.com", false));
+            Target::new(name, "", "puppet", config).unwrap()
+        };
+        store.add(plain("plain")).unwrap();
+        std::fs::set_permissions(store.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        // Without a secret the file keeps the mode its owner gave it ...
+        store.add(plain("plain-2")).unwrap();
+        assert_eq!(mode(&store), 0o644);
+        // ... and with one it is closed.
+        store.add(target("with-secret", "q.example.com")).unwrap();
+        assert_eq!(mode(&store), 0o600);
     }
 
     #[test]
