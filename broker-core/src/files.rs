@@ -33,6 +33,7 @@ pub(crate) fn replace(path: &Path, contents: &[u8], action: &'static str) -> Res
 
 /// As [`replace`], but the new file is readable by its owner only (0600 on Unix), whatever the mode
 /// of the file it replaces: for contents that hold secrets.
+#[cfg(feature = "handoff")]
 pub(crate) fn replace_private(path: &Path, contents: &[u8], action: &'static str) -> Result<()> {
     write_replacing(path, contents, action, false)
 }
