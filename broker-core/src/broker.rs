@@ -400,6 +400,14 @@ impl Broker {
     pub fn leftovers(&self) -> Result<Vec<HostRecord>> {
         self.inner.leftovers()
     }
+
+    /// The error for a stopped checkout whose clean-up its caller stopped waiting for (a second
+    /// Ctrl-C, a deadline; see [`Cancellation::stop_waiting`]): [`Error::Interrupted`] listing what
+    /// this process left in the inventory and how to finish — `broker recover`, and `broker checkin`
+    /// for hosts already ready. `why` says what stopped the wait.
+    pub fn stopped_waiting(&self, why: &str) -> Error {
+        self.inner.stopped_waiting(why)
+    }
 }
 
 /// Handoffs (feature `handoff`): kinds, running one on a host, and the step of a checkout that

@@ -774,6 +774,50 @@ impl BrokerInner {
             .collect())
     }
 
+    /// After a stopped checkout was abandoned mid-clean-up: what this process left in the inventory,
+    /// and how to finish.
+    pub(crate) fn stopped_waiting(&self, why: &str) -> Error {
+        let me = Owner::current();
+        let left: Vec<HostRecord> = match self.store.list() {
+            Ok(records) => records
+                .into_iter()
+                .filter(|r| r.owner().is_some_and(|o| &o == me))
+                .collect(),
+            Err(e) => {
+                return Error::Interrupted {
+                    message: format!(
+                        "{why}: stopped waiting; reading the inventory failed ({}); run `broker recover` once this process has exited",
+                        crate::error::chain(&e)
+                    ),
+                };
+            }
+        };
+        if left.is_empty() {
+            return Error::Interrupted {
+                message: format!(
+                    "{why}: stopped waiting; this checkout left nothing in the inventory"
+                ),
+            };
+        }
+        let listed: Vec<String> = left
+            .iter()
+            .map(|r| format!("{} ({})", r.display_name(), r.state()))
+            .collect();
+        let ready: Vec<String> = left
+            .iter()
+            .filter(|r| r.state() == HostState::Ready)
+            .map(HostRecord::display_name)
+            .collect();
+        let mut message = format!(
+            "{why}: stopped waiting; left in the inventory: {}; finish with `broker recover` (it checks in the unfinished ones of this process once it has exited)",
+            listed.join(", ")
+        );
+        if !ready.is_empty() {
+            message.push_str(&format!(" and `broker checkin {}`", ready.join(" ")));
+        }
+        Error::Interrupted { message }
+    }
+
     // -----------------------------------------------------------------------------------------------
     // Reaping
 

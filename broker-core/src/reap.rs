@@ -324,6 +324,30 @@ mod tests {
         drop(guard);
     }
 
+    #[test]
+    fn a_stopped_wait_lists_what_this_process_left_and_how_to_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_with(dir.path(), "reap_on_start: false\n", None);
+        let err = broker.stopped_waiting("Ctrl-C again");
+        assert_eq!(err.exit_code(), 130);
+        assert_eq!(
+            err.to_string(),
+            "interrupted: Ctrl-C again: stopped waiting; this checkout left nothing in the inventory"
+        );
+        let left = [
+            left_by(Owner::current(), "made", HostState::Ready, false),
+            left_by(Owner::current(), "half-made", HostState::Pending, false),
+            left_by(&gone(), "someone-elses", HostState::Pending, false),
+        ];
+        broker.inventory().put(&left).unwrap();
+        assert_eq!(
+            broker.stopped_waiting("Ctrl-C again").to_string(),
+            "interrupted: Ctrl-C again: stopped waiting; left in the inventory: made (ready), half-made (pending); \
+             finish with `broker recover` (it checks in the unfinished ones of this process once it has exited) \
+             and `broker checkin made`"
+        );
+    }
+
     /// A store in which another reaper claims the first record between this one's reading and its
     /// claim.
     #[derive(Debug)]
