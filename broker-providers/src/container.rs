@@ -1439,14 +1439,19 @@ impl Session for ContainerSession {
     }
 }
 
+/// "No such container" is a 404 — and, from Podman, a 500 when the container went away while the
+/// engine was looking it up (a removal racing an inspect or another removal).
 fn is_not_found(e: &EngineError) -> bool {
-    matches!(
-        e,
+    match e {
         EngineError::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
+            status_code: 404, ..
+        } => true,
+        EngineError::DockerResponseServerError {
+            status_code: 500,
+            message,
+        } => message.contains("no such container"),
+        _ => false,
+    }
 }
 
 /// "removal already in progress" is a 409 for Docker; treat as gone.
@@ -1576,6 +1581,22 @@ fn command_words(value: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_container_gone_during_an_engine_lookup_counts_as_gone() {
+        let error = |status_code: u16, message: &str| EngineError::DockerResponseServerError {
+            status_code,
+            message: message.to_owned(),
+        };
+        assert!(is_not_found(&error(404, "no such container")));
+        // What Podman answered when a removal raced an inspect, seen in the conformance kit.
+        assert!(is_not_found(&error(
+            500,
+            "container 73ed06170fba does not exist in database: no such container"
+        )));
+        assert!(!is_not_found(&error(500, "database is locked")));
+        assert!(!is_not_found(&error(409, "no such container")));
+    }
 
     /// The SSH arguments a checkout takes are exactly those a host reached over SSH reads.
     #[cfg(feature = "ssh")]
