@@ -2212,24 +2212,27 @@ mod tests {
         assert_eq!(records, again);
     }
 
-    #[test]
-    fn sync_keeps_an_extended_lease_and_brings_back_a_lost_one() {
-        let mut records: Vec<HostRecord> = serde_yaml::from_str(
-            "- {_broker_provider: P, _broker_id: c1, hostname: a, _broker_expire_time: 2000}\n",
-        )
-        .unwrap();
-        // The provider's label keeps the lease given at checkout; `c2`'s record was lost.
-        let reported: Vec<HostRecord> = serde_yaml::from_str(
-            "- {_broker_id: c1, hostname: a, _broker_expire_time: 1000}\n\
-             - {_broker_id: c2, hostname: b, _broker_expire_time: 1500}\n",
-        )
-        .unwrap();
+    /// The records after a sync of provider `P` reporting `reported` over `stored` (both YAML).
+    fn synced(stored: &str, reported: &str) -> Vec<HostRecord> {
+        let mut records: Vec<HostRecord> = serde_yaml::from_str(stored).unwrap();
+        let reported: Vec<HostRecord> = serde_yaml::from_str(reported).unwrap();
         let before = records.clone();
         merge_sync(
             &mut records,
             ProviderListing::new("P", None, before, reported),
         )
         .unwrap();
+        records
+    }
+
+    #[test]
+    fn sync_keeps_an_extended_lease_and_brings_back_a_lost_one() {
+        // The provider's label keeps the lease given at checkout; `c2`'s record was lost.
+        let records = synced(
+            "- {_broker_provider: P, _broker_id: c1, hostname: a, _broker_expire_time: 2000}\n",
+            "- {_broker_id: c1, hostname: a, _broker_expire_time: 1000}\n\
+             - {_broker_id: c2, hostname: b, _broker_expire_time: 1500}\n",
+        );
         let leases: Vec<(String, Option<i64>)> = records
             .iter()
             .map(|r| (r.display_name(), r.expire_time()))
@@ -2242,23 +2245,13 @@ mod tests {
 
     #[test]
     fn sync_keeps_a_records_checkout_time_and_takes_the_providers_for_a_lost_one() {
-        let mut records: Vec<HostRecord> = serde_yaml::from_str(
-            "- {_broker_provider: P, _broker_id: c1, hostname: a, _broker_checkout_time: 2000}\n",
-        )
-        .unwrap();
         // The provider says when it made each host (Container: the engine's `Created`), a moment
         // after broker recorded the checkout; `c2`'s record was lost.
-        let reported: Vec<HostRecord> = serde_yaml::from_str(
+        let records = synced(
+            "- {_broker_provider: P, _broker_id: c1, hostname: a, _broker_checkout_time: 2000}\n",
             "- {_broker_id: c1, hostname: a, _broker_checkout_time: 2001}\n\
              - {_broker_id: c2, hostname: b, _broker_checkout_time: 1500}\n",
-        )
-        .unwrap();
-        let before = records.clone();
-        merge_sync(
-            &mut records,
-            ProviderListing::new("P", None, before, reported),
-        )
-        .unwrap();
+        );
         let times: Vec<(String, Option<i64>)> = records
             .iter()
             .map(|r| (r.display_name(), r.checkout_time()))

@@ -357,8 +357,7 @@ mod tests {
         fn list(&self) -> Result<Vec<HostRecord>> {
             let records = self.0.list()?;
             if let Some(first) = records.first() {
-                let other = crate::lease::claimed(first, &gone());
-                let mut other = other;
+                let mut other = crate::lease::claimed(first, &gone());
                 other.set("_note", "claimed by someone else");
                 self.0.put(&[other])?;
             }
