@@ -391,6 +391,27 @@ fn a_guard_that_leaves_its_host_behind_says_so_on_stderr_without_a_subscriber() 
         stderr.contains(&format!("retry with `broker checkin {name}`")),
         "{stderr}"
     );
+    // A check-in that outlasts `checkin_timeout` says so too, and the record stays `releasing`.
+    let dir = BrokerDir::new(&format!("{SETTINGS}checkin_timeout: 1s\n"));
+    let holder = Holder::start(
+        &dir,
+        "{test_action: basic, hang: checkin}",
+        1,
+        "drop",
+        false,
+    );
+    let stderr = holder.ended();
+    let left = records(&dir);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["_broker_state"], "releasing");
+    let name = left[0]["hostname"].as_str().unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "broker: checking in {name} on drop did not finish within 1s; the record stays in the \
+             inventory marked releasing: retry with `broker checkin {name}`"
+        )),
+        "{stderr}"
+    );
     // A host kept for a panicking test says until when.
     let dir = BrokerDir::new(SETTINGS);
     let holder = Holder::start_with(
@@ -455,6 +476,57 @@ fn container_hosts_of_a_test_process_ended_without_dropping_its_guards_are_given
             wait_for(Duration::from_secs(10), || records(&dir).is_empty()),
             "{end:?}"
         );
+    }
+}
+
+/// Each way a test process can end without dropping its guards, for real containers: the next
+/// broker start (here a CLI checkout) gives them back, and so does a watcher, within 10 s.
+#[test]
+fn container_hosts_of_an_ended_test_process_go_back_at_the_next_start_or_by_a_watcher() {
+    if !broker_test_support::podman() {
+        return;
+    }
+    for end in End::ALL {
+        for watch in [false, true] {
+            let way = if watch { "watch" } else { "start" };
+            let containers =
+                Containers::new(format!("it{}lease{}{way}", std::process::id(), end.name()));
+            let dir = BrokerDir::new(&container_settings(&containers));
+            end_holder(
+                Holder::start(&dir, CONTAINER_HOSTS, 2, end.name(), watch),
+                end,
+            );
+            if watch {
+                assert!(
+                    wait_for(Duration::from_secs(10), || containers.names().is_empty()),
+                    "{end:?}: still there after 10 s: {:?}",
+                    containers.names()
+                );
+                assert!(
+                    wait_for(Duration::from_secs(10), || records(&dir).is_empty()),
+                    "{end:?}: {:?}",
+                    records(&dir)
+                );
+                continue;
+            }
+            assert_eq!(
+                containers.names().len(),
+                2,
+                "{end:?}: nobody gave them back"
+            );
+            dir.ok(&["checkout", "--container-host", "broker-busybox"]);
+            let left = records(&dir);
+            assert_eq!(left.len(), 1, "{end:?}: {left:?}");
+            assert_eq!(left[0]["_broker_guarded"], Json::Null, "the CLI's own host");
+            assert_eq!(
+                containers.names().len(),
+                1,
+                "{end:?}: {:?}",
+                containers.names()
+            );
+            dir.ok(&["checkin", "--all"]);
+            assert!(containers.names().is_empty(), "{:?}", containers.names());
+        }
     }
 }
 
