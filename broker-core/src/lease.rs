@@ -54,15 +54,29 @@ pub mod fields {
 pub struct Lease(Duration);
 
 impl Lease {
-    /// A lease of `duration` (1 s or more).
+    /// The longest lease broker gives: a year. A longer one is refused, not shortened: a lease
+    /// that never ends is no lease (`keep()` a host, or check it out from the CLI, to hold it
+    /// until it is checked in by hand).
+    pub const MAX: Duration = Duration::from_secs(365 * 86_400);
+
+    /// A lease of `duration` (1 s to [`Lease::MAX`]).
     ///
     /// # Errors
-    /// [`Error::Usage`] for a lease shorter than a second, which would end before the host is made.
+    /// [`Error::Usage`] for a lease shorter than a second, which would end before the host is made,
+    /// or longer than [`Lease::MAX`].
     pub fn new(duration: Duration) -> Result<Self> {
         if duration < Duration::from_secs(1) {
             return Err(Error::usage(
                 "a lease of 0 ends before the host is made; give 1s or more (`30m`, `2h`)",
             ));
+        }
+        if duration > Lease::MAX {
+            let max = crate::time::format_duration(Lease::MAX);
+            return Err(Error::usage(format!(
+                "a lease of {} is longer than the longest broker gives ({max}); give {max} or \
+                 less, or leave the lease out to hold the host until it is checked in",
+                crate::time::format_duration(duration),
+            )));
         }
         Ok(Lease(duration))
     }
@@ -84,7 +98,7 @@ impl Lease {
             Some(text) => Lease::parse(&text),
             None => Err(Error::usage(format!(
                 "`lease` must be a duration (`30m`, `2h`), not `{}`",
-                serde_yaml::to_string(value).unwrap_or_default().trim()
+                crate::value::to_json(value)
             ))),
         }
     }
@@ -96,6 +110,7 @@ impl Lease {
 
     /// When a lease starting at `now` (seconds since the epoch) ends.
     pub fn expire_time(self, now: i64) -> i64 {
+        // At most a year: the conversion cannot fail, nor the sum overflow for any real `now`.
         now.saturating_add(i64::try_from(self.0.as_secs()).unwrap_or(i64::MAX))
     }
 }
@@ -403,6 +418,21 @@ mod tests {
             Lease::from_value(&Value::from(60)).unwrap().duration(),
             Duration::from_secs(60)
         );
+        // Longer than the maximum is refused and names it, never shortened.
+        assert_eq!(Lease::parse("365d").unwrap().duration(), Lease::MAX);
+        for long in ["366d", "8761h", "99999999999999999"] {
+            let e = Lease::parse(long).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{long}");
+            assert!(
+                e.to_string()
+                    .contains("is longer than the longest broker gives (365d); give 365d or less"),
+                "{long}: {e}"
+            );
+        }
+        for negative in ["-5m", "-1"] {
+            let e = Lease::parse(negative).unwrap_err();
+            assert!(e.to_string().contains("is not a duration"), "{e}");
+        }
         let list = Lease::from_value(&serde_yaml::from_str("[1, 2]").unwrap()).unwrap_err();
         assert!(list.to_string().contains("must be a duration"), "{list}");
     }

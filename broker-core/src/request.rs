@@ -365,10 +365,12 @@ fn layered_args(request: &CheckoutRequest, settings: &Settings) -> Result<Mappin
     Ok(args)
 }
 
-/// Takes the count out of the arguments (`_count`, else `count`), if one is given.
 /// The lease of a checkout: the request's, else the `lease` argument's, else the provider section's
 /// (its instance's over its own). The `lease` argument is taken out either way: it is broker's, not
-/// the provider's.
+/// the provider's. A lease of the settings (a nick's, the section's) that is not a duration is a
+/// configuration error located in the settings file — when it is the one used: a lease given with
+/// the checkout (`--lease`) wins over the settings, and a bad one it overrides is only warned of
+/// (`broker config validate` reports it).
 fn take_lease(
     request: &CheckoutRequest,
     settings: &Settings,
@@ -376,15 +378,44 @@ fn take_lease(
     instance: Option<&str>,
     args: &mut Mapping,
 ) -> Result<Option<Lease>> {
+    use crate::lease::fields::LEASE;
+    let argument = args.shift_remove(LEASE).filter(|v| !v.is_null());
+    // The argument is the nick's when neither the request nor its args file gave one.
+    let nick = request
+        .nick
+        .as_deref()
+        .filter(|_| !request.args.contains_key(LEASE) && !request.file_args.contains_key(LEASE));
+    let read_argument = |value: &Value| {
+        Lease::from_value(value).map_err(|e| match nick {
+            Some(name) => settings.setting_error(&format!("nicks.{name}.{LEASE}"), e),
+            None => e,
+        })
+    };
     // An instance that does not exist is reported when the provider is built, not here.
-    let section = settings
-        .provider_config(kind.name(), instance)
-        .ok()
-        .and_then(|config| config.get(crate::lease::fields::LEASE).cloned());
-    let given = crate::lease::take_lease(args, section.as_ref())?;
-    Ok(request.lease.or(given))
+    let config = settings.provider_config(kind.name(), instance).ok();
+    let section = config
+        .as_ref()
+        .and_then(|c| Some((c, c.get(LEASE).filter(|v| !v.is_null())?)));
+    let read_section = |(config, value): (&crate::ProviderConfig, &Value)| {
+        Lease::from_value(value).map_err(|e| config.setting_error(LEASE, e))
+    };
+    let mut given = [
+        request.lease.map(Ok),
+        argument.as_ref().map(read_argument),
+        section.map(read_section),
+    ]
+    .into_iter()
+    .flatten();
+    let Some(used) = given.next() else {
+        return Ok(None);
+    };
+    for overridden in given.filter_map(Result::err) {
+        tracing::warn!("{overridden}; not used: this checkout's lease overrides it");
+    }
+    used.map(Some)
 }
 
+/// Takes the count out of the arguments (`_count`, else `count`), if one is given.
 fn take_count(args: &mut Mapping) -> Result<Option<usize>> {
     let Some(given) = args
         .shift_remove("_count")
@@ -816,6 +847,47 @@ mod lease_tests {
         assert_eq!(
             lease_of(section, CheckoutRequest::new().nick("short").lease(given)),
             Some(300)
+        );
+    }
+
+    /// A bad lease of the settings is a configuration error with its key and line — when it is the
+    /// lease used; a lease the request gives wins over a bad one of the settings.
+    #[test]
+    fn a_bad_lease_of_the_settings_is_located_unless_the_request_overrides_it() {
+        let settings =
+            "Leasing:\n  lease: soon\nnicks:\n  short:\n    lease_action: x\n    lease: 0\n";
+        let asked = || CheckoutRequest::new().arg("lease_action", "x");
+        let e = resolve(settings, asked()).unwrap_err();
+        assert_eq!(e.exit_code(), 8);
+        assert_eq!(
+            e.to_string(),
+            "configuration error: `Leasing.lease` (broker_settings.yaml line 2): `soon` is not a \
+             duration; write seconds (`90`) or units like `45s`, `30m`, `2h`, `1d`"
+        );
+        let e = resolve(settings, CheckoutRequest::new().nick("short")).unwrap_err();
+        assert_eq!(e.exit_code(), 8);
+        assert!(
+            e.to_string().starts_with(
+                "configuration error: `nicks.short.lease` (broker_settings.yaml line 6): a lease of 0"
+            ),
+            "{e}"
+        );
+        let given = Lease::parse("5m").unwrap();
+        assert_eq!(lease_of(settings, asked().lease(given)), Some(300));
+        assert_eq!(
+            lease_of(settings, CheckoutRequest::new().nick("short").lease(given)),
+            Some(300)
+        );
+        // An argument given with the request is the caller's, not a setting: a usage error.
+        let e = resolve(settings, asked().arg("lease", "400d")).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("longest broker gives (365d)"), "{e}");
+        assert_eq!(
+            lease_of(
+                settings,
+                CheckoutRequest::new().nick("short").arg("lease", "1h")
+            ),
+            Some(3600)
         );
     }
 

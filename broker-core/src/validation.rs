@@ -161,6 +161,13 @@ fn check_instance(
     };
     let mut problems = settings.provider_problems(kind.name(), instance);
     problems.extend(kind.settings_problems(&config));
+    // `lease` is broker's key in every provider's section, read at each checkout.
+    let lease = config
+        .get(crate::lease::fields::LEASE)
+        .filter(|v| !v.is_null());
+    if let Some(Err(e)) = lease.map(crate::lease::Lease::from_value) {
+        problems.push(config.problem(crate::lease::fields::LEASE, e.to_string()));
+    }
     if !problems.is_empty() {
         return problems.into_iter().map(Finding::Problem).collect();
     }
@@ -327,6 +334,38 @@ mod tests {
         let settings = from_yaml("Typed:\n  instances:\n    one: {url: u, default: true}\n");
         let report = validate_settings(&settings, &registry, "Typed").unwrap();
         assert_eq!(found(&report), ["builds Typed::one"]);
+    }
+
+    #[test]
+    fn a_lease_that_is_no_lease_is_a_problem_of_its_nick_or_section_with_its_line() {
+        let settings = from_yaml(
+            "Alpha:\n  url: u\n  instances:\n    one:\n      lease: 0\n    two: {lease: 2h}\n\
+             Beta:\n  url: u\n  lease: [1, 2]\n\
+             nicks:\n  ok: {alpha: x, lease: 30m}\n  long:\n    lease: 366d\n",
+        );
+        let report = validate_settings(&settings, &registry(), "all").unwrap();
+        let problems: Vec<String> = report
+            .findings()
+            .iter()
+            .map(|f| match f {
+                Finding::Problem(p) => p.to_string(),
+                Finding::Builds { label } => format!("builds {label}"),
+                Finding::DoesNotBuild { label, .. } => format!("fails {label}"),
+            })
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                "line 13: `nicks.long.lease`: a lease of 366d is longer than the longest broker \
+                 gives (365d); give 365d or less, or leave the lease out to hold the host until it \
+                 is checked in",
+                "line 5: `Alpha.instances.one.lease`: a lease of 0 ends before the host is made; \
+                 give 1s or more (`30m`, `2h`)",
+                "builds Alpha::two",
+                "line 9: `Beta.lease`: `lease` must be a duration (`30m`, `2h`), not `[1,2]`",
+            ]
+        );
+        assert_eq!(report.exit_code(), 8);
     }
 
     #[test]

@@ -316,6 +316,90 @@ fn an_ended_lease_is_reaped_and_a_running_one_is_not() {
     assert_eq!(records(&dir).len(), 2, "a refused lease makes nothing");
 }
 
+/// A lease in the settings that is no lease — not a duration, 0, negative, longer than broker
+/// gives — is reported by `broker config validate` and refused at checkout, each with its key and
+/// line; a lease given on the command line wins over the settings' and is not held up by a bad one.
+#[test]
+fn a_bad_lease_in_the_settings_is_named_by_validate_and_at_checkout_with_its_line() {
+    let settings = "\
+TestProvider:
+  lease: soon
+  instances:
+    local:
+      default: true
+nicks:
+  forever:
+    test_action: basic
+    lease: 400d
+  never:
+    test_action: basic
+    lease: -5m
+";
+    let dir = BrokerDir::new(settings);
+    let out = dir.run(&["config", "validate"]);
+    let text = crate::util::stderr(&out);
+    assert_eq!(out.status.code(), Some(8), "{text}");
+    for want in [
+        "line 2: `TestProvider.lease`: `soon` is not a duration",
+        "line 9: `nicks.forever.lease`: a lease of 400d is longer than the longest broker gives \
+         (365d); give 365d or less",
+        "line 12: `nicks.never.lease`: `-5m` is not a duration",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    for (args, want) in [
+        (
+            &["checkout", "--test_action", "basic"][..],
+            "configuration error: `TestProvider.lease` (broker_settings.yaml line 2): `soon` is \
+             not a duration",
+        ),
+        (
+            &["checkout", "--nick", "forever"][..],
+            "configuration error: `nicks.forever.lease` (broker_settings.yaml line 9): a lease of \
+             400d is longer than the longest broker gives (365d)",
+        ),
+        (
+            &["checkout", "--test_action", "basic", "--lease", "366d"][..],
+            "a lease of 366d is longer than the longest broker gives (365d)",
+        ),
+    ] {
+        let out = dir.run(args);
+        let text = crate::util::stderr(&out);
+        let code = if args.contains(&"--lease") { 2 } else { 8 };
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {text}");
+        assert!(
+            text.contains(want),
+            "{args:?}: missing {want:?} in:\n{text}"
+        );
+    }
+    assert!(records(&dir).is_empty(), "a refused lease makes nothing");
+    // The command line's lease wins; the bad settings it overrides are warned of, not refused.
+    for args in [
+        &["checkout", "--test_action", "basic", "--lease", "1h"][..],
+        &["checkout", "--nick", "never", "--lease", "1h"][..],
+    ] {
+        let before = broker_core::time::now_epoch();
+        let out = dir.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            crate::util::stderr(&out)
+        );
+        let leased = records(&dir).last().unwrap()["_broker_expire_time"]
+            .as_i64()
+            .unwrap();
+        let after = broker_core::time::now_epoch();
+        assert!((before + 3600..=after + 3600).contains(&leased), "{leased}");
+        assert!(
+            crate::util::stderr(&out).contains("not used: this checkout's lease overrides it"),
+            "{}",
+            crate::util::stderr(&out)
+        );
+    }
+    dir.ok(&["checkin", "--all"]);
+}
+
 #[test]
 fn a_live_owners_hosts_are_never_touched() {
     let dir = BrokerDir::new(SETTINGS);

@@ -129,14 +129,25 @@ impl Settings {
         }
     }
 
+    /// A configuration error with the key at `path`, located in the settings file as a provider's
+    /// are ([`ProviderConfig::setting_error`](super::ProviderConfig::setting_error)):
+    /// `` `nicks.rhel9.lease` (broker_settings.yaml line 5): … ``.
+    pub fn setting_error(&self, path: &str, message: impl fmt::Display) -> crate::Error {
+        crate::Error::configuration(match self.line_of(path) {
+            Some(line) => format!("`{path}` ({} line {line}): {message}", super::SETTINGS_FILE),
+            None => format!("`{path}`: {message}"),
+        })
+    }
+
     /// The problems of the settings broker itself reads: `logging`, durations, `thread_limit`, the
-    /// inventory views, `nicks`, `provider_labels` and `ssh`; and any example placeholder left in
-    /// them.
+    /// inventory views, `nicks` (their leases too), `provider_labels` and `ssh`; and any example
+    /// placeholder left in them.
     pub fn base_problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         self.log_level_problems(&mut out);
         self.number_problems(&mut out);
         self.shape_problems(&mut out);
+        self.nick_lease_problems(&mut out);
         self.ssh_problems(&mut out);
         for key in ["logging", "ssh"] {
             if let Some(v) = self.get(key) {
@@ -228,6 +239,23 @@ impl Settings {
                         "a nick must be a mapping of arguments",
                     ));
                 }
+            }
+        }
+    }
+
+    /// Each nick's `lease`: a duration broker gives ([`crate::lease::Lease`]).
+    fn nick_lease_problems(&self, out: &mut Vec<Problem>) {
+        let Some(Value::Mapping(nicks)) = self.get("nicks") else {
+            return;
+        };
+        for (name, args) in nicks {
+            let lease = args
+                .as_mapping()
+                .and_then(|a| a.get(crate::lease::fields::LEASE))
+                .filter(|v| !v.is_null());
+            if let Some(Err(e)) = lease.map(crate::lease::Lease::from_value) {
+                let name = scalar_text(name).unwrap_or_default();
+                out.push(self.problem(&format!("nicks.{name}.lease"), e.to_string()));
             }
         }
     }
