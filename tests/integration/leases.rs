@@ -231,17 +231,23 @@ fn with_a_watcher_a_test_process_ended_without_dropping_its_guards_is_cleaned_up
         let dir = BrokerDir::new(SETTINGS);
         let holder = Holder::start(&dir, TEST_HOSTS, 2, end.name(), true);
         end_holder(holder, end);
-        assert!(
-            wait_for(Duration::from_secs(10), || dir.provider_hosts().is_empty()),
-            "{end:?}: still out after 10 s: {:?}",
-            dir.provider_hosts()
-        );
-        assert!(
-            wait_for(Duration::from_secs(10), || records(&dir).is_empty()),
-            "{end:?}: {:?}",
-            records(&dir)
-        );
+        given_back_within_10_s(&dir, end, || dir.provider_hosts());
     }
+}
+
+/// Asserts that within 10 s (a bound to wait for, not a timing) `out` lists no host left and the
+/// inventory of `dir` no record.
+fn given_back_within_10_s(dir: &BrokerDir, end: End, out: impl Fn() -> Vec<String>) {
+    assert!(
+        wait_for(Duration::from_secs(10), || out().is_empty()),
+        "{end:?}: still out after 10 s: {:?}",
+        out()
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || records(dir).is_empty()),
+        "{end:?}: {:?}",
+        records(dir)
+    );
 }
 
 #[test]
@@ -460,14 +466,14 @@ fn a_guard_that_leaves_its_host_behind_says_so_on_stderr_without_a_subscriber() 
     let dir = BrokerDir::new(SETTINGS);
     // Its check-in fails: the record stays, and the test binary, which has no tracing subscriber,
     // prints why.
-    let holder = Holder::start(
+    let stderr = Holder::start(
         &dir,
         "{test_action: basic, fail_checkin: all}",
         1,
         "drop",
         false,
-    );
-    let stderr = holder.ended();
+    )
+    .ended();
     let name = records(&dir)[0]["hostname"].as_str().unwrap().to_owned();
     let line = format!("broker: checking in {name} on drop failed: ");
     assert!(stderr.contains(&line), "{stderr}");
@@ -477,14 +483,14 @@ fn a_guard_that_leaves_its_host_behind_says_so_on_stderr_without_a_subscriber() 
     );
     // A check-in that outlasts `checkin_timeout` says so too, and the record stays `releasing`.
     let dir = BrokerDir::new(&format!("{SETTINGS}checkin_timeout: 1s\n"));
-    let holder = Holder::start(
+    let stderr = Holder::start(
         &dir,
         "{test_action: basic, hang: checkin}",
         1,
         "drop",
         false,
-    );
-    let stderr = holder.ended();
+    )
+    .ended();
     let left = records(&dir);
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0]["_broker_state"], "releasing");
@@ -581,16 +587,7 @@ fn container_hosts_of_an_ended_test_process_go_back_at_the_next_start_or_by_a_wa
                 end,
             );
             if watch {
-                assert!(
-                    wait_for(Duration::from_secs(10), || containers.names().is_empty()),
-                    "{end:?}: still there after 10 s: {:?}",
-                    containers.names()
-                );
-                assert!(
-                    wait_for(Duration::from_secs(10), || records(&dir).is_empty()),
-                    "{end:?}: {:?}",
-                    records(&dir)
-                );
+                given_back_within_10_s(&dir, end, || containers.names());
                 continue;
             }
             assert_eq!(
