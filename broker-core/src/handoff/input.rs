@@ -16,8 +16,8 @@ use crate::interaction::{Interaction, TextQuestion};
 /// file is dropped, a multi-line file is taken as it is).
 ///
 /// # Errors
-/// [`Error::Usage`] for a token without `=` or with an empty key; [`Error::Io`] for a file that
-/// cannot be read.
+/// [`Error::Usage`] for a token without `=` or with an empty key, and for a file that cannot be
+/// read (naming the key and the file).
 pub fn parse_assignments(tokens: &[String]) -> Result<BTreeMap<String, ConfigValue>> {
     let mut values = BTreeMap::new();
     for token in tokens {
@@ -32,18 +32,23 @@ pub fn parse_assignments(tokens: &[String]) -> Result<BTreeMap<String, ConfigVal
                 "`-c {key}…` is not KEY=VALUE or KEY=@FILE; write e.g. `-c server=puppet.example.com`"
             )));
         };
+        let key = key.trim();
         let value = match value.strip_prefix('@') {
-            Some(path) => read_value_file(Path::new(path))?,
+            Some(path) => read_value_file(Path::new(path)).map_err(|e| {
+                Error::usage(format!(
+                    "`-c {key}=@{path}`: cannot read `{path}` for key `{key}` ({e}); give a \
+                     readable file or the value itself"
+                ))
+            })?,
             None => value.to_owned(),
         };
-        values.insert(key.trim().to_owned(), ConfigValue::Plain(value));
+        values.insert(key.to_owned(), ConfigValue::Plain(value));
     }
     Ok(values)
 }
 
-fn read_value_file(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::io("reading a configuration value", path, e))?;
+fn read_value_file(path: &Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
     let text = crate::files::strip_bom(&text);
     Ok(match text.strip_suffix('\n') {
         Some(line) if !line.contains('\n') => line.to_owned(),
@@ -230,8 +235,23 @@ mod tests {
                 .starts_with("`-c validation_key…` is not KEY=VALUE"),
             "{err}"
         );
-        let err = parse_assignments(&[format!("k=@{}/missing", dir.path().display())]);
-        assert!(err.unwrap_err().to_string().contains("missing"));
+    }
+
+    #[test]
+    fn an_unreadable_value_file_is_a_usage_error_naming_the_key_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let err = parse_assignments(&[format!("validation_key=@{}", missing.display())])
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "`-c validation_key=@{0}`: cannot read `{0}` for key `validation_key` (No such \
+                 file or directory (os error 2)); give a readable file or the value itself",
+                missing.display()
+            )
+        );
     }
 
     #[test]
