@@ -91,13 +91,16 @@ pub enum Error {
         message: String,
     },
 
-    /// Another process held the inventory lock for longer than the configured wait.
+    /// Another process held the inventory lock (or that of another file broker shares the same
+    /// way, `targets.yaml`) for longer than the configured wait.
     #[error(
-        "inventory `{path}` is locked by another process ({holder}); gave up after {}; \
-         raise `inventory_lock_timeout` if many processes share this inventory",
+        "{what} `{path}` is locked by another process ({holder}); gave up after {}; \
+         raise `inventory_lock_timeout` if many processes share this {what}",
         crate::time::format::format_duration(*waited)
     )]
     InventoryLocked {
+        /// The file locked: `inventory`, `handoff targets file`.
+        what: &'static str,
         /// The lock file.
         path: PathBuf,
         /// Who holds it, as that process wrote it into the lock file.

@@ -231,12 +231,31 @@ impl YamlFileStore {
 
     /// Takes the writers' lock, waiting at most the lock timeout (see [`lock_beside`]).
     fn lock(&self) -> Result<LockGuard> {
-        lock_beside(&self.path, self.lock_timeout)
+        lock_beside(&self.path, self.lock_timeout, &INVENTORY_LOCK)
     }
 }
 
+/// What a lock guards, as its messages name it.
+#[derive(Debug)]
+pub(crate) struct LockLabel {
+    /// The file locked, as the error and the wait's warning name it (`inventory`).
+    pub(crate) what: &'static str,
+    /// The action of an error opening the lock file.
+    pub(crate) opening: &'static str,
+    /// The action of an error taking the lock.
+    pub(crate) locking: &'static str,
+}
+
+/// The inventory's lock.
+pub(crate) const INVENTORY_LOCK: LockLabel = LockLabel {
+    what: "inventory",
+    opening: "opening inventory lock",
+    locking: "locking inventory",
+};
+
 /// Takes the writers' lock of the file at `path` (the inventory, or another file broker shares the
-/// same way: `targets.yaml`), waiting at most `lock_timeout`.
+/// same way: `targets.yaml`), waiting at most `lock_timeout`; its errors name the file as `label`
+/// says.
 ///
 /// The lock is an `flock` on a sidecar file next to the file (next to its target when the
 /// inventory is a symbolic link, so every path to one file shares one lock), then on the
@@ -246,9 +265,12 @@ impl YamlFileStore {
 /// alone cannot stop a file deleted while held from being made anew and locked by another
 /// process; the directory cannot be deleted from under a writer, and its lock is what excludes
 /// in that case.
-pub(crate) fn lock_beside(path: &Path, lock_timeout: Duration) -> Result<LockGuard> {
-    let target = crate::files::follow_links(path)
-        .map_err(|e| Error::io("opening inventory lock", path, e))?;
+pub(crate) fn lock_beside(
+    path: &Path,
+    lock_timeout: Duration,
+    label: &LockLabel,
+) -> Result<LockGuard> {
+    let target = crate::files::follow_links(path).map_err(|e| Error::io(label.opening, path, e))?;
     let beside = |file: &Path| {
         let mut lock_name = file.file_name().unwrap_or_default().to_os_string();
         lock_name.push(".flock");
@@ -265,11 +287,9 @@ pub(crate) fn lock_beside(path: &Path, lock_timeout: Duration) -> Result<LockGua
     std::fs::create_dir_all(dir).map_err(|e| Error::io("creating broker directory", dir, e))?;
     let started = Instant::now();
     let file = loop {
-        let file = open_lock_file(&lock_path)?;
-        wait_for_lock(&file, &file, &lock_path, started, lock_timeout)?;
-        if is_file_at(&file, &lock_path)
-            .map_err(|e| Error::io("locking inventory", &lock_path, e))?
-        {
+        let file = open_lock_file(&lock_path, label)?;
+        wait_for_lock(&file, &file, &lock_path, started, lock_timeout, label)?;
+        if is_file_at(&file, &lock_path).map_err(|e| Error::io(label.locking, &lock_path, e))? {
             break file;
         }
         // The lock file was deleted or replaced while this process waited: dropping `file`
@@ -277,6 +297,7 @@ pub(crate) fn lock_beside(path: &Path, lock_timeout: Duration) -> Result<LockGua
         tracing::debug!(lock = %lock_path.display(), "lock file replaced while waiting; locking again");
         if started.elapsed() >= lock_timeout {
             return Err(Error::InventoryLocked {
+                what: label.what,
                 path: lock_path,
                 holder: "the lock file kept being deleted or replaced".into(),
                 waited: started.elapsed(),
@@ -284,7 +305,7 @@ pub(crate) fn lock_beside(path: &Path, lock_timeout: Duration) -> Result<LockGua
         }
     };
     let directory = File::open(dir).map_err(|e| Error::io("opening broker directory", dir, e))?;
-    wait_for_lock(&directory, &file, &lock_path, started, lock_timeout)?;
+    wait_for_lock(&directory, &file, &lock_path, started, lock_timeout, label)?;
     // For diagnostics only: who holds the lock. The lock itself is the flock, not this text.
     let owner = crate::record::Owner::current();
     let mut f = &file;
@@ -308,6 +329,7 @@ fn wait_for_lock(
     lock_path: &Path,
     started: Instant,
     lock_timeout: Duration,
+    label: &LockLabel,
 ) -> Result<()> {
     let mut pause = Duration::from_millis(2);
     let mut announced = false;
@@ -317,6 +339,7 @@ fn wait_for_lock(
             Err(std::fs::TryLockError::WouldBlock) => {
                 if started.elapsed() >= lock_timeout {
                     return Err(Error::InventoryLocked {
+                        what: label.what,
                         path: lock_path.to_owned(),
                         holder: lock_holder(file),
                         waited: started.elapsed(),
@@ -326,8 +349,9 @@ fn wait_for_lock(
                 if !announced && started.elapsed() >= ANNOUNCE_LOCK_WAIT {
                     announced = true;
                     tracing::warn!(
-                        "waiting up to {} for the inventory lock `{}` ({})",
+                        "waiting up to {} for the {} lock `{}` ({})",
                         crate::time::format_duration(lock_timeout),
+                        label.what,
                         lock_path.display(),
                         lock_holder(file)
                     );
@@ -336,7 +360,7 @@ fn wait_for_lock(
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::io("locking inventory", lock_path, e));
+                return Err(Error::io(label.locking, lock_path, e));
             }
         }
     }
@@ -347,7 +371,7 @@ const ANNOUNCE_LOCK_WAIT: Duration = Duration::from_millis(500);
 
 /// Opens (creating) the lock file without following a symbolic link: broker writes into its lock
 /// file, and must never write into whatever a link points at.
-fn open_lock_file(lock_path: &Path) -> Result<File> {
+fn open_lock_file(lock_path: &Path, label: &LockLabel) -> Result<File> {
     let mut options = File::options();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
@@ -366,7 +390,7 @@ fn open_lock_file(lock_path: &Path) -> Result<File> {
         } else {
             e
         };
-        Error::io("opening inventory lock", lock_path, e)
+        Error::io(label.opening, lock_path, e)
     })
 }
 

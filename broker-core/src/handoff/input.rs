@@ -241,8 +241,8 @@ mod tests {
     fn an_unreadable_value_file_is_a_usage_error_naming_the_key_and_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
-        let err = parse_assignments(&[format!("validation_key=@{}", missing.display())])
-            .unwrap_err();
+        let err =
+            parse_assignments(&[format!("validation_key=@{}", missing.display())]).unwrap_err();
         assert_eq!(err.exit_code(), 2, "{err}");
         assert_eq!(
             err.to_string(),

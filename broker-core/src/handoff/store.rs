@@ -86,6 +86,13 @@ pub struct YamlTargetStore {
     lock_timeout: Duration,
 }
 
+/// The targets file's lock, as its messages name it.
+const TARGETS_LOCK: crate::inventory::LockLabel = crate::inventory::LockLabel {
+    what: "handoff targets file",
+    opening: "opening the handoff targets' lock",
+    locking: "locking the handoff targets",
+};
+
 /// The name of the file store's file in the broker directory.
 pub const TARGETS_FILE: &str = "targets.yaml";
 
@@ -142,7 +149,7 @@ impl YamlTargetStore {
     /// Runs `change` on the targets under the writers' lock and writes them back atomically when
     /// it says they changed.
     fn modify<T>(&self, change: impl FnOnce(&mut Vec<Target>) -> Result<(bool, T)>) -> Result<T> {
-        let _lock = crate::inventory::lock_beside(&self.path, self.lock_timeout)?;
+        let _lock = crate::inventory::lock_beside(&self.path, self.lock_timeout, &TARGETS_LOCK)?;
         let mut targets = self.read()?;
         let (changed, out) = change(&mut targets)?;
         if changed {
@@ -450,6 +457,26 @@ mod tests {
             std::fs::read_to_string(store.path()).unwrap(),
             "- id: [unclosed\n"
         );
+    }
+
+    #[test]
+    fn a_lock_held_too_long_names_the_targets_file_not_the_inventory() {
+        let (_dir, store) = store();
+        let held =
+            crate::inventory::lock_beside(store.path(), Duration::from_secs(5), &TARGETS_LOCK)
+                .unwrap();
+        let waiting = YamlTargetStore::new(store.path(), Duration::from_millis(100));
+        let err = waiting.add(target("a", "a.example.com")).unwrap_err();
+        let lock = format!("{}.flock", store.path().display());
+        assert!(
+            err.to_string().starts_with(&format!(
+                "handoff targets file `{lock}` is locked by another process"
+            )),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("inventory `"), "{err}");
+        drop(held);
+        waiting.add(target("a", "a.example.com")).unwrap();
     }
 
     #[test]
