@@ -432,6 +432,9 @@ async fn checkout(broker: &Broker, a: CheckoutArgs, emitter: &mut Emitter) -> Re
         .into_iter()
         .map(|g| g.keep().record().clone())
         .collect();
+    for kept in records.iter().filter_map(|r| broker.kept_handoff_notice(r)) {
+        note!("warning: {kept}");
+    }
     hand_out(broker, records, a.output.format, emitter).await
 }
 

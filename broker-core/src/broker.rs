@@ -448,14 +448,34 @@ impl Broker {
         hand_off_one(&self.inner, host.clone(), &step).await
     }
 
-    /// The kind and target a handoff to `target` (an id or a name) runs.
-    fn handoff_step(&self, target: &str) -> Result<Step> {
+    /// What to tell the user about a host a checkout kept although its handoff did not succeed
+    /// (`keep_failed_handoff`): what it is, why, and how to look, retry or give it back; `None` for
+    /// a host handed off or never handed off.
+    pub fn kept_handoff_notice(&self, record: &HostRecord) -> Option<String> {
+        let id = record
+            .get(crate::record::fields::HANDOFF_TARGET)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let name = self
+            .target_store()
+            .ok()
+            .and_then(|store| store.get(id).ok())
+            .map_or_else(|| id.to_owned(), |t| t.name);
+        crate::handoff::run::kept_notice(record, &name)
+    }
+
+    /// The targets file next to this broker's inventory.
+    fn target_store(&self) -> Result<crate::handoff::YamlTargetStore> {
         let settings = &self.inner.settings;
-        let store = crate::handoff::YamlTargetStore::in_directory(
+        Ok(crate::handoff::YamlTargetStore::in_directory(
             settings.directory(),
             settings.inventory_lock_timeout()?,
-        );
-        self.step_of(store.get(target)?)
+        ))
+    }
+
+    /// The kind and target a handoff to `target` (an id or a name) runs.
+    fn handoff_step(&self, target: &str) -> Result<Step> {
+        self.step_of(self.target_store()?.get(target)?)
     }
 
     fn step_of(&self, target: Target) -> Result<Step> {

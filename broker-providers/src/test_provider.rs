@@ -466,8 +466,12 @@ struct LocalSession {
 impl LocalSession {
     /// Where a file path of `read_file`/`write_file` lives: inside the host's root, whether written
     /// `/a/b`, `a/b` or `~/a/b`. Commands run in the root with `HOME` there, so `a/b` and `~/a/b` name
-    /// the same file for them (`/a/b` in a command is this machine's).
+    /// the same file for them (`/a/b` in a command is this machine's). A path a command printed that
+    /// is already inside the root (`mktemp` in `$TMPDIR`, which is the root's `tmp`) names that file.
     fn path(&self, remote: &str) -> Result<PathBuf> {
+        if let Ok(inside) = Path::new(remote).strip_prefix(&self.root) {
+            return self.path(&inside.to_string_lossy());
+        }
         let remote = remote.strip_prefix("~/").unwrap_or(remote);
         let relative = Path::new(remote.trim_start_matches('/'));
         // `..` may not climb out of the host's root.
@@ -491,14 +495,35 @@ impl LocalSession {
     }
 }
 
+/// Kills the process group `group` leads (a command that timed out, with all it started).
+fn kill_group(group: Option<u32>) {
+    let Some(group) = group.and_then(|g| i32::try_from(g).ok()) else {
+        return;
+    };
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{group}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 #[async_trait::async_trait]
 impl Session for LocalSession {
     async fn execute(&self, command: &str, timeout: Option<Duration>) -> Result<ExecOutput> {
+        // The host's temporary files are its own: `mktemp` makes them inside the root.
+        let tmp = self.root.join("tmp");
+        tokio::fs::create_dir_all(&tmp).await.map_err(|e| {
+            self.host_error("creating the host's tmp directory".into())
+                .caused_by(e)
+        })?;
         let child = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(command)
             .current_dir(&self.root)
             .env("HOME", &self.root)
+            .env("TMPDIR", &tmp)
+            // Its own process group, so a timeout stops everything the command started.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -508,14 +533,16 @@ impl Session for LocalSession {
                 self.host_error(format!("starting `sh -c {command}`"))
                     .caused_by(e)
             })?;
+        let group = child.id();
         let wait = child.wait_with_output();
         let output = match timeout {
-            Some(limit) => tokio::time::timeout(limit, wait)
-                .await
-                .map_err(|_| Error::Timeout {
+            Some(limit) => tokio::time::timeout(limit, wait).await.map_err(|_| {
+                kill_group(group);
+                Error::Timeout {
                     operation: format!("`{command}` on {}", self.host),
                     after: limit,
-                })?,
+                }
+            })?,
             None => wait.await,
         }
         .map_err(|e| self.host_error(format!("running `{command}`")).caused_by(e))?;
@@ -623,6 +650,61 @@ mod tests {
             broker_core::error::chain(&err),
             format!("host h1: reading /etc/nope: {io}")
         );
+    }
+
+    /// Processes whose command line is `cmd` exactly, found through `/proc`.
+    fn running(cmd: &str) -> usize {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .filter(|line| {
+                line.split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .eq(cmd.split(' ').map(str::as_bytes))
+            })
+            .count()
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_command_is_stopped_with_everything_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = LocalSession {
+            host: "h1".into(),
+            root: dir.path().to_owned(),
+        };
+        let err = session
+            .execute("sleep 4711 & sleep 4712", Some(Duration::from_millis(500)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+        let gone = broker_test_support::wait_for(Duration::from_secs(10), || {
+            running("sleep 4711") + running("sleep 4712") == 0
+        });
+        assert!(gone, "the command's processes outlived its timeout");
+    }
+
+    #[tokio::test]
+    async fn a_command_makes_its_temporary_files_inside_the_host_and_the_path_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = LocalSession {
+            host: "h1".into(),
+            root: dir.path().to_owned(),
+        };
+        let made = session.execute("mktemp -d", None).await.unwrap();
+        let path = made.stdout.trim();
+        assert!(
+            Path::new(path).starts_with(dir.path().join("tmp")),
+            "{path}"
+        );
+        session
+            .write_file(&format!("{path}/f"), b"x")
+            .await
+            .unwrap();
+        let listed = session
+            .execute(&format!("cat '{path}/f'"), None)
+            .await
+            .unwrap();
+        assert_eq!(listed.stdout, "x");
     }
 
     #[tokio::test]

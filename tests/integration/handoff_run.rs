@@ -196,3 +196,101 @@ fn a_timed_out_handoff_stops_the_scripts_processes() {
     dir.ok(&["checkin", "0"]);
     assert!(containers(&prefix).is_empty());
 }
+
+/// A broker directory with the TestProvider instance `local` and `script_target`'s `bootstrap`.
+fn local_dir(script: &str, extra: &str) -> BrokerDir {
+    let dir = BrokerDir::new(crate::util::SETTINGS);
+    script_target(&dir, script, extra);
+    dir
+}
+
+/// The files a run left in the TestProvider host's root and in this machine's `/tmp` (where a
+/// command's `/tmp` is), by the record's host name.
+fn left_on_test_host(dir: &BrokerDir, name: &str) -> Vec<String> {
+    let root = dir
+        .path()
+        .join("test_provider/local/hosts")
+        .join(name)
+        .join("root/tmp");
+    let in_root = std::fs::read_dir(root)
+        .map(|d| {
+            d.filter_map(|e| Some(e.ok()?.path().display().to_string()))
+                .collect()
+        })
+        .unwrap_or_else(|_| Vec::new());
+    in_root
+        .into_iter()
+        .filter(|p: &String| p.contains("broker-handoff."))
+        .collect()
+}
+
+#[test]
+fn a_test_provider_host_is_handed_off_by_a_script() {
+    let dir = local_dir(
+        "#!/bin/sh\nset -e\ntest -f \"$1\"\ngrep -q hunter2 \"$1\"\necho handed > handed-off\necho done\n",
+        "",
+    );
+    let out = dir.run(&["checkout", "--nick", "N", "--handoff", "bootstrap"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let record = the_record(&dir);
+    assert_eq!(record["_broker_handoff_state"], "handed_off", "{record}");
+    assert_eq!(record["_broker_handoff_attempts"], 1, "{record}");
+    assert!(log_of(&record).contains(&"done".to_owned()), "{record}");
+    let name = record["name"].as_str().unwrap().to_owned();
+    assert_eq!(left_on_test_host(&dir, &name), Vec::<String>::new());
+    dir.ok(&["checkin", "--all"]);
+    dir.assert_nothing_out();
+}
+
+#[test]
+fn a_failed_handoff_says_the_host_was_checked_in_and_shows_the_end_of_its_log() {
+    let dir = local_dir(
+        "#!/bin/sh\necho first step ok\necho no puppet here >&2\nexit 3\n",
+        "",
+    );
+    let out = dir.run(&["checkout", "--nick", "N", "--handoff", "bootstrap"]);
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "handoff to `bootstrap` ended handoff_failed: the handoff script exited with status 3; \
+             the host was checked in (a failed handoff fails the checkout; `--keep-failed-handoff` \
+             keeps the host); the run's log ended:"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("\n      first step ok\n      no puppet here\n      exit status 3\n"),
+        "{err}"
+    );
+    assert!(!err.contains("broker handoff status"), "{err}");
+    dir.assert_nothing_out();
+}
+
+#[test]
+fn a_kept_failed_handoff_says_what_was_kept_and_how_to_retry_or_check_it_in() {
+    let dir = local_dir("#!/bin/sh\nexit 3\n", "");
+    let out = dir.run(&[
+        "checkout",
+        "--nick",
+        "N",
+        "--handoff",
+        "bootstrap",
+        "--keep-failed-handoff",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let record = the_record(&dir);
+    let name = record["hostname"].as_str().unwrap().to_owned();
+    assert_eq!(record["_broker_handoff_state"], "handoff_failed");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "kept host {name} although its handoff to `bootstrap` ended handoff_failed (the \
+             handoff script exited with status 3): `broker handoff status {name}` shows its log, \
+             `broker handoff retry {name}` runs it again, `broker checkin {name}` gives the host back"
+        )),
+        "{err}"
+    );
+    dir.ok(&["checkin", "--all"]);
+    dir.assert_nothing_out();
+}

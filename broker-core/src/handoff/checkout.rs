@@ -40,17 +40,25 @@ pub(crate) async fn hand_off_checkout(
         .map(|record| Host::new(record, Arc::clone(provider)))
         .collect();
     let done = hand_off_all(inner, hosts, step).await?;
-    let failures: Vec<(usize, Error)> = done
+    let not_handed_off: Vec<(usize, String, RunReport)> = done
         .iter()
         .enumerate()
-        .filter_map(|(i, (record, report))| not_handed_off(record, report).map(|e| (i, e)))
+        .filter(|(_, (_, report))| report.state != HandoffState::HandedOff)
+        .map(|(i, (record, report))| (i, record.display_name(), report.clone()))
         .collect();
     let records: Vec<HostRecord> = done.into_iter().map(|(record, _)| record).collect();
-    if failures.is_empty() || keep_failed {
+    if not_handed_off.is_empty() || keep_failed {
         return Ok(records);
     }
     let requested = records.len();
     let (rolled_back, left) = by_result(inner.checkin(records, None).await);
+    let failures = not_handed_off
+        .into_iter()
+        .map(|(i, host, report)| {
+            let checked_in = rolled_back.contains(&host);
+            (i, failed_handoff(&host, &report, checked_in))
+        })
+        .collect();
     Err(Error::CheckoutFailed {
         requested,
         failures,
@@ -118,19 +126,34 @@ async fn hand_off_all(
     Ok(done)
 }
 
-/// The error of a host whose handoff did not end handed off.
-fn not_handed_off(record: &HostRecord, report: &RunReport) -> Option<Error> {
-    if report.state == HandoffState::HandedOff {
-        return None;
+/// How many of the last lines of a run's log the error of a failed handoff shows.
+const LOG_TAIL: usize = 10;
+
+/// The error of a host of a checkout whose handoff did not end handed off: why, and — the host
+/// checked in, so its record is gone — the end of the run's log; else where its record is.
+fn failed_handoff(host: &str, report: &RunReport, checked_in: bool) -> Error {
+    let ended = format!(
+        "handoff to `{}` ended {}: {}",
+        report.target_name,
+        report.state,
+        report.last_error.as_deref().unwrap_or("no reason given"),
+    );
+    if !checked_in {
+        return Error::host(
+            host,
+            format!(
+                "{ended}; checking the host in failed too, so it is still out: `broker handoff \
+                 status {host}` shows the run's log, `broker checkin {host}` gives it back"
+            ),
+        );
     }
-    Some(Error::host(
-        record.display_name(),
+    let tail = &report.log[report.log.len().saturating_sub(LOG_TAIL)..];
+    let shown: String = tail.iter().map(|line| format!("\n      {line}")).collect();
+    Error::host(
+        host,
         format!(
-            "handoff to `{}` ended {}: {}; see `broker handoff status {}`",
-            report.target_name,
-            report.state,
-            report.last_error.as_deref().unwrap_or("no reason given"),
-            record.display_name()
+            "{ended}; the host was checked in (a failed handoff fails the checkout; \
+             `--keep-failed-handoff` keeps the host); the run's log ended:{shown}"
         ),
-    ))
+    )
 }

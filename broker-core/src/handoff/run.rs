@@ -408,6 +408,23 @@ pub fn status_of(record: &HostRecord) -> Mapping {
     .collect()
 }
 
+/// What to tell the user about a host kept although its handoff to `target` (its name) did not
+/// succeed (a checkout with `keep_failed_handoff`): what it is, why, and how to look, retry or give
+/// it back; `None` for a host handed off or never handed off.
+pub fn kept_notice(record: &HostRecord, target: &str) -> Option<String> {
+    let state = HandoffState::of(record).filter(|s| *s != HandoffState::HandedOff)?;
+    let host = record.display_name();
+    let reason = record
+        .get(fields::HANDOFF_ERROR)
+        .and_then(Value::as_str)
+        .unwrap_or("no reason given");
+    Some(format!(
+        "kept host {host} although its handoff to `{target}` ended {state} ({reason}): `broker \
+         handoff status {host}` shows its log, `broker handoff retry {host}` runs it again, \
+         `broker checkin {host}` gives the host back"
+    ))
+}
+
 /// Marks a record as being handed off to `target` (before the run starts, so a crash leaves it
 /// `handing_off`).
 pub fn mark_handing_off(record: &mut HostRecord, target: &Target) {
@@ -541,9 +558,17 @@ pub async fn undo(kind: &dyn Handoff, host: &Host, target: &Target) -> Result<()
 /// The time the small commands that make, fill and remove a [`PrivateDir`] may take.
 const FILE_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A directory only its owner can enter (`umask 077; mktemp -d`), made on the host for one run:
-/// scripts, metadata and secrets go in it, each file `chmod`ed as asked (0600 for secrets), and
-/// [`PrivateDir::remove`] deletes it with everything in it.
+/// What a [`PrivateDir`]'s name starts with, in the host's temporary directory.
+pub const PRIVATE_DIR_PREFIX: &str = "broker-handoff.";
+
+/// A directory only its owner can enter (`umask 077; mktemp -d`), made on the host for one run in
+/// its temporary directory (`$TMPDIR`, else `/tmp`): scripts, metadata and secrets go in it, each
+/// file `chmod`ed as asked (0600 for secrets), and [`PrivateDir::remove`] deletes it with
+/// everything in it.
+///
+/// Its errors say whether trying again could help: the session failing is a
+/// [`StepError::Transport`] (nothing ran yet), a command that ran and failed (`mktemp`, `chmod`)
+/// a [`StepError::Fatal`] — the host refused, and would again.
 #[derive(Debug)]
 pub struct PrivateDir<'a> {
     session: &'a dyn Session,
@@ -552,26 +577,37 @@ pub struct PrivateDir<'a> {
 }
 
 impl<'a> PrivateDir<'a> {
-    /// Makes the directory under `/tmp`.
+    /// Makes the directory in the host's temporary directory.
     ///
     /// # Errors
-    /// The session's error, or [`Error::Host`] when `mktemp` fails.
-    pub async fn create(session: &'a dyn Session, host: &str) -> Result<PrivateDir<'a>> {
+    /// [`StepError::Transport`] with the session's error; [`StepError::Fatal`] with an
+    /// [`Error::Host`] when `mktemp` fails or prints something else than a directory of its own.
+    pub async fn create(
+        session: &'a dyn Session,
+        host: &str,
+    ) -> std::result::Result<PrivateDir<'a>, StepError> {
         let made = session
             .execute(
-                "umask 077 && mktemp -d /tmp/broker-handoff.XXXXXXXX",
+                &format!(
+                    "umask 077 && mktemp -d \"${{TMPDIR:-/tmp}}/{PRIVATE_DIR_PREFIX}XXXXXXXX\""
+                ),
                 Some(FILE_COMMAND_TIMEOUT),
             )
-            .await?;
+            .await
+            .map_err(StepError::Transport)?;
         let path = made.stdout.trim();
-        if !made.success() || !path.starts_with("/tmp/broker-handoff.") || path.contains('\'') {
-            return Err(Error::host(
+        let named = path
+            .rsplit('/')
+            .next()
+            .is_some_and(|name| name.starts_with(PRIVATE_DIR_PREFIX));
+        if !made.success() || !path.starts_with('/') || !named || path.contains('\'') {
+            return Err(StepError::Fatal(Error::host(
                 host,
                 format!(
                     "cannot make a private directory for the handoff (`mktemp -d` said: {})",
                     made.stderr.trim()
                 ),
-            ));
+            )));
         }
         Ok(PrivateDir {
             session,
@@ -594,10 +630,19 @@ impl<'a> PrivateDir<'a> {
     /// path.
     ///
     /// # Errors
-    /// The session's error, or [`Error::Host`] when `chmod` fails.
-    pub async fn write(&self, name: &str, contents: &[u8], mode: u32) -> Result<String> {
+    /// [`StepError::Transport`] with the session's error; [`StepError::Fatal`] with an
+    /// [`Error::Host`] when `chmod` fails.
+    pub async fn write(
+        &self,
+        name: &str,
+        contents: &[u8],
+        mode: u32,
+    ) -> std::result::Result<String, StepError> {
         let path = self.file(name);
-        self.session.write_file(&path, contents).await?;
+        self.session
+            .write_file(&path, contents)
+            .await
+            .map_err(StepError::Transport)?;
         self.command(&format!("chmod {mode:o} '{path}'"), "setting the mode of")
             .await?;
         Ok(path)
@@ -608,22 +653,28 @@ impl<'a> PrivateDir<'a> {
     /// # Errors
     /// The session's error, or [`Error::Host`] when `rm` fails.
     pub async fn remove(self) -> Result<()> {
-        self.command(&format!("rm -rf -- '{}'", self.path), "removing")
+        match self
+            .command(&format!("rm -rf -- '{}'", self.path), "removing")
             .await
+        {
+            Ok(()) => Ok(()),
+            Err(StepError::Transport(e) | StepError::Fatal(e)) => Err(e),
+        }
     }
 
-    async fn command(&self, command: &str, doing: &str) -> Result<()> {
+    async fn command(&self, command: &str, doing: &str) -> std::result::Result<(), StepError> {
         let out = self
             .session
             .execute(command, Some(FILE_COMMAND_TIMEOUT))
-            .await?;
+            .await
+            .map_err(StepError::Transport)?;
         if out.success() {
             return Ok(());
         }
-        Err(Error::host(
+        Err(StepError::Fatal(Error::host(
             &self.host,
             format!("{doing} {}: {}", self.path, out.stderr.trim()),
-        ))
+        )))
     }
 }
 

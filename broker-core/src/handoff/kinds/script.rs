@@ -46,9 +46,7 @@ impl Handoff for Script {
         };
         let session = cx.session().await?;
         let host = cx.host.display_name();
-        let dir = PrivateDir::create(&*session, &host)
-            .await
-            .map_err(StepError::Transport)?;
+        let dir = PrivateDir::create(&*session, &host).await?;
         let ran = upload_and_run(cx, &*session, &dir, &files).await;
         let removed = dir.remove().await;
         if let Err(e) = &removed {
@@ -92,8 +90,9 @@ impl Files {
     }
 }
 
-/// Puts the files in `dir` and runs the script. Errors putting them are transport errors (nothing
-/// ran yet); an error running it is fatal (it may have done part of its work).
+/// Puts the files in `dir` and runs the script. A session failing while putting them is a transport
+/// error (nothing ran yet), the host refusing them (`chmod` failing) is fatal, as is an error running
+/// the script (it may have done part of its work).
 async fn upload_and_run(
     cx: &HandoffContext<'_>,
     session: &dyn Session,
@@ -101,22 +100,14 @@ async fn upload_and_run(
     files: &Files,
 ) -> Result<ExecOutput, StepError> {
     let data_path = match &files.data {
-        Some(data) => Some(
-            dir.write("data", data, 0o600)
-                .await
-                .map_err(StepError::Transport)?,
-        ),
+        Some(data) => Some(dir.write("data", data, 0o600).await?),
         None => None,
     };
     let metadata = metadata(cx, data_path.as_deref());
     let metadata_path = dir
         .write("metadata.json", metadata.as_bytes(), 0o600)
-        .await
-        .map_err(StepError::Transport)?;
-    let script_path = dir
-        .write("script", &files.script, 0o700)
-        .await
-        .map_err(StepError::Transport)?;
+        .await?;
+    let script_path = dir.write("script", &files.script, 0o700).await?;
     let command = format!("cd '{}' && '{script_path}' '{metadata_path}'", dir.path());
     cx.log.line(format!("running the script in {}", dir.path()));
     let out = session
@@ -232,7 +223,7 @@ mod tests {
         assert_eq!(
             seen.commands,
             [
-                "umask 077 && mktemp -d /tmp/broker-handoff.XXXXXXXX".to_owned(),
+                "umask 077 && mktemp -d \"${TMPDIR:-/tmp}/broker-handoff.XXXXXXXX\"".to_owned(),
                 format!("chmod 600 '{DIR}/metadata.json'"),
                 format!("chmod 700 '{DIR}/script'"),
                 format!("cd '{DIR}' && '{DIR}/script' '{DIR}/metadata.json'"),
@@ -272,6 +263,28 @@ mod tests {
             "{:?}",
             report.log
         );
+    }
+
+    #[tokio::test]
+    async fn a_host_refusing_the_files_fails_once_and_is_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let replies = vec![fake::status(1, "")];
+        let (report, seen) = run_with(&target(&dir), replies).await;
+        assert_eq!(
+            (report.state, report.attempts),
+            (HandoffState::Failed, 1),
+            "{report:?}"
+        );
+        assert!(
+            report
+                .last_error
+                .as_deref()
+                .unwrap()
+                .starts_with(&format!("host fake.example.com: setting the mode of {DIR}")),
+            "{report:?}"
+        );
+        assert_eq!(seen.connects, 1);
+        assert_eq!(seen.commands.last().unwrap(), &format!("rm -rf -- '{DIR}'"));
     }
 
     #[tokio::test]
