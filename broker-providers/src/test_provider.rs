@@ -652,6 +652,13 @@ mod tests {
         );
     }
 
+    fn local_session(root: &Path) -> LocalSession {
+        LocalSession {
+            host: "h1".into(),
+            root: root.to_owned(),
+        }
+    }
+
     /// Processes whose command line is `cmd` exactly, found through `/proc`.
     fn running(cmd: &str) -> usize {
         std::fs::read_dir("/proc")
@@ -668,10 +675,7 @@ mod tests {
     #[tokio::test]
     async fn a_timed_out_command_is_stopped_with_everything_it_started() {
         let dir = tempfile::tempdir().unwrap();
-        let session = LocalSession {
-            host: "h1".into(),
-            root: dir.path().to_owned(),
-        };
+        let session = local_session(dir.path());
         let err = session
             .execute("sleep 4711 & sleep 4712", Some(Duration::from_millis(500)))
             .await
@@ -686,10 +690,7 @@ mod tests {
     #[tokio::test]
     async fn a_command_makes_its_temporary_files_inside_the_host_and_the_path_reads_back() {
         let dir = tempfile::tempdir().unwrap();
-        let session = LocalSession {
-            host: "h1".into(),
-            root: dir.path().to_owned(),
-        };
+        let session = local_session(dir.path());
         let made = session.execute("mktemp -d", None).await.unwrap();
         let path = made.stdout.trim();
         assert!(
