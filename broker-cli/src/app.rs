@@ -799,6 +799,7 @@ async fn reap(broker: &Broker, a: ReapArgs, emitter: &mut Emitter) -> Result<i32
         .iter()
         .map(|r| {
             let result = match &r.result {
+                None if r.reason.is_skip() => "skipped".to_owned(),
                 None => "would check in".to_owned(),
                 Some(Ok(())) => "checked in".to_owned(),
                 Some(Err(e)) => {

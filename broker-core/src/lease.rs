@@ -174,6 +174,13 @@ pub enum ReapReason {
         /// When the provider made it.
         made: i64,
     },
+    /// Not a reason to give the host back but to leave it: its lease cannot be read
+    /// ([`HostRecord::unreadable_expire_time`]). A reap of ended leases reports such a host (its
+    /// result is `None`) so that someone mends the record; it never checks it in.
+    LeaseUnreadable {
+        /// The lease as the record has it.
+        value: String,
+    },
 }
 
 impl fmt::Display for ReapReason {
@@ -190,18 +197,30 @@ impl fmt::Display for ReapReason {
                 "no inventory record knows it; made {}",
                 crate::time::format_epoch(*made)
             ),
+            ReapReason::LeaseUnreadable { value } => write!(
+                f,
+                "its lease `{}: {value}` is not seconds since the epoch, so it never \
+                 ends; give it a new one (`broker extend HOST --lease 2h`) or check it in",
+                crate::record::fields::EXPIRE_TIME
+            ),
         }
     }
 }
 
 impl ReapReason {
-    /// A short name for programs: `lease-expired`, `owner-gone`, `orphan`.
+    /// A short name for programs: `lease-expired`, `owner-gone`, `orphan`, `lease-unreadable`.
     pub fn kind(&self) -> &'static str {
         match self {
             ReapReason::LeaseExpired { .. } => "lease-expired",
             ReapReason::OwnerGone { .. } => "owner-gone",
             ReapReason::Orphan { .. } => "orphan",
+            ReapReason::LeaseUnreadable { .. } => "lease-unreadable",
         }
+    }
+
+    /// Whether the reap leaves the host rather than giving it back ([`ReapReason::LeaseUnreadable`]).
+    pub fn is_skip(&self) -> bool {
+        matches!(self, ReapReason::LeaseUnreadable { .. })
     }
 }
 
@@ -330,6 +349,28 @@ pub fn select_for_reap(
     records
         .iter()
         .filter_map(|r| Some((r.clone(), reap_reason(r, now, scope, liveness)?)))
+        .collect()
+}
+
+/// The records of `records` a reap of ended leases (`scope.expired`) looks at and leaves because
+/// their lease cannot be read, in inventory order, unless [`reap_reason`] picks them for another
+/// reason (their owner is gone) — to be reported, never reaped.
+pub fn select_unreadable(
+    records: &[HostRecord],
+    now: i64,
+    scope: ReapScope,
+    liveness: &dyn Fn(&Owner) -> Liveness,
+) -> Vec<(HostRecord, ReapReason)> {
+    if !scope.expired {
+        return Vec::new();
+    }
+    records
+        .iter()
+        .filter(|r| reap_reason(r, now, scope, liveness).is_none())
+        .filter_map(|r| {
+            let value = r.unreadable_expire_time()?;
+            Some((r.clone(), ReapReason::LeaseUnreadable { value }))
+        })
         .collect()
 }
 
@@ -597,6 +638,40 @@ mod tests {
         );
         assert_eq!(picked(ReapScope::left_by(4343)), ["host4343 owner-gone"]);
         assert!(picked(ReapScope::left_by(3)).is_empty(), "process 3 runs");
+    }
+
+    #[test]
+    fn a_lease_that_cannot_be_read_is_reported_by_a_reap_of_ended_leases_never_reaped() {
+        let garbage = owned(3, ", _broker_expire_time: garbage");
+        let gone_guarded = owned(4242, ", _broker_guarded: true, _broker_expire_time: soon");
+        let fine = owned(3, &format!(", _broker_expire_time: {}", NOW + 60));
+        let records = [garbage.clone(), gone_guarded.clone(), fine];
+        assert_eq!(reason(&garbage), None, "never reaped for its lease");
+        let skipped = select_unreadable(&records, NOW, ReapScope::default(), &low_pids_live);
+        assert_eq!(
+            skipped,
+            [(
+                garbage.clone(),
+                ReapReason::LeaseUnreadable {
+                    value: "garbage".into()
+                }
+            )],
+            "the gone owner's host is reaped for that, not skipped"
+        );
+        assert!(skipped[0].1.is_skip());
+        assert_eq!(skipped[0].1.kind(), "lease-unreadable");
+        assert_eq!(
+            skipped[0].1.to_string(),
+            "its lease `_broker_expire_time: garbage` is not seconds since the epoch, so it never \
+             ends; give it a new one (`broker extend HOST --lease 2h`) or check it in"
+        );
+        assert_eq!(
+            select_for_reap(&records, NOW, ReapScope::default(), &low_pids_live),
+            [(gone_guarded, ReapReason::OwnerGone { pid: 4242 })]
+        );
+        for scope in [ReapScope::owner_gone(), ReapScope::left_by(3)] {
+            assert!(select_unreadable(&records, NOW, scope, &low_pids_live).is_empty());
+        }
     }
 
     #[test]

@@ -835,14 +835,17 @@ impl BrokerInner {
     ) -> Result<Vec<Reaped>> {
         let store = Arc::clone(&self.store);
         let records = blocking(move || store.list()).await?;
-        let picked = crate::lease::select_for_reap(
-            &records,
-            crate::time::now_epoch(),
-            scope,
-            &Owner::liveness,
-        );
+        let now = crate::time::now_epoch();
+        let picked = crate::lease::select_for_reap(&records, now, scope, &Owner::liveness);
+        // Reported, never reaped: a lease that cannot be read.
+        let skipped = crate::lease::select_unreadable(&records, now, scope, &Owner::liveness);
+        let skipped = skipped.into_iter().map(Reaped::picked);
         if dry_run || picked.is_empty() {
-            return Ok(picked.into_iter().map(Reaped::picked).collect());
+            return Ok(picked
+                .into_iter()
+                .map(Reaped::picked)
+                .chain(skipped)
+                .collect());
         }
         let me = Owner::current();
         let claims: Vec<(HostRecord, HostRecord)> = picked
@@ -861,7 +864,9 @@ impl BrokerInner {
             .filter(|((seen, _), _)| won.contains(&seen.id()))
             .map(|((_, claimed), (found, reason))| (claimed, (found, reason)))
             .unzip();
-        Ok(self.check_in_reaped(mine, reasons).await)
+        let mut reaped = self.check_in_reaped(mine, reasons).await;
+        reaped.extend(skipped);
+        Ok(reaped)
     }
 
     /// Checks in the `claimed` records of what a reap `picked` (one for one, in order) and says how
@@ -965,7 +970,11 @@ impl BrokerInner {
         };
         if let Some(reap) = reap {
             let reaped = self.reap(reap, false).await?;
-            return Ok(reaped.into_iter().map(outcome_of).collect());
+            return Ok(reaped
+                .into_iter()
+                .filter(|r| !r.reason.is_skip())
+                .map(outcome_of)
+                .collect());
         }
         let me = Owner::current();
         let records: Vec<HostRecord> = self

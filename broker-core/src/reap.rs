@@ -22,12 +22,13 @@ pub struct Reaped {
     pub record: HostRecord,
     /// Why it was picked.
     pub reason: ReapReason,
-    /// How its check-in went; `None` when nothing was done (a dry run).
+    /// How its check-in went; `None` when nothing was done: a dry run, or a host the reap leaves
+    /// ([`ReapReason::is_skip`]: its lease cannot be read).
     pub result: Option<Result<()>>,
 }
 
 impl Reaped {
-    /// A host a dry run picked.
+    /// A host a dry run picked, or one a reap leaves.
     pub(crate) fn picked((record, reason): (HostRecord, ReapReason)) -> Self {
         Reaped {
             record,
@@ -430,6 +431,24 @@ mod tests {
         assert!(outcomes.iter().all(|o| o.result.is_ok()));
         assert!(broker.inventory().list().unwrap().is_empty());
         assert_eq!(seen(dir.path()).checked_in, ["expired", "abandoned"]);
+    }
+
+    #[tokio::test]
+    async fn a_lease_that_cannot_be_read_is_reported_by_a_reap_and_never_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_with(dir.path(), "reap_on_start: false\n", None);
+        let mut garbage = left_by(Owner::current(), "garbage", HostState::Ready, false);
+        garbage.set(fields::EXPIRE_TIME, "garbage");
+        broker.inventory().put(&[garbage]).unwrap();
+        let reaped = broker.reap(ReapScope::expired(), false).await.unwrap();
+        assert_eq!(reaped.len(), 1);
+        assert!(reaped[0].reason.is_skip() && reaped[0].result.is_none());
+        // `recover` lists what it checked in: not a host it left.
+        for scope in [RecoverScope::Expired, RecoverScope::Reapable] {
+            assert!(broker.recover(scope).await.unwrap().is_empty(), "{scope:?}");
+        }
+        assert_eq!(names(&broker.inventory().list().unwrap()), ["garbage"]);
+        assert!(seen(dir.path()).checked_in.is_empty());
     }
 
     #[tokio::test]

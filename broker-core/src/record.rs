@@ -540,9 +540,26 @@ impl HostRecord {
         self.fields.get(fields::CHECKOUT_TIME)?.as_i64()
     }
 
-    /// When the local lease ends (seconds since the epoch), if one was recorded.
+    /// When the local lease ends (seconds since the epoch), if one was recorded and can be read: a
+    /// whole number, a number with a fraction (the Python broker's `time.time()`; the fraction is
+    /// dropped) or either written as text. A lease that is there and cannot be read is
+    /// [`HostRecord::unreadable_expire_time`].
     pub fn expire_time(&self) -> Option<i64> {
-        self.fields.get(fields::EXPIRE_TIME)?.as_i64()
+        epoch_seconds(self.fields.get(fields::EXPIRE_TIME)?)
+    }
+
+    /// The recorded lease end, as written, when it is there and cannot be read
+    /// (`_broker_expire_time: garbage`, edited by hand). Such a lease never ends by itself: the
+    /// inventory shows it as `unreadable`, and a reap of ended leases reports the host and leaves it.
+    pub fn unreadable_expire_time(&self) -> Option<String> {
+        let value = self
+            .fields
+            .get(fields::EXPIRE_TIME)
+            .filter(|v| !v.is_null())?;
+        epoch_seconds(value).is_none().then(|| {
+            crate::value::scalar_text(value)
+                .unwrap_or_else(|| crate::value::to_json(value).to_string())
+        })
     }
 
     /// What to call this host in messages: hostname, else name, else its identity.
@@ -569,6 +586,17 @@ impl FilterTarget for HostRecord {
     }
 }
 
+/// Seconds since the epoch in a `*_time` field: a whole number, else a finite number of no more than
+/// 15 digits before the point (fraction dropped), from a number or from text.
+fn epoch_seconds(value: &Value) -> Option<i64> {
+    if let Some(whole) = value.as_i64() {
+        return Some(whole);
+    }
+    let seconds = crate::value::scalar_f64(value)?;
+    // Safe to convert: finite and well inside i64.
+    (seconds.is_finite() && seconds.abs() < 1e15).then(|| seconds.floor() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,6 +613,33 @@ mod tests {
 
     fn record(yaml: &str) -> HostRecord {
         serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn a_lease_is_read_from_numbers_and_text_and_one_that_cannot_be_is_told_apart() {
+        let lease = |v: &str| {
+            let r = record(&format!("{{hostname: a, _broker_expire_time: {v}}}"));
+            (r.expire_time(), r.unreadable_expire_time())
+        };
+        assert_eq!(lease("1765804090"), (Some(1_765_804_090), None));
+        assert_eq!(
+            lease("1765804090.75"),
+            (Some(1_765_804_090), None),
+            "Python's time.time()"
+        );
+        assert_eq!(lease("'1765804090'"), (Some(1_765_804_090), None));
+        assert_eq!(lease("null"), (None, None));
+        assert_eq!(record("{hostname: a}").unreadable_expire_time(), None);
+        for (written, shown) in [
+            ("garbage", "garbage"),
+            ("'2026-11-26 12:00'", "2026-11-26 12:00"),
+            (".nan", ".nan"),
+            ("1e300", "1e300"),
+            ("[1, 2]", "[1,2]"),
+            ("true", "true"),
+        ] {
+            assert_eq!(lease(written), (None, Some(shown.to_owned())), "{written}");
+        }
     }
 
     #[test]

@@ -406,6 +406,58 @@ nicks:
     dir.ok(&["checkin", "--all"]);
 }
 
+/// A lease edited by hand into something that is no time: the inventory says it cannot be read, a
+/// reap of ended leases leaves the host and says why, in one line or in its JSON, and exits 0.
+#[test]
+fn a_lease_that_cannot_be_read_is_shown_and_skipped_not_reaped() {
+    let dir = BrokerDir::new(&format!("{SETTINGS}reap_on_start: false\n"));
+    dir.ok(&["checkout", "--test_action", "basic", "--lease", "1h"]);
+    let text = std::fs::read_to_string(dir.inventory_path()).unwrap();
+    let edited = text
+        .lines()
+        .map(|l| match l.split_once("_broker_expire_time: ") {
+            Some((indent, _)) => format!("{indent}_broker_expire_time: garbage\n"),
+            None => format!("{l}\n"),
+        })
+        .collect::<String>();
+    assert_ne!(edited, text);
+    std::fs::write(dir.inventory_path(), edited).unwrap();
+    let id = records(&dir)[0]["_broker_id"].as_str().unwrap().to_owned();
+    let name = records(&dir)[0]["hostname"].as_str().unwrap().to_owned();
+    let table = dir.ok(&["inventory"]);
+    let row = table.lines().find(|l| l.contains(&name)).unwrap();
+    assert!(row.trim_end().ends_with(" unreadable"), "{table}");
+    let detail = "its lease `_broker_expire_time: garbage` is not seconds since the epoch, so it \
+                  never ends; give it a new one (`broker extend HOST --lease 2h`) or check it in";
+    for args in [&["--expired"][..], &[], &["--dry-run"]] {
+        let mut full = vec!["reap"];
+        full.extend_from_slice(args);
+        assert_eq!(
+            dir.ok(&full),
+            format!("skipped {name}: {detail}\n"),
+            "{args:?}"
+        );
+        assert_eq!(
+            reaped(&dir, args),
+            [(
+                id.clone(),
+                "lease-unreadable".to_owned(),
+                "skipped".to_owned()
+            )],
+            "{args:?}"
+        );
+    }
+    assert_eq!(records(&dir).len(), 1, "left in the inventory");
+    assert_eq!(dir.provider_hosts().len(), 1, "left at the provider");
+    // Nothing else is skipped: a reap of what gone processes left says nothing of it.
+    assert!(reaped(&dir, &["--abandoned"]).is_empty());
+    // A new lease mends it.
+    dir.ok(&["extend", &id, "--lease", "2h"]);
+    assert!(records(&dir)[0]["_broker_expire_time"].as_i64().is_some());
+    assert!(reaped(&dir, &["--expired"]).is_empty());
+    dir.ok(&["checkin", "--all"]);
+}
+
 #[test]
 fn a_live_owners_hosts_are_never_touched() {
     let dir = BrokerDir::new(SETTINGS);

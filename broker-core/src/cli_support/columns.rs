@@ -108,16 +108,18 @@ pub fn humanize_times(value: &Value) -> Value {
 }
 
 /// The broker-only columns shown after the configured ones: state, age and what the lease has left
-/// (`1h 59m`, `expired`; see [`crate::lease::remaining`]).
+/// (`1h 59m`, `expired`; see [`crate::lease::remaining`]; `unreadable` for a lease that cannot be
+/// read).
 pub fn broker_columns(record: &HostRecord, now: i64) -> [String; 3] {
     let age = record
         .checkout_time()
         .map(|t| crate::time::format_duration_human((now - t).max(0) as u64))
         .unwrap_or_else(|| "-".into());
-    let lease = record
-        .expire_time()
-        .map(|at| crate::lease::remaining(at, now))
-        .unwrap_or_else(|| "-".into());
+    let lease = match (record.expire_time(), record.unreadable_expire_time()) {
+        (Some(at), _) => crate::lease::remaining(at, now),
+        (None, Some(_)) => "unreadable".into(),
+        (None, None) => "-".into(),
+    };
     [record.state().to_string(), age, lease]
 }
 
@@ -155,5 +157,22 @@ mod tests {
             FieldSpec::parse("_broker_args.workflow").render(&rec, &keys),
             "deploy-rhel"
         );
+    }
+
+    #[test]
+    fn the_lease_column_counts_down_and_says_when_a_lease_cannot_be_read() {
+        let now = 2_000_000_000;
+        let lease = |fields: &str| {
+            let rec: HostRecord =
+                serde_yaml::from_str(&format!("{{hostname: a{fields}}}")).unwrap();
+            broker_columns(&rec, now)[2].clone()
+        };
+        assert_eq!(
+            lease(&format!(", _broker_expire_time: {}", now + 7_140)),
+            "1h 59m"
+        );
+        assert_eq!(lease(&format!(", _broker_expire_time: {now}")), "expired");
+        assert_eq!(lease(", _broker_expire_time: garbage"), "unreadable");
+        assert_eq!(lease(""), "-");
     }
 }
