@@ -174,6 +174,8 @@ fn run(command: Command, log_level: Option<LogLevel>, emitter: &mut Emitter) -> 
 async fn dispatch(command: Command, settings: Settings, emitter: &mut Emitter) -> Result<i32> {
     match command {
         Command::Config(cmd) => config(cmd, &settings),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => crate::serve::serve(args, settings, emitter).await,
         command => {
             let broker = Broker::new(settings, broker_providers::registry())?;
             broker.set_origin(format!(
@@ -197,6 +199,8 @@ async fn dispatch(command: Command, settings: Settings, emitter: &mut Emitter) -
                 Command::Config(_) | Command::Completions { .. } | Command::Manpage { .. } => {
                     unreachable!("handled above")
                 }
+                #[cfg(feature = "serve")]
+                Command::Serve(_) => unreachable!("handled above"),
             }
         }
     }

@@ -129,6 +129,12 @@ pub enum Command {
         after_help = "Examples:\n  broker handoff run 0 --target bootstrap\n  broker handoff retry 0\n  broker handoff status 0 -o json"
     )]
     Handoff(HandoffCommand),
+    /// Serve the REST API (Razor's `/broker` routes and `/api/v1`) on 127.0.0.1, or manage its tokens.
+    #[cfg(feature = "serve")]
+    #[command(
+        after_help = "Examples:\n  broker serve token add ci --role write   (prints the token once)\n  broker serve --listen 127.0.0.1:8420\n  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8420/api/v1/hosts"
+    )]
+    Serve(ServeArgs),
     /// Print a shell completion script: `broker completions bash > /etc/bash_completion.d/broker`.
     #[command(hide = true)]
     Completions {
@@ -142,6 +148,66 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+/// `serve`.
+#[cfg(feature = "serve")]
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServeArgs {
+    /// The address to listen on; one other than loopback needs `--insecure` (TLS is not built yet).
+    #[arg(long, value_name = "ADDR:PORT", default_value = broker_server::DEFAULT_LISTEN)]
+    pub listen: std::net::SocketAddr,
+    /// Listen on an address other machines reach, without TLS (logs a warning).
+    #[arg(long)]
+    pub insecure: bool,
+    #[command(subcommand)]
+    pub command: Option<ServeCommand>,
+}
+
+/// `serve token`.
+#[cfg(feature = "serve")]
+#[derive(Debug, Subcommand)]
+pub enum ServeCommand {
+    /// The server's bearer tokens, kept hashed in the settings file.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `serve token add|list|remove`.
+#[cfg(feature = "serve")]
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token and print it (the only time it is shown; only its hash is stored).
+    Add {
+        /// The token's name (letters, digits, `-`, `_`).
+        name: String,
+        /// What it may do: read (GETs), write (also change targets, check out and in), admin (also tokens).
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+    /// List the tokens' names and roles (never the tokens).
+    List {
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Remove a token (a running server takes it until restarted).
+    Remove {
+        /// The token's name.
+        name: String,
+    },
+}
+
+/// A token's role.
+#[cfg(feature = "serve")]
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum RoleArg {
+    /// Every GET.
+    Read,
+    /// Also create, change and remove targets; check hosts out and in; extend.
+    Write,
+    /// Also list tokens.
+    Admin,
 }
 
 /// `handoff`.

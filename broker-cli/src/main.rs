@@ -7,6 +7,8 @@ mod logging;
 mod manual;
 mod output;
 mod report;
+#[cfg(feature = "serve")]
+mod serve;
 mod supervise;
 mod targets;
 mod terminal;

@@ -17,6 +17,8 @@ mod input;
 mod inventory_file;
 mod leases;
 mod secrets;
+#[cfg(feature = "serve")]
+mod serve;
 mod snapshots;
 mod ssh_agent;
 mod targets;

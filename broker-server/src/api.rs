@@ -1,0 +1,82 @@
+//! The routes: `GET /health` (no token), Razor's `/broker` routes ([`crate::razor`]) and the native
+//! API under `/api/v1`, each behind the role it needs.
+//!
+//! | Role | Routes |
+//! |---|---|
+//! | read | every `GET` (kinds, targets, hosts, operations, Razor's `GET /broker…`); `DELETE /broker` (405) |
+//! | write | create, change and remove targets; check out (`POST /api/v1/checkouts`), check in (`DELETE /api/v1/hosts/{id}`), extend |
+//! | admin | `GET /api/v1/tokens` |
+
+pub(crate) mod checkouts;
+pub(crate) mod hosts;
+pub mod operations;
+pub(crate) mod targets;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+
+use crate::auth::{HEALTH, authenticate, require};
+use crate::problem::Problem;
+use crate::razor;
+use crate::state::AppState;
+use crate::tokens::Role;
+
+/// Every route, with authentication, roles and the access log.
+pub(crate) fn router(state: AppState) -> Router {
+    let read = Router::new()
+        .route("/api/v1/kinds", get(targets::kinds))
+        .route("/api/v1/kinds/{name}", get(targets::kind))
+        .route("/api/v1/targets", get(targets::list))
+        .route("/api/v1/targets/{id}", get(targets::show))
+        .route("/api/v1/hosts", get(hosts::list))
+        .route("/api/v1/hosts/{id}", get(hosts::show))
+        .route("/api/v1/operations", get(checkouts::operations))
+        .route("/api/v1/operations/{id}", get(checkouts::operation))
+        .route("/broker", get(razor::list).delete(razor::remove_all))
+        .route("/broker/plugins", get(razor::plugins))
+        .route("/broker/{uuid}", get(razor::show))
+        .route_layer(from_fn_with_state(Role::Read, require));
+    let write = Router::new()
+        .route("/api/v1/targets", post(targets::create))
+        .route(
+            "/api/v1/targets/{id}",
+            axum::routing::patch(targets::change).delete(targets::remove),
+        )
+        .route("/api/v1/hosts/{id}", delete(hosts::checkin))
+        .route("/api/v1/hosts/{id}/extend", post(hosts::extend))
+        .route("/api/v1/checkouts", post(checkouts::start))
+        .route("/broker", post(razor::add))
+        .route("/broker/{uuid}", put(razor::update).delete(razor::remove))
+        .route_layer(from_fn_with_state(Role::Write, require));
+    let admin = Router::new()
+        .route("/api/v1/tokens", get(tokens))
+        .route_layer(from_fn_with_state(Role::Admin, require));
+    Router::new()
+        .route(HEALTH, get(health))
+        .merge(read)
+        .merge(write)
+        .merge(admin)
+        .fallback(not_found)
+        .layer(from_fn_with_state(state.clone(), authenticate))
+        .layer(from_fn(crate::access::log))
+        .with_state(state)
+}
+
+/// `GET /health`: 200 `{"status": "ok"}`, without a token.
+async fn health() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// `GET /api/v1/tokens` (admin): the tokens' names and roles.
+async fn tokens(State(state): State<AppState>) -> Response {
+    Json(state.tokens.list()).into_response()
+}
+
+async fn not_found() -> Response {
+    Problem::new(StatusCode::NOT_FOUND, "no such route; see docs/serve.md").into_response()
+}

@@ -1,0 +1,117 @@
+//! `POST /api/v1/checkouts`: a checkout as an operation (202 and the operation to poll; with
+//! `?wait=true`, 200 and the operation once it ended), and `GET /api/v1/operations[/{id}]`.
+
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use broker_core::CheckoutRequest;
+use serde::Deserialize;
+
+use crate::api::hosts::arguments;
+use crate::api::operations::Asked;
+use crate::body;
+use crate::problem::Problem;
+use crate::state::AppState;
+
+/// The body of `POST /api/v1/checkouts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Checkout {
+    nick: Option<String>,
+    #[serde(default)]
+    arguments: serde_json::Map<String, serde_json::Value>,
+    count: Option<usize>,
+    handoff: Option<String>,
+    #[serde(default)]
+    keep_failed_handoff: bool,
+}
+
+/// `POST /api/v1/checkouts[?wait=true]`.
+pub(crate) async fn start(State(state): State<AppState>, request: Request) -> Response {
+    let result = async {
+        let wait = wants_wait(&body::query(request.uri()))?;
+        let asked: Checkout = body::json(&body::read(&state, request).await?)?;
+        let (summary, checkout) = checkout_request(asked)?;
+        let entry = state
+            .operations
+            .start_checkout(&state.broker, summary, checkout);
+        if wait {
+            let done = entry.wait(state.options.wait_limit).await;
+            return Ok((StatusCode::OK, Json(done)).into_response());
+        }
+        let doc = entry.snapshot();
+        let location = format!("/api/v1/operations/{}", doc.id);
+        Ok::<_, Problem>(
+            (
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, location)],
+                Json(doc),
+            )
+                .into_response(),
+        )
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn wants_wait(query: &std::collections::BTreeMap<String, String>) -> Result<bool, Problem> {
+    match query.get("wait").map(String::as_str) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(Problem::field(
+            "wait",
+            format!("expected true or false, not `{other}`"),
+        )
+        .with_status(StatusCode::BAD_REQUEST)),
+    }
+}
+
+fn checkout_request(asked: Checkout) -> Result<(Asked, CheckoutRequest), Problem> {
+    if asked.nick.is_none() && asked.arguments.is_empty() {
+        return Err(Problem::field(
+            "arguments",
+            "give a nick or the provider's arguments (e.g. {\"test_action\": \"basic\"})",
+        ));
+    }
+    let count = asked.count.unwrap_or(1);
+    if count == 0 {
+        return Err(Problem::field("count", "the count must be at least 1"));
+    }
+    let mut request = CheckoutRequest::new()
+        .args(arguments(asked.arguments)?)
+        .count(count)
+        .keep_failed_handoff(asked.keep_failed_handoff);
+    if let Some(nick) = &asked.nick {
+        request = request.nick(nick);
+    }
+    if let Some(target) = &asked.handoff {
+        request = request.handoff(target);
+    }
+    let summary = Asked {
+        nick: asked.nick,
+        count,
+        handoff: asked.handoff,
+    };
+    Ok((summary, request))
+}
+
+/// `GET /api/v1/operations`.
+pub(crate) async fn operations(State(state): State<AppState>) -> Response {
+    Json(state.operations.list()).into_response()
+}
+
+/// `GET /api/v1/operations/{id}[?wait=true]`.
+pub(crate) async fn operation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let Some(entry) = state.operations.get(&id) else {
+        return Problem::not_found(format!("operation `{id}`")).into_response();
+    };
+    match wants_wait(&body::query(request.uri())) {
+        Ok(true) => Json(entry.wait(state.options.wait_limit).await).into_response(),
+        Ok(false) => Json(entry.snapshot()).into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}

@@ -1,0 +1,126 @@
+//! `/api/v1/hosts`: the inventory — list (`?filter=` in the inventory filter language), show,
+//! check in (`DELETE`), extend. Records come back with secret-looking fields masked.
+
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use broker_core::selection::filter_records;
+use broker_core::{Error, HostRecord, Mapping};
+use serde::Deserialize;
+
+use crate::body;
+use crate::problem::Problem;
+use crate::state::AppState;
+
+/// A record as the API shows it: every field, secret-looking ones masked.
+pub(crate) fn shown(record: &HostRecord) -> serde_json::Value {
+    broker_core::value::to_json(record.masked().as_ref())
+}
+
+/// `GET /api/v1/hosts[?filter=…]`.
+pub(crate) async fn list(State(state): State<AppState>, request: Request) -> Response {
+    let filter = body::query(request.uri()).remove("filter");
+    let records = state.broker.inventory().list().map_err(Problem::from);
+    let picked = records.and_then(|records| {
+        filter_records(records, filter.as_deref()).map_err(|e| match e {
+            Error::Filter(_) => {
+                Problem::field("filter", e.to_string()).with_status(StatusCode::BAD_REQUEST)
+            }
+            e => Problem::from(e),
+        })
+    });
+    match picked {
+        Ok(records) => Json(records.iter().map(shown).collect::<Vec<_>>()).into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// The record `key` names: its id, else its hostname or name when only one record has it.
+fn find(state: &AppState, key: &str) -> Result<HostRecord, Problem> {
+    let records = state.broker.inventory().list().map_err(Problem::from)?;
+    if let Some(record) = records.iter().find(|r| r.id().as_str() == key) {
+        return Ok(record.clone());
+    }
+    let mut named = records.into_iter().filter(|r| r.answers_to(key));
+    match (named.next(), named.next()) {
+        (Some(record), None) => Ok(record),
+        (Some(_), Some(_)) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            format!("more than one host is called `{key}`; use its id (`_broker_id`)"),
+        )),
+        (None, _) => Err(Problem::not_found(format!("host `{key}` in the inventory"))),
+    }
+}
+
+/// `GET /api/v1/hosts/{id}`.
+pub(crate) async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match find(&state, &id) {
+        Ok(record) => Json(shown(&record)).into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// `DELETE /api/v1/hosts/{id}`: checks the host in; 204 once it is.
+pub(crate) async fn checkin(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let record = match find(&state, &id) {
+        Ok(record) => record,
+        Err(problem) => return problem.into_response(),
+    };
+    let outcome = state.broker.checkin(vec![record], false).await;
+    match outcome.into_iter().next().map(|o| o.result) {
+        Some(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Some(Err(e)) => Problem::from(e).into_response(),
+        None => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the check-in gave no outcome",
+        )
+        .into_response(),
+    }
+}
+
+/// The body of `POST /api/v1/hosts/{id}/extend`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Extend {
+    /// Arguments of the provider's extend (AnsibleTower's `new_expire_time`).
+    #[serde(default)]
+    arguments: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `POST /api/v1/hosts/{id}/extend`: extends the host's lease at its provider; 200 and the
+/// record as it is then.
+pub(crate) async fn extend(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let result = async {
+        let bytes = body::read(&state, request).await?;
+        let asked: Extend = if bytes.is_empty() {
+            Extend::default()
+        } else {
+            body::json(&bytes)?
+        };
+        let record = find(&state, &id)?;
+        let args = arguments(asked.arguments)?;
+        let outcome = state.broker.extend(vec![record.clone()], args).await;
+        match outcome.into_iter().next().map(|o| o.result) {
+            Some(Ok(())) | None => {}
+            Some(Err(e)) => return Err(Problem::from(e)),
+        }
+        let now = find(&state, record.id().as_str()).unwrap_or(record);
+        Ok(Json(shown(&now)).into_response())
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// JSON arguments as the YAML mapping broker-core takes.
+pub(crate) fn arguments(
+    json: serde_json::Map<String, serde_json::Value>,
+) -> Result<Mapping, Problem> {
+    match broker_core::value::to_yaml(&json) {
+        broker_core::Value::Mapping(args) => Ok(args),
+        _ => Err(Problem::field("arguments", "expected an object")),
+    }
+}

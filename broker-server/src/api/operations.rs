@@ -1,0 +1,231 @@
+//! Checkouts run as operations: `POST /api/v1/checkouts` starts one and answers at once (202) with
+//! the operation, which a client polls at `/api/v1/operations/{id}` (or waits for).
+//!
+//! An operation runs on a task of its own, so a client that goes away stops nothing. The hosts it
+//! checks out stay in the inventory (their guards are kept) until a client checks them in. When
+//! the server stops, every operation under way is cancelled as Ctrl-C cancels `broker checkout`:
+//! what it made is given back, and what cannot be is left `pending` for `broker recover`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use broker_core::sync::lock;
+use broker_core::{Broker, Cancellation, CheckoutRequest, Result, Settings};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::problem::Problem;
+
+/// How many finished operations are kept to be read (the oldest go first).
+const KEEP_FINISHED: usize = 1000;
+
+/// Where an operation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperationState {
+    /// Under way.
+    Running,
+    /// Done: its hosts are checked out.
+    Succeeded,
+    /// Done: nothing is checked out (all or nothing); `error` says why.
+    Failed,
+}
+
+/// What a checkout was asked for, as the operation shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Asked {
+    /// The nick.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nick: Option<String>,
+    /// How many hosts.
+    pub count: usize,
+    /// The handoff target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<String>,
+}
+
+/// An operation as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Operation {
+    /// Its id: `o` and 16 hex digits.
+    pub id: String,
+    /// What it does: `checkout`.
+    pub kind: &'static str,
+    /// Where it is.
+    pub state: OperationState,
+    /// What was asked.
+    pub request: Asked,
+    /// When it started, seconds since the Unix epoch.
+    pub created: i64,
+    /// When it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished: Option<i64>,
+    /// The hosts checked out (their records, secrets masked), once it succeeded.
+    pub hosts: Vec<serde_json::Value>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Problem>,
+}
+
+/// One operation and the signal that it ended.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    doc: Mutex<Operation>,
+    done: watch::Sender<bool>,
+}
+
+impl Entry {
+    /// The operation as it is now.
+    pub(crate) fn snapshot(&self) -> Operation {
+        lock(&self.doc).clone()
+    }
+
+    /// Waits up to `limit` for the operation to end; the operation as it is then.
+    pub(crate) async fn wait(&self, limit: Duration) -> Operation {
+        let mut done = self.done.subscribe();
+        let _ = tokio::time::timeout(limit, done.wait_for(|d| *d)).await;
+        self.snapshot()
+    }
+
+    fn finish(&self, result: std::result::Result<Vec<serde_json::Value>, Problem>) {
+        {
+            let mut doc = lock(&self.doc);
+            doc.finished = Some(broker_core::time::now_epoch());
+            match result {
+                Ok(hosts) => {
+                    doc.state = OperationState::Succeeded;
+                    doc.hosts = hosts;
+                }
+                Err(problem) => {
+                    doc.state = OperationState::Failed;
+                    doc.error = Some(problem);
+                }
+            }
+        }
+        self.done.send_replace(true);
+    }
+}
+
+/// The server's operations: those under way and the last [`KEEP_FINISHED`] finished.
+#[derive(Debug)]
+pub struct Operations {
+    entries: Mutex<VecDeque<Arc<Entry>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    cancel: Cancellation,
+    stop_bound: Duration,
+}
+
+impl Operations {
+    /// No operations yet; a stop waits for those under way as long as a stopped checkout may take
+    /// (`cancel_timeout` + `checkin_timeout` of `settings`).
+    ///
+    /// # Errors
+    /// [`broker_core::Error::Configuration`] for timeouts that are not durations.
+    pub fn new(settings: &Settings) -> Result<Self> {
+        Ok(Operations {
+            entries: Mutex::new(VecDeque::new()),
+            tasks: Mutex::new(Vec::new()),
+            cancel: Cancellation::new(),
+            stop_bound: settings.cancel_timeout()? + settings.checkin_timeout()?,
+        })
+    }
+
+    /// Starts checking out `request` on `broker`.
+    pub(crate) fn start_checkout(
+        &self,
+        broker: &Broker,
+        asked: Asked,
+        request: CheckoutRequest,
+    ) -> Arc<Entry> {
+        let entry = Arc::new(Entry {
+            doc: Mutex::new(Operation {
+                id: operation_id(),
+                kind: "checkout",
+                state: OperationState::Running,
+                request: asked,
+                created: broker_core::time::now_epoch(),
+                finished: None,
+                hosts: Vec::new(),
+                error: None,
+            }),
+            done: watch::Sender::new(false),
+        });
+        let broker = broker.clone();
+        let request = request.cancel_with(&self.cancel);
+        let running = Arc::clone(&entry);
+        let task = tokio::spawn(async move {
+            let result = match broker.checkout(request).await {
+                Ok(guards) => Ok(guards
+                    .into_iter()
+                    .map(|guard| {
+                        let mut record = guard.keep().record().clone();
+                        // The inventory's record says its user holds it now, not a guard.
+                        record.remove(broker_core::lease::fields::GUARDED);
+                        crate::api::hosts::shown(&record)
+                    })
+                    .collect()),
+                Err(e) => Err(Problem::from(e)),
+            };
+            running.finish(result);
+        });
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+        drop(tasks);
+        let mut entries = lock(&self.entries);
+        entries.push_back(Arc::clone(&entry));
+        while entries.len() > KEEP_FINISHED {
+            let Some(oldest) = entries.iter().position(|e| *e.done.borrow()) else {
+                break;
+            };
+            entries.remove(oldest);
+        }
+        entry
+    }
+
+    /// The operation `id`.
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        lock(&self.entries)
+            .iter()
+            .find(|e| lock(&e.doc).id == id)
+            .cloned()
+    }
+
+    /// Every operation kept, oldest first.
+    pub(crate) fn list(&self) -> Vec<Operation> {
+        lock(&self.entries).iter().map(|e| e.snapshot()).collect()
+    }
+
+    /// Stops every operation under way (each gives back what it made).
+    pub(crate) fn cancel_all(&self) {
+        self.cancel.cancel();
+    }
+
+    /// How long a stop waits for operations under way.
+    pub(crate) fn stop_bound(&self) -> Duration {
+        self.stop_bound
+    }
+
+    /// Waits up to `limit` for every operation's task to end.
+    pub(crate) async fn wait_all(&self, limit: Duration) {
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.tasks));
+        let all = async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!(
+                "checkouts still under way after {limit:?}; what they left is `pending` for \
+                 `broker recover`"
+            );
+        }
+    }
+}
+
+fn operation_id() -> String {
+    let id = broker_core::RecordId::generate();
+    format!("o{}", &id.as_str()[1..])
+}
