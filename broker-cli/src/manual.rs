@@ -131,6 +131,20 @@ mod tests {
                     .map(|c| format!("broker-{verb}-{}.1", c.get_name())),
             );
         }
+        // `serve token` has verbs of its own, each with its page.
+        #[cfg(feature = "serve")]
+        {
+            let token = command
+                .find_subcommand("serve")
+                .and_then(|serve| serve.find_subcommand("token"))
+                .unwrap();
+            expected.push("broker-serve-token.1".to_owned());
+            expected.extend(
+                token
+                    .get_subcommands()
+                    .map(|c| format!("broker-serve-token-{}.1", c.get_name())),
+            );
+        }
         expected.sort();
         assert_eq!(written, expected);
         let checkout = std::fs::read_to_string(dir.path().join("man1/broker-checkout.1")).unwrap();
