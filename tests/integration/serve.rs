@@ -629,8 +629,18 @@ fn serve_a_target_a_nick_or_host_names_is_not_removed() {
     );
     assert_eq!(s.get("/api/v1/targets/hook").status, 200, "still there");
 
-    // A host handed to it (a checkout through the nick) keeps it too, once the nick lets go.
-    let out = s.send("POST", "/api/v1/checkouts?wait=true", &json!({"nick": "N"}));
+    // A host handed to a target no nick names keeps it too, until the host is checked in.
+    let spare = s.send(
+        "POST",
+        "/api/v1/targets",
+        &json!({"name": "spare", "kind": "noop"}),
+    );
+    let spare_id = spare.json()["id"].as_str().unwrap().to_owned();
+    let out = s.send(
+        "POST",
+        "/api/v1/checkouts?wait=true",
+        &json!({"arguments": {"test_action": "basic"}, "handoff": "spare"}),
+    );
     assert_eq!(out.json()["state"], "succeeded", "{out:?}");
     let host = out.json()["hosts"][0]["_broker_id"]
         .as_str()
@@ -638,23 +648,25 @@ fn serve_a_target_a_nick_or_host_names_is_not_removed() {
         .to_owned();
     assert_eq!(
         out.json()["hosts"][0]["_broker_handoff_target"],
-        id.as_str()
+        spare_id.as_str()
     );
-    std::fs::write(
-        s.dir.path().join("broker_settings.yaml"),
-        format!("{SETTINGS}serve: {{tokens: {{}}}}\n"),
-    )
-    .unwrap();
     let held = s
         .server
-        .call("DELETE", "/api/v1/targets/hook", &s.write, "");
+        .call("DELETE", "/api/v1/targets/spare", &s.write, "");
     assert_eq!(held.status, 409, "{held:?}");
-    assert_eq!(
-        s.server
-            .call("DELETE", &format!("/api/v1/hosts/{host}"), &s.write, "")
-            .status,
-        204
+    assert!(
+        held.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is still used by host"),
+        "{held:?}"
     );
+    let path = format!("/api/v1/hosts/{host}");
+    assert_eq!(s.server.call("DELETE", &path, &s.write, "").status, 204);
+    let freed = s
+        .server
+        .call("DELETE", "/api/v1/targets/spare", &s.write, "");
+    assert_eq!(freed.status, 204, "{freed:?}");
     s.dir.assert_nothing_out();
 }
 
