@@ -38,7 +38,7 @@ pub(crate) fn ok(stdout: &str) -> Result<ExecOutput> {
     })
 }
 
-#[cfg(feature = "handoff-script")]
+#[cfg(any(feature = "handoff-script", feature = "handoff-puppet"))]
 pub(crate) fn status(status: i32, stdout: &str) -> Result<ExecOutput> {
     Ok(ExecOutput {
         stdout: stdout.to_owned(),
@@ -123,4 +123,27 @@ pub(crate) fn with(
         .config
         .insert(key, crate::handoff::ConfigValue::new(value, secret));
     target
+}
+
+/// The private directory the fake host's `mktemp -d` answers with.
+#[cfg(any(feature = "handoff-script", feature = "handoff-puppet"))]
+pub(crate) const DIR: &str = "/tmp/broker-handoff.abc";
+
+/// Runs `kind` for `target` on a fake host whose `mktemp -d` answers [`DIR`], then `replies`; the
+/// report and what the host saw.
+#[cfg(any(feature = "handoff-script", feature = "handoff-puppet"))]
+pub(crate) async fn run_in_private_dir(
+    kind: &dyn crate::handoff::Handoff,
+    target: &crate::handoff::Target,
+    replies: Vec<Result<ExecOutput>>,
+) -> (crate::handoff::RunReport, Script) {
+    let mut replies: VecDeque<_> = replies.into();
+    replies.push_front(ok(&format!("{DIR}\n")));
+    let (host, seen) = host(Script {
+        replies,
+        ..Script::default()
+    });
+    let report = crate::handoff::run::run(kind, &host, target).await.unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    (report, seen)
 }

@@ -276,12 +276,18 @@ mod tests {
 
     #[test]
     fn the_walk_reasks_invalid_values_skips_optional_ones_and_keeps_defaults() {
-        let asker = Scripted::new(&["---invalid-hostname---", "p.example.com", "SKIP"]);
+        let asker = Scripted::new(&[
+            "---invalid-hostname---",
+            "p.example.com",
+            "SKIP",
+            "SKIP",
+            "SKIP",
+        ]);
         let values = ask_config(&PUPPET, &asker, &TargetConfig::default()).unwrap();
         assert_eq!(values.len(), 1);
         assert_eq!(values["server"].expose(), "p.example.com");
         let asked = asker.asked.lock().unwrap();
-        assert_eq!(asked.len(), 3);
+        assert_eq!(asked.len(), 5);
         assert!(asked[0].0.starts_with(
             "Host name of the Puppet server, also the CA server; empty for Puppet's default \
              (example: puppet.example.com)\ndefault: \"\"|server (SKIP to skip, QUIT to cancel): "

@@ -1,10 +1,14 @@
-//! The handoff kinds broker brings: `noop` always, `script` with the `handoff-script` feature.
+//! The handoff kinds broker brings: `noop` always, `script` with the `handoff-script` feature,
+//! `puppet` with `handoff-puppet`.
 //! Kinds that need a client of their own (a configuration-management server's) each sit behind a
 //! feature of their own.
 
 pub mod noop;
+#[cfg(feature = "handoff-puppet")]
+pub mod puppet;
 #[cfg(feature = "handoff-script")]
 pub mod script;
+pub mod shell;
 
 use std::sync::Arc;
 
@@ -15,5 +19,7 @@ pub fn builtin() -> HandoffRegistry {
     let registry = HandoffRegistry::new().with(Arc::new(noop::Noop));
     #[cfg(feature = "handoff-script")]
     let registry = registry.with(Arc::new(script::Script));
+    #[cfg(feature = "handoff-puppet")]
+    let registry = registry.with(Arc::new(puppet::Puppet));
     registry
 }

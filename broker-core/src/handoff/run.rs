@@ -555,6 +555,37 @@ pub async fn undo(kind: &dyn Handoff, host: &Host, target: &Target) -> Result<()
     }
 }
 
+/// Runs `command` (`what` names it: "the handoff script") on the host within the run timeout, and
+/// logs its output and exit status.
+///
+/// # Errors
+/// [`StepError::Fatal`], whatever went wrong: the command may have done part of its work. After
+/// the run timeout its processes are stopped and the error says so.
+pub async fn execute_logged(
+    cx: &HandoffContext<'_>,
+    session: &dyn Session,
+    command: &str,
+    what: &str,
+) -> std::result::Result<crate::session::ExecOutput, StepError> {
+    let out = session
+        .execute(command, Some(cx.run_timeout))
+        .await
+        .map_err(|e| match e {
+            Error::Timeout { after, .. } => StepError::Fatal(Error::Timeout {
+                operation: format!(
+                    "{what} on {} (its processes were stopped)",
+                    cx.host.display_name()
+                ),
+                after,
+            }),
+            other => StepError::Fatal(other),
+        })?;
+    cx.log.line(&out.stdout);
+    cx.log.line(&out.stderr);
+    cx.log.line(format!("exit status {}", out.status));
+    Ok(out)
+}
+
 /// The time the small commands that make, fill and remove a [`PrivateDir`] may take.
 const FILE_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -659,6 +690,17 @@ impl<'a> PrivateDir<'a> {
         {
             Ok(()) => Ok(()),
             Err(StepError::Transport(e) | StepError::Fatal(e)) => Err(e),
+        }
+    }
+
+    /// Deletes the directory as [`PrivateDir::remove`] does; when that fails, says so in `log`
+    /// and as a warning, and the run's outcome stands.
+    pub async fn remove_or_warn(self, log: &RunLog) {
+        let host = self.host.clone();
+        if let Err(e) = self.remove().await {
+            let why = crate::error::chain(&e);
+            tracing::warn!(host = %host, "a handoff left its files on the host: {why}");
+            log.line(format!("could not remove the handoff's files: {why}"));
         }
     }
 
@@ -892,7 +934,7 @@ mod tests {
     #[test]
     fn an_unknown_kind_is_a_user_error_naming_the_kinds_there_are() {
         let registry = crate::handoff::kinds::builtin();
-        let err = registry.get("puppet").unwrap_err();
+        let err = registry.get("salt").unwrap_err();
         assert_eq!(err.exit_code(), Error::user("").exit_code());
         assert!(err.to_string().contains("it has: noop"), "{err}");
         assert_eq!(registry.get("noop").unwrap().name(), "noop");

@@ -93,6 +93,11 @@ impl Validation {
         accepts: "a version such as 7.23.0 or 3.0.1_rc1, or empty for the latest",
         check: |v| v.is_empty() || is_gem_version(v),
     };
+    /// A TCP port (1 to 65535), or empty for the default.
+    pub const PORT_OR_EMPTY: Validation = Validation {
+        accepts: "a port number from 1 to 65535, or empty",
+        check: |v| v.is_empty() || v.parse::<u16>().is_ok_and(|port| port > 0),
+    };
     /// `1.2.3` with an optional suffix after a dot (Razor's chef `chef_version`).
     pub const RELEASE_VERSION: Validation = Validation {
         accepts: "a version such as 18.2.7",
@@ -155,7 +160,7 @@ fn is_word_char(c: char) -> bool {
 }
 
 /// Dot-separated labels of ASCII letters, digits and inner dashes (RFC 1123).
-fn is_hostname(v: &str) -> bool {
+pub(crate) fn is_hostname(v: &str) -> bool {
     v.len() <= 253
         && v.split('.').all(|label| {
             !label.is_empty()
@@ -527,6 +532,24 @@ pub const PUPPET: KindSchema = KindSchema {
                 "Puppet version to install when the agent is absent; empty for the latest",
             )
         },
+        KeySpec {
+            example: Some("8140"),
+            validation: Validation::PORT_OR_EMPTY,
+            ..KeySpec::new(
+                "server_port",
+                "Port of the Puppet server, also the CA's; optional, empty for Puppet's default 8140",
+            )
+        },
+        KeySpec {
+            example: Some(
+                "ssh puppet.example.com sudo puppetserver ca clean --certname \"$BROKER_PUPPET_CERTNAME\"",
+            ),
+            ..KeySpec::new(
+                "ca_clean_command",
+                "Command run on this machine at check-in to clean the node's certificate from the CA \
+                 (its name in $BROKER_PUPPET_CERTNAME); optional: without it the certificate stays",
+            )
+        },
     ],
 };
 
@@ -693,6 +716,27 @@ mod tests {
     }
 
     #[test]
+    fn puppet_server_port_is_a_port_or_empty() {
+        for good in ["", "8140", "1", "65535"] {
+            PUPPET.validate(values(&[("server_port", good)])).unwrap();
+        }
+        for bad in ["0", "65536", "81 40", "-1", "http"] {
+            assert_eq!(
+                message(PUPPET.validate(values(&[("server_port", bad)]))),
+                format!(
+                    "invalid value `{bad}` for key `server_port`: expected a port number from 1 \
+                     to 65535, or empty"
+                )
+            );
+        }
+        let config = PUPPET.validate(BTreeMap::new()).unwrap();
+        assert_eq!(
+            (config.text("server_port"), config.text("ca_clean_command")),
+            (None, None)
+        );
+    }
+
+    #[test]
     fn defaults_fill_keys_not_given_and_optional_keys_stay_unset() {
         let config = SCRIPT.validate(values(&[("script", "./s.sh")])).unwrap();
         assert_eq!(
@@ -712,8 +756,9 @@ mod tests {
         );
         assert_eq!(
             message(PUPPET.validate(values(&[("colour", "red")]))),
-            "unknown key `colour` for kind `puppet`; its keys are server, broker_version (and the \
-             run keys: connect_timeout, run_timeout, retries, retry_delay, rechecks, recheck_interval)"
+            "unknown key `colour` for kind `puppet`; its keys are server, broker_version, \
+             server_port, ca_clean_command (and the run keys: connect_timeout, run_timeout, \
+             retries, retry_delay, rechecks, recheck_interval)"
         );
         assert_eq!(
             message(NOOP.validate(values(&[("x", "1")]))),

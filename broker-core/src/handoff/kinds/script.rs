@@ -12,8 +12,9 @@
 
 use serde_json::json;
 
-use crate::error::Error;
-use crate::handoff::run::{Handoff, HandoffContext, Outcome, PrivateDir, StepError, setting};
+use crate::handoff::run::{
+    Handoff, HandoffContext, Outcome, PrivateDir, StepError, execute_logged, setting,
+};
 use crate::handoff::target::Target;
 use crate::session::{ExecOutput, Session};
 
@@ -48,14 +49,7 @@ impl Handoff for Script {
         let host = cx.host.display_name();
         let dir = PrivateDir::create(&*session, &host).await?;
         let ran = upload_and_run(cx, &*session, &dir, &files).await;
-        let removed = dir.remove().await;
-        if let Err(e) = &removed {
-            tracing::warn!(host = %host, "a handoff left its files on the host: {}", crate::error::chain(e));
-            cx.log.line(format!(
-                "could not remove the handoff's files: {}",
-                crate::error::chain(e)
-            ));
-        }
+        dir.remove_or_warn(cx.log).await;
         Ok(judge(cx.target, &ran?))
     }
 }
@@ -110,23 +104,7 @@ async fn upload_and_run(
     let script_path = dir.write("script", &files.script, 0o700).await?;
     let command = format!("cd '{}' && '{script_path}' '{metadata_path}'", dir.path());
     cx.log.line(format!("running the script in {}", dir.path()));
-    let out = session
-        .execute(&command, Some(cx.run_timeout))
-        .await
-        .map_err(|e| match e {
-            Error::Timeout { after, .. } => StepError::Fatal(Error::Timeout {
-                operation: format!(
-                    "the handoff script on {} (its processes were stopped)",
-                    cx.host.display_name()
-                ),
-                after,
-            }),
-            other => StepError::Fatal(other),
-        })?;
-    cx.log.line(&out.stdout);
-    cx.log.line(&out.stderr);
-    cx.log.line(format!("exit status {}", out.status));
-    Ok(out)
+    execute_logged(cx, session, &command, "the handoff script").await
 }
 
 /// The metadata file's content: the host, the target and its whole configuration (secrets
@@ -181,10 +159,9 @@ fn judge(target: &Target, out: &ExecOutput) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handoff::fake::{self, Script as Host};
+    use crate::error::Error;
+    use crate::handoff::fake::{self, DIR, Script as Host};
     use crate::handoff::run::{self, HandoffState, RunReport};
-
-    const DIR: &str = "/tmp/broker-handoff.abc";
 
     fn target(dir: &tempfile::TempDir) -> Target {
         let script = dir.path().join("hand-off.sh");
@@ -204,15 +181,7 @@ mod tests {
         target: &Target,
         replies: Vec<crate::error::Result<ExecOutput>>,
     ) -> (RunReport, Host) {
-        let mut replies: std::collections::VecDeque<_> = replies.into();
-        replies.push_front(fake::ok(&format!("{DIR}\n")));
-        let (host, seen) = fake::host(Host {
-            replies,
-            ..Host::default()
-        });
-        let report = run::run(&Script, &host, target).await.unwrap();
-        let seen = std::mem::take(&mut *seen.lock().unwrap());
-        (report, seen)
+        fake::run_in_private_dir(&Script, target, replies).await
     }
 
     #[tokio::test]
