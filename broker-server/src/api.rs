@@ -3,13 +3,14 @@
 //!
 //! | Role | Routes |
 //! |---|---|
-//! | read | every `GET` (kinds, targets, hosts, operations, Razor's `GET /broker…`); `DELETE /broker` (405) |
-//! | write | create, change and remove targets; check out (`POST /api/v1/checkouts`), check in (`DELETE /api/v1/hosts/{id}`), extend |
+//! | read | every `GET` (kinds, targets, hosts and their handoffs, providers and their queries, operations, Razor's `GET /broker…`); `DELETE /broker` (405) |
+//! | write | create, change and remove targets; check out (`POST /api/v1/checkouts`), check in (`DELETE /api/v1/hosts/{id}`), extend, hand off |
 //! | admin | `GET /api/v1/tokens` |
 
 pub(crate) mod checkouts;
 pub(crate) mod hosts;
 pub mod operations;
+pub(crate) mod providers;
 pub(crate) mod targets;
 
 use axum::Json;
@@ -35,6 +36,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/targets/{id}", get(targets::show))
         .route("/api/v1/hosts", get(hosts::list))
         .route("/api/v1/hosts/{id}", get(hosts::show))
+        .route("/api/v1/hosts/{id}/handoff", get(hosts::handoff_status))
+        .route("/api/v1/providers", get(providers::list))
+        .route("/api/v1/providers/{name}", get(providers::query))
         .route("/api/v1/operations", get(checkouts::operations))
         .route("/api/v1/operations/{id}", get(checkouts::operation))
         .route("/broker", get(razor::list).delete(razor::remove_all))
@@ -49,6 +53,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/api/v1/hosts/{id}", delete(hosts::checkin))
         .route("/api/v1/hosts/{id}/extend", post(hosts::extend))
+        .route("/api/v1/hosts/{id}/handoff", post(hosts::handoff_run))
         .route("/api/v1/checkouts", post(checkouts::start))
         .route("/broker", post(razor::add))
         .route("/broker/{uuid}", put(razor::update).delete(razor::remove))

@@ -142,6 +142,9 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("GET", "/api/v1/targets/nope", "read", ""),
     ("GET", "/api/v1/hosts", "read", ""),
     ("GET", "/api/v1/hosts/nope", "read", ""),
+    ("GET", "/api/v1/hosts/nope/handoff", "read", ""),
+    ("GET", "/api/v1/providers", "read", ""),
+    ("GET", "/api/v1/providers/TestProvider", "read", ""),
     ("GET", "/api/v1/operations", "read", ""),
     ("GET", "/api/v1/operations/nope", "read", ""),
     ("GET", "/broker", "read", ""),
@@ -153,6 +156,7 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("DELETE", "/api/v1/targets/nope", "write", ""),
     ("DELETE", "/api/v1/hosts/nope", "write", ""),
     ("POST", "/api/v1/hosts/nope/extend", "write", "{}"),
+    ("POST", "/api/v1/hosts/nope/handoff", "write", "{}"),
     ("POST", "/api/v1/checkouts", "write", "{}"),
     ("POST", "/broker", "write", "{}"),
     ("PUT", "/broker/nope", "write", "{}"),
@@ -929,4 +933,95 @@ fn serve_sigterm_mid_checkout_gives_back_what_it_made_and_leaves_nothing() {
     // Nothing is left for `recover` either.
     dir.ok(&["recover", "--all"]);
     dir.assert_nothing_out();
+}
+
+#[test]
+fn serve_hosts_are_handed_off_and_providers_answer_discovery_queries() {
+    let s = Setup::new(SETTINGS);
+    let hook = s.send(
+        "POST",
+        "/api/v1/targets",
+        &json!({"name": "hook", "kind": "noop"}),
+    );
+    let hook_id = hook.json()["id"].as_str().unwrap().to_owned();
+    let out = s.send("POST", "/api/v1/checkouts?wait=true", &json!({"nick": "N"}));
+    let id = out.json()["hosts"][0]["_broker_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = |id: &str| s.get(&format!("/api/v1/hosts/{id}/handoff"));
+    assert_eq!((status(&id).status, status(&id).json()), (200, json!({})));
+    let path = format!("/api/v1/hosts/{id}/handoff");
+    let refused = |body: Value| {
+        let answer = s.send("POST", &path, &body);
+        assert_eq!(answer.status, 422, "{body}: {answer:?}");
+        assert_eq!(answer.json()["errors"][0]["field"], "target", "{answer:?}");
+        answer.json()["detail"].as_str().unwrap().to_owned()
+    };
+    refused(json!({}));
+    let unknown = refused(json!({"target": "hok"}));
+    assert!(
+        unknown.contains("unknown handoff target `hok`"),
+        "{unknown}"
+    );
+
+    let ran = s.send("POST", &path, &json!({"target": "hook"}));
+    assert_eq!(ran.status, 200, "{ran:?}");
+    let report = ran.json();
+    assert_eq!(report["_broker_handoff_state"], "handed_off", "{report}");
+    assert_eq!(report["_broker_handoff_target"], hook_id.as_str());
+    let now = status(&id).json();
+    assert_eq!(now["_broker_handoff_state"], "handed_off", "{now}");
+    assert_eq!(now["_broker_handoff_target"], hook_id.as_str());
+    assert_eq!(
+        s.get(&format!("/api/v1/hosts/{id}")).json()["_broker_handoff_state"],
+        "handed_off"
+    );
+    refused(json!({"retry": true}));
+    let again = s.send("POST", &path, &json!({}));
+    assert_eq!(
+        again.json()["_broker_handoff_state"],
+        "handed_off",
+        "to the target it had"
+    );
+    assert_eq!(status("nope").status, 404);
+
+    let providers = s.get("/api/v1/providers").json();
+    let test = providers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "TestProvider")
+        .unwrap()
+        .clone();
+    assert_eq!(test["instances"], json!(["local"]));
+    assert_eq!(test["actions"], json!(["test_action"]));
+    let names = s.get("/api/v1/providers/TestProvider").json();
+    let hostname = s.get(&format!("/api/v1/hosts/{id}")).json()["name"].clone();
+    assert_eq!(names, json!([hostname]));
+    let most = s.get("/api/v1/providers/TestProvider?checkins");
+    assert_eq!(
+        (most.status, most.json()),
+        (200, json!({"most_at_once": 0}))
+    );
+    let limited = s.get("/api/v1/providers/TestProvider?results_limit=0");
+    assert_eq!(limited.json(), json!([]));
+    let bad = s.get("/api/v1/providers/TestProvider?chekins");
+    assert_eq!(
+        (bad.status, bad.json()["errors"][0]["field"].clone()),
+        (400, json!("query"))
+    );
+    assert!(
+        bad.json()["detail"].as_str().unwrap().contains("checkins"),
+        "{bad:?}"
+    );
+    assert_eq!(s.get("/api/v1/providers/Nope").status, 404);
+
+    assert_eq!(
+        s.server
+            .call("DELETE", &format!("/api/v1/hosts/{id}"), &s.write, "")
+            .status,
+        204
+    );
+    s.dir.assert_nothing_out();
 }

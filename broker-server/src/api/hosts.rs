@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use broker_core::handoff::run::{status_of, target_of};
 use broker_core::selection::filter_records;
 use broker_core::{Error, HostRecord, Mapping};
 use serde::Deserialize;
@@ -123,4 +124,58 @@ pub(crate) fn arguments(
         broker_core::Value::Mapping(args) => Ok(args),
         _ => Err(Problem::field("arguments", "expected an object")),
     }
+}
+
+/// `GET /api/v1/hosts/{id}/handoff`: the host's handoff — target, state, attempts, last error and
+/// log (`broker handoff status`); `{}` when it was never handed off.
+pub(crate) async fn handoff_status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Response {
+    match find(&state, &id) {
+        Ok(record) => Json(broker_core::value::to_json(&status_of(&record))).into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// The body of `POST /api/v1/hosts/{id}/handoff`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandOff {
+    /// The target (id or name); default: the one the host was last handed to.
+    target: Option<String>,
+    /// A retry of a handoff that did not succeed (refused for a host handed off).
+    #[serde(default)]
+    retry: bool,
+}
+
+/// `POST /api/v1/hosts/{id}/handoff`: hands the host to a target (`broker handoff run|retry`) and
+/// answers when the run ends: 200 and how it went (a failed handoff is a report, not an error).
+pub(crate) async fn handoff_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let result = async {
+        let bytes = body::read(&state, request).await?;
+        let asked: HandOff = if bytes.is_empty() {
+            HandOff::default()
+        } else {
+            body::json(&bytes)?
+        };
+        let record = find(&state, &id)?;
+        let target = target_of(&record, asked.target.as_deref(), asked.retry)
+            .map_err(|e| Problem::field("target", e.to_string()))?;
+        let host = state.broker.attach(record).map_err(Problem::from)?;
+        let report = state
+            .broker
+            .handoff(&host, &target)
+            .await
+            .map_err(|e| match e {
+                Error::User { .. } => Problem::field("target", e.to_string()),
+                e => Problem::from(e),
+            })?;
+        Ok::<_, Problem>(Json(broker_core::value::to_json(&report.to_mapping())).into_response())
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
 }
