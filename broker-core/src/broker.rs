@@ -950,4 +950,95 @@ mod tests {
         );
         assert_eq!(broker.inventory().list().unwrap().len(), 1);
     }
+
+    /// Lists one host broker made that no record knows, one a record knows, and one made by hand;
+    /// records what it checks in (in `LISTING_CHECKINS`: one test uses it).
+    #[derive(Debug)]
+    struct Listing;
+
+    const LISTING_KNOWN: &str = "h00000000000000a1";
+    static LISTING_CHECKINS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    #[async_trait::async_trait]
+    impl Provider for Listing {
+        fn name(&self) -> &str {
+            "Listing"
+        }
+        fn instance(&self) -> Option<&str> {
+            None
+        }
+        async fn checkout(&self, _ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+            Err(self.not_implemented("checkout"))
+        }
+        async fn checkin(&self, host: &HostRecord) -> Result<()> {
+            let name = host.hostname().unwrap_or_default().to_owned();
+            crate::sync::lock(&LISTING_CHECKINS).push(name);
+            Ok(())
+        }
+        async fn inventory(&self, _filter: Option<&str>) -> Result<Vec<HostRecord>> {
+            let made = crate::time::now_epoch() - 3600;
+            let host = |hostname: &str, id: Option<&str>| {
+                let mut record = HostRecord::pending("Listing", None, Mapping::new());
+                record.set(fields::HOSTNAME, hostname);
+                record.set(fields::CHECKOUT_TIME, made);
+                match id {
+                    Some(id) => record.set(fields::ID, id),
+                    None => {
+                        record.fields_mut().remove(fields::ID);
+                    }
+                }
+                record
+            };
+            Ok(vec![
+                host("orphan", Some("h00000000000000b1")),
+                host("known", Some(LISTING_KNOWN)),
+                host("by-hand", None),
+            ])
+        }
+    }
+
+    #[tokio::test]
+    async fn reap_orphans_checks_in_only_what_no_record_knows() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
+        let kind = ProviderKind::new("Listing", "test", |_| Ok(Arc::new(Listing)));
+        let broker = Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap();
+        let mut known = HostRecord::pending("Listing", None, Mapping::new());
+        known.set(fields::ID, LISTING_KNOWN);
+        known.set(fields::HOSTNAME, "known");
+        broker.inventory().put(&[known]).unwrap();
+        assert_eq!(broker.registry().names(), vec!["Listing"]);
+
+        let grace = Duration::from_secs(60);
+        let picked = broker.reap_orphans("Listing", grace, true).await.unwrap();
+        let names: Vec<_> = picked.iter().map(|r| r.record.hostname()).collect();
+        assert_eq!(names, vec![Some("orphan")]);
+        assert!(picked[0].result.is_none(), "a dry run checks nothing in");
+        assert!(crate::sync::lock(&LISTING_CHECKINS).is_empty());
+
+        let reaped = broker.reap_orphans("Listing", grace, false).await.unwrap();
+        assert_eq!(reaped.len(), 1);
+        assert!(
+            matches!(reaped[0].result, Some(Ok(()))),
+            "{:?}",
+            reaped[0].result
+        );
+        assert_eq!(*crate::sync::lock(&LISTING_CHECKINS), vec!["orphan"]);
+        // The orphan's claim record is gone with it; the known host's record stays.
+        let left = broker.inventory().list().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].hostname(), Some("known"));
+    }
+
+    #[cfg(feature = "handoff")]
+    #[test]
+    fn handoff_kinds_lists_the_builtin_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
+        let broker = Broker::new(settings, ProviderRegistry::new()).unwrap();
+        let kinds = broker.handoff_kinds();
+        assert!(kinds.iter().any(|k| k == "noop"), "{kinds:?}");
+        #[cfg(feature = "handoff-script")]
+        assert!(kinds.iter().any(|k| k == "script"), "{kinds:?}");
+    }
 }

@@ -884,8 +884,9 @@ fn slice(items: &[usize], start: Option<i64>, stop: Option<i64>, step: i64) -> V
             i = next;
         }
     } else {
-        let s = clamp(start.map(norm).unwrap_or(len - 1), -1, len - 1);
-        let e = clamp(stop.map(norm).unwrap_or(-1), -1, len - 1);
+        let last = len - 1;
+        let s = clamp(start.map(norm).unwrap_or(last), -1, last);
+        let e = clamp(stop.map(norm).unwrap_or(-1), -1, last);
         let mut i = s;
         while i > e {
             out.push(items[i as usize]);
@@ -1518,6 +1519,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.select(&inventory()).len(), 4);
+    }
+
+    #[test]
+    fn method_chains_side_by_side_do_not_add_up_to_nesting() {
+        // Each `.lower()` nests within its own comparison only.
+        let n = 3 * MAX_NESTING;
+        let filter = vec!["@inv.name.lower().strip() == 'nobody'"; n].join(" or ")
+            + " or @inv.name.lower() == 'fedora-b'";
+        let selected = Filter::parse(&filter, "inv").unwrap().select(&inventory());
+        assert_eq!(selected, vec![1]);
+    }
+
+    #[test]
+    fn fields_print_with_a_dot_unless_their_name_needs_quotes() {
+        let f = Filter::parse(
+            "@inv._broker_args.template == 'x' and @inv['a b'] | @inv[0]",
+            "inv",
+        )
+        .unwrap();
+        assert_eq!(
+            f.to_string(),
+            r#"@inv._broker_args.template == "x" and @inv["a b"] | @inv[0]"#
+        );
+    }
+
+    #[test]
+    fn tagged_values_compare_as_the_value_they_tag() {
+        let items: Vec<Value> =
+            serde_yaml::from_str("[{n: !custom 5}, {n: 6}, {n: !custom six}]").unwrap();
+        let sel = |filter: &str| Filter::parse(filter, "inv").unwrap().select(&items);
+        assert_eq!(sel("@inv.n == 5"), vec![0]);
+        assert_eq!(sel("5 == @inv.n"), vec![0]);
+        assert_eq!(sel("@inv.n == 'six'"), vec![2]);
     }
 
     #[test]

@@ -131,6 +131,8 @@ async fn a_leaky_provider_fails_with_what_it_leaked_and_after_which_fault() {
         err.to_string().starts_with("provider Leaky fails "),
         "{err}"
     );
+    // `?` and `.unwrap()` in a test show the same readable message, not a struct dump.
+    assert_eq!(format!("{err:?}"), err.to_string());
     // The kit gave back what the leaky provider kept, through its listing.
     let left: Vec<String> = lock(&HOSTS)
         .keys()
