@@ -1386,6 +1386,8 @@ mod tests {
         assert_eq!(sel(r#"@inv.hostname is None"#), vec![3]);
         assert_eq!(sel(r#"@inv.missing != 'x'"#), vec![0, 1, 2, 3]);
         assert_eq!(sel(r#"'eth1' in @inv.nics"#), vec![2]);
+        assert_eq!(sel(r#"'rhel' not in @inv.name"#), vec![1, 3]);
+        assert_eq!(sel(r#"'eth1' not in @inv.nics"#), vec![0, 1, 3]);
         assert_eq!(sel(r#"@inv.nics[0] == 'eth0'"#), vec![2]);
         assert_eq!(sel(r#"len(@inv.nics) > 1"#), vec![2]);
         assert_eq!(

@@ -210,3 +210,107 @@ impl FromHost for Host {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_yaml::Mapping;
+
+    use super::*;
+    use crate::provider::CheckoutContext;
+
+    /// Serves sessions with a PTY (whose shell exits 7) or, for hosts named `plain`, without one.
+    #[derive(Debug)]
+    struct Shells;
+
+    #[derive(Debug)]
+    struct Shell {
+        pty: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl Session for Shell {
+        async fn execute(&self, _command: &str, _timeout: Option<Duration>) -> Result<ExecOutput> {
+            Ok(ExecOutput::default())
+        }
+        async fn read_file(&self, _path: &str) -> Result<Vec<u8>> {
+            Ok(Vec::new())
+        }
+        async fn write_file(&self, _path: &str, _contents: &[u8]) -> Result<()> {
+            Ok(())
+        }
+        async fn interactive(
+            &self,
+            _input: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            _output: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+            _size: (u32, u32),
+        ) -> Result<i32> {
+            if self.pty {
+                Ok(7)
+            } else {
+                Err(Error::NotImplemented {
+                    provider: "Shells".into(),
+                    operation: "PTYs".into(),
+                })
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Shells {
+        fn name(&self) -> &str {
+            "Shells"
+        }
+        fn instance(&self) -> Option<&str> {
+            None
+        }
+        async fn checkout(&self, _ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+            Err(self.not_implemented("checkout"))
+        }
+        async fn checkin(&self, _host: &HostRecord) -> Result<()> {
+            Ok(())
+        }
+        async fn connect(&self, host: &HostRecord) -> Result<Box<dyn Session>> {
+            Ok(Box::new(Shell {
+                pty: host.hostname() != Some("plain"),
+            }))
+        }
+    }
+
+    fn host(hostname: &str) -> Host {
+        let mut record = HostRecord::pending("Shells", None, Mapping::new());
+        record.set(crate::record::fields::HOSTNAME, hostname);
+        Host::new(record, Arc::new(Shells))
+    }
+
+    async fn shell(host: &Host) -> Result<i32> {
+        host.interactive(
+            Box::new(tokio::io::empty()),
+            Box::new(tokio::io::sink()),
+            (80, 24),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_shell_returns_its_exit_status_and_a_session_without_ptys_says_what_to_do() {
+        assert_eq!(shell(&host("tty")).await.unwrap(), 7);
+        let err = shell(&host("plain")).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the session to plain (Shells) does not support interactive shells; run commands \
+             instead (`broker ssh HOST -- COMMAND`, or pipe them in)"
+        );
+    }
+
+    #[test]
+    fn a_host_knows_the_provider_serving_it_and_a_detached_one_none() {
+        let attached = host("tty");
+        let provider = attached.provider_handle().map(|p| p.name().to_owned());
+        assert_eq!(provider.as_deref(), Some("Shells"));
+        assert!(
+            Host::detached(attached.record().clone())
+                .provider_handle()
+                .is_none()
+        );
+    }
+}

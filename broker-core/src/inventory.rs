@@ -2564,4 +2564,55 @@ mod with_a_broker {
             .collect();
         assert_eq!(names, ["vm-1", "vm-0"]);
     }
+
+    /// A store that keeps the trait's own `replace_unchanged`.
+    #[derive(Debug)]
+    struct Plain(YamlFileStore);
+
+    impl InventoryStore for Plain {
+        fn list(&self) -> Result<Vec<HostRecord>> {
+            self.0.list()
+        }
+        fn put(&self, records: &[HostRecord]) -> Result<()> {
+            self.0.put(records)
+        }
+        fn remove(&self, ids: &[RecordId]) -> Result<Vec<RecordId>> {
+            self.0.remove(ids)
+        }
+        fn sync_provider(&self, listing: ProviderListing) -> Result<SyncReport> {
+            self.0.sync_provider(listing)
+        }
+        fn location(&self) -> String {
+            self.0.location()
+        }
+    }
+
+    #[test]
+    fn the_default_replace_unchanged_replaces_only_records_still_as_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.yaml");
+        let store = Plain(YamlFileStore::new(path, Duration::from_secs(5)));
+        let record = |name: &str| {
+            let mut r = HostRecord::pending("TestProvider", None, Mapping::new());
+            r.set(fields::NAME, name);
+            r
+        };
+        let (a, b) = (record("a"), record("b"));
+        store.put(&[a.clone(), b.clone()]).unwrap();
+        // `b` changed after it was read: its claim must lose.
+        let mut b_now = b.clone();
+        b_now.set("_note", "changed by another process");
+        store.put(&[b_now.clone()]).unwrap();
+        let mut a_new = a.clone();
+        a_new.set("_note", "claimed");
+        let mut b_new = b.clone();
+        b_new.set("_note", "claimed");
+        let replaced = store
+            .replace_unchanged(&[(a.clone(), a_new.clone()), (b, b_new)])
+            .unwrap();
+        assert_eq!(replaced, vec![a.id()]);
+        let mut stored = store.list().unwrap();
+        stored.sort_by_key(|r| r.name().map(str::to_owned));
+        assert_eq!(stored, vec![a_new, b_now]);
+    }
 }
