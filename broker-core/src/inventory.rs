@@ -1385,6 +1385,22 @@ mod tests {
   name: null
 "#;
 
+    #[test]
+    fn is_file_at_tells_a_lock_file_gone_from_one_it_cannot_look_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.yaml.flock");
+        let file = File::create(&path).unwrap();
+        assert!(is_file_at(&file, &path).unwrap());
+        // Removed: another file may take its place, so lock again.
+        std::fs::remove_file(&path).unwrap();
+        assert!(!is_file_at(&file, &path).unwrap());
+        // A path that cannot be looked at is an error to report, not a lock to take again.
+        let under_a_file = dir.path().join("plain");
+        std::fs::write(&under_a_file, "").unwrap();
+        let err = is_file_at(&file, &under_a_file.join("inventory.yaml.flock")).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotADirectory);
+    }
+
     fn store() -> (tempfile::TempDir, YamlFileStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = YamlFileStore::new(dir.path().join("inventory.yaml"), Duration::from_secs(5));
