@@ -191,7 +191,7 @@ pub enum TokenCommand {
         #[command(flatten)]
         output: OutputArg,
     },
-    /// Remove a token (a running server accepts it until restarted).
+    /// Remove a token (a running server refuses it at once).
     Remove {
         /// The token's name.
         name: String,

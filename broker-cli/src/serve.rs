@@ -52,8 +52,8 @@ fn token(command: TokenCommand, settings: &Settings, emitter: &mut Emitter) -> R
             let token = add_token(&file, &name, role)?;
             write_stdout(&format!("{}\n", token.expose_secret()))?;
             note!(
-                "added token `{name}` (role {role}) to {}; it is shown only now: keep it, and \
-                 restart a running server to take it",
+                "added token `{name}` (role {role}) to {}; it is shown only now: keep it (a \
+                 running server takes it at once)",
                 file.path().display()
             );
             Ok(0)
@@ -74,7 +74,7 @@ fn token(command: TokenCommand, settings: &Settings, emitter: &mut Emitter) -> R
         }
         TokenCommand::Remove { name } => {
             remove_token(&file, &name)?;
-            note!("removed token `{name}`; restart a running server to refuse it");
+            note!("removed token `{name}`; a running server refuses it at once");
             Ok(0)
         }
     }

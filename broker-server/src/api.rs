@@ -79,7 +79,7 @@ async fn health() -> Response {
 
 /// `GET /api/v1/tokens` (admin): the tokens' names and roles.
 async fn tokens(State(state): State<AppState>) -> Response {
-    Json(state.tokens.list()).into_response()
+    Json(state.tokens.current().list()).into_response()
 }
 
 async fn not_found() -> Response {

@@ -28,10 +28,8 @@ pub(crate) async fn authenticate(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer);
-    let Some(caller) = presented
-        .and_then(|token| state.tokens.verify(token))
-        .cloned()
-    else {
+    let tokens = state.tokens.current();
+    let Some(caller) = presented.and_then(|token| tokens.verify(token)).cloned() else {
         let detail = if presented.is_some() {
             "the bearer token is not valid; ask an admin for one (`broker serve token add`)"
         } else {

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use crate::api::operations::Operations;
 use crate::options::{ServeOptions, check_listen};
 use crate::state::AppState;
-use crate::tokens::Tokens;
+use crate::tokens::TokenSource;
 
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
@@ -36,7 +36,8 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Checks the address ([`check_listen`]; the warning for `--insecure` is logged), reads the
-    /// tokens from the broker's settings and binds.
+    /// tokens from the settings file of the broker's directory (again whenever it changes) and
+    /// binds.
     ///
     /// # Errors
     /// [`Error::Usage`] for an address refused; [`Error::Configuration`] for malformed tokens or
@@ -45,11 +46,11 @@ impl Server {
         if let Some(warning) = check_listen(&options.listen, options.insecure)? {
             tracing::warn!("{warning}");
         }
-        let tokens = Tokens::from_settings(broker.settings())?;
-        if tokens.is_empty() {
+        let tokens = TokenSource::open(broker.settings())?;
+        if tokens.current().is_empty() {
             tracing::warn!(
-                "no tokens in the settings: every route but /health answers 401; add one with \
-                 `broker serve token add NAME --role read|write|admin` and restart"
+                "no tokens in the settings: every route but /health answers 401 until one is \
+                 added with `broker serve token add NAME --role read|write|admin`"
             );
         }
         let targets = Arc::new(YamlTargetStore::for_settings(broker.settings())?);

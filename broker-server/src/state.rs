@@ -7,15 +7,15 @@ use broker_core::handoff::TargetStore;
 
 use crate::api::operations::Operations;
 use crate::options::ServeOptions;
-use crate::tokens::Tokens;
+use crate::tokens::TokenSource;
 
 /// The server's state: the broker (inventory, providers, settings), the target store, the tokens
-/// read at start, the checkouts under way, and the limits.
+/// (read again when the settings file changes), the checkouts under way, and the limits.
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub broker: Broker,
     pub targets: Arc<dyn TargetStore>,
-    pub tokens: Arc<Tokens>,
+    pub tokens: Arc<TokenSource>,
     pub operations: Arc<Operations>,
     pub options: Arc<ServeOptions>,
 }

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use broker_core::cli_support::SettingsFile;
 use broker_core::secrecy::{ExposeSecret, SecretString};
@@ -106,6 +107,24 @@ impl Tokens {
         Ok(Tokens { entries })
     }
 
+    /// The tokens of the settings file `file` (`serve.tokens`).
+    ///
+    /// # Errors
+    /// The file cannot be read; a malformed entry (as [`Tokens::from_settings`]).
+    pub fn from_file(file: &SettingsFile) -> Result<Self> {
+        let entries = match file.read_at(TOKENS_KEY)? {
+            Value::Null => Vec::new(),
+            Value::Mapping(tokens) => parse_entries(&tokens)?,
+            _ => {
+                return Err(Error::configuration(format!(
+                    "`{TOKENS_KEY}` must be a mapping of token names; add tokens with \
+                     `broker serve token add`"
+                )));
+            }
+        };
+        Ok(Tokens { entries })
+    }
+
     /// Who presents `token`: its name and role, or `None` when no stored token is it. Every stored
     /// hash is compared, in constant time.
     pub fn verify(&self, token: &str) -> Option<&TokenInfo> {
@@ -127,6 +146,58 @@ impl Tokens {
     /// Whether there is no token (then every route but `/health` answers 401).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// The tokens of a running server: those of the settings file, read again whenever the file
+/// changed (it is replaced on every change, so its inode, size or time differ), so that a token
+/// added or removed takes effect at the next request, without a restart.
+#[derive(Debug)]
+pub(crate) struct TokenSource {
+    file: SettingsFile,
+    read: std::sync::Mutex<(Option<Stamp>, Arc<Tokens>)>,
+}
+
+/// What tells one version of the settings file from another.
+type Stamp = (u64, u64, Option<std::time::SystemTime>);
+
+fn stamp(path: &std::path::Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.ino(), meta.len(), meta.modified().ok()))
+}
+
+impl TokenSource {
+    /// The tokens of `settings`' file, read now.
+    ///
+    /// # Errors
+    /// The file cannot be read; a malformed entry.
+    pub(crate) fn open(settings: &Settings) -> Result<Self> {
+        let file = SettingsFile::in_directory(settings.directory());
+        let stamp = stamp(file.path());
+        let tokens = Tokens::from_file(&file)?;
+        Ok(TokenSource {
+            file,
+            read: std::sync::Mutex::new((stamp, Arc::new(tokens))),
+        })
+    }
+
+    /// The tokens as the settings file has them now; when it changed into something that cannot
+    /// be read, the last tokens read (and an error in the log).
+    pub(crate) fn current(&self) -> Arc<Tokens> {
+        let now = stamp(self.file.path());
+        let mut read = broker_core::sync::lock(&self.read);
+        if now != read.0 {
+            match Tokens::from_file(&self.file) {
+                Ok(tokens) => *read = (now, Arc::new(tokens)),
+                Err(e) => tracing::error!(
+                    "the tokens of {} cannot be read, the ones read before stay in use: {}",
+                    self.file.path().display(),
+                    broker_core::error::chain(&e)
+                ),
+            }
+        }
+        Arc::clone(&read.1)
     }
 }
 

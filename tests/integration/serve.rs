@@ -122,16 +122,41 @@ fn serve_tokens_are_shown_once_stored_as_hashes_listed_and_removed() {
     );
     let again = dir.run(&["serve", "token", "add", "ci", "--role", "admin"]);
     assert_eq!(again.status.code(), Some(13));
+
+    // A running server takes a token added and refuses one removed from the next request on.
+    let served = Served::start(&dir);
+    assert_eq!(served.call("GET", "/api/v1/hosts", token, "").status, 200);
     dir.ok(&["serve", "token", "remove", "ci"]);
+    assert_eq!(served.call("GET", "/api/v1/hosts", token, "").status, 401);
     let gone = dir.run(&["serve", "token", "remove", "ci"]);
     assert_eq!(gone.status.code(), Some(13));
     assert!(
         String::from_utf8_lossy(&gone.stderr).contains("no token named `ci`; the tokens are ro")
     );
-
-    // A removed token is refused by a server started after.
-    let served = Served::start(&dir);
-    assert_eq!(served.call("GET", "/api/v1/hosts", token, "").status, 401);
+    let late = dir.ok(&["serve", "token", "add", "late", "--role", "read"]);
+    assert_eq!(
+        served.call("GET", "/api/v1/hosts", late.trim(), "").status,
+        200
+    );
+    assert_eq!(
+        served
+            .call("POST", "/api/v1/checkouts", late.trim(), "{}")
+            .status,
+        403
+    );
+    // A settings file broken by hand leaves the tokens read before in use.
+    let path = dir.path().join("broker_settings.yaml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{good}serve: [\n")).unwrap();
+    assert_eq!(
+        served.call("GET", "/api/v1/hosts", late.trim(), "").status,
+        200
+    );
+    assert!(
+        served
+            .stderr()
+            .contains("cannot be read, the ones read before stay in use")
+    );
 }
 
 /// Every route, the role it needs, and a body it may take.
