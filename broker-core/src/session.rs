@@ -4,8 +4,10 @@
 //! machines. This module only defines the contract; it knows no transport.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use secrecy::SecretString;
 
 use crate::error::{Error, Result};
 
@@ -48,6 +50,116 @@ pub enum OutputStream {
 
 /// Receives output as a command produces it.
 pub type OutputSink<'a> = &'a (dyn Fn(OutputStream, &[u8]) + Send + Sync);
+
+/// How a program on this machine reaches the host a session reaches, for tools that open their own
+/// connections (`ansible-playbook`): what the session itself used, secrets kept secret.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Access {
+    /// Over SSH.
+    Ssh(SshAccess),
+    /// By running commands in a container through its engine.
+    Container(ContainerAccess),
+}
+
+/// Reaching a host over SSH.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SshAccess {
+    /// Host name or address, without the port.
+    pub address: String,
+    /// Port.
+    pub port: u16,
+    /// Login name.
+    pub username: String,
+    /// Password, when one is configured.
+    pub password: Option<SecretString>,
+    /// Private key file, when one is configured.
+    pub key_file: Option<PathBuf>,
+    /// Where host keys are remembered (OpenSSH's `known_hosts` format).
+    pub known_hosts: PathBuf,
+    /// How host keys are checked.
+    pub host_key_policy: HostKeyPolicy,
+}
+
+impl SshAccess {
+    /// Access as `username` to `address`:`port`, host keys checked against `known_hosts` as
+    /// `host_key_policy` says; no password, no key file.
+    pub fn new(
+        address: impl Into<String>,
+        port: u16,
+        username: impl Into<String>,
+        known_hosts: PathBuf,
+        host_key_policy: HostKeyPolicy,
+    ) -> Self {
+        SshAccess {
+            address: address.into(),
+            port,
+            username: username.into(),
+            password: None,
+            key_file: None,
+            known_hosts,
+            host_key_policy,
+        }
+    }
+}
+
+/// Reaching a container through its engine's API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ContainerAccess {
+    /// The engine's API: `unix:///run/podman/podman.sock`, `tcp://HOST:PORT`.
+    pub engine: String,
+    /// The container's name or id.
+    pub container: String,
+}
+
+impl ContainerAccess {
+    /// The container `container` on the engine at `engine`.
+    pub fn new(engine: impl Into<String>, container: impl Into<String>) -> Self {
+        ContainerAccess {
+            engine: engine.into(),
+            container: container.into(),
+        }
+    }
+}
+
+/// How SSH host keys are checked (the setting `ssh.host_key_checking`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyPolicy {
+    /// Remember keys of new hosts; refuse a host whose key changed (the default).
+    AcceptNew,
+    /// Accept only keys already in the known-hosts file.
+    Strict,
+    /// Accept any key (hosts whose keys change on every rebuild).
+    Off,
+}
+
+impl HostKeyPolicy {
+    /// The policy `ssh.host_key_checking` names; empty is the default.
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] for a name that is none of them.
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "accept-new" | "accept_new" | "" => Ok(HostKeyPolicy::AcceptNew),
+            "strict" | "yes" | "true" => Ok(HostKeyPolicy::Strict),
+            "off" | "no" | "false" => Ok(HostKeyPolicy::Off),
+            other => Err(Error::configuration(format!(
+                "ssh.host_key_checking is `{other}`; use accept-new, strict or off"
+            ))),
+        }
+    }
+
+    /// The value of OpenSSH's `StrictHostKeyChecking` that checks keys the same way.
+    pub fn openssh_option(self) -> &'static str {
+        match self {
+            HostKeyPolicy::AcceptNew => "accept-new",
+            HostKeyPolicy::Strict => "yes",
+            HostKeyPolicy::Off => "no",
+        }
+    }
+}
 
 /// A connection to a host that runs commands and moves files.
 ///
@@ -132,6 +244,12 @@ pub trait Session: Send + Sync + fmt::Debug {
                 .map_err(|e| Error::io("creating directory", parent, e))?;
         }
         std::fs::write(local, contents).map_err(|e| Error::io("writing file", local, e))
+    }
+
+    /// How a program on this machine could reach the same host the same way, for tools that open
+    /// their own connections. The default: it cannot be said.
+    fn access(&self) -> Option<Access> {
+        None
     }
 
     /// Closes the session. Dropping it closes it too; this reports errors.

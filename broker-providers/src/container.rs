@@ -59,6 +59,7 @@ use bollard::query_parameters::{
     LogsOptions, RemoveContainerOptions, UploadToContainerOptions, WaitContainerOptions,
 };
 use broker_core::provider::{Arguments, HelpOption, Operation};
+use broker_core::session::{Access, ContainerAccess};
 use broker_core::settings::{ProviderSettings, field};
 use broker_core::sync::lock;
 use broker_core::value::scalar_text as text;
@@ -247,12 +248,17 @@ impl Endpoint {
             .then(|| Endpoint::Unix(PathBuf::from(text)))
     }
 
-    fn describe(&self) -> String {
+    /// The address another client of the engine uses (credentials included).
+    fn url(&self) -> String {
         match self {
             Endpoint::Unix(p) => format!("unix://{}", p.display()),
-            // For messages: credentials written into `DOCKER_HOST` are not shown.
-            Endpoint::Tcp(a) => broker_core::redact::url(&format!("tcp://{a}")),
+            Endpoint::Tcp(a) => format!("tcp://{a}"),
         }
+    }
+
+    /// For messages: credentials written into `DOCKER_HOST` are not shown.
+    fn describe(&self) -> String {
+        broker_core::redact::url(&self.url())
     }
 
     fn public_host(&self) -> String {
@@ -1211,6 +1217,7 @@ impl Provider for ContainerProvider {
             })?;
         Ok(Box::new(ContainerSession {
             docker: self.docker().await?,
+            engine: self.engine().await?.endpoint.url(),
             container,
             host: host.display_name(),
         }))
@@ -1221,6 +1228,8 @@ impl Provider for ContainerProvider {
 #[derive(Debug)]
 struct ContainerSession {
     docker: Docker,
+    /// The engine's API, as another client reaches it (`unix://…`, `tcp://…`).
+    engine: String,
     container: String,
     host: String,
 }
@@ -1351,6 +1360,13 @@ impl ContainerSession {
 impl Session for ContainerSession {
     async fn execute(&self, command: &str, timeout: Option<Duration>) -> Result<ExecOutput> {
         self.exec_command(command, timeout, None).await
+    }
+
+    fn access(&self) -> Option<Access> {
+        Some(Access::Container(ContainerAccess::new(
+            &self.engine,
+            &self.container,
+        )))
     }
 
     async fn execute_streaming(

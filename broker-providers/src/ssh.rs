@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use broker_core::secrecy::{ExposeSecret, SecretString};
+use broker_core::session::{Access, SshAccess};
 use broker_core::{
     Error, ExecOutput, HostRecord, Mapping, OutputSink, OutputStream, Result, Session, Value,
 };
@@ -30,29 +31,7 @@ use russh::keys::{PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Sig};
 use tokio::io::AsyncWriteExt;
 
-/// How host keys are checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostKeyPolicy {
-    /// Remember keys of new hosts; refuse a host whose key changed (the default).
-    AcceptNew,
-    /// Accept only keys already in the known-hosts file.
-    Strict,
-    /// Accept any key (hosts whose keys change on every rebuild).
-    Off,
-}
-
-impl HostKeyPolicy {
-    fn parse(text: &str) -> Result<Self> {
-        match text.to_ascii_lowercase().as_str() {
-            "accept-new" | "accept_new" | "" => Ok(HostKeyPolicy::AcceptNew),
-            "strict" | "yes" | "true" => Ok(HostKeyPolicy::Strict),
-            "off" | "no" | "false" => Ok(HostKeyPolicy::Off),
-            other => Err(Error::configuration(format!(
-                "ssh.host_key_checking is `{other}`; use accept-new, strict or off"
-            ))),
-        }
-    }
-}
+pub use broker_core::session::HostKeyPolicy;
 
 /// Everything needed to reach one host.
 #[derive(Clone)]
@@ -280,6 +259,7 @@ impl client::Handler for KeyCheck {
 /// An open SSH connection to one host.
 pub struct SshSession {
     name: String,
+    access: SshAccess,
     handle: client::Handle<KeyCheck>,
     channels: tokio::sync::Semaphore,
     sftp: tokio::sync::OnceCell<russh_sftp::client::SftpSession>,
@@ -319,8 +299,18 @@ pub async fn connect(hostname: &str, options: &SshOptions) -> Result<SshSession>
     });
     let mut handle = handshake(hostname, &host, port, config, options).await?;
     authenticate(&mut handle, hostname, options).await?;
+    let mut access = SshAccess::new(
+        host,
+        port,
+        options.username.clone(),
+        options.known_hosts.clone(),
+        options.host_key_policy,
+    );
+    access.password.clone_from(&options.password);
+    access.key_file.clone_from(&options.key_filename);
     Ok(SshSession {
         name: hostname.to_owned(),
+        access,
         handle,
         channels: tokio::sync::Semaphore::new(8),
         sftp: tokio::sync::OnceCell::new(),
@@ -834,6 +824,10 @@ impl Session for SshSession {
             }
         }
         status.ok_or_else(|| host_error(&self.name, "the shell ended without an exit status"))
+    }
+
+    fn access(&self) -> Option<Access> {
+        Some(Access::Ssh(self.access.clone()))
     }
 
     async fn close(&self) -> Result<()> {

@@ -12,6 +12,7 @@ mod concurrency;
 mod container;
 mod docs;
 mod flags;
+mod handoff_ansible;
 mod handoff_run;
 mod input;
 mod inventory_file;

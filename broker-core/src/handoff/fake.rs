@@ -26,6 +26,8 @@ pub(crate) struct Script {
     pub(crate) commands: Vec<String>,
     /// Files written: path and contents.
     pub(crate) written: Vec<(String, Vec<u8>)>,
+    /// What the session says of how to reach the host.
+    pub(crate) access: Option<crate::session::Access>,
 }
 
 pub(crate) type Shared = Arc<Mutex<Script>>;
@@ -86,6 +88,9 @@ impl Session for FakeSession {
     }
     async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
         Err(Error::host("fake", format!("no {path}")))
+    }
+    fn access(&self) -> Option<crate::session::Access> {
+        self.0.lock().unwrap().access.clone()
     }
     async fn write_file(&self, path: &str, contents: &[u8]) -> Result<()> {
         let mut s = self.0.lock().unwrap();

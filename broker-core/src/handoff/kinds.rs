@@ -1,8 +1,10 @@
 //! The handoff kinds broker brings: `noop` always, `script` with the `handoff-script` feature,
-//! `puppet` with `handoff-puppet`.
+//! `puppet` with `handoff-puppet`, `ansible` with `handoff-ansible`.
 //! Kinds that need a client of their own (a configuration-management server's) each sit behind a
 //! feature of their own.
 
+#[cfg(feature = "handoff-ansible")]
+pub mod ansible;
 pub mod noop;
 #[cfg(feature = "handoff-puppet")]
 pub mod puppet;
@@ -21,5 +23,7 @@ pub fn builtin() -> HandoffRegistry {
     let registry = registry.with(Arc::new(script::Script));
     #[cfg(feature = "handoff-puppet")]
     let registry = registry.with(Arc::new(puppet::Puppet));
+    #[cfg(feature = "handoff-ansible")]
+    let registry = registry.with(Arc::new(ansible::Ansible));
     registry
 }

@@ -253,13 +253,26 @@ pub const LOG_LIMIT: usize = 16 * 1024;
 #[derive(Debug, Default)]
 pub struct RunLog {
     lines: Mutex<Vec<String>>,
+    concealed: Mutex<Vec<secrecy::SecretString>>,
 }
 
 impl RunLog {
-    /// Adds a line (or several).
+    /// Adds a line (or several), each secret given to [`RunLog::conceal`] masked.
     pub fn line(&self, text: impl AsRef<str>) {
+        use secrecy::ExposeSecret;
+        let mut text = text.as_ref().to_owned();
+        for secret in lock(&self.concealed).iter() {
+            text = text.replace(secret.expose_secret(), crate::redact::MASK);
+        }
         let mut lines = lock(&self.lines);
-        lines.extend(text.as_ref().lines().map(str::to_owned));
+        lines.extend(text.lines().map(str::to_owned));
+    }
+
+    /// Masks `secret` (a password the kind handed on) in every line added from now on.
+    pub fn conceal(&self, secret: &str) {
+        if !secret.is_empty() {
+            lock(&self.concealed).push(secret.to_owned().into());
+        }
     }
 
     /// The lines, the oldest dropped past [`LOG_LIMIT`] bytes.
@@ -920,6 +933,23 @@ mod tests {
         report.apply(&mut record);
         assert_eq!(record.get(fields::HANDOFF_ERROR), None);
         assert_eq!(HandoffState::of(&record), Some(HandoffState::HandedOff));
+    }
+
+    #[test]
+    fn a_concealed_secret_is_masked_in_every_later_line() {
+        let log = RunLog::default();
+        log.conceal("");
+        log.line("before hunter2");
+        log.conceal("hunter2");
+        log.line("ok: password=hunter2\nagain hunter2hunter2");
+        assert_eq!(
+            log.lines(),
+            [
+                "before hunter2",
+                "ok: password=********",
+                "again ****************"
+            ]
+        );
     }
 
     #[test]

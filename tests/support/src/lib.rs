@@ -51,6 +51,12 @@ pub const SSHD_IMAGE: Component = Component {
     install: "bash scripts/setup-sshd-image",
 };
 
+/// `ansible-playbook` with Podman's connection plugin, sshpass, and Python in the sshd image.
+pub const ANSIBLE: Component = Component {
+    name: "Ansible (ansible-playbook, the containers.podman collection, sshpass) and Python 3 in the image localhost/broker-sshd",
+    install: "bash scripts/setup-ansible && bash scripts/setup-sshd-image",
+};
+
 /// The official AWX client, in the Python that `BROKER_AWXKIT_PYTHON` names.
 pub const AWXKIT: Component = Component {
     name: "awxkit (in the Python that BROKER_AWXKIT_PYTHON names)",
@@ -158,6 +164,32 @@ pub fn sshd_image() -> bool {
         "exists",
         "localhost/broker-sshd:latest",
     ])))
+}
+
+/// Whether `ansible-playbook` (with Podman's connection plugin) and sshpass are installed and the
+/// sshd image has Python for Ansible's modules (see [`Component::check`]).
+pub fn ansible() -> bool {
+    let plugin = "/usr/lib/python3/dist-packages/ansible_collections/containers/podman/plugins/connection/podman.py";
+    ANSIBLE.check(
+        probe(Command::new("ansible-playbook").arg("--version"))
+            .and_then(|()| probe(Command::new("sshpass").arg("-V")))
+            .and_then(|()| {
+                Path::new(plugin)
+                    .exists()
+                    .then_some(())
+                    .ok_or_else(|| format!("no {plugin}"))
+            })
+            .and_then(|()| {
+                probe(Command::new("podman").args([
+                    "run",
+                    "--rm",
+                    "localhost/broker-sshd:latest",
+                    "python3",
+                    "-c",
+                    "import shutil",
+                ]))
+            }),
+    )
 }
 
 /// The Python with awxkit that `BROKER_AWXKIT_PYTHON` names, `None` when skipping is allowed and it
