@@ -1,6 +1,6 @@
-//! Handoff runs of the `ansible` kind against real hosts, with Debian's `ansible-playbook`: a
-//! container host reached through Podman's connection plugin, the sshd container host over SSH
-//! (password login through sshpass), and a failing playbook.
+//! Handoff runs of the `ansible` kind against real hosts (the sshd image with Python for Ansible's
+//! modules), with Debian's `ansible-playbook`: a container host reached through Podman's connection
+//! plugin, the same over SSH (password login through sshpass), and a failing playbook.
 
 use serde_json::Value;
 
@@ -76,7 +76,7 @@ fn ansible_handoff_of_a_container_host_through_podman() {
     dir.ok(&[
         "checkout",
         "--container-host",
-        "broker-sshd",
+        "broker-sshd-python",
         "--handoff",
         "play",
     ]);
@@ -113,7 +113,7 @@ fn ansible_handoff_of_the_sshd_container_host_over_ssh() {
     dir.ok(&[
         "checkout",
         "--container-host",
-        "broker-sshd",
+        "broker-sshd-python",
         "--ports",
         "22",
         "--handoff",
@@ -147,7 +147,7 @@ fn a_failing_playbook_fails_the_checkout_and_leaves_nothing() {
     let out = dir.run(&[
         "checkout",
         "--container-host",
-        "broker-sshd",
+        "broker-sshd-python",
         "--handoff",
         "play",
     ]);

@@ -51,10 +51,10 @@ pub const SSHD_IMAGE: Component = Component {
     install: "bash scripts/setup-sshd-image",
 };
 
-/// `ansible-playbook` with Podman's connection plugin, sshpass, and Python in the sshd image.
+/// `ansible-playbook` with Podman's connection plugin, sshpass, and the sshd image with Python.
 pub const ANSIBLE: Component = Component {
-    name: "Ansible (ansible-playbook, the containers.podman collection, sshpass) and Python 3 in the image localhost/broker-sshd",
-    install: "bash scripts/setup-ansible && bash scripts/setup-sshd-image",
+    name: "Ansible (ansible-playbook, the containers.podman collection, sshpass) and the image localhost/broker-sshd-python",
+    install: "bash scripts/setup-ansible",
 };
 
 /// The official AWX client, in the Python that `BROKER_AWXKIT_PYTHON` names.
@@ -167,7 +167,7 @@ pub fn sshd_image() -> bool {
 }
 
 /// Whether `ansible-playbook` (with Podman's connection plugin) and sshpass are installed and the
-/// sshd image has Python for Ansible's modules (see [`Component::check`]).
+/// image `localhost/broker-sshd-python` is there (see [`Component::check`]).
 pub fn ansible() -> bool {
     let plugin = "/usr/lib/python3/dist-packages/ansible_collections/containers/podman/plugins/connection/podman.py";
     ANSIBLE.check(
@@ -181,12 +181,9 @@ pub fn ansible() -> bool {
             })
             .and_then(|()| {
                 probe(Command::new("podman").args([
-                    "run",
-                    "--rm",
-                    "localhost/broker-sshd:latest",
-                    "python3",
-                    "-c",
-                    "import shutil",
+                    "image",
+                    "exists",
+                    "localhost/broker-sshd-python:latest",
                 ]))
             }),
     )
