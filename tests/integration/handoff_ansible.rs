@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use crate::container::{containers, engine_dir, sshd_dir};
+use crate::handoff_run::{log_of, on_host, the_record};
 use crate::util::{BrokerDir, stderr};
 
 /// Leaves a file naming the greeting it was given and how it reached the host; only for hosts in
@@ -41,24 +42,23 @@ fn ansible_target(dir: &BrokerDir, playbook: &str) {
     ]);
 }
 
-fn the_record(dir: &BrokerDir) -> Value {
-    let records = dir.inventory();
-    assert_eq!(records.len(), 1, "{records:?}");
-    records[0].clone()
-}
-
-fn log_of(record: &Value) -> String {
-    let lines: Vec<&str> = record["_broker_handoff_log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_str().unwrap())
-        .collect();
-    lines.join("\n")
-}
-
-fn on_host(dir: &BrokerDir, command: &str) -> String {
-    String::from_utf8_lossy(&dir.run(&["ssh", "0", "--", command]).stdout).into_owned()
+/// `broker checkout` of a `broker-sshd-python` container handed off to `play`, with `more` flags;
+/// the record, handed off.
+fn checkout_handed_off(dir: &BrokerDir, more: &[&str]) -> Value {
+    let mut args = vec![
+        "checkout",
+        "--container-host",
+        "broker-sshd-python",
+        "--handoff",
+        "play",
+    ];
+    args.extend_from_slice(more);
+    let out = dir.run(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let record = the_record(dir);
+    assert_eq!(record["_broker_handoff_state"], "handed_off", "{record}");
+    assert_eq!(record["_broker_handoff_attempts"], 1);
+    record
 }
 
 /// Ansible's temporary directories on the host, none once a run is over.
@@ -73,17 +73,7 @@ fn ansible_handoff_of_a_container_host_through_podman() {
         return;
     };
     ansible_target(&dir, PLAYBOOK);
-    dir.ok(&[
-        "checkout",
-        "--container-host",
-        "broker-sshd-python",
-        "--handoff",
-        "play",
-    ]);
-    let record = the_record(&dir);
-    assert_eq!(record["_broker_handoff_state"], "handed_off", "{record}");
-    assert_eq!(record["_broker_handoff_attempts"], 1);
-    let log = log_of(&record);
+    let log = log_of(&checkout_handed_off(&dir, &[])).join("\n");
     assert!(log.contains("TASK [leave a mark]"), "{log}");
     assert!(
         log.contains("ansible-playbook exited with status 0"),
@@ -110,18 +100,7 @@ fn ansible_handoff_of_the_sshd_container_host_over_ssh() {
         return;
     };
     ansible_target(&dir, PLAYBOOK);
-    dir.ok(&[
-        "checkout",
-        "--container-host",
-        "broker-sshd-python",
-        "--ports",
-        "22",
-        "--handoff",
-        "play",
-    ]);
-    let record = the_record(&dir);
-    assert_eq!(record["_broker_handoff_state"], "handed_off", "{record}");
-    let log = log_of(&record);
+    let log = log_of(&checkout_handed_off(&dir, &["--ports", "22"])).join("\n");
     assert!(!log.contains("broker-test-password"), "{log}");
     assert_eq!(
         on_host(&dir, "cat /root/ansible-was-here"),

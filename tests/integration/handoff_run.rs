@@ -34,13 +34,13 @@ grep -q '\"target\": \"bootstrap\"' \"$meta\" && echo 'target named'
 echo handed-off > /root/handed-off
 ";
 
-fn the_record(dir: &BrokerDir) -> Value {
+pub(crate) fn the_record(dir: &BrokerDir) -> Value {
     let records = dir.inventory();
     assert_eq!(records.len(), 1, "{records:?}");
     records[0].clone()
 }
 
-fn log_of(record: &Value) -> Vec<String> {
+pub(crate) fn log_of(record: &Value) -> Vec<String> {
     record["_broker_handoff_log"]
         .as_array()
         .unwrap()
@@ -50,7 +50,7 @@ fn log_of(record: &Value) -> Vec<String> {
 }
 
 /// What `broker ssh 0` prints for `command`.
-fn on_host(dir: &BrokerDir, command: &str) -> String {
+pub(crate) fn on_host(dir: &BrokerDir, command: &str) -> String {
     String::from_utf8_lossy(&dir.run(&["ssh", "0", "--", command]).stdout).into_owned()
 }
 
