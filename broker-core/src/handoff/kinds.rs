@@ -5,6 +5,8 @@
 
 #[cfg(feature = "handoff-ansible")]
 pub mod ansible;
+#[cfg(any(feature = "handoff-ansible", feature = "handoff-puppet"))]
+mod local;
 pub mod noop;
 #[cfg(feature = "handoff-puppet")]
 pub mod puppet;

@@ -10,12 +10,12 @@
 //! Judged by its exit status; its output goes into the run log, the password masked.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::error::Error;
+use crate::handoff::kinds::local;
 use crate::handoff::run::{Handoff, HandoffContext, Outcome, StepError, setting};
 use crate::handoff::target::Target;
 use crate::session::{Access, ContainerAccess, ExecOutput, HostKeyPolicy, SshAccess};
@@ -245,7 +245,7 @@ fn ssh_args(ssh: &SshAccess) -> String {
     )
 }
 
-/// Runs `ansible-playbook` in a process group of its own, the whole group killed on timeout.
+/// Runs `ansible-playbook` on this machine, its whole process group killed on timeout.
 async fn run_playbook(
     cx: &HandoffContext<'_>,
     plan: &Plan,
@@ -266,12 +266,7 @@ async fn run_playbook(
         // Ansible's own host key check refuses passwords; OpenSSH checks them (`ssh_args`).
         .env("ANSIBLE_HOST_KEY_CHECKING", "False")
         .env("ANSIBLE_LOCAL_TEMP", work.dir.path().join("tmp"))
-        .env("ANSIBLE_SSH_CONTROL_PATH_DIR", work.dir.path().join("cp"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
+        .env("ANSIBLE_SSH_CONTROL_PATH_DIR", work.dir.path().join("cp"));
     if let Access::Ssh(ssh) = access {
         command.env("ANSIBLE_SSH_ARGS", ssh_args(ssh));
     }
@@ -280,72 +275,24 @@ async fn run_playbook(
         plan.command,
         cx.host.display_name()
     ));
-    let mut child = command.spawn().map_err(|e| {
-        StepError::Fatal(Error::io_without_path(
-            "starting ansible-playbook (install Ansible, or set `ansible_playbook_path`)",
-            e,
-        ))
-    })?;
-    let group = ProcessGroup(child.id());
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let ran = tokio::time::timeout(cx.run_timeout, async {
-        tokio::join!(read_all(stdout), read_all(stderr), child.wait())
-    })
-    .await;
-    let Ok((stdout, stderr, status)) = ran else {
-        drop(group);
-        let _reaped = child.wait().await;
-        return Err(StepError::Fatal(Error::Timeout {
-            operation: format!(
-                "ansible-playbook against {} (its processes were stopped)",
-                cx.host.display_name()
-            ),
-            after: cx.run_timeout,
-        }));
-    };
-    group.release();
-    let status = status
-        .map_err(|e| StepError::Fatal(Error::io_without_path("running ansible-playbook", e)))?;
-    Ok(ExecOutput {
-        stdout,
-        stderr,
-        // Killed by a signal: no status of its own.
-        status: status.code().unwrap_or(-1),
-    })
-}
-
-/// All a pipe gives, as text (invalid UTF-8 replaced).
-async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
-    let mut bytes = Vec::new();
-    if let Some(mut pipe) = pipe {
-        // A read error ends the output; the exit status still judges the run.
-        let _ended = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut bytes).await;
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// A process group killed when dropped, unless released once its leader has ended. It is dropped
-/// before the leader is waited for: until then the leader's pid, the group's id, names no other
-/// group.
-struct ProcessGroup(Option<u32>);
-
-impl ProcessGroup {
-    fn release(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        let pid = self
-            .0
-            .and_then(|pid| i32::try_from(pid).ok())
-            .and_then(rustix::process::Pid::from_raw);
-        if let Some(pid) = pid {
-            // Fails only when the group is already gone.
-            let _gone = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        }
-    }
+    local::run(&mut command, cx.run_timeout)
+        .await
+        .map_err(|failure| {
+            StepError::Fatal(match failure {
+                local::Failure::Start(e) => Error::io_without_path(
+                    "starting ansible-playbook (install Ansible, or set `ansible_playbook_path`)",
+                    e,
+                ),
+                local::Failure::Wait(e) => Error::io_without_path("running ansible-playbook", e),
+                local::Failure::TimedOut => Error::Timeout {
+                    operation: format!(
+                        "ansible-playbook against {} (its processes were stopped)",
+                        cx.host.display_name()
+                    ),
+                    after: cx.run_timeout,
+                },
+            })
+        })
 }
 
 /// Exit status 0 succeeds; anything else fails, naming what Ansible's status means.

@@ -16,10 +16,10 @@
 //! of Razor's keys gives; `ca_clean_command`, when set, is run on this machine for it. The node's
 //! own copy of its certificate is left: the host goes back to its provider.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::handoff::kinds::local;
 use crate::handoff::kinds::shell::quote;
 use crate::handoff::run::{
     Handoff, HandoffContext, Outcome, PrivateDir, StepError, execute_logged, setting,
@@ -271,56 +271,20 @@ async fn run_here(
     certname: &str,
     timeout: Duration,
 ) -> Result<ExecOutput, StepError> {
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .env(CERTNAME_VARIABLE, certname)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            StepError::Fatal(Error::io_without_path(
-                "starting `ca_clean_command` with sh -c",
-                e,
-            ))
-        })?;
-    let group = child.id();
-    let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(output) => output.map_err(|e| {
-            StepError::Fatal(Error::io_without_path("running `ca_clean_command`", e))
-        })?,
-        Err(_) => {
-            if let Some(group) = group {
-                kill_group(group);
+    let mut sh = tokio::process::Command::new("sh");
+    sh.arg("-c").arg(command).env(CERTNAME_VARIABLE, certname);
+    local::run(&mut sh, timeout).await.map_err(|failure| {
+        StepError::Fatal(match failure {
+            local::Failure::Start(e) => {
+                Error::io_without_path("starting `ca_clean_command` with sh -c", e)
             }
-            return Err(StepError::Fatal(Error::Timeout {
+            local::Failure::Wait(e) => Error::io_without_path("running `ca_clean_command`", e),
+            local::Failure::TimedOut => Error::Timeout {
                 operation: format!("`{}` (its processes were stopped)", keys::CA_CLEAN_COMMAND),
                 after: timeout,
-            }));
-        }
-    };
-    Ok(ExecOutput {
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        status: output.status.code().unwrap_or(-1),
+            },
+        })
     })
-}
-
-/// Kills process group `group` (what a timed-out command started), with `kill`: broker-core has no
-/// unsafe code to call `killpg` with.
-fn kill_group(group: u32) {
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", "--", &format!("-{group}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if let Err(e) = killed {
-        tracing::warn!("could not stop the processes of `ca_clean_command`: {e}");
-    }
 }
 
 #[cfg(test)]

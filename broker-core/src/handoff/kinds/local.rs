@@ -1,0 +1,88 @@
+//! Commands a kind runs on this machine (`ansible-playbook`, Puppet's `ca_clean_command`): in a
+//! process group of their own, so that when the time is up the whole group — the command and
+//! everything it started — is killed.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::session::ExecOutput;
+
+/// Why [`run`] has no output to give.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The command could not be started (not installed, not executable).
+    Start(std::io::Error),
+    /// Waiting for it failed.
+    Wait(std::io::Error),
+    /// It outlived its time; its process group was killed.
+    TimedOut,
+}
+
+/// Runs `command` (stdin empty, output collected) in a process group of its own until it ends and
+/// its output is closed, or `timeout` passes: then its whole group is killed.
+pub(crate) async fn run(
+    command: &mut tokio::process::Command,
+    timeout: Duration,
+) -> Result<ExecOutput, Failure> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0)
+        .spawn()
+        .map_err(Failure::Start)?;
+    let group = ProcessGroup(child.id());
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let ran = tokio::time::timeout(timeout, async {
+        tokio::join!(read_all(stdout), read_all(stderr), child.wait())
+    })
+    .await;
+    let Ok((stdout, stderr, status)) = ran else {
+        drop(group);
+        let _reaped = child.wait().await;
+        return Err(Failure::TimedOut);
+    };
+    group.release();
+    let status = status.map_err(Failure::Wait)?;
+    Ok(ExecOutput {
+        stdout,
+        stderr,
+        // Killed by a signal: no status of its own.
+        status: status.code().unwrap_or(-1),
+    })
+}
+
+/// All a pipe gives, as text (invalid UTF-8 replaced).
+async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+    let mut bytes = Vec::new();
+    if let Some(mut pipe) = pipe {
+        // A read error ends the output; the exit status still tells how the command ended.
+        let _ended = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut bytes).await;
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// A process group killed when dropped, unless released once its leader has ended. It is dropped
+/// before the leader is waited for: until then the leader's pid, the group's id, names no other
+/// group.
+struct ProcessGroup(Option<u32>);
+
+impl ProcessGroup {
+    fn release(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        let pid = self
+            .0
+            .and_then(|pid| i32::try_from(pid).ok())
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(pid) = pid {
+            // Fails only when the group is already gone.
+            let _gone = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
