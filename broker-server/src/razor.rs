@@ -145,8 +145,9 @@ pub(crate) async fn list(State(state): State<AppState>, request: Request) -> Res
     let query = body::query(request.uri());
     let wanted =
         |key: &str, value: &str| query.get(key).is_none_or(|w| w.eq_ignore_ascii_case(value));
-    match state.targets.list() {
-        Ok(targets) => {
+    match state.blocking(|s| Ok(s.targets.list())).await {
+        Err(problem) => RazorError::from_problem(problem, COMMAND, NOT_FOUND).into_response(),
+        Ok(Ok(targets)) => {
             let items = targets
                 .iter()
                 .filter(|t| wanted("name", &t.name) && wanted("plugin", &t.kind))
@@ -154,20 +155,22 @@ pub(crate) async fn list(State(state): State<AppState>, request: Request) -> Res
                 .collect();
             answer(StatusCode::OK, COMMAND, "Ok", items)
         }
-        Err(e) => RazorError::new(COULD_NOT, COMMAND, e.to_string()).into_response(),
+        Ok(Err(e)) => RazorError::new(COULD_NOT, COMMAND, e.to_string()).into_response(),
     }
 }
 
 /// `GET /broker/{uuid}`: by id, or by name in any case.
 pub(crate) async fn show(State(state): State<AppState>, Path(uuid): Path<String>) -> Response {
     const COMMAND: &str = "get_broker_by_uuid";
-    match state.targets.get(&uuid) {
-        Ok(target) => answer(StatusCode::OK, COMMAND, "Ok", vec![full(&target)]),
-        Err(Error::User { .. }) => {
+    let key = uuid.clone();
+    match state.blocking(move |s| Ok(s.targets.get(&key))).await {
+        Err(problem) => RazorError::from_problem(problem, COMMAND, NOT_FOUND).into_response(),
+        Ok(Ok(target)) => answer(StatusCode::OK, COMMAND, "Ok", vec![full(&target)]),
+        Ok(Err(Error::User { .. })) => {
             RazorError::new(NOT_FOUND, COMMAND, format!("Broker Target UUID: [{uuid}]"))
                 .into_response()
         }
-        Err(e) => RazorError::new(COULD_NOT, COMMAND, e.to_string()).into_response(),
+        Ok(Err(e)) => RazorError::new(COULD_NOT, COMMAND, e.to_string()).into_response(),
     }
 }
 
@@ -258,18 +261,13 @@ pub(crate) async fn add(State(state): State<AppState>, request: Request) -> Resp
         let description = input.description.unwrap_or_default();
         let values = new_config(&name, &plugin, input.req_metadata_hash.unwrap_or_default())
             .map_err(|p| RazorError::from_problem(p, COMMAND, INPUT_ERROR))?;
-        let added = add_target(
-            &*state.targets,
-            builtin(),
-            &name,
-            &description,
-            &plugin,
-            values,
-        )
-        .map_err(|e| {
-            let problem = crate::api::targets::conflict_or(&state, &name, e);
-            RazorError::from_problem(problem, COMMAND, INPUT_ERROR)
-        })?;
+        let added = state
+            .blocking(move |s| {
+                add_target(&*s.targets, builtin(), &name, &description, &plugin, values)
+                    .map_err(|e| crate::api::targets::conflict_or(s, &name, e))
+            })
+            .await
+            .map_err(|problem| RazorError::from_problem(problem, COMMAND, INPUT_ERROR))?;
         Ok(match added {
             Added::Created(t) => answer(StatusCode::CREATED, COMMAND, "Created", vec![full(&t)]),
             other => answer(StatusCode::OK, COMMAND, "Ok", vec![full(other.target())]),
@@ -288,52 +286,11 @@ pub(crate) async fn update(
     const COMMAND: &str = "update_broker";
     let result = async {
         let input = input(&state, request, COMMAND).await?;
-        let old = state.targets.get(&uuid).map_err(|_| {
-            RazorError::new(
-                INVALID_UUID,
-                COMMAND,
-                format!("Cannot Find Broker Target with UUID: [{uuid}]"),
-            )
-        })?;
-        if input
-            .plugin
-            .as_ref()
-            .is_some_and(|p| !p.eq_ignore_ascii_case(&old.kind))
-        {
-            return Err(RazorError::new(
-                INPUT_ERROR,
-                COMMAND,
-                format!(
-                    "the plugin of a broker target cannot change (it is `{}`)",
-                    old.kind
-                ),
-            ));
-        }
-        if input.name.is_none() && input.description.is_none() && input.req_metadata_hash.is_none()
-        {
-            return Err(RazorError::new(
-                MISSING_ARGUMENT,
-                COMMAND,
-                "Must provide one option from [:name, :description, :req_metadata_hash].",
-            ));
-        }
-        let kind = find_kind(builtin(), &old.kind)
-            .map_err(|e| RazorError::new(COULD_NOT, COMMAND, e.to_string()))?;
-        let set = config_values(kind, input.req_metadata_hash.unwrap_or_default())
-            .map_err(|p| RazorError::from_problem(p, COMMAND, INVALID_UUID))?;
-        let change = TargetChange {
-            name: input.name.clone(),
-            description: input.description,
-            set,
-            ..TargetChange::default()
-        };
-        let changed =
-            update_target(&*state.targets, builtin(), old.id.as_str(), change).map_err(|e| {
-                let problem =
-                    crate::api::targets::renamed_conflict(&state, &old, input.name.as_deref(), e);
-                RazorError::from_problem(problem, COMMAND, INVALID_UUID)
-            })?;
-        Ok(answer(
+        let changed = state
+            .blocking(move |s| Ok(changed(s, &uuid, input)))
+            .await
+            .map_err(|problem| RazorError::from_problem(problem, COMMAND, INVALID_UUID))??;
+        Ok::<_, RazorError>(answer(
             StatusCode::ACCEPTED,
             COMMAND,
             "Updated",
@@ -343,13 +300,64 @@ pub(crate) async fn update(
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// The change a `PUT /broker/{uuid}` asks for, made.
+fn changed(state: &AppState, uuid: &str, input: RazorInput) -> Result<Target, RazorError> {
+    const COMMAND: &str = "update_broker";
+    let old = state.targets.get(uuid).map_err(|_| {
+        RazorError::new(
+            INVALID_UUID,
+            COMMAND,
+            format!("Cannot Find Broker Target with UUID: [{uuid}]"),
+        )
+    })?;
+    if input
+        .plugin
+        .as_ref()
+        .is_some_and(|p| !p.eq_ignore_ascii_case(&old.kind))
+    {
+        return Err(RazorError::new(
+            INPUT_ERROR,
+            COMMAND,
+            format!(
+                "the plugin of a broker target cannot change (it is `{}`)",
+                old.kind
+            ),
+        ));
+    }
+    if input.name.is_none() && input.description.is_none() && input.req_metadata_hash.is_none() {
+        return Err(RazorError::new(
+            MISSING_ARGUMENT,
+            COMMAND,
+            "Must provide one option from [:name, :description, :req_metadata_hash].",
+        ));
+    }
+    let kind = find_kind(builtin(), &old.kind)
+        .map_err(|e| RazorError::new(COULD_NOT, COMMAND, e.to_string()))?;
+    let set = config_values(kind, input.req_metadata_hash.unwrap_or_default())
+        .map_err(|p| RazorError::from_problem(p, COMMAND, INVALID_UUID))?;
+    let change = TargetChange {
+        name: input.name.clone(),
+        description: input.description,
+        set,
+        ..TargetChange::default()
+    };
+    let changed =
+        update_target(&*state.targets, builtin(), old.id.as_str(), change).map_err(|e| {
+            let problem =
+                crate::api::targets::renamed_conflict(state, &old, input.name.as_deref(), e);
+            RazorError::from_problem(problem, COMMAND, INVALID_UUID)
+        })?;
+    Ok(changed)
+}
+
 /// `DELETE /broker/{uuid}`: 202 and the target removed; 409 while a nick or a host names it.
 pub(crate) async fn remove(State(state): State<AppState>, Path(uuid): Path<String>) -> Response {
     const COMMAND: &str = "remove_broker_by_uuid";
     if uuid.eq_ignore_ascii_case("all") {
         return remove_all().await;
     }
-    match removed(&state, &uuid) {
+    let key = uuid.clone();
+    match state.blocking(move |s| removed(s, &key)).await {
         Ok(target) => answer(
             StatusCode::ACCEPTED,
             COMMAND,

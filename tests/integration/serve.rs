@@ -1050,3 +1050,70 @@ fn serve_hosts_are_handed_off_and_providers_answer_discovery_queries() {
     );
     s.dir.assert_nothing_out();
 }
+
+/// How many threads of process `pid` sleep in `nanosleep` (broker's lock waits poll with sleeps).
+fn sleeping_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("wchan")).ok())
+                .filter(|wchan| wchan.contains("nanosleep"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn serve_a_request_waiting_for_a_lock_another_process_holds_stalls_no_other_request() {
+    use std::io::BufRead;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let s = Setup::new(&format!("inventory_lock_timeout: 60s\n{SETTINGS}"));
+    // Another process holds the lock of targets.yaml.
+    let lock = s.dir.path().join("targets.yaml.flock");
+    let mut holder = crate::util::ChildGuard::spawn(
+        std::process::Command::new("flock")
+            .arg("-x")
+            .arg(&lock)
+            .args(["-c", "echo locked; exec sleep 600"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped()),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "locked\n");
+    let answered = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let writes: Vec<_> = (0..4)
+            .map(|i| {
+                let (s, answered) = (&s, &answered);
+                scope.spawn(move || {
+                    let body = json!({"name": format!("t{i}"), "kind": "noop"});
+                    let status = s.send("POST", "/api/v1/targets", &body).status;
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    status
+                })
+            })
+            .collect();
+        // The server runs on two threads: two writes waiting for the lock would hold both.
+        let pid = s.server.child.id();
+        assert!(
+            crate::util::wait_for(crate::util::DEADLINE, || sleeping_threads(pid) >= 2),
+            "the writes never waited for the lock"
+        );
+        for _ in 0..3 {
+            assert_eq!(s.server.call("GET", "/health", "", "").status, 200);
+            assert_eq!(s.get("/api/v1/kinds").status, 200);
+            assert_eq!(
+                answered.load(Ordering::SeqCst),
+                0,
+                "a write went through a held lock"
+            );
+        }
+        drop(holder);
+        let statuses: Vec<u16> = writes.into_iter().map(|w| w.join().unwrap()).collect();
+        assert_eq!(statuses, vec![201; 4]);
+    });
+    assert_eq!(s.get("/api/v1/targets").json().as_array().unwrap().len(), 4);
+}

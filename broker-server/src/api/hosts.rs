@@ -22,19 +22,28 @@ pub(crate) fn shown(record: &HostRecord) -> serde_json::Value {
 /// `GET /api/v1/hosts[?filter=…]`.
 pub(crate) async fn list(State(state): State<AppState>, request: Request) -> Response {
     let filter = body::query(request.uri()).remove("filter");
-    let records = state.broker.inventory().list().map_err(Problem::from);
-    let picked = records.and_then(|records| {
-        filter_records(records, filter.as_deref()).map_err(|e| match e {
-            Error::Filter(_) => {
-                Problem::field("filter", e.to_string()).with_status(StatusCode::BAD_REQUEST)
-            }
-            e => Problem::from(e),
+    let picked = state
+        .blocking(move |s| {
+            let records = s.broker.inventory().list().map_err(Problem::from)?;
+            let picked = filter_records(records, filter.as_deref()).map_err(|e| match e {
+                Error::Filter(_) => {
+                    Problem::field("filter", e.to_string()).with_status(StatusCode::BAD_REQUEST)
+                }
+                e => Problem::from(e),
+            })?;
+            Ok(picked.iter().map(shown).collect::<Vec<_>>())
         })
-    });
+        .await;
     match picked {
-        Ok(records) => Json(records.iter().map(shown).collect::<Vec<_>>()).into_response(),
+        Ok(records) => Json(records).into_response(),
         Err(problem) => problem.into_response(),
     }
+}
+
+/// The record `key` names (as [`find`]), read on a blocking thread.
+async fn find_off(state: &AppState, key: &str) -> Result<HostRecord, Problem> {
+    let key = key.to_owned();
+    state.blocking(move |s| find(s, &key)).await
 }
 
 /// The record `key` names: its id, else its hostname or name when only one record has it.
@@ -56,7 +65,7 @@ fn find(state: &AppState, key: &str) -> Result<HostRecord, Problem> {
 
 /// `GET /api/v1/hosts/{id}`.
 pub(crate) async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match find(&state, &id) {
+    match find_off(&state, &id).await {
         Ok(record) => Json(shown(&record)).into_response(),
         Err(problem) => problem.into_response(),
     }
@@ -64,7 +73,7 @@ pub(crate) async fn show(State(state): State<AppState>, Path(id): Path<String>) 
 
 /// `DELETE /api/v1/hosts/{id}`: checks the host in; 204 once it is.
 pub(crate) async fn checkin(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let record = match find(&state, &id) {
+    let record = match find_off(&state, &id).await {
         Ok(record) => record,
         Err(problem) => return problem.into_response(),
     };
@@ -103,14 +112,16 @@ pub(crate) async fn extend(
         } else {
             body::json(&bytes)?
         };
-        let record = find(&state, &id)?;
+        let record = find_off(&state, &id).await?;
         let args = arguments(asked.arguments)?;
         let outcome = state.broker.extend(vec![record.clone()], args).await;
         match outcome.into_iter().next().map(|o| o.result) {
             Some(Ok(())) | None => {}
             Some(Err(e)) => return Err(Problem::from(e)),
         }
-        let now = find(&state, record.id().as_str()).unwrap_or(record);
+        let now = find_off(&state, record.id().as_str())
+            .await
+            .unwrap_or(record);
         Ok(Json(shown(&now)).into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -132,7 +143,7 @@ pub(crate) async fn handoff_status(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Response {
-    match find(&state, &id) {
+    match find_off(&state, &id).await {
         Ok(record) => Json(broker_core::value::to_json(&status_of(&record))).into_response(),
         Err(problem) => problem.into_response(),
     }
@@ -163,7 +174,7 @@ pub(crate) async fn handoff_run(
         } else {
             body::json(&bytes)?
         };
-        let record = find(&state, &id)?;
+        let record = find_off(&state, &id).await?;
         let target = target_of(&record, asked.target.as_deref(), asked.retry)
             .map_err(|e| Problem::field("target", e.to_string()))?;
         let host = state.broker.attach(record).map_err(Problem::from)?;

@@ -157,15 +157,15 @@ impl Operations {
         let running = Arc::clone(&entry);
         let task = tokio::spawn(async move {
             let result = match broker.checkout(request).await {
-                Ok(guards) => Ok(guards
-                    .into_iter()
-                    .map(|guard| {
-                        let mut record = guard.keep().record().clone();
-                        // The inventory's record says its user holds it now, not a guard.
-                        record.remove(broker_core::lease::fields::GUARDED);
-                        crate::api::hosts::shown(&record)
-                    })
-                    .collect()),
+                // Keeping a host writes the inventory: off the async threads.
+                Ok(guards) => tokio::task::spawn_blocking(move || kept(guards))
+                    .await
+                    .map_err(|_| {
+                        Problem::new(
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                            "keeping the hosts checked out failed; see `broker inventory`",
+                        )
+                    }),
                 Err(e) => Err(Problem::from(e)),
             };
             running.finish(result);
@@ -223,6 +223,19 @@ impl Operations {
             );
         }
     }
+}
+
+/// The hosts of a checkout kept (checked out until a client checks them in), as shown.
+fn kept(guards: Vec<broker_core::HostGuard>) -> Vec<serde_json::Value> {
+    guards
+        .into_iter()
+        .map(|guard| {
+            let mut record = guard.keep().record().clone();
+            // The inventory's record says its user holds it now, not a guard.
+            record.remove(broker_core::lease::fields::GUARDED);
+            crate::api::hosts::shown(&record)
+        })
+        .collect()
 }
 
 fn operation_id() -> String {

@@ -37,15 +37,18 @@ pub(crate) async fn kind(Path(name): Path<String>) -> Response {
 
 /// `GET /api/v1/targets`.
 pub(crate) async fn list(State(state): State<AppState>) -> Response {
-    match state.targets.list() {
+    match state
+        .blocking(|s| s.targets.list().map_err(Problem::from))
+        .await
+    {
         Ok(targets) => Json(targets).into_response(),
-        Err(e) => Problem::from(e).into_response(),
+        Err(problem) => problem.into_response(),
     }
 }
 
 /// `GET /api/v1/targets/{id}`: by id, or by name in any case.
 pub(crate) async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match find(&state, &id) {
+    match state.blocking(move |s| find(s, &id)).await {
         Ok(target) => Json(target).into_response(),
         Err(problem) => problem.into_response(),
     }
@@ -76,7 +79,7 @@ struct NewTarget {
 pub(crate) async fn create(State(state): State<AppState>, request: Request) -> Response {
     let result = async {
         let new: NewTarget = body::json(&body::read(&state, request).await?)?;
-        created(&state, new)
+        state.blocking(move |s| created(s, new)).await
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -193,23 +196,27 @@ pub(crate) async fn change(
 ) -> Response {
     let result = async {
         let patch: Patch = body::json(&body::read(&state, request).await?)?;
-        let old = find(&state, &id)?;
-        let kind = find_kind(builtin(), &old.kind).map_err(Problem::from)?;
-        if let Some(name) = &patch.name {
-            check_name(name).map_err(|e| Problem::field("name", e.to_string()))?;
-        }
-        let change = TargetChange {
-            name: patch.name.clone(),
-            description: patch.description,
-            set: config_values(kind, patch.config.set)?,
-            clear: patch.config.clear,
-            config: None,
-        };
-        let changed = update_target(&*state.targets, builtin(), old.id.as_str(), change)
-            .map_err(|e| renamed_conflict(&state, &old, patch.name.as_deref(), e))?;
-        Ok::<_, Problem>(Json(changed).into_response())
+        state.blocking(move |s| changed(s, &id, patch)).await
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn changed(state: &AppState, id: &str, patch: Patch) -> Result<Response, Problem> {
+    let old = find(state, id)?;
+    let kind = find_kind(builtin(), &old.kind).map_err(Problem::from)?;
+    if let Some(name) = &patch.name {
+        check_name(name).map_err(|e| Problem::field("name", e.to_string()))?;
+    }
+    let change = TargetChange {
+        name: patch.name.clone(),
+        description: patch.description,
+        set: config_values(kind, patch.config.set)?,
+        clear: patch.config.clear,
+        config: None,
+    };
+    let changed = update_target(&*state.targets, builtin(), old.id.as_str(), change)
+        .map_err(|e| renamed_conflict(state, &old, patch.name.as_deref(), e))?;
+    Ok(Json(changed).into_response())
 }
 
 /// 409 when the new name is another target's, else the error.
@@ -231,7 +238,7 @@ pub(crate) fn renamed_conflict(
 
 /// `DELETE /api/v1/targets/{id}`: 204, or 409 while a nick or a host names it.
 pub(crate) async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match removed(&state, &id) {
+    match state.blocking(move |s| removed(s, &id)).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(problem) => problem.into_response(),
     }
