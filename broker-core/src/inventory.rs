@@ -674,17 +674,21 @@ impl<'t> Entries<'t> {
         }
         expected.extend(appended_text.iter().map(String::as_str));
         let out = self.blocks.rewrite(&expected);
-        // The written text must consist of exactly those entries, split where they were split.
-        let reads_back = match Blocks::split(&out) {
-            Some(written) => {
-                written.header() == self.blocks.header()
-                    && written.len() == expected.len()
-                    && (0..written.len()).all(|i| written.entry(i) == expected[i])
-            }
-            // Only comments (or nothing) left: it must read as an empty inventory.
-            None => expected.is_empty() && parse_whole(path, &out).is_ok_and(|r| r.is_empty()),
-        };
-        Ok(reads_back.then_some(out))
+        Ok(is_written_as(path, &out, self.blocks.header(), &expected).then_some(out))
+    }
+}
+
+/// Whether `out` consists of exactly `header` and the `expected` entries, split where they were
+/// split — or, when it is no plain list of entries, whether it reads as the empty inventory that no
+/// entry expects. A check of the splice's own text before it replaces the file.
+fn is_written_as(path: &Path, out: &str, header: &str, expected: &[&str]) -> bool {
+    match Blocks::split(out) {
+        Some(written) => {
+            written.header() == header
+                && written.len() == expected.len()
+                && (0..written.len()).all(|i| written.entry(i) == expected[i])
+        }
+        None => expected.is_empty() && parse_whole(path, out).is_ok_and(|r| r.is_empty()),
     }
 }
 
@@ -1384,6 +1388,35 @@ mod tests {
   hostname: other.host.example.com
   name: null
 "#;
+
+    #[test]
+    fn records_holding_tags_are_written_when_they_read_back_unchanged() {
+        let path = Path::new("inventory.yaml");
+        let records: Vec<HostRecord> =
+            serde_yaml::from_str("[{name: a, x: !custom 5, deep: {k: [!t v]}}, {name: b}]")
+                .unwrap();
+        let text = emit_records(path, &records).unwrap();
+        assert_eq!(parse_whole(path, &text).unwrap(), records);
+    }
+
+    #[test]
+    fn a_splice_is_written_only_as_exactly_its_entries() {
+        let path = Path::new("inventory.yaml");
+        let (a, b) = ("- name: a\n", "- name: b\n");
+        let out = "# hosts\n- name: a\n- name: b\n";
+        assert!(is_written_as(path, out, "# hosts\n", &[a, b]));
+        assert!(!is_written_as(path, out, "# other\n", &[a, b]));
+        assert!(!is_written_as(path, out, "# hosts\n", &[a]));
+        assert!(!is_written_as(path, out, "# hosts\n", &[a, b, b]));
+        assert!(!is_written_as(path, out, "# hosts\n", &[b, a]));
+        assert!(!is_written_as(path, out, "# hosts\n", &[a, "- name: c\n"]));
+        // Text that is no plain list of entries must read as the empty inventory, and only when no
+        // entry is expected.
+        assert!(is_written_as(path, "--- []\n", "", &[]));
+        assert!(!is_written_as(path, "--- []\n", "", &[a]));
+        assert!(!is_written_as(path, "--- [{name: a}]\n", "", &[]));
+        assert!(!is_written_as(path, "--- [\n", "", &[]));
+    }
 
     #[test]
     fn is_file_at_tells_a_lock_file_gone_from_one_it_cannot_look_at() {
