@@ -81,6 +81,48 @@ fn checkout_inventory_extend_checkin() {
     assert_eq!(release["source_vm"], name.as_str());
 }
 
+/// A lease on an AWX checkout is recorded and goes to the workflow as the extra var
+/// `_broker_expire_time` (never to the release); `extend --lease` moves broker's lease and runs AWX's
+/// own extend workflow as well, which moves the VM's expiry as its `new_expire_time` says.
+#[test]
+fn a_lease_is_recorded_given_to_the_workflow_and_extended_at_awx_too() {
+    let sim = Sim::start();
+    let dir = BrokerDir::new(&settings(&sim, ""));
+    let before = broker_core::time::now_epoch();
+    dir.ok(&["checkout", "--nick", "rhel9", "--lease", "2h"]);
+    let after = broker_core::time::now_epoch();
+    let host = dir.inventory().remove(0);
+    let name = host["name"].as_str().unwrap().to_owned();
+    let at = host["_broker_expire_time"].as_i64().unwrap();
+    assert!((before + 7200..=after + 7200).contains(&at), "{host}");
+    let deploy = &sim.world().launches("deploy-rhel")[0];
+    assert_eq!(deploy["_broker_expire_time"].as_i64(), Some(at), "{deploy}");
+
+    let before = broker_core::time::now_epoch();
+    dir.ok(&["extend", "0", "--lease", "1d"]);
+    let after = broker_core::time::now_epoch();
+    let moved = dir.inventory()[0]["_broker_expire_time"].as_i64().unwrap();
+    assert!(
+        (before + 86_400..=after + 86_400).contains(&moved),
+        "{moved}"
+    );
+    let extends = sim.world().launches("extend-vm");
+    assert_eq!(extends.len(), 1, "AWX's own extend ran: {extends:?}");
+    assert_eq!(extends[0]["target_vm"], name.as_str());
+    assert_eq!(extends[0]["new_expire_time"], "+172800", "the setting's");
+    assert!(
+        extends[0].get("_broker_expire_time").is_none(),
+        "{}",
+        extends[0]
+    );
+
+    dir.ok(&["checkin", "0"]);
+    let release = &sim.world().launches("remove-vm")[0];
+    assert_eq!(release["source_vm"], name.as_str());
+    assert!(release.get("_broker_expire_time").is_none(), "{release}");
+    assert!(sim.vms().is_empty());
+}
+
 /// `extend --sequential` launches a host's extend job only when the one before it has finished: while
 /// the first job runs (and runs on), the second is never launched.
 #[test]

@@ -27,7 +27,10 @@
 //! | `verify` | `true` | `false` skips TLS checks; a path adds a PEM CA bundle |
 //!
 //! # No host is lost
-//! Every launch carries the intent record's id in the extra var `_broker_record_id`. A checkout
+//! Every launch carries the intent record's id in the extra var `_broker_record_id`, and a leased
+//! checkout its lease in `_broker_expire_time` (seconds since the epoch, as the record has it), for
+//! workflows that set the VM's own expiry from it; AWX workflows take extra vars they do not use
+//! (every checkout argument is one), and neither is passed on to a release or extend. A checkout
 //! that fails, times out or is interrupted is cleaned up from its intent record: a job still
 //! running is canceled, and the VMs its successful jobs made (`vm_name` artifacts, or the finished
 //! host) are released. After a crash, `broker recover` finds the job by that id.
@@ -67,6 +70,9 @@ use jobs::{
     Finished, Kind, Launched, Reason, extra_vars, host_fields, is_final, is_set,
     job_failure_reasons, launched_job, merge_json, related, set_entries,
 };
+
+/// The extra var carrying a leased checkout's lease (broker's `_broker_expire_time`).
+const EXPIRE_TIME_VAR: &str = broker_core::record::fields::EXPIRE_TIME;
 
 /// The provider's name, as the inventory records it.
 pub const NAME: &str = "AnsibleTower";
@@ -731,6 +737,7 @@ impl Tower {
             "artifacts",
             "_broker_extra_vars",
             "_broker_record_id",
+            EXPIRE_TIME_VAR,
             "source_vm",
             "target_vm",
             "count",
@@ -1572,6 +1579,10 @@ impl Provider for Tower {
             "_broker_record_id".into(),
             Value::from(ctx.record_id().as_str()),
         );
+        // The lease travels with the job, for workflows that set the VM's own expiry from it.
+        if let Some(at) = ctx.expire_time() {
+            args.insert(EXPIRE_TIME_VAR.into(), Value::from(at));
+        }
         let finished = self
             .run_handling_dangling(api, Kind::Workflow, &workflow, args, Some(ctx))
             .await?;
