@@ -32,6 +32,12 @@ pub mod ssh;
 #[cfg(feature = "test-provider")]
 pub mod test_provider;
 
+/// The Rust examples of `docs/leases.md`, compiled by `cargo test --doc` (with broker-core's
+/// `conformance` feature, which this crate's tests turn on) so that they stay true to the API.
+#[cfg(all(doctest, feature = "container"))]
+#[doc = include_str!("../../docs/leases.md")]
+struct LeasesDoc;
+
 /// Every provider this build has, by name.
 pub fn registry() -> ProviderRegistry {
     #[allow(unused_mut)]
