@@ -1117,3 +1117,35 @@ fn serve_a_request_waiting_for_a_lock_another_process_holds_stalls_no_other_requ
     });
     assert_eq!(s.get("/api/v1/targets").json().as_array().unwrap().len(), 4);
 }
+
+#[test]
+fn serve_a_body_that_stops_coming_is_answered_with_408() {
+    use std::io::{Read, Write};
+    let s = Setup::new(&format!("{SETTINGS}serve: {{body_timeout: 1s}}\n"));
+    let mut stream = s.server.connect();
+    let head = format!(
+        "POST /api/v1/targets HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer \
+         {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\": ",
+        s.write
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // The rest of the body never comes; the answer does.
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("the request body did not arrive in time"),
+        "{answer}"
+    );
+    assert!(
+        s.get("/api/v1/targets")
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
