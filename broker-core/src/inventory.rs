@@ -1419,6 +1419,13 @@ mod tests {
     }
 
     #[test]
+    fn a_file_store_is_located_at_its_path() {
+        let path = Path::new("/somewhere/inventory.yaml");
+        let store = YamlFileStore::new(path, Duration::from_secs(5));
+        assert_eq!(store.location(), "/somewhere/inventory.yaml");
+    }
+
+    #[test]
     fn is_file_at_tells_a_lock_file_gone_from_one_it_cannot_look_at() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("inventory.yaml.flock");
@@ -2475,6 +2482,31 @@ mod tests {
         let report = merge_sync(&mut records, listing("[]").force(true)).unwrap();
         assert_eq!(report.removed, 5);
         assert_eq!(ids(&records), ["q"]);
+    }
+
+    #[test]
+    fn sync_removes_half_of_the_records_but_no_more_without_force() {
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+        let yaml: String = names
+            .iter()
+            .map(|n| format!("- {{_broker_provider: P, _broker_id: {n}, name: {n}}}\n"))
+            .collect();
+        let inventory = provider_records(&yaml);
+        let listing = |reported: &str| {
+            ProviderListing::new("P", None, inventory.clone(), provider_records(reported))
+        };
+        // Five of eight is more than half.
+        let mut records = inventory.clone();
+        let err =
+            merge_sync(&mut records, listing("[{name: a}, {name: b}, {name: c}]")).unwrap_err();
+        assert!(matches!(&err, Error::SyncRefused { removing, .. } if removing.len() == 5));
+        // Four of eight is half, not more: removed.
+        let report = merge_sync(
+            &mut records,
+            listing("[{name: a}, {name: b}, {name: c}, {name: d}]"),
+        )
+        .unwrap();
+        assert_eq!(report.removed_hosts, ["e", "f", "g", "h"]);
     }
 }
 
