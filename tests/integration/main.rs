@@ -13,6 +13,7 @@ mod container;
 mod docs;
 mod flags;
 mod handoff_ansible;
+mod handoff_chef;
 mod handoff_run;
 mod input;
 mod inventory_file;

@@ -40,7 +40,11 @@ pub(crate) fn ok(stdout: &str) -> Result<ExecOutput> {
     })
 }
 
-#[cfg(any(feature = "handoff-script", feature = "handoff-puppet"))]
+#[cfg(any(
+    feature = "handoff-script",
+    feature = "handoff-puppet",
+    feature = "handoff-chef"
+))]
 pub(crate) fn status(status: i32, stdout: &str) -> Result<ExecOutput> {
     Ok(ExecOutput {
         stdout: stdout.to_owned(),
@@ -131,12 +135,20 @@ pub(crate) fn with(
 }
 
 /// The private directory the fake host's `mktemp -d` answers with.
-#[cfg(any(feature = "handoff-script", feature = "handoff-puppet"))]
+#[cfg(any(
+    feature = "handoff-script",
+    feature = "handoff-puppet",
+    feature = "handoff-chef"
+))]
 pub(crate) const DIR: &str = "/tmp/broker-handoff.abc";
 
 /// Runs `kind` for `target` on a fake host whose `mktemp -d` answers [`DIR`], then `replies`; the
 /// report and what the host saw.
-#[cfg(any(feature = "handoff-script", feature = "handoff-puppet"))]
+#[cfg(any(
+    feature = "handoff-script",
+    feature = "handoff-puppet",
+    feature = "handoff-chef"
+))]
 pub(crate) async fn run_in_private_dir(
     kind: &dyn crate::handoff::Handoff,
     target: &crate::handoff::Target,

@@ -1,10 +1,12 @@
 //! The handoff kinds broker brings: `noop` always, `script` with the `handoff-script` feature,
-//! `puppet` with `handoff-puppet`, `ansible` with `handoff-ansible`.
+//! `puppet` with `handoff-puppet`, `ansible` with `handoff-ansible`, `chef` with `handoff-chef`.
 //! Kinds that need a client of their own (a configuration-management server's) each sit behind a
 //! feature of their own.
 
 #[cfg(feature = "handoff-ansible")]
 pub mod ansible;
+#[cfg(feature = "handoff-chef")]
+pub mod chef;
 #[cfg(any(feature = "handoff-ansible", feature = "handoff-puppet"))]
 mod local;
 pub mod noop;
@@ -27,5 +29,7 @@ pub fn builtin() -> HandoffRegistry {
     let registry = registry.with(Arc::new(puppet::Puppet));
     #[cfg(feature = "handoff-ansible")]
     let registry = registry.with(Arc::new(ansible::Ansible));
+    #[cfg(feature = "handoff-chef")]
+    let registry = registry.with(Arc::new(chef::Chef));
     registry
 }

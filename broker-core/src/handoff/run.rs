@@ -268,10 +268,15 @@ impl RunLog {
         lines.extend(text.lines().map(str::to_owned));
     }
 
-    /// Masks `secret` (a password the kind handed on) in every line added from now on.
+    /// Masks `secret` (a password, a key the kind handed on) in every line added from now on: the
+    /// whole of it, and each of its lines of 16 characters or more on its own.
     pub fn conceal(&self, secret: &str) {
-        if !secret.is_empty() {
-            lock(&self.concealed).push(secret.to_owned().into());
+        let lines = secret.lines().map(str::trim).filter(|l| l.len() >= 16);
+        let mut concealed = lock(&self.concealed);
+        for part in std::iter::once(secret).chain(lines) {
+            if !part.is_empty() {
+                concealed.push(part.to_owned().into());
+            }
         }
     }
 
