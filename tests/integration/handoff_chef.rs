@@ -5,8 +5,6 @@
 
 use std::process::Command;
 
-use serde_json::Value;
-
 use crate::container::{containers, engine_dir};
 use crate::handoff_run::{log_of, on_host, the_record};
 use crate::util::{BrokerDir, stderr};
