@@ -63,6 +63,14 @@ pub const AWXKIT: Component = Component {
     install: "export BROKER_AWXKIT_PYTHON=\"$(bash scripts/setup-awxkit)\"",
 };
 
+/// A Puppet Server of the tests' own, as `scripts/puppetserver start` runs it, in the directory
+/// that `BROKER_PUPPET_SERVER` names.
+pub const PUPPET_SERVER: Component = Component {
+    name: "a Puppet Server (the directory of `scripts/puppetserver start` in BROKER_PUPPET_SERVER) \
+           and the image localhost/broker-puppet-agent",
+    install: "bash scripts/setup-puppet && export BROKER_PUPPET_SERVER=\"$(bash scripts/puppetserver start)\"",
+};
+
 /// Whether `BROKER_ALLOW_SKIP=1` is set.
 pub fn skip_allowed() -> bool {
     std::env::var_os(ALLOW_SKIP).is_some_and(|v| v == "1")
@@ -199,6 +207,57 @@ pub fn awxkit_python() -> Option<String> {
         probe(Command::new(&python).args(["-c", "import awxkit"]))
     };
     AWXKIT.check(found).then_some(python)
+}
+
+/// The directory of the running Puppet Server that `BROKER_PUPPET_SERVER` names (its `port`,
+/// `puppet/puppet.conf`), once it answers — waiting up to five minutes for one still starting —
+/// with the image `localhost/broker-puppet-agent` there; `None` when skipping is allowed and either
+/// is missing (see [`Component::check`]).
+pub fn puppet_server() -> Option<std::path::PathBuf> {
+    let dir =
+        std::path::PathBuf::from(std::env::var_os("BROKER_PUPPET_SERVER").unwrap_or_default());
+    let found = if dir.as_os_str().is_empty() {
+        Err("BROKER_PUPPET_SERVER is not set".to_owned())
+    } else {
+        puppet_server_answers(&dir).and_then(|()| {
+            probe(Command::new("podman").args([
+                "image",
+                "exists",
+                "localhost/broker-puppet-agent:latest",
+            ]))
+        })
+    };
+    PUPPET_SERVER.check(found).then_some(dir)
+}
+
+/// Whether the server in `dir` answers its status request, waiting while its process runs.
+fn puppet_server_answers(dir: &Path) -> Result<(), String> {
+    let port = std::fs::read_to_string(dir.join("port"))
+        .map_err(|e| format!("no server in {}: {e}", dir.display()))?;
+    let pid = std::fs::read_to_string(dir.join("pid")).unwrap_or_default();
+    let url = format!("https://127.0.0.1:{}/status/v1/simple", port.trim());
+    let answers = || {
+        Command::new("curl")
+            .args(["-sk", "--max-time", "5", &url])
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|out| out.stdout == b"running")
+    };
+    let runs = || Path::new(&format!("/proc/{}", pid.trim())).exists() && !pid.trim().is_empty();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(300) {
+        if answers() {
+            return Ok(());
+        }
+        if !runs() {
+            return Err(format!("the server in {} is not running", dir.display()));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    Err(format!(
+        "the server in {} did not answer {url} within 300 s",
+        dir.display()
+    ))
 }
 
 /// Polls `check` every 20 ms until it holds or `limit` passes; whether it held. Give a generous
