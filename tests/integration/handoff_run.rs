@@ -69,7 +69,7 @@ fn checkout_handed_off(dir: &BrokerDir, more: &[&str]) -> std::process::Output {
     dir.run(&args)
 }
 
-const FILES_LEFT: &str = "ls -d /tmp/broker-handoff.* 2>/dev/null | wc -l";
+pub(crate) const FILES_LEFT: &str = "ls -d /tmp/broker-handoff.* 2>/dev/null | wc -l";
 
 #[test]
 fn script_handoff_of_a_container_host_over_exec() {

@@ -14,6 +14,7 @@ mod docs;
 mod flags;
 mod handoff_ansible;
 mod handoff_chef;
+mod handoff_puppet;
 mod handoff_run;
 mod input;
 mod inventory_file;
