@@ -6,7 +6,8 @@
 //! [`store::TargetStore`] (`targets.yaml` next to the inventory: [`store::YamlTargetStore`]).
 //! Running one is [`run`]: the [`Handoff`](run::Handoff) trait a kind implements, the registry
 //! kinds are found in, and the runner that drives a kind over the host's session; [`kinds`] holds
-//! the kinds broker brings (`noop`; `script` with the `handoff-script` feature).
+//! the kinds broker brings (`noop`; `script`, `puppet`, `chef` and `ansible`, each with its
+//! `handoff-KIND` feature).
 
 pub mod admin;
 pub(crate) mod checkout;
