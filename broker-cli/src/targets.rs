@@ -18,7 +18,8 @@ use crate::terminal::{Terminal, answerable};
 
 /// Runs one `broker target` command.
 pub fn target(broker: &Broker, command: TargetCommand, emitter: &mut Emitter) -> Result<i32> {
-    let store = YamlTargetStore::for_settings(broker.settings())?;
+    let store =
+        YamlTargetStore::for_settings(broker.settings())?.checked_against(schema::builtin());
     match command {
         TargetCommand::Get { what, output } => match what.as_str() {
             "all" => list(&store, output.format, emitter),

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::handoff::schema::{KeySpec, KindSchema};
 use crate::handoff::target::{ConfigValue, Target, TargetConfig, TargetId, lookup};
 
 /// What adding a target came to.
@@ -84,6 +85,8 @@ pub trait TargetStore: Send + Sync + fmt::Debug {
 pub struct YamlTargetStore {
     path: PathBuf,
     lock_timeout: Duration,
+    /// The schemas a listing checks targets against ([`YamlTargetStore::checked_against`]).
+    kinds: Option<&'static [KindSchema]>,
 }
 
 /// The targets file's lock, as its messages name it.
@@ -103,7 +106,20 @@ impl YamlTargetStore {
         YamlTargetStore {
             path: path.into(),
             lock_timeout,
+            kinds: None,
         }
+    }
+
+    /// This store, checking every target of the `kinds` it reads (the file may have been edited by
+    /// hand) as `broker target add` would have: an unknown key or a refused value is an
+    /// [`Error::Parse`] at that key's line and column, a missing required key one at the target's
+    /// `config:`. Targets of other kinds (a third party's) are not checked. Changes (`add`,
+    /// `replace`, `remove`) still work on a file that fails the check, so it can be mended with
+    /// `broker target update` or `remove`.
+    #[must_use]
+    pub fn checked_against(mut self, kinds: &'static [KindSchema]) -> Self {
+        self.kinds = Some(kinds);
+        self
     }
 
     /// The store of the broker directory `dir`: `dir/targets.yaml`.
@@ -127,23 +143,39 @@ impl YamlTargetStore {
         &self.path
     }
 
+    /// The targets, checked against the store's kinds (if any); the file's text, for locating.
+    fn read_checked(&self) -> Result<Vec<Target>> {
+        let (targets, text) = self.read_text()?;
+        if let Some(kinds) = self.kinds {
+            for warning in check_schemas(&self.path, &text, &targets, kinds)? {
+                tracing::warn!("{warning}");
+            }
+        }
+        Ok(targets)
+    }
+
     fn read(&self) -> Result<Vec<Target>> {
+        self.read_text().map(|(targets, _)| targets)
+    }
+
+    fn read_text(&self) -> Result<(Vec<Target>, String)> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
             Err(e) => return Err(Error::io("reading handoff targets", &self.path, e)),
         };
         let text = crate::files::strip_bom(&text);
         if text.trim().is_empty() {
-            return Ok(Vec::new());
+            return Ok(Default::default());
         }
         let stored: Option<Vec<StoredTarget>> =
             serde_yaml::from_str(text).map_err(|e| Error::parse(&self.path, &e, false))?;
-        Ok(stored
+        let targets = stored
             .unwrap_or_default()
             .into_iter()
             .map(StoredTarget::into_target)
-            .collect())
+            .collect();
+        Ok((targets, text.to_owned()))
     }
 
     /// Runs `change` on the targets under the writers' lock and writes them back atomically when
@@ -170,7 +202,7 @@ impl YamlTargetStore {
 
 impl TargetStore for YamlTargetStore {
     fn list(&self) -> Result<Vec<Target>> {
-        self.read()
+        self.read_checked()
     }
 
     fn add(&self, target: Target) -> Result<Added> {
@@ -231,6 +263,87 @@ impl TargetStore for YamlTargetStore {
     }
 }
 
+/// Checks each target of a kind broker knows the schema of as `broker target add` would have (a
+/// file may be edited by hand): a value its key refuses is an error at that key's line, a missing
+/// required key one at its target's `config:`. A key the kind does not have is a warning (returned)
+/// at its line, not an error: a key a kind dropped must not make the whole file unusable, and is
+/// what `broker target update` can clear. Other kinds (a third party's) were checked when they were
+/// added.
+fn check_schemas(
+    path: &Path,
+    text: &str,
+    targets: &[Target],
+    kinds: &[KindSchema],
+) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    for (index, target) in targets.iter().enumerate() {
+        let Ok(kind) = crate::handoff::schema::find_kind(kinds, &target.kind) else {
+            continue;
+        };
+        let fault = |key: Option<&str>, e: &Error| {
+            let (line, column) = locate(text, index, key);
+            Error::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: format!("handoff target `{}`: {e}", target.name),
+                settings: false,
+            }
+        };
+        let mut known = BTreeMap::new();
+        for (key, value) in target.config.iter() {
+            let Some(spec) = kind.key(key) else {
+                if let Err(e) = kind.refuse_unknown([key]) {
+                    let (line, column) = locate(text, index, Some(key));
+                    warnings.push(format!(
+                        "`{}` at line {line}, column {column}: handoff target `{}`: {e}; it is \
+                         left as it is (`broker target update {} --clear {key}` drops it)",
+                        path.display(),
+                        target.name,
+                        target.name
+                    ));
+                }
+                continue;
+            };
+            // A value kept under `secrets:` is not shown, whatever its key.
+            let spec = KeySpec {
+                secret: spec.secret || value.is_secret(),
+                ..*spec
+            };
+            spec.check(value.expose())
+                .map_err(|e| fault(Some(key), &e))?;
+            known.insert(key.to_owned(), value.clone());
+        }
+        kind.validate(known).map_err(|e| fault(None, &e))?;
+    }
+    Ok(warnings)
+}
+
+/// Where, in a file laid out as broker writes it, the `index`-th target has `key` (under
+/// `config:` or `secrets:`), or — for `None` or a key not found — its `config:`, else its first
+/// line: one-based line and column; `(0, 0)` when the target cannot be found.
+fn locate(text: &str, index: usize, key: Option<&str>) -> (usize, usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    let starts: Vec<usize> = (0..lines.len())
+        .filter(|n| lines[*n].starts_with('-'))
+        .collect();
+    let Some(&start) = starts.get(index) else {
+        return (0, 0);
+    };
+    let end = starts.get(index + 1).copied().unwrap_or(lines.len());
+    let at = |n: usize, nested: bool, name: &str| {
+        let body = lines[n].trim_start();
+        let indent = lines[n].len() - body.len();
+        let named = body
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.trim_start().starts_with(':'));
+        (named && (indent > 2) == nested).then_some((n + 1, indent + 1))
+    };
+    key.and_then(|key| (start..end).find_map(|n| at(n, true, key)))
+        .or_else(|| (start..end).find_map(|n| at(n, false, "config")))
+        .unwrap_or((start + 1, 1))
+}
+
 /// The error for adding `new` when `there` has its name but differs.
 fn conflict(there: &Target, new: &Target) -> Error {
     let what = if there.kind != new.kind {
@@ -256,8 +369,10 @@ fn conflict(there: &Target, new: &Target) -> Error {
 }
 
 /// A target as `targets.yaml` holds it: plain values under `config`, secret ones under `secrets`
-/// (the file is private to its owner, as the inventory is when broker makes it).
+/// (the file is private to its owner, as the inventory is when broker makes it). A key it does not
+/// know is an error at that key (a `secret:` meant as `secrets:` would otherwise be dropped).
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StoredTarget {
     id: TargetId,
     name: String,
@@ -457,6 +572,90 @@ mod tests {
             std::fs::read_to_string(store.path()).unwrap(),
             "- id: [unclosed\n"
         );
+    }
+
+    /// Where `store.list()` says its file is wrong: line, column and message.
+    fn fault(store: &YamlTargetStore, text: &str) -> (usize, usize, String) {
+        std::fs::write(store.path(), text).unwrap();
+        match store.list().unwrap_err() {
+            Error::Parse {
+                path,
+                line,
+                column,
+                message,
+                settings: false,
+            } if path == store.path() => (line, column, message),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const GOOD: &str =
+        "- id: t1\n  name: a\n  kind: noop\n  created: 0\n  updated: 0\n  revision: 1\n";
+
+    #[test]
+    fn a_hand_edited_file_is_checked_against_the_kinds_schema_at_the_bad_key() {
+        let (_dir, store) = store();
+        let store = store.checked_against(crate::handoff::schema::builtin());
+        let item = |config: &str| {
+            format!(
+                "{GOOD}- id: t2\n  name: b\n  kind: script\n  config:\n{config}  created: 0\n  \
+                 updated: 0\n  revision: 1\n"
+            )
+        };
+        let text = item("    script: /x\n    bogus: 1\n");
+        std::fs::write(store.path(), &text).unwrap();
+        let targets = store.list().unwrap();
+        let warnings = check_schemas(
+            store.path(),
+            &text,
+            &targets,
+            crate::handoff::schema::builtin(),
+        )
+        .unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(&format!(
+                "`{}` at line 12, column 5: handoff target `b`: unknown key `bogus` for kind \
+                 `script`",
+                store.path().display()
+            )),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[0].ends_with(
+                "; it is left as it is (`broker target update b --clear bogus` drops it)"
+            ),
+            "{warnings:?}"
+        );
+        let (line, column, message) = fault(&store, &item("    script: /x\n    retries: lots\n"));
+        assert_eq!((line, column), (12, 5), "{message}");
+        assert!(
+            message.starts_with("handoff target `b`: invalid value `lots` for key `retries`"),
+            "{message}"
+        );
+        let (line, column, message) = fault(&store, &item("    data: /x\n"));
+        assert_eq!((line, column), (10, 3), "{message}");
+        assert!(
+            message.starts_with("handoff target `b`: missing required key `script`"),
+            "{message}"
+        );
+        // A file that fails the check can still be mended through the store.
+        assert!(store.remove(&"t2".into()).unwrap().is_some());
+        assert_eq!(store.list().unwrap().len(), 1);
+        // A kind this broker has no schema of (a third party's) is checked when it is added.
+        std::fs::write(store.path(), GOOD.replace("noop", "custom")).unwrap();
+        assert_eq!(store.list().unwrap()[0].kind, "custom");
+    }
+
+    #[test]
+    fn an_unknown_key_of_an_item_is_refused_at_the_key() {
+        let (_dir, store) = store();
+        let text = format!(
+            "{GOOD}- id: t2\n  name: b\n  kind: noop\n  secret:\n    password: x\n  created: 0\n  updated: 0\n  revision: 1\n"
+        );
+        let (line, column, message) = fault(&store, &text);
+        assert_eq!((line, column), (10, 3), "{message}");
+        assert!(message.contains("unknown field `secret`"), "{message}");
     }
 
     #[test]
