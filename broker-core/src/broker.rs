@@ -82,11 +82,19 @@ impl Broker {
         registry: ProviderRegistry,
         store: Arc<dyn InventoryStore>,
     ) -> Result<Self> {
-        Ok(Broker {
+        let broker = Broker {
             inner: Arc::new(BrokerInner::new(settings, registry, store)?),
             #[cfg(feature = "handoff")]
             handoffs: Arc::new(std::sync::Mutex::new(crate::handoff::kinds::builtin())),
-        })
+        };
+        #[cfg(feature = "handoff")]
+        broker
+            .inner
+            .set_handoff_hooks(Arc::new(crate::handoff::release::Release {
+                kinds: Arc::clone(&broker.handoffs),
+                targets: broker.target_store()?,
+            }));
+        Ok(broker)
     }
 
     /// The settings in use.
@@ -465,12 +473,13 @@ impl Broker {
     }
 
     /// The targets file next to this broker's inventory.
-    fn target_store(&self) -> Result<crate::handoff::YamlTargetStore> {
+    pub(crate) fn target_store(&self) -> Result<crate::handoff::YamlTargetStore> {
         let settings = &self.inner.settings;
         Ok(crate::handoff::YamlTargetStore::in_directory(
             settings.directory(),
             settings.inventory_lock_timeout()?,
-        ))
+        )
+        .checked_against(crate::handoff::schema::builtin()))
     }
 
     /// The kind and target a handoff to `target` (an id or a name) runs.

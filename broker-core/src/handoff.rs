@@ -15,6 +15,7 @@ pub(crate) mod checkout;
 mod fake;
 pub mod input;
 pub mod kinds;
+pub(crate) mod release;
 pub mod run;
 pub mod schema;
 pub mod store;

@@ -332,7 +332,10 @@ pub fn reap_reason(
     {
         return Some(ReapReason::LeaseExpired { at });
     }
-    let held_by_process = record.state() != HostState::Ready || is_guarded(record);
+    // A host whose checkout's handoff has not ended is not handed out yet: still its process's.
+    let held_by_process = record.state() != HostState::Ready
+        || is_guarded(record)
+        || crate::record::checkout_handing_off(record);
     if scope.owner_gone && owner_gone && held_by_process {
         return owner.map(|o| ReapReason::OwnerGone { pid: o.pid });
     }

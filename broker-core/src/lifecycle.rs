@@ -37,6 +37,28 @@ type ProviderKey = (String, Option<String>);
 /// The longest a checkout waits for the reap on start (see `reap_on_start`).
 const REAP_ON_START_LIMIT: Duration = Duration::from_secs(30);
 
+/// What handoffs need of the lifecycle's check-in and recovery, which the lifecycle cannot name (the
+/// handoff module is built on it): implemented in `handoff::release`, set by the `Broker`.
+#[async_trait::async_trait]
+pub(crate) trait HandoffHooks: Send + Sync {
+    /// At check-in, before the provider releases a host that has a handoff: stops what an
+    /// interrupted run left on the host and undoes what the handoff did. It never stops the
+    /// check-in: the answer says what could not be undone.
+    async fn before_release(
+        &self,
+        record: &HostRecord,
+        provider: &Arc<dyn Provider>,
+    ) -> Option<String>;
+
+    /// A handoff run by hand whose process died mid-run: stops what it left on the host and
+    /// returns the record judged failed (the host stays checked out).
+    async fn settle_interrupted(
+        &self,
+        record: HostRecord,
+        provider: &Arc<dyn Provider>,
+    ) -> HostRecord;
+}
+
 /// What one broker shares between its facade, its guards and its tasks.
 pub(crate) struct BrokerInner {
     pub(crate) settings: Settings,
@@ -59,6 +81,8 @@ pub(crate) struct BrokerInner {
     reaped_on_start: tokio::sync::OnceCell<()>,
     /// Inventory writes under way, which the clean-up of a dropped checkout waits for.
     writes: Arc<WritesUnderWay>,
+    /// The handoff's part in check-in and recovery (none without the `handoff` feature).
+    handoff_hooks: std::sync::OnceLock<Arc<dyn HandoffHooks>>,
 }
 
 /// What happened to one host of a `checkin`, `extend` or `recover`.
@@ -68,6 +92,9 @@ pub struct HostOutcome {
     pub record: HostRecord,
     /// How it went.
     pub result: Result<()>,
+    /// What went wrong on the way without stopping it: at check-in, undoing the host's handoff
+    /// (the host went back all the same; this says what is left to undo by hand).
+    pub warning: Option<String>,
 }
 
 /// Which left-over records `recover` handles.
@@ -115,7 +142,14 @@ impl BrokerInner {
             asker: crate::interaction::Asker::default(),
             grouped: Mutex::new(GroupedPuts::default()),
             writes: Arc::default(),
+            handoff_hooks: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the handoff's part in check-in and recovery (once).
+    #[cfg_attr(not(feature = "handoff"), allow(dead_code))]
+    pub(crate) fn set_handoff_hooks(&self, hooks: Arc<dyn HandoffHooks>) {
+        let _ = self.handoff_hooks.set(hooks);
     }
 
     /// Sets the origin recorded with each checkout from now on.
@@ -565,7 +599,14 @@ impl BrokerInner {
                  has finished (or, if that process is gone, `broker recover`)",
                 record.display_name()
             )));
-            (i, HostOutcome { record, result })
+            (
+                i,
+                HostOutcome {
+                    record,
+                    result,
+                    warning: None,
+                },
+            )
         }));
         outcomes.sort_by_key(|(i, _)| *i);
         outcomes.into_iter().map(|(_, o)| o).collect()
@@ -623,14 +664,20 @@ impl BrokerInner {
                             "cannot record the check-in in the inventory, so the host was not checked in: {message}"
                         ),
                     }),
+                    warning: None,
                 })
                 .collect();
         }
         let limit = limit.or(self.thread_limit).unwrap_or(records.len());
+        let warnings: Arc<Mutex<HashMap<RecordId, String>>> = Arc::default();
         let mut outcomes = for_each_host(records, limit, |record| {
             let inner = Arc::clone(self);
+            let warnings = Arc::clone(&warnings);
             async move {
                 let provider = inner.provider_for(&record)?;
+                if let Some(warning) = inner.before_release(&record, &provider).await {
+                    lock(&warnings).insert(record.id(), warning);
+                }
                 provider
                     .checkin(&record)
                     .await
@@ -638,12 +685,29 @@ impl BrokerInner {
             }
         })
         .await;
+        for o in &mut outcomes {
+            o.warning = lock(&warnings).remove(&o.record.id());
+        }
         self.note_checkin_errors(&outcomes).await;
         self.remove_checked_in(&mut outcomes).await;
         for o in outcomes.iter().filter(|o| o.result.is_ok()) {
             tracing::info!(host = %o.record.display_name(), "checked in");
         }
         outcomes
+    }
+
+    /// Undoes a host's handoff before its provider releases it (see [`HandoffHooks`]); what could
+    /// not be undone is said loudly and returned, and the host goes back all the same.
+    async fn before_release(
+        &self,
+        record: &HostRecord,
+        provider: &Arc<dyn Provider>,
+    ) -> Option<String> {
+        let hooks = self.handoff_hooks.get()?;
+        record.get(fields::HANDOFF_STATE)?;
+        let warning = hooks.before_release(record, provider).await?;
+        tracing::error!(host = %record.display_name(), "{warning}");
+        Some(warning)
     }
 
     /// Marks broker's own records `releasing` before their providers are asked.
@@ -977,21 +1041,57 @@ impl BrokerInner {
                 .collect());
         }
         let me = Owner::current();
-        let records: Vec<HostRecord> = self
+        let (records, interrupted): (Vec<HostRecord>, Vec<HostRecord>) = self
             .store
             .list()?
             .into_iter()
             .filter(|r| {
-                let unfinished = r.state() != HostState::Ready;
+                // A checkout whose handoff has not ended is as unfinished as a `pending` one.
+                let unfinished =
+                    r.state() != HostState::Ready || crate::record::checkout_handing_off(r);
+                let interrupted = crate::record::handoff_interrupted(r);
                 match scope {
-                    RecoverScope::Unfinished => unfinished,
-                    RecoverScope::Orphaned => unfinished && r.owner().is_some_and(|o| o.is_dead()),
+                    RecoverScope::Unfinished => unfinished || interrupted,
+                    RecoverScope::Orphaned => {
+                        (unfinished && r.owner().is_some_and(|o| o.is_dead())) || interrupted
+                    }
                     RecoverScope::ThisProcess => r.owner().is_some_and(|o| &o == me),
                     _ => false,
                 }
             })
-            .collect();
-        Ok(self.checkin(records, None).await)
+            .partition(|r| {
+                r.state() != HostState::Ready
+                    || crate::record::checkout_handing_off(r)
+                    || scope == RecoverScope::ThisProcess
+            });
+        let mut outcomes = self.settle_interrupted(interrupted).await;
+        outcomes.extend(self.checkin(records, None).await);
+        Ok(outcomes)
+    }
+
+    /// Handoffs run by hand whose process died mid-run: what they left on the host is stopped and
+    /// their records say `handoff_failed`; the hosts stay checked out.
+    async fn settle_interrupted(&self, records: Vec<HostRecord>) -> Vec<HostOutcome> {
+        let Some(hooks) = self.handoff_hooks.get() else {
+            return Vec::new();
+        };
+        let mut outcomes = Vec::new();
+        for record in records {
+            let settled = match self.provider_for(&record) {
+                Ok(provider) => Ok(hooks.settle_interrupted(record.clone(), &provider).await),
+                Err(e) => Err(e),
+            };
+            let result = match settled {
+                Ok(settled) => self.put(settled).await,
+                Err(e) => Err(e),
+            };
+            outcomes.push(HostOutcome {
+                record,
+                result,
+                warning: None,
+            });
+        }
+        outcomes
     }
 
     /// Extends hosts' leases, each through its own provider instance; when an argument is one a
@@ -1017,6 +1117,7 @@ impl BrokerInner {
                 .map(|record| HostOutcome {
                     record,
                     result: Err(Error::usage(message.clone())),
+                    warning: None,
                 })
                 .collect();
         }
@@ -1211,6 +1312,7 @@ fn outcome_of(reaped: Reaped) -> HostOutcome {
         // Reaps for a recover are never dry runs.
         result: reaped.result.unwrap_or(Ok(())),
         record: reaped.record,
+        warning: None,
     }
 }
 
@@ -1325,6 +1427,7 @@ where
                     source: None,
                 })
             }),
+            warning: None,
         })
         .collect()
 }

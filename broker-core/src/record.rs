@@ -58,6 +58,31 @@ pub mod fields {
     pub const HANDOFF_ERROR: &str = "_broker_handoff_error";
     /// The last handoff's log, one line per item (broker only).
     pub const HANDOFF_LOG: &str = "_broker_handoff_log";
+    /// The process running the handoff under way, as [`OWNER`] (broker only; removed when it ends).
+    pub const HANDOFF_RUNNER: &str = "_broker_handoff_runner";
+    /// `true` while the handoff under way is the last step of the checkout that made the host,
+    /// which is not done until it ends (broker only; removed when it ends).
+    pub const HANDOFF_AT_CHECKOUT: &str = "_broker_handoff_at_checkout";
+}
+
+/// Whether `record`'s handoff is under way (`handing_off`).
+pub fn handing_off(record: &HostRecord) -> bool {
+    record.get(fields::HANDOFF_STATE).and_then(Value::as_str) == Some("handing_off")
+}
+
+/// Whether `record`'s handoff is under way and the process running it is gone: it will never end.
+pub fn handoff_interrupted(record: &HostRecord) -> bool {
+    handing_off(record)
+        && record
+            .get(fields::HANDOFF_RUNNER)
+            .and_then(|v| serde_yaml::from_value::<Owner>(v.clone()).ok())
+            .is_some_and(|runner| runner.is_dead())
+}
+
+/// Whether `record`'s host is still being made: a checkout whose last step, the handoff, has not
+/// ended. Its owner holds it as it holds a `pending` host.
+pub fn checkout_handing_off(record: &HostRecord) -> bool {
+    handing_off(record) && record.get(fields::HANDOFF_AT_CHECKOUT) == Some(&Value::Bool(true))
 }
 
 /// Where a record is in its life.

@@ -294,3 +294,125 @@ fn a_kept_failed_handoff_says_what_was_kept_and_how_to_retry_or_check_it_in() {
     dir.ok(&["checkin", "--all"]);
     dir.assert_nothing_out();
 }
+
+/// A script that marks the host when it has started, then sleeps in two processes (one a child in
+/// the background) whose command lines carry `tag`.
+fn sleeping_script(tag: u32) -> String {
+    format!(
+        "#!/bin/sh\ntouch \"$HOME/started\"\nsleep {tag} &\nsleep {}\n",
+        tag + 1
+    )
+}
+
+/// Processes of this machine whose command line is `sleep N` for the script of `tag`.
+fn sleeping(tag: u32) -> usize {
+    let wanted = [format!("sleep {tag}"), format!("sleep {}", tag + 1)];
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|line| {
+            String::from_utf8_lossy(&line)
+                .replace('\0', " ")
+                .trim()
+                .to_owned()
+        })
+        .filter(|line| wanted.contains(line))
+        .count()
+}
+
+/// The root directory of the TestProvider host `local` holds (the only one).
+fn test_host_root(dir: &BrokerDir) -> std::path::PathBuf {
+    let hosts = dir.provider_hosts();
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    dir.path()
+        .join("test_provider/local/hosts")
+        .join(&hosts[0])
+        .join("root")
+}
+
+/// Starts `broker ARGS`, waits until its handoff script runs on the TestProvider host, and kills it
+/// with SIGKILL.
+fn kill_nine_mid_handoff(dir: &BrokerDir, args: &[&str], tag: u32) {
+    let mut child = crate::util::ChildGuard::spawn(
+        dir.command(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    assert!(
+        crate::util::wait_for(crate::util::DEADLINE, || {
+            dir.provider_hosts().len() == 1
+                && test_host_root(dir).join("started").exists()
+                && sleeping(tag) == 2
+        }),
+        "the handoff script never started"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait(crate::util::DEADLINE);
+    let record = the_record(dir);
+    assert_eq!(record["_broker_handoff_state"], "handing_off", "{record}");
+}
+
+/// `kill -9` of `broker checkout --handoff` mid-run, then `broker VERB`: the host is checked in,
+/// and nothing of the run is left on this machine.
+fn kill_nine_mid_checkout_handoff_then(verb: &str, tag: u32) {
+    let dir = local_dir(&sleeping_script(tag), "");
+    kill_nine_mid_handoff(
+        &dir,
+        &["checkout", "--nick", "N", "--handoff", "bootstrap"],
+        tag,
+    );
+    let out = dir.run(&[verb]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    dir.assert_nothing_out();
+    assert!(
+        crate::util::wait_for(crate::util::DEADLINE, || sleeping(tag) == 0),
+        "the handoff script's processes outlived `broker {verb}`"
+    );
+}
+
+#[test]
+fn kill_nine_mid_checkout_handoff_then_recover_checks_the_host_in_and_leaves_nothing() {
+    kill_nine_mid_checkout_handoff_then("recover", 4301);
+}
+
+#[test]
+fn kill_nine_mid_checkout_handoff_then_reap_checks_the_host_in_and_leaves_nothing() {
+    kill_nine_mid_checkout_handoff_then("reap", 4303);
+}
+
+#[test]
+fn kill_nine_mid_handoff_run_then_recover_judges_it_failed_and_keeps_the_host() {
+    let dir = local_dir(&sleeping_script(4305), "");
+    dir.ok(&["checkout", "--nick", "N"]);
+    kill_nine_mid_handoff(
+        &dir,
+        &["handoff", "run", "0", "--target", "bootstrap"],
+        4305,
+    );
+    let out = dir.run(&["recover"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let record = the_record(&dir);
+    assert_eq!(record["_broker_state"], "ready", "{record}");
+    assert_eq!(
+        record["_broker_handoff_state"], "handoff_failed",
+        "{record}"
+    );
+    assert!(record.get("_broker_handoff_runner").is_none(), "{record}");
+    let error = record["_broker_handoff_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("interrupted: the broker process running it (pid ")
+            && error.contains(
+                "ended mid-run; what it left on the host was stopped and removed; `broker \
+                 handoff retry "
+            ),
+        "{error}"
+    );
+    assert!(
+        crate::util::wait_for(crate::util::DEADLINE, || sleeping(4305) == 0),
+        "the handoff script's processes outlived the recovery"
+    );
+    let name = record["name"].as_str().unwrap().to_owned();
+    assert_eq!(left_on_test_host(&dir, &name), Vec::<String>::new());
+    dir.ok(&["checkin", "--all"]);
+    dir.assert_nothing_out();
+}

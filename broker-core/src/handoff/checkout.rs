@@ -39,7 +39,7 @@ pub(crate) async fn hand_off_checkout(
         .into_iter()
         .map(|record| Host::new(record, Arc::clone(provider)))
         .collect();
-    let done = hand_off_all(inner, hosts, step).await?;
+    let done = hand_off_all(inner, hosts, step, true).await?;
     let not_handed_off: Vec<(usize, String, RunReport)> = done
         .iter()
         .enumerate()
@@ -78,19 +78,21 @@ pub(crate) async fn hand_off_one(
     host: Host,
     step: &Step,
 ) -> Result<RunReport> {
-    let mut done = hand_off_all(inner, vec![host], step).await?;
+    let mut done = hand_off_all(inner, vec![host], step, false).await?;
     done.pop().map(|(_, report)| report).ok_or(Error::Internal {
         message: "a handoff of one host reported none".into(),
         source: None,
     })
 }
 
-/// Marks every host `handing_off` (one write), runs the handoffs concurrently, and records their
-/// reports (one write). The records come back in the order given.
+/// Marks every host `handing_off` (one write; `at_checkout`: as the last step of the checkout that
+/// made it), runs the handoffs concurrently, and records their reports (one write). The records come
+/// back in the order given.
 async fn hand_off_all(
     inner: &Arc<BrokerInner>,
     hosts: Vec<Host>,
     step: &Step,
+    at_checkout: bool,
 ) -> Result<Vec<(HostRecord, RunReport)>> {
     run::RunPolicy::of(&step.target)?;
     let marked = hosts
@@ -98,6 +100,9 @@ async fn hand_off_all(
         .map(|host| {
             let mut record = host.record().clone();
             run::mark_handing_off(&mut record, &step.target);
+            if at_checkout {
+                record.set(crate::record::fields::HANDOFF_AT_CHECKOUT, true);
+            }
             record
         })
         .collect();

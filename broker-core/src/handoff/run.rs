@@ -358,6 +358,9 @@ pub struct RunReport {
 impl RunReport {
     /// Writes the report onto a record (`_broker_handoff_*`).
     pub fn apply(&self, record: &mut HostRecord) {
+        // The run is over: no process runs it, and a checkout it was part of has its answer.
+        record.remove(fields::HANDOFF_RUNNER);
+        record.remove(fields::HANDOFF_AT_CHECKOUT);
         record.set(fields::HANDOFF_TARGET, self.target.clone());
         record.set(fields::HANDOFF_STATE, self.state.as_str());
         record.set(fields::HANDOFF_ATTEMPTS, u64::from(self.attempts));
@@ -443,11 +446,15 @@ pub fn kept_notice(record: &HostRecord, target: &str) -> Option<String> {
     ))
 }
 
-/// Marks a record as being handed off to `target` (before the run starts, so a crash leaves it
-/// `handing_off`).
+/// Marks a record as being handed off to `target` by this process (before the run starts, so a
+/// crash leaves it `handing_off`, naming the process that was running it).
 pub fn mark_handing_off(record: &mut HostRecord, target: &Target) {
     record.set(fields::HANDOFF_TARGET, target.id.to_string());
     record.set(fields::HANDOFF_STATE, HandoffState::HandingOff.as_str());
+    record.set(
+        fields::HANDOFF_RUNNER,
+        crate::record::Owner::current().to_value(),
+    );
 }
 
 /// Runs `kind` for `target` on `host`: connect within the connect timeout, run within the run
@@ -609,6 +616,50 @@ const FILE_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a [`PrivateDir`]'s name starts with, in the host's temporary directory.
 pub const PRIVATE_DIR_PREFIX: &str = "broker-handoff.";
+
+/// A shell command that stops every process a handoff run left on a host — those whose command
+/// line names one of its [`PrivateDir`]s or that run in one, with their children — and removes the
+/// directories (after the process that ran it was killed). It needs only `/proc` and a POSIX shell.
+pub fn stop_leftovers_command() -> String {
+    format!(
+        "kt() {{ for s in /proc/[0-9]*/stat; do read -r p c st pp r < \"$s\" 2>/dev/null || continue; \
+         [ \"$pp\" = \"$1\" ] && kt \"$p\"; done; kill -9 \"$1\" 2>/dev/null; }}; \
+         for d in \"${{TMPDIR:-/tmp}}\"/{PRIVATE_DIR_PREFIX}*; do [ -d \"$d\" ] || continue; \
+         for s in /proc/[0-9]*; do p=${{s#/proc/}}; [ \"$p\" = \"$$\" ] && continue; \
+         if tr '\\0' ' ' < \"$s/cmdline\" 2>/dev/null | grep -qF \"$d\" || \
+         [ \"$(readlink \"$s/cwd\" 2>/dev/null)\" = \"$d\" ]; then kt \"$p\"; fi; done; \
+         rm -rf -- \"$d\"; done"
+    )
+}
+
+/// Runs [`stop_leftovers_command`] on `host` (connecting within `connect_timeout`).
+///
+/// # Errors
+/// The host cannot be reached, or the command fails.
+pub async fn stop_leftovers(host: &Host, connect_timeout: Duration) -> Result<()> {
+    let session = match tokio::time::timeout(connect_timeout, host.session()).await {
+        Ok(session) => session?,
+        Err(_) => {
+            return Err(Error::Timeout {
+                operation: format!("connecting to {}", host.display_name()),
+                after: connect_timeout,
+            });
+        }
+    };
+    let out = session
+        .execute(&stop_leftovers_command(), Some(FILE_COMMAND_TIMEOUT))
+        .await?;
+    if out.success() {
+        return Ok(());
+    }
+    Err(Error::host(
+        host.display_name(),
+        format!(
+            "stopping what a handoff left on the host failed: {}",
+            out.stderr.trim()
+        ),
+    ))
+}
 
 /// A directory only its owner can enter (`umask 077; mktemp -d`), made on the host for one run in
 /// its temporary directory (`$TMPDIR`, else `/tmp`): scripts, metadata and secrets go in it, each
