@@ -1360,10 +1360,11 @@ fn stored_form(
 }
 
 /// Who is still checking out the host of `record` — `pid N of USER on MACHINE` — when the record is
-/// `pending` and another process, not known to be gone, owns it; `None` for any other record. (This
-/// process's own pending records are what its finished checkouts could not clean up.)
+/// `pending`, or ready but still being handed off by its checkout, and another process, not known to
+/// be gone, owns it; `None` for any other record. (This process's own such records are what its
+/// finished checkouts could not clean up.)
 fn checkout_under_way(record: &HostRecord) -> Option<String> {
-    if record.state() != HostState::Pending {
+    if record.state() != HostState::Pending && !crate::record::checkout_handing_off(record) {
         return None;
     }
     let owner = record.owner()?;

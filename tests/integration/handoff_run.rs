@@ -416,3 +416,119 @@ fn kill_nine_mid_handoff_run_then_recover_judges_it_failed_and_keeps_the_host() 
     dir.ok(&["checkin", "--all"]);
     dir.assert_nothing_out();
 }
+
+/// The sshd container host over SSH: a script that exits 1 fails the checkout and leaves nothing; a
+/// timed-out run's processes are gone from the host (as `ps` there shows) and so are its files; a
+/// host that cannot be reached any more is tried `retries` more times, then the handoff fails with
+/// the attempts recorded.
+#[test]
+fn failure_paths_of_a_handoff_over_ssh() {
+    let Some((dir, prefix)) = sshd_dir("hosshfail") else {
+        return;
+    };
+    let sshd = [
+        "checkout",
+        "--container-host",
+        "broker-sshd",
+        "--ports",
+        "22",
+    ];
+    let with_handoff = |more: &[&str]| {
+        let mut args = sshd.to_vec();
+        args.extend_from_slice(&["--handoff", "bootstrap"]);
+        args.extend_from_slice(more);
+        dir.run(&args)
+    };
+
+    script_target(&dir, "#!/bin/sh\necho giving up\nexit 1\n", "");
+    let out = with_handoff(&[]);
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "handoff to `bootstrap` ended handoff_failed: the handoff script exited with status 1; \
+             the host was checked in"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(dir.inventory().is_empty());
+    assert!(containers(&prefix).is_empty());
+
+    script_target(
+        &dir,
+        "#!/bin/sh\nsleep 4252 &\nsleep 4253\n",
+        "    run_timeout: 3s\n    retries: 2\n    connect_timeout: 5s\n",
+    );
+    let out = with_handoff(&["--keep-failed-handoff"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let record = the_record(&dir);
+    assert_eq!(record["_broker_handoff_state"], "handoff_failed");
+    assert_eq!(record["_broker_handoff_attempts"], 1);
+    assert!(
+        record["_broker_handoff_error"]
+            .as_str()
+            .unwrap()
+            .ends_with("(its processes were stopped) timed out after 3s"),
+        "{record}"
+    );
+    assert_eq!(
+        on_host(&dir, "ps -eo args | grep -c '^[s]leep 425'").trim(),
+        "0"
+    );
+    assert_eq!(on_host(&dir, FILES_LEFT).trim(), "0");
+
+    let container = record["name"].as_str().unwrap().to_owned();
+    let stopped = std::process::Command::new("podman")
+        .args(["stop", "-t", "0", &container])
+        .output()
+        .unwrap();
+    assert!(stopped.status.success(), "{stopped:?}");
+    let out = dir.run(&["handoff", "retry", "0", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["_broker_handoff_state"], "handoff_failed",
+        "{report}"
+    );
+    assert_eq!(report["_broker_handoff_attempts"], 3, "{report}");
+    let log = log_of(&report);
+    for retry in ["retry 1 of 2", "retry 2 of 2"] {
+        assert!(
+            log.iter()
+                .any(|l| l.starts_with("transport error: ") && l.contains(retry)),
+            "{retry}: {log:?}"
+        );
+    }
+    assert_eq!(the_record(&dir)["_broker_handoff_attempts"], 3);
+    dir.ok(&["checkin", "--all"]);
+    assert!(dir.inventory().is_empty());
+    assert!(containers(&prefix).is_empty());
+}
+
+/// A host whose checkout is still handing it off is not the user's yet: `broker checkin` leaves it
+/// to the checkout, as it does a `pending` one, naming the process.
+#[test]
+fn checkin_leaves_a_host_whose_checkout_is_still_handing_it_off() {
+    let dir = local_dir(&sleeping_script(4307), "");
+    let mut child = crate::util::ChildGuard::spawn(
+        dir.command(&["checkout", "--nick", "N", "--handoff", "bootstrap"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    assert!(
+        crate::util::wait_for(crate::util::DEADLINE, || sleeping(4307) == 2),
+        "the handoff script never started"
+    );
+    let out = dir.run(&["checkin", "--all"]);
+    assert_eq!(out.status.code(), Some(13), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("is still being checked out by pid {}", child.id())),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(the_record(&dir)["_broker_handoff_state"], "handing_off");
+    child.kill().unwrap();
+    child.wait(crate::util::DEADLINE);
+    dir.ok(&["recover"]);
+    dir.assert_nothing_out();
+}
