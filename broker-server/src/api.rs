@@ -4,8 +4,13 @@
 //! | Role | Routes |
 //! |---|---|
 //! | read | every `GET` (kinds, targets, hosts and their handoffs, providers and their queries, operations, Razor's `GET /broker…`); `DELETE /broker` (405) |
-//! | write | create, change and remove targets; check out (`POST /api/v1/checkouts`), check in (`DELETE /api/v1/hosts/{id}`), extend, hand off |
-//! | admin | `GET /api/v1/tokens` |
+//! | write | check out (`POST /api/v1/checkouts`), check in (`DELETE /api/v1/hosts/{id}`), extend, hand off |
+//! | admin | create, change and remove targets (native and Razor's); `GET /api/v1/tokens` |
+//!
+//! Targets are admin's: a target's configuration says what runs where — an `ansible` target runs
+//! `ansible-playbook` on the server's machine with the variables it is given, a `puppet` target's
+//! `ca_clean_command` runs there as it is written — so who may change targets may run commands as
+//! the server's user. A write token may hand hosts to the targets there are.
 
 pub(crate) mod checkouts;
 pub(crate) mod hosts;
@@ -46,19 +51,19 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/broker/{uuid}", get(razor::show))
         .route_layer(from_fn_with_state(Role::Read, require));
     let write = Router::new()
+        .route("/api/v1/hosts/{id}", delete(hosts::checkin))
+        .route("/api/v1/hosts/{id}/extend", post(hosts::extend))
+        .route("/api/v1/hosts/{id}/handoff", post(hosts::handoff_run))
+        .route("/api/v1/checkouts", post(checkouts::start))
+        .route_layer(from_fn_with_state(Role::Write, require));
+    let admin = Router::new()
         .route("/api/v1/targets", post(targets::create))
         .route(
             "/api/v1/targets/{id}",
             axum::routing::patch(targets::change).delete(targets::remove),
         )
-        .route("/api/v1/hosts/{id}", delete(hosts::checkin))
-        .route("/api/v1/hosts/{id}/extend", post(hosts::extend))
-        .route("/api/v1/hosts/{id}/handoff", post(hosts::handoff_run))
-        .route("/api/v1/checkouts", post(checkouts::start))
         .route("/broker", post(razor::add))
         .route("/broker/{uuid}", put(razor::update).delete(razor::remove))
-        .route_layer(from_fn_with_state(Role::Write, require));
-    let admin = Router::new()
         .route("/api/v1/tokens", get(tokens))
         .route_layer(from_fn_with_state(Role::Admin, require));
     Router::new()

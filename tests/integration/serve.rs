@@ -51,9 +51,15 @@ impl Setup {
         self.server.call("GET", path, &self.read, "")
     }
 
+    /// Sends `body` with the least role that may: admin for changing targets, write otherwise.
     fn send(&self, method: &str, path: &str, body: &Value) -> Answer {
-        self.server
-            .call(method, path, &self.write, &body.to_string())
+        let changes_targets = path.starts_with("/api/v1/targets") || path.starts_with("/broker");
+        let token = if changes_targets {
+            &self.admin
+        } else {
+            &self.write
+        };
+        self.server.call(method, path, token, &body.to_string())
     }
 }
 
@@ -176,16 +182,16 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("GET", "/broker/plugins", "read", ""),
     ("GET", "/broker/nope", "read", ""),
     ("DELETE", "/broker", "read", ""),
-    ("POST", "/api/v1/targets", "write", "{}"),
-    ("PATCH", "/api/v1/targets/nope", "write", "{}"),
-    ("DELETE", "/api/v1/targets/nope", "write", ""),
+    ("POST", "/api/v1/targets", "admin", "{}"),
+    ("PATCH", "/api/v1/targets/nope", "admin", "{}"),
+    ("DELETE", "/api/v1/targets/nope", "admin", ""),
     ("DELETE", "/api/v1/hosts/nope", "write", ""),
     ("POST", "/api/v1/hosts/nope/extend", "write", "{}"),
     ("POST", "/api/v1/hosts/nope/handoff", "write", "{}"),
     ("POST", "/api/v1/checkouts", "write", "{}"),
-    ("POST", "/broker", "write", "{}"),
-    ("PUT", "/broker/nope", "write", "{}"),
-    ("DELETE", "/broker/nope", "write", ""),
+    ("POST", "/broker", "admin", "{}"),
+    ("PUT", "/broker/nope", "admin", "{}"),
+    ("DELETE", "/broker/nope", "admin", ""),
     ("GET", "/api/v1/tokens", "admin", ""),
 ];
 
@@ -258,17 +264,17 @@ fn serve_razor_routes_take_json_hash_as_query_form_or_body_and_refuse_remove_all
     let by_query = s.server.call(
         "POST",
         &format!("/broker?json_hash={}", encode(&hash("q"))),
-        &s.write,
+        &s.admin,
         "",
     );
     let by_form = s.server.call_typed(
         "POST",
         "/broker",
-        &s.write,
+        &s.admin,
         "application/x-www-form-urlencoded",
         &format!("json_hash={}", encode(&hash("f"))),
     );
-    let by_body = s.server.call("POST", "/broker", &s.write, &hash("b"));
+    let by_body = s.server.call("POST", "/broker", &s.admin, &hash("b"));
     let mut ids = Vec::new();
     for (answer, name) in [(&by_query, "q"), (&by_form, "f"), (&by_body, "b")] {
         assert_eq!(answer.status, 201, "{answer:?}");
@@ -315,7 +321,7 @@ fn serve_razor_routes_take_json_hash_as_query_form_or_body_and_refuse_remove_all
         s.server.call(
             "PUT",
             &format!("/broker/{uuid}?json_hash={}", encode(&hash.to_string())),
-            &s.write,
+            &s.admin,
             "",
         )
     };
@@ -357,7 +363,7 @@ fn serve_razor_routes_take_json_hash_as_query_form_or_body_and_refuse_remove_all
     );
 
     for path in ["/broker", "/broker/all"] {
-        let refused = s.server.call("DELETE", path, &s.write, "");
+        let refused = s.server.call("DELETE", path, &s.admin, "");
         assert_eq!(refused.status, 405, "{path}: {refused:?}");
         assert_eq!(
             refused.json()["result"],
@@ -375,7 +381,7 @@ fn serve_razor_routes_take_json_hash_as_query_form_or_body_and_refuse_remove_all
 
     let removed = s
         .server
-        .call("DELETE", &format!("/broker/{}", ids[2]), &s.write, "");
+        .call("DELETE", &format!("/broker/{}", ids[2]), &s.admin, "");
     assert_eq!(
         (removed.status, removed.json()["result"].clone()),
         (202, json!("Removed"))
@@ -388,14 +394,14 @@ fn serve_razor_routes_take_json_hash_as_query_form_or_body_and_refuse_remove_all
     );
     let again = s
         .server
-        .call("DELETE", &format!("/broker/{}", ids[2]), &s.write, "");
+        .call("DELETE", &format!("/broker/{}", ids[2]), &s.admin, "");
     assert_eq!(
         (again.status, again.json()["std_err_code"].clone()),
         (400, json!(116))
     );
     let no_plugin = s
         .server
-        .call("POST", "/broker", &s.write, r#"{"name": "z"}"#);
+        .call("POST", "/broker", &s.admin, r#"{"name": "z"}"#);
     assert_eq!(
         no_plugin.json()["result"],
         "Must Provide: [The broker plugin to use.]"
@@ -413,7 +419,7 @@ fn serve_secrets_are_redacted_on_every_get_and_in_the_access_log() {
     let by_query = s.server.call(
         "POST",
         &format!("/broker?json_hash={}", encode(&razor_hash.to_string())),
-        &s.write,
+        &s.admin,
         "",
     );
     assert_eq!(by_query.status, 201, "{by_query:?}");
@@ -478,7 +484,7 @@ fn serve_secrets_are_redacted_on_every_get_and_in_the_access_log() {
         }
     }
     assert!(log.contains("POST /broker 201"), "{log}");
-    assert!(log.contains("token=writer"), "{log}");
+    assert!(log.contains("token=boss"), "{log}");
 }
 
 #[test]
@@ -639,7 +645,7 @@ fn serve_a_target_a_nick_or_host_names_is_not_removed() {
     let id = made.json()["id"].as_str().unwrap().to_owned();
     let native = s
         .server
-        .call("DELETE", "/api/v1/targets/hook", &s.write, "");
+        .call("DELETE", "/api/v1/targets/hook", &s.admin, "");
     assert_eq!(native.status, 409, "{native:?}");
     assert!(
         native.json()["detail"]
@@ -650,7 +656,7 @@ fn serve_a_target_a_nick_or_host_names_is_not_removed() {
     );
     let razor = s
         .server
-        .call("DELETE", &format!("/broker/{id}"), &s.write, "");
+        .call("DELETE", &format!("/broker/{id}"), &s.admin, "");
     assert_eq!(razor.status, 409, "{razor:?}");
     assert_eq!(
         razor.json()["err_class"],
@@ -681,7 +687,7 @@ fn serve_a_target_a_nick_or_host_names_is_not_removed() {
     );
     let held = s
         .server
-        .call("DELETE", "/api/v1/targets/spare", &s.write, "");
+        .call("DELETE", "/api/v1/targets/spare", &s.admin, "");
     assert_eq!(held.status, 409, "{held:?}");
     assert!(
         held.json()["detail"]
@@ -694,7 +700,7 @@ fn serve_a_target_a_nick_or_host_names_is_not_removed() {
     assert_eq!(s.server.call("DELETE", &path, &s.write, "").status, 204);
     let freed = s
         .server
-        .call("DELETE", "/api/v1/targets/spare", &s.write, "");
+        .call("DELETE", "/api/v1/targets/spare", &s.admin, "");
     assert_eq!(freed.status, 204, "{freed:?}");
     s.dir.assert_nothing_out();
 }
@@ -703,7 +709,7 @@ fn serve_a_target_a_nick_or_host_names_is_not_removed() {
 fn serve_a_body_over_the_limit_is_refused_with_413() {
     let s = Setup::new(&format!("{SETTINGS}serve: {{body_limit: 1000}}\n"));
     let big = json!({"name": "p", "kind": "puppet", "description": "x".repeat(2000)}).to_string();
-    let declared = s.server.call("POST", "/api/v1/targets", &s.write, &big);
+    let declared = s.server.call("POST", "/api/v1/targets", &s.admin, &big);
     assert_eq!(declared.status, 413, "{declared:?}");
     assert_eq!(
         declared.json()["detail"],
@@ -715,12 +721,12 @@ fn serve_a_body_over_the_limit_is_refused_with_413() {
         format!(
             "POST /api/v1/targets HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: \
              Bearer {}\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}",
-            s.write
+            s.admin
         )
         .as_bytes(),
     );
     assert_eq!(chunked.status, 413, "{chunked:?}");
-    let razor = s.server.call("POST", "/broker", &s.write, &big);
+    let razor = s.server.call("POST", "/broker", &s.admin, &big);
     assert_eq!(razor.status, 413, "{razor:?}");
     assert!(
         s.get("/api/v1/targets")
@@ -732,7 +738,7 @@ fn serve_a_body_over_the_limit_is_refused_with_413() {
     let small = json!({"name": "p", "kind": "puppet"}).to_string();
     assert_eq!(
         s.server
-            .call("POST", "/api/v1/targets", &s.write, &small)
+            .call("POST", "/api/v1/targets", &s.admin, &small)
             .status,
         201
     );
@@ -1126,7 +1132,7 @@ fn serve_a_body_that_stops_coming_is_answered_with_408() {
     let head = format!(
         "POST /api/v1/targets HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer \
          {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\": ",
-        s.write
+        s.admin
     );
     stream.write_all(head.as_bytes()).unwrap();
     // The rest of the body never comes; the answer does.
