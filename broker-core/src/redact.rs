@@ -4,7 +4,8 @@
 //! One rule everywhere — settings, checkout arguments, nick values, host records, command output: a
 //! key whose name contains `password`, `passwd`, `pword`, `token`, `secret`, `passphrase`,
 //! `credential`, `api_key`/`apikey`, `private_key` or `authorization`, or that is `auth` or ends in
-//! `_auth`/`-auth` (in any case, `-` and `_` alike), holds a secret, and its value is shown as
+//! `_auth`/`-auth` or in `_key` (`ssh_key`, `access_key`, `validation_key`; but not a public
+//! `host_key` or `public_key`) (in any case, `-` and `_` alike), holds a secret, and its value is shown as
 //! [`MASK`]. A URL's user information
 //! (`https://user:pw@host/`), in any value or message, is shown as `***`.
 //!
@@ -41,7 +42,10 @@ const SECRET_MARKERS: &[&str] = &[
 /// ```
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase().replace('-', "_");
-    SECRET_MARKERS.iter().any(|m| key.contains(m)) || key == "auth" || key.ends_with("_auth")
+    SECRET_MARKERS.iter().any(|m| key.contains(m))
+        || key == "auth"
+        || key.ends_with("_auth")
+        || (key.ends_with("_key") && !key.ends_with("host_key") && !key.ends_with("public_key"))
 }
 
 /// Whether a value is the [`MASK`] that stands for a secret not shown or not stored.
@@ -269,6 +273,10 @@ mod tests {
             "aws_credentials",
             "ssh_private_key",
             "Authorization",
+            "ssh_key",
+            "SSH-KEY",
+            "aws_access_key",
+            "validation_key",
         ] {
             assert!(is_secret_key(key), "{key}");
         }
@@ -279,6 +287,11 @@ mod tests {
             "key_name",
             "workflow",
             "authority",
+            "host_key",
+            "ssh_host_key",
+            "public_key",
+            "host_ssh_key_filename",
+            "key",
         ] {
             assert!(!is_secret_key(key), "{key}");
         }

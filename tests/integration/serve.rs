@@ -787,6 +787,52 @@ fn serve_a_client_sending_its_headers_a_byte_a_second_is_cut_off() {
 }
 
 #[test]
+fn serve_a_host_its_own_checkout_is_still_making_is_not_checked_in() {
+    let s = Setup::new(SETTINGS);
+    let started = s.send(
+        "POST",
+        "/api/v1/checkouts",
+        &json!({"arguments": {"test_action": "basic", "delay": "5s"}}),
+    );
+    assert_eq!(started.status, 202, "{started:?}");
+    let location = format!(
+        "/api/v1/operations/{}",
+        started.json()["id"].as_str().unwrap()
+    );
+    // The checkout's intent record is written before the host is made.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let pending = loop {
+        let hosts = s.get("/api/v1/hosts").json();
+        if let Some(host) = hosts.as_array().and_then(|h| h.first()) {
+            break host.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no intent record appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(pending["_broker_state"], "pending", "{pending}");
+    let path = format!("/api/v1/hosts/{}", pending["_broker_id"].as_str().unwrap());
+    let refused = s.server.call("DELETE", &path, &s.write, "");
+    assert_eq!(refused.status, 409, "{refused:?}");
+    assert!(
+        refused.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is still being checked out"),
+        "{refused:?}"
+    );
+    // The operation's caller gets a host that is there, and can check it in then.
+    let done = s.get(&format!("{location}?wait=true")).json();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["hosts"][0]["_broker_id"], pending["_broker_id"]);
+    assert_eq!(s.get(&path).status, 200);
+    assert_eq!(s.server.call("DELETE", &path, &s.write, "").status, 204);
+    assert_eq!(s.get("/api/v1/hosts").json(), json!([]));
+}
+
+#[test]
 fn serve_checkouts_run_as_operations_and_hosts_are_listed_filtered_extended_and_checked_in() {
     let s = Setup::new(SETTINGS);
     let started = s.send(

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use broker_core::handoff::run::{status_of, target_of};
 use broker_core::selection::filter_records;
-use broker_core::{Error, HostRecord, Mapping};
+use broker_core::{Error, HostRecord, HostState, Mapping};
 use serde::Deserialize;
 
 use crate::body;
@@ -77,6 +77,21 @@ pub(crate) async fn checkin(State(state): State<AppState>, Path(id): Path<String
         Ok(record) => record,
         Err(problem) => return problem.into_response(),
     };
+    // A checkout under way — this server's own operation, whose caller will be told it got the host,
+    // or another process's — still makes the host: checking it in now would leave that caller a host
+    // that is gone. (The core refuses only other processes' checkouts; the server is the owner of
+    // its operations'.)
+    if record.state() == HostState::Pending || broker_core::record::checkout_handing_off(&record) {
+        return Problem::new(
+            StatusCode::CONFLICT,
+            format!(
+                "host {} is still being checked out; check it in once its checkout has finished \
+                 (its operation says when), or with `broker recover` if the process making it is gone",
+                record.display_name()
+            ),
+        )
+        .into_response();
+    }
     let outcome = state.broker.checkin(vec![record], false).await;
     match outcome.into_iter().next().map(|o| o.result) {
         Some(Ok(())) => StatusCode::NO_CONTENT.into_response(),
