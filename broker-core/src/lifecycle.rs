@@ -1809,6 +1809,38 @@ impl Drop for GroupWriter<'_> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_ledger_forgets_only_the_record_it_is_told_to() {
+        let ledger = Ledger::default();
+        for id in ["h1", "h2", "h3"] {
+            ledger.note(RecordId::from(id));
+        }
+        ledger.forget(&RecordId::from("h2"));
+        assert_eq!(
+            ledger.ids(),
+            vec![RecordId::from("h1"), RecordId::from("h3")]
+        );
+    }
+
+    #[test]
+    fn a_stopped_checkout_lists_each_host_left_once_with_its_cause() {
+        let stopped = Stopped {
+            given_back: vec!["made".into()],
+            left: vec![
+                ("one".into(), Error::user("it hung")),
+                ("two".into(), Error::user("it failed")),
+            ],
+            failed: Vec::new(),
+            not_started: 1,
+        };
+        assert_eq!(
+            stopped.describe(),
+            "checkout stopped; checked in again: made; 1 not started; still checked out: \
+             one (it hung), two (it failed); release them with `broker checkin one two` or \
+             `broker recover --all`"
+        );
+    }
+
     /// A run of per-host work that is stopped (its future dropped, as on Ctrl-C) starts no host
     /// that was still waiting for its turn: `checkin --sequential` stops after the host under way.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,6 +58,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_boot_id_is_the_kernels_without_its_line_break() {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        let id = boot_id().unwrap();
+        assert_eq!(format!("{id}\n"), kernel);
+        assert_eq!(id.len(), 36, "{id}");
+    }
+
+    #[test]
     fn start_times_come_from_the_stat_line_after_the_command_name() {
         // A command name with spaces and a parenthesis must not shift the fields.
         let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 \

@@ -58,6 +58,20 @@ pub(crate) async fn read(
     }
 }
 
+/// The request's body read as [`json`], or `T::default()` when it is empty (a POST with nothing to
+/// say).
+pub(crate) async fn json_or_default<T: DeserializeOwned + Default>(
+    state: &AppState,
+    request: axum::extract::Request,
+) -> Result<T, Problem> {
+    let bytes = read(state, request).await?;
+    if bytes.is_empty() {
+        Ok(T::default())
+    } else {
+        json(&bytes)
+    }
+}
+
 /// `bytes` as JSON of type `T`; a body that does not fit names the field (`config.server`) and
 /// what was expected.
 pub(crate) fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {

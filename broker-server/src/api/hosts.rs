@@ -121,12 +121,7 @@ pub(crate) async fn extend(
     request: Request,
 ) -> Response {
     let result = async {
-        let bytes = body::read(&state, request).await?;
-        let asked: Extend = if bytes.is_empty() {
-            Extend::default()
-        } else {
-            body::json(&bytes)?
-        };
+        let asked: Extend = body::json_or_default(&state, request).await?;
         let record = find_off(&state, &id).await?;
         let args = arguments(asked.arguments)?;
         let outcome = state.broker.extend(vec![record.clone()], args).await;
@@ -183,12 +178,7 @@ pub(crate) async fn handoff_run(
     request: Request,
 ) -> Response {
     let result = async {
-        let bytes = body::read(&state, request).await?;
-        let asked: HandOff = if bytes.is_empty() {
-            HandOff::default()
-        } else {
-            body::json(&bytes)?
-        };
+        let asked: HandOff = body::json_or_default(&state, request).await?;
         let record = find_off(&state, &id).await?;
         let target = target_of(&record, asked.target.as_deref(), asked.retry)
             .map_err(|e| Problem::field("target", e.to_string()))?;
