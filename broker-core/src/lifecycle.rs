@@ -794,20 +794,11 @@ impl BrokerInner {
         })
     }
 
-    /// Changes the stored record `id` by `change`, which says whether it changed anything; a record
-    /// that is gone is left gone. Synchronous, for `Drop` and `keep`.
-    fn update_stored(
-        &self,
-        id: &RecordId,
-        change: impl FnOnce(&mut HostRecord) -> bool,
-    ) -> Result<()> {
-        let Some(mut record) = self.store.list()?.into_iter().find(|r| &r.id() == id) else {
-            return Ok(());
-        };
-        if change(&mut record) {
-            write_stored(&*self.store, vec![record])?;
-        }
-        Ok(())
+    /// Changes the stored record `id` by `change`, which says whether it changed anything, as
+    /// [`revise_stored`] does; a record that is gone is left gone. Synchronous, for `Drop` and
+    /// `keep`.
+    fn update_stored(&self, id: &RecordId, change: impl Fn(&mut HostRecord) -> bool) -> Result<()> {
+        revise_stored(&*self.store, id, &|record| Ok(change(record))).map(drop)
     }
 
     /// Hands a guard's host to its user ([`HostGuard::keep`](crate::HostGuard::keep)): its record
@@ -1278,6 +1269,25 @@ impl BrokerInner {
         self.put_many(vec![record]).await
     }
 
+    /// Changes the stored record `id` with `change` on a blocking thread, as
+    /// [`revise_stored`] does; `Ok(None)` when the record is gone — its host was checked in
+    /// meanwhile — and nothing is written.
+    ///
+    /// # Errors
+    /// What `change` refuses; inventory errors; a record that kept changing.
+    pub(crate) async fn revise<F>(&self, id: RecordId, change: F) -> Result<Option<HostRecord>>
+    where
+        F: Fn(&mut HostRecord) -> Result<bool> + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        let under_way = self.writes.start();
+        blocking(move || {
+            let _under_way = under_way;
+            revise_stored(&*store, &id, &change)
+        })
+        .await
+    }
+
     async fn remove(&self, ids: Vec<RecordId>) -> Result<Vec<RecordId>> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -1332,6 +1342,43 @@ pub(crate) fn by_result(outcomes: Vec<HostOutcome>) -> (Vec<String>, Vec<(String
 /// Writes records in the form `store` may keep them. A record read back must keep its identity: only
 /// broker's own records (identified by `_broker_id`, not by a fingerprint of their content) are
 /// stored masked.
+/// Changes the stored record `id` with `change` (which says whether it changed anything) and writes
+/// it back unless another process or task changed it in between — then reads it again and retries,
+/// a few times: a change is made on the record as it is, never over someone else's. Returns the
+/// record as written (or as it is, when `change` changed nothing); `None` when it is gone.
+///
+/// # Errors
+/// What `change` refuses; inventory errors; a record that kept changing.
+fn revise_stored(
+    store: &dyn InventoryStore,
+    id: &RecordId,
+    change: &dyn Fn(&mut HostRecord) -> Result<bool>,
+) -> Result<Option<HostRecord>> {
+    const TRIES: usize = 5;
+    for _ in 0..TRIES {
+        let Some(current) = store.list()?.into_iter().find(|r| &r.id() == id) else {
+            return Ok(None);
+        };
+        let mut changed = current.clone();
+        if !change(&mut changed)? {
+            return Ok(Some(current));
+        }
+        let changed = stored_form(store, vec![changed], HostRecord::has_broker_id)
+            .pop()
+            .unwrap_or_default();
+        if !store
+            .replace_unchanged(&[(current, changed.clone())])?
+            .is_empty()
+        {
+            return Ok(Some(changed));
+        }
+    }
+    Err(Error::user(format!(
+        "the inventory record {} kept changing while broker wrote to it; try again",
+        id.as_str()
+    )))
+}
+
 fn write_stored(store: &dyn InventoryStore, records: Vec<HostRecord>) -> Result<()> {
     store.put(&stored_form(store, records, HostRecord::has_broker_id))
 }

@@ -58,6 +58,15 @@ pub fn is_masked(value: &Value) -> bool {
 fn maskable(value: &Value) -> bool {
     !matches!(value, Value::Null | Value::Mapping(_) | Value::Sequence(_))
         && value.as_str() != Some("")
+        && !value.as_str().is_some_and(is_fingerprint)
+}
+
+/// Whether `text` is how broker shows a secret it keeps — `secret sha256:` and 16 hex digits of
+/// its hash (a handoff target's Chef key) — which tells two secrets apart without showing either,
+/// and is shown as it is.
+fn is_fingerprint(text: &str) -> bool {
+    text.strip_prefix("secret sha256:")
+        .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The value with the value of every secret-looking key, at any depth, replaced by [`MASK`], and
@@ -295,6 +304,20 @@ mod tests {
         ] {
             assert!(!is_secret_key(key), "{key}");
         }
+    }
+
+    #[test]
+    fn a_secrets_fingerprint_is_shown_as_it_is() {
+        let config: Value = serde_yaml::from_str(
+            "{validation_key: 'secret sha256:0123456789abcdef', password: 'secret sha256:xyz'}",
+        )
+        .unwrap();
+        let shown = mask(&config);
+        assert_eq!(
+            shown["validation_key"].as_str(),
+            Some("secret sha256:0123456789abcdef")
+        );
+        assert_eq!(shown["password"].as_str(), Some(MASK));
     }
 
     #[test]

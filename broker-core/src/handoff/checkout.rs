@@ -95,18 +95,9 @@ async fn hand_off_all(
     at_checkout: bool,
 ) -> Result<Vec<(HostRecord, RunReport)>> {
     run::RunPolicy::of(&step.target)?;
-    let marked = hosts
-        .iter()
-        .map(|host| {
-            let mut record = host.record().clone();
-            run::mark_handing_off(&mut record, &step.target);
-            if at_checkout {
-                record.set(crate::record::fields::HANDOFF_AT_CHECKOUT, true);
-            }
-            record
-        })
-        .collect();
-    inner.put_many(marked).await?;
+    for host in &hosts {
+        claim(inner, host, &step.target, at_checkout).await?;
+    }
     let mut tasks = JoinSet::new();
     for (index, host) in hosts.into_iter().enumerate() {
         let step = step.clone();
@@ -125,10 +116,59 @@ async fn hand_off_all(
     }
     done.sort_by_key(|(index, _, _)| *index);
     let done: Vec<(HostRecord, RunReport)> = done.into_iter().map(|(_, r, p)| (r, p)).collect();
-    inner
-        .put_many(done.iter().map(|(r, _)| r.clone()).collect())
-        .await?;
+    for (record, report) in &done {
+        let applied = report.clone();
+        let recorded = inner
+            .revise(record.id(), move |stored| {
+                applied.apply(stored);
+                Ok(true)
+            })
+            .await?;
+        if recorded.is_none() {
+            tracing::warn!(
+                host = %record.display_name(),
+                "the host was checked in while it was being handed off (a reap of its ended lease, \
+                 or `broker checkin`); how its handoff went is not recorded"
+            );
+        }
+    }
     Ok(done)
+}
+
+/// Marks `host`'s stored record `handing_off` for this run (`at_checkout`: as the last step of the
+/// checkout that made it), on the record as it is: a host that another run — of this process or a
+/// live other one — is handing off is refused, and two runs starting at once cannot both claim it.
+async fn claim(
+    inner: &Arc<BrokerInner>,
+    host: &Host,
+    target: &Target,
+    at_checkout: bool,
+) -> Result<()> {
+    let name = host.display_name();
+    let target = target.clone();
+    let claimed = inner
+        .revise(host.record().id(), move |record| {
+            if crate::record::handing_off(record) && !crate::record::handoff_interrupted(record) {
+                return Err(Error::user(format!(
+                    "host {} is already being handed off; wait for that run to end \
+                     (`broker handoff status {}`)",
+                    record.display_name(),
+                    record.display_name()
+                )));
+            }
+            run::mark_handing_off(record, &target);
+            if at_checkout {
+                record.set(crate::record::fields::HANDOFF_AT_CHECKOUT, true);
+            }
+            Ok(true)
+        })
+        .await?;
+    match claimed {
+        Some(_) => Ok(()),
+        None => Err(Error::user(format!(
+            "host {name} is not in the inventory (checked in meanwhile?); nothing was handed off"
+        ))),
+    }
 }
 
 /// How many of the last lines of a run's log the error of a failed handoff shows.
@@ -161,4 +201,143 @@ fn failed_handoff(host: &str, report: &RunReport, checked_in: bool) -> Error {
              `--keep-failed-handoff` keeps the host); the run's log ended:{shown}"
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use serde_yaml::Mapping;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::handoff::run::{HandoffContext, Outcome, StepError};
+    use crate::handoff::store::TargetStore;
+    use crate::handoff::target::TargetConfig;
+    use crate::provider::{CheckoutContext, ProviderKind, ProviderRegistry};
+    use crate::{Broker, CheckoutRequest, Host, Settings};
+
+    /// Makes a host named after the `name` argument.
+    #[derive(Debug)]
+    struct Named;
+
+    #[async_trait::async_trait]
+    impl Provider for Named {
+        fn name(&self) -> &str {
+            "Named"
+        }
+        fn instance(&self) -> Option<&str> {
+            None
+        }
+        async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+            let mut fields = Mapping::new();
+            let name = ctx.args().get("name").cloned().unwrap_or_default();
+            fields.insert("hostname".into(), name);
+            Ok(fields)
+        }
+        async fn checkin(&self, _host: &HostRecord) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Hands off once the test opens the gate; counts the runs under way.
+    #[derive(Debug, Default)]
+    struct Gated {
+        gate: Notify,
+        running: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Handoff for Gated {
+        fn name(&self) -> &str {
+            "gated"
+        }
+        async fn run(&self, _cx: &HandoffContext<'_>) -> std::result::Result<Outcome, StepError> {
+            self.running.fetch_add(1, Ordering::SeqCst);
+            self.gate.notified().await;
+            Ok(Outcome::Succeeded)
+        }
+    }
+
+    /// A broker over `dir` with the `gated` kind and its target `gate`, and a host checked out of
+    /// it and kept.
+    async fn set_up(dir: &std::path::Path, gated: &Arc<Gated>) -> (Broker, Host) {
+        let settings = Settings::load_from(dir, Vec::new()).unwrap();
+        let kind =
+            ProviderKind::new("Named", "test", |_| Ok(Arc::new(Named))).checkout_actions(&["name"]);
+        let broker = Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap();
+        broker.register_handoff(Arc::clone(gated) as Arc<dyn Handoff>);
+        let target = Target::new("gate", "", "gated", TargetConfig::default()).unwrap();
+        broker.target_store().unwrap().add(target).unwrap();
+        let request = CheckoutRequest::new().arg("name", "held.example.com");
+        let host = broker.checkout_one(request).await.unwrap().keep();
+        (broker, host)
+    }
+
+    /// Waits (at most 30 s) until the gated kind runs on `n` hosts.
+    async fn running(gated: &Gated, n: usize) {
+        let wait = async {
+            while gated.running.load(Ordering::SeqCst) < n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .expect("the handoff never started");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_host_checked_in_while_it_is_handed_off_is_not_written_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let gated = Arc::new(Gated::default());
+        let (broker, host) = set_up(dir.path(), &gated).await;
+        let handing_off = {
+            let (broker, host) = (broker.clone(), host.clone());
+            tokio::spawn(async move { broker.handoff(&host, "gate").await })
+        };
+        running(&gated, 1).await;
+        // A reap of its ended lease (or a `broker checkin`) takes the host back meanwhile.
+        broker.inventory().remove(&[host.record().id()]).unwrap();
+        gated.gate.notify_waiters();
+        let report = handing_off.await.unwrap().unwrap();
+        assert_eq!(report.state, HandoffState::HandedOff);
+        assert_eq!(broker.inventory().list().unwrap(), Vec::new());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_host_being_handed_off_is_not_handed_off_again_at_the_same_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let gated = Arc::new(Gated::default());
+        let (broker, host) = set_up(dir.path(), &gated).await;
+        let first = {
+            let (broker, host) = (broker.clone(), host.clone());
+            tokio::spawn(async move { broker.handoff(&host, "gate").await })
+        };
+        running(&gated, 1).await;
+        // Refused at once: it does not wait for the gate.
+        let second = tokio::time::timeout(Duration::from_secs(10), broker.handoff(&host, "gate"))
+            .await
+            .expect("the second handoff ran instead of being refused")
+            .unwrap_err();
+        assert_eq!(
+            second.to_string(),
+            "host held.example.com is already being handed off; wait for that run to end \
+             (`broker handoff status held.example.com`)"
+        );
+        gated.gate.notify_waiters();
+        assert_eq!(first.await.unwrap().unwrap().state, HandoffState::HandedOff);
+        assert_eq!(gated.running.load(Ordering::SeqCst), 1);
+        // Once it has ended, the host may be handed off again.
+        let again = {
+            let (broker, host) = (broker.clone(), host.clone());
+            tokio::spawn(async move { broker.handoff(&host, "gate").await })
+        };
+        running(&gated, 2).await;
+        gated.gate.notify_waiters();
+        assert_eq!(again.await.unwrap().unwrap().state, HandoffState::HandedOff);
+        let stored = broker.inventory().list().unwrap();
+        assert_eq!(stored.len(), 1);
+        assert!(!crate::record::handing_off(&stored[0]));
+    }
 }
