@@ -99,6 +99,23 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_watcher_waits_until_its_process_has_ended() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.5")
+            .spawn()
+            .unwrap();
+        let process = Owner {
+            pid: child.id(),
+            started: None,
+            boot: None,
+            ..Owner::current().clone()
+        };
+        wait_until_gone(&process, Duration::from_millis(10)).await;
+        // Ended (a zombie until reaped here), not merely looked at.
+        assert!(child.try_wait().unwrap().is_some());
+    }
     use crate::inventory::{InventoryStore, ProviderListing, SyncReport, YamlFileStore};
     use crate::lease::{Lease, ReapScope};
     use crate::provider::{CheckoutContext, Provider, ProviderKind};

@@ -227,9 +227,7 @@ fn recorded_matches<T: PartialEq>(recorded: Option<&T>, now: Option<&T>) -> bool
 /// `id -un` do, for containers and CI jobs that set none of them — the name the password database
 /// (`/etc/passwd`) gives this process's uid, else `uid<N>`, else `unknown`.
 pub fn current_user() -> String {
-    ["USER", "LOGNAME", "USERNAME"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    user_named_in(|k| std::env::var(k).ok())
         .or_else(|| {
             let uid = own_uid()?;
             let named = std::fs::read_to_string("/etc/passwd")
@@ -238,6 +236,13 @@ pub fn current_user() -> String {
             Some(named.unwrap_or_else(|| format!("uid{uid}")))
         })
         .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The first of `$USER`, `$LOGNAME` and `$USERNAME` that `var` gives and is not empty.
+fn user_named_in(var: impl Fn(&str) -> Option<String>) -> Option<String> {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|k| var(k).filter(|v| !v.is_empty()))
 }
 
 /// This process's real uid, from `/proc/self/status` (broker-core calls no `getuid`: it has no
@@ -625,6 +630,34 @@ fn epoch_seconds(value: &Value) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_user_is_the_first_of_user_logname_and_username_that_is_set_and_not_empty() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert_eq!(
+            user_named_in(env(&[("USER", ""), ("LOGNAME", "me")])).as_deref(),
+            Some("me")
+        );
+        assert_eq!(
+            user_named_in(env(&[("USERNAME", "you"), ("USER", "me")])).as_deref(),
+            Some("me")
+        );
+        assert_eq!(user_named_in(env(&[("USER", ""), ("USERNAME", "")])), None);
+    }
+
+    #[test]
+    fn a_record_from_a_mapping_has_exactly_its_fields() {
+        let fields: Mapping = serde_yaml::from_str("{name: a, _broker_provider: P}").unwrap();
+        let record = HostRecord::from_mapping(fields.clone());
+        assert_eq!(record.fields(), &fields);
+        assert_eq!(record.name(), Some("a"));
+    }
 
     #[test]
     fn the_user_name_of_a_uid_comes_from_the_password_database() {

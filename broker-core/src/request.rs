@@ -595,6 +595,14 @@ mod tests {
     }
 
     #[test]
+    fn keeping_partial_results_is_what_the_request_says() {
+        let request = CheckoutRequest::new().arg("workflow", "w");
+        assert!(!resolve(&request, "").unwrap().keep_partial);
+        let request = request.keep_partial(true);
+        assert!(resolve(&request, "").unwrap().keep_partial);
+    }
+
+    #[test]
     fn arguments_layer_nick_then_args_file_then_command_line() {
         let nicks = "nicks:\n  rhel9: {workflow: deploy, a: nick, b: nick, c: nick}\n";
         let mut file = Mapping::new();
