@@ -1275,6 +1275,7 @@ impl BrokerInner {
     ///
     /// # Errors
     /// What `change` refuses; inventory errors; a record that kept changing.
+    #[cfg(feature = "handoff")]
     pub(crate) async fn revise<F>(&self, id: RecordId, change: F) -> Result<Option<HostRecord>>
     where
         F: Fn(&mut HostRecord) -> Result<bool> + Send + 'static,
