@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::handoff::target::{ConfigValue, Target};
 use crate::host::Host;
 use crate::record::{HostRecord, fields};
-use crate::session::Session;
+use crate::session::{OutputStream, Session};
 use crate::sync::lock;
 
 /// A handoff kind: what hands a checked-out host on to a target (run a script, enrol it with a
@@ -581,7 +581,8 @@ pub async fn undo(kind: &dyn Handoff, host: &Host, target: &Target) -> Result<()
 }
 
 /// Runs `command` (`what` names it: "the handoff script") on the host within the run timeout, and
-/// logs its output and exit status.
+/// logs its output — line by line as it comes, where the session streams it, so that a run that
+/// times out keeps what it printed — and its exit status.
 ///
 /// # Errors
 /// [`StepError::Fatal`], whatever went wrong: the command may have done part of its work. After
@@ -592,23 +593,62 @@ pub async fn execute_logged(
     command: &str,
     what: &str,
 ) -> std::result::Result<crate::session::ExecOutput, StepError> {
-    let out = session
-        .execute(command, Some(cx.run_timeout))
-        .await
-        .map_err(|e| match e {
-            Error::Timeout { after, .. } => StepError::Fatal(Error::Timeout {
-                operation: format!(
-                    "{what} on {} (its processes were stopped)",
-                    cx.host.display_name()
-                ),
-                after,
-            }),
-            other => StepError::Fatal(other),
-        })?;
-    cx.log.line(&out.stdout);
-    cx.log.line(&out.stderr);
+    let lines = LogLines::new(cx.log);
+    let sink = |stream: OutputStream, bytes: &[u8]| lines.push(stream, bytes);
+    let result = session
+        .execute_streaming(command, Some(cx.run_timeout), &sink)
+        .await;
+    lines.finish();
+    let out = result.map_err(|e| match e {
+        Error::Timeout { after, .. } => StepError::Fatal(Error::Timeout {
+            operation: format!(
+                "{what} on {} (its processes were stopped)",
+                cx.host.display_name()
+            ),
+            after,
+        }),
+        other => StepError::Fatal(other),
+    })?;
     cx.log.line(format!("exit status {}", out.status));
     Ok(out)
+}
+
+/// Streamed output cut into a run log's lines, each stream's on its own: a line goes into the log
+/// once it is complete, and what is left of one when the command ends (or fails) at [`finish`].
+///
+/// [`finish`]: LogLines::finish
+struct LogLines<'a> {
+    log: &'a RunLog,
+    /// The incomplete last line of stdout and of stderr.
+    pending: Mutex<[Vec<u8>; 2]>,
+}
+
+impl<'a> LogLines<'a> {
+    fn new(log: &'a RunLog) -> Self {
+        LogLines {
+            log,
+            pending: Mutex::new([Vec::new(), Vec::new()]),
+        }
+    }
+
+    fn push(&self, stream: OutputStream, bytes: &[u8]) {
+        let mut pending = lock(&self.pending);
+        let buffer = &mut pending[usize::from(stream == OutputStream::Stderr)];
+        buffer.extend_from_slice(bytes);
+        if let Some(end) = buffer.iter().rposition(|b| *b == b'\n') {
+            let complete: Vec<u8> = buffer.drain(..=end).collect();
+            self.log.line(String::from_utf8_lossy(&complete));
+        }
+    }
+
+    fn finish(&self) {
+        for buffer in lock(&self.pending).iter_mut() {
+            if !buffer.is_empty() {
+                self.log.line(String::from_utf8_lossy(buffer));
+                buffer.clear();
+            }
+        }
+    }
 }
 
 /// The time the small commands that make, fill and remove a [`PrivateDir`] may take.
@@ -820,6 +860,61 @@ mod tests {
                 }),
             }
         }
+    }
+
+    /// Prints a little on both streams, then times out.
+    #[derive(Debug)]
+    struct PrintsThenHangs;
+
+    #[async_trait::async_trait]
+    impl Session for PrintsThenHangs {
+        async fn execute(
+            &self,
+            command: &str,
+            timeout: Option<Duration>,
+        ) -> Result<crate::session::ExecOutput> {
+            self.execute_streaming(command, timeout, &|_, _| {}).await
+        }
+        async fn execute_streaming(
+            &self,
+            _command: &str,
+            timeout: Option<Duration>,
+            sink: crate::session::OutputSink<'_>,
+        ) -> Result<crate::session::ExecOutput> {
+            sink(OutputStream::Stdout, b"dir /tmp/x\nstarted");
+            sink(OutputStream::Stderr, b"a warning\n");
+            sink(OutputStream::Stdout, b" in 2s\nwaiting");
+            Err(Error::Timeout {
+                operation: "running it".into(),
+                after: timeout.unwrap_or_default(),
+            })
+        }
+        async fn read_file(&self, _path: &str) -> Result<Vec<u8>> {
+            Ok(Vec::new())
+        }
+        async fn write_file(&self, _path: &str, _contents: &[u8]) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_that_times_out_leaves_what_it_printed_in_the_log() {
+        let (host, _) = fake::host(Script::default());
+        let target = target();
+        let policy = RunPolicy::of(&target).unwrap();
+        let log = RunLog::default();
+        let cx = context(&host, &target, &policy, &log);
+        let err = execute_logged(&cx, &PrintsThenHangs, "sh it", "the handoff script")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StepError::Fatal(Error::Timeout { .. })),
+            "{err:?}"
+        );
+        assert_eq!(
+            log.lines(),
+            ["dir /tmp/x", "a warning", "started in 2s", "waiting"]
+        );
     }
 
     fn target() -> Target {
