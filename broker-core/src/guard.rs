@@ -768,33 +768,14 @@ mod tests {
         assert!(!text.contains("hunter2"), "{text}");
     }
 
-    /// Counts the events it is given.
-    struct Counting(std::sync::atomic::AtomicUsize);
-
-    impl tracing::Subscriber for Counting {
-        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            tracing::span::Id::from_u64(1)
-        }
-        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, _: &tracing::Event<'_>) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        fn enter(&self, _: &tracing::span::Id) {}
-        fn exit(&self, _: &tracing::span::Id) {}
-    }
-
     /// A host left behind is logged to a subscriber where there is one, and printed on stderr only
     /// where there is none (a test binary): the stderr line itself is checked end to end in
     /// `tests/integration/leases.rs`.
     #[test]
     fn a_host_left_behind_is_logged_to_a_subscriber_and_printed_only_without_one() {
         assert!(no_subscriber(), "a test binary has none");
-        let counting = Arc::new(Counting(std::sync::atomic::AtomicUsize::new(0)));
-        tracing::subscriber::with_default(Arc::clone(&counting), || {
+        let (counting, events) = crate::test_log::Collect::new();
+        tracing::subscriber::with_default(counting, || {
             assert!(
                 !no_subscriber(),
                 "with a subscriber it is logged, not printed"
@@ -802,7 +783,7 @@ mod tests {
             left_behind(Level::ERROR, "h1", "checking in h1 on drop failed");
             left_behind(Level::WARN, "h2", "keeping host h2");
         });
-        assert_eq!(counting.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(events.lock().unwrap().len(), 2);
         assert!(no_subscriber());
     }
 }

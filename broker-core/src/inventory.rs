@@ -1639,43 +1639,19 @@ mod tests {
         assert!(dir.path().join("not/yet/inventory.yaml.flock").is_file());
     }
 
-    /// Collects the messages of the warnings logged on this thread.
-    struct Warnings(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
-
-    impl tracing::Subscriber for Warnings {
-        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            tracing::span::Id::from_u64(1)
-        }
-        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, event: &tracing::Event<'_>) {
-            struct Message(String);
-            impl tracing::field::Visit for Message {
-                fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
-                    if field.name() == "message" {
-                        self.0 = format!("{value:?}");
-                    }
-                }
-            }
-            if *event.metadata().level() == tracing::Level::WARN {
-                let mut message = Message(String::new());
-                event.record(&mut message);
-                self.0.lock().unwrap().push(message.0);
-            }
-        }
-        fn enter(&self, _: &tracing::span::Id) {}
-        fn exit(&self, _: &tracing::span::Id) {}
-    }
-
     #[test]
     fn a_long_wait_for_the_lock_is_announced_once_naming_the_holder() {
         let (_dir, store) = store();
         let store = YamlFileStore::new(store.path(), Duration::from_secs(60));
-        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let said = || warnings.lock().unwrap().len();
+        let (subscriber, events) = crate::test_log::Collect::new();
+        let warnings = || -> Vec<String> {
+            let events = events.lock().unwrap();
+            let warned = events
+                .iter()
+                .filter(|(level, _)| *level == tracing::Level::WARN);
+            warned.map(|(_, message)| message.clone()).collect()
+        };
+        let said = || warnings().len();
         let held = store.lock().unwrap();
         std::thread::scope(|scope| {
             // The holder lets go once the wait was announced and has lasted a while (or after 30 s).
@@ -1688,10 +1664,9 @@ mod tests {
                 }
                 drop(held);
             });
-            let subscriber = Warnings(std::sync::Arc::clone(&warnings));
             tracing::subscriber::with_default(subscriber, || store.put(&[]).unwrap());
         });
-        let warnings = warnings.lock().unwrap();
+        let warnings = warnings();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         let expected = format!(
             "waiting up to 1m for the inventory lock `{}` (pid {}",

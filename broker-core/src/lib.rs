@@ -69,6 +69,8 @@ pub mod session;
 pub mod settings;
 pub mod spelling;
 pub mod sync;
+#[cfg(test)]
+mod test_log;
 pub mod time;
 pub mod validation;
 pub mod value;
