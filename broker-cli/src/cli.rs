@@ -155,12 +155,20 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct ServeArgs {
-    /// The address to listen on; one other than loopback needs `--insecure` (TLS is not built yet).
+    /// The address to listen on; one other than loopback needs TLS (a certificate and key) or
+    /// `--insecure`.
     #[arg(long, value_name = "ADDR:PORT", default_value = broker_server::DEFAULT_LISTEN)]
     pub listen: std::net::SocketAddr,
     /// Listen on an address other machines reach, without TLS (logs a warning).
     #[arg(long)]
     pub insecure: bool,
+    /// Serve HTTPS with this PEM certificate chain (with `--tls-key`; default: the setting
+    /// `serve.tls.certificate`).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_certificate: Option<std::path::PathBuf>,
+    /// The PEM private key of `--tls-certificate` (default: the setting `serve.tls.key`).
+    #[arg(long, value_name = "PEM", requires = "tls_certificate")]
+    pub tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Option<ServeCommand>,
 }

@@ -5,7 +5,7 @@ use broker_core::cli_support::SettingsFile;
 use broker_core::secrecy::ExposeSecret;
 use broker_core::{Broker, Result, Settings};
 use broker_server::tokens::{add_token, list_tokens, remove_token};
-use broker_server::{Role, ServeOptions, Server};
+use broker_server::{Role, ServeOptions, Server, TlsFiles};
 
 use crate::app::StopSignals;
 use crate::cli::{Format, RoleArg, ServeArgs, ServeCommand, TokenCommand};
@@ -27,9 +27,16 @@ async fn run(args: ServeArgs, settings: Settings) -> Result<i32> {
     ));
     let mut options = ServeOptions::from_settings(args.listen, broker.settings())?;
     options.insecure = args.insecure;
+    if let (Some(certificate), Some(key)) = (args.tls_certificate, args.tls_key) {
+        options.tls = Some(TlsFiles::new(certificate, key));
+    }
     let mut signals = StopSignals::listen()?;
     let server = Server::bind(broker, options).await?;
-    note!("listening on http://{}", server.local_addr()?);
+    note!(
+        "listening on {}://{}",
+        server.scheme(),
+        server.local_addr()?
+    );
     server
         .run(async move {
             let signal = signals.next().await;

@@ -22,8 +22,9 @@ pub mod options;
 pub mod problem;
 pub mod razor;
 mod state;
+mod tls;
 pub mod tokens;
 
 pub use listen::Server;
-pub use options::{DEFAULT_LISTEN, ServeOptions, check_listen};
+pub use options::{DEFAULT_LISTEN, ServeOptions, TlsFiles, check_listen};
 pub use tokens::{Role, TokenInfo};

@@ -10,9 +10,11 @@ use std::time::Duration;
 use broker_core::handoff::YamlTargetStore;
 use broker_core::{Broker, Error, Result};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 use crate::api::operations::Operations;
 use crate::options::{ServeOptions, check_listen};
@@ -22,6 +24,7 @@ use crate::tokens::TokenSource;
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     state: AppState,
 }
 
@@ -35,17 +38,24 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Checks the address ([`check_listen`]; the warning for `--insecure` is logged), reads the
-    /// tokens from the settings file of the broker's directory (again whenever it changes) and
-    /// binds.
+    /// Reads the TLS certificate and key when given, or else checks the address
+    /// ([`check_listen`]; the warning for `--insecure` is logged), reads the tokens from the
+    /// settings file of the broker's directory (again whenever it changes) and binds.
     ///
     /// # Errors
     /// [`Error::Usage`] for an address refused; [`Error::Configuration`] for malformed tokens or
-    /// settings; [`Error::Io`] when the address cannot be bound.
+    /// settings, or a TLS certificate or key that cannot be read or do not go together;
+    /// [`Error::Io`] when the address cannot be bound.
     pub async fn bind(broker: Broker, options: ServeOptions) -> Result<Self> {
-        if let Some(warning) = check_listen(&options.listen, options.insecure)? {
-            tracing::warn!("{warning}");
-        }
+        let tls = match &options.tls {
+            Some(files) => Some(crate::tls::acceptor(files)?),
+            None => {
+                if let Some(warning) = check_listen(&options.listen, options.insecure)? {
+                    tracing::warn!("{warning}");
+                }
+                None
+            }
+        };
         let tokens = TokenSource::open(broker.settings())?;
         if tokens.current().is_empty() {
             tracing::warn!(
@@ -60,6 +70,7 @@ impl Server {
         let operations = Arc::new(Operations::new(broker.settings())?);
         Ok(Server {
             listener,
+            tls,
             state: AppState {
                 broker,
                 targets,
@@ -80,6 +91,11 @@ impl Server {
             .map_err(|e| Error::io_without_path("reading the listening address", e))
     }
 
+    /// `https` when serving TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// Serves until `shutdown` completes, then stops gracefully: stops taking connections, stops
     /// the checkouts under way (they give back what they made, as a cancelled checkout does),
     /// answers the requests under way, and returns.
@@ -87,7 +103,11 @@ impl Server {
     /// # Errors
     /// None yet: connection errors are logged, not returned.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-        let Server { listener, state } = self;
+        let Server {
+            listener,
+            tls,
+            state,
+        } = self;
         let app = crate::api::router(state.clone());
         let graceful = GracefulShutdown::new();
         let mut http = hyper::server::conn::http1::Builder::new();
@@ -98,14 +118,21 @@ impl Server {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _peer)) => {
-                        let service = TowerToHyperService::new(app.clone());
-                        let connection = http.serve_connection(TokioIo::new(stream), service);
-                        let watched = graceful.watch(connection);
-                        tokio::spawn(async move {
-                            if let Err(e) = watched.await {
-                                tracing::debug!("connection ended: {e}");
+                        let connection = Connection {
+                            http: http.clone(),
+                            app: app.clone(),
+                            watcher: graceful.watcher(),
+                        };
+                        match &tls {
+                            Some(acceptor) => connection.spawn_tls(
+                                acceptor.clone(),
+                                stream,
+                                state.options.header_timeout,
+                            ),
+                            None => {
+                                tokio::spawn(connection.serve(stream));
                             }
-                        });
+                        }
                     }
                     // Out of file descriptors, a connection reset before it was taken: go on.
                     Err(e) => {
@@ -128,5 +155,35 @@ impl Server {
         }
         state.operations.wait_all(bound).await;
         Ok(())
+    }
+}
+
+/// What serving one accepted connection needs.
+struct Connection {
+    http: hyper::server::conn::http1::Builder,
+    app: axum::Router,
+    watcher: Watcher,
+}
+
+impl Connection {
+    /// Serves HTTP/1.1 on `io` until the connection ends (or the stop lets it end).
+    async fn serve<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, io: I) {
+        let service = TowerToHyperService::new(self.app);
+        let connection = self.http.serve_connection(TokioIo::new(io), service);
+        if let Err(e) = self.watcher.watch(connection).await {
+            tracing::debug!("connection ended: {e}");
+        }
+    }
+
+    /// The TLS handshake (within `limit`, as a request's headers), then [`Connection::serve`]. A
+    /// client that does not speak TLS — plain HTTP on the HTTPS port — is dropped.
+    fn spawn_tls(self, acceptor: TlsAcceptor, stream: TcpStream, limit: Duration) {
+        tokio::spawn(async move {
+            match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => self.serve(tls).await,
+                Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!("TLS handshake not done within {limit:?}"),
+            }
+        });
     }
 }

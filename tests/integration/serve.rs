@@ -3,6 +3,7 @@
 //! once checking TestProvider hosts out and in.
 
 mod client;
+mod tls;
 
 use serde_json::{Value, json};
 

@@ -44,10 +44,10 @@ impl Served {
         let mut addr = String::new();
         let started = wait_for(DEADLINE, || {
             let text = stderr.lock().unwrap().clone();
-            match text
-                .lines()
-                .find_map(|l| l.strip_prefix("listening on http://"))
-            {
+            match text.lines().find_map(|l| {
+                l.strip_prefix("listening on http://")
+                    .or_else(|| l.strip_prefix("listening on https://"))
+            }) {
                 Some(at) => {
                     addr = at.trim().to_owned();
                     true
