@@ -515,7 +515,12 @@ pub struct ReapArgs {
     #[arg(long)]
     pub abandoned: bool,
     /// Wait until process PID of this machine ends, then check in what it left; exits when done.
-    #[arg(long, value_name = "PID", conflicts_with_all = ["expired", "abandoned", "dry_run", "orphans"])]
+    #[arg(
+        long,
+        value_name = "PID",
+        value_parser = clap::value_parser!(u32).range(1..),
+        conflicts_with_all = ["expired", "abandoned", "dry_run", "orphans"]
+    )]
     pub watch: Option<u32>,
     /// Instead, check in what the provider holds for this inventory that no record knows
     /// (`Provider`, `Provider:filter`, `Provider::instance`, as for `inventory --sync`).
@@ -878,6 +883,7 @@ mod tests {
             "broker reap --watch 1 --abandoned",
             "broker reap --expired --abandoned",
             "broker reap --watch me",
+            "broker reap --watch 0",
             "broker reap --grace 1h",
             "broker reap --orphans Container --expired",
             "broker reap --orphans Container --watch 1",

@@ -384,8 +384,14 @@ impl Broker {
     /// [`crate::reap::spawn_watcher`]). Returns at once, reaping, when no such process runs.
     ///
     /// # Errors
-    /// Inventory errors; per-host failures are in the results.
+    /// [`Error::Usage`] for pid 0, which names no process; inventory errors; per-host failures are
+    /// in the results.
     pub async fn watch(&self, pid: u32) -> Result<Vec<Reaped>> {
+        if pid == 0 {
+            return Err(Error::usage(
+                "pid 0 names no process; give the pid of a process on this machine to watch",
+            ));
+        }
         if let Some(process) = Owner::local(pid) {
             crate::reap::wait_until_gone(&process, crate::reap::WATCH_POLL).await;
         }

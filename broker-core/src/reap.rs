@@ -506,6 +506,24 @@ mod tests {
         assert_eq!(names(&broker.inventory().list().unwrap()), ["another's"]);
     }
 
+    #[tokio::test]
+    async fn watching_pid_0_is_a_usage_error_that_reaps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_with(dir.path(), "{}", None);
+        let pid_0 = Owner { pid: 0, ..gone() };
+        broker
+            .inventory()
+            .put(&[left_by(&pid_0, "h0", HostState::Ready, true)])
+            .unwrap();
+        let e = broker.watch(0).await.unwrap_err();
+        assert!(matches!(e, Error::Usage { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "pid 0 names no process; give the pid of a process on this machine to watch"
+        );
+        assert_eq!(broker.inventory().list().unwrap().len(), 1);
+    }
+
     #[test]
     fn a_watcher_that_cannot_start_says_what_to_do() {
         let dir = tempfile::tempdir().unwrap();

@@ -40,6 +40,8 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     }
     let mut total: u64 = 0;
     let mut number = String::new();
+    // The last unit read: each must be smaller than the one before (`1h30m`, never `2h2h` or `30m1h`).
+    let mut previous = u64::MAX;
     for c in text.chars() {
         if c.is_ascii_digit() {
             number.push(c);
@@ -53,6 +55,13 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
             ' ' if number.is_empty() => continue,
             _ => return Err(bad()),
         };
+        if unit >= previous {
+            return Err(Error::usage(format!(
+                "`{text}` is not a duration: its units must go from largest to smallest, each once \
+                 (`1d2h30m`)"
+            )));
+        }
+        previous = unit;
         let n: u64 = number.parse().map_err(|_| bad())?;
         total = total
             .checked_add(n.checked_mul(unit).ok_or_else(bad)?)
@@ -149,6 +158,24 @@ mod tests {
         );
         // A space inside a number is a typo, not `15m`.
         assert!(parse_duration("1 5m").is_err());
+    }
+
+    #[test]
+    fn duration_units_go_from_largest_to_smallest_each_once() {
+        for text in ["2h2h", "30m1h", "1h 1h", "5s1d", "1m1m30s"] {
+            let message = parse_duration(text).unwrap_err().to_string();
+            assert_eq!(
+                message,
+                format!(
+                    "`{text}` is not a duration: its units must go from largest to smallest, each \
+                     once (`1d2h30m`)"
+                ),
+            );
+        }
+        assert_eq!(
+            parse_duration("1d2h3m4s").unwrap(),
+            Duration::from_secs(93_784)
+        );
     }
 
     #[test]
