@@ -457,6 +457,14 @@ impl Settings {
             .unwrap_or_default();
         let chosen = choose_instance(provider, &instances_of(&section), instance)?;
         let values = self.instance_values(provider, section, chosen.as_ref());
+        let instance_keys = chosen
+            .as_ref()
+            .map(|(_, inst)| {
+                inst.keys()
+                    .filter_map(|k| k.as_str().map(str::to_lowercase))
+                    .collect()
+            })
+            .unwrap_or_default();
         let instance_name = chosen.map(|(n, _)| n);
         Ok(ProviderConfig {
             provider: provider.to_owned(),
@@ -471,6 +479,7 @@ impl Settings {
                 .unwrap_or_default(),
             lines: KeyLines::clone(&self.lines),
             from_env: self.env_keys_of(provider, instance_name.as_deref()),
+            instance_keys,
             asker: crate::interaction::Asker::default(),
             inventory_id: String::new(),
         }
@@ -780,6 +789,9 @@ pub struct ProviderConfig {
     /// The keys environment overrides set (lowercased), with their variables: they are not where
     /// the file has them.
     from_env: Vec<(String, String)>,
+    /// The keys the chosen instance sets itself (lowercased), wherever the file writes them (a flow
+    /// mapping has no line per key): a problem with one is the instance's.
+    instance_keys: Vec<String>,
     /// Whom the provider asks when it must (the broker's, set by [`ProviderConfig::set_asker`]).
     asker: crate::interaction::Asker,
     /// The inventory this broker keeps, as [`inventory_id`] names it.
@@ -813,6 +825,7 @@ impl ProviderConfig {
             ssh: Mapping::new(),
             lines: KeyLines::default(),
             from_env: Vec::new(),
+            instance_keys: Vec::new(),
             asker: crate::interaction::Asker::default(),
             inventory_id: String::new(),
         }
@@ -899,21 +912,14 @@ impl ProviderConfig {
         if self.env_variable(key).is_some() {
             return (format!("{}.{key}", self.provider), None);
         }
-        let in_instance = self
-            .instance
-            .as_deref()
-            .map(|i| format!("{}.instances.{i}.{key}", self.provider));
-        match in_instance
-            .as_ref()
-            .and_then(|p| self.lines.get(&p.to_lowercase()).map(|l| (p.clone(), *l)))
-        {
-            Some((path, line)) => (path, Some(line)),
-            None => {
-                let path = format!("{}.{key}", self.provider);
-                let line = validate::line_in(&self.lines, &path);
-                (path, line)
-            }
-        }
+        let top = key.split('.').next().unwrap_or(key).to_lowercase();
+        let set_by_instance = self.instance_keys.contains(&top);
+        let path = match self.instance.as_deref() {
+            Some(i) if set_by_instance => format!("{}.instances.{i}.{key}", self.provider),
+            _ => format!("{}.{key}", self.provider),
+        };
+        let line = validate::line_in(&self.lines, &path);
+        (path, line)
     }
 
     /// The settings' `ssh` section (secrets included: pass it on, don't show it), for providers whose
@@ -1095,6 +1101,26 @@ nicks:
             err.to_string()
                 .contains("broker config set TestProvider.instances.local '{default: true}'"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_setting_an_instance_writes_in_a_flow_mapping_is_named_as_the_instances() {
+        let yaml =
+            "TestProvider:\n  lease: 1h\n  instances:\n    - one: {default: true, lease: soon}\n";
+        let s = Settings::from_yaml(tempfile::tempdir().unwrap().path(), yaml).unwrap();
+        let c = s.provider_config("TestProvider", None).unwrap();
+        assert_eq!(
+            c.setting_error("lease", "bad").to_string(),
+            "configuration error: `TestProvider.instances.one.lease` (broker_settings.yaml line 4): bad"
+        );
+        // A key only the section sets is still the section's.
+        let yaml = "TestProvider:\n  lease: soon\n  instances:\n    - one: {default: true}\n";
+        let s = Settings::from_yaml(tempfile::tempdir().unwrap().path(), yaml).unwrap();
+        let c = s.provider_config("TestProvider", None).unwrap();
+        assert_eq!(
+            c.setting_error("lease", "bad").to_string(),
+            "configuration error: `TestProvider.lease` (broker_settings.yaml line 2): bad"
         );
     }
 
