@@ -13,7 +13,7 @@
 
 use serde_json::json;
 
-use crate::handoff::kinds::shell::quote;
+use crate::handoff::kinds::shell::{become_root, quote};
 use crate::handoff::run::{
     Handoff, HandoffContext, Outcome, PrivateDir, StepError, execute_logged, setting,
 };
@@ -162,16 +162,14 @@ fn run_list(text: &str) -> Vec<String> {
 
 /// The bootstrap after its variables (`dir`, `server_url`, `version`, `install_sh_url`,
 /// `chef_client`).
-pub const BOOTSTRAP_BODY: &str = r#"set -eu
+pub const BOOTSTRAP_BODY: &str = concat!(
+    r#"set -eu
 say() { echo "broker-chef: $*"; }
 
 # Installing Chef and writing /etc/chef need root.
-if [ "$(id -u)" != 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then exec sudo -n sh "$0"; fi
-    say "not root and no sudo: hand off over a session as root, or give the user sudo"
-    exit 1
-fi
-PATH="$PATH:/opt/chef/bin:/usr/local/bin"
+"#,
+    become_root!(),
+    r#"PATH="$PATH:/opt/chef/bin:/usr/local/bin"
 export PATH
 
 if ! command -v "$chef_client" >/dev/null 2>&1; then
@@ -192,7 +190,8 @@ cp "$dir/client.rb" /etc/chef/client.rb
 chmod 644 /etc/chef/client.rb
 say "running $chef_client against $server_url"
 exec "$chef_client" --config /etc/chef/client.rb --json-attributes "$dir/first-boot.json" --no-color
-"#;
+"#
+);
 
 /// Puts the key, `client.rb`, `first-boot.json` and the script in `dir` (each 0600) and runs the
 /// script; an error running it is fatal (chef-client may have done part of its work).

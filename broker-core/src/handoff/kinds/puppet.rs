@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::handoff::kinds::local;
-use crate::handoff::kinds::shell::quote;
+use crate::handoff::kinds::shell::{become_root, quote};
 use crate::handoff::run::{
     Handoff, HandoffContext, Outcome, PrivateDir, StepError, execute_logged, setting,
 };
@@ -161,16 +161,14 @@ impl Bootstrap {
 }
 
 /// The bootstrap after its variables (`server`, `server_port`, `version`, `certname`).
-pub const BOOTSTRAP_BODY: &str = r#"set -eu
+pub const BOOTSTRAP_BODY: &str = concat!(
+    r#"set -eu
 say() { echo "broker-puppet: $*"; }
 
 # Installing and configuring the agent needs root.
-if [ "$(id -u)" != 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then exec sudo -n sh "$0"; fi
-    say "not root and no sudo: hand off over a session as root, or give the user sudo"
-    exit 1
-fi
-PATH="$PATH:/opt/puppetlabs/bin:/usr/local/bin"
+"#,
+    become_root!(),
+    r#"PATH="$PATH:/opt/puppetlabs/bin:/usr/local/bin"
 export PATH
 
 install_puppet() {
@@ -215,7 +213,8 @@ say "running the Puppet agent as $certname"
 # No keep-alive: a request on a connection reused after the certificate request (a PUT) can stall
 # for the server's idle timeout (30 s with Puppet Server 7 over TLS 1.3).
 exec puppet agent --test --waitforcert 0 --detailed-exitcodes --http_keepalive_timeout 0 --color=false
-"#;
+"#
+);
 
 /// Puts the script in `dir` (its errors as [`PrivateDir::write`] says) and runs it; an error
 /// running it is fatal (the agent may have done part of its work).

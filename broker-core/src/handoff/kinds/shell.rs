@@ -12,6 +12,22 @@ pub fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 
+/// The lines of a bootstrap script (a string literal, for `concat!`) that run the script again as
+/// root through `sudo -n` when its user is not root, and else end it saying why. The script defines
+/// `say` before them and is run as `sh SCRIPT`.
+macro_rules! become_root {
+    () => {
+        r#"if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then exec sudo -n sh "$0"; fi
+    say "not root and no sudo: hand off over a session as root, or give the user sudo"
+    exit 1
+fi
+"#
+    };
+}
+#[cfg(any(feature = "handoff-chef", feature = "handoff-puppet"))]
+pub(crate) use become_root;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +61,53 @@ mod tests {
         ] {
             assert_eq!(as_sh_sees_it(&quote(value)), [value], "{value:?}");
         }
+    }
+
+    /// `sh SCRIPT` of a script made of [`become_root!`] with `id -u` answering `uid`, and `sudo`
+    /// (a stand-in printing its arguments) on the `PATH` or not: its exit status and output.
+    fn become_root_as(uid: u32, with_sudo: bool) -> (i32, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let mut tools = vec![("id", format!("#!/bin/sh\necho {uid}\n"))];
+        if with_sudo {
+            tools.push(("sudo", "#!/bin/sh\necho \"sudo $*\"\n".to_owned()));
+        }
+        for (name, body) in tools {
+            std::fs::write(bin.join(name), body).unwrap();
+            std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        let script = dir.path().join("bootstrap.sh");
+        let text = concat!("say() { echo \"said: $*\"; }\n", become_root!(), "echo as root\n");
+        std::fs::write(&script, text).unwrap();
+        let out = std::process::Command::new("/bin/sh")
+            .arg(&script)
+            .env("PATH", &bin)
+            .output()
+            .unwrap();
+        let shown = String::from_utf8(out.stdout)
+            .unwrap()
+            .replace(&script.display().to_string(), "SCRIPT");
+        (out.status.code().unwrap(), shown)
+    }
+
+    #[test]
+    fn become_root_runs_the_script_again_through_sudo_or_says_why_it_cannot() {
+        assert_eq!(become_root_as(0, true), (0, "as root\n".to_owned()));
+        assert_eq!(
+            become_root_as(1000, true),
+            (0, "sudo -n sh SCRIPT\n".to_owned())
+        );
+        assert_eq!(
+            become_root_as(1000, false),
+            (
+                1,
+                "said: not root and no sudo: hand off over a session as root, or give the user \
+                 sudo\n"
+                    .to_owned()
+            )
+        );
     }
 }
