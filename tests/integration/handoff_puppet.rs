@@ -83,6 +83,43 @@ fn ca(server: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The names of the certificates the test server's CA has signed (`puppetserver ca list --all`).
+fn signed(server: &Path) -> Vec<String> {
+    let listed = ca(server, &["list", "--all"]);
+    let mut lines = listed.lines();
+    let signed = lines.by_ref().skip_while(|l| l.trim() != "Signed Certificates:");
+    signed
+        .skip(1)
+        .take_while(|l| l.starts_with(' '))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Checks host 0 in and that `ca_clean_command` took its certificate `name`, signed until then,
+/// off the CA.
+fn check_in_cleans_the_certificate(server: &Path, dir: &BrokerDir, name: &str) {
+    assert!(
+        signed(server).iter().any(|c| c == name),
+        "{name} not signed before check-in"
+    );
+    dir.ok(&["checkin", "0"]);
+    assert!(
+        !signed(server).iter().any(|c| c == name),
+        "{name} still signed on the CA after check-in"
+    );
+    let missing = Command::new("puppetserver")
+        .args(["ca", "list", "--certname", name, "--config"])
+        .arg(puppet_conf(server))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&missing.stdout),
+        format!("Missing Certificates:\n    {name}\n")
+    );
+}
+
 /// A certificate name no other test run uses.
 fn certname(label: &str, domain: &str) -> String {
     format!("{label}-{}.{domain}", std::process::id())
@@ -146,14 +183,14 @@ fn an_unsigned_agent_is_pending_until_signed_then_retry_applies_the_catalogue() 
     );
     assert_eq!(on_host(&dir, FILES_LEFT).trim(), "0");
 
-    dir.ok(&["checkin", "0"]);
+    check_in_cleans_the_certificate(&server, &dir, &name);
     assert!(containers(&prefix).is_empty());
 }
 
 #[test]
 fn an_autosigned_agent_is_handed_off_at_checkout() {
     let Some(PuppetSetUp {
-        server: _,
+        server,
         dir,
         prefix,
     }) = set_up("pupauto")
@@ -181,6 +218,6 @@ fn an_autosigned_agent_is_handed_off_at_checkout() {
         on_host(&dir, "cat /etc/broker-handoff-proof"),
         format!("{name}\n")
     );
-    dir.ok(&["checkin", "0"]);
+    check_in_cleans_the_certificate(&server, &dir, &name);
     assert!(containers(&prefix).is_empty());
 }
