@@ -86,9 +86,9 @@ fn ca(server: &Path, args: &[&str]) -> String {
 /// The names of the certificates the test server's CA has signed (`puppetserver ca list --all`).
 fn signed(server: &Path) -> Vec<String> {
     let listed = ca(server, &["list", "--all"]);
-    let mut lines = listed.lines();
-    let signed = lines.by_ref().skip_while(|l| l.trim() != "Signed Certificates:");
-    signed
+    listed
+        .lines()
+        .skip_while(|l| l.trim() != "Signed Certificates:")
         .skip(1)
         .take_while(|l| l.starts_with(' '))
         .filter_map(|l| l.split_whitespace().next())

@@ -80,7 +80,11 @@ mod tests {
                 .unwrap();
         }
         let script = dir.path().join("bootstrap.sh");
-        let text = concat!("say() { echo \"said: $*\"; }\n", become_root!(), "echo as root\n");
+        let text = concat!(
+            "say() { echo \"said: $*\"; }\n",
+            become_root!(),
+            "echo as root\n"
+        );
         std::fs::write(&script, text).unwrap();
         let out = std::process::Command::new("/bin/sh")
             .arg(&script)
