@@ -629,6 +629,54 @@ mod tests {
         assert!(broker.inventory().list().unwrap().is_empty());
     }
 
+    /// Answers `broker execute` with the arguments it was given.
+    #[derive(Debug)]
+    struct Echo;
+
+    #[async_trait::async_trait]
+    impl Provider for Echo {
+        fn name(&self) -> &str {
+            "Echo"
+        }
+        fn instance(&self) -> Option<&str> {
+            None
+        }
+        async fn checkout(&self, _ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+            Err(Error::user("Echo makes no hosts"))
+        }
+        async fn checkin(&self, _host: &HostRecord) -> Result<()> {
+            Ok(())
+        }
+        async fn execute(&self, args: &Mapping) -> Result<Value> {
+            Ok(Value::Mapping(args.clone()))
+        }
+    }
+
+    #[tokio::test]
+    async fn execute_answers_with_what_the_provider_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
+        let kind = ProviderKind::new("Echo", "test", |_| Ok(Arc::new(Echo) as Arc<dyn Provider>))
+            .execute_actions(&["job"]);
+        let broker = Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap();
+        let answer = broker
+            .execute(CheckoutRequest::new().arg("job", "sweep").arg("size", 3))
+            .await
+            .unwrap();
+        let expected: Value = serde_yaml::from_str("{job: sweep, size: 3}").unwrap();
+        assert_eq!(answer, expected);
+        // Nothing is recorded: an action is not a checkout.
+        assert!(broker.inventory().list().unwrap().is_empty());
+        let e = broker
+            .execute(CheckoutRequest::new().arg("nothing", "x"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "could not determine a provider from the arguments (nothing); give one of: job"
+        );
+    }
+
     /// Counts check-ins; its checkouts name the host after their index.
     #[derive(Debug)]
     struct Counted;
