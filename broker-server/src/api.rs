@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 
 use crate::auth::{HEALTH, authenticate, require};
+use crate::openapi::schemas as doc;
 use crate::problem::Problem;
 use crate::razor;
 use crate::state::AppState;
@@ -34,6 +35,14 @@ use crate::tokens::Role;
 
 /// Every route, with authentication, roles and the access log.
 pub(crate) fn router(state: AppState) -> Router {
+    routes()
+        .layer(from_fn_with_state(state.clone(), authenticate))
+        .layer(from_fn(crate::access::log))
+        .with_state(state)
+}
+
+/// Every route and the role it needs, before authentication (which [`router`] adds).
+pub(crate) fn routes() -> Router<AppState> {
     let read = Router::new()
         .route("/api/v1/kinds", get(targets::kinds))
         .route("/api/v1/kinds/{name}", get(targets::kind))
@@ -46,6 +55,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/providers/{name}", get(providers::query))
         .route("/api/v1/operations", get(checkouts::operations))
         .route("/api/v1/operations/{id}", get(checkouts::operation))
+        .route(crate::openapi::PATH, get(crate::openapi::openapi))
         .route("/broker", get(razor::list).delete(razor::remove_all))
         .route("/broker/plugins", get(razor::plugins))
         .route("/broker/{uuid}", get(razor::show))
@@ -72,18 +82,30 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(write)
         .merge(admin)
         .fallback(not_found)
-        .layer(from_fn_with_state(state.clone(), authenticate))
-        .layer(from_fn(crate::access::log))
-        .with_state(state)
 }
 
 /// `GET /health`: 200 `{"status": "ok"}`, without a token.
-async fn health() -> Response {
+#[utoipa::path(
+    get, path = "/health", operation_id = "health", tag = "server",
+    responses(
+        (status = 200, description = "The server answers", body = doc::Health),
+    ),
+    security(()),
+)]
+pub(crate) async fn health() -> Response {
     Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
 /// `GET /api/v1/tokens` (admin): the tokens' names and roles.
-async fn tokens(State(state): State<AppState>) -> Response {
+#[utoipa::path(
+    get, path = "/api/v1/tokens", operation_id = "listTokens", tag = "server",
+    responses(
+        (status = 200, description = "The tokens' names and roles, never their hashes", body = Vec<crate::tokens::TokenInfo>),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+    ),
+)]
+pub(crate) async fn tokens(State(state): State<AppState>) -> Response {
     Json(state.tokens.current().list()).into_response()
 }
 

@@ -18,6 +18,7 @@ pub mod api;
 mod auth;
 mod body;
 mod listen;
+pub mod openapi;
 pub mod options;
 pub mod problem;
 pub mod razor;

@@ -8,7 +8,7 @@ use broker_core::Error;
 use serde::Serialize;
 
 /// One field of a request that was refused, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// The field, as a dotted path into the request: `config.server`, or a query parameter.
     pub field: String,
@@ -16,15 +16,17 @@ pub struct FieldError {
     pub message: String,
 }
 
-/// An error answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// An error answer (RFC 7807, `application/problem+json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Always `about:blank`: the status says what kind of problem it is.
     #[serde(rename = "type")]
+    #[schema(pattern = "^about:blank$")]
     pub kind: &'static str,
     /// The status's reason phrase.
     pub title: String,
     /// The HTTP status.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
     /// What went wrong and what to do.
     pub detail: String,
@@ -75,11 +77,15 @@ impl Problem {
 }
 
 /// The status an error of broker-core answers with: the caller's mistakes 4xx, a provider's or a
-/// timeout 502/504, a busy inventory 503, broker's own failures 500.
+/// timeout 502/504, a busy inventory 503, broker's own failures 500. A configuration error is 422:
+/// the settings were read when the server started, so what a request meets is a provider (or an
+/// instance) they do not configure — a request this server cannot serve, not its failure.
 pub fn status_of(error: &Error) -> StatusCode {
     match error {
         Error::Usage { .. } | Error::Filter(_) => StatusCode::BAD_REQUEST,
-        Error::User { .. } | Error::SyncRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        Error::User { .. } | Error::SyncRefused { .. } | Error::Configuration { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         Error::Provider { .. } | Error::Host { .. } => StatusCode::BAD_GATEWAY,
         Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         Error::InventoryLocked { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -127,6 +133,13 @@ mod tests {
         );
         let p = Problem::from(Error::user("no such nick"));
         assert_eq!((p.status, p.detail.as_str()), (422, "no such nick"));
+        // A provider the server's settings do not configure (found by schemathesis: it was 500).
+        assert_eq!(
+            status_of(&Error::configuration(
+                "AnsibleTower needs `base_url`; set it in broker_settings.yaml"
+            )),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
         let f = Problem::field("config.server", "bad");
         assert_eq!(f.errors[0].field, "config.server");
         assert_eq!(f.with_status(StatusCode::CONFLICT).title, "Conflict");

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use crate::api::targets::{config_values, new_config, removed};
 use crate::body;
+use crate::openapi::schemas as doc;
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -140,6 +141,18 @@ fn summary(target: &Target) -> Value {
 }
 
 /// `GET /broker[?name=…&plugin=…]`: every target (or those of that name or plugin, in any case).
+#[utoipa::path(
+    get, path = "/broker", operation_id = "razorList", tag = "razor",
+    params(
+        ("name" = Option<String>, Query, description = "Only the target of that name, in any case"),
+        ("plugin" = Option<String>, Query, description = "Only the targets of that kind"),
+    ),
+    responses(
+        (status = 200, description = "Every target (`get_all_brokers`)", body = doc::RazorTargets),
+        (status = 401, response = doc::Unauthorized),
+        (status = 500, description = "broker's own failure (`CouldNotCreate`)", body = doc::RazorError),
+    ),
+)]
 pub(crate) async fn list(State(state): State<AppState>, request: Request) -> Response {
     const COMMAND: &str = "get_all_brokers";
     let query = body::query(request.uri());
@@ -160,6 +173,18 @@ pub(crate) async fn list(State(state): State<AppState>, request: Request) -> Res
 }
 
 /// `GET /broker/{uuid}`: by id, or by name in any case.
+#[utoipa::path(
+    get, path = "/broker/{uuid}", operation_id = "razorShow", tag = "razor",
+    params(
+        ("uuid" = String, Path, description = "The target's id (`t` and 16 hex digits) or name"),
+    ),
+    responses(
+        (status = 200, description = "The target, whole, secrets as fingerprints (`get_broker_by_uuid`)", body = doc::RazorTargets),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, description = "No such target (`NotFound`)", body = doc::RazorError),
+        (status = 500, description = "broker's own failure (`CouldNotCreate`)", body = doc::RazorError),
+    ),
+)]
 pub(crate) async fn show(State(state): State<AppState>, Path(uuid): Path<String>) -> Response {
     const COMMAND: &str = "get_broker_by_uuid";
     let key = uuid.clone();
@@ -175,6 +200,13 @@ pub(crate) async fn show(State(state): State<AppState>, Path(uuid): Path<String>
 }
 
 /// `GET /broker/plugins`: the handoff kinds.
+#[utoipa::path(
+    get, path = "/broker/plugins", operation_id = "razorPlugins", tag = "razor",
+    responses(
+        (status = 200, description = "The handoff kinds (`get_broker_plugins`)", body = doc::RazorPlugins),
+        (status = 401, response = doc::Unauthorized),
+    ),
+)]
 pub(crate) async fn plugins() -> Response {
     let items = builtin()
         .iter()
@@ -190,12 +222,13 @@ pub(crate) async fn plugins() -> Response {
 }
 
 /// What Razor's clients send.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RazorInput {
     name: Option<String>,
     plugin: Option<String>,
     description: Option<String>,
+    #[schema(value_type = Option<BTreeMap<String, doc::ConfigValue>>)]
     req_metadata_hash: Option<BTreeMap<String, Value>>,
 }
 
@@ -246,6 +279,24 @@ async fn input(
 
 /// `POST /broker`: 201 and the target; 200 when the same one is there; 409 when one of that name
 /// differs.
+#[utoipa::path(
+    post, path = "/broker", operation_id = "razorAdd", tag = "razor",
+    params(
+        ("json_hash" = Option<String>, Query, description = "Razor's input as JSON text: `{\"plugin\", \"name\", \"description\", \"req_metadata_hash\"}`; else a form field of that name, else the JSON body"),
+    ),
+    request_body(content((RazorInput = "application/json"), (doc::RazorForm = "application/x-www-form-urlencoded")), description = "Razor's input, when the query has no `json_hash`"),
+    responses(
+        (status = 201, description = "Created (`add_broker`)", body = doc::RazorTargets),
+        (status = 200, description = "The same target was there already", body = doc::RazorTargets),
+        (status = 400, description = "No input (`MissingArgument`), input that is not JSON of these fields (`InputError`), a value the kind refuses (`InvalidBrokerMetadata`)", body = doc::RazorError),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 408, description = "The body did not arrive in time (`InputError`)", body = doc::RazorError),
+        (status = 409, description = "A target of that name differs", body = doc::RazorError),
+        (status = 413, description = "The body is over the limit (`InputError`)", body = doc::RazorError),
+        (status = 500, description = "broker's own failure (`CouldNotCreate`)", body = doc::RazorError),
+    ),
+)]
 pub(crate) async fn add(State(state): State<AppState>, request: Request) -> Response {
     const COMMAND: &str = "add_broker";
     let result = async {
@@ -278,6 +329,24 @@ pub(crate) async fn add(State(state): State<AppState>, request: Request) -> Resp
 
 /// `PUT /broker/{uuid}`: changes the name, description or configuration keys given; never the
 /// plugin. 202 and the target.
+#[utoipa::path(
+    put, path = "/broker/{uuid}", operation_id = "razorUpdate", tag = "razor",
+    params(
+        ("uuid" = String, Path, description = "The target's id (`t` and 16 hex digits) or name"),
+        ("json_hash" = Option<String>, Query, description = "Razor's input as JSON text: `{\"plugin\", \"name\", \"description\", \"req_metadata_hash\"}`; else a form field of that name, else the JSON body"),
+    ),
+    request_body(content((RazorInput = "application/json"), (doc::RazorForm = "application/x-www-form-urlencoded")), description = "Razor's input, when the query has no `json_hash`"),
+    responses(
+        (status = 202, description = "Updated (`update_broker`)", body = doc::RazorTargets),
+        (status = 400, description = "No such target (`InvalidUUID`), nothing to change (`MissingArgument`), another plugin or input that is not JSON of these fields (`InputError`), a value refused (`InvalidBrokerMetadata`)", body = doc::RazorError),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 408, description = "The body did not arrive in time (`InputError`)", body = doc::RazorError),
+        (status = 409, description = "The new name is another target's", body = doc::RazorError),
+        (status = 413, description = "The body is over the limit (`InputError`)", body = doc::RazorError),
+        (status = 500, description = "broker's own failure (`CouldNotCreate`)", body = doc::RazorError),
+    ),
+)]
 pub(crate) async fn update(
     State(state): State<AppState>,
     Path(uuid): Path<String>,
@@ -351,6 +420,21 @@ fn changed(state: &AppState, uuid: &str, input: RazorInput) -> Result<Target, Ra
 }
 
 /// `DELETE /broker/{uuid}`: 202 and the target removed; 409 while a nick or a host names it.
+#[utoipa::path(
+    delete, path = "/broker/{uuid}", operation_id = "razorRemove", tag = "razor",
+    params(
+        ("uuid" = String, Path, description = "The target's id (`t` and 16 hex digits) or name"),
+    ),
+    responses(
+        (status = 202, description = "Removed (`remove_broker_by_uuid`)", body = doc::RazorTargets),
+        (status = 400, description = "No such target (`InvalidUUID`)", body = doc::RazorError),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 405, description = "`all`: never over the network (`MethodNotAllowed`)", body = doc::RazorError),
+        (status = 409, description = "A nick or an inventory host names the target", body = doc::RazorError),
+        (status = 500, description = "broker's own failure (`CouldNotCreate`)", body = doc::RazorError),
+    ),
+)]
 pub(crate) async fn remove(State(state): State<AppState>, Path(uuid): Path<String>) -> Response {
     const COMMAND: &str = "remove_broker_by_uuid";
     if uuid.eq_ignore_ascii_case("all") {
@@ -375,6 +459,13 @@ pub(crate) async fn remove(State(state): State<AppState>, Path(uuid): Path<Strin
 }
 
 /// `DELETE /broker`: never over the network, as in Razor.
+#[utoipa::path(
+    delete, path = "/broker", operation_id = "razorRemoveAll", tag = "razor",
+    responses(
+        (status = 405, description = "Cannot remove all Brokers via REST (`MethodNotAllowed`)", body = doc::RazorError, headers(("Allow" = String, description = "`GET, POST`"))),
+        (status = 401, response = doc::Unauthorized),
+    ),
+)]
 pub(crate) async fn remove_all() -> Response {
     let mut response = RazorError::new(
         METHOD_NOT_ALLOWED,

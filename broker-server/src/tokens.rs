@@ -20,7 +20,7 @@ use subtle::ConstantTimeEq;
 pub const TOKENS_KEY: &str = "serve.tokens";
 
 /// What a token may do; each role may do what the roles before it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Role {
@@ -65,7 +65,7 @@ impl FromStr for Role {
 }
 
 /// A token as a listing shows it: its name and role, never its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     /// The name it was added under.
     pub name: String,

@@ -9,18 +9,21 @@ use broker_core::CheckoutRequest;
 use serde::Deserialize;
 
 use crate::api::hosts::arguments;
-use crate::api::operations::Asked;
+use crate::api::operations::{Asked, Operation};
 use crate::body;
+use crate::openapi::schemas as doc;
 use crate::problem::Problem;
 use crate::state::AppState;
 
 /// The body of `POST /api/v1/checkouts`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Checkout {
     nick: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     arguments: serde_json::Map<String, serde_json::Value>,
+    #[schema(minimum = 1)]
     count: Option<usize>,
     handoff: Option<String>,
     #[serde(default)]
@@ -28,6 +31,23 @@ struct Checkout {
 }
 
 /// `POST /api/v1/checkouts[?wait=true]`.
+#[utoipa::path(
+    post, path = "/api/v1/checkouts", operation_id = "startCheckout", tag = "checkouts",
+    params(
+        ("wait" = Option<bool>, Query, description = "Answer once the operation has ended"),
+    ),
+    request_body = Checkout,
+    responses(
+        (status = 202, description = "The operation, started", body = Operation, headers(("Location" = String, description = "`/api/v1/operations/{id}`"))),
+        (status = 200, description = "With `wait`: the operation once it ended (or still running after 10 minutes)", body = Operation),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 408, response = doc::RequestTimeout),
+        (status = 413, response = doc::TooLarge),
+        (status = 422, description = "Neither a nick nor arguments, or a count of 0 (`errors` names the field)", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub(crate) async fn start(State(state): State<AppState>, request: Request) -> Response {
     let result = async {
         let wait = wants_wait(&body::query(request.uri()))?;
@@ -96,11 +116,31 @@ fn checkout_request(asked: Checkout) -> Result<(Asked, CheckoutRequest), Problem
 }
 
 /// `GET /api/v1/operations`.
+#[utoipa::path(
+    get, path = "/api/v1/operations", operation_id = "listOperations", tag = "checkouts",
+    responses(
+        (status = 200, description = "The operations of this server's run, oldest first", body = Vec<Operation>),
+        (status = 401, response = doc::Unauthorized),
+    ),
+)]
 pub(crate) async fn operations(State(state): State<AppState>) -> Response {
     Json(state.operations.list()).into_response()
 }
 
 /// `GET /api/v1/operations/{id}[?wait=true]`.
+#[utoipa::path(
+    get, path = "/api/v1/operations/{id}", operation_id = "showOperation", tag = "checkouts",
+    params(
+        ("id" = String, Path, description = "The operation's id: `o` and 16 hex digits"),
+        ("wait" = Option<bool>, Query, description = "Answer once the operation has ended (at most 10 minutes)"),
+    ),
+    responses(
+        (status = 200, description = "The operation", body = Operation),
+        (status = 400, description = "`wait` is not a boolean", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, description = "No such operation", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub(crate) async fn operation(
     State(state): State<AppState>,
     Path(id): Path<String>,

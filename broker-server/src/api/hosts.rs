@@ -11,6 +11,7 @@ use broker_core::{Error, HostRecord, HostState, Mapping};
 use serde::Deserialize;
 
 use crate::body;
+use crate::openapi::schemas as doc;
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -20,6 +21,19 @@ pub(crate) fn shown(record: &HostRecord) -> serde_json::Value {
 }
 
 /// `GET /api/v1/hosts[?filter=…]`.
+#[utoipa::path(
+    get, path = "/api/v1/hosts", operation_id = "listHosts", tag = "hosts",
+    params(
+        ("filter" = Option<String>, Query, description = "An inventory filter (docs/cli.md#filters): `@inv._broker_provider == \"TestProvider\"`"),
+    ),
+    responses(
+        (status = 200, description = "The records, secret-looking fields masked", body = Vec<doc::HostRecord>),
+        (status = 400, description = "A filter that is not of the inventory filter language (`errors` names `filter`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = doc::Unauthorized),
+        (status = 500, response = doc::ServerError),
+        (status = 503, response = doc::Unavailable),
+    ),
+)]
 pub(crate) async fn list(State(state): State<AppState>, request: Request) -> Response {
     let filter = body::query(request.uri()).remove("filter");
     let picked = state
@@ -64,6 +78,20 @@ fn find(state: &AppState, key: &str) -> Result<HostRecord, Problem> {
 }
 
 /// `GET /api/v1/hosts/{id}`.
+#[utoipa::path(
+    get, path = "/api/v1/hosts/{id}", operation_id = "showHost", tag = "hosts",
+    params(
+        ("id" = String, Path, description = "The record's `_broker_id`, or the hostname or name of the one host that has it"),
+    ),
+    responses(
+        (status = 200, description = "The record, secret-looking fields masked", body = doc::HostRecord),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, description = "No such host", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "More than one host has that name", body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = doc::ServerError),
+        (status = 503, response = doc::Unavailable),
+    ),
+)]
 pub(crate) async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match find_off(&state, &id).await {
         Ok(record) => Json(shown(&record)).into_response(),
@@ -72,6 +100,24 @@ pub(crate) async fn show(State(state): State<AppState>, Path(id): Path<String>) 
 }
 
 /// `DELETE /api/v1/hosts/{id}`: checks the host in; 204 once it is.
+#[utoipa::path(
+    delete, path = "/api/v1/hosts/{id}", operation_id = "checkinHost", tag = "hosts",
+    params(
+        ("id" = String, Path, description = "The record's `_broker_id`, or the hostname or name of the one host that has it"),
+    ),
+    responses(
+        (status = 204, description = "Checked in"),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, description = "No such host", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A checkout still makes the host, or more than one host has that name", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The provider refuses the check-in", body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = doc::ServerError),
+        (status = 502, response = doc::BadGateway),
+        (status = 503, response = doc::Unavailable),
+        (status = 504, response = doc::GatewayTimeout),
+    ),
+)]
 pub(crate) async fn checkin(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let record = match find_off(&state, &id).await {
         Ok(record) => record,
@@ -105,16 +151,40 @@ pub(crate) async fn checkin(State(state): State<AppState>, Path(id): Path<String
 }
 
 /// The body of `POST /api/v1/hosts/{id}/extend`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Extend {
     /// Arguments of the provider's extend (AnsibleTower's `new_expire_time`).
     #[serde(default)]
+    #[schema(value_type = Object)]
     arguments: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `POST /api/v1/hosts/{id}/extend`: extends the host's lease at its provider; 200 and the
 /// record as it is then.
+#[utoipa::path(
+    post, path = "/api/v1/hosts/{id}/extend", operation_id = "extendHost", tag = "hosts",
+    params(
+        ("id" = String, Path, description = "The record's `_broker_id`, or the hostname or name of the one host that has it"),
+    ),
+    request_body(content = Option<Extend>, description = "The provider's extend arguments; an empty body is `{}`"),
+    responses(
+        (status = 200, description = "The record as it is then", body = doc::HostRecord),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, description = "No such host", body = Problem, content_type = "application/problem+json"),
+        (status = 408, response = doc::RequestTimeout),
+        (status = 409, description = "More than one host has that name", body = Problem, content_type = "application/problem+json"),
+        (status = 413, response = doc::TooLarge),
+        (status = 422, description = "The provider refuses the arguments", body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = doc::ServerError),
+        (status = 501, description = "The provider cannot extend", body = Problem, content_type = "application/problem+json"),
+        (status = 502, response = doc::BadGateway),
+        (status = 503, response = doc::Unavailable),
+        (status = 504, response = doc::GatewayTimeout),
+    ),
+)]
 pub(crate) async fn extend(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -149,6 +219,20 @@ pub(crate) fn arguments(
 
 /// `GET /api/v1/hosts/{id}/handoff`: the host's handoff — target, state, attempts, last error and
 /// log (`broker handoff status`); `{}` when it was never handed off.
+#[utoipa::path(
+    get, path = "/api/v1/hosts/{id}/handoff", operation_id = "showHandoff", tag = "hosts",
+    params(
+        ("id" = String, Path, description = "The record's `_broker_id`, or the hostname or name of the one host that has it"),
+    ),
+    responses(
+        (status = 200, description = "The host's handoff; `{}` when never handed off", body = doc::HandoffStatus),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, description = "No such host", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "More than one host has that name", body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = doc::ServerError),
+        (status = 503, response = doc::Unavailable),
+    ),
+)]
 pub(crate) async fn handoff_status(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -160,7 +244,7 @@ pub(crate) async fn handoff_status(
 }
 
 /// The body of `POST /api/v1/hosts/{id}/handoff`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct HandOff {
     /// The target (id or name); default: the one the host was last handed to.
@@ -172,6 +256,28 @@ struct HandOff {
 
 /// `POST /api/v1/hosts/{id}/handoff`: hands the host to a target (`broker handoff run|retry`) and
 /// answers when the run ends: 200 and how it went (a failed handoff is a report, not an error).
+#[utoipa::path(
+    post, path = "/api/v1/hosts/{id}/handoff", operation_id = "runHandoff", tag = "hosts",
+    params(
+        ("id" = String, Path, description = "The record's `_broker_id`, or the hostname or name of the one host that has it"),
+    ),
+    request_body(content = Option<HandOff>, description = "The target, and whether this is a retry; an empty body is `{}`"),
+    responses(
+        (status = 200, description = "How the run went; a failed handoff is `_broker_handoff_state: handoff_failed`", body = doc::HandoffStatus),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, description = "No such host", body = Problem, content_type = "application/problem+json"),
+        (status = 408, response = doc::RequestTimeout),
+        (status = 409, description = "More than one host has that name", body = Problem, content_type = "application/problem+json"),
+        (status = 413, response = doc::TooLarge),
+        (status = 422, description = "An unknown target, none given or recorded, or a retry of a host handed off (`errors` names `target`)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = doc::ServerError),
+        (status = 502, response = doc::BadGateway),
+        (status = 503, response = doc::Unavailable),
+        (status = 504, response = doc::GatewayTimeout),
+    ),
+)]
 pub(crate) async fn handoff_run(
     State(state): State<AppState>,
     Path(id): Path<String>,

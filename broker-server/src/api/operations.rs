@@ -22,7 +22,7 @@ use crate::problem::Problem;
 const KEEP_FINISHED: usize = 1000;
 
 /// Where an operation is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OperationState {
     /// Under way.
@@ -34,12 +34,13 @@ pub enum OperationState {
 }
 
 /// What a checkout was asked for, as the operation shows it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Asked {
     /// The nick.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nick: Option<String>,
     /// How many hosts.
+    #[schema(minimum = 1)]
     pub count: usize,
     /// The handoff target.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,11 +48,12 @@ pub struct Asked {
 }
 
 /// An operation as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Operation {
     /// Its id: `o` and 16 hex digits.
     pub id: String,
     /// What it does: `checkout`.
+    #[schema(pattern = "^checkout$")]
     pub kind: &'static str,
     /// Where it is.
     pub state: OperationState,
@@ -63,6 +65,7 @@ pub struct Operation {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished: Option<i64>,
     /// The hosts checked out (their records, secrets masked), once it succeeded.
+    #[schema(value_type = Vec<crate::openapi::schemas::HostRecord>)]
     pub hosts: Vec<serde_json::Value>,
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]

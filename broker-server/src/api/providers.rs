@@ -10,10 +10,18 @@ use broker_core::query::{ProviderQuery, provider_summaries};
 use broker_core::{Error, value::to_json};
 
 use crate::body;
+use crate::openapi::schemas as doc;
 use crate::problem::Problem;
 use crate::state::AppState;
 
 /// `GET /api/v1/providers`.
+#[utoipa::path(
+    get, path = "/api/v1/providers", operation_id = "listProviders", tag = "providers",
+    responses(
+        (status = 200, description = "The providers compiled in", body = Vec<doc::ProviderSummary>),
+        (status = 401, response = doc::Unauthorized),
+    ),
+)]
 pub(crate) async fn list(State(state): State<AppState>) -> Response {
     let broker = &state.broker;
     Json(provider_summaries(broker.registry(), broker.settings())).into_response()
@@ -21,6 +29,27 @@ pub(crate) async fn list(State(state): State<AppState>) -> Response {
 
 /// `GET /api/v1/providers/{name}?FLAG[=VALUE]&…[&results_filter=EXPR][&results_limit=N]`: the
 /// provider's answer to a discovery query; `?{name}=INSTANCE` picks the instance.
+#[utoipa::path(
+    get, path = "/api/v1/providers/{name}", operation_id = "queryProvider", tag = "providers",
+    params(
+        ("name" = String, Path, description = "The provider: `TestProvider`, `AnsibleTower`, …"),
+        ("results_filter" = Option<String>, Query, description = "Narrows the answer (the filter language)"),
+        ("results_limit" = Option<u32>, Query, description = "At most this many results"),
+    ),
+    responses(
+        (status = 200, description = "The provider's answer (its shape is the provider's)", body = serde_json::Value),
+        (status = 400, description = "A flag the provider does not answer (`errors` names `query`), a bad `results_filter` or `results_limit`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, description = "No such provider", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The provider refuses the query", body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = doc::ServerError),
+        (status = 501, description = "The provider has no such query", body = Problem, content_type = "application/problem+json"),
+        (status = 502, response = doc::BadGateway),
+        (status = 503, response = doc::Unavailable),
+        (status = 504, response = doc::GatewayTimeout),
+    ),
+    description = "Every other query parameter is a flag of `broker providers NAME`: `?workflows`, `?workflow=deploy-rhel`; `?{name}=INSTANCE` picks the instance.",
+)]
 pub(crate) async fn query(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -17,15 +17,34 @@ use broker_core::handoff::{
 use serde::Deserialize;
 
 use crate::body;
+use crate::openapi::schemas as doc;
 use crate::problem::Problem;
 use crate::state::AppState;
 
 /// `GET /api/v1/kinds`.
+#[utoipa::path(
+    get, path = "/api/v1/kinds", operation_id = "listKinds", tag = "kinds",
+    responses(
+        (status = 200, description = "Every handoff kind", body = Vec<doc::Kind>),
+        (status = 401, response = doc::Unauthorized),
+    ),
+)]
 pub(crate) async fn kinds() -> Response {
     Json(builtin()).into_response()
 }
 
 /// `GET /api/v1/kinds/{name}`.
+#[utoipa::path(
+    get, path = "/api/v1/kinds/{name}", operation_id = "showKind", tag = "kinds",
+    params(
+        ("name" = String, Path, description = "The kind: `puppet`, `chef`, …"),
+    ),
+    responses(
+        (status = 200, description = "The kind", body = doc::Kind),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, description = "No such kind", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub(crate) async fn kind(Path(name): Path<String>) -> Response {
     match find_kind(builtin(), &name) {
         Ok(kind) => Json(kind).into_response(),
@@ -36,6 +55,14 @@ pub(crate) async fn kind(Path(name): Path<String>) -> Response {
 }
 
 /// `GET /api/v1/targets`.
+#[utoipa::path(
+    get, path = "/api/v1/targets", operation_id = "listTargets", tag = "targets",
+    responses(
+        (status = 200, description = "Every target, secrets as fingerprints", body = Vec<doc::Target>),
+        (status = 401, response = doc::Unauthorized),
+        (status = 500, response = doc::ServerError),
+    ),
+)]
 pub(crate) async fn list(State(state): State<AppState>) -> Response {
     match state
         .blocking(|s| s.targets.list().map_err(Problem::from))
@@ -47,6 +74,18 @@ pub(crate) async fn list(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /api/v1/targets/{id}`: by id, or by name in any case.
+#[utoipa::path(
+    get, path = "/api/v1/targets/{id}", operation_id = "showTarget", tag = "targets",
+    params(
+        ("id" = String, Path, description = "The target's id (`t` and 16 hex digits) or name, in any case"),
+    ),
+    responses(
+        (status = 200, description = "The target, secrets as fingerprints", body = doc::Target),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, description = "No such target", body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = doc::ServerError),
+    ),
+)]
 pub(crate) async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.blocking(move |s| find(s, &id)).await {
         Ok(target) => Json(target).into_response(),
@@ -63,7 +102,7 @@ pub(crate) fn find(state: &AppState, id_or_name: &str) -> Result<Target, Problem
 }
 
 /// The body of `POST /api/v1/targets`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewTarget {
     name: String,
@@ -71,11 +110,28 @@ struct NewTarget {
     #[serde(default)]
     description: String,
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, doc::ConfigValue>)]
     config: BTreeMap<String, serde_json::Value>,
 }
 
 /// `POST /api/v1/targets`: 201 and the target, 200 when the same one is there, 409 when one of
 /// that name differs.
+#[utoipa::path(
+    post, path = "/api/v1/targets", operation_id = "createTarget", tag = "targets",
+    request_body = NewTarget,
+    responses(
+        (status = 201, description = "Created", body = doc::Target, headers(("Location" = String, description = "`/api/v1/targets/{id}`"))),
+        (status = 200, description = "The same target (kind, description, configuration) was there already", body = doc::Target),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 408, response = doc::RequestTimeout),
+        (status = 409, description = "A target of that name differs", body = Problem, content_type = "application/problem+json"),
+        (status = 413, response = doc::TooLarge),
+        (status = 422, description = "A name, kind, key or value refused; `errors` names the field", body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = doc::ServerError),
+    ),
+)]
 pub(crate) async fn create(State(state): State<AppState>, request: Request) -> Response {
     let result = async {
         let new: NewTarget = body::json(&body::read(&state, request).await?)?;
@@ -170,7 +226,7 @@ pub(crate) fn conflict_or(state: &AppState, name: &str, error: Error) -> Problem
 }
 
 /// The body of `PATCH /api/v1/targets/{id}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Patch {
     name: Option<String>,
@@ -179,16 +235,36 @@ struct Patch {
     config: ConfigPatch,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ConfigPatch {
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, doc::ConfigValue>)]
     set: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     clear: Vec<String>,
 }
 
 /// `PATCH /api/v1/targets/{id}`: 200 and the target as changed.
+#[utoipa::path(
+    patch, path = "/api/v1/targets/{id}", operation_id = "changeTarget", tag = "targets",
+    params(
+        ("id" = String, Path, description = "The target's id (`t` and 16 hex digits) or name, in any case"),
+    ),
+    request_body = Patch,
+    responses(
+        (status = 200, description = "The target as changed", body = doc::Target),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, description = "No such target", body = Problem, content_type = "application/problem+json"),
+        (status = 408, response = doc::RequestTimeout),
+        (status = 409, description = "The new name is another target's", body = Problem, content_type = "application/problem+json"),
+        (status = 413, response = doc::TooLarge),
+        (status = 422, description = "A name, key or value refused; `errors` names the field", body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = doc::ServerError),
+    ),
+)]
 pub(crate) async fn change(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -237,6 +313,21 @@ pub(crate) fn renamed_conflict(
 }
 
 /// `DELETE /api/v1/targets/{id}`: 204, or 409 while a nick or a host names it.
+#[utoipa::path(
+    delete, path = "/api/v1/targets/{id}", operation_id = "removeTarget", tag = "targets",
+    params(
+        ("id" = String, Path, description = "The target's id (`t` and 16 hex digits) or name, in any case"),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, description = "No such target", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A nick or an inventory host names the target", body = Problem, content_type = "application/problem+json"),
+        (status = 500, response = doc::ServerError),
+        (status = 503, response = doc::Unavailable),
+    ),
+)]
 pub(crate) async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.blocking(move |s| removed(s, &id)).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),

@@ -1,0 +1,298 @@
+//! Schemas of what the server answers but does not define: the JSON that broker-core serialises
+//! (kinds, targets, inventory records, handoff statuses, provider summaries) and Razor's envelopes,
+//! which the handlers build with `json!`. These types are never built: they only describe.
+//! Also the shared error responses (problem documents) the routes name.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use utoipa::{ToResponse, ToSchema};
+
+use crate::problem::Problem;
+
+/// `GET /health`.
+#[derive(ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(pattern = "^ok$")]
+    status: String,
+}
+
+/// A handoff kind (`broker target kinds`): what a target can be, and the keys it is configured
+/// with.
+#[derive(ToSchema)]
+pub struct Kind {
+    /// Its name: `puppet`.
+    name: String,
+    /// What a host is handed to, one line.
+    description: String,
+    /// Its configuration keys, in the order they are asked for.
+    keys: Vec<KindKey>,
+}
+
+/// One configuration key of a kind.
+#[derive(ToSchema)]
+pub struct KindKey {
+    /// The key: `server`.
+    key: String,
+    /// What the value is.
+    description: String,
+    /// An example value.
+    #[schema(required = false)]
+    example: String,
+    /// Whether a target must have a value (a default counts).
+    required: bool,
+    /// The value taken when none is given.
+    #[schema(required = false)]
+    default: String,
+    /// Whether the value is a secret (shown only as a fingerprint).
+    sensitive: bool,
+    /// Whether the value spans lines.
+    multiline: bool,
+    /// Which values are accepted, in words.
+    validation: String,
+}
+
+/// A handoff target. A secret value comes back as `secret sha256:` and the first 16 hex digits of
+/// its SHA-256, never in clear.
+#[derive(ToSchema)]
+pub struct Target {
+    /// Its id: `t` and 16 hex digits.
+    #[schema(pattern = "^t[0-9a-f]{16}$")]
+    id: String,
+    /// Its name, unique in any case.
+    name: String,
+    /// What it is for.
+    description: String,
+    /// Its kind.
+    kind: String,
+    /// Its configuration, every value as text; secrets as `secret sha256:…`.
+    config: BTreeMap<String, String>,
+    /// When it was added, seconds since the Unix epoch.
+    created: i64,
+    /// When it last changed, seconds since the Unix epoch.
+    updated: i64,
+    /// 1 when added, one more with each change.
+    #[schema(minimum = 1)]
+    revision: u64,
+}
+
+/// A value of a target's configuration as a request gives it: text, or a number or a boolean
+/// taken as written.
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    /// Text.
+    Text(String),
+    /// A number, taken as written.
+    Number(f64),
+    /// A boolean, taken as `true` or `false`.
+    Flag(bool),
+}
+
+/// A record of the inventory, as `broker inventory` has it: broker's `_broker_…` fields and the
+/// provider's (secret-looking fields masked). Records written by older brokers may lack any field.
+#[derive(ToSchema)]
+pub struct HostRecord {
+    /// The record's id: `h` and 16 hex digits.
+    #[schema(required = false)]
+    _broker_id: String,
+    /// The provider that made the host.
+    #[schema(required = false)]
+    _broker_provider: String,
+    /// `pending` while a checkout makes it, else `ready`.
+    #[schema(required = false)]
+    _broker_state: String,
+    /// The arguments it was checked out with.
+    #[schema(required = false, value_type = Object)]
+    _broker_args: serde_json::Value,
+    /// Its host name.
+    #[schema(required = false)]
+    hostname: String,
+    /// Its name.
+    #[schema(required = false)]
+    name: String,
+}
+
+/// A host's handoff (`broker handoff status`): empty when never handed off.
+#[derive(ToSchema)]
+pub struct HandoffStatus {
+    /// The target's id.
+    #[schema(required = false)]
+    _broker_handoff_target: String,
+    /// `handed_off`, `handoff_failed`, …
+    #[schema(required = false)]
+    _broker_handoff_state: String,
+    /// How many runs there were.
+    #[schema(required = false, minimum = 0)]
+    _broker_handoff_attempts: u64,
+    /// The last run's error.
+    #[schema(required = false)]
+    _broker_handoff_error: String,
+    /// The runs' log lines.
+    #[schema(required = false)]
+    _broker_handoff_log: Vec<String>,
+}
+
+/// A provider compiled in (`broker providers`).
+#[derive(ToSchema)]
+pub struct ProviderSummary {
+    /// Its name: `AnsibleTower`.
+    name: String,
+    /// The checkout arguments that pick it.
+    actions: Vec<String>,
+    /// The instances the settings configure.
+    instances: Vec<String>,
+    /// What it provides, one line.
+    about: String,
+}
+
+/// Razor's answer envelope (`resource`, `command`, `result`, `http_err_code`, `errcode`,
+/// `response`) around targets.
+#[derive(ToSchema)]
+pub struct RazorTargets {
+    /// `ProjectRazor::Slice::Broker`.
+    resource: String,
+    /// The Razor command: `get_all_brokers`, `add_broker`, …
+    command: String,
+    /// `Ok`, `Created`, `Updated`, `Removed`.
+    result: String,
+    /// The HTTP status.
+    http_err_code: u16,
+    /// Always 0.
+    errcode: u16,
+    /// The targets.
+    response: Vec<RazorTarget>,
+}
+
+/// A target in Razor's words. A listing has no `@user_description` and no `@req_metadata_hash`.
+#[derive(ToSchema)]
+pub struct RazorTarget {
+    /// The target's id.
+    #[serde(rename = "@uuid")]
+    uuid: String,
+    /// `ProjectRazor::BrokerPlugin::` and the kind, capitalised.
+    #[serde(rename = "@classname")]
+    classname: String,
+    /// `broker`.
+    #[serde(rename = "@noun")]
+    noun: String,
+    /// The target's name.
+    #[serde(rename = "@name")]
+    name: String,
+    /// Its description.
+    #[serde(rename = "@user_description")]
+    #[schema(required = false)]
+    user_description: String,
+    /// The kind.
+    #[serde(rename = "@plugin")]
+    plugin: String,
+    /// Its configuration; secrets as `secret sha256:…`.
+    #[serde(rename = "@req_metadata_hash")]
+    #[schema(required = false)]
+    req_metadata_hash: BTreeMap<String, String>,
+    /// `/broker/` and the id.
+    #[serde(rename = "@uri")]
+    uri: String,
+}
+
+/// Razor's envelope around the handoff kinds.
+#[derive(ToSchema)]
+pub struct RazorPlugins {
+    /// `ProjectRazor::Slice::Broker`.
+    resource: String,
+    /// `get_broker_plugins`.
+    command: String,
+    /// `Ok`.
+    result: String,
+    /// 200.
+    http_err_code: u16,
+    /// 0.
+    errcode: u16,
+    /// The kinds.
+    response: Vec<RazorPlugin>,
+}
+
+/// A handoff kind in Razor's words.
+#[derive(ToSchema)]
+pub struct RazorPlugin {
+    /// The kind.
+    #[serde(rename = "@plugin")]
+    plugin: String,
+    /// `ProjectRazor::BrokerPlugin::` and the kind, capitalised.
+    #[serde(rename = "@classname")]
+    classname: String,
+    /// What it does.
+    #[serde(rename = "@description")]
+    description: String,
+}
+
+/// A Razor error.
+#[derive(ToSchema)]
+pub struct RazorError {
+    /// Razor's error code: 111 `InputError`, 114 `MissingArgument`, 116 `InvalidUUID`, 123
+    /// `NotFound`, 128 `MethodNotAllowed`, 163 `InvalidBrokerMetadata`, …
+    std_err_code: u16,
+    /// `ProjectRazor::Error::Slice::` and the class.
+    err_class: String,
+    /// What went wrong.
+    result: String,
+    /// The HTTP status.
+    http_err_code: u16,
+    /// `ProjectRazor::Slice::Broker`.
+    slice: String,
+    /// The Razor command.
+    command: String,
+}
+
+/// The form of Razor's `POST`/`PUT`: `json_hash` holds the JSON.
+#[derive(ToSchema)]
+pub struct RazorForm {
+    /// JSON text: `{"plugin", "name", "description", "req_metadata_hash"}`.
+    json_hash: String,
+}
+
+/// The request is malformed: not JSON, a field of the wrong type or unknown, a bad parameter.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct BadRequest(Problem);
+
+/// No bearer token, or one the server does not know (with `WWW-Authenticate: Bearer`).
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct Unauthorized(Problem);
+
+/// The token's role may not do this.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct Forbidden(Problem);
+
+/// The request body did not arrive within the body timeout.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct RequestTimeout(Problem);
+
+/// The request body is larger than the body limit.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct TooLarge(Problem);
+
+/// broker's own failure: a file it cannot read or write.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct ServerError(Problem);
+
+/// The provider failed.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct BadGateway(Problem);
+
+/// The inventory is locked by another process for too long; try again.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct Unavailable(Problem);
+
+/// The provider did not answer in time.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct GatewayTimeout(Problem);
