@@ -185,7 +185,10 @@ mod tests {
     #[test]
     fn the_document_lists_every_route_the_router_has_and_no_other() {
         let routed = routed();
-        assert!(routed.len() > 20, "the router's routes were not read: {routed:?}");
+        assert!(
+            routed.len() > 20,
+            "the router's routes were not read: {routed:?}"
+        );
         let documented = documented(&json());
         let undocumented: Vec<_> = routed.difference(&documented).collect();
         let unrouted: Vec<_> = documented.difference(&routed).collect();
@@ -248,7 +251,11 @@ mod tests {
                 assert_eq!(declared, templated, "{method} {path}: path parameters");
                 let responses = op["responses"].as_object().expect("responses");
                 if path == crate::auth::HEALTH {
-                    assert_eq!(op["security"], serde_json::json!([{}]), "{path} needs no token");
+                    assert_eq!(
+                        op["security"],
+                        serde_json::json!([{}]),
+                        "{path} needs no token"
+                    );
                 } else {
                     assert!(responses.contains_key("401"), "{method} {path} has no 401");
                 }
@@ -269,15 +276,17 @@ mod tests {
             .collect();
         assert_eq!(
             statuses,
-            ["200", "201", "400", "401", "403", "408", "409", "413", "422", "500"]
+            [
+                "200", "201", "400", "401", "403", "408", "409", "413", "422", "500"
+            ]
         );
         assert_eq!(
             create["responses"]["409"]["content"]["application/problem+json"]["schema"]["$ref"],
             "#/components/schemas/Problem"
         );
         assert_eq!(
-            doc["components"]["responses"]["Unauthorized"]["content"]["application/problem+json"]
-                ["schema"]["$ref"],
+            doc["components"]["responses"]["Unauthorized"]["content"]["application/problem+json"]["schema"]
+                ["$ref"],
             "#/components/schemas/Problem"
         );
         let problem = &doc["components"]["schemas"]["Problem"];

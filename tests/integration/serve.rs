@@ -3,6 +3,7 @@
 //! once checking TestProvider hosts out and in.
 
 mod client;
+mod openapi;
 mod tls;
 
 use serde_json::{Value, json};

@@ -63,6 +63,13 @@ pub const AWXKIT: Component = Component {
     install: "export BROKER_AWXKIT_PYTHON=\"$(bash scripts/setup-awxkit)\"",
 };
 
+/// Schemathesis, the OpenAPI fuzzer, as the `schemathesis` command that `BROKER_SCHEMATHESIS`
+/// names.
+pub const SCHEMATHESIS: Component = Component {
+    name: "schemathesis (the command that BROKER_SCHEMATHESIS names)",
+    install: "export BROKER_SCHEMATHESIS=\"$(bash scripts/setup-schemathesis)\"",
+};
+
 /// A Puppet Server of the tests' own, as `scripts/puppetserver start` runs it, in the directory
 /// that `BROKER_PUPPET_SERVER` names.
 pub const PUPPET_SERVER: Component = Component {
@@ -207,6 +214,18 @@ pub fn awxkit_python() -> Option<String> {
         probe(Command::new(&python).args(["-c", "import awxkit"]))
     };
     AWXKIT.check(found).then_some(python)
+}
+
+/// The `schemathesis` command that `BROKER_SCHEMATHESIS` names, `None` when skipping is allowed and
+/// it is missing (see [`Component::check`]).
+pub fn schemathesis() -> Option<String> {
+    let command = std::env::var("BROKER_SCHEMATHESIS").unwrap_or_default();
+    let found = if command.is_empty() {
+        Err("BROKER_SCHEMATHESIS is not set".to_owned())
+    } else {
+        probe(Command::new(&command).arg("--version"))
+    };
+    SCHEMATHESIS.check(found).then_some(command)
 }
 
 /// The directory of the running Puppet Server that `BROKER_PUPPET_SERVER` names (its `port`,
