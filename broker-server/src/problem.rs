@@ -9,6 +9,7 @@ use serde::Serialize;
 
 /// One field of a request that was refused, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FieldError {
     /// The field, as a dotted path into the request: `config.server`, or a query parameter.
     pub field: String,
@@ -18,6 +19,7 @@ pub struct FieldError {
 
 /// An error answer (RFC 7807, `application/problem+json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Problem {
     /// Always `about:blank`: the status says what kind of problem it is.
     #[serde(rename = "type")]

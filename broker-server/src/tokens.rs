@@ -66,6 +66,7 @@ impl FromStr for Role {
 
 /// A token as a listing shows it: its name and role, never its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TokenInfo {
     /// The name it was added under.
     pub name: String,

@@ -35,6 +35,7 @@ pub enum OperationState {
 
 /// What a checkout was asked for, as the operation shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Asked {
     /// The nick.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -49,6 +50,7 @@ pub struct Asked {
 
 /// An operation as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Operation {
     /// Its id: `o` and 16 hex digits.
     pub id: String,

@@ -1,7 +1,9 @@
 //! Schemas of what the server answers but does not define: the JSON that broker-core serialises
 //! (kinds, targets, inventory records, handoff statuses, provider summaries) and Razor's envelopes,
 //! which the handlers build with `json!`. These types are never built: they only describe.
-//! Also the shared error responses (problem documents) the routes name.
+//! Also the shared error responses (problem documents) the routes name. A schema of a fixed shape
+//! allows no other property (`additionalProperties: false`, from `deny_unknown_fields`), so that a
+//! field the code starts to send — a secret — breaks the schemathesis test until it is described.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -12,6 +14,7 @@ use crate::problem::Problem;
 
 /// `GET /health`.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Health {
     /// Always `ok`.
     #[schema(pattern = "^ok$")]
@@ -21,6 +24,7 @@ pub struct Health {
 /// A handoff kind (`broker target kinds`): what a target can be, and the keys it is configured
 /// with.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Kind {
     /// Its name: `puppet`.
     name: String,
@@ -32,6 +36,7 @@ pub struct Kind {
 
 /// One configuration key of a kind.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct KindKey {
     /// The key: `server`.
     key: String,
@@ -56,6 +61,7 @@ pub struct KindKey {
 /// A handoff target. A secret value comes back as `secret sha256:` and the first 16 hex digits of
 /// its SHA-256, never in clear.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Target {
     /// Its id: `t` and 16 hex digits.
     #[schema(pattern = "^t[0-9a-f]{16}$")]
@@ -136,6 +142,7 @@ pub struct HandoffStatus {
 
 /// A provider compiled in (`broker providers`).
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProviderSummary {
     /// Its name: `AnsibleTower`.
     name: String,
@@ -150,6 +157,7 @@ pub struct ProviderSummary {
 /// Razor's answer envelope (`resource`, `command`, `result`, `http_err_code`, `errcode`,
 /// `response`) around targets.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RazorTargets {
     /// `ProjectRazor::Slice::Broker`.
     resource: String,
@@ -167,6 +175,7 @@ pub struct RazorTargets {
 
 /// A target in Razor's words. A listing has no `@user_description` and no `@req_metadata_hash`.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RazorTarget {
     /// The target's id.
     #[serde(rename = "@uuid")]
@@ -198,6 +207,7 @@ pub struct RazorTarget {
 
 /// Razor's envelope around the handoff kinds.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RazorPlugins {
     /// `ProjectRazor::Slice::Broker`.
     resource: String,
@@ -215,6 +225,7 @@ pub struct RazorPlugins {
 
 /// A handoff kind in Razor's words.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RazorPlugin {
     /// The kind.
     #[serde(rename = "@plugin")]
@@ -229,6 +240,7 @@ pub struct RazorPlugin {
 
 /// A Razor error.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RazorError {
     /// Razor's error code: 111 `InputError`, 114 `MissingArgument`, 116 `InvalidUUID`, 123
     /// `NotFound`, 128 `MethodNotAllowed`, 163 `InvalidBrokerMetadata`, …
