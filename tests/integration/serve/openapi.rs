@@ -95,11 +95,14 @@ fn seed(s: &Setup) -> Vec<String> {
     known
 }
 
-/// schemathesis's configuration: `known` offered for the path parameters half of the time.
+/// schemathesis's configuration: `known` offered for the path parameters half of the time; the
+/// stateful phase follows the links it infers from the schemas (from the `Location` headers it
+/// infers wrong ones: `/api/v1/targets/{id}` to Razor's `/broker/{uuid}`).
 fn config(known: &[String]) -> String {
     let values: Vec<String> = known.iter().map(|k| format!("{k:?}")).collect();
     format!(
-        "[dictionaries.known]\nvalues = [{}]\n\n[parameters]\n\
+        "[phases.stateful.inference]\nalgorithms = [\"dependency-analysis\"]\n\n\
+         [dictionaries.known]\nvalues = [{}]\n\n[parameters]\n\
          \"path.id\" = {{ dictionary = \"known\", probability = 0.5 }}\n\
          \"path.uuid\" = {{ dictionary = \"known\", probability = 0.5 }}\n",
         values.join(", ")
@@ -150,6 +153,7 @@ fn serve_schemathesis_finds_no_server_error_and_no_answer_the_document_does_not_
     let (generated, passed) = cases.split_once(" generated, ").unwrap_or_default();
     assert_eq!(format!("{generated} passed"), passed, "{report}");
     assert!(generated.parse::<u32>().is_ok_and(|n| n > 500), "{report}");
+    assert!(report.contains("✅  Stateful"), "the stateful phase ran no scenario: {report}");
     // The server is still up, and none of the requests left a host half made.
     assert_eq!(s.server.call("GET", "/health", "", "").status, 200);
     let hosts = s.get("/api/v1/hosts").json();
@@ -166,15 +170,14 @@ fn serve_schemathesis_finds_no_server_error_and_no_answer_the_document_does_not_
 
 /// What schemathesis checks, and how much: every answer must be no server error and match the
 /// document (status, content type, headers, body); a fixed seed and a bounded number of examples
-/// per route keep the run short and the same from run to run. The stateful phase is left out: its
-/// links are inferred from the `Location` headers, wrongly here.
+/// per route keep the run short and the same from run to run.
 pub(crate) fn schemathesis_args() -> Vec<&'static str> {
     vec![
         "--checks",
         "not_a_server_error,status_code_conformance,content_type_conformance,\
          response_headers_conformance,response_schema_conformance",
         "--phases",
-        "examples,coverage,fuzzing",
+        "examples,coverage,fuzzing,stateful",
         "--max-examples",
         "30",
         "--seed",
