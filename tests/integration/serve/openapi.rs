@@ -153,7 +153,10 @@ fn serve_schemathesis_finds_no_server_error_and_no_answer_the_document_does_not_
     let (generated, passed) = cases.split_once(" generated, ").unwrap_or_default();
     assert_eq!(format!("{generated} passed"), passed, "{report}");
     assert!(generated.parse::<u32>().is_ok_and(|n| n > 500), "{report}");
-    assert!(report.contains("✅  Stateful"), "the stateful phase ran no scenario: {report}");
+    assert!(
+        report.contains("✅  Stateful"),
+        "the stateful phase ran no scenario: {report}"
+    );
     // The server is still up, and none of the requests left a host half made.
     assert_eq!(s.server.call("GET", "/health", "", "").status, 200);
     let hosts = s.get("/api/v1/hosts").json();
