@@ -101,8 +101,7 @@ pub(crate) async fn health() -> Response {
     get, path = "/api/v1/tokens", operation_id = "listTokens", tag = "server",
     responses(
         (status = 200, description = "The tokens' names and roles, never their hashes", body = Vec<crate::tokens::TokenInfo>),
-        (status = 401, response = doc::Unauthorized),
-        (status = 403, response = doc::Forbidden),
+        doc::Refused,
     ),
 )]
 pub(crate) async fn tokens(State(state): State<AppState>) -> Response {

@@ -40,11 +40,8 @@ struct Checkout {
     responses(
         (status = 202, description = "The operation, started", body = Operation, headers(("Location" = String, description = "`/api/v1/operations/{id}`"))),
         (status = 200, description = "With `wait`: the operation once it ended (or still running after 10 minutes)", body = Operation),
-        (status = 400, response = doc::BadRequest),
-        (status = 401, response = doc::Unauthorized),
-        (status = 403, response = doc::Forbidden),
-        (status = 408, response = doc::RequestTimeout),
-        (status = 413, response = doc::TooLarge),
+        doc::BodyFailures,
+        doc::Refused,
         (status = 422, description = "Neither a nick nor arguments, or a count of 0 (`errors` names the field)", body = Problem, content_type = "application/problem+json"),
     ),
 )]

@@ -30,8 +30,7 @@ pub(crate) fn shown(record: &HostRecord) -> serde_json::Value {
         (status = 200, description = "The records, secret-looking fields masked", body = Vec<doc::HostRecord>),
         (status = 400, description = "A filter that is not of the inventory filter language (`errors` names `filter`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = doc::Unauthorized),
-        (status = 500, response = doc::ServerError),
-        (status = 503, response = doc::Unavailable),
+        doc::StoreFailures,
     ),
 )]
 pub(crate) async fn list(State(state): State<AppState>, request: Request) -> Response {
@@ -88,8 +87,7 @@ fn find(state: &AppState, key: &str) -> Result<HostRecord, Problem> {
         (status = 401, response = doc::Unauthorized),
         (status = 404, description = "No such host", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "More than one host has that name", body = Problem, content_type = "application/problem+json"),
-        (status = 500, response = doc::ServerError),
-        (status = 503, response = doc::Unavailable),
+        doc::StoreFailures,
     ),
 )]
 pub(crate) async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response {
@@ -107,15 +105,11 @@ pub(crate) async fn show(State(state): State<AppState>, Path(id): Path<String>) 
     ),
     responses(
         (status = 204, description = "Checked in"),
-        (status = 401, response = doc::Unauthorized),
-        (status = 403, response = doc::Forbidden),
+        doc::Refused,
         (status = 404, description = "No such host", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A checkout still makes the host, or more than one host has that name", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The provider refuses the check-in", body = Problem, content_type = "application/problem+json"),
-        (status = 500, response = doc::ServerError),
-        (status = 502, response = doc::BadGateway),
-        (status = 503, response = doc::Unavailable),
-        (status = 504, response = doc::GatewayTimeout),
+        doc::ProviderFailures,
     ),
 )]
 pub(crate) async fn checkin(State(state): State<AppState>, Path(id): Path<String>) -> Response {
@@ -170,19 +164,13 @@ struct Extend {
     request_body(content = Option<Extend>, description = "The provider's extend arguments; an empty body is `{}`"),
     responses(
         (status = 200, description = "The record as it is then", body = doc::HostRecord),
-        (status = 400, response = doc::BadRequest),
-        (status = 401, response = doc::Unauthorized),
-        (status = 403, response = doc::Forbidden),
+        doc::BodyFailures,
+        doc::Refused,
         (status = 404, description = "No such host", body = Problem, content_type = "application/problem+json"),
-        (status = 408, response = doc::RequestTimeout),
         (status = 409, description = "More than one host has that name", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = doc::TooLarge),
         (status = 422, description = "The provider refuses the arguments", body = Problem, content_type = "application/problem+json"),
-        (status = 500, response = doc::ServerError),
+        doc::ProviderFailures,
         (status = 501, description = "The provider cannot extend", body = Problem, content_type = "application/problem+json"),
-        (status = 502, response = doc::BadGateway),
-        (status = 503, response = doc::Unavailable),
-        (status = 504, response = doc::GatewayTimeout),
     ),
 )]
 pub(crate) async fn extend(
@@ -229,8 +217,7 @@ pub(crate) fn arguments(
         (status = 401, response = doc::Unauthorized),
         (status = 404, description = "No such host", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "More than one host has that name", body = Problem, content_type = "application/problem+json"),
-        (status = 500, response = doc::ServerError),
-        (status = 503, response = doc::Unavailable),
+        doc::StoreFailures,
     ),
 )]
 pub(crate) async fn handoff_status(
@@ -264,18 +251,12 @@ struct HandOff {
     request_body(content = Option<HandOff>, description = "The target, and whether this is a retry; an empty body is `{}`"),
     responses(
         (status = 200, description = "How the run went; a failed handoff is `_broker_handoff_state: handoff_failed`", body = doc::HandoffStatus),
-        (status = 400, response = doc::BadRequest),
-        (status = 401, response = doc::Unauthorized),
-        (status = 403, response = doc::Forbidden),
+        doc::BodyFailures,
+        doc::Refused,
         (status = 404, description = "No such host", body = Problem, content_type = "application/problem+json"),
-        (status = 408, response = doc::RequestTimeout),
         (status = 409, description = "More than one host has that name", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = doc::TooLarge),
         (status = 422, description = "An unknown target, none given or recorded, or a retry of a host handed off (`errors` names `target`)", body = Problem, content_type = "application/problem+json"),
-        (status = 500, response = doc::ServerError),
-        (status = 502, response = doc::BadGateway),
-        (status = 503, response = doc::Unavailable),
-        (status = 504, response = doc::GatewayTimeout),
+        doc::ProviderFailures,
     ),
 )]
 pub(crate) async fn handoff_run(

@@ -42,11 +42,8 @@ pub(crate) async fn list(State(state): State<AppState>) -> Response {
         (status = 401, response = doc::Unauthorized),
         (status = 404, description = "No such provider", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The provider refuses the query", body = Problem, content_type = "application/problem+json"),
-        (status = 500, response = doc::ServerError),
+        doc::ProviderFailures,
         (status = 501, description = "The provider has no such query", body = Problem, content_type = "application/problem+json"),
-        (status = 502, response = doc::BadGateway),
-        (status = 503, response = doc::Unavailable),
-        (status = 504, response = doc::GatewayTimeout),
     ),
     description = "Every other query parameter is a flag of `broker providers NAME`: `?workflows`, `?workflow=deploy-rhel`; `?{name}=INSTANCE` picks the instance.",
 )]

@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use utoipa::{ToResponse, ToSchema};
+use utoipa::openapi::{Ref, RefOr, Response};
+use utoipa::{IntoResponses, ToResponse, ToSchema};
 
 use crate::problem::Problem;
 
@@ -308,3 +309,61 @@ pub struct Unavailable(Problem);
 #[derive(ToResponse)]
 #[response(content_type = "application/problem+json")]
 pub struct GatewayTimeout(Problem);
+
+/// Responses that several routes give alike, each a reference to the shared response of its status.
+fn shared(statuses: &[(&str, &str)]) -> BTreeMap<String, RefOr<Response>> {
+    statuses
+        .iter()
+        .map(|(status, name)| {
+            (
+                (*status).to_owned(),
+                RefOr::Ref(Ref::from_response_name(*name)),
+            )
+        })
+        .collect()
+}
+
+/// 401 and 403: a route that needs more than a read token.
+pub struct Refused;
+
+impl IntoResponses for Refused {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        shared(&[("401", "Unauthorized"), ("403", "Forbidden")])
+    }
+}
+
+/// 400, 408 and 413: a route that reads a body (malformed, late, too large).
+pub struct BodyFailures;
+
+impl IntoResponses for BodyFailures {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        shared(&[
+            ("400", "BadRequest"),
+            ("408", "RequestTimeout"),
+            ("413", "TooLarge"),
+        ])
+    }
+}
+
+/// 500 and 503: a route that reads the inventory or the targets.
+pub struct StoreFailures;
+
+impl IntoResponses for StoreFailures {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        shared(&[("500", "ServerError"), ("503", "Unavailable")])
+    }
+}
+
+/// 500, 502, 503 and 504: a route that reaches a provider, as well as the inventory.
+pub struct ProviderFailures;
+
+impl IntoResponses for ProviderFailures {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        shared(&[
+            ("500", "ServerError"),
+            ("502", "BadGateway"),
+            ("503", "Unavailable"),
+            ("504", "GatewayTimeout"),
+        ])
+    }
+}
