@@ -1307,10 +1307,13 @@ impl ContainerSession {
         timeout: Option<Duration>,
         sink: Option<OutputSink<'_>>,
     ) -> Result<ExecOutput> {
-        // The command is one argument of `sh -c`; its shell's pid is kept so a timeout can kill it.
+        // The command is one argument of `sh -c`; its shell's pid is kept, and its processes
+        // marked, so a timeout can kill it and all it started.
         let marker = crate::shell::pid_marker();
-        let script =
-            format!("echo $$ > {marker}; sh -c \"$1\"; status=$?; rm -f {marker}; exit $status");
+        let script = format!(
+            "{}echo $$ > {marker}; sh -c \"$1\"; status=$?; rm -f {marker}; exit $status",
+            crate::shell::marking(&marker)
+        );
         let argv = vec![
             "sh".into(),
             "-c".into(),

@@ -25,7 +25,7 @@ pub mod ansible_tower;
 mod conformance;
 #[cfg(feature = "container")]
 pub mod container;
-#[cfg(any(feature = "container", feature = "ssh"))]
+#[cfg(any(feature = "container", feature = "ssh", feature = "test-provider"))]
 mod shell;
 #[cfg(feature = "ssh")]
 pub mod ssh;

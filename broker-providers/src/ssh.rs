@@ -587,12 +587,15 @@ impl SshSession {
             .channel_open_session()
             .await
             .map_err(|e| host_error(&self.name, "opening a channel").caused_by(e))?;
-        // With a timeout, the command's shell records its pid so the whole process tree can be
-        // stopped: OpenSSH signals only the session's first process, and closing the channel stops
-        // nothing that does not write.
+        // With a timeout, the command's shell records its pid and marks its processes so the whole
+        // process tree — and what left it (`setsid`) — can be stopped: OpenSSH signals only the
+        // session's first process, and closing the channel stops nothing that does not write.
         let marker = timeout.map(|_| crate::shell::pid_marker());
         let wire = match &marker {
-            Some(m) => format!("echo $$ > {m}; trap 'rm -f {m}' EXIT; {command}"),
+            Some(m) => format!(
+                "{}echo $$ > {m}; trap 'rm -f {m}' EXIT; {command}",
+                crate::shell::marking(m)
+            ),
             None => command.to_owned(),
         };
         channel
@@ -1163,6 +1166,38 @@ mod tests {
         assert!(
             broker_test_support::wait_for(Duration::from_secs(30), || running().is_empty()),
             "the command was not stopped: {}",
+            running()
+        );
+    }
+
+    #[tokio::test]
+    async fn what_a_timed_out_command_started_with_setsid_is_stopped_too() {
+        let Some(sshd) = Sshd::running() else { return };
+        let session = connect(&sshd.address(), &sshd.key_options()).await.unwrap();
+        let escaped = format!("sleep 5{}", std::process::id() % 1000);
+        let started = sshd.dir.path().join("setsid-started");
+        let err = session
+            .execute(
+                &format!(
+                    "(setsid sh -c 'touch {}; exec {escaped}' &); sleep 300",
+                    started.display()
+                ),
+                Some(Duration::from_secs(3)),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        assert!(started.exists(), "setsid never ran");
+        let running = || {
+            let left = Command::new("pgrep")
+                .args(["-fx", &escaped])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&left.stdout).into_owned()
+        };
+        assert!(
+            broker_test_support::wait_for(Duration::from_secs(30), || running().is_empty()),
+            "what the command started with setsid was not stopped: {}",
             running()
         );
     }

@@ -46,8 +46,8 @@ use std::time::Duration;
 use broker_core::provider::{Arguments, HelpOption, Operation};
 use broker_core::settings::{ProviderSettings, field};
 use broker_core::{
-    CheckoutContext, Error, ExecOutput, HostRecord, Mapping, Provider, ProviderConfig,
-    ProviderKind, Result, Session, Value,
+    CheckoutContext, Error, ExecOutput, HostRecord, Mapping, OutputSink, OutputStream, Provider,
+    ProviderConfig, ProviderKind, Result, Session, Value,
 };
 use serde::Deserialize;
 
@@ -507,21 +507,30 @@ fn kill_group(group: Option<u32>) {
         .status();
 }
 
-#[async_trait::async_trait]
-impl Session for LocalSession {
-    async fn execute(&self, command: &str, timeout: Option<Duration>) -> Result<ExecOutput> {
+impl LocalSession {
+    /// Runs `command` with `sh -c` in the host's root, handing its output to `sink` as it comes.
+    /// After `timeout` its process group is killed, and every process marked as the command's
+    /// ([`crate::shell::MARKER_ENV`]), so what left the group (`setsid`) goes too.
+    async fn run(
+        &self,
+        command: &str,
+        timeout: Option<Duration>,
+        sink: OutputSink<'_>,
+    ) -> Result<ExecOutput> {
         // The host's temporary files are its own: `mktemp` makes them inside the root.
         let tmp = self.root.join("tmp");
         tokio::fs::create_dir_all(&tmp).await.map_err(|e| {
             self.host_error("creating the host's tmp directory".into())
                 .caused_by(e)
         })?;
-        let child = tokio::process::Command::new("sh")
+        let marker = crate::shell::pid_marker();
+        let mut child = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(command)
             .current_dir(&self.root)
             .env("HOME", &self.root)
             .env("TMPDIR", &tmp)
+            .env(crate::shell::MARKER_ENV, &marker)
             // Its own process group, so a timeout stops everything the command started.
             .process_group(0)
             .stdin(Stdio::null())
@@ -534,27 +543,88 @@ impl Session for LocalSession {
                     .caused_by(e)
             })?;
         let group = child.id();
-        let wait = child.wait_with_output();
-        let output = match timeout {
-            Some(limit) => tokio::time::timeout(limit, wait).await.map_err(|_| {
-                kill_group(group);
-                Error::Timeout {
-                    operation: format!("`{command}` on {}", self.host),
-                    after: limit,
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let ran = async {
+            let (stdout, stderr) = tokio::join!(
+                relay(stdout, OutputStream::Stdout, sink),
+                relay(stderr, OutputStream::Stderr, sink)
+            );
+            (stdout, stderr, child.wait().await)
+        };
+        let (stdout, stderr, status) = match timeout {
+            Some(limit) => match tokio::time::timeout(limit, ran).await {
+                Ok(ran) => ran,
+                Err(_) => {
+                    kill_group(group);
+                    kill_marked(&marker).await;
+                    return Err(Error::Timeout {
+                        operation: format!("`{command}` on {}", self.host),
+                        after: limit,
+                    });
                 }
-            })?,
-            None => wait.await,
-        }
-        .map_err(|e| self.host_error(format!("running `{command}`")).caused_by(e))?;
-        let status = output
-            .status
+            },
+            None => ran.await,
+        };
+        let status = status
+            .map_err(|e| self.host_error(format!("running `{command}`")).caused_by(e))?
             .code()
             .ok_or_else(|| self.host_error(format!("`{command}` was killed by a signal")))?;
         Ok(ExecOutput {
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
             status,
         })
+    }
+}
+
+/// Hands what `pipe` gives to `sink` as it comes, and returns all of it.
+async fn relay(
+    pipe: Option<impl tokio::io::AsyncRead + Unpin>,
+    stream: OutputStream,
+    sink: OutputSink<'_>,
+) -> Vec<u8> {
+    let mut all = Vec::new();
+    let Some(mut pipe) = pipe else {
+        return all;
+    };
+    let mut buffer = [0u8; 8192];
+    // A read error ends the output; the exit status still tells how the command ended.
+    while let Ok(read @ 1..) = tokio::io::AsyncReadExt::read(&mut pipe, &mut buffer).await {
+        sink(stream, &buffer[..read]);
+        all.extend_from_slice(&buffer[..read]);
+    }
+    all
+}
+
+/// Kills every process of this machine marked with `marker` (and its children), as the sessions
+/// to other machines do.
+async fn kill_marked(marker: &str) {
+    let killed = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(crate::shell::kill_tree(marker))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+    if let Err(e) = killed {
+        tracing::warn!("stopping what a timed-out command started: {e}");
+    }
+}
+
+#[async_trait::async_trait]
+impl Session for LocalSession {
+    async fn execute(&self, command: &str, timeout: Option<Duration>) -> Result<ExecOutput> {
+        self.run(command, timeout, &|_, _| {}).await
+    }
+
+    async fn execute_streaming(
+        &self,
+        command: &str,
+        timeout: Option<Duration>,
+        sink: OutputSink<'_>,
+    ) -> Result<ExecOutput> {
+        self.run(command, timeout, sink).await
     }
 
     async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
@@ -685,6 +755,63 @@ mod tests {
             running("sleep 4711") + running("sleep 4712") == 0
         });
         assert!(gone, "the command's processes outlived its timeout");
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_command_is_stopped_with_what_it_started_in_a_session_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = local_session(dir.path());
+        let err = session
+            .execute(
+                "(setsid sh -c 'touch started; exec sleep 4713' &); sleep 4714",
+                Some(Duration::from_secs(3)),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+        assert!(dir.path().join("started").exists(), "setsid never ran");
+        let gone = broker_test_support::wait_for(Duration::from_secs(10), || {
+            running("sleep 4713") + running("sleep 4714") == 0
+        });
+        assert!(
+            gone,
+            "what the command started with setsid outlived its timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn output_reaches_the_sink_while_the_command_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = local_session(dir.path());
+        let go = dir.path().join("go");
+        let seen = std::sync::Mutex::new(Vec::new());
+        // The command waits for `go`, which only its first line, once seen, makes.
+        let sink = |stream: OutputStream, bytes: &[u8]| {
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            if text == "first\n" {
+                std::fs::write(&go, b"").unwrap();
+            }
+            seen.lock().unwrap().push((stream, text));
+        };
+        let out = session
+            .execute_streaming(
+                "echo first; while [ ! -e go ]; do sleep 0.05; done; echo second >&2",
+                Some(Duration::from_secs(20)),
+                &sink,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (OutputStream::Stdout, "first\n".to_owned()),
+                (OutputStream::Stderr, "second\n".to_owned())
+            ]
+        );
+        assert_eq!(
+            (out.stdout.as_str(), out.stderr.as_str(), out.status),
+            ("first\n", "second\n", 0)
+        );
     }
 
     #[tokio::test]

@@ -197,6 +197,60 @@ fn a_timed_out_handoff_stops_the_scripts_processes() {
     assert!(containers(&prefix).is_empty());
 }
 
+/// A script that starts `sleep TAG` as a daemon does — in a session of its own (`setsid`), its
+/// parent gone — says so, and sleeps.
+fn setsid_script(tag: u32) -> String {
+    format!(
+        "#!/bin/sh\n(setsid sh -c 'exec sleep {tag}' &)\necho started in a session of its own\nsleep 300\n"
+    )
+}
+
+#[test]
+fn a_timed_out_handoff_stops_what_the_script_started_with_setsid_in_a_container() {
+    let Some((dir, prefix)) = engine_dir("hosetsid") else {
+        return;
+    };
+    script_target(&dir, &setsid_script(4262), "    run_timeout: 3s\n");
+    let out = checkout_handed_off(&dir, &["--keep-failed-handoff"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let record = the_record(&dir);
+    assert_eq!(record["_broker_handoff_state"], "handoff_failed");
+    assert!(
+        log_of(&record).contains(&"started in a session of its own".to_owned()),
+        "{record}"
+    );
+    assert_eq!(on_host(&dir, "ps | grep -c '[s]leep 4262'").trim(), "0");
+    dir.ok(&["checkin", "0"]);
+    assert!(containers(&prefix).is_empty());
+}
+
+#[test]
+fn a_timed_out_handoff_stops_what_the_script_started_with_setsid_on_a_test_provider_host() {
+    let dir = local_dir(&setsid_script(4264), "    run_timeout: 3s\n");
+    let out = dir.run(&[
+        "checkout",
+        "--nick",
+        "N",
+        "--handoff",
+        "bootstrap",
+        "--keep-failed-handoff",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let record = the_record(&dir);
+    assert_eq!(record["_broker_handoff_state"], "handoff_failed");
+    // What it printed before the timeout is in the log (the session streams it).
+    assert!(
+        log_of(&record).contains(&"started in a session of its own".to_owned()),
+        "{record}"
+    );
+    assert!(
+        crate::util::wait_for(crate::util::DEADLINE, || sleeping(4264) == 0),
+        "what the script started with setsid outlived the timeout"
+    );
+    dir.ok(&["checkin", "--all"]);
+    dir.assert_nothing_out();
+}
+
 /// A broker directory with the TestProvider instance `local` and `script_target`'s `bootstrap`.
 fn local_dir(script: &str, extra: &str) -> BrokerDir {
     let dir = BrokerDir::new(crate::util::SETTINGS);
