@@ -10,8 +10,9 @@
 pub mod schemas;
 
 use axum::response::{IntoResponse, Response};
-use utoipa::openapi::OpenApi as Document;
+use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::Problem;
@@ -69,7 +70,7 @@ pub const PATH: &str = "/api/v1/openapi.json";
         schemas::Unavailable,
         schemas::GatewayTimeout,
     )),
-    modifiers(&Bearer),
+    modifiers(&Bearer, &Kinds),
     security(("bearer" = [])),
     tags(
         (name = "kinds", description = "Handoff kinds: what a target can be"),
@@ -98,6 +99,29 @@ impl Modify for Bearer {
             .components
             .get_or_insert_with(Default::default)
             .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The handoff kinds this server has, as the only values of a new target's `kind` (and of Razor's
+/// `plugin`): the kinds compiled in, which the macros cannot know.
+struct Kinds;
+
+impl Modify for Kinds {
+    fn modify(&self, openapi: &mut Document) {
+        let names: Vec<serde_json::Value> = broker_core::handoff::schema::builtin()
+            .iter()
+            .map(|k| k.name.into())
+            .collect();
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for (schema, property) in [("NewTarget", "kind"), ("RazorInput", "plugin")] {
+            if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(schema)
+                && let Some(RefOr::T(Schema::Object(field))) = object.properties.get_mut(property)
+            {
+                field.enum_values = Some(names.clone());
+            }
+        }
     }
 }
 
@@ -300,6 +324,19 @@ mod tests {
             remove_all["responses"]["405"]["content"]["application/json"]["schema"]["$ref"],
             "#/components/schemas/RazorError"
         );
+        // A new target's kind is one of the kinds compiled in.
+        let kinds: Vec<&str> = broker_core::handoff::schema::builtin()
+            .iter()
+            .map(|k| k.name)
+            .collect();
+        assert!(kinds.contains(&"noop"), "{kinds:?}");
+        for (schema, property) in [("NewTarget", "kind"), ("RazorInput", "plugin")] {
+            assert_eq!(
+                doc["components"]["schemas"][schema]["properties"][property]["enum"],
+                serde_json::json!(kinds),
+                "{schema}.{property}"
+            );
+        }
         // Secrets are described as fingerprints.
         let target = &doc["components"]["schemas"]["Target"];
         assert!(
