@@ -337,6 +337,11 @@ mod tests {
                 "{schema}.{property}"
             );
         }
+        // The count of a checkout is bounded as the code bounds it.
+        assert_eq!(
+            doc["components"]["schemas"]["Checkout"]["properties"]["count"]["maximum"],
+            crate::api::checkouts::MAX_COUNT
+        );
         // Secrets are described as fingerprints.
         let target = &doc["components"]["schemas"]["Target"];
         assert!(

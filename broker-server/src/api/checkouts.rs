@@ -15,6 +15,10 @@ use crate::openapi::schemas as doc;
 use crate::problem::Problem;
 use crate::state::AppState;
 
+/// The most hosts one checkout through the API makes: a client's count is bounded, as what it
+/// asks the server to hold is.
+pub(crate) const MAX_COUNT: usize = 1000;
+
 /// The body of `POST /api/v1/checkouts`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -23,7 +27,8 @@ struct Checkout {
     #[serde(default)]
     #[schema(value_type = Object)]
     arguments: serde_json::Map<String, serde_json::Value>,
-    #[schema(minimum = 1)]
+    /// How many hosts: 1 (the default) to [`MAX_COUNT`].
+    #[schema(minimum = 1, maximum = 1000)]
     count: Option<usize>,
     handoff: Option<String>,
     #[serde(default)]
@@ -42,7 +47,7 @@ struct Checkout {
         (status = 200, description = "With `wait`: the operation once it ended (or still running after 10 minutes)", body = Operation),
         doc::BodyFailures,
         doc::Refused,
-        (status = 422, description = "Neither a nick nor arguments, or a count of 0 (`errors` names the field)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Neither a nick nor arguments, or a count of 0 or over 1000 (`errors` names the field)", body = Problem, content_type = "application/problem+json"),
     ),
 )]
 pub(crate) async fn start(State(state): State<AppState>, request: Request) -> Response {
@@ -93,6 +98,12 @@ fn checkout_request(asked: Checkout) -> Result<(Asked, CheckoutRequest), Problem
     let count = asked.count.unwrap_or(1);
     if count == 0 {
         return Err(Problem::field("count", "the count must be at least 1"));
+    }
+    if count > MAX_COUNT {
+        return Err(Problem::field(
+            "count",
+            format!("at most {MAX_COUNT} hosts in one checkout; ask for more in several"),
+        ));
     }
     let mut request = CheckoutRequest::new()
         .args(arguments(asked.arguments)?)
@@ -150,5 +161,42 @@ pub(crate) async fn operation(
         Ok(true) => Json(entry.wait(state.options.wait_limit).await).into_response(),
         Ok(false) => Json(entry.snapshot()).into_response(),
         Err(problem) => problem.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asking(count: usize) -> Checkout {
+        Checkout {
+            nick: None,
+            arguments: serde_json::json!({"test_action": "basic"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            count: Some(count),
+            handoff: None,
+            keep_failed_handoff: false,
+        }
+    }
+
+    /// A remote client cannot ask for more hosts than one checkout makes: a count of 2^64 - 1 made
+    /// the checkout's task panic (a semaphore of that many permits) and left its operation
+    /// `running` for ever.
+    #[test]
+    fn a_count_over_the_limit_is_refused_naming_count() {
+        assert!(checkout_request(asking(MAX_COUNT)).is_ok());
+        for count in [MAX_COUNT + 1, usize::MAX] {
+            let Err(problem) = checkout_request(asking(count)) else {
+                panic!("a count of {count} was taken");
+            };
+            assert_eq!(problem.status, 422);
+            assert_eq!(problem.errors[0].field, "count");
+            assert_eq!(
+                problem.detail,
+                format!("at most {MAX_COUNT} hosts in one checkout; ask for more in several")
+            );
+        }
     }
 }
