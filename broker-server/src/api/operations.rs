@@ -7,6 +7,7 @@
 //! what it made is given back, and what cannot be is left `pending` for `broker recover`.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -159,9 +160,8 @@ impl Operations {
         });
         let broker = broker.clone();
         let request = request.cancel_with(&self.cancel);
-        let running = Arc::clone(&entry);
-        let task = tokio::spawn(async move {
-            let result = match broker.checkout(request).await {
+        let task = finish_when_done(Arc::clone(&entry), async move {
+            match broker.checkout(request).await {
                 // Keeping a host writes the inventory: off the async threads.
                 Ok(guards) => tokio::task::spawn_blocking(move || kept(guards))
                     .await
@@ -172,8 +172,7 @@ impl Operations {
                         )
                     }),
                 Err(e) => Err(Problem::from(e)),
-            };
-            running.finish(result);
+            }
         });
         let mut tasks = lock(&self.tasks);
         tasks.retain(|t| !t.is_finished());
@@ -230,6 +229,24 @@ impl Operations {
     }
 }
 
+/// Runs `work` on a task of its own and ends `entry` with its result — also when `work` panics: the
+/// operation then fails (500), instead of staying `running` for ever.
+fn finish_when_done(
+    entry: Arc<Entry>,
+    work: impl Future<Output = std::result::Result<Vec<serde_json::Value>, Problem>> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let result = tokio::spawn(work).await.unwrap_or_else(|_| {
+            Err(Problem::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "the checkout stopped on an internal error; the server's log says where, and \
+                 `broker inventory` shows what it left",
+            ))
+        });
+        entry.finish(result);
+    })
+}
+
 /// The hosts of a checkout kept (checked out until a client checks them in), as shown.
 fn kept(guards: Vec<broker_core::HostGuard>) -> Vec<serde_json::Value> {
     guards
@@ -246,4 +263,39 @@ fn kept(guards: Vec<broker_core::HostGuard>) -> Vec<serde_json::Value> {
 fn operation_id() -> String {
     let id = broker_core::RecordId::generate();
     format!("o{}", &id.as_str()[1..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkout whose task panics ends as a failed operation, not one `running` for ever (a count
+    /// of 2^64 - 1 did that once; the cause is bounded now, the guard stays).
+    #[tokio::test]
+    async fn an_operation_whose_work_panics_fails() {
+        let entry = Arc::new(Entry {
+            doc: Mutex::new(Operation {
+                id: operation_id(),
+                kind: "checkout",
+                state: OperationState::Running,
+                request: Asked::default(),
+                created: 0,
+                finished: None,
+                hosts: Vec::new(),
+                error: None,
+            }),
+            done: watch::Sender::new(false),
+        });
+        let task = finish_when_done(Arc::clone(&entry), async { panic!("a bug") });
+        task.await.expect("the operation's task ends");
+        let done = entry.wait(Duration::from_secs(5)).await;
+        assert_eq!(done.state, OperationState::Failed);
+        let error = done.error.expect("why it failed");
+        assert_eq!(error.status, 500);
+        assert!(
+            error
+                .detail
+                .starts_with("the checkout stopped on an internal error")
+        );
+    }
 }
