@@ -10,7 +10,7 @@ use broker_core::settings::EXAMPLE_SETTINGS;
 use broker_core::validation::{Finding, validate_settings};
 use broker_core::{
     Broker, Cancellation, CheckoutRequest, Error, HostOutcome, HostRecord, Mapping, OutputStream,
-    RecoverScope, Result, Settings, Value, args, cli_support, handoff,
+    ProviderRegistry, RecoverScope, Result, Settings, Value, args, cli_support, handoff,
 };
 use clap::Parser;
 
@@ -53,7 +53,7 @@ pub fn main() -> ExitCode {
             return exit(e.exit_code());
         }
     };
-    let (code, message) = match run(command, cli.log_level, &mut emitter) {
+    let (code, message) = match run(command, cli.log_level, cli.server, &mut emitter) {
         Ok(code) => (code, None),
         Err(e) => {
             let message = broker_core::error::chain(&e);
@@ -130,7 +130,12 @@ fn print_version() -> i32 {
     }
 }
 
-fn run(command: Command, log_level: Option<LogLevel>, emitter: &mut Emitter) -> Result<i32> {
+fn run(
+    command: Command,
+    log_level: Option<LogLevel>,
+    server: Option<String>,
+    emitter: &mut Emitter,
+) -> Result<i32> {
     let settings = Settings::load()?;
     let console = match log_level {
         Some(LogLevel::Error) => "error",
@@ -154,7 +159,12 @@ fn run(command: Command, log_level: Option<LogLevel>, emitter: &mut Emitter) -> 
     if let Some(code) = background_if_asked(&command, &settings)? {
         return Ok(code);
     }
-    if let Some(code) = crate::supervise::checkout(&command, &settings) {
+    // A checkout on a server runs there: no local child to supervise, nothing local to give back.
+    let server = crate::remote::server_of(server, &settings)
+        .filter(|_| crate::remote::goes_remote(&command));
+    if server.is_none()
+        && let Some(code) = crate::supervise::checkout(&command, &settings)
+    {
         // The checkout ran (or runs on) in a child process, which writes the `--output-file`.
         emitter.hand_over();
         return Ok(code);
@@ -164,7 +174,12 @@ fn run(command: Command, log_level: Option<LogLevel>, emitter: &mut Emitter) -> 
         .enable_all()
         .build()
         .map_err(|e| Error::io_without_path("starting the async runtime", e))?;
-    let result = runtime.block_on(dispatch(command, settings, emitter));
+    let result = runtime.block_on(async {
+        match &server {
+            Some(url) => crate::remote::dispatch(url, command, settings, emitter).await,
+            None => dispatch(command, settings, emitter).await,
+        }
+    });
     // A read of the terminal may still be blocked in the background (after `broker ssh HOST`): don't
     // wait for it.
     runtime.shutdown_background();
@@ -452,7 +467,7 @@ async fn hand_out(
     emitter: &mut Emitter,
 ) -> Result<i32> {
     let rows = placed(broker, &records);
-    let Err(e) = print_hosts(broker, &rows, format) else {
+    let Err(e) = print_hosts(broker.settings(), broker.registry(), &rows, format) else {
         emitter.emit("hosts", &records);
         return Ok(0);
     };
@@ -482,15 +497,16 @@ async fn hand_out(
 }
 
 /// Prints hosts, each with the id `broker checkin` takes for it.
-fn print_hosts(broker: &Broker, rows: &[(String, HostRecord)], format: Format) -> Result<()> {
+pub(crate) fn print_hosts(
+    settings: &Settings,
+    registry: &ProviderRegistry,
+    rows: &[(String, HostRecord)],
+    format: Format,
+) -> Result<()> {
     match format {
         Format::Table => {
-            let keys: Vec<&str> = broker.registry().all_action_keys().collect();
-            write_stdout(&inventory_table(
-                rows,
-                &broker.settings().inventory_fields(),
-                &keys,
-            ))
+            let keys: Vec<&str> = registry.all_action_keys().collect();
+            write_stdout(&inventory_table(rows, &settings.inventory_fields(), &keys))
         }
         other => print_value(&rows.iter().map(|(_, r)| r).collect::<Vec<_>>(), other),
     }
@@ -513,8 +529,13 @@ fn placed(broker: &Broker, made: &[HostRecord]) -> Vec<(String, HostRecord)> {
 }
 
 fn selected(broker: &Broker, s: &Selection) -> Result<Vec<HostRecord>> {
+    selected_from(broker.inventory().list()?, s)
+}
+
+/// The hosts of `records` that `s` selects; those it names that are not there are warned of.
+pub(crate) fn selected_from(records: Vec<HostRecord>, s: &Selection) -> Result<Vec<HostRecord>> {
     let selection = HostSelection::new(s.hosts.clone(), s.all, s.filter.clone())?;
-    let picked = selection.pick(broker.inventory().list()?)?;
+    let picked = selection.pick(records)?;
     if !picked.missing.is_empty() {
         tracing::warn!(
             "these hosts were not found in the inventory: {}",
@@ -526,7 +547,7 @@ fn selected(broker: &Broker, s: &Selection) -> Result<Vec<HostRecord>> {
 
 /// Prints per-host outcomes — the hosts done on stdout (`VERB NAME` lines, or a JSON/YAML list of
 /// names), failures on stderr — and returns the exit code of the first failure (0 when none failed).
-fn report(
+pub(crate) fn report(
     verb: &str,
     outcomes: &[HostOutcome],
     emitter: &mut Emitter,
@@ -601,7 +622,25 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
             );
         }
     }
-    let records = filter_records(broker.inventory().list()?, a.filter.as_deref())?;
+    show_inventory(
+        broker.settings(),
+        broker.registry(),
+        broker.inventory().list()?,
+        &a,
+        emitter,
+    )
+}
+
+/// Prints the inventory's `records` as `broker inventory` shows them: filtered, as a table, a
+/// list, details, JSON or YAML.
+pub(crate) fn show_inventory(
+    settings: &Settings,
+    registry: &ProviderRegistry,
+    records: Vec<HostRecord>,
+    a: &InventoryArgs,
+    emitter: &mut Emitter,
+) -> Result<i32> {
+    let records = filter_records(records, a.filter.as_deref())?;
     emitter.emit("inventory", &records);
     if a.details {
         let details: Mapping = records
@@ -629,10 +668,8 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
             note!("No hosts found in inventory.");
         }
         Format::Table if a.list => {
-            let spec = broker_core::cli_support::FieldSpec::parse(
-                &broker.settings().inventory_list_vars(),
-            );
-            let keys: Vec<&str> = broker.registry().all_action_keys().collect();
+            let spec = broker_core::cli_support::FieldSpec::parse(&settings.inventory_list_vars());
+            let keys: Vec<&str> = registry.all_action_keys().collect();
             let mut text = String::new();
             for r in &records {
                 text.push_str(&spec.render(&r.masked(), &keys));
@@ -640,7 +677,7 @@ async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> 
             }
             write_stdout(&text)?;
         }
-        format => print_hosts(broker, &numbered(records), format)?,
+        format => print_hosts(settings, registry, &numbered(records), format)?,
     }
     Ok(0)
 }
@@ -907,7 +944,7 @@ async fn handoff(broker: &Broker, command: HandoffCommand, emitter: &mut Emitter
     Ok(report.exit_code())
 }
 
-fn print_handoff(fields: &serde_yaml::Mapping, format: Format) -> Result<()> {
+pub(crate) fn print_handoff(fields: &serde_yaml::Mapping, format: Format) -> Result<()> {
     match format {
         Format::Table => write_stdout(&value_table(&serde_yaml::Value::Mapping(fields.clone()))),
         other => print_value(fields, other),

@@ -26,6 +26,12 @@ pub struct Cli {
     #[arg(long)]
     pub version: bool,
 
+    /// Work on the inventory and targets of this broker server (`broker serve`) instead of the
+    /// local ones: checkout, checkin, inventory, extend, target, handoff (also `BROKER_SERVER`; the
+    /// token from `BROKER_SERVER_TOKEN` or `server_token` in the settings).
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -6,6 +6,7 @@ mod cli;
 mod logging;
 mod manual;
 mod output;
+mod remote;
 mod report;
 #[cfg(feature = "serve")]
 mod serve;

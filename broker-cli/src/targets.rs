@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use broker_client::{RemoteBroker, TargetSpec};
 use broker_core::handoff::input::{ask_config, parse_assignments, read_config_file};
 use broker_core::handoff::schema::{self, KeySpec, KindSchema};
 use broker_core::handoff::{
@@ -183,11 +184,7 @@ fn given_values(
 
 fn add(store: &dyn TargetStore, a: TargetAddArgs, emitter: &mut Emitter) -> Result<i32> {
     let kind = schema::builtin_kind(&a.kind)?;
-    let values = if a.config.is_empty() && a.config_file.is_none() && answerable() {
-        walk(kind, &TargetConfig::default())?
-    } else {
-        given_values(a.config_file.as_deref(), &a.config)?
-    };
+    let values = add_values(kind, &a)?;
     let added = add_target(
         store,
         schema::builtin(),
@@ -196,16 +193,48 @@ fn add(store: &dyn TargetStore, a: TargetAddArgs, emitter: &mut Emitter) -> Resu
         kind.name,
         values,
     )?;
+    show(&told(added), a.output.format, emitter)
+}
+
+/// The target added; one that was there already as given is said so.
+fn told(added: Added) -> Target {
     if let Added::Existing(t) = &added {
         note!(
             "handoff target `{}` is there already as given; nothing changed",
             t.name
         );
     }
-    show(added.target(), a.output.format, emitter)
+    added.target().clone()
+}
+
+/// The configuration values `broker target add` was given, or asks for on a terminal.
+fn add_values(kind: &KindSchema, a: &TargetAddArgs) -> Result<BTreeMap<String, ConfigValue>> {
+    if a.config.is_empty() && a.config_file.is_none() && answerable() {
+        walk(kind, &TargetConfig::default())
+    } else {
+        given_values(a.config_file.as_deref(), &a.config)
+    }
 }
 
 fn update(store: &dyn TargetStore, a: TargetUpdateArgs, emitter: &mut Emitter) -> Result<i32> {
+    let (mut change, walk_again) = asked_change(&a)?;
+    if walk_again {
+        if !answerable() {
+            return Err(Error::usage(
+                "`-c` without KEY=VALUE asks on a terminal, and there is none; give `-c KEY=VALUE`",
+            ));
+        }
+        let current = store.get(&a.target)?;
+        let kind = schema::builtin_kind(&current.kind)?;
+        change.config = Some(walk(kind, &current.config)?);
+    }
+    let target = update_target(store, schema::builtin(), &a.target, change)?;
+    show(&target, a.output.format, emitter)
+}
+
+/// The change `broker target update` asks for, and whether it asks for every key again (`-c`
+/// alone).
+fn asked_change(a: &TargetUpdateArgs) -> Result<(TargetChange, bool)> {
     let assignments = a.change.clone().unwrap_or_default();
     let walk_again = a.change.is_some() && assignments.is_empty();
     if a.name.is_none()
@@ -219,25 +248,14 @@ fn update(store: &dyn TargetStore, a: TargetUpdateArgs, emitter: &mut Emitter) -
              --config-file or --clear",
         ));
     }
-    let mut change = TargetChange {
-        name: a.name,
-        description: a.description,
+    let change = TargetChange {
+        name: a.name.clone(),
+        description: a.description.clone(),
         set: given_values(a.config_file.as_deref(), &assignments)?,
-        clear: a.clear,
+        clear: a.clear.clone(),
         config: None,
     };
-    if walk_again {
-        if !answerable() {
-            return Err(Error::usage(
-                "`-c` without KEY=VALUE asks on a terminal, and there is none; give `-c KEY=VALUE`",
-            ));
-        }
-        let current = store.get(&a.target)?;
-        let kind = schema::builtin_kind(&current.kind)?;
-        change.config = Some(walk(kind, &current.config)?);
-    }
-    let target = update_target(store, schema::builtin(), &a.target, change)?;
-    show(&target, a.output.format, emitter)
+    Ok((change, walk_again))
 }
 
 /// Asks for each key of `kind` on the terminal.
@@ -265,4 +283,89 @@ fn confirmed_remove_all(store: &dyn TargetStore) -> Result<bool> {
         answers: &["y", "n"],
     };
     Ok(Terminal.choose(&question).as_deref() == Some("y"))
+}
+
+/// Runs one `broker target` command against a broker server (`--server`): the same verbs and
+/// output, the targets the server's. There is no `remove all` over the network (as in Razor), and
+/// `update -c` alone (asking for every key again) is refused: the server shows no secret to ask
+/// over.
+pub async fn remote_target(
+    server: &RemoteBroker,
+    command: TargetCommand,
+    emitter: &mut Emitter,
+) -> Result<i32> {
+    match command {
+        TargetCommand::Get { what, output } => match what.as_str() {
+            "all" => print_targets(&server.targets().await?, output.format, emitter),
+            "plugins" | "plugin" | "t" => remote_kinds(server, output.format, emitter).await,
+            id_or_name => show(&server.target(id_or_name).await?, output.format, emitter),
+        },
+        TargetCommand::List { output } => {
+            print_targets(&server.targets().await?, output.format, emitter)
+        }
+        TargetCommand::Show { target, output } => {
+            show(&server.target(&target).await?, output.format, emitter)
+        }
+        TargetCommand::Kinds { output } => remote_kinds(server, output.format, emitter).await,
+        TargetCommand::Add(a) => {
+            let kind = schema::builtin_kind(&a.kind)?;
+            let spec = TargetSpec {
+                name: a.name.clone(),
+                kind: kind.name.to_owned(),
+                description: a.description.clone(),
+                config: add_values(kind, &a)?,
+            };
+            show(
+                &told(server.add_target(&spec).await?),
+                a.output.format,
+                emitter,
+            )
+        }
+        TargetCommand::Update(a) => {
+            let (change, walk_again) = asked_change(&a)?;
+            if walk_again {
+                return Err(Error::usage(
+                    "`-c` without KEY=VALUE asks for every key again, which a broker server's \
+                     targets do not take (it shows no secret to ask over); give `-c KEY=VALUE`",
+                ));
+            }
+            let target = server.update_target(&a.target, &change).await?;
+            show(&target, a.output.format, emitter)
+        }
+        TargetCommand::Remove { target, output, .. } => {
+            if target == "all" {
+                return Err(Error::usage(format!(
+                    "a broker server's targets cannot all be removed at once ({}), as in Razor; \
+                     remove them one by one",
+                    server.server()
+                )));
+            }
+            let removed = server.remove_target(&target).await?;
+            note!("removed handoff target `{}` ({})", removed.name, removed.id);
+            print_targets(&[removed], output.format, emitter)
+        }
+    }
+}
+
+/// The server's handoff kinds: printed as `broker target kinds` prints this build's when they are
+/// the same kinds, else the server's answer as it is.
+async fn remote_kinds(server: &RemoteBroker, format: Format, emitter: &mut Emitter) -> Result<i32> {
+    let theirs = server.kinds().await?;
+    if theirs == broker_core::value::to_json(&schema::builtin()) {
+        return kinds(format, emitter);
+    }
+    note!(
+        "warning: the broker server at {} knows other handoff kinds than this broker",
+        server.server()
+    );
+    emitter.emit("output", &theirs);
+    print_value(
+        &theirs,
+        if format == Format::Json {
+            Format::Json
+        } else {
+            Format::Yaml
+        },
+    )?;
+    Ok(0)
 }

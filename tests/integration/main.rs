@@ -19,6 +19,8 @@ mod handoff_run;
 mod input;
 mod inventory_file;
 mod leases;
+#[cfg(feature = "serve")]
+mod remote;
 mod secrets;
 #[cfg(feature = "serve")]
 mod serve;

@@ -2,7 +2,7 @@
 //! secrets kept out of answers and the log, limits on slow and large requests, and many clients at
 //! once checking TestProvider hosts out and in.
 
-mod client;
+pub mod client;
 mod openapi;
 mod tls;
 

@@ -1,0 +1,437 @@
+//! The remote CLI: `broker --server URL …` (and `BROKER_SERVER`) against a real `broker serve` on
+//! loopback with TestProvider hosts — each verb's output and exit code as the same verb's on the
+//! server's own inventory, the server's refusals as local exit codes, a missing or wrong token, a
+//! server that is down or redirects, and the token never in output, logs or another origin.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::serve::client::Served;
+use crate::util::{BrokerDir, SETTINGS, output};
+
+/// A server in its own broker directory, a client directory apart (its own settings, no
+/// inventory), and tokens of each role.
+struct Remote {
+    server_dir: BrokerDir,
+    client_dir: BrokerDir,
+    served: Served,
+    read: String,
+    write: String,
+    admin: String,
+}
+
+impl Remote {
+    fn new() -> Remote {
+        let server_dir = BrokerDir::new(SETTINGS);
+        let token = |name: &str, role: &str| {
+            server_dir
+                .ok(&["serve", "token", "add", name, "--role", role])
+                .trim()
+                .to_owned()
+        };
+        let (read, write, admin) = (
+            token("reader", "read"),
+            token("writer", "write"),
+            token("boss", "admin"),
+        );
+        let served = Served::start(&server_dir);
+        Remote {
+            server_dir,
+            client_dir: BrokerDir::new(SETTINGS),
+            served,
+            read,
+            write,
+            admin,
+        }
+    }
+
+    /// `broker ARGS` in the client directory, the server in `BROKER_SERVER`, with `token`
+    /// (none when empty) in `BROKER_SERVER_TOKEN`.
+    fn with(&self, token: &str, args: &[&str]) -> Output {
+        let mut command = self.client_dir.command(args);
+        command.env("BROKER_SERVER", &self.served.addr);
+        if !token.is_empty() {
+            command.env("BROKER_SERVER_TOKEN", token);
+        }
+        output(&mut command)
+    }
+
+    /// `broker ARGS` on the server with the admin token, which must exit `code`; its stdout.
+    fn remote(&self, args: &[&str], code: i32) -> String {
+        checked(self.with(&self.admin, args), args, code).0
+    }
+
+    /// `broker ARGS` locally in the server's own directory, which must exit `code`; its stdout.
+    fn local(&self, args: &[&str], code: i32) -> String {
+        self.server_dir.expect(args, code)
+    }
+}
+
+/// stdout and stderr of `out`, which must have exited `code`.
+fn checked(out: Output, args: &[&str], code: i32) -> (String, String) {
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "broker {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
+/// `text` with each host's age (`0s`, `1m 2s`), which moves on between two runs, as `_`, and the
+/// columns' padding as one space.
+fn ageless(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            line.split_whitespace()
+                .map(|word| {
+                    let is_age = word
+                        .strip_suffix(['s', 'm', 'h', 'd'])
+                        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+                    if is_age {
+                        "_"
+                    } else if word.chars().all(|c| c == '─') {
+                        "─"
+                    } else {
+                        word
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The last line of stderr: the `error: …` line of a failed command.
+fn error_line(stderr: &str) -> &str {
+    stderr.lines().last().unwrap_or_default()
+}
+
+#[test]
+fn remote_verbs_print_what_the_same_verbs_print_on_the_servers_inventory() {
+    let r = Remote::new();
+    let made: Vec<Value> = serde_json::from_str(&r.remote(
+        &[
+            "checkout",
+            "--test_action",
+            "basic",
+            "-c",
+            "2",
+            "-o",
+            "json",
+        ],
+        0,
+    ))
+    .unwrap();
+    assert_eq!(made.len(), 2);
+    let on_server = r.server_dir.inventory();
+    let ids = |records: &[Value]| -> Vec<String> {
+        records
+            .iter()
+            .map(|h| h["_broker_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        ids(&made),
+        ids(&on_server),
+        "the server's inventory has them"
+    );
+    assert_eq!(made, on_server, "printed as the inventory holds them");
+    assert!(
+        !r.client_dir.inventory_path().exists(),
+        "nothing was checked out locally"
+    );
+
+    for args in [
+        &["inventory"][..],
+        &["inventory", "-o", "json"],
+        &["inventory", "-o", "yaml"],
+        &["inventory", "--list"],
+        &["inventory", "--filter", "@inv[-1]"],
+    ] {
+        assert_eq!(
+            ageless(&r.remote(args, 0)),
+            ageless(&r.local(args, 0)),
+            "broker {args:?}"
+        );
+    }
+
+    let name = |i: usize| made[i]["hostname"].as_str().unwrap().to_owned();
+    assert_eq!(
+        r.remote(&["extend", "0"], 0),
+        format!("extended {}\n", name(0))
+    );
+    assert_eq!(
+        r.remote(&["handoff", "status", "0", "-o", "json"], 0),
+        "{}\n"
+    );
+    r.remote(&["target", "add", "-p", "noop", "-n", "hook"], 0);
+    let run: Value = serde_json::from_str(&r.remote(
+        &["handoff", "run", "1", "--target", "hook", "-o", "json"],
+        0,
+    ))
+    .unwrap();
+    assert_eq!(run["_broker_handoff_state"], "handed_off");
+    for args in [
+        &["handoff", "status", "1"][..],
+        &["handoff", "status", "1", "-o", "yaml"],
+        &["target", "list"],
+        &["target", "show", "hook", "-o", "json"],
+        &["target", "kinds"],
+    ] {
+        assert_eq!(r.remote(args, 0), r.local(args, 0), "broker {args:?}");
+    }
+
+    assert_eq!(
+        r.remote(&["checkin", "0", "-o", "json"], 0),
+        format!("[\n  \"{}\"\n]\n", name(0))
+    );
+    assert_eq!(
+        r.remote(&["checkin", "--all"], 0),
+        format!("checked in {}\n", name(1))
+    );
+    assert_eq!(r.server_dir.inventory(), Vec::<Value>::new());
+    assert_eq!(
+        r.remote(&["target", "remove", "hook"], 0)
+            .lines()
+            .nth(2)
+            .map(|l| l.split_whitespace().next()),
+        Some(Some("hook"))
+    );
+    assert_eq!(r.local(&["target", "list", "-o", "json"], 0), "[]\n");
+}
+
+#[test]
+fn remote_failures_exit_with_the_codes_and_messages_of_the_same_failures_locally() {
+    let r = Remote::new();
+    r.remote(&["checkout", "-n", "N"], 0);
+    for (args, code) in [
+        (&["checkout", "-n", "nonick"][..], 13),
+        (
+            &[
+                "checkout",
+                "--test_action",
+                "basic",
+                "--fail_chekout",
+                "all",
+            ],
+            2,
+        ),
+        (&["handoff", "status", "7"], 13),
+        (&["handoff", "retry", "0"], 2),
+        (&["target", "show", "nothing"], 13),
+        (&["target", "add", "-p", "noop", "-n", "all"], 13),
+    ] {
+        let (_, remote) = checked(r.with(&r.admin, args), args, code);
+        let local = r.server_dir.run(args);
+        let (_, local) = checked(local, args, code);
+        assert_eq!(error_line(&remote), error_line(&local), "broker {args:?}");
+    }
+    // A read token may look but not check out: 403 is a permission error.
+    let (_, err) = checked(r.with(&r.read, &["checkout", "-n", "N"]), &["checkout"], 6);
+    assert!(
+        error_line(&err).starts_with(&format!(
+            "error: permission denied: the broker server at http://{}: ",
+            r.served.addr
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        r.server_dir.inventory().len(),
+        1,
+        "nothing more was checked out"
+    );
+    r.remote(&["target", "add", "-p", "noop", "-n", "hook"], 0);
+    r.remote(&["handoff", "run", "0", "--target", "hook"], 0);
+    let (_, err) = checked(
+        r.with(&r.admin, &["target", "remove", "hook"]),
+        &["target", "remove"],
+        13,
+    );
+    assert!(err.contains("is still used by host"), "{err}");
+    let (_, err) = checked(
+        r.with(&r.write, &["target", "add", "-p", "noop", "-n", "other"]),
+        &["target", "add"],
+        6,
+    );
+    assert!(err.contains("permission denied"), "{err}");
+}
+
+#[test]
+fn remote_verbs_that_act_on_this_machine_are_usage_errors_and_nothing_runs_locally() {
+    let r = Remote::new();
+    for (args, said) in [
+        (
+            &["ssh", "0", "--", "true"][..],
+            "`broker ssh` does not work with a broker server",
+        ),
+        (
+            &["execute", "--test_action", "basic"],
+            "`broker execute` does not work",
+        ),
+        (&["recover"], "`broker recover` does not work"),
+        (&["reap"], "`broker reap` does not work"),
+        (&["duplicate", "--all"], "`broker duplicate` does not work"),
+        (&["providers"], "`broker providers` does not work"),
+        (
+            &["inventory", "--sync", "TestProvider"],
+            "`broker inventory --sync` does not work",
+        ),
+        (
+            &["checkin", "--pending"],
+            "`broker checkin --pending` does not work",
+        ),
+        (
+            &["checkout", "-n", "N", "--keep-partial"],
+            "`--keep-partial` does not work",
+        ),
+        (
+            &["target", "remove", "all", "--yes"],
+            "cannot all be removed at once",
+        ),
+    ] {
+        let (_, err) = checked(r.with(&r.admin, args), args, 2);
+        assert!(error_line(&err).contains(said), "broker {args:?}: {err}");
+    }
+    assert!(!r.client_dir.inventory_path().exists());
+    assert_eq!(r.server_dir.inventory(), Vec::<Value>::new());
+    // `config` stays this machine's.
+    let (out, _) = checked(
+        r.with(&r.admin, &["config", "nicks"]),
+        &["config", "nicks"],
+        0,
+    );
+    assert_eq!(out, "N\n");
+}
+
+#[test]
+fn remote_tokens_missing_wrong_or_with_a_server_down_are_clear_errors_and_never_shown() {
+    let r = Remote::new();
+    let (_, err) = checked(r.with("", &["inventory"]), &["inventory"], 5);
+    assert_eq!(
+        error_line(&err),
+        format!(
+            "error: authentication failed: no token for the broker server at {}; set \
+             BROKER_SERVER_TOKEN (or `server_token` in the settings) to one that `broker serve \
+             token add` printed",
+            r.served.addr
+        )
+    );
+    let wrong = "broker_not-a-token-of-this-server";
+    let out = r.with(wrong, &["--log-level", "trace", "checkin", "--all"]);
+    let (stdout, err) = checked(out, &["checkin"], 5);
+    assert!(
+        error_line(&err).starts_with(&format!(
+            "error: authentication failed: the broker server at http://{} refused the token: the \
+             bearer token is not valid",
+            r.served.addr
+        )),
+        "{err}"
+    );
+    // A token in the settings works as BROKER_SERVER_TOKEN does.
+    std::fs::write(
+        r.client_dir.path().join("broker_settings.yaml"),
+        format!("{SETTINGS}server_token: {}\n", r.write),
+    )
+    .unwrap();
+    let out = r.with(
+        "",
+        &["--log-level", "trace", "checkout", "-n", "N", "-o", "json"],
+    );
+    let (made, trace) = checked(out, &["checkout"], 0);
+    assert_eq!(r.server_dir.inventory().len(), 1);
+    let log =
+        std::fs::read_to_string(r.client_dir.path().join("logs/broker.log")).unwrap_or_default();
+    for text in [&stdout, &err, &made, &trace, &log] {
+        for token in [wrong, r.write.as_str()] {
+            assert!(!text.contains(token), "the token was shown: {text}");
+        }
+    }
+    let config = r.with("", &["config", "view"]);
+    let (config, _) = checked(config, &["config", "view"], 0);
+    assert!(
+        config.contains("server_token: '********'") && !config.contains(&r.write),
+        "{config}"
+    );
+
+    let addr = r.served.addr.clone();
+    let (code, _) = r.served.stop();
+    assert_eq!(code, Some(0));
+    let mut down = r.client_dir.command(&["inventory"]);
+    down.env("BROKER_SERVER", format!("http://{addr}/"))
+        .env("BROKER_SERVER_TOKEN", &r.admin);
+    let (_, err) = checked(output(&mut down), &["inventory"], 1);
+    assert!(
+        error_line(&err).starts_with(&format!(
+            "error: cannot reach the broker server at http://{addr} (is `broker serve` running \
+             there?): "
+        )),
+        "{err}"
+    );
+    let mut with_password =
+        r.client_dir
+            .command(&["--server", "http://me:hunter2@127.0.0.1:1", "inventory"]);
+    with_password.env("BROKER_SERVER_TOKEN", &r.admin);
+    let (_, err) = checked(output(&mut with_password), &["inventory"], 2);
+    assert!(
+        !err.contains("hunter2") && err.contains("carries a user or password"),
+        "{err}"
+    );
+}
+
+#[test]
+fn remote_token_never_follows_a_redirect_to_another_origin() {
+    let elsewhere = TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let redirector = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = format!("http://{}", redirector.local_addr().unwrap());
+    let target = format!("http://{}/api/v1/hosts", elsewhere.local_addr().unwrap());
+    let answering = std::thread::spawn(move || {
+        let (stream, _) = redirector.accept().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                break;
+            }
+            head.push_str(&line.to_lowercase());
+        }
+        let mut stream = reader.into_inner();
+        write!(
+            stream,
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        head
+    });
+    let dir = BrokerDir::new(SETTINGS);
+    let token = "broker_secret-token-for-the-redirector";
+    let mut command = dir.command(&["--server", &server, "inventory"]);
+    command.env("BROKER_SERVER_TOKEN", token);
+    let (_, err) = checked(output(&mut command), &["inventory"], 13);
+    let head = answering.join().unwrap();
+    assert!(
+        head.contains(&format!("authorization: bearer {token}")),
+        "the configured server got the token: {head}"
+    );
+    assert!(
+        error_line(&err)
+            .contains("with a redirect (307 Temporary Redirect), which broker does not follow"),
+        "{err}"
+    );
+    assert!(!err.contains(token));
+    // The client has exited: a connection it made would be waiting.
+    assert_eq!(
+        elsewhere.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the other origin was never asked"
+    );
+}
