@@ -22,6 +22,9 @@ use crate::output::{Emitter, Progress, note};
 const SERVER_KEY: &str = "server";
 /// The settings key (and, as `BROKER_SERVER_TOKEN`, the variable) holding its token.
 const TOKEN_KEY: &str = "server_token";
+/// The settings key (and, as `BROKER_SERVER_CA`, the variable) naming a PEM file of certificates
+/// to trust for its HTTPS, relative to the broker directory.
+const CA_KEY: &str = "server_ca";
 
 /// The server the command goes to: `--server`, else `server` of the settings (`BROKER_SERVER`).
 pub(crate) fn server_of(given: Option<String>, settings: &Settings) -> Option<String> {
@@ -68,8 +71,22 @@ pub(crate) async fn dispatch(
         ),
         source: None,
     })?;
+    let server = match settings.get(CA_KEY).and_then(Value::as_str) {
+        Some(file) => {
+            let path = settings.directory().join(file);
+            let pem = std::fs::read(&path).map_err(|e| {
+                Error::configuration(format!(
+                    "cannot read the broker server's CA `{}` (`server_ca`, BROKER_SERVER_CA)",
+                    path.display()
+                ))
+                .caused_by(e)
+            })?;
+            RemoteBroker::trusting(url, token, &pem)?
+        }
+        None => RemoteBroker::new(url, token)?,
+    };
     let remote = Remote {
-        server: Arc::new(RemoteBroker::new(url, token)?),
+        server: Arc::new(server),
         settings,
         registry: broker_providers::registry(),
     };

@@ -41,8 +41,8 @@ pub(crate) struct Answer {
 
 impl Http {
     /// A client of the server at `server` (`http://127.0.0.1:8420`; without a scheme, `http://`)
-    /// with `token`.
-    pub(crate) fn new(server: &str, token: SecretString) -> Result<Self, Error> {
+    /// with `token`, trusting the certificates of `ca` (PEM) besides the system's.
+    pub(crate) fn new(server: &str, token: SecretString, ca: Option<&[u8]>) -> Result<Self, Error> {
         let server = server.trim();
         let written = if server.contains("://") {
             server.to_owned()
@@ -73,9 +73,24 @@ impl Http {
         }
         base.set_query(None);
         base.set_fragment(None);
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(pem) = ca {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    Error::configuration(
+                        "the broker server's CA (`server_ca`, BROKER_SERVER_CA) holds no PEM \
+                         certificate; give the file of the certificate that signed the server's",
+                    )
+                })?;
+            for certificate in certificates {
+                client = client.add_root_certificate(certificate);
+            }
+        }
+        let client = client
             .build()
             .map_err(|e| Error::internal("setting up the HTTP client", e))?;
         Ok(Http {
@@ -277,20 +292,24 @@ mod tests {
     #[test]
     fn addresses_are_checked_and_never_carry_credentials() {
         let token = || SecretString::from("t0ken".to_owned());
-        let http = Http::new("http://127.0.0.1:8420", token()).unwrap();
+        let http = Http::new("http://127.0.0.1:8420", token(), None).unwrap();
         assert_eq!(http.shown(), "http://127.0.0.1:8420");
         assert!(!format!("{http:?}").contains("t0ken"));
-        let e = Http::new("http://me:pw@127.0.0.1:1/", token()).unwrap_err();
+        let e = Http::new("http://me:pw@127.0.0.1:1/", token(), None).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(!e.to_string().contains("pw"), "{e}");
-        let bare = Http::new("127.0.0.1:8420/broker", token()).unwrap();
+        let bare = Http::new("127.0.0.1:8420/broker", token(), None).unwrap();
         assert_eq!(bare.shown(), "http://127.0.0.1:8420/broker");
         for wrong in ["ftp://h/", "http://", "not a url"] {
             assert_eq!(
-                Http::new(wrong, token()).unwrap_err().exit_code(),
+                Http::new(wrong, token(), None).unwrap_err().exit_code(),
                 2,
                 "{wrong}"
             );
+        }
+        for not_pem in [&b"not a certificate"[..], b""] {
+            let e = Http::new("https://h/", token(), Some(not_pem)).unwrap_err();
+            assert_eq!(e.exit_code(), 8, "{e}");
         }
     }
 }

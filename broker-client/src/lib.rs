@@ -173,7 +173,19 @@ impl RemoteBroker {
     /// password (the token is the only credential sent).
     pub fn new(server: &str, token: SecretString) -> Result<Self> {
         Ok(RemoteBroker {
-            http: Http::new(server, token)?,
+            http: Http::new(server, token, None)?,
+        })
+    }
+
+    /// As [`RemoteBroker::new`], trusting the certificates in `ca_pem` (PEM, one or more) for the
+    /// server's HTTPS besides the system's: for a server whose certificate a private CA signed, or
+    /// a self-signed one.
+    ///
+    /// # Errors
+    /// As [`RemoteBroker::new`]; [`Error::Configuration`] when `ca_pem` holds no PEM certificate.
+    pub fn trusting(server: &str, token: SecretString, ca_pem: &[u8]) -> Result<Self> {
+        Ok(RemoteBroker {
+            http: Http::new(server, token, Some(ca_pem))?,
         })
     }
 

@@ -435,3 +435,57 @@ fn remote_token_never_follows_a_redirect_to_another_origin() {
         "the other origin was never asked"
     );
 }
+
+#[test]
+fn remote_over_https_trusts_the_ca_it_is_given_and_no_other() {
+    let server_dir = BrokerDir::new(&format!(
+        "{SETTINGS}serve:\n  tls:\n    certificate: cert.pem\n    key: key.pem\n"
+    ));
+    crate::serve::tls::make_certificate(server_dir.path());
+    let token = server_dir.ok(&["serve", "token", "add", "w", "--role", "write"]);
+    let served = Served::start(&server_dir);
+    let url = format!("https://{}", served.addr);
+    let client_dir = BrokerDir::new(SETTINGS);
+    std::fs::copy(
+        server_dir.path().join("cert.pem"),
+        client_dir.path().join("server-ca.pem"),
+    )
+    .unwrap();
+    let run = |ca: Option<&str>, args: &[&str]| {
+        let mut command = client_dir.command(args);
+        command
+            .env("BROKER_SERVER", &url)
+            .env("BROKER_SERVER_TOKEN", token.trim());
+        if let Some(ca) = ca {
+            command.env("BROKER_SERVER_CA", ca);
+        }
+        output(&mut command)
+    };
+    let (made, _) = checked(
+        run(
+            Some("server-ca.pem"),
+            &["checkout", "-n", "N", "-o", "json"],
+        ),
+        &["checkout"],
+        0,
+    );
+    let made: Vec<Value> = serde_json::from_str(&made).unwrap();
+    assert_eq!(made, server_dir.inventory());
+    // Without the CA the server's certificate is not trusted: nothing is sent past the handshake.
+    let (_, err) = checked(run(None, &["checkin", "--all"]), &["checkin"], 1);
+    assert!(
+        error_line(&err).starts_with(&format!(
+            "error: cannot reach the broker server at {url} (is `broker serve` running there?): "
+        )) && error_line(&err).contains("certificate"),
+        "{err}"
+    );
+    assert_eq!(server_dir.inventory().len(), 1);
+    let (_, err) = checked(run(Some("missing.pem"), &["inventory"]), &["inventory"], 8);
+    assert!(err.contains("cannot read the broker server's CA"), "{err}");
+    checked(
+        run(Some("server-ca.pem"), &["checkin", "--all"]),
+        &["checkin"],
+        0,
+    );
+    assert_eq!(server_dir.inventory(), Vec::<Value>::new());
+}

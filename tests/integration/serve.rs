@@ -4,7 +4,7 @@
 
 pub mod client;
 mod openapi;
-mod tls;
+pub mod tls;
 
 use serde_json::{Value, json};
 

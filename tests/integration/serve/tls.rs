@@ -10,7 +10,7 @@ use crate::util::{BrokerDir, SETTINGS, output, stderr};
 
 /// Makes a self-signed certificate for `localhost` and 127.0.0.1 (`cert.pem`, `key.pem`) and a
 /// second key that is not its (`other-key.pem`) in `dir`.
-fn make_certificate(dir: &Path) {
+pub fn make_certificate(dir: &Path) {
     let openssl = |args: &[&str]| {
         let out = output(Command::new("openssl").args(args).current_dir(dir));
         assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
@@ -33,6 +33,10 @@ fn make_certificate(dir: &Path) {
         "/CN=localhost",
         "-addext",
         "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        // No CA: rustls (the remote CLI's client) takes a self-signed certificate as the server's
+        // own only then.
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
     ]);
     openssl(&[
         "genpkey",
