@@ -9,42 +9,30 @@ use std::process::Output;
 
 use serde_json::Value;
 
+use crate::serve::Setup;
 use crate::serve::client::Served;
 use crate::util::{BrokerDir, SETTINGS, output};
 
-/// A server in its own broker directory, a client directory apart (its own settings, no
-/// inventory), and tokens of each role.
+/// A server in its own broker directory with a token of each role ([`Setup`]), and a client
+/// directory apart (its own settings, no inventory).
 struct Remote {
-    server_dir: BrokerDir,
+    setup: Setup,
     client_dir: BrokerDir,
-    served: Served,
-    read: String,
-    write: String,
-    admin: String,
+}
+
+impl std::ops::Deref for Remote {
+    type Target = Setup;
+
+    fn deref(&self) -> &Setup {
+        &self.setup
+    }
 }
 
 impl Remote {
     fn new() -> Remote {
-        let server_dir = BrokerDir::new(SETTINGS);
-        let token = |name: &str, role: &str| {
-            server_dir
-                .ok(&["serve", "token", "add", name, "--role", role])
-                .trim()
-                .to_owned()
-        };
-        let (read, write, admin) = (
-            token("reader", "read"),
-            token("writer", "write"),
-            token("boss", "admin"),
-        );
-        let served = Served::start(&server_dir);
         Remote {
-            server_dir,
+            setup: Setup::new(SETTINGS),
             client_dir: BrokerDir::new(SETTINGS),
-            served,
-            read,
-            write,
-            admin,
         }
     }
 
@@ -52,7 +40,7 @@ impl Remote {
     /// (none when empty) in `BROKER_SERVER_TOKEN`.
     fn with(&self, token: &str, args: &[&str]) -> Output {
         let mut command = self.client_dir.command(args);
-        command.env("BROKER_SERVER", &self.served.addr);
+        command.env("BROKER_SERVER", &self.server.addr);
         if !token.is_empty() {
             command.env("BROKER_SERVER_TOKEN", token);
         }
@@ -66,7 +54,7 @@ impl Remote {
 
     /// `broker ARGS` locally in the server's own directory, which must exit `code`; its stdout.
     fn local(&self, args: &[&str], code: i32) -> String {
-        self.server_dir.expect(args, code)
+        self.dir.expect(args, code)
     }
 }
 
@@ -131,7 +119,7 @@ fn remote_verbs_print_what_the_same_verbs_print_on_the_servers_inventory() {
     ))
     .unwrap();
     assert_eq!(made.len(), 2);
-    let on_server = r.server_dir.inventory();
+    let on_server = r.dir.inventory();
     let ids = |records: &[Value]| -> Vec<String> {
         records
             .iter()
@@ -197,7 +185,7 @@ fn remote_verbs_print_what_the_same_verbs_print_on_the_servers_inventory() {
         r.remote(&["checkin", "--all"], 0),
         format!("checked in {}\n", name(1))
     );
-    assert_eq!(r.server_dir.inventory(), Vec::<Value>::new());
+    assert_eq!(r.dir.inventory(), Vec::<Value>::new());
     assert_eq!(
         r.remote(&["target", "remove", "hook"], 0)
             .lines()
@@ -230,7 +218,7 @@ fn remote_failures_exit_with_the_codes_and_messages_of_the_same_failures_locally
         (&["target", "add", "-p", "noop", "-n", "all"], 13),
     ] {
         let (_, remote) = checked(r.with(&r.admin, args), args, code);
-        let local = r.server_dir.run(args);
+        let local = r.dir.run(args);
         let (_, local) = checked(local, args, code);
         assert_eq!(error_line(&remote), error_line(&local), "broker {args:?}");
     }
@@ -239,15 +227,11 @@ fn remote_failures_exit_with_the_codes_and_messages_of_the_same_failures_locally
     assert!(
         error_line(&err).starts_with(&format!(
             "error: permission denied: the broker server at http://{}: ",
-            r.served.addr
+            r.server.addr
         )),
         "{err}"
     );
-    assert_eq!(
-        r.server_dir.inventory().len(),
-        1,
-        "nothing more was checked out"
-    );
+    assert_eq!(r.dir.inventory().len(), 1, "nothing more was checked out");
     r.remote(&["target", "add", "-p", "noop", "-n", "hook"], 0);
     r.remote(&["handoff", "run", "0", "--target", "hook"], 0);
     let (_, err) = checked(
@@ -301,7 +285,7 @@ fn remote_verbs_that_act_on_this_machine_are_usage_errors_and_nothing_runs_local
         assert!(error_line(&err).contains(said), "broker {args:?}: {err}");
     }
     assert!(!r.client_dir.inventory_path().exists());
-    assert_eq!(r.server_dir.inventory(), Vec::<Value>::new());
+    assert_eq!(r.dir.inventory(), Vec::<Value>::new());
     // `config` stays this machine's.
     let (out, _) = checked(
         r.with(&r.admin, &["config", "nicks"]),
@@ -321,7 +305,7 @@ fn remote_tokens_missing_wrong_or_with_a_server_down_are_clear_errors_and_never_
             "error: authentication failed: no token for the broker server at {}; set \
              BROKER_SERVER_TOKEN (or `server_token` in the settings) to one that `broker serve \
              token add` printed",
-            r.served.addr
+            r.server.addr
         )
     );
     let wrong = "broker_not-a-token-of-this-server";
@@ -331,7 +315,7 @@ fn remote_tokens_missing_wrong_or_with_a_server_down_are_clear_errors_and_never_
         error_line(&err).starts_with(&format!(
             "error: authentication failed: the broker server at http://{} refused the token: the \
              bearer token is not valid",
-            r.served.addr
+            r.server.addr
         )),
         "{err}"
     );
@@ -346,7 +330,7 @@ fn remote_tokens_missing_wrong_or_with_a_server_down_are_clear_errors_and_never_
         &["--log-level", "trace", "checkout", "-n", "N", "-o", "json"],
     );
     let (made, trace) = checked(out, &["checkout"], 0);
-    assert_eq!(r.server_dir.inventory().len(), 1);
+    assert_eq!(r.dir.inventory().len(), 1);
     let log =
         std::fs::read_to_string(r.client_dir.path().join("logs/broker.log")).unwrap_or_default();
     for text in [&stdout, &err, &made, &trace, &log] {
@@ -361,12 +345,12 @@ fn remote_tokens_missing_wrong_or_with_a_server_down_are_clear_errors_and_never_
         "{config}"
     );
 
-    let addr = r.served.addr.clone();
-    let (code, _) = r.served.stop();
+    let (addr, admin) = (r.server.addr.clone(), r.admin.clone());
+    let (code, _) = r.setup.server.stop();
     assert_eq!(code, Some(0));
     let mut down = r.client_dir.command(&["inventory"]);
     down.env("BROKER_SERVER", format!("http://{addr}/"))
-        .env("BROKER_SERVER_TOKEN", &r.admin);
+        .env("BROKER_SERVER_TOKEN", &admin);
     let (_, err) = checked(output(&mut down), &["inventory"], 1);
     assert!(
         error_line(&err).starts_with(&format!(
@@ -378,7 +362,7 @@ fn remote_tokens_missing_wrong_or_with_a_server_down_are_clear_errors_and_never_
     let mut with_password =
         r.client_dir
             .command(&["--server", "http://me:hunter2@127.0.0.1:1", "inventory"]);
-    with_password.env("BROKER_SERVER_TOKEN", &r.admin);
+    with_password.env("BROKER_SERVER_TOKEN", &admin);
     let (_, err) = checked(output(&mut with_password), &["inventory"], 2);
     assert!(
         !err.contains("hunter2") && err.contains("carries a user or password"),

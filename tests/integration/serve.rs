@@ -12,12 +12,12 @@ use crate::util::{BrokerDir, SETTINGS};
 use client::{Answer, Served};
 
 /// A server in a broker directory, and a token of each role.
-struct Setup {
-    dir: BrokerDir,
-    server: Served,
-    read: String,
-    write: String,
-    admin: String,
+pub struct Setup {
+    pub dir: BrokerDir,
+    pub server: Served,
+    pub read: String,
+    pub write: String,
+    pub admin: String,
 }
 
 /// A token that no server knows.
@@ -27,7 +27,7 @@ const WRONG: &str = "broker_0000000000000000000000000000000000000000000000000000
 const SECRET_KEY: &str = "CHEF-VALIDATION-KEY-TOP-SECRET";
 
 impl Setup {
-    fn new(settings: &str) -> Setup {
+    pub fn new(settings: &str) -> Setup {
         let dir = BrokerDir::new(settings);
         let token = |name: &str, role: &str| {
             dir.ok(&["serve", "token", "add", name, "--role", role])
