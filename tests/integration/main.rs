@@ -19,6 +19,7 @@ mod handoff_run;
 mod input;
 mod inventory_file;
 mod leases;
+mod openstack_sim;
 #[cfg(feature = "serve")]
 mod remote;
 mod secrets;

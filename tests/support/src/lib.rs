@@ -63,6 +63,12 @@ pub const AWXKIT: Component = Component {
     install: "export BROKER_AWXKIT_PYTHON=\"$(bash scripts/setup-awxkit)\"",
 };
 
+/// The official OpenStack client library, in the Python that `BROKER_OPENSTACKSDK_PYTHON` names.
+pub const OPENSTACKSDK: Component = Component {
+    name: "openstacksdk (in the Python that BROKER_OPENSTACKSDK_PYTHON names)",
+    install: "export BROKER_OPENSTACKSDK_PYTHON=\"$(bash scripts/setup-openstacksdk)\"",
+};
+
 /// Schemathesis, the OpenAPI fuzzer, as the `schemathesis` command that `BROKER_SCHEMATHESIS`
 /// names.
 pub const SCHEMATHESIS: Component = Component {
@@ -214,6 +220,18 @@ pub fn awxkit_python() -> Option<String> {
         probe(Command::new(&python).args(["-c", "import awxkit"]))
     };
     AWXKIT.check(found).then_some(python)
+}
+
+/// The Python with openstacksdk that `BROKER_OPENSTACKSDK_PYTHON` names, `None` when skipping is
+/// allowed and it is missing (see [`Component::check`]).
+pub fn openstacksdk_python() -> Option<String> {
+    let python = std::env::var("BROKER_OPENSTACKSDK_PYTHON").unwrap_or_default();
+    let found = if python.is_empty() {
+        Err("BROKER_OPENSTACKSDK_PYTHON is not set".to_owned())
+    } else {
+        probe(Command::new(&python).args(["-c", "import openstack"]))
+    };
+    OPENSTACKSDK.check(found).then_some(python)
 }
 
 /// The `schemathesis` command that `BROKER_SCHEMATHESIS` names, `None` when skipping is allowed and
