@@ -12,15 +12,21 @@ const NO_VALID_HOST: &str = "No valid host was found. There are not enough hosts
 
 /// openstacksdk logs in (password, application credential, a wrong password refused), lists images,
 /// flavors and networks, creates a server, waits for ACTIVE, reads its metadata and addresses, gives
-/// it a floating IP and deletes it; a build that ends in ERROR shows Nova's fault; a token that
-/// expires mid-poll makes keystoneauth log in again. scripts/setup-openstacksdk installs it; without
-/// it this fails unless `BROKER_ALLOW_SKIP=1` is set.
+/// it a floating IP and deletes it; a create over quota is refused; a build that ends in ERROR shows
+/// Nova's fault; a token that expires mid-poll makes keystoneauth log in again.
+/// scripts/setup-openstacksdk installs it; without it this fails unless `BROKER_ALLOW_SKIP=1` is set.
 #[test]
 fn openstacksdk_speaks_to_the_simulator() {
     let Some(python) = broker_test_support::openstacksdk_python() else {
         return;
     };
     let sim = Sim::start();
+    sim.inject(
+        Some("POST"),
+        "/compute/v2.1/servers",
+        FaultKind::QuotaExceeded,
+        1,
+    );
     sim.inject(
         Some("POST"),
         "/compute/v2.1/servers",

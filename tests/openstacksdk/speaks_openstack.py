@@ -4,7 +4,7 @@ Usage: python speaks_openstack.py AUTH_URL
 
 If openstacksdk can log in (password and application credential), list images, flavors and
 networks, create a server, wait for it to be ACTIVE, read its metadata and addresses, give it a
-floating IP, delete it, see a failed build's fault, and log in again when its token expires, the
+floating IP, delete it, see a refusal over quota and a failed build's fault, and log in again when its token expires, the
 simulator broker's tests run against speaks OpenStack. Prints "openstacksdk OK" and exits 0, or
 fails with an assertion.
 """
@@ -38,7 +38,19 @@ def main(auth_url):
     assert sorted(networks) == ["private", "public"], sorted(networks)
     assert conn.network.find_network("private").id == networks["private"].id
 
-    # A build that ends in ERROR shows Nova's fault (the test injects it into the first create),
+    # Nova refuses the first create over quota (the test injects it).
+    try:
+        conn.compute.create_server(
+            name="sdk-quota",
+            image_id=images["fedora-41"].id,
+            flavor_id=flavors["m1.medium"].id,
+            networks=[{"uuid": networks["private"].id}],
+        )
+        raise AssertionError("the create over quota was accepted")
+    except exceptions.ForbiddenException as e:
+        assert "Quota exceeded for instances" in str(e), e
+
+    # A build that ends in ERROR shows Nova's fault (the test injects it into the next create),
     # and its token expires at the first poll (the test injects that too): keystoneauth logs in again.
     failing = conn.compute.create_server(
         name="sdk-error",
