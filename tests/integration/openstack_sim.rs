@@ -75,7 +75,10 @@ fn openstacksdk_speaks_to_the_simulator() {
     let expired = polls[0].token.clone();
     assert!(expired.is_some(), "{:?}", polls[0]);
     assert_eq!(polls[1].path, polls[0].path);
-    assert_ne!(polls[1].token, expired, "asked again with the expired token");
+    assert_ne!(
+        polls[1].token, expired,
+        "asked again with the expired token"
+    );
     let logins = world
         .requests
         .iter()

@@ -298,7 +298,10 @@ impl World {
     /// A fresh UUID-shaped id (deterministic: a counter).
     fn uuid(&mut self) -> String {
         self.next_id += 1;
-        format!("5e1d{:04x}-0000-4000-8000-{:012x}", self.next_id, self.next_id)
+        format!(
+            "5e1d{:04x}-0000-4000-8000-{:012x}",
+            self.next_id, self.next_id
+        )
     }
 
     /// The image named `name`.
@@ -556,7 +559,10 @@ fn respond(w: &mut World, req: &Req) -> Reply {
                 .strip_prefix(**s)
                 .is_some_and(|r| r.starts_with('/'))
     }) else {
-        return reply(404, json!({"error": {"code": 404, "title": "Not Found", "message": "no such service"}}));
+        return reply(
+            404,
+            json!({"error": {"code": 404, "title": "Not Found", "message": "no such service"}}),
+        );
     };
     let rest = req.path[service.len()..].trim_end_matches('/').to_owned();
     if req.method == Method::GET
@@ -606,10 +612,9 @@ fn unauthorized(w: &World) -> Reply {
         json!({"error": {"code": 401, "title": "Unauthorized",
                           "message": "The request you have made requires authentication."}}),
     );
-    if let Ok(v) = hyper::header::HeaderValue::from_str(&format!(
-        "Keystone uri=\"{}/identity\"",
-        w.origin
-    )) {
+    if let Ok(v) =
+        hyper::header::HeaderValue::from_str(&format!("Keystone uri=\"{}/identity\"", w.origin))
+    {
         r.headers_mut().insert("www-authenticate", v);
     }
     r
@@ -618,9 +623,18 @@ fn unauthorized(w: &World) -> Reply {
 fn fault_reply(service: &str, code: u16) -> Reply {
     let message = format!("simulated fault {code}");
     match service {
-        "/compute" if code == 404 => reply(code, json!({"itemNotFound": {"code": code, "message": message}})),
-        "/compute" if code < 500 => reply(code, json!({"badRequest": {"code": code, "message": message}})),
-        "/compute" => reply(code, json!({"computeFault": {"code": code, "message": message}})),
+        "/compute" if code == 404 => reply(
+            code,
+            json!({"itemNotFound": {"code": code, "message": message}}),
+        ),
+        "/compute" if code < 500 => reply(
+            code,
+            json!({"badRequest": {"code": code, "message": message}}),
+        ),
+        "/compute" => reply(
+            code,
+            json!({"computeFault": {"code": code, "message": message}}),
+        ),
         "/networking" => reply(
             code,
             json!({"NeutronError": {"type": "SimulatedFault", "message": message, "detail": ""}}),
@@ -676,7 +690,12 @@ fn issue_token(w: &mut World, body: &Value) -> Reply {
     let identity = &body["auth"]["identity"];
     let methods: Vec<String> = identity["methods"]
         .as_array()
-        .map(|m| m.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
     let found = match methods.first().map(String::as_str) {
         Some("password") if methods.len() == 1 => password_login(w, &identity["password"]["user"])
@@ -702,7 +721,10 @@ fn issue_token(w: &mut World, body: &Value) -> Reply {
     let Some((user, project)) = found else {
         return unauthorized(w);
     };
-    let token = format!("gAAAAAsim{:016x}", w.next_id * 7_919 + w.tokens.len() as u64);
+    let token = format!(
+        "gAAAAAsim{:016x}",
+        w.next_id * 7_919 + w.tokens.len() as u64
+    );
     w.next_id += 1;
     w.tokens.push(Token {
         token: token.clone(),
@@ -723,7 +745,8 @@ fn issue_token(w: &mut World, body: &Value) -> Reply {
 fn password_login(w: &World, user: &Value) -> Option<String> {
     let found = w.users.iter().find(|u| {
         let named = user["id"].as_str() == Some(&u.id)
-            || (user["name"].as_str() == Some(&u.name) && domain_matches(&user["domain"], &u.domain));
+            || (user["name"].as_str() == Some(&u.name)
+                && domain_matches(&user["domain"], &u.domain));
         named && user["password"].as_str() == Some(&u.password)
     })?;
     Some(found.id.clone())
@@ -782,8 +805,10 @@ fn token_body(w: &World, user: &str, project: Option<&str>, methods: &[String]) 
         "expires_at": EXPIRES_AT,
     });
     if let Some(p) = project.and_then(|p| w.projects.iter().find(|pr| pr.id == p)) {
-        token["project"] = json!({"id": p.id, "name": p.name, "domain": {"id": "default", "name": "Default"}});
-        token["roles"] = json!([{"id": "r-member", "name": "member"}, {"id": "r-reader", "name": "reader"}]);
+        token["project"] =
+            json!({"id": p.id, "name": p.name, "domain": {"id": "default", "name": "Default"}});
+        token["roles"] =
+            json!([{"id": "r-member", "name": "member"}, {"id": "r-reader", "name": "reader"}]);
         token["is_domain"] = json!(false);
         token["catalog"] = catalog(w);
     }
@@ -816,18 +841,30 @@ fn catalog(w: &World) -> Value {
 
 fn not_found_error(service: &str, message: &str) -> Reply {
     match service {
-        "/compute" => reply(404, json!({"itemNotFound": {"code": 404, "message": message}})),
+        "/compute" => reply(
+            404,
+            json!({"itemNotFound": {"code": 404, "message": message}}),
+        ),
         "/networking" => reply(
             404,
             json!({"NeutronError": {"type": "NotFound", "message": message, "detail": ""}}),
         ),
-        "/image" => reply(404, json!({"message": message, "code": "404 Not Found", "title": "Not Found"})),
-        _ => reply(404, json!({"error": {"code": 404, "title": "Not Found", "message": message}})),
+        "/image" => reply(
+            404,
+            json!({"message": message, "code": "404 Not Found", "title": "Not Found"}),
+        ),
+        _ => reply(
+            404,
+            json!({"error": {"code": 404, "title": "Not Found", "message": message}}),
+        ),
     }
 }
 
 fn bad_request(message: &str) -> Reply {
-    reply(400, json!({"badRequest": {"code": 400, "message": message}}))
+    reply(
+        400,
+        json!({"badRequest": {"code": 400, "message": message}}),
+    )
 }
 
 fn compute(
@@ -897,15 +934,12 @@ fn flavor_json(w: &World, f: &Flavor) -> Value {
 }
 
 /// `POST /servers`: validates the request as Nova does, then makes a server in `BUILD`.
-fn create_server(
-    w: &mut World,
-    body: &Value,
-    project: &str,
-    build_error: Option<String>,
-) -> Reply {
+fn create_server(w: &mut World, body: &Value, project: &str, build_error: Option<String>) -> Reply {
     let s = &body["server"];
     let Some(name) = s["name"].as_str().filter(|n| !n.trim().is_empty()) else {
-        return bad_request("Invalid input for field/attribute name. Value: None. None is not of type 'string'");
+        return bad_request(
+            "Invalid input for field/attribute name. Value: None. None is not of type 'string'",
+        );
     };
     let image = s["imageRef"].as_str().unwrap_or_default();
     if !w.images.iter().any(|i| i.id == image) {
@@ -1008,7 +1042,10 @@ fn list_servers(w: &mut World, req: &Req, project: &str, detail: bool) -> Reply 
         .iter()
         .filter(|s| s.project == project)
         .filter(|s| req.param("name").is_none_or(|n| s.name.contains(n)))
-        .filter(|s| req.param("status").is_none_or(|st| s.status.eq_ignore_ascii_case(st)))
+        .filter(|s| {
+            req.param("status")
+                .is_none_or(|st| s.status.eq_ignore_ascii_case(st))
+        })
         .map(|s| s.id.clone())
         .collect();
     let mut servers = Vec::new();
@@ -1062,11 +1099,19 @@ fn addresses(w: &World, s: &Server) -> Value {
             .find(|n| n.id == port.network)
             .map(|n| n.name.clone())
             .unwrap_or_default();
-        let mut list = vec![json!({"version": 4, "addr": port.ip, "OS-EXT-IPS:type": "fixed",
-                                   "OS-EXT-IPS-MAC:mac_addr": port.mac})];
-        for fip in w.floating_ips.iter().filter(|f| f.port.as_deref() == Some(&port.id)) {
-            list.push(json!({"version": 4, "addr": fip.address, "OS-EXT-IPS:type": "floating",
-                             "OS-EXT-IPS-MAC:mac_addr": port.mac}));
+        let mut list = vec![
+            json!({"version": 4, "addr": port.ip, "OS-EXT-IPS:type": "fixed",
+                                   "OS-EXT-IPS-MAC:mac_addr": port.mac}),
+        ];
+        for fip in w
+            .floating_ips
+            .iter()
+            .filter(|f| f.port.as_deref() == Some(&port.id))
+        {
+            list.push(
+                json!({"version": 4, "addr": fip.address, "OS-EXT-IPS:type": "floating",
+                             "OS-EXT-IPS-MAC:mac_addr": port.mac}),
+            );
         }
         out.insert(name, Value::Array(list));
     }
@@ -1097,7 +1142,9 @@ fn set_metadata(w: &mut World, id: &str, project: &str, body: &Value, replace: b
     let Some(i) = find_server(w, id, project) else {
         return server_not_found(id);
     };
-    let Some(items) = body["metadata"].as_object().filter(|m| m.values().all(Value::is_string))
+    let Some(items) = body["metadata"]
+        .as_object()
+        .filter(|m| m.values().all(Value::is_string))
     else {
         return bad_request("Malformed request body");
     };
@@ -1120,7 +1167,10 @@ fn image(w: &World, req: &Req, rest: &str) -> Reply {
                 .filter(|i| req.param("id").is_none_or(|n| i.id == n))
                 .map(image_json)
                 .collect();
-            reply(200, json!({"images": images, "first": "/v2/images", "schema": "/v2/schemas/images"}))
+            reply(
+                200,
+                json!({"images": images, "first": "/v2/images", "schema": "/v2/schemas/images"}),
+            )
         }
         (&Method::GET, ["v2", "images", id]) => match w.images.iter().find(|i| i.id == *id) {
             Some(i) => reply(200, image_json(i)),
@@ -1181,7 +1231,10 @@ fn networking(w: &mut World, req: &Req, rest: &str) -> Reply {
             let before = w.floating_ips.len();
             w.floating_ips.retain(|f| f.id != *id);
             if w.floating_ips.len() == before {
-                not_found_error("/networking", &format!("Floating IP {id} could not be found"))
+                not_found_error(
+                    "/networking",
+                    &format!("Floating IP {id} could not be found"),
+                )
             } else {
                 no_content()
             }
@@ -1194,12 +1247,16 @@ fn networking(w: &mut World, req: &Req, rest: &str) -> Reply {
 fn matches_filters(item: &Value, req: &Req) -> bool {
     req.query
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "limit" | "marker" | "fields" | "sort_key" | "sort_dir"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "limit" | "marker" | "fields" | "sort_key" | "sort_dir"
+            )
+        })
         .all(|(k, v)| match &item[k] {
             Value::String(s) => s == v,
-            Value::Bool(b) => b.to_string() == *v,
             Value::Null => v.is_empty(),
-            other => other.to_string() == *v,
+            other => serde_json::from_str::<Value>(v).is_ok_and(|parsed| parsed == *other),
         })
 }
 
@@ -1244,13 +1301,21 @@ fn create_floating_ip(w: &mut World, body: &Value) -> Reply {
         .find(|n| n.id == network && n.external)
         .map(|n| n.cidr_prefix.clone())
     else {
-        return neutron_error(404, "ExternalGatewayForFloatingIPNotFound", &format!("External network {network} is not reachable"));
+        return neutron_error(
+            404,
+            "ExternalGatewayForFloatingIPNotFound",
+            &format!("External network {network} is not reachable"),
+        );
     };
     let port = f["port_id"].as_str().map(str::to_owned);
     if let Some(p) = &port
         && !w.ports.iter().any(|x| &x.id == p)
     {
-        return neutron_error(404, "PortNotFound", &format!("Port {p} could not be found."));
+        return neutron_error(
+            404,
+            "PortNotFound",
+            &format!("Port {p} could not be found."),
+        );
     }
     let id = w.uuid();
     let address = format!("{prefix}.{}", w.floating_ips.len() + 100);
@@ -1269,10 +1334,18 @@ fn update_floating_ip(w: &mut World, id: &str, body: &Value) -> Reply {
     if let Some(p) = &port
         && !w.ports.iter().any(|x| &x.id == p)
     {
-        return neutron_error(404, "PortNotFound", &format!("Port {p} could not be found."));
+        return neutron_error(
+            404,
+            "PortNotFound",
+            &format!("Port {p} could not be found."),
+        );
     }
     let Some(i) = w.floating_ips.iter().position(|f| f.id == id) else {
-        return neutron_error(404, "FloatingIPNotFound", &format!("Floating IP {id} could not be found"));
+        return neutron_error(
+            404,
+            "FloatingIPNotFound",
+            &format!("Floating IP {id} could not be found"),
+        );
     };
     w.floating_ips[i].port = port;
     let fip = w.floating_ips[i].clone();
