@@ -78,7 +78,13 @@ impl CheckoutRequest {
         self
     }
 
-    /// How many hosts to check out (default 1; 0 makes the checkout fail with [`Error::Usage`]).
+    /// The most hosts one checkout makes: more is refused with [`Error::Usage`] before anything is
+    /// recorded or asked of a provider (a mistyped count must not book a thousand VMs, nor a
+    /// billion intent records); ask for more in several checkouts.
+    pub const MAX_COUNT: usize = 1000;
+
+    /// How many hosts to check out (default 1; 0 or more than [`CheckoutRequest::MAX_COUNT`] makes
+    /// the checkout fail with [`Error::Usage`]).
     pub fn count(mut self, count: usize) -> Self {
         self.count = Some(count);
         self
@@ -298,6 +304,12 @@ pub(crate) fn resolve_checkout(
         return Err(Error::usage(
             "a count of 0 asks for no host; give 1 or more",
         ));
+    }
+    if count > CheckoutRequest::MAX_COUNT {
+        return Err(Error::usage(format!(
+            "at most {} hosts in one checkout; ask for more in several",
+            CheckoutRequest::MAX_COUNT
+        )));
     }
     let handoff = take_handoff(request, &mut args)?;
     let (kind, instance, mut args) = split_instance(registry, args, |r, a| r.for_checkout(a))?;
@@ -642,6 +654,21 @@ mod tests {
         assert_eq!(resolved.count, 3);
         assert_eq!(resolved.args.get("_count"), None);
         assert_eq!(resolve(&from_args.count(2), "").unwrap().count, 2);
+        for count in [CheckoutRequest::MAX_COUNT + 1, usize::MAX] {
+            let e = resolve(&args.clone().count(count), "").unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "at most 1000 hosts in one checkout; ask for more in several"
+            );
+            let e = resolve(&args.clone().arg("_count", count.to_string()), "").unwrap_err();
+            assert!(matches!(e, Error::Usage { .. }), "{e:?}");
+        }
+        assert_eq!(
+            resolve(&args.clone().count(CheckoutRequest::MAX_COUNT), "")
+                .unwrap()
+                .count,
+            1000
+        );
         let zero = resolve(&args.clone().count(0), "").unwrap_err();
         assert!(matches!(zero, Error::Usage { .. }), "{zero:?}");
         let words = resolve(&args.arg("count", "many"), "").unwrap_err();

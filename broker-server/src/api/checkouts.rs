@@ -15,9 +15,9 @@ use crate::openapi::schemas as doc;
 use crate::problem::Problem;
 use crate::state::AppState;
 
-/// The most hosts one checkout through the API makes: a client's count is bounded, as what it
-/// asks the server to hold is.
-pub(crate) const MAX_COUNT: usize = 1000;
+/// The most hosts one checkout through the API makes: broker's own bound
+/// ([`broker_core::CheckoutRequest::MAX_COUNT`]), checked here too so that the problem names `count`.
+pub(crate) const MAX_COUNT: usize = broker_core::CheckoutRequest::MAX_COUNT;
 
 /// The body of `POST /api/v1/checkouts`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

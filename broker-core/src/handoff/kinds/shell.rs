@@ -15,6 +15,7 @@ pub fn quote(value: &str) -> String {
 /// The lines of a bootstrap script (a string literal, for `concat!`) that run the script again as
 /// root through `sudo -n` when its user is not root, and else end it saying why. The script defines
 /// `say` before them and is run as `sh SCRIPT`.
+#[cfg(any(feature = "handoff-chef", feature = "handoff-puppet", test))]
 macro_rules! become_root {
     () => {
         r#"if [ "$(id -u)" != 0 ]; then
