@@ -33,8 +33,12 @@ pub(crate) fn replace(path: &Path, contents: &[u8], action: &'static str) -> Res
 
 /// As [`replace`], but the new file is readable by its owner only (0600 on Unix), whatever the mode
 /// of the file it replaces: for contents that hold secrets.
+///
+/// # Errors
+/// [`Error::Io`] naming `path` when the directory cannot be made or the file cannot be written,
+/// synced or renamed.
 #[cfg(feature = "handoff")]
-pub(crate) fn replace_private(path: &Path, contents: &[u8], action: &'static str) -> Result<()> {
+pub fn replace_private(path: &Path, contents: &[u8], action: &'static str) -> Result<()> {
     write_replacing(path, contents, action, false)
 }
 

@@ -41,7 +41,7 @@ pub mod cli_support;
 pub mod conformance;
 mod drop_worker;
 pub mod error;
-mod files;
+pub mod files;
 pub mod filter;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]

@@ -4,6 +4,7 @@
 
 pub mod client;
 mod openapi;
+mod restart;
 pub mod tls;
 
 use serde_json::{Value, json};

@@ -4,7 +4,11 @@
 //! An operation runs on a task of its own, so a client that goes away stops nothing. The hosts it
 //! checks out stay in the inventory (their guards are kept) until a client checks them in. When
 //! the server stops, every operation under way is cancelled as Ctrl-C cancels `broker checkout`:
-//! what it made is given back, and what cannot be is left `pending` for `broker recover`.
+//! what it made is given back, and what cannot be is left `pending` for `broker recover`; the
+//! operation ends `interrupted`. Operations are recorded in the broker directory as they start and
+//! end ([`journal`]), so a client polling one after a restart still reads how it ended.
+
+mod journal;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -12,19 +16,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use broker_core::sync::lock;
-use broker_core::{Broker, Cancellation, CheckoutRequest, Result, Settings};
-use serde::Serialize;
+use broker_core::{Broker, Cancellation, CheckoutRequest, Error, Result, Settings};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use self::journal::Journal;
 use crate::problem::Problem;
 
 /// How many finished operations are kept to be read (the oldest go first).
 const KEEP_FINISHED: usize = 1000;
 
 /// Where an operation is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum OperationState {
     /// Under way.
     Running,
@@ -32,10 +38,13 @@ pub enum OperationState {
     Succeeded,
     /// Done: nothing is checked out (all or nothing); `error` says why.
     Failed,
+    /// Stopped by the server's stop (or found running in the operations file after a restart):
+    /// what it had made was given back, or is `pending` in the inventory for `broker recover`.
+    Interrupted,
 }
 
 /// What a checkout was asked for, as the operation shows it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Asked {
     /// The nick.
@@ -50,13 +59,14 @@ pub struct Asked {
 }
 
 /// An operation as the API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Operation {
     /// Its id: `o` and 16 hex digits.
     pub id: String,
     /// What it does: `checkout`.
     #[schema(pattern = "^checkout$")]
+    #[serde(deserialize_with = "checkout_kind")]
     pub kind: &'static str,
     /// Where it is.
     pub state: OperationState,
@@ -95,8 +105,13 @@ impl Entry {
         self.snapshot()
     }
 
-    fn finish(&self, result: std::result::Result<Vec<serde_json::Value>, Problem>) {
-        {
+    /// Ends the operation with `result` (`Err`: the state it ended in and why) and records it.
+    fn finish(
+        &self,
+        result: std::result::Result<Vec<serde_json::Value>, (OperationState, Problem)>,
+        journal: &Journal,
+    ) {
+        let ended = {
             let mut doc = lock(&self.doc);
             doc.finished = Some(broker_core::time::now_epoch());
             match result {
@@ -104,34 +119,51 @@ impl Entry {
                     doc.state = OperationState::Succeeded;
                     doc.hosts = hosts;
                 }
-                Err(problem) => {
-                    doc.state = OperationState::Failed;
+                Err((state, problem)) => {
+                    doc.state = state;
                     doc.error = Some(problem);
                 }
             }
-        }
+            doc.clone()
+        };
+        journal.record(&ended);
         self.done.send_replace(true);
     }
 }
 
-/// The server's operations: those under way and the last [`KEEP_FINISHED`] finished.
+/// The server's operations: those under way and the last [`KEEP_FINISHED`] finished (also those
+/// of earlier runs, read from the operations file).
 #[derive(Debug)]
 pub struct Operations {
     entries: Mutex<VecDeque<Arc<Entry>>>,
+    journal: Arc<Journal>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     cancel: Cancellation,
     stop_bound: Duration,
 }
 
 impl Operations {
-    /// No operations yet; a stop waits for those under way as long as a stopped checkout may take
-    /// (`cancel_timeout` + `checkin_timeout` of `settings`).
+    /// The operations of earlier runs, from the operations file of the settings' directory (those
+    /// that were running then, `interrupted`); a stop waits for those under way as long as a
+    /// stopped checkout may take (`cancel_timeout` + `checkin_timeout` of `settings`).
     ///
     /// # Errors
-    /// [`broker_core::Error::Configuration`] for timeouts that are not durations.
+    /// [`broker_core::Error::Configuration`] for timeouts that are not durations;
+    /// [`broker_core::Error::Io`] for an operations file that cannot be read or written.
     pub fn new(settings: &Settings) -> Result<Self> {
+        let (journal, earlier) = Journal::open(settings.directory())?;
+        let entries = earlier
+            .into_iter()
+            .map(|doc| {
+                Arc::new(Entry {
+                    doc: Mutex::new(doc),
+                    done: watch::Sender::new(true),
+                })
+            })
+            .collect();
         Ok(Operations {
-            entries: Mutex::new(VecDeque::new()),
+            entries: Mutex::new(entries),
+            journal: Arc::new(journal),
             tasks: Mutex::new(Vec::new()),
             cancel: Cancellation::new(),
             stop_bound: settings.cancel_timeout()? + settings.checkin_timeout()?,
@@ -158,20 +190,27 @@ impl Operations {
             }),
             done: watch::Sender::new(false),
         });
+        self.record_start(&entry);
         let broker = broker.clone();
         let request = request.cancel_with(&self.cancel);
-        let task = finish_when_done(Arc::clone(&entry), async move {
+        let journal = Arc::clone(&self.journal);
+        let task = finish_when_done(Arc::clone(&entry), journal, async move {
             match broker.checkout(request).await {
                 // Keeping a host writes the inventory: off the async threads.
                 Ok(guards) => tokio::task::spawn_blocking(move || kept(guards))
                     .await
                     .map_err(|_| {
-                        Problem::new(
+                        let problem = Problem::new(
                             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                             "keeping the hosts checked out failed; see `broker inventory`",
-                        )
+                        );
+                        (OperationState::Failed, problem)
                     }),
-                Err(e) => Err(Problem::from(e)),
+                Err(e @ Error::Interrupted { .. }) => Err((
+                    OperationState::Interrupted,
+                    Problem::from(e).with_status(axum::http::StatusCode::SERVICE_UNAVAILABLE),
+                )),
+                Err(e) => Err((OperationState::Failed, Problem::from(e))),
             }
         });
         let mut tasks = lock(&self.tasks);
@@ -187,6 +226,16 @@ impl Operations {
             entries.remove(oldest);
         }
         entry
+    }
+
+    /// Records `entry` as it starts, rewriting the operations file first when it has grown long.
+    fn record_start(&self, entry: &Entry) {
+        if self.journal.is_long()
+            && let Err(e) = self.journal.rewrite(&self.list())
+        {
+            tracing::warn!("cannot rewrite the operations file: {e}");
+        }
+        self.journal.record(&entry.snapshot());
     }
 
     /// The operation `id`.
@@ -233,17 +282,21 @@ impl Operations {
 /// operation then fails (500), instead of staying `running` for ever.
 fn finish_when_done(
     entry: Arc<Entry>,
-    work: impl Future<Output = std::result::Result<Vec<serde_json::Value>, Problem>> + Send + 'static,
+    journal: Arc<Journal>,
+    work: impl Future<Output = std::result::Result<Vec<serde_json::Value>, (OperationState, Problem)>>
+    + Send
+    + 'static,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let result = tokio::spawn(work).await.unwrap_or_else(|_| {
-            Err(Problem::new(
+            let problem = Problem::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                 "the checkout stopped on an internal error; the server's log says where, and \
                  `broker inventory` shows what it left",
-            ))
+            );
+            Err((OperationState::Failed, problem))
         });
-        entry.finish(result);
+        entry.finish(result, &journal);
     })
 }
 
@@ -258,6 +311,13 @@ fn kept(guards: Vec<broker_core::HostGuard>) -> Vec<serde_json::Value> {
             crate::api::hosts::shown(&record)
         })
         .collect()
+}
+
+/// An operation's `kind` as read back from the operations file: `checkout`, the only kind.
+fn checkout_kind<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<&'static str, D::Error> {
+    String::deserialize(deserializer).map(|_| "checkout")
 }
 
 fn operation_id() -> String {
@@ -286,7 +346,11 @@ mod tests {
             }),
             done: watch::Sender::new(false),
         });
-        let task = finish_when_done(Arc::clone(&entry), async { panic!("a bug") });
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(dir.path()).unwrap();
+        let task = finish_when_done(Arc::clone(&entry), Arc::new(journal), async {
+            panic!("a bug")
+        });
         task.await.expect("the operation's task ends");
         let done = entry.wait(Duration::from_secs(5)).await;
         assert_eq!(done.state, OperationState::Failed);
