@@ -18,11 +18,11 @@ pub struct FieldError {
 }
 
 /// An error answer (RFC 7807, `application/problem+json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Problem {
     /// Always `about:blank`: the status says what kind of problem it is.
-    #[serde(rename = "type", deserialize_with = "about_blank")]
+    #[serde(rename = "type")]
     #[schema(pattern = "^about:blank$")]
     pub kind: &'static str,
     /// The status's reason phrase.
@@ -33,15 +33,8 @@ pub struct Problem {
     /// What went wrong and what to do.
     pub detail: String,
     /// The fields refused, when the problem is in the request.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
-}
-
-/// A problem's `type` as read back (from the operations file): always `about:blank`.
-fn about_blank<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<&'static str, D::Error> {
-    String::deserialize(deserializer).map(|_| "about:blank")
 }
 
 impl Problem {

@@ -59,14 +59,13 @@ pub struct Asked {
 }
 
 /// An operation as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Operation {
     /// Its id: `o` and 16 hex digits.
     pub id: String,
     /// What it does: `checkout`.
     #[schema(pattern = "^checkout$")]
-    #[serde(deserialize_with = "checkout_kind")]
     pub kind: &'static str,
     /// Where it is.
     pub state: OperationState,
@@ -311,13 +310,6 @@ fn kept(guards: Vec<broker_core::HostGuard>) -> Vec<serde_json::Value> {
             crate::api::hosts::shown(&record)
         })
         .collect()
-}
-
-/// An operation's `kind` as read back from the operations file: `checkout`, the only kind.
-fn checkout_kind<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> std::result::Result<&'static str, D::Error> {
-    String::deserialize(deserializer).map(|_| "checkout")
 }
 
 fn operation_id() -> String {

@@ -18,8 +18,10 @@ use axum::http::StatusCode;
 use broker_core::sync::lock;
 use broker_core::{Error, Result};
 
-use super::{KEEP_FINISHED, Operation, OperationState};
-use crate::problem::Problem;
+use serde::Deserialize;
+
+use super::{Asked, KEEP_FINISHED, Operation, OperationState};
+use crate::problem::{FieldError, Problem};
 
 /// The file's name in the broker directory.
 pub(crate) const FILE: &str = "serve_operations.jsonl";
@@ -125,7 +127,7 @@ fn latest(path: &Path, text: &str) -> Vec<Operation> {
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Operation>(line) {
+        match read_operation(line) {
             Ok(operation) => match at.get(&operation.id) {
                 Some(&index) => order[index] = operation,
                 None => {
@@ -143,6 +145,53 @@ fn latest(path: &Path, text: &str) -> Vec<Operation> {
     order
 }
 
+/// An operation as the file holds it (its `kind` and its error's `type` and `title` are not read
+/// back: they follow from the rest).
+#[derive(Deserialize)]
+struct Stored {
+    id: String,
+    state: OperationState,
+    request: Asked,
+    created: i64,
+    #[serde(default)]
+    finished: Option<i64>,
+    #[serde(default)]
+    hosts: Vec<serde_json::Value>,
+    #[serde(default)]
+    error: Option<StoredProblem>,
+}
+
+/// A problem as the file holds it.
+#[derive(Deserialize)]
+struct StoredProblem {
+    status: u16,
+    detail: String,
+    #[serde(default)]
+    errors: Vec<FieldError>,
+}
+
+/// The operation of one line.
+fn read_operation(line: &str) -> serde_json::Result<Operation> {
+    let stored: Stored = serde_json::from_str(line)?;
+    let error = stored.error.map(|problem| {
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut shown = Problem::new(status, problem.detail);
+        shown.errors = problem.errors;
+        shown
+    });
+    Ok(Operation {
+        id: stored.id,
+        kind: "checkout",
+        state: stored.state,
+        request: stored.request,
+        created: stored.created,
+        finished: stored.finished,
+        hosts: stored.hosts,
+        error,
+    })
+}
+
 /// `operation`, which was running when the server stopped, marked so.
 fn interrupted(operation: &mut Operation) {
     operation.state = OperationState::Interrupted;
@@ -157,7 +206,6 @@ fn interrupted(operation: &mut Operation) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::operations::Asked;
 
     fn operation(id: &str, state: OperationState) -> Operation {
         Operation {
