@@ -947,7 +947,7 @@ fn serve_checkouts_run_as_operations_and_hosts_are_listed_filtered_extended_and_
 
 #[test]
 fn serve_many_clients_check_hosts_out_and_in_at_once_losing_and_doubling_none() {
-    const CLIENTS: usize = 100;
+    const CLIENTS: usize = 200;
     let s = Setup::new(SETTINGS);
     let results: Vec<(String, u16)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..CLIENTS)
