@@ -197,11 +197,13 @@ async fn checkout(remote: &Remote, a: CheckoutArgs, emitter: &mut Emitter) -> Re
     };
     drop(progress);
     let records = remote.server.hosts_of(ended)?;
-    for record in &records {
-        let target = a.handoff.clone().unwrap_or_default();
-        if let Some(kept) = broker_core::handoff::run::kept_notice(record, &target) {
-            note!("warning: {kept}");
-        }
+    // `--keep-failed-handoff` goes with `--handoff`: the target is the one given.
+    let target = a.handoff.as_deref().unwrap_or_default();
+    for kept in records
+        .iter()
+        .filter_map(|r| broker_core::handoff::run::kept_notice(r, target))
+    {
+        note!("warning: {kept}");
     }
     let listed = remote.server.hosts().await.unwrap_or_else(|e| {
         tracing::warn!(

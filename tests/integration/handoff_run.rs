@@ -8,7 +8,7 @@ use crate::util::{BrokerDir, stderr};
 
 /// A script target `bootstrap` (id `tgt-bootstrap`) running `script`, with a secret `password`
 /// and the given extra plain keys, written straight into `targets.yaml`.
-fn script_target(dir: &BrokerDir, script: &str, extra: &str) {
+pub(crate) fn script_target(dir: &BrokerDir, script: &str, extra: &str) {
     let path = dir.path().join("bootstrap.sh");
     std::fs::write(&path, script).unwrap();
     std::fs::write(

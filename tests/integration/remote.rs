@@ -473,3 +473,31 @@ fn remote_over_https_trusts_the_ca_it_is_given_and_no_other() {
     );
     assert_eq!(server_dir.inventory(), Vec::<Value>::new());
 }
+
+#[test]
+fn remote_checkout_keeping_a_failed_handoff_warns_naming_the_target() {
+    let r = Remote::new();
+    // `bootstrap` on the server: a script that fails.
+    crate::handoff_run::script_target(&r.dir, "#!/bin/sh\necho giving up\nexit 1\n", "");
+    let args = [
+        "checkout",
+        "-n",
+        "N",
+        "--handoff",
+        "bootstrap",
+        "--keep-failed-handoff",
+        "-o",
+        "json",
+    ];
+    let (out, err) = checked(r.with(&r.write, &args), &args, 0);
+    let made: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(made, r.dir.inventory());
+    assert_eq!(made[0]["_broker_handoff_state"], "handoff_failed");
+    let host = made[0]["hostname"].as_str().unwrap();
+    assert!(
+        err.contains(&format!(
+            "warning: kept host {host} although its handoff to `bootstrap` ended handoff_failed"
+        )),
+        "{err}"
+    );
+}
