@@ -139,6 +139,12 @@ pub enum OperationState {
     Succeeded,
     /// Done: nothing is checked out.
     Failed,
+    /// Stopped by the server's stop (or found under way after its restart): what it made was given
+    /// back, or is `pending` in the server's inventory for `broker recover` there.
+    Interrupted,
+    /// A state this client does not know (a newer server's).
+    #[serde(other)]
+    Unknown,
 }
 
 /// A checkout operation as the server shows it.
@@ -271,10 +277,26 @@ impl RemoteBroker {
                     &problem.detail,
                 ))
             }
+            OperationState::Interrupted => Err(Error::Interrupted {
+                message: format!(
+                    "the broker server at {} stopped checkout operation {}: {}",
+                    self.http.shown(),
+                    operation.id,
+                    operation.error.map(|p| p.detail).unwrap_or_default()
+                ),
+            }),
             OperationState::Running => Err(Error::usage(format!(
                 "operation {} is still running; wait for it first",
                 operation.id
             ))),
+            OperationState::Unknown => Err(Error::internal(
+                format!(
+                    "the broker server at {} says operation {} is in a state this broker does                      not know; is it a broker server of the same version?",
+                    self.http.shown(),
+                    operation.id
+                ),
+                "unknown operation state",
+            )),
         }
     }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::serve::Setup;
 use crate::serve::client::Served;
-use crate::util::{BrokerDir, SETTINGS, output};
+use crate::util::{BrokerDir, ChildGuard, DEADLINE, SETTINGS, output, wait_for};
 
 /// A server in its own broker directory with a token of each role ([`Setup`]), and a client
 /// directory apart (its own settings, no inventory).
@@ -500,4 +500,36 @@ fn remote_checkout_keeping_a_failed_handoff_warns_naming_the_target() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn remote_checkout_that_the_servers_stop_interrupts_exits_130_and_leaves_nothing() {
+    let r = Remote::new();
+    let mut command =
+        r.client_dir
+            .command(&["checkout", "--test_action", "basic", "--hang", "created"]);
+    command
+        .env("BROKER_SERVER", &r.server.addr)
+        .env("BROKER_SERVER_TOKEN", &r.write)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let client = ChildGuard::spawn(&mut command);
+    // The host exists at the provider, the checkout hangs after making it.
+    assert!(wait_for(DEADLINE, || r.dir.provider_hosts().len() == 1));
+    let Remote { setup, .. } = r;
+    let addr = setup.server.addr.clone();
+    let (code, log) = setup.server.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let out = client.wait_output(DEADLINE);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        error_line(&err).starts_with(&format!(
+            "error: interrupted: the broker server at http://{addr} stopped checkout operation o"
+        )),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(setup.dir.inventory(), Vec::<Value>::new());
+    assert_eq!(setup.dir.provider_hosts(), Vec::<String>::new());
 }
