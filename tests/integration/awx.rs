@@ -1,12 +1,12 @@
 //! `broker` against the AWX simulator (`tests/awx-sim`): the AnsibleTower provider end to end
 //! through the command line.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use awx_sim::{ALICE_PASSWORD, ALICE_TOKEN, Sim, SimOptions};
 
-use crate::util::{BrokerDir, ChildGuard, DEADLINE, Terminal, stderr, wait_for};
+use crate::util::{BrokerDir, ChildGuard, DEADLINE, Terminal, client_check, stderr, wait_for};
 
 fn settings(sim: &Sim, extra: &str) -> String {
     format!(
@@ -399,20 +399,11 @@ fn awxkit_speaks_to_the_simulator() {
         return;
     };
     let sim = Sim::start();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/awxkit/speaks_awx.py");
-    let out = ChildGuard::spawn(
-        Command::new(&python)
-            .args([script, &sim.url(), ALICE_TOKEN])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    )
-    .wait_output(DEADLINE);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("awxkit OK"),
-        "awxkit against the simulator:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    client_check(
+        &python,
+        "awxkit/speaks_awx.py",
+        &[&sim.url(), ALICE_TOKEN],
+        "awxkit OK",
     );
     assert!(sim.vms().is_empty(), "awxkit released what it deployed");
 }

@@ -1,11 +1,9 @@
 //! The OpenStack simulator (`tests/openstack-sim`) that the OpenStack provider's tests run against,
 //! checked by a client someone else wrote: the official openstacksdk.
 
-use std::process::{Command, Stdio};
-
 use openstack_sim::{FaultKind, Sim};
 
-use crate::util::{ChildGuard, DEADLINE};
+use crate::util::client_check;
 
 /// Nova's fault message of the build the test makes fail.
 const NO_VALID_HOST: &str = "No valid host was found. There are not enough hosts available.";
@@ -39,23 +37,11 @@ fn openstacksdk_speaks_to_the_simulator() {
         FaultKind::ExpireToken,
         1,
     );
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/openstacksdk/speaks_openstack.py"
-    );
-    let out = ChildGuard::spawn(
-        Command::new(&python)
-            .args([script, &sim.auth_url()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    )
-    .wait_output(DEADLINE);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("openstacksdk OK"),
-        "openstacksdk against the simulator:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    client_check(
+        &python,
+        "openstacksdk/speaks_openstack.py",
+        &[&sim.auth_url()],
+        "openstacksdk OK",
     );
     assert!(
         sim.unused_faults().is_empty(),

@@ -254,6 +254,27 @@ pub fn output(command: &mut Command) -> Output {
     ChildGuard::spawn(command.stdout(Stdio::piped()).stderr(Stdio::piped())).wait_output(DEADLINE)
 }
 
+/// Runs `python script args…` (an official client's check of a simulator, under `tests/`), failing
+/// the test with its output unless it exits 0 having printed `ok`.
+pub fn client_check(python: &str, script: &str, args: &[&str], ok: &str) {
+    let script = format!("{}/../tests/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = ChildGuard::spawn(
+        Command::new(python)
+            .arg(&script)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .wait_output(DEADLINE);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(ok),
+        "{script} against the simulator:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

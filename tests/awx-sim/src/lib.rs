@@ -28,8 +28,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response};
 use serde_json::{Value, json};
+use sim_http::{Reply, lock, no_content, reply};
 
 /// How the simulated server presents itself.
 #[derive(Debug, Clone)]
@@ -62,17 +63,7 @@ impl Default for SimOptions {
 }
 
 /// A transport fault for the next matching requests.
-#[derive(Debug, Clone)]
-pub struct Fault {
-    /// Requests whose path contains this.
-    pub path_contains: String,
-    /// Only this method, or any.
-    pub method: Option<String>,
-    /// What happens.
-    pub kind: FaultKind,
-    /// How many requests it hits.
-    pub times: u32,
-}
+pub type Fault = sim_http::Fault<FaultKind>;
 
 /// What a [`Fault`] does.
 #[derive(Debug, Clone)]
@@ -437,16 +428,7 @@ impl World {
     }
 
     fn take_fault(&mut self, method: &str, path: &str) -> Option<FaultKind> {
-        let i = self.faults.iter().position(|f| {
-            path.contains(&f.path_contains) && f.method.as_deref().is_none_or(|m| m == method)
-        })?;
-        let fault = &mut self.faults[i];
-        let kind = fault.kind.clone();
-        fault.times -= 1;
-        if fault.times == 0 {
-            self.faults.remove(i);
-        }
-        Some(kind)
+        sim_http::take_fault(&mut self.faults, method, path)
     }
 }
 
@@ -455,8 +437,7 @@ pub struct Sim {
     addr: SocketAddr,
     scheme: &'static str,
     world: Arc<Mutex<World>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _served: sim_http::Served,
 }
 
 impl std::fmt::Debug for Sim {
@@ -487,60 +468,19 @@ impl Sim {
     /// When the address cannot be bound.
     pub fn start_on(options: SimOptions, bind: &str) -> std::io::Result<Sim> {
         let listener = std::net::TcpListener::bind(bind)?;
-        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let tls = match &options.tls {
             Some((chain, key)) => Some(tls_acceptor(chain, key)?),
             None => None,
         };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let world = Arc::new(Mutex::new(World::new(options)));
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let served = Arc::clone(&world);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let thread = std::thread::spawn(move || {
-            runtime.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                    return;
-                };
-                loop {
-                    tokio::select! {
-                        _ = &mut stopped => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let _ = stream.set_nodelay(true);
-                            let world = Arc::clone(&served);
-                            let tls = tls.clone();
-                            tokio::spawn(async move {
-                                let service = hyper::service::service_fn(move |req| {
-                                    let world = Arc::clone(&world);
-                                    async move { handle(world, req).await }
-                                });
-                                let http = hyper::server::conn::http1::Builder::new();
-                                match tls {
-                                    Some(acceptor) => {
-                                        // A client that refuses the certificate ends here.
-                                        let Ok(stream) = acceptor.accept(stream).await else { return };
-                                        let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
-                                    }
-                                    None => {
-                                        let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
-                                    }
-                                }
-                            });
-                        }
-                    }
-                }
-            });
-        });
-        let scheme = if world_tls(&world) { "https" } else { "http" };
+        let served = sim_http::serve(listener, tls, Arc::clone(&world), handle)?;
         Ok(Sim {
             addr,
             scheme,
             world,
-            stop: Some(stop),
-            thread: Some(thread),
+            _served: served,
         })
     }
 
@@ -587,21 +527,6 @@ impl Sim {
     }
 }
 
-impl Drop for Sim {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn world_tls(world: &Mutex<World>) -> bool {
-    lock(world).options.tls.is_some()
-}
-
 fn tls_acceptor(chain: &[u8], key: &[u8]) -> std::io::Result<tokio_rustls::TlsAcceptor> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -623,13 +548,6 @@ fn tls_acceptor(chain: &[u8], key: &[u8]) -> std::io::Result<tokio_rustls::TlsAc
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-fn lock(world: &Mutex<World>) -> MutexGuard<'_, World> {
-    match world.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
 /// Returned by the service to make hyper close the connection without an answer.
 #[derive(Debug)]
 struct Dropped;
@@ -641,8 +559,6 @@ impl std::fmt::Display for Dropped {
 }
 
 impl std::error::Error for Dropped {}
-
-type Reply = Response<Full<Bytes>>;
 
 async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Result<Reply, Dropped> {
     let method = req.method().clone();
@@ -760,23 +676,6 @@ fn basic_user(encoded: &str) -> Option<(String, String)> {
     let text = String::from_utf8(raw).ok()?;
     let (u, p) = text.split_once(':')?;
     Some((u.to_owned(), p.to_owned()))
-}
-
-fn reply(status: u16, body: Value) -> Reply {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn no_content() -> Reply {
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    response
 }
 
 fn not_found() -> Reply {

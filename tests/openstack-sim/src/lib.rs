@@ -28,10 +28,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request};
 use serde_json::{Map, Value, json};
+use sim_http::{Reply, lock, no_content, reply};
 
 /// How the simulated cloud behaves.
 #[derive(Debug, Clone)]
@@ -52,17 +53,7 @@ impl Default for SimOptions {
 }
 
 /// A fault for the next matching requests.
-#[derive(Debug, Clone)]
-pub struct Fault {
-    /// Requests whose path contains this.
-    pub path_contains: String,
-    /// Only this method, or any.
-    pub method: Option<String>,
-    /// What happens.
-    pub kind: FaultKind,
-    /// How many requests it hits.
-    pub times: u32,
-}
+pub type Fault = sim_http::Fault<FaultKind>;
 
 /// What a [`Fault`] does.
 #[derive(Debug, Clone)]
@@ -320,16 +311,7 @@ impl World {
     }
 
     fn take_fault(&mut self, method: &str, path: &str) -> Option<FaultKind> {
-        let i = self.faults.iter().position(|f| {
-            path.contains(&f.path_contains) && f.method.as_deref().is_none_or(|m| m == method)
-        })?;
-        let fault = &mut self.faults[i];
-        let kind = fault.kind.clone();
-        fault.times -= 1;
-        if fault.times == 0 {
-            self.faults.remove(i);
-        }
-        Some(kind)
+        sim_http::take_fault(&mut self.faults, method, path)
     }
 
     fn valid_token(&self, token: Option<&str>) -> Option<&Token> {
@@ -344,8 +326,7 @@ impl World {
 pub struct Sim {
     addr: SocketAddr,
     world: Arc<Mutex<World>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _served: sim_http::Served,
 }
 
 impl std::fmt::Debug for Sim {
@@ -376,45 +357,13 @@ impl Sim {
     /// When the address cannot be bound.
     pub fn start_on(options: SimOptions, bind: &str) -> std::io::Result<Sim> {
         let listener = std::net::TcpListener::bind(bind)?;
-        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let world = Arc::new(Mutex::new(World::new(options, format!("http://{addr}"))));
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let served = Arc::clone(&world);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let thread = std::thread::spawn(move || {
-            runtime.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                    return;
-                };
-                loop {
-                    tokio::select! {
-                        _ = &mut stopped => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let _ = stream.set_nodelay(true);
-                            let world = Arc::clone(&served);
-                            tokio::spawn(async move {
-                                let service = hyper::service::service_fn(move |req| {
-                                    let world = Arc::clone(&world);
-                                    async move { handle(world, req).await }
-                                });
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                    .await;
-                            });
-                        }
-                    }
-                }
-            });
-        });
+        let served = sim_http::serve(listener, None, Arc::clone(&world), handle)?;
         Ok(Sim {
             addr,
             world,
-            stop: Some(stop),
-            thread: Some(thread),
+            _served: served,
         })
     }
 
@@ -466,26 +415,6 @@ impl Sim {
         self.world().servers.clone()
     }
 }
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn lock(world: &Mutex<World>) -> MutexGuard<'_, World> {
-    match world.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
-type Reply = Response<Full<Bytes>>;
 
 async fn handle(
     world: Arc<Mutex<World>>,
@@ -1194,37 +1123,22 @@ fn networking(w: &mut World, req: &Req, rest: &str) -> Reply {
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     match (&req.method, segments.as_slice()) {
         (&Method::GET, ["v2.0", "extensions"]) => reply(200, json!({"extensions": []})),
-        (&Method::GET, ["v2.0", "networks"]) => {
-            let networks: Vec<Value> = w
-                .networks
-                .iter()
-                .map(network_json)
-                .filter(|n| matches_filters(n, req))
-                .collect();
-            reply(200, json!({"networks": networks}))
-        }
+        (&Method::GET, ["v2.0", "networks"]) => reply(
+            200,
+            json!({"networks": filtered(w.networks.iter().map(network_json), req)}),
+        ),
         (&Method::GET, ["v2.0", "networks", id]) => match w.networks.iter().find(|n| n.id == *id) {
             Some(n) => reply(200, json!({"network": network_json(n)})),
             None => not_found_error("/networking", &format!("Network {id} could not be found.")),
         },
-        (&Method::GET, ["v2.0", "ports"]) => {
-            let ports: Vec<Value> = w
-                .ports
-                .iter()
-                .map(port_json)
-                .filter(|p| matches_filters(p, req))
-                .collect();
-            reply(200, json!({"ports": ports}))
-        }
-        (&Method::GET, ["v2.0", "floatingips"]) => {
-            let fips: Vec<Value> = w
-                .floating_ips
-                .iter()
-                .map(|f| floating_json(w, f))
-                .filter(|f| matches_filters(f, req))
-                .collect();
-            reply(200, json!({"floatingips": fips}))
-        }
+        (&Method::GET, ["v2.0", "ports"]) => reply(
+            200,
+            json!({"ports": filtered(w.ports.iter().map(port_json), req)}),
+        ),
+        (&Method::GET, ["v2.0", "floatingips"]) => reply(
+            200,
+            json!({"floatingips": filtered(w.floating_ips.iter().map(|f| floating_json(w, f)), req)}),
+        ),
         (&Method::POST, ["v2.0", "floatingips"]) => create_floating_ip(w, &req.body),
         (&Method::PUT, ["v2.0", "floatingips", id]) => update_floating_ip(w, id, &req.body),
         (&Method::DELETE, ["v2.0", "floatingips", id]) => {
@@ -1241,6 +1155,11 @@ fn networking(w: &mut World, req: &Req, rest: &str) -> Reply {
         }
         _ => not_found_error("/networking", "The resource could not be found."),
     }
+}
+
+/// The items that pass Neutron's filters.
+fn filtered(items: impl Iterator<Item = Value>, req: &Req) -> Vec<Value> {
+    items.filter(|item| matches_filters(item, req)).collect()
 }
 
 /// Neutron's filters: every query parameter (but paging and `fields`) must equal the field.
@@ -1292,6 +1211,19 @@ fn neutron_error(code: u16, kind: &str, message: &str) -> Reply {
     )
 }
 
+/// The port a floating IP's `port_id` names (`None`: no port), or Neutron's message when there is
+/// no such port.
+fn port_to_associate(w: &World, fip: &Value) -> Result<Option<String>, String> {
+    let Some(port) = fip["port_id"].as_str() else {
+        return Ok(None);
+    };
+    if w.ports.iter().any(|p| p.id == port) {
+        Ok(Some(port.to_owned()))
+    } else {
+        Err(format!("Port {port} could not be found."))
+    }
+}
+
 fn create_floating_ip(w: &mut World, body: &Value) -> Reply {
     let f = &body["floatingip"];
     let network = f["floating_network_id"].as_str().unwrap_or_default();
@@ -1307,16 +1239,10 @@ fn create_floating_ip(w: &mut World, body: &Value) -> Reply {
             &format!("External network {network} is not reachable"),
         );
     };
-    let port = f["port_id"].as_str().map(str::to_owned);
-    if let Some(p) = &port
-        && !w.ports.iter().any(|x| &x.id == p)
-    {
-        return neutron_error(
-            404,
-            "PortNotFound",
-            &format!("Port {p} could not be found."),
-        );
-    }
+    let port = match port_to_associate(w, f) {
+        Ok(port) => port,
+        Err(message) => return neutron_error(404, "PortNotFound", &message),
+    };
     let id = w.uuid();
     let address = format!("{prefix}.{}", w.floating_ips.len() + 100);
     w.floating_ips.push(FloatingIp {
@@ -1330,16 +1256,10 @@ fn create_floating_ip(w: &mut World, body: &Value) -> Reply {
 }
 
 fn update_floating_ip(w: &mut World, id: &str, body: &Value) -> Reply {
-    let port = body["floatingip"]["port_id"].as_str().map(str::to_owned);
-    if let Some(p) = &port
-        && !w.ports.iter().any(|x| &x.id == p)
-    {
-        return neutron_error(
-            404,
-            "PortNotFound",
-            &format!("Port {p} could not be found."),
-        );
-    }
+    let port = match port_to_associate(w, &body["floatingip"]) {
+        Ok(port) => port,
+        Err(message) => return neutron_error(404, "PortNotFound", &message),
+    };
     let Some(i) = w.floating_ips.iter().position(|f| f.id == id) else {
         return neutron_error(
             404,
@@ -1350,21 +1270,4 @@ fn update_floating_ip(w: &mut World, id: &str, body: &Value) -> Reply {
     w.floating_ips[i].port = port;
     let fip = w.floating_ips[i].clone();
     reply(200, json!({"floatingip": floating_json(w, &fip)}))
-}
-
-fn reply(status: u16, body: Value) -> Reply {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn no_content() -> Reply {
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    response
 }
