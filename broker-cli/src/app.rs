@@ -937,11 +937,56 @@ async fn handoff(broker: &Broker, command: HandoffCommand, emitter: &mut Emitter
     let target = handoff::run::target_of(&record, a.target.as_deref(), retry)?;
     let host = broker.attach(record)?;
     let _progress = Progress::start(format!("handing {} off to {target}", host.display_name()));
-    let report = interruptible(broker.handoff(&host, &target)).await?;
+    let report = handoff_until_stopped(broker, &host, &target).await?;
     let shown = report.to_mapping();
     emitter.emit("handoff", &shown);
     print_handoff(&shown, a.output.format)?;
     Ok(report.exit_code())
+}
+
+/// Runs a handoff that the first stop signal (Ctrl-C, SIGTERM, SIGHUP) stops: what the run started
+/// on the host is stopped and its files removed, the record says `handoff_failed` (interrupted),
+/// and the command ends interrupted. A second Ctrl-C stops waiting for that.
+async fn handoff_until_stopped(
+    broker: &Broker,
+    host: &broker_core::Host,
+    target: &str,
+) -> Result<handoff::RunReport> {
+    let mut signals = StopSignals::listen()?;
+    let stop = Cancellation::new();
+    let mut work = Box::pin(broker.handoff_cancellable(host, target, &stop));
+    let signal = tokio::select! {
+        out = &mut work => return out,
+        signal = signals.next() => signal,
+    };
+    let name = host.display_name();
+    note!(
+        "{signal}: stopping the handoff of {name}: what it started on the host is stopped and its \
+         files removed; press Ctrl-C again to stop waiting"
+    );
+    stop.cancel();
+    loop {
+        tokio::select! {
+            out = &mut work => {
+                out?;
+                break;
+            }
+            again = signals.next() => if again == "Ctrl-C" {
+                return Err(Error::Interrupted {
+                    message: format!(
+                        "{again} again: stopped waiting; what the handoff of {name} started may \
+                         still run: `broker recover` stops it"
+                    ),
+                });
+            },
+        }
+    }
+    Err(Error::Interrupted {
+        message: format!(
+            "{signal}: the handoff of {name} was stopped and is recorded handoff_failed; \
+             `broker handoff retry {name}` runs it again"
+        ),
+    })
 }
 
 pub(crate) fn print_handoff(fields: &serde_yaml::Mapping, format: Format) -> Result<()> {

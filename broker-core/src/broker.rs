@@ -167,9 +167,12 @@ impl Broker {
         )?;
         // The handoff target is found before anything is made: an unknown one fails first.
         let handoff = self.plan_handoff(&resolved)?;
+        let stop = resolved.cancellation.clone();
         self.inner.reap_on_start().await;
         let (provider, records) = self.inner.checkout(resolved).await?;
-        let records = self.hand_off_planned(&provider, records, handoff).await?;
+        let records = self
+            .hand_off_planned(&provider, records, handoff, stop.as_ref())
+            .await?;
         HostGuard::for_checkout(&self.inner, &provider, records).await
     }
 
@@ -449,7 +452,23 @@ impl Broker {
     /// An unknown target or kind, invalid run settings of the target, inventory errors.
     pub async fn handoff(&self, host: &Host, target: &str) -> Result<RunReport> {
         let step = self.handoff_step(target)?;
-        hand_off_one(&self.inner, host.clone(), &step).await
+        hand_off_one(&self.inner, host.clone(), &step, None).await
+    }
+
+    /// As [`Broker::handoff`], until `cancellation` is cancelled (Ctrl-C, SIGTERM): then the run is
+    /// stopped — what it started on the host is stopped and its files removed — and its report
+    /// says `handoff_failed`, interrupted; the host stays checked out.
+    ///
+    /// # Errors
+    /// As [`Broker::handoff`].
+    pub async fn handoff_cancellable(
+        &self,
+        host: &Host,
+        target: &str,
+        cancellation: &Cancellation,
+    ) -> Result<RunReport> {
+        let step = self.handoff_step(target)?;
+        hand_off_one(&self.inner, host.clone(), &step, Some(cancellation)).await
     }
 
     /// As [`Broker::handoff`], to a target given whole rather than by id or name (one not stored
@@ -459,7 +478,7 @@ impl Broker {
     /// An unknown kind, invalid run settings of the target, inventory errors.
     pub async fn handoff_to(&self, host: &Host, target: Target) -> Result<RunReport> {
         let step = self.step_of(target)?;
-        hand_off_one(&self.inner, host.clone(), &step).await
+        hand_off_one(&self.inner, host.clone(), &step, None).await
     }
 
     /// What to tell the user about a host a checkout kept although its handoff did not succeed
@@ -507,16 +526,18 @@ impl Broker {
             .transpose()
     }
 
-    /// Hands the hosts of a checkout off, as planned; all or nothing.
+    /// Hands the hosts of a checkout off, as planned; all or nothing, and stopped (checking them
+    /// in) when `stop` is cancelled.
     async fn hand_off_planned(
         &self,
         provider: &Arc<dyn Provider>,
         records: Vec<HostRecord>,
         planned: Option<(Step, bool)>,
+        stop: Option<&Cancellation>,
     ) -> Result<Vec<HostRecord>> {
         match planned {
             Some((step, keep_failed)) => {
-                hand_off_checkout(&self.inner, provider, records, &step, keep_failed).await
+                hand_off_checkout(&self.inner, provider, records, &step, keep_failed, stop).await
             }
             None => Ok(records),
         }
@@ -545,6 +566,7 @@ impl Broker {
         _provider: &Arc<dyn Provider>,
         records: Vec<HostRecord>,
         _planned: Option<std::convert::Infallible>,
+        _stop: Option<&Cancellation>,
     ) -> Result<Vec<HostRecord>> {
         Ok(records)
     }

@@ -63,6 +63,10 @@ pub mod fields {
     /// `true` while the handoff under way is the last step of the checkout that made the host,
     /// which is not done until it ends (broker only; removed when it ends).
     pub const HANDOFF_AT_CHECKOUT: &str = "_broker_handoff_at_checkout";
+    /// The id of the handoff run under way, recorded before it starts: its private directories on
+    /// the host are named by it and its processes carry it, so that what it left is found after a
+    /// crash, and nothing of another run (broker only; removed when it ends).
+    pub const HANDOFF_RUN: &str = "_broker_handoff_run";
 }
 
 /// Whether `record`'s handoff is under way (`handing_off`).

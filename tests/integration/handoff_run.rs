@@ -313,8 +313,10 @@ fn a_failed_handoff_says_the_host_was_checked_in_and_shows_the_end_of_its_log() 
         ),
         "{err}"
     );
+    // stdout and stderr are streamed from two pipes: their lines come in either order.
     assert!(
-        err.contains("\n      first step ok\n      no puppet here\n      exit status 3\n"),
+        err.contains("\n      first step ok\n      no puppet here\n      exit status 3\n")
+            || err.contains("\n      no puppet here\n      first step ok\n      exit status 3\n"),
         "{err}"
     );
     assert!(!err.contains("broker handoff status"), "{err}");
@@ -466,6 +468,102 @@ fn kill_nine_mid_handoff_run_then_recover_judges_it_failed_and_keeps_the_host() 
         "the handoff script's processes outlived the recovery"
     );
     let name = record["name"].as_str().unwrap().to_owned();
+    assert_eq!(left_on_test_host(&dir, &name), Vec::<String>::new());
+    dir.ok(&["checkin", "--all"]);
+    dir.assert_nothing_out();
+}
+
+/// Starts `broker ARGS`, waits until its handoff script runs on the TestProvider host, sends it
+/// `signal` (`INT`, `TERM`, `HUP`) and returns how it ended.
+fn signal_mid_handoff(
+    dir: &BrokerDir,
+    args: &[&str],
+    tag: u32,
+    signal: &str,
+) -> std::process::Output {
+    let child = crate::util::ChildGuard::spawn(
+        dir.command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    assert!(
+        crate::util::wait_for(crate::util::DEADLINE, || {
+            dir.provider_hosts().len() == 1
+                && test_host_root(dir).join("started").exists()
+                && sleeping(tag) == 2
+        }),
+        "the handoff script never started"
+    );
+    crate::util::signal(&child, signal);
+    child.wait_output(crate::util::DEADLINE)
+}
+
+#[test]
+fn a_stop_signal_mid_checkout_handoff_stops_the_run_and_checks_the_host_in() {
+    for (signal, tag) in [("INT", 4311), ("TERM", 4313), ("HUP", 4315)] {
+        let dir = local_dir(&sleeping_script(tag), "");
+        let out = signal_mid_handoff(
+            &dir,
+            &["checkout", "--nick", "N", "--handoff", "bootstrap"],
+            tag,
+            signal,
+        );
+        assert_eq!(out.status.code(), Some(130), "{signal}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(
+                "interrupted: the checkout was stopped while its hosts were handed off to \
+                 `bootstrap`; their runs were stopped and 1 host(s) checked in again"
+            ),
+            "{signal}: {}",
+            stderr(&out)
+        );
+        dir.assert_nothing_out();
+        assert_eq!(dir.provider_hosts(), Vec::<String>::new(), "{signal}");
+        assert!(
+            crate::util::wait_for(crate::util::DEADLINE, || sleeping(tag) == 0),
+            "{signal}: the handoff script's processes outlived the stopped checkout"
+        );
+    }
+}
+
+#[test]
+fn a_stop_signal_mid_handoff_run_stops_it_and_keeps_the_host_handoff_failed() {
+    let dir = local_dir(&sleeping_script(4317), "");
+    dir.ok(&["checkout", "--nick", "N"]);
+    let out = signal_mid_handoff(
+        &dir,
+        &["handoff", "run", "0", "--target", "bootstrap"],
+        4317,
+        "TERM",
+    );
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let record = the_record(&dir);
+    let name = record["name"].as_str().unwrap().to_owned();
+    let shown = record["hostname"].as_str().unwrap();
+    assert!(
+        stderr(&out).contains(&format!(
+            "interrupted: SIGTERM: the handoff of {shown} was stopped and is recorded \
+             handoff_failed; `broker handoff retry {shown}` runs it again"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(record["_broker_state"], "ready", "{record}");
+    assert_eq!(
+        record["_broker_handoff_state"], "handoff_failed",
+        "{record}"
+    );
+    assert_eq!(
+        record["_broker_handoff_error"],
+        "interrupted: the run was stopped before it ended; what it started on the host was \
+         stopped and its files removed"
+    );
+    assert!(record.get("_broker_handoff_runner").is_none(), "{record}");
+    assert!(record.get("_broker_handoff_run").is_none(), "{record}");
+    assert!(
+        crate::util::wait_for(crate::util::DEADLINE, || sleeping(4317) == 0),
+        "the handoff script's processes outlived the stopped run"
+    );
     assert_eq!(left_on_test_host(&dir, &name), Vec::<String>::new());
     dir.ok(&["checkin", "--all"]);
     dir.assert_nothing_out();

@@ -14,6 +14,7 @@ use crate::host::Host;
 use crate::lifecycle::{BrokerInner, by_result};
 use crate::provider::Provider;
 use crate::record::HostRecord;
+use crate::request::Cancellation;
 
 /// What a handoff runs: the kind and its target.
 #[derive(Debug, Clone)]
@@ -34,12 +35,17 @@ pub(crate) async fn hand_off_checkout(
     records: Vec<HostRecord>,
     step: &Step,
     keep_failed: bool,
+    stop: Option<&Cancellation>,
 ) -> Result<Vec<HostRecord>> {
     let hosts = records
         .into_iter()
         .map(|record| Host::new(record, Arc::clone(provider)))
         .collect();
-    let done = hand_off_all(inner, hosts, step, true).await?;
+    let done = hand_off_all(inner, hosts, step, true, stop).await?;
+    if stop.is_some_and(Cancellation::is_cancelled) {
+        let records = done.into_iter().map(|(record, _)| record).collect();
+        return Err(stopped_checkout(inner, records, step).await);
+    }
     let not_handed_off: Vec<(usize, String, RunReport)> = done
         .iter()
         .enumerate()
@@ -68,8 +74,32 @@ pub(crate) async fn hand_off_checkout(
     })
 }
 
+/// A checkout stopped while its hosts were handed off (their runs were stopped): all are checked
+/// in again, as for any stopped checkout, and the error says so.
+async fn stopped_checkout(
+    inner: &Arc<BrokerInner>,
+    records: Vec<HostRecord>,
+    step: &Step,
+) -> Error {
+    let (rolled_back, left) = by_result(inner.checkin(records, None).await);
+    let mut message = format!(
+        "the checkout was stopped while its hosts were handed off to `{}`; their runs were \
+         stopped and {} host(s) checked in again",
+        step.target.name,
+        rolled_back.len()
+    );
+    for (host, error) in &left {
+        message.push_str(&format!(
+            "; checking in {host} failed ({}): `broker checkin {host}` gives it back",
+            crate::error::chain(error)
+        ));
+    }
+    Error::Interrupted { message }
+}
+
 /// Hands one host off (`broker handoff run|retry`) and returns how it went; the record is
-/// updated in the inventory.
+/// updated in the inventory. When `stop` is cancelled, the run is stopped and ends failed,
+/// interrupted.
 ///
 /// # Errors
 /// Invalid run settings of the target; an inventory error.
@@ -77,8 +107,9 @@ pub(crate) async fn hand_off_one(
     inner: &Arc<BrokerInner>,
     host: Host,
     step: &Step,
+    stop: Option<&Cancellation>,
 ) -> Result<RunReport> {
-    let mut done = hand_off_all(inner, vec![host], step, false).await?;
+    let mut done = hand_off_all(inner, vec![host], step, false, stop).await?;
     done.pop().map(|(_, report)| report).ok_or(Error::Internal {
         message: "a handoff of one host reported none".into(),
         source: None,
@@ -93,16 +124,22 @@ async fn hand_off_all(
     hosts: Vec<Host>,
     step: &Step,
     at_checkout: bool,
+    stop: Option<&Cancellation>,
 ) -> Result<Vec<(HostRecord, RunReport)>> {
     run::RunPolicy::of(&step.target)?;
+    let mut runs = Vec::new();
     for host in &hosts {
-        claim(inner, host, &step.target, at_checkout).await?;
+        let id = run::new_run_id();
+        claim(inner, host, &step.target, at_checkout, &id).await?;
+        runs.push(id);
     }
     let mut tasks = JoinSet::new();
-    for (index, host) in hosts.into_iter().enumerate() {
+    for (index, (host, id)) in hosts.into_iter().zip(runs).enumerate() {
         let step = step.clone();
+        let stop = stop.cloned();
         tasks.spawn(async move {
-            let report = run::run(&*step.kind, &host, &step.target).await;
+            let report =
+                run::run_stoppable(&*step.kind, &host, &step.target, &id, stop.as_ref()).await;
             (index, host.record().clone(), report)
         });
     }
@@ -143,9 +180,11 @@ async fn claim(
     host: &Host,
     target: &Target,
     at_checkout: bool,
+    run: &str,
 ) -> Result<()> {
     let name = host.display_name();
     let target = target.clone();
+    let run = run.to_owned();
     let claimed = inner
         .revise(host.record().id(), move |record| {
             if crate::record::handing_off(record) && !crate::record::handoff_interrupted(record) {
@@ -156,7 +195,7 @@ async fn claim(
                     record.display_name()
                 )));
             }
-            run::mark_handing_off(record, &target);
+            run::mark_handing_off(record, &target, &run);
             if at_checkout {
                 record.set(crate::record::fields::HANDOFF_AT_CHECKOUT, true);
             }

@@ -134,12 +134,20 @@ pub(crate) fn with(
     target
 }
 
-/// The private directory the fake host's `mktemp -d` answers with.
 #[cfg(any(
     feature = "handoff-script",
     feature = "handoff-puppet",
     feature = "handoff-chef"
 ))]
+/// The id of the runs [`run`] makes.
+pub(crate) const RUN: &str = "r1";
+
+#[cfg(any(
+    feature = "handoff-script",
+    feature = "handoff-puppet",
+    feature = "handoff-chef"
+))]
+/// The private directory the fake host's `mktemp -d` answers with.
 pub(crate) const DIR: &str = "/tmp/broker-handoff.abc";
 
 /// Runs `kind` for `target` on a fake host whose `mktemp -d` answers [`DIR`], then `replies`; the
@@ -160,7 +168,9 @@ pub(crate) async fn run_in_private_dir(
         replies,
         ..Script::default()
     });
-    let report = crate::handoff::run::run(kind, &host, target).await.unwrap();
+    let report = crate::handoff::run::run_stoppable(kind, &host, target, RUN, None)
+        .await
+        .unwrap();
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     (report, seen)
 }

@@ -40,7 +40,8 @@ impl HandoffHooks for Release {
         let host = Host::new(record.clone(), Arc::clone(provider));
         let mut problems = Vec::new();
         if HandoffState::of(record) == Some(HandoffState::HandingOff)
-            && let Err(e) = run::stop_leftovers(&host, CONNECT_FOR_CLEAN_UP).await
+            && let Err(e) =
+                run::stop_leftovers(&host, run::recorded_run(record), CONNECT_FOR_CLEAN_UP).await
         {
             problems.push(format!(
                 "what its unfinished handoff left on it may still run ({})",
@@ -71,13 +72,15 @@ impl HandoffHooks for Release {
             .and_then(|v| serde_yaml::from_value::<Owner>(v.clone()).ok())
             .map_or_else(|| "?".to_owned(), |o| o.pid.to_string());
         let name = record.display_name();
-        let cleaned = match run::stop_leftovers(&host, CONNECT_FOR_CLEAN_UP).await {
+        let recorded = run::recorded_run(&record);
+        let cleaned = match run::stop_leftovers(&host, recorded, CONNECT_FOR_CLEAN_UP).await {
             Ok(()) => "what it left on the host was stopped and removed".to_owned(),
             Err(e) => format!(
-                "stopping what it left on the host failed ({}): look for {}* in the host's \
+                "stopping what it left on the host failed ({}): look for {}{}.* in the host's \
                  temporary directory",
                 crate::error::chain(&e),
-                run::PRIVATE_DIR_PREFIX
+                run::PRIVATE_DIR_PREFIX,
+                recorded.unwrap_or("*")
             ),
         };
         let reason = format!(
@@ -87,6 +90,7 @@ impl HandoffHooks for Release {
         tracing::warn!(host = %name, "{reason}");
         record.remove(fields::HANDOFF_RUNNER);
         record.remove(fields::HANDOFF_AT_CHECKOUT);
+        record.remove(fields::HANDOFF_RUN);
         record.set(fields::HANDOFF_STATE, HandoffState::Failed.as_str());
         record.set(fields::HANDOFF_ERROR, reason);
         record

@@ -310,6 +310,9 @@ pub struct HandoffContext<'a> {
     pub connect_timeout: Duration,
     /// The run's log.
     pub log: &'a RunLog,
+    /// The run's id ([`new_run_id`]): [`PrivateDir`]s are named by it and [`execute_logged`]
+    /// marks the processes it starts with it, so that they can be stopped when the run is.
+    pub run: &'a str,
 }
 
 impl HandoffContext<'_> {
@@ -361,6 +364,7 @@ impl RunReport {
         // The run is over: no process runs it, and a checkout it was part of has its answer.
         record.remove(fields::HANDOFF_RUNNER);
         record.remove(fields::HANDOFF_AT_CHECKOUT);
+        record.remove(fields::HANDOFF_RUN);
         record.set(fields::HANDOFF_TARGET, self.target.clone());
         record.set(fields::HANDOFF_STATE, self.state.as_str());
         record.set(fields::HANDOFF_ATTEMPTS, u64::from(self.attempts));
@@ -446,15 +450,36 @@ pub fn kept_notice(record: &HostRecord, target: &str) -> Option<String> {
     ))
 }
 
-/// Marks a record as being handed off to `target` by this process (before the run starts, so a
-/// crash leaves it `handing_off`, naming the process that was running it).
-pub fn mark_handing_off(record: &mut HostRecord, target: &Target) {
+/// Marks a record as being handed off to `target` by this process in the run `run` (before the
+/// run starts, so a crash leaves it `handing_off`, naming the process that was running it and the
+/// run, whose leftovers [`stop_leftovers`] then finds).
+pub fn mark_handing_off(record: &mut HostRecord, target: &Target, run: &str) {
     record.set(fields::HANDOFF_TARGET, target.id.to_string());
     record.set(fields::HANDOFF_STATE, HandoffState::HandingOff.as_str());
     record.set(
         fields::HANDOFF_RUNNER,
         crate::record::Owner::current().to_value(),
     );
+    record.set(fields::HANDOFF_RUN, run);
+}
+
+/// A fresh id for one handoff run: lower-case hex digits, safe in a file name and a shell word.
+pub fn new_run_id() -> String {
+    crate::record::RecordId::generate()
+        .as_str()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// The id of the run a record says is under way ([`mark_handing_off`]); `None` when it names none
+/// or one that is not a run id (the inventory is a file people edit).
+pub fn recorded_run(record: &HostRecord) -> Option<&str> {
+    record
+        .get(fields::HANDOFF_RUN)
+        .and_then(Value::as_str)
+        .filter(|run| !run.is_empty() && run.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 /// Runs `kind` for `target` on `host`: connect within the connect timeout, run within the run
@@ -464,23 +489,34 @@ pub fn mark_handing_off(record: &mut HostRecord, target: &Target) {
 /// [`Error::Configuration`] when the target's run settings are invalid (nothing is run then). How
 /// the handoff went — failures included — is the report.
 pub async fn run(kind: &dyn Handoff, host: &Host, target: &Target) -> Result<RunReport> {
+    run_stoppable(kind, host, target, &new_run_id(), None).await
+}
+
+/// Runs `kind` as [`run`] does, as the run `run` ([`new_run_id`], recorded by
+/// [`mark_handing_off`]), until `stop` is cancelled: then the run is dropped where it is, what it
+/// started on the host is stopped and its files removed ([`stop_leftovers`]), and it ends
+/// `handoff_failed`, interrupted.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_stoppable(
+    kind: &dyn Handoff,
+    host: &Host,
+    target: &Target,
+    run: &str,
+    stop: Option<&crate::Cancellation>,
+) -> Result<RunReport> {
     let policy = RunPolicy::of(target)?;
     let log = RunLog::default();
     let mut attempts = 0;
-    let mut rechecks = 0;
-    let ended = loop {
-        let outcome = run_with_retries(kind, host, target, &policy, &log, &mut attempts).await;
-        match outcome {
-            Outcome::Pending { reason } if rechecks < policy.rechecks => {
-                rechecks += 1;
-                log.line(format!(
-                    "pending ({reason}); re-checking in {} ({rechecks} of {})",
-                    crate::time::format::format_duration(policy.recheck_interval),
-                    policy.rechecks
-                ));
-                tokio::time::sleep(policy.recheck_interval).await;
-            }
-            other => break other,
+    let ended = {
+        let runs = run_and_recheck(kind, host, target, run, &policy, &log, &mut attempts);
+        match stop {
+            Some(stop) => tokio::select! {
+                ended = runs => ended,
+                () = stop.cancelled() => interrupted(host, run, &policy, &log).await,
+            },
+            None => runs.await,
         }
     };
     let (state, last_error) = match ended {
@@ -499,33 +535,76 @@ pub async fn run(kind: &dyn Handoff, host: &Host, target: &Target) -> Result<Run
     })
 }
 
-/// One run, tried again after a transport error up to `policy.retries` times.
-async fn run_with_retries(
+/// The runs of one handoff: retried after transport errors, re-checked while pending.
+async fn run_and_recheck(
     kind: &dyn Handoff,
     host: &Host,
     target: &Target,
+    run: &str,
     policy: &RunPolicy,
     log: &RunLog,
+    attempts: &mut u32,
+) -> Outcome {
+    let cx = context(host, target, policy, log, run);
+    let mut rechecks = 0;
+    loop {
+        match run_with_retries(kind, &cx, policy, attempts).await {
+            Outcome::Pending { reason } if rechecks < policy.rechecks => {
+                rechecks += 1;
+                log.line(format!(
+                    "pending ({reason}); re-checking in {} ({rechecks} of {})",
+                    crate::time::format::format_duration(policy.recheck_interval),
+                    policy.rechecks
+                ));
+                tokio::time::sleep(policy.recheck_interval).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The end of a run that was asked to stop: what it started on the host is stopped and its files
+/// removed.
+async fn interrupted(host: &Host, run: &str, policy: &RunPolicy, log: &RunLog) -> Outcome {
+    log.line("asked to stop: stopping the run");
+    let cleaned = match stop_leftovers(host, Some(run), policy.connect_timeout).await {
+        Ok(()) => "what it started on the host was stopped and its files removed".to_owned(),
+        Err(e) => format!(
+            "stopping what it started on the host failed ({}): look for {PRIVATE_DIR_PREFIX}{run}.* \
+             in the host's temporary directory",
+            crate::error::chain(&e)
+        ),
+    };
+    let reason = format!("interrupted: the run was stopped before it ended; {cleaned}");
+    log.line(&reason);
+    Outcome::Failed { reason }
+}
+
+/// One run, tried again after a transport error up to `policy.retries` times.
+async fn run_with_retries(
+    kind: &dyn Handoff,
+    cx: &HandoffContext<'_>,
+    policy: &RunPolicy,
     attempts: &mut u32,
 ) -> Outcome {
     let mut retries = 0;
     loop {
         *attempts += 1;
-        log.line(format!(
+        cx.log.line(format!(
             "attempt {attempts}: {} on {}",
             kind.name(),
-            host.display_name()
+            cx.host.display_name()
         ));
-        let error = match once(kind, host, target, policy, log).await {
+        let error = match kind.run(cx).await {
             Ok(outcome) => return outcome,
-            Err(StepError::Fatal(e)) => return failed(log, &e),
+            Err(StepError::Fatal(e)) => return failed(cx.log, &e),
             Err(StepError::Transport(e)) => e,
         };
         if retries >= policy.retries {
-            return failed(log, &error);
+            return failed(cx.log, &error);
         }
         retries += 1;
-        log.line(format!(
+        cx.log.line(format!(
             "transport error: {}; retry {retries} of {} in {}",
             crate::error::chain(&error),
             policy.retries,
@@ -541,22 +620,12 @@ fn failed(log: &RunLog, error: &Error) -> Outcome {
     Outcome::Failed { reason }
 }
 
-/// Runs the kind once.
-async fn once(
-    kind: &dyn Handoff,
-    host: &Host,
-    target: &Target,
-    policy: &RunPolicy,
-    log: &RunLog,
-) -> std::result::Result<Outcome, StepError> {
-    kind.run(&context(host, target, policy, log)).await
-}
-
 fn context<'a>(
     host: &'a Host,
     target: &'a Target,
     policy: &RunPolicy,
     log: &'a RunLog,
+    run: &'a str,
 ) -> HandoffContext<'a> {
     HandoffContext {
         host,
@@ -564,6 +633,7 @@ fn context<'a>(
         run_timeout: policy.run_timeout,
         connect_timeout: policy.connect_timeout,
         log,
+        run,
     }
 }
 
@@ -574,14 +644,15 @@ fn context<'a>(
 pub async fn undo(kind: &dyn Handoff, host: &Host, target: &Target) -> Result<()> {
     let policy = RunPolicy::of(target)?;
     let log = RunLog::default();
-    match kind.undo(&context(host, target, &policy, &log)).await {
+    let run = new_run_id();
+    match kind.undo(&context(host, target, &policy, &log, &run)).await {
         Ok(()) => Ok(()),
         Err(StepError::Transport(e) | StepError::Fatal(e)) => Err(e),
     }
 }
 
-/// Runs `command` (`what` names it: "the handoff script") on the host within the run timeout, and
-/// logs its output — line by line as it comes, where the session streams it, so that a run that
+/// Runs `command` (`what` names it: "the handoff script") on the host within the run timeout, its
+/// processes marked as the run's ([`RUN_ENV`] in their environment), and logs its output — line by line as it comes, where the session streams it, so that a run that
 /// times out keeps what it printed — and its exit status.
 ///
 /// # Errors
@@ -595,8 +666,9 @@ pub async fn execute_logged(
 ) -> std::result::Result<crate::session::ExecOutput, StepError> {
     let lines = LogLines::new(cx.log);
     let sink = |stream: OutputStream, bytes: &[u8]| lines.push(stream, bytes);
+    let marked = format!("{RUN_ENV}={run}; export {RUN_ENV}; {command}", run = cx.run);
     let result = session
-        .execute_streaming(command, Some(cx.run_timeout), &sink)
+        .execute_streaming(&marked, Some(cx.run_timeout), &sink)
         .await;
     lines.finish();
     let out = result.map_err(|e| match e {
@@ -654,17 +726,27 @@ impl<'a> LogLines<'a> {
 /// The time the small commands that make, fill and remove a [`PrivateDir`] may take.
 const FILE_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// What a [`PrivateDir`]'s name starts with, in the host's temporary directory.
+/// What a [`PrivateDir`]'s name starts with, in the host's temporary directory; the run's id and
+/// a dot follow.
 pub const PRIVATE_DIR_PREFIX: &str = "broker-handoff.";
 
-/// A shell command that stops every process a handoff run left on a host — those whose command
-/// line names one of its [`PrivateDir`]s or that run in one, with their children — and removes the
-/// directories (after the process that ran it was killed). It needs only `/proc` and a POSIX shell.
-pub fn stop_leftovers_command() -> String {
+/// The environment variable that marks the processes a run starts on the host with the run's id
+/// (see [`execute_logged`]): inherited by everything they start, also by what leaves their
+/// process tree.
+pub const RUN_ENV: &str = "BROKER_HANDOFF_RUN";
+
+/// A shell command that stops every process the handoff run `run` left on a host — those marked
+/// with it ([`RUN_ENV`]), those whose command line names one of its [`PrivateDir`]s or that run in
+/// one, with their children — and removes its directories (after the process that ran it was
+/// killed). Nothing of another run is touched. `run` must be a run id ([`recorded_run`]). It needs
+/// only `/proc` and a POSIX shell.
+pub fn stop_leftovers_command(run: &str) -> String {
     format!(
         "kt() {{ for s in /proc/[0-9]*/stat; do read -r p c st pp r < \"$s\" 2>/dev/null || continue; \
          [ \"$pp\" = \"$1\" ] && kt \"$p\"; done; kill -9 \"$1\" 2>/dev/null; }}; \
-         for d in \"${{TMPDIR:-/tmp}}\"/{PRIVATE_DIR_PREFIX}*; do [ -d \"$d\" ] || continue; \
+         for s in /proc/[0-9]*; do p=${{s#/proc/}}; [ \"$p\" = \"$$\" ] && continue; \
+         tr '\\0' '\\n' < \"$s/environ\" 2>/dev/null | grep -qxF '{RUN_ENV}={run}' && kt \"$p\"; done; \
+         for d in \"${{TMPDIR:-/tmp}}\"/{PRIVATE_DIR_PREFIX}{run}.*; do [ -d \"$d\" ] || continue; \
          for s in /proc/[0-9]*; do p=${{s#/proc/}}; [ \"$p\" = \"$$\" ] && continue; \
          if tr '\\0' ' ' < \"$s/cmdline\" 2>/dev/null | grep -qF \"$d\" || \
          [ \"$(readlink \"$s/cwd\" 2>/dev/null)\" = \"$d\" ]; then kt \"$p\"; fi; done; \
@@ -672,11 +754,25 @@ pub fn stop_leftovers_command() -> String {
     )
 }
 
-/// Runs [`stop_leftovers_command`] on `host` (connecting within `connect_timeout`).
+/// Runs [`stop_leftovers_command`] for the run `run` on `host` (connecting within
+/// `connect_timeout`).
 ///
 /// # Errors
-/// The host cannot be reached, or the command fails.
-pub async fn stop_leftovers(host: &Host, connect_timeout: Duration) -> Result<()> {
+/// No run is named (a record written by a broker before runs had ids: nothing is stopped, rather
+/// than another run's processes), the host cannot be reached, or the command fails.
+pub async fn stop_leftovers(
+    host: &Host,
+    run: Option<&str>,
+    connect_timeout: Duration,
+) -> Result<()> {
+    let Some(run) = run.filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric()))
+    else {
+        return Err(Error::host(
+            host.display_name(),
+            "the record names no handoff run (`_broker_handoff_run`), so what it left cannot be \
+             told from another run's",
+        ));
+    };
     let session = match tokio::time::timeout(connect_timeout, host.session()).await {
         Ok(session) => session?,
         Err(_) => {
@@ -687,7 +783,7 @@ pub async fn stop_leftovers(host: &Host, connect_timeout: Duration) -> Result<()
         }
     };
     let out = session
-        .execute(&stop_leftovers_command(), Some(FILE_COMMAND_TIMEOUT))
+        .execute(&stop_leftovers_command(run), Some(FILE_COMMAND_TIMEOUT))
         .await?;
     if out.success() {
         return Ok(());
@@ -717,19 +813,21 @@ pub struct PrivateDir<'a> {
 }
 
 impl<'a> PrivateDir<'a> {
-    /// Makes the directory in the host's temporary directory.
+    /// Makes the directory in the host's temporary directory, named by the run of `cx`.
     ///
     /// # Errors
     /// [`StepError::Transport`] with the session's error; [`StepError::Fatal`] with an
     /// [`Error::Host`] when `mktemp` fails or prints something else than a directory of its own.
     pub async fn create(
         session: &'a dyn Session,
-        host: &str,
+        cx: &HandoffContext<'_>,
     ) -> std::result::Result<PrivateDir<'a>, StepError> {
+        let host = &cx.host.display_name();
         let made = session
             .execute(
                 &format!(
-                    "umask 077 && mktemp -d \"${{TMPDIR:-/tmp}}/{PRIVATE_DIR_PREFIX}XXXXXXXX\""
+                    "umask 077 && mktemp -d \"${{TMPDIR:-/tmp}}/{PRIVATE_DIR_PREFIX}{}.XXXXXXXX\"",
+                    cx.run
                 ),
                 Some(FILE_COMMAND_TIMEOUT),
             )
@@ -903,7 +1001,7 @@ mod tests {
         let target = target();
         let policy = RunPolicy::of(&target).unwrap();
         let log = RunLog::default();
-        let cx = context(&host, &target, &policy, &log);
+        let cx = context(&host, &target, &policy, &log, "r1");
         let err = execute_logged(&cx, &PrintsThenHangs, "sh it", "the handoff script")
             .await
             .unwrap_err();
@@ -915,6 +1013,74 @@ mod tests {
             log.lines(),
             ["dir /tmp/x", "a warning", "started in 2s", "waiting"]
         );
+    }
+
+    /// A `sleep SECONDS` of this machine in `cwd`, its environment marked with the run `run`.
+    fn sleeper(seconds: u32, cwd: &std::path::Path, run: &str) -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg(seconds.to_string())
+            .current_dir(cwd)
+            .env(RUN_ENV, run)
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn stopping_what_a_run_left_stops_that_run_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let [a, b] = ["runa", "runb"].map(|run| {
+            let dir = tmp.path().join(format!("{PRIVATE_DIR_PREFIX}{run}.x1"));
+            std::fs::create_dir(&dir).unwrap();
+            dir
+        });
+        // Each run has one process in its directory and one elsewhere, marked with the run.
+        let mut left_by_a = [
+            sleeper(4801, &a, "other"),
+            sleeper(4802, tmp.path(), "runa"),
+        ];
+        let mut left_by_b = [
+            sleeper(4803, &b, "other"),
+            sleeper(4804, tmp.path(), "runb"),
+        ];
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(stop_leftovers_command("runa"))
+            .env("TMPDIR", tmp.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        for child in &mut left_by_a {
+            let ended = child.wait().unwrap();
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&ended),
+                Some(9)
+            );
+        }
+        assert!(!a.exists(), "the recovered run's directory is left");
+        for child in &mut left_by_b {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the other run was stopped"
+            );
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        assert!(b.is_dir(), "the other run's directory was removed");
+    }
+
+    #[test]
+    fn a_run_id_is_a_safe_word_and_a_record_names_one_only_when_it_is() {
+        let run = new_run_id();
+        assert!(
+            !run.is_empty() && run.chars().all(|c| c.is_ascii_alphanumeric()),
+            "{run}"
+        );
+        assert_ne!(run, new_run_id());
+        let mut record = HostRecord::default();
+        mark_handing_off(&mut record, &target(), &run);
+        assert_eq!(recorded_run(&record), Some(run.as_str()));
+        record.set(fields::HANDOFF_RUN, "x'; rm -rf /");
+        assert_eq!(recorded_run(&record), None);
     }
 
     fn target() -> Target {
@@ -1061,7 +1227,7 @@ mod tests {
         let mut record = HostRecord::default();
         let mut target = fake::target("prod", "noop", &[]);
         target.id = "prod".into();
-        mark_handing_off(&mut record, &target);
+        mark_handing_off(&mut record, &target, "r1");
         assert_eq!(HandoffState::of(&record), Some(HandoffState::HandingOff));
         let mut report = RunReport {
             target: "prod".into(),

@@ -57,7 +57,7 @@ impl Handoff for Chef {
         // Whatever chef-client prints, the key never reaches the log.
         cx.log.conceal(key);
         let session = cx.session().await?;
-        let dir = PrivateDir::create(&*session, &cx.host.display_name()).await?;
+        let dir = PrivateDir::create(&*session, cx).await?;
         let ran = upload_and_run(cx, &*session, &dir, key).await;
         dir.remove_or_warn(cx.log).await;
         let out = ran?;
@@ -311,12 +311,14 @@ mod tests {
         assert_eq!(
             seen.commands,
             [
-                "umask 077 && mktemp -d \"${TMPDIR:-/tmp}/broker-handoff.XXXXXXXX\"".to_owned(),
+                "umask 077 && mktemp -d \"${TMPDIR:-/tmp}/broker-handoff.r1.XXXXXXXX\"".to_owned(),
                 format!("chmod 600 '{DIR}/validation.pem'"),
                 format!("chmod 600 '{DIR}/client.rb'"),
                 format!("chmod 600 '{DIR}/first-boot.json'"),
                 format!("chmod 600 '{DIR}/chef-bootstrap.sh'"),
-                format!("sh '{DIR}/chef-bootstrap.sh'"),
+                format!(
+                    "BROKER_HANDOFF_RUN=r1; export BROKER_HANDOFF_RUN; sh '{DIR}/chef-bootstrap.sh'"
+                ),
                 format!("rm -rf -- '{DIR}'"),
             ]
         );

@@ -66,8 +66,7 @@ impl Handoff for Puppet {
         let certname = certname(cx.host);
         let script = Bootstrap::of(cx, &certname).render();
         let session = cx.session().await?;
-        let host = cx.host.display_name();
-        let dir = PrivateDir::create(&*session, &host).await?;
+        let dir = PrivateDir::create(&*session, cx).await?;
         let ran = upload_and_run(cx, &*session, &dir, &script).await;
         dir.remove_or_warn(cx.log).await;
         Ok(judge(&certname, &ran?))
@@ -570,9 +569,9 @@ mod tests {
         assert_eq!(
             seen.commands,
             [
-                "umask 077 && mktemp -d \"${TMPDIR:-/tmp}/broker-handoff.XXXXXXXX\"".to_owned(),
+                "umask 077 && mktemp -d \"${TMPDIR:-/tmp}/broker-handoff.r1.XXXXXXXX\"".to_owned(),
                 format!("chmod 600 '{script}'"),
-                format!("sh '{script}'"),
+                format!("BROKER_HANDOFF_RUN=r1; export BROKER_HANDOFF_RUN; sh '{script}'"),
                 format!("rm -rf -- '{DIR}'"),
             ]
         );

@@ -46,8 +46,7 @@ impl Handoff for Script {
             Err(reason) => return Ok(Outcome::Failed { reason }),
         };
         let session = cx.session().await?;
-        let host = cx.host.display_name();
-        let dir = PrivateDir::create(&*session, &host).await?;
+        let dir = PrivateDir::create(&*session, cx).await?;
         let ran = upload_and_run(cx, &*session, &dir, &files).await;
         dir.remove_or_warn(cx.log).await;
         Ok(judge(cx.target, &ran?))
@@ -192,10 +191,12 @@ mod tests {
         assert_eq!(
             seen.commands,
             [
-                "umask 077 && mktemp -d \"${TMPDIR:-/tmp}/broker-handoff.XXXXXXXX\"".to_owned(),
+                "umask 077 && mktemp -d \"${TMPDIR:-/tmp}/broker-handoff.r1.XXXXXXXX\"".to_owned(),
                 format!("chmod 600 '{DIR}/metadata.json'"),
                 format!("chmod 700 '{DIR}/script'"),
-                format!("cd '{DIR}' && '{DIR}/script' '{DIR}/metadata.json'"),
+                format!(
+                    "BROKER_HANDOFF_RUN=r1; export BROKER_HANDOFF_RUN; cd '{DIR}' && '{DIR}/script' '{DIR}/metadata.json'"
+                ),
                 format!("rm -rf -- '{DIR}'"),
             ]
         );
