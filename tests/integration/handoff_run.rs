@@ -386,13 +386,13 @@ fn test_host_root(dir: &BrokerDir) -> std::path::PathBuf {
         .join("root")
 }
 
-/// Starts `broker ARGS`, waits until its handoff script runs on the TestProvider host, and kills it
-/// with SIGKILL.
-fn kill_nine_mid_handoff(dir: &BrokerDir, args: &[&str], tag: u32) {
-    let mut child = crate::util::ChildGuard::spawn(
+/// Starts `broker ARGS` (its output piped) and waits until its handoff script runs on the
+/// TestProvider host.
+fn start_mid_handoff(dir: &BrokerDir, args: &[&str], tag: u32) -> crate::util::ChildGuard {
+    let child = crate::util::ChildGuard::spawn(
         dir.command(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
     );
     assert!(
         crate::util::wait_for(crate::util::DEADLINE, || {
@@ -402,6 +402,13 @@ fn kill_nine_mid_handoff(dir: &BrokerDir, args: &[&str], tag: u32) {
         }),
         "the handoff script never started"
     );
+    child
+}
+
+/// Starts `broker ARGS`, waits until its handoff script runs on the TestProvider host, and kills it
+/// with SIGKILL.
+fn kill_nine_mid_handoff(dir: &BrokerDir, args: &[&str], tag: u32) {
+    let mut child = start_mid_handoff(dir, args, tag);
     child.kill().unwrap(); // SIGKILL
     child.wait(crate::util::DEADLINE);
     let record = the_record(dir);
@@ -481,19 +488,7 @@ fn signal_mid_handoff(
     tag: u32,
     signal: &str,
 ) -> std::process::Output {
-    let child = crate::util::ChildGuard::spawn(
-        dir.command(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped()),
-    );
-    assert!(
-        crate::util::wait_for(crate::util::DEADLINE, || {
-            dir.provider_hosts().len() == 1
-                && test_host_root(dir).join("started").exists()
-                && sleeping(tag) == 2
-        }),
-        "the handoff script never started"
-    );
+    let child = start_mid_handoff(dir, args, tag);
     crate::util::signal(&child, signal);
     child.wait_output(crate::util::DEADLINE)
 }
