@@ -189,10 +189,11 @@ fn run(
 async fn dispatch(command: Command, settings: Settings, emitter: &mut Emitter) -> Result<i32> {
     match command {
         Command::Config(cmd) => config(cmd, &settings),
+        Command::Db(cmd) => crate::store::db(cmd, &settings),
         #[cfg(feature = "serve")]
         Command::Serve(args) => crate::serve::serve(args, settings, emitter).await,
         command => {
-            let broker = Broker::new(settings, broker_providers::registry())?;
+            let broker = crate::store::broker(settings)?;
             broker.set_origin(format!(
                 "broker_cli:{}",
                 broker_core::record::current_user()
@@ -211,7 +212,10 @@ async fn dispatch(command: Command, settings: Settings, emitter: &mut Emitter) -
                 Command::Ssh(a) => ssh(&broker, a, emitter).await,
                 Command::Target(cmd) => crate::targets::target(&broker, cmd, emitter),
                 Command::Handoff(c) => handoff(&broker, c, emitter).await,
-                Command::Config(_) | Command::Completions { .. } | Command::Manpage { .. } => {
+                Command::Config(_)
+                | Command::Db(_)
+                | Command::Completions { .. }
+                | Command::Manpage { .. } => {
                     unreachable!("handled above")
                 }
                 #[cfg(feature = "serve")]
@@ -596,6 +600,23 @@ async fn checkin(broker: &Broker, a: CheckinArgs, emitter: &mut Emitter) -> Resu
 }
 
 async fn inventory(broker: &Broker, a: InventoryArgs, emitter: &mut Emitter) -> Result<i32> {
+    if let Some(path) = &a.export {
+        let n = broker_core::inventory::transfer::export(broker.inventory(), path)?;
+        note!(
+            "exported {n} records of {} to {}",
+            broker.inventory().location(),
+            path.display()
+        );
+        return Ok(0);
+    }
+    if let Some(path) = &a.import {
+        let n = broker_core::inventory::transfer::import(broker.inventory(), path)?;
+        note!(
+            "imported {n} records from {} into {}",
+            path.display(),
+            broker.inventory().location()
+        );
+    }
     if let Some(spec) = &a.sync {
         let _progress = Progress::start(format!("syncing {spec}"));
         let r = if a.force {

@@ -135,6 +135,10 @@ pub enum Command {
         after_help = "Examples:\n  broker handoff run 0 --target bootstrap\n  broker handoff retry 0\n  broker handoff status 0 -o json"
     )]
     Handoff(HandoffCommand),
+    /// The shared inventory database (`inventory: postgres://…`): bring its schema up to date, or
+    /// show where it stands.
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Serve the REST API (Razor's `/broker` routes and `/api/v1`) on 127.0.0.1, or manage its tokens.
     #[cfg(feature = "serve")]
     #[command(
@@ -154,6 +158,15 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+/// `db`.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Apply the schema migrations the database lacks (broker also does on first use).
+    Migrate,
+    /// Show the schema versions applied and those pending.
+    Status,
 }
 
 /// `serve`.
@@ -356,6 +369,13 @@ pub struct InventoryArgs {
     /// With `--sync`: remove the records the provider no longer lists even when that is many of them.
     #[arg(long, requires = "sync")]
     pub force: bool,
+    /// Write every record to this file, in the `inventory.yaml` format (from any store).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["import", "sync"])]
+    pub export: Option<PathBuf>,
+    /// Add the records of this `inventory.yaml` file to the inventory (a record of the same
+    /// identity is replaced).
+    #[arg(long, value_name = "FILE", conflicts_with = "sync")]
+    pub import: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArg,
 }

@@ -10,6 +10,7 @@ mod remote;
 mod report;
 #[cfg(feature = "serve")]
 mod serve;
+mod store;
 mod supervise;
 mod targets;
 mod terminal;

@@ -3,7 +3,7 @@
 
 use broker_core::cli_support::SettingsFile;
 use broker_core::secrecy::ExposeSecret;
-use broker_core::{Broker, Result, Settings};
+use broker_core::{Result, Settings};
 use broker_server::tokens::{add_token, list_tokens, remove_token};
 use broker_server::{Role, ServeOptions, Server, TlsFiles};
 
@@ -20,7 +20,7 @@ pub async fn serve(args: ServeArgs, settings: Settings, emitter: &mut Emitter) -
 }
 
 async fn run(args: ServeArgs, settings: Settings) -> Result<i32> {
-    let broker = Broker::new(settings, broker_providers::registry())?;
+    let broker = crate::store::broker(settings)?;
     broker.set_origin(format!(
         "broker_serve:{}",
         broker_core::record::current_user()

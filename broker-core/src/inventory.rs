@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use serde_yaml::Value;
 
 use crate::error::{Error, Result};
-use crate::record::{HostRecord, HostState, RecordId, fields};
+use crate::process::Liveness;
+use crate::record::{HostRecord, HostState, Owner, RecordId, fields};
 
 mod blocks;
 use blocks::Blocks;
@@ -37,6 +38,7 @@ use blocks::Blocks;
 mod props;
 #[cfg(test)]
 mod sync_props;
+pub mod transfer;
 
 /// Storage of inventory records.
 ///
@@ -99,6 +101,79 @@ pub trait InventoryStore: Send + Sync + fmt::Debug {
     /// they are stored masked (see [`crate::redact`]). A store that cannot tell is not private.
     fn is_private(&self) -> bool {
         false
+    }
+
+    /// What the store knows of the processes that use it, for telling whether a record's owner on
+    /// another machine is gone (a pid means nothing there). A store shared by machines keeps a
+    /// lease per process, renewed while the process runs; the default knows of none, so only this
+    /// machine's processes can be told gone.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    fn owner_leases(&self) -> Result<OwnerLeases> {
+        Ok(OwnerLeases::default())
+    }
+}
+
+/// The owners' leases a shared store keeps ([`InventoryStore::owner_leases`]).
+#[derive(Debug, Clone, Default)]
+pub struct OwnerLeases {
+    leases: Vec<OwnerLease>,
+}
+
+/// One process's lease in a shared store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OwnerLease {
+    /// The machine the process runs on ([`Owner::machine`]).
+    pub machine: String,
+    /// Its pid.
+    pub pid: u32,
+    /// When it started ([`Owner::started`]), when known.
+    pub started: Option<u64>,
+    /// Whether its lease ran out: it stopped renewing it (it ended, or its machine did).
+    pub expired: bool,
+}
+
+impl OwnerLease {
+    /// The lease of `owner`'s process.
+    pub fn new(owner: &Owner, expired: bool) -> Self {
+        OwnerLease {
+            machine: owner.machine.clone(),
+            pid: owner.pid,
+            started: owner.started,
+            expired,
+        }
+    }
+}
+
+impl OwnerLeases {
+    /// These leases.
+    pub fn new(leases: Vec<OwnerLease>) -> Self {
+        OwnerLeases { leases }
+    }
+
+    /// Whether `owner` runs: as this machine tells ([`Owner::liveness`]), else as its lease says
+    /// (gone when it ran out); [`Liveness::Unknown`] for a process without a lease.
+    pub fn liveness(&self, owner: &Owner) -> Liveness {
+        match owner.liveness() {
+            Liveness::Unknown => {}
+            known => return known,
+        }
+        let same_start = |l: &OwnerLease| match (l.started, owner.started) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        self.leases
+            .iter()
+            .find(|l| l.machine == owner.machine && l.pid == owner.pid && same_start(l))
+            .map_or(Liveness::Unknown, |l| {
+                if l.expired {
+                    Liveness::Gone
+                } else {
+                    Liveness::Alive
+                }
+            })
     }
 }
 

@@ -79,7 +79,9 @@ pub use broker::Broker;
 pub use error::{Error, Result};
 pub use guard::{HostGuard, KEEP_ON_FAILURE_ENV};
 pub use host::{FromHost, Host};
-pub use inventory::{InventoryStore, ProviderListing, SyncReport, YamlFileStore};
+pub use inventory::{
+    InventoryStore, OwnerLease, OwnerLeases, ProviderListing, SyncReport, YamlFileStore,
+};
 pub use lifecycle::{HostOutcome, RecoverScope};
 pub use provider::{
     Arguments, CheckoutContext, HelpOption, Operation, Provider, ProviderKind, ProviderRegistry,

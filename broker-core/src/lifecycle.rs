@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use crate::error::{Error, Result};
 use crate::inventory::{InventoryStore, ProviderListing, SyncReport};
 use crate::lease::ReapScope;
+use crate::process::Liveness;
 use crate::provider::{CheckoutContext, Operation, Provider, ProviderKind, ProviderRegistry};
 use crate::reap::Reaped;
 use crate::record::{HostRecord, HostState, Owner, RecordId, fields};
@@ -889,11 +890,13 @@ impl BrokerInner {
         dry_run: bool,
     ) -> Result<Vec<Reaped>> {
         let store = Arc::clone(&self.store);
-        let records = blocking(move || store.list()).await?;
+        let (records, owners) =
+            blocking(move || Ok((store.list()?, store.owner_leases()?))).await?;
         let now = crate::time::now_epoch();
-        let picked = crate::lease::select_for_reap(&records, now, scope, &Owner::liveness);
+        let liveness = |o: &Owner| owners.liveness(o);
+        let picked = crate::lease::select_for_reap(&records, now, scope, &liveness);
         // Reported, never reaped: a lease that cannot be read.
-        let skipped = crate::lease::select_unreadable(&records, now, scope, &Owner::liveness);
+        let skipped = crate::lease::select_unreadable(&records, now, scope, &liveness);
         let skipped = skipped.into_iter().map(Reaped::picked);
         if dry_run || picked.is_empty() {
             return Ok(picked
@@ -1032,6 +1035,7 @@ impl BrokerInner {
                 .collect());
         }
         let me = Owner::current();
+        let owners = self.store.owner_leases()?;
         let (records, interrupted): (Vec<HostRecord>, Vec<HostRecord>) = self
             .store
             .list()?
@@ -1044,7 +1048,10 @@ impl BrokerInner {
                 match scope {
                     RecoverScope::Unfinished => unfinished || interrupted,
                     RecoverScope::Orphaned => {
-                        (unfinished && r.owner().is_some_and(|o| o.is_dead())) || interrupted
+                        (unfinished
+                            && r.owner()
+                                .is_some_and(|o| owners.liveness(&o) == Liveness::Gone))
+                            || interrupted
                     }
                     RecoverScope::ThisProcess => r.owner().is_some_and(|o| &o == me),
                     _ => false,

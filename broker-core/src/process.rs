@@ -10,15 +10,23 @@
 pub enum Liveness {
     /// It runs.
     Alive,
-    /// It ran on this machine and is gone (its pid is free, or another process has it).
+    /// It ran on this machine and is gone (its pid is free, or another process has it); or, on
+    /// another machine, its lease in a shared store ran out.
     Gone,
     /// It runs on another machine, or this machine cannot tell: presumed alive.
     Unknown,
 }
 
-/// This machine's name: the kernel's host name, else `/etc/hostname`, else `$HOSTNAME`, else
-/// `localhost`.
+/// The variable that names this machine instead of its host name.
+pub const MACHINE_ENV: &str = "BROKER_MACHINE";
+
+/// This machine's name: `$BROKER_MACHINE` when set (workers in containers that share a host
+/// name, tests posing as several machines), else the kernel's host name, else `/etc/hostname`,
+/// else `$HOSTNAME`, else `localhost`.
 pub(crate) fn machine_name() -> String {
+    if let Some(name) = std::env::var(MACHINE_ENV).ok().filter(|s| !s.is_empty()) {
+        return name;
+    }
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_owned())

@@ -231,6 +231,28 @@ impl Settings {
         self.directory.join(INVENTORY_FILE)
     }
 
+    /// The shared inventory database that `inventory` names (`postgres://…`; also
+    /// `BROKER_INVENTORY`), as a secret (its URL holds a password); `None` when it is not set: the
+    /// inventory is then [`Settings::inventory_path`].
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] when `inventory` is set to anything but a `postgres://` or
+    /// `postgresql://` URL.
+    pub fn inventory_database(&self) -> Result<Option<SecretString>> {
+        match self.get("inventory") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(url))
+                if url.starts_with("postgres://") || url.starts_with("postgresql://") =>
+            {
+                Ok(Some(SecretString::from(url.clone())))
+            }
+            Some(_) => Err(Error::configuration(
+                "`inventory` must be a PostgreSQL URL (`postgres://user:password@host:port/database`); \
+                 leave it unset for the inventory file in the broker directory",
+            )),
+        }
+    }
+
     /// Where the log file is (`logging.log_path`, relative to the broker directory; a directory gets
     /// `broker.log` appended).
     pub fn log_path(&self) -> PathBuf {

@@ -498,4 +498,8 @@ impl InventoryStore for FaultyStore {
     fn is_private(&self) -> bool {
         self.inner.is_private()
     }
+
+    fn owner_leases(&self) -> Result<crate::inventory::OwnerLeases> {
+        self.inner.owner_leases()
+    }
 }

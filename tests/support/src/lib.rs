@@ -84,6 +84,13 @@ pub const PUPPET_SERVER: Component = Component {
     install: "bash scripts/setup-puppet && export BROKER_PUPPET_SERVER=\"$(bash scripts/puppetserver start)\"",
 };
 
+/// A PostgreSQL server of the tests' own, as `scripts/postgres start` runs it, in the directory that
+/// `BROKER_POSTGRES` names.
+pub const POSTGRES: Component = Component {
+    name: "a PostgreSQL server (the directory of `scripts/postgres start` in BROKER_POSTGRES)",
+    install: "export BROKER_POSTGRES=\"$(bash scripts/postgres start)\"",
+};
+
 /// Whether `BROKER_ALLOW_SKIP=1` is set.
 pub fn skip_allowed() -> bool {
     std::env::var_os(ALLOW_SKIP).is_some_and(|v| v == "1")
@@ -609,4 +616,38 @@ impl Drop for Containers {
                 .status();
         }
     }
+}
+
+/// A new, empty database of its own on the PostgreSQL server of `BROKER_POSTGRES` (see
+/// [`POSTGRES`]), for one test: its URL (with password) and the server's directory (`ca.pem`, and
+/// what `scripts/postgres restart` takes); `None` when skipping is allowed and the server is missing
+/// (see [`Component::check`]).
+pub fn postgres_database() -> Option<(String, std::path::PathBuf)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static MADE: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::path::PathBuf::from(std::env::var_os("BROKER_POSTGRES").unwrap_or_default());
+    let url = if dir.as_os_str().is_empty() {
+        Err("BROKER_POSTGRES is not set".to_owned())
+    } else {
+        std::fs::read_to_string(dir.join("url"))
+            .map(|u| u.trim().to_owned())
+            .map_err(|e| format!("no server in {}: {e}", dir.display()))
+    };
+    let name = format!(
+        "t_{}_{}_{}",
+        std::process::id(),
+        MADE.fetch_add(1, Ordering::SeqCst),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    let made = url.clone().and_then(|url| {
+        probe(Command::new("psql").args([url.as_str(), "-qc", &format!("CREATE DATABASE {name}")]))
+    });
+    if !POSTGRES.check(made) {
+        return None;
+    }
+    let url = url.ok()?;
+    let (base, _) = url.rsplit_once('/')?;
+    Some((format!("{base}/{name}"), dir))
 }

@@ -1,0 +1,237 @@
+//! One suite for both stores: every test here runs against the `inventory.yaml` store and against
+//! PostgreSQL (a database of its own on the server `BROKER_POSTGRES` names; see
+//! `broker_test_support::postgres_database`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker_core::inventory::merge_sync;
+use broker_core::record::fields;
+use broker_core::{
+    HostRecord, HostState, InventoryStore, Mapping, ProviderListing, RecordId, YamlFileStore,
+};
+use secrecy::SecretString;
+
+use super::PostgresStore;
+
+/// A store under test, with what keeps it alive (its directory).
+struct Subject {
+    name: &'static str,
+    store: Arc<dyn InventoryStore>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The file store and (unless skipping is allowed and there is no server) the PostgreSQL store.
+fn subjects() -> Vec<Subject> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = YamlFileStore::new(dir.path().join("inventory.yaml"), Duration::from_secs(30));
+    let mut all = vec![Subject {
+        name: "file",
+        store: Arc::new(file),
+        _dir: Some(dir),
+    }];
+    if let Some((url, _)) = broker_test_support::postgres_database() {
+        let store = PostgresStore::open(&SecretString::from(url)).unwrap();
+        all.push(Subject {
+            name: "postgres",
+            store: Arc::new(store),
+            _dir: None,
+        });
+    }
+    all
+}
+
+fn record(provider: &str, name: &str) -> HostRecord {
+    let mut r = HostRecord::pending(provider, None, Mapping::new());
+    r.set(fields::NAME, name);
+    r.set_state(HostState::Ready);
+    r
+}
+
+fn names(records: &[HostRecord]) -> Vec<String> {
+    records.iter().map(HostRecord::display_name).collect()
+}
+
+#[test]
+fn put_appends_new_records_and_replaces_known_ones_in_place() {
+    for s in subjects() {
+        let (a, b, c) = (record("P", "a"), record("P", "b"), record("P", "c"));
+        s.store.put(&[a.clone(), b.clone()]).unwrap();
+        let mut b2 = b.clone();
+        b2.set("note", "changed");
+        s.store.put(&[c.clone(), b2.clone()]).unwrap();
+        assert_eq!(s.store.list().unwrap(), [a, b2, c], "{}", s.name);
+    }
+}
+
+#[test]
+fn remove_says_which_records_were_there() {
+    for s in subjects() {
+        let (a, b, c) = (record("P", "a"), record("P", "b"), record("P", "c"));
+        s.store.put(&[a.clone(), b.clone(), c.clone()]).unwrap();
+        let removed = s
+            .store
+            .remove(&[c.id(), RecordId::from("not-there"), a.id()])
+            .unwrap();
+        // In the inventory's order.
+        assert_eq!(removed, [a.id(), c.id()], "{}", s.name);
+        assert_eq!(s.store.list().unwrap(), [b], "{}", s.name);
+        assert_eq!(s.store.remove(&[]).unwrap(), [], "{}", s.name);
+    }
+}
+
+#[test]
+fn replace_unchanged_replaces_only_records_still_as_read() {
+    for s in subjects() {
+        let (a, b) = (record("P", "a"), record("P", "b"));
+        s.store.put(&[a.clone(), b.clone()]).unwrap();
+        let mut b_now = b.clone();
+        b_now.set("note", "changed by another process");
+        s.store.put(std::slice::from_ref(&b_now)).unwrap();
+        let mut a_new = a.clone();
+        a_new.set_state(HostState::Releasing);
+        let mut b_new = b.clone();
+        b_new.set_state(HostState::Releasing);
+        let won = s
+            .store
+            .replace_unchanged(&[(a.clone(), a_new.clone()), (b, b_new)])
+            .unwrap();
+        assert_eq!(won, [a.id()], "{}", s.name);
+        assert_eq!(s.store.list().unwrap(), [a_new, b_now], "{}", s.name);
+    }
+}
+
+#[test]
+fn of_many_claims_on_one_record_exactly_one_wins() {
+    for s in subjects() {
+        for round in 0..10 {
+            let r = record("P", &format!("r{round}"));
+            s.store.put(std::slice::from_ref(&r)).unwrap();
+            let wins: usize = std::thread::scope(|scope| {
+                let claims: Vec<_> = (0..6)
+                    .map(|n| {
+                        let (store, seen) = (&s.store, r.clone());
+                        scope.spawn(move || {
+                            let mut claimed = seen.clone();
+                            claimed.set("_claimed_by", n);
+                            store.replace_unchanged(&[(seen, claimed)]).unwrap().len()
+                        })
+                    })
+                    .collect();
+                claims.into_iter().map(|c| c.join().unwrap()).sum()
+            });
+            assert_eq!(wins, 1, "{} round {round}", s.name);
+        }
+    }
+}
+
+#[test]
+fn writers_at_once_lose_nothing() {
+    for s in subjects() {
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let store = &s.store;
+                scope.spawn(move || {
+                    for n in 0..15 {
+                        let r = record("P", &format!("t{t}-{n}"));
+                        store.put(std::slice::from_ref(&r)).unwrap();
+                        if n % 3 == 0 {
+                            assert_eq!(store.remove(&[r.id()]).unwrap(), [r.id()]);
+                        }
+                    }
+                });
+            }
+        });
+        let mut left = names(&s.store.list().unwrap());
+        left.sort();
+        let mut expected: Vec<String> = (0..4)
+            .flat_map(|t| {
+                (0..15)
+                    .filter(|n| n % 3 != 0)
+                    .map(move |n| format!("t{t}-{n}"))
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(left, expected, "{}", s.name);
+    }
+}
+
+/// The inventory of the sync tests: the provider's records, one `pending`, and another provider's.
+fn sync_inventory() -> Vec<HostRecord> {
+    let mut pending = record("P", "p1");
+    pending.set_state(HostState::Pending);
+    vec![
+        record("P", "old"),
+        record("Q", "other"),
+        record("P", "gone"),
+        pending,
+    ]
+}
+
+#[test]
+fn a_sync_writes_what_the_merge_makes_in_its_order() {
+    for s in subjects() {
+        let inventory = sync_inventory();
+        s.store.put(&inventory).unwrap();
+        let reported = vec![
+            {
+                let mut r = HostRecord::default();
+                r.set(fields::NAME, "old");
+                r.set("extra", "new");
+                r
+            },
+            {
+                let mut r = HostRecord::default();
+                r.set(fields::NAME, "brand-new");
+                r
+            },
+        ];
+        let listing = ProviderListing::new("P", None, inventory.clone(), reported);
+        let mut expected = inventory.clone();
+        let expected_report = merge_sync(&mut expected, listing.clone()).unwrap();
+        let report = s.store.sync_provider(listing).unwrap();
+        assert_eq!(report, expected_report, "{}", s.name);
+        assert_eq!((report.added, report.updated, report.removed), (1, 1, 1));
+        let stored = s.store.list().unwrap();
+        assert_eq!(names(&stored), names(&expected), "{}", s.name);
+        // The added record got an identity of its own; the rest are exactly the merge's.
+        assert_eq!(stored[..3], expected[..3], "{}", s.name);
+    }
+}
+
+#[test]
+fn a_refused_sync_changes_nothing() {
+    for s in subjects() {
+        let inventory: Vec<HostRecord> = (0..5).map(|n| record("P", &format!("h{n}"))).collect();
+        s.store.put(&inventory).unwrap();
+        let listing = ProviderListing::new("P", None, inventory.clone(), Vec::new());
+        let err = s.store.sync_provider(listing).unwrap_err();
+        assert_eq!(err.exit_code(), 13, "{}: {err}", s.name);
+        assert_eq!(s.store.list().unwrap(), inventory, "{}", s.name);
+    }
+}
+
+#[test]
+fn records_keep_their_values_and_key_order() {
+    for s in subjects() {
+        let mut r = record("P", "typed");
+        r.set("count", 3);
+        r.set("ratio", 0.5);
+        r.set("flag", true);
+        r.set("none", broker_core::Value::Null);
+        r.set(
+            "nested",
+            serde_yaml::from_str::<broker_core::Value>("{b: [1, two], a: {z: 1}}").unwrap(),
+        );
+        s.store.put(std::slice::from_ref(&r)).unwrap();
+        let back = s.store.list().unwrap();
+        assert_eq!(back, [r.clone()], "{}", s.name);
+        let keys = |r: &HostRecord| -> Vec<String> {
+            r.fields()
+                .keys()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect()
+        };
+        assert_eq!(keys(&back[0]), keys(&r), "{}", s.name);
+    }
+}
