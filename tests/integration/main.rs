@@ -20,6 +20,7 @@ mod input;
 mod inventory_file;
 mod leases;
 mod openstack_sim;
+mod postgres;
 #[cfg(feature = "serve")]
 mod remote;
 mod secrets;
