@@ -119,9 +119,9 @@ mod tests {
             .map(|v| format!("broker-{v}.1"))
             .chain(["broker.1".to_owned()])
             .collect();
-        // `config`, `target` and `handoff` have verbs of their own, each with its page.
+        // `config`, `target`, `handoff` and `db` have verbs of their own, each with its page.
         let command = Cli::command();
-        for verb in ["config", "target", "handoff"] {
+        for verb in ["config", "target", "handoff", "db"] {
             expected.extend(
                 command
                     .find_subcommand(verb)
