@@ -162,9 +162,13 @@ fn recover_from_another_machine_releases_exactly_the_dead_ones_hosts() {
     }
     let pending = fleet.inventory();
     assert_eq!(pending.len(), 6);
-    let tag_of = |r: &Value| r["_broker_args"]["tag"].as_str().unwrap_or_default().to_owned();
-    let (mut killed, alive): (Vec<_>, Vec<_>) =
-        running.into_iter().partition(|(n, _)| n % 2 == 0);
+    let tag_of = |r: &Value| {
+        r["_broker_args"]["tag"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (mut killed, alive): (Vec<_>, Vec<_>) = running.into_iter().partition(|(n, _)| n % 2 == 0);
     for (_, child) in &mut killed {
         child.kill().expect("kill -9");
     }
@@ -203,10 +207,7 @@ fn export_and_import_move_records_between_file_and_database_unchanged() {
     let from_file: Vec<serde_yaml::Value> =
         serde_yaml::from_str(&std::fs::read_to_string(&exported).unwrap()).unwrap();
     assert_eq!(from_file.len(), 3);
-    fleet.ok(
-        "m",
-        &["inventory", "--import", exported.to_str().unwrap()],
-    );
+    fleet.ok("m", &["inventory", "--import", exported.to_str().unwrap()]);
     let back = fleet.dir.path().join("back.yaml");
     fleet.ok("m", &["inventory", "--export", back.to_str().unwrap()]);
     let from_database: Vec<serde_yaml::Value> =
@@ -220,10 +221,10 @@ fn export_and_import_move_records_between_file_and_database_unchanged() {
 #[test]
 fn an_unreachable_database_is_a_clear_error_before_anything_is_made() {
     let dir = BrokerDir::new(SETTINGS);
-    let out = output(
-        dir.command(&["checkout", "--test_action", "basic"])
-            .env("BROKER_INVENTORY", "postgres://broker:s3cret@127.0.0.1:1/inventory"),
-    );
+    let out = output(dir.command(&["checkout", "--test_action", "basic"]).env(
+        "BROKER_INVENTORY",
+        "postgres://broker:s3cret@127.0.0.1:1/inventory",
+    ));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(
