@@ -11,6 +11,8 @@ pub(crate) fn pid_marker() -> String {
 pub(crate) const MARKER_ENV: &str = "BROKER_EXEC_MARKER";
 
 /// Shell words that mark the processes of the command after them with `marker` ([`MARKER_ENV`]).
+/// (TestProvider's local session sets the variable itself.)
+#[cfg(any(feature = "container", feature = "ssh"))]
 pub(crate) fn marking(marker: &str) -> String {
     format!("{MARKER_ENV}={marker}; export {MARKER_ENV}; ")
 }
