@@ -4,7 +4,7 @@
 //! on a current-thread runtime.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,20 @@ struct Gate {
     released: Mutex<bool>,
     wake: Condvar,
     released_async: tokio::sync::watch::Sender<bool>,
+    /// Whether the held call has ended — finished, or dropped with the future that made it. Until
+    /// then what is left is not yet known: the held inventory write, say, has not landed.
+    held_ended: AtomicBool,
+}
+
+/// The held call, while it lasts (see [`Gate::held_ended`]).
+struct Held<'a>(Option<&'a Gate>);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(gate) = self.0 {
+            gate.held_ended.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Gate {
@@ -37,6 +51,7 @@ impl Gate {
             released: Mutex::new(false),
             wake: Condvar::new(),
             released_async: tokio::sync::watch::channel(false).0,
+            held_ended: AtomicBool::new(false),
         })
     }
 
@@ -49,22 +64,30 @@ impl Gate {
         hold
     }
 
-    /// An async call (the provider's): held without blocking its runtime.
-    async fn pass(&self) {
-        if self.is_pause() {
-            let mut released = self.released_async.subscribe();
-            let _ = released.wait_for(|r| *r).await;
+    /// An async call (the provider's): held without blocking its runtime. The call ends when the
+    /// answer is dropped.
+    async fn pass(&self) -> Held<'_> {
+        if !self.is_pause() {
+            return Held(None);
         }
+        let held = Held(Some(self));
+        let mut released = self.released_async.subscribe();
+        let _ = released.wait_for(|r| *r).await;
+        held
     }
 
-    /// A blocking call (the inventory's, on a blocking thread).
-    fn pass_blocking(&self) {
-        if self.is_pause() {
-            let mut released = self.released.lock().unwrap();
-            while !*released {
-                released = self.wake.wait(released).unwrap();
-            }
+    /// A blocking call (the inventory's, on a blocking thread). The call ends when the answer is
+    /// dropped.
+    fn pass_blocking(&self) -> Held<'_> {
+        if !self.is_pause() {
+            return Held(None);
         }
+        let held = Held(Some(self));
+        let mut released = self.released.lock().unwrap();
+        while !*released {
+            released = self.wake.wait(released).unwrap();
+        }
+        held
     }
 
     async fn reached(&self) {
@@ -102,20 +125,20 @@ impl Provider for Pausing {
         None
     }
     async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping> {
-        self.gate.pass().await;
+        let _held = self.gate.pass().await;
         if self.fail_index == Some(ctx.index()) {
             return Err(Error::user("this host fails"));
         }
         let id = ctx.record_id().as_str().to_owned();
         self.hosts.lock().unwrap().insert(id.clone());
         // Made, not yet answered: a create in flight.
-        self.gate.pass().await;
+        let _held = self.gate.pass().await;
         let mut fields = Mapping::new();
         fields.insert("hostname".into(), format!("host-{id}").into());
         Ok(fields)
     }
     async fn checkin(&self, host: &HostRecord) -> Result<()> {
-        self.gate.pass().await;
+        let _held = self.gate.pass().await;
         self.hosts.lock().unwrap().remove(host.id().as_str());
         Ok(())
     }
@@ -144,13 +167,11 @@ impl InventoryStore for PausingStore {
         let kept = records
             .iter()
             .all(|r| r.state() == crate::record::HostState::Ready && !crate::lease::is_guarded(r));
-        if !kept {
-            self.1.0.pass_blocking();
-        }
+        let _held = (!kept).then(|| self.1.0.pass_blocking());
         self.0.put(records)
     }
     fn remove(&self, ids: &[RecordId]) -> Result<Vec<RecordId>> {
-        self.1.0.pass_blocking();
+        let _held = self.1.0.pass_blocking();
         self.0.remove(ids)
     }
     fn sync_provider(&self, listing: ProviderListing) -> Result<SyncReport> {
@@ -349,8 +370,10 @@ fn drop_at(
         return None;
     }
     let deadline = Duration::from_secs(10);
+    // Until the held call has ended, an empty inventory says nothing: its write may land next.
     let is_clean = |left: &(BTreeSet<String>, Vec<HostRecord>)| {
-        left.0.is_empty()
+        world.gate.held_ended.load(Ordering::SeqCst)
+            && left.0.is_empty()
             && left
                 .1
                 .iter()
