@@ -97,9 +97,14 @@ fn ageless(text: &str) -> String {
         .join("\n")
 }
 
-/// The last line of stderr: the `error: …` line of a failed command.
+/// The `error: …` line of a failed command (else the last line of stderr).
 fn error_line(stderr: &str) -> &str {
-    stderr.lines().last().unwrap_or_default()
+    // The error line, wherever it falls among log lines (a trace line may come after it).
+    stderr
+        .lines()
+        .rfind(|line| line.starts_with("error: "))
+        .or_else(|| stderr.lines().last())
+        .unwrap_or_default()
 }
 
 #[test]

@@ -161,10 +161,13 @@ fn serve_tokens_are_shown_once_stored_as_hashes_listed_and_removed() {
         served.call("GET", "/api/v1/hosts", late.trim(), "").status,
         200
     );
+    // The warning reaches the log as the server's stderr is read, a moment after the answer.
     assert!(
-        served
+        crate::util::wait_for(crate::util::DEADLINE, || served
             .stderr()
-            .contains("cannot be read, the ones read before stay in use")
+            .contains("cannot be read, the ones read before stay in use")),
+        "{}",
+        served.stderr()
     );
 }
 
