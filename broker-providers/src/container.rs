@@ -567,7 +567,6 @@ impl ContainerProvider {
     /// host or to a container broker did not make.
     async fn containers_of(&self, record: &HostRecord) -> Result<Vec<String>> {
         self.create_answered(record).await;
-        let docker = self.docker().await?;
         let mut found: Vec<String> = Vec::new();
         let identity = record.id();
         let label = format!("{LABEL_RECORD}={identity}");
@@ -584,16 +583,18 @@ impl ContainerProvider {
             .name()
             .filter(|_| !record.has_broker_id() && recorded_id.is_none());
         for key in recorded_id.into_iter().chain(by_name) {
-            let inspect = match docker.inspect_container(key, None).await {
-                Ok(inspect) => inspect,
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(self.engine_error(&format!("inspecting container {key}"), e)),
+            let Some(inspect) = self.inspect_plain(key).await? else {
+                continue;
             };
-            let Some(id) = inspect.id else { continue };
+            let Some(id) = inspect.get("Id").and_then(serde_json::Value::as_str) else {
+                continue;
+            };
+            let id = id.to_owned();
             let owner = inspect
-                .config
-                .and_then(|c| c.labels)
-                .and_then(|mut labels| labels.remove(LABEL_RECORD));
+                .pointer("/Config/Labels")
+                .and_then(|labels| labels.get(LABEL_RECORD))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned);
             match owner {
                 Some(owner) if owner != identity.as_str() => tracing::warn!(
                     host = %record.display_name(),
@@ -614,6 +615,31 @@ impl ContainerProvider {
         match inventory {
             Some(inventory) => inventory == self.config.inventory_id(),
             None => !prefix.is_empty() && name.starts_with(&format!("{prefix}_")),
+        }
+    }
+
+    /// `GET /containers/{key}/json`, read as plain JSON (`None` when there is no such container). As
+    /// for [`Container::list_containers`], bollard's typed answer rejects Podman's `stopped` state,
+    /// which a container passes through while it is being stopped, so a check-in racing a stop
+    /// would fail.
+    async fn inspect_plain(&self, key: &str) -> Result<Option<serde_json::Value>> {
+        let engine = self.engine().await?;
+        let what = || format!("inspecting container {key} at {}", engine.address);
+        let path = format!("/containers/{}/json", percent_encode(key));
+        let (status, body) = http_get(&engine.endpoint, &path)
+            .await
+            .map_err(|e| self.error(what()).caused_by(e))?;
+        match status {
+            200 => serde_json::from_slice(&body).map(Some).map_err(|e| {
+                self.error(format!("{}: unexpected answer", what()))
+                    .caused_by(e)
+            }),
+            404 => Ok(None),
+            _ => Err(self.error(format!(
+                "{}: HTTP {status}: {}",
+                what(),
+                String::from_utf8_lossy(&body).trim()
+            ))),
         }
     }
 
