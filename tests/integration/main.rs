@@ -5,6 +5,7 @@
 
 #[cfg(feature = "ansible-tower")]
 mod awx;
+mod beaker_sim;
 mod cleanup;
 mod cli;
 mod components;

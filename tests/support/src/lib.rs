@@ -69,6 +69,12 @@ pub const OPENSTACKSDK: Component = Component {
     install: "export BROKER_OPENSTACKSDK_PYTHON=\"$(bash scripts/setup-openstacksdk)\"",
 };
 
+/// The official Beaker client, as the `bkr` command that `BROKER_BKR` names.
+pub const BKR: Component = Component {
+    name: "the Beaker client bkr (the command that BROKER_BKR names)",
+    install: "export BROKER_BKR=\"$(bash scripts/setup-beaker-client)\"",
+};
+
 /// Schemathesis, the OpenAPI fuzzer, as the `schemathesis` command that `BROKER_SCHEMATHESIS`
 /// names.
 pub const SCHEMATHESIS: Component = Component {
@@ -239,6 +245,18 @@ pub fn openstacksdk_python() -> Option<String> {
         probe(Command::new(&python).args(["-c", "import openstack"]))
     };
     OPENSTACKSDK.check(found).then_some(python)
+}
+
+/// The `bkr` command that `BROKER_BKR` names, `None` when skipping is allowed and it is missing
+/// (see [`Component::check`]).
+pub fn bkr() -> Option<String> {
+    let command = std::env::var("BROKER_BKR").unwrap_or_default();
+    let found = if command.is_empty() {
+        Err("BROKER_BKR is not set".to_owned())
+    } else {
+        probe(Command::new(&command).arg("--version"))
+    };
+    BKR.check(found).then_some(command)
 }
 
 /// The `schemathesis` command that `BROKER_SCHEMATHESIS` names, `None` when skipping is allowed and
