@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use broker_core::inventory::{OwnerLease, OwnerLeases, merge_sync};
 use broker_core::{
-    Error, HostRecord, InventoryStore, Owner, ProviderListing, RecordId, Result, SyncReport,
+    HostRecord, InventoryStore, Owner, ProviderListing, RecordId, Result, SyncReport,
 };
 use secrecy::SecretString;
 
@@ -59,9 +59,7 @@ impl PostgresStore {
     /// lease (renewed while the store lives).
     ///
     /// # Errors
-    /// [`Error::Configuration`] for a URL that does not parse; [`Error::Io`] naming the URL
-    /// (without password) when the server cannot be reached or refuses — at once, without trying
-    /// again.
+    /// As [`PostgresStore::connect`].
     pub fn open(url: &SecretString) -> Result<Self> {
         let mut store = Self::connect(url)?;
         store.migrate()?;
@@ -71,23 +69,25 @@ impl PostgresStore {
         Ok(store)
     }
 
-    /// Connects to the database at `url` without changing it (for `broker db status`).
+    /// Connects to the database at `url` without changing it (for `broker db status`). A server
+    /// that cannot be reached (refused, reset, timed out, starting up) is tried again for a few
+    /// seconds, a warning saying so, as while it restarts.
     ///
     /// # Errors
-    /// As [`PostgresStore::open`].
+    /// [`Error::Configuration`](broker_core::Error::Configuration) for a URL that does not parse;
+    /// [`Error::Authentication`](broker_core::Error::Authentication) when the server refuses the
+    /// credentials; [`Error::Io`](broker_core::Error::Io) naming the URL (without password) when
+    /// the server still cannot be reached, or refuses otherwise.
     pub fn connect(url: &SecretString) -> Result<Self> {
         let url = Arc::new(DbUrl::parse(url)?);
-        // On a thread of its own: the driver must not run inside the caller's async runtime.
-        let first = std::thread::scope(|scope| {
-            scope.spawn(|| url.connect()).join().unwrap_or_else(|_| {
-                Err(Error::internal(
-                    "connecting to the inventory database failed",
-                    std::io::Error::other("the connecting thread panicked"),
-                ))
-            })
-        })?;
+        let pool = Arc::new(Pool::new(Arc::clone(&url), pool::RETRY_FOR));
+        pool.run_within(
+            "connecting to the inventory database",
+            pool::START_RETRY_FOR,
+            Box::new(|_: &mut postgres::Client| Ok(())),
+        )?;
         Ok(PostgresStore {
-            pool: Arc::new(Pool::new(Arc::clone(&url), first, pool::RETRY_FOR)),
+            pool,
             url,
             renewal: None,
         })

@@ -4,10 +4,12 @@
 //! included, where the synchronous driver (which runs a small runtime of its own) must not run. So
 //! each connection lives on a worker thread; a call sends its work there and waits for the answer.
 //!
-//! A call whose connection breaks (the server restarted, the network dropped) is tried again on a
-//! new connection, with a pause that doubles up to a second, until the retry window ends. Work sent
+//! A call whose connection breaks (the server restarted, the network dropped) or that finds the
+//! server unreachable is tried again on a new connection, with a pause that doubles up to a second,
+//! until its retry window ends; the first failure it tries again is said as a warning. Work sent
 //! here is therefore written to be safe to repeat: each runs in one transaction, and a transaction
-//! that did not commit changed nothing.
+//! that did not commit changed nothing. A failure that trying again cannot mend (credentials
+//! refused, a certificate that does not verify, a query the server refuses) is returned at once.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -60,19 +62,27 @@ const WORKERS: usize = 3;
 /// How long a call keeps trying a server that cannot be reached, by default.
 pub(crate) const RETRY_FOR: Duration = Duration::from_secs(60);
 
+/// How long opening the store waits for a server that cannot be reached: long enough for a restart,
+/// short enough that a wrong address is said soon.
+pub(crate) const START_RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// The first pause before trying again; each next one is twice as long, up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+
+/// The longest pause between two tries.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+
 impl Pool {
-    /// A pool whose first connection is `first` (made by the caller, so that a server that cannot be
-    /// reached at start is said at once).
-    pub(crate) fn new(url: Arc<DbUrl>, first: postgres::Client, retry_for: Duration) -> Self {
+    /// A pool of connections to `url`, each made when first needed: a call takes the connection
+    /// used last, so calls one after the other share one connection, and a new one is made only
+    /// when all are busy.
+    pub(crate) fn new(url: Arc<DbUrl>, retry_for: Duration) -> Self {
         let (send, receive) = mpsc::channel::<Job>();
         let receive = Arc::new(Mutex::new(receive));
-        let mut first = Some(first);
+        let idle: Arc<Mutex<Vec<postgres::Client>>> = Arc::default();
         for n in 0..WORKERS {
-            let mut conn = Connection {
-                url: Arc::clone(&url),
-                client: first.take(),
-            };
-            let receive = Arc::clone(&receive);
+            let url = Arc::clone(&url);
+            let (receive, idle) = (Arc::clone(&receive), Arc::clone(&idle));
             let spawned = std::thread::Builder::new()
                 .name(format!("broker-postgres-{n}"))
                 .spawn(move || {
@@ -81,9 +91,14 @@ impl Pool {
                             Ok(queue) => queue.recv(),
                             Err(_) => return,
                         };
-                        match job {
-                            Ok(job) => job(&mut conn),
-                            Err(_) => return,
+                        let Ok(job) = job else { return };
+                        let mut conn = Connection {
+                            url: Arc::clone(&url),
+                            client: idle.lock().ok().and_then(|mut idle| idle.pop()),
+                        };
+                        job(&mut conn);
+                        if let (Some(client), Ok(mut idle)) = (conn.client, idle.lock()) {
+                            idle.push(client);
                         }
                     }
                 });
@@ -147,10 +162,18 @@ impl Drop for Pool {
     }
 }
 
-/// One worker's connection, made again when it broke.
+/// The connection a call runs on, made when there is none and again when it broke.
 struct Connection {
     url: Arc<DbUrl>,
     client: Option<postgres::Client>,
+}
+
+/// Why one try on a connection failed.
+enum Failed {
+    /// Trying again may pass (the server restarted, cannot be reached, or two transactions clashed).
+    Transient(Error),
+    /// Trying again cannot mend it.
+    Final(Error),
 }
 
 impl Connection {
@@ -161,68 +184,117 @@ impl Connection {
         work: &mut Work<T>,
     ) -> Result<T> {
         let deadline = Instant::now() + retry_for;
-        let mut pause = Duration::from_millis(50);
+        let mut pause = FIRST_PAUSE;
+        let mut warned = false;
         loop {
-            let failure = match self.client() {
-                Ok(client) => match work(client) {
-                    Ok(out) => return Ok(out),
-                    Err(Step::Refused(e)) => return Err(e),
-                    Err(Step::Db(e)) if !worth_retrying(&e, client) => {
-                        return Err(self.url.error(action, e));
-                    }
-                    Err(Step::Db(e)) => self.url.error(action, e),
-                },
-                Err(e) => e,
+            let failure = match self.try_once(action, work) {
+                Ok(out) => return Ok(out),
+                Err(Failed::Final(e)) => return Err(e),
+                Err(Failed::Transient(e)) => e,
             };
-            if self
-                .client
-                .as_ref()
-                .is_some_and(postgres::Client::is_closed)
-            {
-                self.client = None;
-            }
             if Instant::now() + pause > deadline {
                 return Err(failure);
             }
-            tracing::debug!(
-                "{}; trying again in {} ms",
-                broker_core::error::chain(&failure),
-                pause.as_millis()
-            );
+            let said = broker_core::error::chain(&failure);
+            if warned {
+                tracing::debug!("{said}; trying again in {} ms", pause.as_millis());
+            } else {
+                tracing::warn!("{said}; trying again for up to {} s", retry_for.as_secs());
+                warned = true;
+            }
             std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_secs(1));
+            pause = (pause * 2).min(MAX_PAUSE);
         }
     }
 
-    fn client(&mut self) -> Result<&mut postgres::Client> {
-        if self.client.as_ref().is_none_or(postgres::Client::is_closed) {
-            self.client = Some(self.url.connect()?);
+    /// One try: a connection (made again when it broke), then `work` on it.
+    fn try_once<T>(
+        &mut self,
+        action: &'static str,
+        work: &mut Work<T>,
+    ) -> std::result::Result<T, Failed> {
+        let client = match self.client.take().filter(|c| !c.is_closed()) {
+            Some(client) => self.client.insert(client),
+            None => match self.url.try_connect() {
+                Ok(client) => self.client.insert(client),
+                Err(Step::Refused(e)) => return Err(Failed::Final(e)),
+                Err(Step::Db(e)) => {
+                    let said = self.url.error("connecting to the inventory database", &e);
+                    return Err(if transient(&e) {
+                        Failed::Transient(said)
+                    } else {
+                        Failed::Final(said)
+                    });
+                }
+            },
+        };
+        match work(client) {
+            Ok(out) => Ok(out),
+            Err(Step::Refused(e)) => Err(Failed::Final(e)),
+            Err(Step::Db(e)) => {
+                let closed = client.is_closed();
+                let said = self.url.error(action, &e);
+                if closed || !clashed(&e) {
+                    // A new connection for the next try: this one may be half gone.
+                    self.client = None;
+                }
+                if closed || transient(&e) {
+                    Err(Failed::Transient(said))
+                } else {
+                    Err(Failed::Final(said))
+                }
+            }
         }
-        self.client.as_mut().ok_or_else(|| {
-            Error::internal(
-                "no database connection",
-                std::io::Error::other("connection missing"),
-            )
-        })
     }
 }
 
-/// Whether a failure may pass when tried again: the connection broke, the server is starting or
-/// shutting down, or two transactions deadlocked or could not be serialised.
-fn worth_retrying(e: &postgres::Error, client: &postgres::Client) -> bool {
+/// Whether a failure may pass when tried again: the connection broke or could not be made (refused,
+/// reset, timed out), the server is starting, shutting down or full, or two transactions clashed.
+pub(crate) fn transient(e: &postgres::Error) -> bool {
     use postgres::error::SqlState;
-    if client.is_closed() || e.is_closed() {
+    use std::io::ErrorKind;
+    if e.is_closed() || clashed(e) {
         return true;
     }
-    match e.code() {
-        None => e.as_db_error().is_none(),
-        Some(code) => [
-            SqlState::T_R_SERIALIZATION_FAILURE,
-            SqlState::T_R_DEADLOCK_DETECTED,
+    if let Some(code) = e.code() {
+        return [
             SqlState::ADMIN_SHUTDOWN,
             SqlState::CRASH_SHUTDOWN,
             SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
         ]
-        .contains(code),
+        .contains(code);
     }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            // Not a TLS failure (`InvalidData`): the certificate stays wrong however often tried.
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::NotConnected
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::TimedOut
+                    | ErrorKind::UnexpectedEof
+                    | ErrorKind::NotFound
+            );
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Whether two transactions clashed (a deadlock, or a serialisation failure): the connection is
+/// fine, the transaction may pass when run again.
+fn clashed(e: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    e.code().is_some_and(|code| {
+        [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+        ]
+        .contains(code)
+    })
 }

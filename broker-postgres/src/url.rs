@@ -15,6 +15,8 @@ use std::time::Duration;
 use broker_core::{Error, Result};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::pool::{Step, StepResult};
+
 /// How TLS is used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Tls {
@@ -161,24 +163,26 @@ impl DbUrl {
     /// A new connection.
     ///
     /// # Errors
-    /// The driver's error (the URL does not parse, the server cannot be reached, refuses the
-    /// credentials or the TLS handshake fails), as [`Error::Io`] naming the URL without password.
-    pub(crate) fn connect(&self) -> Result<postgres::Client> {
+    /// [`Step::Db`] with the driver's error (the server cannot be reached, refuses the credentials or
+    /// the TLS handshake fails); [`Step::Refused`] when the URL does not parse or the CA file named
+    /// cannot be read.
+    pub(crate) fn try_connect(&self) -> StepResult<postgres::Client> {
         let mut config: postgres::Config = self
             .driver
             .expose_secret()
             .parse()
-            .map_err(|e| self.error("reading the inventory database URL", e))?;
+            .map_err(|e| Step::Refused(self.error("reading the inventory database URL", &e)))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
         let connected = match &self.tls {
             Tls::Off => config.connect(postgres::NoTls),
-            Tls::On { verify, .. } => config.connect(
-                tokio_postgres_rustls::MakeRustlsConnect::new(self.tls_config(verify)?),
-            ),
+            Tls::On { verify, .. } => {
+                let tls = self.tls_config(verify).map_err(Step::Refused)?;
+                config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+            }
         };
-        connected.map_err(|e| self.error("connecting to the inventory database", e))
+        Ok(connected?)
     }
 
     fn tls_config(&self, verify: &Verify) -> Result<rustls::ClientConfig> {
@@ -216,12 +220,24 @@ impl DbUrl {
         Ok(builder.with_root_certificates(roots).with_no_client_auth())
     }
 
-    /// A database error as broker's, naming the URL without password.
-    pub(crate) fn error(&self, action: &'static str, e: postgres::Error) -> Error {
+    /// A database error as broker's, naming the URL without password: refused credentials are an
+    /// authentication error (exit code 5), anything else is I/O (exit code 1).
+    pub(crate) fn error(&self, action: &'static str, e: &postgres::Error) -> Error {
+        if e.code().is_some_and(|c| c.code().starts_with("28")) {
+            return Error::Authentication {
+                message: format!(
+                    "the inventory database `{}` refused the credentials: {}; check the user and \
+                     password in `inventory` (or BROKER_INVENTORY)",
+                    self.shown,
+                    describe(e)
+                ),
+                source: None,
+            };
+        }
         Error::io(
             action,
             PathBuf::from(&self.shown),
-            std::io::Error::other(describe(&e)),
+            std::io::Error::other(describe(e)),
         )
     }
 }

@@ -1,9 +1,12 @@
 //! The shared inventory on a real PostgreSQL (the server `BROKER_POSTGRES` names; each test takes a
-//! database of its own): many processes posing as several machines, `kill -9` then recovery from
-//! another machine, export and import, a database that cannot be reached.
+//! database of its own, and a test that restarts its server starts one of its own): many processes
+//! posing as several machines, a restart of the server in the middle of their run, `kill -9` then
+//! recovery from another machine, export and import, a database that cannot be reached.
 
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -21,10 +24,16 @@ impl Fleet {
     /// `None` when skipping is allowed and there is no server.
     fn new(lease_seconds: u64) -> Option<Self> {
         let (url, _) = broker_test_support::postgres_database()?;
-        Some(Fleet {
-            dir: BrokerDir::new(SETTINGS),
-            url: format!("{url}?owner_lease={lease_seconds}"),
-        })
+        Some(Fleet::on(format!("{url}?owner_lease={lease_seconds}")))
+    }
+
+    /// A fleet on the database at `url`.
+    fn on(url: String) -> Self {
+        Fleet {
+            // A checkout stopped while its provider hangs gives that call a second.
+            dir: BrokerDir::new(&format!("{SETTINGS}cancel_timeout: 1\n")),
+            url,
+        }
     }
 
     fn command(&self, machine: &str, args: &[&str]) -> Command {
@@ -57,6 +66,93 @@ fn names(records: &[Value]) -> Vec<String> {
     names
 }
 
+/// What one worker of a fleet did.
+struct Worked {
+    /// The host it holds at the end.
+    kept: String,
+    /// How many of its commands said they were trying the database again.
+    retried: usize,
+}
+
+/// One worker's cycles, as `machine`, while `more(cycles done)` says so: each cycle checks a host out
+/// (tagged with the worker and the cycle) and checks in the host of the cycle before. Every command
+/// must succeed and every check-in find its host (none lost).
+fn cycles(
+    fleet: &Fleet,
+    worker: usize,
+    machine: &str,
+    mut more: impl FnMut(usize) -> bool,
+) -> Worked {
+    let mut previous: Option<String> = None;
+    let mut retried = 0;
+    let mut done = 0;
+    while more(done) {
+        let tag = format!("w{worker}c{done}");
+        let args = [
+            "checkout",
+            "--test_action",
+            "basic",
+            "--tag",
+            &tag,
+            "-o",
+            "json",
+        ];
+        let out = output(&mut fleet.command(machine, &args));
+        assert_eq!(out.status.code(), Some(0), "{tag}: {}", stderr(&out));
+        retried += usize::from(said_retrying(&out));
+        let hosts: Vec<Value> = serde_json::from_slice(&out.stdout).expect("checkout json");
+        let name = hosts[0]["name"].as_str().expect("name").to_owned();
+        if let Some(prev) = previous.replace(name) {
+            let out = output(&mut fleet.command(machine, &["checkin", &prev]));
+            assert_eq!(out.status.code(), Some(0), "{prev}: {}", stderr(&out));
+            assert!(
+                !stderr(&out).contains("not found"),
+                "{prev} was lost: {}",
+                stderr(&out)
+            );
+            retried += usize::from(said_retrying(&out));
+        }
+        done += 1;
+    }
+    Worked {
+        kept: previous.expect("last host"),
+        retried,
+    }
+}
+
+/// Whether a command warned that it was trying the database again.
+fn said_retrying(out: &Output) -> bool {
+    stderr(out).contains("; trying again for up to ")
+}
+
+/// What a fleet's workers left: exactly the hosts they `kept`, each once, owned by `machines`
+/// machines, and the provider holds exactly those. All are checked in at the end.
+fn assert_fleet_holds(fleet: &Fleet, kept: &[String], machines: usize) {
+    let records = fleet.inventory();
+    let listed = names(&records);
+    let unique: HashSet<&String> = listed.iter().collect();
+    assert_eq!(unique.len(), listed.len(), "duplicated records: {listed:?}");
+    let mut expected = kept.to_vec();
+    expected.sort();
+    assert_eq!(listed, expected);
+    let states: HashSet<&str> = records
+        .iter()
+        .filter_map(|r| r["_broker_state"].as_str())
+        .collect();
+    assert_eq!(states, HashSet::from(["ready"]), "{records:?}");
+    let owners: HashSet<&str> = records
+        .iter()
+        .filter_map(|r| r["_broker_owner"]["machine"].as_str())
+        .collect();
+    assert_eq!(owners.len(), machines, "{owners:?}");
+    let mut held = fleet.dir.provider_hosts();
+    held.sort();
+    assert_eq!(held, expected);
+    fleet.ok("observer", &["checkin", "--all"]);
+    assert!(fleet.inventory().is_empty());
+    assert!(fleet.dir.provider_hosts().is_empty());
+}
+
 /// 16 processes on 4 "machines" (`BROKER_MACHINE`) × 5 cycles against one database: each cycle
 /// checks a host out and checks in the one of the cycle before. No record is lost (each check-in
 /// finds its host) or duplicated, and the provider holds exactly the hosts the records name.
@@ -71,35 +167,7 @@ fn processes_on_four_machines_lose_and_duplicate_nothing() {
                 let fleet = &fleet;
                 scope.spawn(move || {
                     let machine = format!("machine-{}", worker % 4);
-                    let mut previous: Option<String> = None;
-                    for cycle in 0..CYCLES {
-                        let tag = format!("w{worker}c{cycle}");
-                        let out = fleet.ok(
-                            &machine,
-                            &[
-                                "checkout",
-                                "--test_action",
-                                "basic",
-                                "--tag",
-                                &tag,
-                                "-o",
-                                "json",
-                            ],
-                        );
-                        let hosts: Vec<Value> = serde_json::from_str(&out).expect("checkout json");
-                        let name = hosts[0]["name"].as_str().expect("name").to_owned();
-                        if let Some(prev) = previous.take() {
-                            let out = output(&mut fleet.command(&machine, &["checkin", &prev]));
-                            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-                            assert!(
-                                !stderr(&out).contains("not found"),
-                                "{prev} was lost: {}",
-                                stderr(&out)
-                            );
-                        }
-                        previous = Some(name);
-                    }
-                    previous.expect("last host")
+                    cycles(fleet, worker, &machine, |done| done < CYCLES).kept
                 })
             })
             .collect();
@@ -108,22 +176,151 @@ fn processes_on_four_machines_lose_and_duplicate_nothing() {
             .map(|h| h.join().expect("worker"))
             .collect()
     });
-    let records = fleet.inventory();
-    let listed = names(&records);
-    let unique: HashSet<&String> = listed.iter().collect();
-    assert_eq!(unique.len(), listed.len(), "duplicated records: {listed:?}");
-    let mut expected = kept.clone();
-    expected.sort();
-    assert_eq!(listed, expected);
-    let machines: HashSet<&str> = records
-        .iter()
-        .filter_map(|r| r["_broker_owner"]["machine"].as_str())
+    assert_fleet_holds(&fleet, &kept, 4);
+}
+
+/// A PostgreSQL server of the test's own (`scripts/postgres start`), stopped and removed when
+/// dropped: a test that restarts its server must never restart the shared one.
+struct OwnServer {
+    dir: PathBuf,
+}
+
+const POSTGRES_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/postgres");
+
+impl OwnServer {
+    /// `None` when skipping is allowed and there is no PostgreSQL.
+    fn start() -> Option<Self> {
+        // The shared server's check says whether PostgreSQL is here (and fails the test if not).
+        broker_test_support::postgres_database()?;
+        let out = output(Command::new("bash").args([POSTGRES_SCRIPT, "start"]));
+        assert!(
+            out.status.success(),
+            "scripts/postgres start: {}",
+            stderr(&out)
+        );
+        let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Some(OwnServer {
+            dir: PathBuf::from(dir),
+        })
+    }
+
+    /// The URL of its `broker` database.
+    fn url(&self) -> String {
+        std::fs::read_to_string(self.dir.join("url"))
+            .expect("the server's url")
+            .trim()
+            .to_owned()
+    }
+
+    /// Stops it (`-m fast`: sessions are ended, transactions under way rolled back) and starts it
+    /// again on the same port and data.
+    fn restart(&self) {
+        let out = output(
+            Command::new("bash")
+                .arg(POSTGRES_SCRIPT)
+                .arg("restart")
+                .arg(&self.dir),
+        );
+        assert!(
+            out.status.success(),
+            "scripts/postgres restart: {}",
+            stderr(&out)
+        );
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(POSTGRES_SCRIPT)
+            .arg("stop")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// 8 processes on 4 machines check hosts out and in while their PostgreSQL server restarts: the
+/// commands the restart meets wait for the server (saying so) and finish, each worker goes on for 2
+/// more cycles after the restart, and nothing is lost or duplicated. Two checkouts that were under
+/// way across the restart (their hosts made, their provider hanging) are stopped after it: on their
+/// connections the restart ended, they give their hosts back and remove their records.
+#[test]
+fn a_restart_of_the_database_in_the_middle_of_a_run_loses_nothing() {
+    let Some(server) = OwnServer::start() else {
+        return;
+    };
+    let fleet = Fleet::on(server.url());
+    let in_flight: Vec<ChildGuard> = (0..2)
+        .map(|n| {
+            let args = ["checkout", "--test_action", "basic", "--hang", "created"];
+            let child = ChildGuard::spawn(
+                fleet
+                    .command(&format!("m{n}"), &args)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped()),
+            );
+            assert!(
+                wait_for(DEADLINE, || fleet.dir.provider_hosts().len() == n + 1),
+                "checkout {n} never made its host"
+            );
+            child
+        })
         .collect();
-    assert_eq!(machines.len(), 4, "{machines:?}");
-    assert_eq!(fleet.dir.provider_hosts().len(), WORKERS);
-    fleet.ok("observer", &["checkin", "--all"]);
-    assert!(fleet.inventory().is_empty());
-    assert!(fleet.dir.provider_hosts().is_empty());
+    const WORKERS: usize = 8;
+    let cycles_done = AtomicUsize::new(0);
+    let restarted = AtomicBool::new(false);
+    let (worked, reached): (Vec<Worked>, bool) = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..WORKERS)
+            .map(|worker| {
+                let (fleet, cycles_done, restarted) = (&fleet, &cycles_done, &restarted);
+                scope.spawn(move || {
+                    let mut after_restart = 0;
+                    cycles(fleet, worker, &format!("m{}", worker % 4), |done| {
+                        if done > 0 {
+                            cycles_done.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if restarted.load(Ordering::SeqCst) {
+                            after_restart += 1;
+                        }
+                        after_restart <= 2
+                    })
+                })
+            })
+            .collect();
+        // The restart comes once every worker is under way.
+        let reached = wait_for(DEADLINE, || {
+            cycles_done.load(Ordering::SeqCst) >= 2 * WORKERS
+        });
+        if reached {
+            server.restart();
+        }
+        restarted.store(true, Ordering::SeqCst);
+        let worked = handles
+            .into_iter()
+            .map(|h| h.join().expect("worker"))
+            .collect();
+        (worked, reached)
+    });
+    assert!(reached, "the workers never got under way");
+    let mut stopped = Vec::new();
+    for child in in_flight {
+        crate::util::signal(&child, "TERM");
+        let out = child.wait_output(DEADLINE);
+        assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+        stopped.push(out);
+    }
+    // Their first write after the restart is on a connection the restart ended.
+    assert!(
+        stopped.iter().any(said_retrying),
+        "{:?}",
+        stopped.iter().map(stderr).collect::<Vec<_>>()
+    );
+    let retried: usize = worked.iter().map(|w| w.retried).sum();
+    assert!(retried > 0, "no command of the workers met the restart");
+    let kept: Vec<String> = worked.into_iter().map(|w| w.kept).collect();
+    assert_fleet_holds(&fleet, &kept, 4);
 }
 
 /// Checkouts on three machines stopped after making their hosts; half of them killed with `-9`.
@@ -216,8 +413,9 @@ fn export_and_import_move_records_between_file_and_database_unchanged() {
     assert_eq!(fleet.inventory(), file.inventory());
 }
 
-/// A database that cannot be reached: one clear error naming the URL without its password, exit
-/// code 1, no panic, and no host made.
+/// A database that cannot be reached: a warning that broker tries again for a while (a restart
+/// looks the same at first), then one clear error naming the URL without its password, exit code 1,
+/// no panic, and no host made.
 #[test]
 fn an_unreachable_database_is_a_clear_error_before_anything_is_made() {
     let dir = BrokerDir::new(SETTINGS);
@@ -227,10 +425,46 @@ fn an_unreachable_database_is_a_clear_error_before_anything_is_made() {
     ));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
+    let refused = "connecting to the inventory database `postgres://***@127.0.0.1:1/inventory`: \
+                   error connecting to server: Connection refused (os error 111)";
     assert_eq!(
         err.trim(),
-        "error: connecting to the inventory database `postgres://***@127.0.0.1:1/inventory`: \
-         error connecting to server: Connection refused (os error 111)"
+        format!("WARN {refused}; trying again for up to 10 s\nerror: {refused}")
+    );
+    assert!(dir.provider_hosts().is_empty());
+}
+
+/// Credentials the database refuses: an authentication error (exit code 5) at once — trying again
+/// cannot mend them — naming the URL without the password, and no host made.
+#[test]
+fn refused_credentials_are_an_authentication_error_said_at_once() {
+    let Some((url, _)) = broker_test_support::postgres_database() else {
+        return;
+    };
+    // postgres://broker:PASSWORD@127.0.0.1:PORT/DATABASE
+    let (user, rest) = url
+        .split_once(':')
+        .and_then(|(scheme, rest)| {
+            let (user_part, host) = rest.split_once('@')?;
+            let user = user_part.split(':').next()?;
+            Some((format!("{scheme}:{user}"), host.to_owned()))
+        })
+        .expect("a URL with user and password");
+    let dir = BrokerDir::new(SETTINGS);
+    let out = output(
+        dir.command(&["checkout", "--test_action", "basic"])
+            .env("BROKER_INVENTORY", format!("{user}:wrong-s3cret@{rest}")),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    let shown = format!("{user}@{rest}").replace("//broker@", "//***@");
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: authentication failed: the inventory database `{shown}` refused the \
+             credentials: password authentication failed for user \"broker\" (28P01); check the \
+             user and password in `inventory` (or BROKER_INVENTORY)"
+        )
     );
     assert!(dir.provider_hosts().is_empty());
 }
