@@ -4,8 +4,11 @@
 //! recovery from another machine, export and import, a database that cannot be reached.
 
 use std::collections::HashSet;
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -34,6 +37,13 @@ impl Fleet {
             dir: BrokerDir::new(&format!("{SETTINGS}cancel_timeout: 1\n")),
             url,
         }
+    }
+
+    /// Adds `line` to the fleet's settings.
+    fn set(&self, line: &str) {
+        let path = self.dir.path().join("broker_settings.yaml");
+        let settings = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(path, format!("{settings}{line}\n")).unwrap();
     }
 
     fn command(&self, machine: &str, args: &[&str]) -> Command {
@@ -153,14 +163,14 @@ fn assert_fleet_holds(fleet: &Fleet, kept: &[String], machines: usize) {
     assert!(fleet.dir.provider_hosts().is_empty());
 }
 
-/// 16 processes on 4 "machines" (`BROKER_MACHINE`) × 5 cycles against one database: each cycle
+/// 32 processes on 4 "machines" (`BROKER_MACHINE`) × 20 cycles against one database: each cycle
 /// checks a host out and checks in the one of the cycle before. No record is lost (each check-in
 /// finds its host) or duplicated, and the provider holds exactly the hosts the records name.
 #[test]
 fn processes_on_four_machines_lose_and_duplicate_nothing() {
     let Some(fleet) = Fleet::new(60) else { return };
-    const WORKERS: usize = 16;
-    const CYCLES: usize = 5;
+    const WORKERS: usize = 32;
+    const CYCLES: usize = 20;
     let kept: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..WORKERS)
             .map(|worker| {
@@ -359,12 +369,6 @@ fn recover_from_another_machine_releases_exactly_the_dead_ones_hosts() {
     }
     let pending = fleet.inventory();
     assert_eq!(pending.len(), 6);
-    let tag_of = |r: &Value| {
-        r["_broker_args"]["tag"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
     let (mut killed, alive): (Vec<_>, Vec<_>) = running.into_iter().partition(|(n, _)| n % 2 == 0);
     for (_, child) in &mut killed {
         child.kill().expect("kill -9");
@@ -391,6 +395,272 @@ fn recover_from_another_machine_releases_exactly_the_dead_ones_hosts() {
     assert_eq!(left, expected);
     assert_eq!(fleet.dir.provider_hosts().len(), 3);
     drop(alive);
+}
+
+/// The process a worker of a storm runs now, for the storm to kill.
+type Slot = Mutex<Option<Child>>;
+
+/// How a killable command ended: its output, or killed by the storm.
+enum Ran {
+    Done(Output),
+    Killed,
+}
+
+/// Runs `command` with its child in `slot` while it runs, so that the storm can kill it; a kill is
+/// counted in `killed` before the child leaves the slot.
+fn run_killable(slot: &Slot, killed: &AtomicUsize, command: &mut Command) -> Ran {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start broker");
+    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+    *slot.lock().unwrap() = Some(child);
+    let err = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        err.as_mut().map(|e| e.read_to_end(&mut text));
+        text
+    });
+    let mut stdout = Vec::new();
+    out.as_mut().map(|o| o.read_to_end(&mut stdout));
+    let stderr = err.join().unwrap_or_default();
+    let mut held = slot.lock().unwrap();
+    let status = held
+        .as_mut()
+        .expect("the slot's child")
+        .wait()
+        .expect("wait for broker");
+    if status.signal() == Some(9) {
+        killed.fetch_add(1, Ordering::SeqCst);
+    }
+    held.take();
+    if status.signal() == Some(9) {
+        return Ran::Killed;
+    }
+    Ran::Done(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// What the workers of a storm share.
+struct Storm {
+    /// Each worker's process now.
+    slots: Vec<Slot>,
+    /// Cycles finished, by all.
+    cycles: AtomicUsize,
+    /// Processes the storm killed.
+    killed: AtomicUsize,
+    /// Set when the storm is over.
+    over: AtomicBool,
+}
+
+impl Storm {
+    /// Kills worker `worker`'s process if one runs, and waits until its worker has seen it end.
+    fn kill(&self, worker: usize) {
+        let slot = &self.slots[worker];
+        let victim = {
+            let mut held = slot.lock().unwrap();
+            let Some(child) = held.as_mut() else { return };
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            child.kill().expect("kill -9");
+            child.id()
+        };
+        assert!(
+            wait_for(DEADLINE, || slot.lock().unwrap().as_ref().map(Child::id)
+                != Some(victim)),
+            "worker {worker} never saw its process end"
+        );
+    }
+}
+
+/// Kills the running checkouts a storm left when dropped (the test failed first).
+struct Alive(Vec<Child>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One worker of a storm, as `machine`: checkout/checkin cycles (any of its processes may be killed)
+/// until the storm is over, then a checkout that hangs once its host is made, left running in its
+/// slot. Every command the storm did not kill must succeed.
+fn storm_worker(fleet: &Fleet, worker: usize, storm: &Storm) {
+    let machine = format!("machine-{}", worker % 4);
+    let slot = &storm.slots[worker];
+    let mut previous: Option<String> = None;
+    let mut cycle = 0;
+    while !storm.over.load(Ordering::SeqCst) {
+        let tag = format!("w{worker}c{cycle}");
+        let args = [
+            "checkout",
+            "--test_action",
+            "basic",
+            "--tag",
+            &tag,
+            "-o",
+            "json",
+        ];
+        let checkout = run_killable(slot, &storm.killed, &mut fleet.command(&machine, &args));
+        if let Ran::Done(out) = checkout {
+            assert_eq!(out.status.code(), Some(0), "{tag}: {}", stderr(&out));
+            let hosts: Vec<Value> = serde_json::from_slice(&out.stdout).expect("checkout json");
+            let name = hosts[0]["name"].as_str().expect("name").to_owned();
+            if let Some(prev) = previous.replace(name) {
+                let mut command = fleet.command(&machine, &["checkin", &prev]);
+                if let Ran::Done(out) = run_killable(slot, &storm.killed, &mut command) {
+                    assert_eq!(out.status.code(), Some(0), "{prev}: {}", stderr(&out));
+                }
+            }
+        }
+        cycle += 1;
+        storm.cycles.fetch_add(1, Ordering::SeqCst);
+    }
+    let tag = format!("alive-{worker}");
+    let args = [
+        "checkout",
+        "--test_action",
+        "basic",
+        "--tag",
+        &tag,
+        "--hang",
+        "created",
+    ];
+    let child = fleet
+        .command(&machine, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start broker");
+    *slot.lock().unwrap() = Some(child);
+}
+
+/// The tag a record's checkout was given.
+fn tag_of(record: &Value) -> String {
+    record["_broker_args"]["tag"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// 32 workers on 4 machines check hosts out and in while a storm kills 50 of their processes with
+/// `kill -9`, at random, wherever each is (before its intent, with a host half-made, mid-check-in,
+/// after it finished); then each leaves one checkout running, hung once its host is made. `broker
+/// recover` from a fifth machine, once the dead ones' leases ran out, releases exactly what the dead
+/// processes left `pending` or `releasing` — their hosts, made or half-made — and nothing of the
+/// running ones or the `ready` hosts; the provider then holds exactly the hosts the records name.
+#[test]
+fn a_kill_storm_then_recover_from_another_machine_releases_exactly_the_dead_ones_hosts() {
+    let Some(fleet) = Fleet::new(2) else { return };
+    // Checkouts would give back what the dead left before `recover` could.
+    fleet.set("reap_on_start: false");
+    const WORKERS: usize = 32;
+    const KILLS: usize = 50;
+    let storm = Storm {
+        slots: (0..WORKERS).map(|_| Mutex::new(None)).collect(),
+        cycles: AtomicUsize::new(0),
+        killed: AtomicUsize::new(0),
+        over: AtomicBool::new(false),
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64 | 1);
+    let mut random = seed;
+    let mut next = move || {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        random
+    };
+    std::thread::scope(|scope| {
+        for worker in 0..WORKERS {
+            let (fleet, storm) = (&fleet, &storm);
+            scope.spawn(move || storm_worker(fleet, worker, storm));
+        }
+        let mut seen = 0;
+        while storm.killed.load(Ordering::SeqCst) < KILLS {
+            // At most one kill per cycle finished somewhere, at a random worker's process.
+            let moved = wait_for(DEADLINE, || storm.cycles.load(Ordering::SeqCst) > seen);
+            if !moved {
+                storm.over.store(true, Ordering::SeqCst);
+                panic!("the workers stopped (seed {seed})");
+            }
+            seen = storm.cycles.load(Ordering::SeqCst);
+            storm.kill((next() % WORKERS as u64) as usize);
+        }
+        storm.over.store(true, Ordering::SeqCst);
+    });
+    assert_eq!(storm.killed.load(Ordering::SeqCst), KILLS);
+    let alive = Alive(
+        storm
+            .slots
+            .iter()
+            .map(|slot| slot.lock().unwrap().take().expect("a running checkout"))
+            .collect(),
+    );
+    // The running checkouts have made their hosts.
+    assert!(
+        wait_for(DEADLINE, || {
+            let hosts = fleet.dir.provider_hosts();
+            let records = fleet.inventory();
+            records
+                .iter()
+                .filter(|r| tag_of(r).starts_with("alive-"))
+                .filter(|r| hosts.contains(&r["name"].as_str().unwrap_or_default().to_owned()))
+                .count()
+                == WORKERS
+        }),
+        "the last checkouts never made their hosts"
+    );
+    let before = fleet.inventory();
+    let unfinished =
+        |r: &&Value| matches!(r["_broker_state"].as_str(), Some("pending" | "releasing"));
+    let dead: HashSet<String> = before
+        .iter()
+        .filter(unfinished)
+        .map(tag_of)
+        .filter(|t| !t.starts_with("alive-"))
+        .collect();
+    assert!(
+        !dead.is_empty(),
+        "the storm left nothing unfinished (seed {seed})"
+    );
+    assert!(
+        wait_for(DEADLINE, || {
+            fleet.ok("machine-9", &["recover"]);
+            !fleet.inventory().iter().any(|r| dead.contains(&tag_of(r)))
+        }),
+        "recover never released the dead ones' hosts (seed {seed}): {dead:?}"
+    );
+    let left = fleet.inventory();
+    let mut left_tags: Vec<String> = left.iter().map(tag_of).collect();
+    left_tags.sort();
+    let mut expected: Vec<String> = before
+        .iter()
+        .map(tag_of)
+        .filter(|t| !dead.contains(t))
+        .collect();
+    expected.sort();
+    assert_eq!(left_tags, expected, "seed {seed}");
+    assert_eq!(left.len(), before.len() - dead.len(), "seed {seed}");
+    let mut named: Vec<String> = left
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    named.sort();
+    assert_eq!(fleet.dir.provider_hosts(), named, "seed {seed}");
+    drop(alive);
+    fleet.ok("observer", &["recover", "--all"]);
+    fleet.ok("observer", &["checkin", "--all"]);
+    assert!(fleet.inventory().is_empty());
+    assert!(fleet.dir.provider_hosts().is_empty());
 }
 
 /// The file's records exported, imported into the database and exported again: the same records.
