@@ -235,3 +235,36 @@ fn records_keep_their_values_and_key_order() {
         assert_eq!(keys(&back[0]), keys(&r), "{}", s.name);
     }
 }
+
+/// Whether the store's connections are encrypted, as the server sees them.
+fn encrypted(store: &PostgresStore) -> bool {
+    store
+        .pool
+        .run(
+            "reading the connection's TLS state",
+            Box::new(|client: &mut postgres::Client| {
+                Ok(client
+                    .query_one(
+                        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                        &[],
+                    )?
+                    .get::<_, bool>(0))
+            }),
+        )
+        .unwrap()
+}
+
+#[test]
+fn sslrootcert_with_require_or_verify_full_checks_the_server_against_its_ca_and_encrypts() {
+    let Some((url, dir)) = broker_test_support::postgres_database() else {
+        return;
+    };
+    let ca = dir.join("ca.pem");
+    for mode in ["require", "verify-ca", "verify-full"] {
+        let with_ca = format!("{url}?sslmode={mode}&sslrootcert={}", ca.display());
+        let store = PostgresStore::open(&SecretString::from(with_ca)).unwrap();
+        assert!(encrypted(&store), "sslmode={mode}");
+    }
+    let plain = PostgresStore::open(&SecretString::from(format!("{url}?sslmode=disable"))).unwrap();
+    assert!(!encrypted(&plain));
+}

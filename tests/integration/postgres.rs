@@ -738,3 +738,50 @@ fn refused_credentials_are_an_authentication_error_said_at_once() {
     );
     assert!(dir.provider_hosts().is_empty());
 }
+
+/// `sslrootcert` naming a CA that did not sign the server's certificate: one clear error at once
+/// (trying again cannot mend it), exit code 1, naming the URL without its password; the server's
+/// own CA connects.
+#[test]
+fn a_server_certificate_the_named_ca_did_not_sign_is_refused_at_once() {
+    let Some((url, dir)) = broker_test_support::postgres_database() else {
+        return;
+    };
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = other.path().join("other-ca.pem");
+    let made = output(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=another CA",
+        "-keyout",
+        &other.path().join("other-ca.key").display().to_string(),
+        "-out",
+        &other_ca.display().to_string(),
+    ]));
+    assert!(made.status.success(), "openssl: {}", stderr(&made));
+    let fleet = Fleet::on(format!(
+        "{url}?sslmode=verify-full&sslrootcert={}",
+        dir.join("ca.pem").display()
+    ));
+    fleet.ok("m", &["inventory"]);
+    let query = format!("sslmode=require&sslrootcert={}", other_ca.display());
+    let fleet = Fleet::on(format!("{url}?{query}"));
+    let out = output(&mut fleet.command("m", &["checkout", "--test_action", "basic"]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (_, at) = url.split_once('@').expect("a URL with credentials");
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: connecting to the inventory database `postgres://***@{at}?{query}`: error \
+             performing TLS handshake: invalid peer certificate: UnknownIssuer"
+        )
+    );
+    assert!(fleet.dir.provider_hosts().is_empty());
+}
