@@ -13,6 +13,7 @@ mod concurrency;
 mod container;
 mod docs;
 mod flags;
+mod foreman_sim;
 mod handoff_ansible;
 mod handoff_chef;
 mod handoff_puppet;

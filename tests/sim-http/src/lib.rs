@@ -1,16 +1,18 @@
-//! What broker's API simulators (`tests/awx-sim`, `tests/openstack-sim`, `tests/beaker-sim`)
-//! share: a hyper server on its own thread, stopped when dropped; JSON replies; faults asked for on
+//! What broker's API simulators (`tests/awx-sim`, `tests/openstack-sim`, `tests/beaker-sim`,
+//! `tests/foreman-sim`) share: a hyper server on its own thread, stopped when dropped; requests read
+//! whole; JSON replies; faults asked for on
 //! demand and taken by the requests they match; the time of day in UTC as servers write it.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
-use serde_json::Value;
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
 
 /// An answer.
 pub type Reply = Response<Full<Bytes>>;
@@ -219,6 +221,69 @@ pub fn query(uri: &hyper::Uri) -> Vec<(String, String)> {
     uri.query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default()
+}
+
+/// A request read whole.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// `GET`, `POST`…
+    pub method: Method,
+    /// The path, without the query.
+    pub path: String,
+    /// The query's pairs, decoded, in order.
+    pub query: Vec<(String, String)>,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// The body as JSON: `null` when empty, `{"_raw": TEXT}` when it is not JSON.
+    pub body: Value,
+}
+
+impl Received {
+    /// The first value of a query parameter.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A header's value, when it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The user and password of a `Basic` `Authorization` header.
+    pub fn basic_credentials(&self) -> Option<(String, String)> {
+        let encoded = self.header("authorization")?.strip_prefix("Basic ")?;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let (user, password) = text.split_once(':')?;
+        Some((user.to_owned(), password.to_owned()))
+    }
+}
+
+/// Reads `req` whole, its body as JSON.
+///
+/// # Errors
+/// When the body cannot be read (the client went away).
+pub async fn receive(req: Request<Incoming>) -> Result<Received, hyper::Error> {
+    let (parts, body) = req.into_parts();
+    let bytes = body.collect().await?.to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!({"_raw": String::from_utf8_lossy(&bytes)}))
+    };
+    Ok(Received {
+        query: query(&parts.uri),
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        headers: parts.headers,
+        body,
+    })
 }
 
 /// A JSON answer.

@@ -69,6 +69,13 @@ pub const OPENSTACKSDK: Component = Component {
     install: "export BROKER_OPENSTACKSDK_PYTHON=\"$(bash scripts/setup-openstacksdk)\"",
 };
 
+/// The Python broker (PyPI `broker`, a test oracle), in the Python that `BROKER_PYBROKER_PYTHON`
+/// names.
+pub const PYBROKER: Component = Component {
+    name: "the Python broker (in the Python that BROKER_PYBROKER_PYTHON names)",
+    install: "export BROKER_PYBROKER_PYTHON=\"$(bash scripts/setup-pybroker)\"",
+};
+
 /// The official Beaker client, as the `bkr` command that `BROKER_BKR` names.
 pub const BKR: Component = Component {
     name: "the Beaker client bkr (the command that BROKER_BKR names)",
@@ -223,28 +230,38 @@ pub fn ansible() -> bool {
     )
 }
 
+/// The Python that the environment variable `var` names, when it can import `module`; `None` when
+/// skipping is allowed and it cannot (see [`Component::check`]).
+fn python_with(var: &str, module: &str, component: &Component) -> Option<String> {
+    let python = std::env::var(var).unwrap_or_default();
+    let found = if python.is_empty() {
+        Err(format!("{var} is not set"))
+    } else {
+        probe(Command::new(&python).args(["-c", &format!("import {module}")]))
+    };
+    component.check(found).then_some(python)
+}
+
 /// The Python with awxkit that `BROKER_AWXKIT_PYTHON` names, `None` when skipping is allowed and it
 /// is missing (see [`Component::check`]).
 pub fn awxkit_python() -> Option<String> {
-    let python = std::env::var("BROKER_AWXKIT_PYTHON").unwrap_or_default();
-    let found = if python.is_empty() {
-        Err("BROKER_AWXKIT_PYTHON is not set".to_owned())
-    } else {
-        probe(Command::new(&python).args(["-c", "import awxkit"]))
-    };
-    AWXKIT.check(found).then_some(python)
+    python_with("BROKER_AWXKIT_PYTHON", "awxkit", &AWXKIT)
 }
 
 /// The Python with openstacksdk that `BROKER_OPENSTACKSDK_PYTHON` names, `None` when skipping is
 /// allowed and it is missing (see [`Component::check`]).
 pub fn openstacksdk_python() -> Option<String> {
-    let python = std::env::var("BROKER_OPENSTACKSDK_PYTHON").unwrap_or_default();
-    let found = if python.is_empty() {
-        Err("BROKER_OPENSTACKSDK_PYTHON is not set".to_owned())
-    } else {
-        probe(Command::new(&python).args(["-c", "import openstack"]))
-    };
-    OPENSTACKSDK.check(found).then_some(python)
+    python_with("BROKER_OPENSTACKSDK_PYTHON", "openstack", &OPENSTACKSDK)
+}
+
+/// The Python with the Python broker that `BROKER_PYBROKER_PYTHON` names, `None` when skipping is
+/// allowed and it is missing (see [`Component::check`]).
+pub fn pybroker_python() -> Option<String> {
+    python_with(
+        "BROKER_PYBROKER_PYTHON",
+        "broker.providers.foreman",
+        &PYBROKER,
+    )
 }
 
 /// The `bkr` command that `BROKER_BKR` names, `None` when skipping is allowed and it is missing
