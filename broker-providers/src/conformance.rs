@@ -48,3 +48,26 @@ async fn ansible_tower_conforms_on_the_awx_simulator() {
         .await
         .unwrap();
 }
+
+#[cfg(feature = "openstack")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openstack_conforms_on_the_openstack_simulator() {
+    let sim = openstack_sim::Sim::start();
+    let settings = format!(
+        "OpenStack:\n  auth_url: {}\n  username: {}\n  password: {}\n  project_name: {}\n  \
+         server_poll_interval: 0.01\n  server_timeout: 60\n",
+        sim.auth_url(),
+        openstack_sim::USER,
+        openstack_sim::PASSWORD,
+        openstack_sim::PROJECT
+    );
+    broker_core::conformance::Conformance::new(crate::openstack::KIND)
+        .settings(&settings)
+        .arg("ostack_image", "rhel-9.4")
+        .arg("ostack_flavor", "m1.small")
+        .arg("ostack_network", "private")
+        .without_sessions()
+        .run()
+        .await
+        .unwrap();
+}

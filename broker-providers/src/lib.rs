@@ -5,6 +5,7 @@
 //! | `test-provider` (default) | [`TestProvider`](test_provider) | `test_action` |
 //! | `container` (default) | [`Container`](container) (Docker, Podman) | `container_host`, `container_app` |
 //! | `ansible-tower` (default) | [`AnsibleTower`](ansible_tower) (AWX, AAP) | `workflow`, `job_template` |
+//! | `openstack` (default) | [`OpenStack`](openstack) (Keystone v3, Nova, Glance, Neutron) | `ostack_template`, `ostack_image` |
 //! | `ssh` (default) | [SSH sessions](ssh) for hosts reached over SSH | — |
 //!
 //! [`registry`] returns every provider compiled in; hand it to [`broker_core::Broker::new`].
@@ -25,6 +26,8 @@ pub mod ansible_tower;
 mod conformance;
 #[cfg(feature = "container")]
 pub mod container;
+#[cfg(feature = "openstack")]
+pub mod openstack;
 #[cfg(any(feature = "container", feature = "ssh", feature = "test-provider"))]
 mod shell;
 #[cfg(feature = "ssh")]
@@ -38,6 +41,26 @@ pub mod test_provider;
 #[doc = include_str!("../../docs/leases.md")]
 struct LeasesDoc;
 
+/// A session to a host reached over SSH (the providers whose hosts are machines: AnsibleTower,
+/// OpenStack); without the `ssh` feature, [`broker_core::Error::NotImplemented`].
+#[cfg(any(feature = "ansible-tower", feature = "openstack"))]
+async fn ssh_session(
+    provider: &dyn broker_core::Provider,
+    host: &broker_core::HostRecord,
+    config: &broker_core::ProviderConfig,
+) -> broker_core::Result<Box<dyn broker_core::Session>> {
+    #[cfg(feature = "ssh")]
+    {
+        let _ = provider;
+        ssh::connect_host(host, config).await
+    }
+    #[cfg(not(feature = "ssh"))]
+    {
+        let _ = (host, config);
+        Err(provider.not_implemented("sessions (build with the `ssh` feature)"))
+    }
+}
+
 /// Every provider this build has, by name.
 pub fn registry() -> ProviderRegistry {
     #[allow(unused_mut)]
@@ -46,6 +69,8 @@ pub fn registry() -> ProviderRegistry {
     registry.register(ansible_tower::KIND);
     #[cfg(feature = "container")]
     registry.register(container::KIND);
+    #[cfg(feature = "openstack")]
+    registry.register(openstack::KIND);
     #[cfg(feature = "test-provider")]
     registry.register(test_provider::KIND);
     registry

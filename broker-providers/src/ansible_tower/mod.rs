@@ -1781,15 +1781,7 @@ impl Provider for Tower {
     }
 
     async fn connect(&self, host: &HostRecord) -> Result<Box<dyn broker_core::Session>> {
-        #[cfg(feature = "ssh")]
-        {
-            crate::ssh::connect_host(host, &self.config).await
-        }
-        #[cfg(not(feature = "ssh"))]
-        {
-            let _ = host;
-            Err(self.not_implemented("sessions (build with the `ssh` feature)"))
-        }
+        crate::ssh_session(self, host, &self.config).await
     }
 }
 

@@ -121,6 +121,8 @@ pub struct Server {
     pub key_name: Option<String>,
     pub metadata: Map<String, Value>,
     pub project: String,
+    /// The id of the user who made it (Nova's `user_id`).
+    pub user: String,
     /// The fault message of a build that is to fail (or has failed).
     pub fail: Option<String>,
     reads: u32,
@@ -215,6 +217,9 @@ pub struct World {
     pub floating_ips: Vec<FloatingIp>,
     pub requests: Vec<Recorded>,
     faults: Vec<Fault>,
+    /// Ports made so far: fixed addresses are not given again (a test that tells hosts apart by
+    /// address must not meet a deleted server's address on a new one).
+    ports_made: u32,
 }
 
 impl World {
@@ -251,6 +256,7 @@ impl World {
             floating_ips: Vec::new(),
             requests: Vec::new(),
             faults: Vec::new(),
+            ports_made: 0,
         };
         for name in ["rhel-9.4", "rhel-9.4-minimal", "fedora-41"] {
             let id = w.uuid();
@@ -308,6 +314,32 @@ impl World {
     /// The network named `name`.
     pub fn network(&self, name: &str) -> Option<&Network> {
         self.networks.iter().find(|n| n.name == name)
+    }
+
+    /// Makes an `ACTIVE` server of [`PROJECT`] on the network `private`, as `user` (a user id:
+    /// alice is `u-alice`) made it with `metadata`: what a crashed checkout, or someone else, left.
+    pub fn add_server(&mut self, name: &str, user: &str, metadata: Map<String, Value>) -> String {
+        let id = self.uuid();
+        let image = self.images[0].id.clone();
+        let flavor = self.flavors[0].id.clone();
+        let network = self.networks[0].id.clone();
+        self.servers.push(Server {
+            id: id.clone(),
+            name: name.into(),
+            status: "BUILD".into(),
+            image,
+            flavor,
+            networks: vec![network],
+            key_name: None,
+            metadata,
+            project: "p-demo".into(),
+            user: user.into(),
+            fail: None,
+            reads: 0,
+            created: CREATED.into(),
+        });
+        finish_build(self, self.servers.len() - 1);
+        id
     }
 
     fn take_fault(&mut self, method: &str, path: &str) -> Option<FaultKind> {
@@ -524,12 +556,13 @@ fn respond(w: &mut World, req: &Req) -> Reply {
         _ => {}
     }
     let project = token.project.unwrap_or_default();
+    let user = token.user;
     let build_error = match fault {
         Some(FaultKind::BuildError(message)) => Some(message),
         _ => None,
     };
     match *service {
-        "/compute" => compute(w, req, &rest, &project, build_error),
+        "/compute" => compute(w, req, &rest, (&project, &user), build_error),
         "/image" => image(w, req, &rest),
         _ => networking(w, req, &rest),
     }
@@ -800,7 +833,7 @@ fn compute(
     w: &mut World,
     req: &Req,
     rest: &str,
-    project: &str,
+    (project, user): (&str, &str),
     build_error: Option<String>,
 ) -> Reply {
     let Some(rest) = rest.strip_prefix("/v2.1") else {
@@ -808,7 +841,7 @@ fn compute(
     };
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     match (&req.method, segments.as_slice()) {
-        (&Method::POST, ["servers"]) => create_server(w, &req.body, project, build_error),
+        (&Method::POST, ["servers"]) => create_server(w, &req.body, (project, user), build_error),
         (&Method::GET, ["servers"]) => list_servers(w, req, project, false),
         (&Method::GET, ["servers", "detail"]) => list_servers(w, req, project, true),
         (&Method::GET, ["servers", id]) => match read_server(w, id, project) {
@@ -863,7 +896,12 @@ fn flavor_json(w: &World, f: &Flavor) -> Value {
 }
 
 /// `POST /servers`: validates the request as Nova does, then makes a server in `BUILD`.
-fn create_server(w: &mut World, body: &Value, project: &str, build_error: Option<String>) -> Reply {
+fn create_server(
+    w: &mut World,
+    body: &Value,
+    (project, user): (&str, &str),
+    build_error: Option<String>,
+) -> Reply {
     let s = &body["server"];
     let Some(name) = s["name"].as_str().filter(|n| !n.trim().is_empty()) else {
         return bad_request(
@@ -908,6 +946,7 @@ fn create_server(w: &mut World, body: &Value, project: &str, build_error: Option
         key_name,
         metadata,
         project: project.to_owned(),
+        user: user.to_owned(),
         fail: build_error,
         reads: 0,
         created: CREATED.into(),
@@ -953,7 +992,8 @@ fn finish_build(w: &mut World, i: usize) {
             .find(|n| n.id == network)
             .map(|n| n.cidr_prefix.clone())
             .unwrap_or_default();
-        let host = w.ports.iter().filter(|p| p.network == network).count() + 10;
+        let host = 10 + w.ports_made % 240;
+        w.ports_made += 1;
         let id = w.uuid();
         w.ports.push(Port {
             id,
@@ -998,7 +1038,7 @@ fn server_json(w: &World, s: &Server) -> Value {
         _ => ("error", Value::Null, 0),
     };
     let mut v = json!({
-        "id": s.id, "name": s.name, "status": s.status, "tenant_id": s.project, "user_id": "u-alice",
+        "id": s.id, "name": s.name, "status": s.status, "tenant_id": s.project, "user_id": s.user,
         "metadata": s.metadata, "hostId": "", "key_name": s.key_name,
         "image": {"id": s.image, "links": links(w, "/compute/v2.1/images", &s.image)},
         "flavor": {"id": s.flavor, "links": links(w, "/compute/v2.1/flavors", &s.flavor)},
