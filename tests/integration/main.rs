@@ -21,6 +21,8 @@ mod handoff_run;
 mod input;
 mod inventory_file;
 mod leases;
+#[cfg(feature = "openstack")]
+mod openstack;
 mod openstack_sim;
 mod postgres;
 #[cfg(feature = "serve")]

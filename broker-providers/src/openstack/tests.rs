@@ -358,10 +358,9 @@ async fn images_resolve_by_id_then_exact_name_then_part_of_the_name() {
             .await
             .unwrap();
         let server = e.sim.servers().remove(0);
-        let w = e.sim.world();
-        assert_eq!(server.image, w.image(expected).unwrap().id, "{image}");
+        let wanted = e.sim.world().image(expected).unwrap().id.clone();
+        assert_eq!(server.image, wanted, "{image}");
         assert_eq!(server.flavor, medium);
-        drop(w);
         guard.checkin().await.unwrap();
     }
 }
