@@ -663,7 +663,7 @@ fn a_kill_storm_then_recover_from_another_machine_releases_exactly_the_dead_ones
     assert!(fleet.dir.provider_hosts().is_empty());
 }
 
-/// The file's records exported, imported into the database and exported again: the same records.
+/// The file's records exported, imported into the database and exported again: the same file.
 #[test]
 fn export_and_import_move_records_between_file_and_database_unchanged() {
     let Some(fleet) = Fleet::new(60) else { return };
@@ -680,6 +680,11 @@ fn export_and_import_move_records_between_file_and_database_unchanged() {
     let from_database: Vec<serde_yaml::Value> =
         serde_yaml::from_str(&std::fs::read_to_string(&back).unwrap()).unwrap();
     assert_eq!(from_database, from_file);
+    // Byte for byte: the records in their order, each with its keys in their order.
+    assert_eq!(
+        std::fs::read_to_string(&back).unwrap(),
+        std::fs::read_to_string(&exported).unwrap()
+    );
     assert_eq!(fleet.inventory(), file.inventory());
 }
 
