@@ -212,6 +212,7 @@ async fn dispatch(command: Command, settings: Settings, emitter: &mut Emitter) -
                 Command::Ssh(a) => ssh(&broker, a, emitter).await,
                 Command::Target(cmd) => crate::targets::target(&broker, cmd, emitter),
                 Command::Handoff(c) => handoff(&broker, c, emitter).await,
+                Command::Scenarios(c) => crate::scenarios::scenarios(&broker, c, emitter).await,
                 Command::Config(_)
                 | Command::Db(_)
                 | Command::Completions { .. }
@@ -233,6 +234,7 @@ fn background_if_asked(command: &Command, settings: &Settings) -> Result<Option<
         Command::Duplicate(a) => a.background,
         Command::Extend(a) => a.background,
         Command::Execute(a) => a.background,
+        Command::Scenarios(crate::cli::ScenariosCommand::Execute(a)) => a.background,
         _ => false,
     };
     if !asked {
@@ -344,7 +346,9 @@ impl StopSignals {
 }
 
 /// Runs `work` unless a stop signal (Ctrl-C, SIGTERM, SIGHUP) comes first.
-async fn interruptible<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+pub(crate) async fn interruptible<T>(
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     let mut signals = StopSignals::listen()?;
     tokio::select! {
         out = work => out,

@@ -135,6 +135,12 @@ pub enum Command {
         after_help = "Examples:\n  broker handoff run 0 --target bootstrap\n  broker handoff retry 0\n  broker handoff status 0 -o json"
     )]
     Handoff(HandoffCommand),
+    /// YAML scenarios: workflows of checkouts, commands and checks.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  broker scenarios list --tag smoke\n  broker scenarios execute deploy --RHEL_VERSION 9.4 --config.settings.ssh.backend ssh\n  broker scenarios validate deploy"
+    )]
+    Scenarios(ScenariosCommand),
     /// The shared inventory database (`inventory: postgres://…`): bring its schema up to date, or
     /// show where it stands.
     #[command(subcommand)]
@@ -421,6 +427,73 @@ pub struct ExtendArgs {
     pub extra: Vec<String>,
 }
 
+/// `scenarios`.
+#[derive(Debug, Subcommand)]
+pub enum ScenariosCommand {
+    /// List the scenarios of the scenarios directory (`<broker directory>/scenarios`).
+    List {
+        /// A filter over each scenario's top-level metadata, e.g. `"Jake" in @res.author`.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Only scenarios with this tag (short for `--filter '"TAG" in @res.tags'`).
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    /// Run a scenario: `--NAME value` sets a variable, `--config.a.b value` a config value.
+    Execute(ScenarioExecuteArgs),
+    /// Show a scenario's name, path, config, variables and steps.
+    Info {
+        /// A scenario name or file.
+        scenario: String,
+        /// Plain YAML (the output is never coloured; kept for the Python broker's scripts).
+        #[arg(long)]
+        no_syntax: bool,
+    },
+    /// Check a scenario file against the format; exits 16 when it is invalid.
+    Validate {
+        /// A scenario name or file.
+        scenario: String,
+    },
+    /// Bring a scenario file to the newest spec version (the old file is kept as `.bak`).
+    Migrate {
+        /// A scenario name or file.
+        scenario: String,
+        /// Only say what would change.
+        #[arg(long)]
+        dry_run: bool,
+        /// The version to migrate to (default: the newest).
+        #[arg(long, value_name = "VERSION")]
+        force_version: Option<u64>,
+    },
+    /// Copy a scenario file (a path, or an http(s) URL) into the scenarios directory.
+    Import {
+        /// A file, or a URL of a raw file (GitHub and GitLab page URLs are turned into raw ones).
+        source: String,
+        /// The name to give it (default: the source's file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace a different file of the same name.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `scenarios execute`.
+#[derive(Debug, Args)]
+pub struct ScenarioExecuteArgs {
+    /// Run in the background.
+    #[arg(short = 'b', long)]
+    pub background: bool,
+    /// Keep the hosts the scenario checked out when it fails (default: check them in).
+    #[arg(long)]
+    pub keep_hosts_on_failure: bool,
+    /// A scenario name (in the scenarios directory) or file.
+    pub scenario: String,
+    /// Overrides: `--NAME value` for variables, `--config.a.b value` for `config`.
+    #[arg(last = true, value_name = "OVERRIDES")]
+    pub overrides: Vec<String>,
+}
+
 /// `execute`.
 #[derive(Debug, Args)]
 pub struct ExecuteArgs {
@@ -685,7 +758,14 @@ fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
 }
 
 /// Subcommands whose unknown `--key value` tokens are provider arguments.
-const PASSTHROUGH: &[&str] = &["checkout", "execute", "extend", "providers", "nick-help"];
+const PASSTHROUGH: &[&str] = &[
+    "checkout",
+    "execute",
+    "extend",
+    "providers",
+    "nick-help",
+    "scenarios",
+];
 
 /// Moves provider arguments behind a `--` so clap sees only its own flags.
 ///
@@ -708,9 +788,20 @@ pub fn split_passthrough(args: Vec<String>) -> Vec<String> {
     } else {
         verb.as_str()
     };
-    let Some(sub) = root.find_subcommand(name) else {
+    let Some(mut sub) = root.find_subcommand(name) else {
         return args;
     };
+    let mut i = i;
+    // `scenarios execute`: its overrides are pass-through arguments too.
+    if verb == "scenarios" {
+        match (args.get(i + 1), sub.find_subcommand("execute")) {
+            (Some(next), Some(execute)) if next == "execute" => {
+                sub = execute;
+                i += 1;
+            }
+            _ => return args,
+        }
+    }
     let (clap_tokens, extra) = KnownFlags { root: &root, sub }.sort(&args[i + 1..]);
     let mut out: Vec<String> = args[..=i].to_vec();
     out.extend(clap_tokens);

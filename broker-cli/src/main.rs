@@ -8,6 +8,7 @@ mod manual;
 mod output;
 mod remote;
 mod report;
+mod scenarios;
 #[cfg(feature = "serve")]
 mod serve;
 mod store;

@@ -42,7 +42,10 @@ pub(crate) fn server_of(given: Option<String>, settings: &Settings) -> Option<St
 /// machine's own settings, server and documentation.
 pub(crate) fn goes_remote(command: &Command) -> bool {
     match command {
-        Command::Config(_) | Command::Completions { .. } | Command::Manpage { .. } => false,
+        Command::Config(_)
+        | Command::Scenarios(_)
+        | Command::Completions { .. }
+        | Command::Manpage { .. } => false,
         #[cfg(feature = "serve")]
         Command::Serve(_) => false,
         _ => true,

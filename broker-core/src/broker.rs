@@ -97,6 +97,19 @@ impl Broker {
         Ok(broker)
     }
 
+    /// A broker with other settings over the same providers and inventory store (a scenario's
+    /// `config.settings` merged for its run).
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] for invalid timeouts in the settings.
+    pub fn with_settings(&self, settings: Settings) -> Result<Broker> {
+        Self::with_store(
+            settings,
+            self.inner.registry.clone(),
+            Arc::clone(&self.inner.store),
+        )
+    }
+
     /// The settings in use.
     pub fn settings(&self) -> &Settings {
         &self.inner.settings

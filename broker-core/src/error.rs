@@ -222,6 +222,21 @@ pub enum Error {
         message: String,
     },
 
+    /// A scenario failed: its file is invalid, a step failed, an `assert` did not hold or an `exit`
+    /// asked for a non-zero code (exit code 16, as the Python broker's `ScenarioError`).
+    #[error("{}", scenario_message(scenario, step.as_deref(), message))]
+    Scenario {
+        /// The scenario's name (its file's stem).
+        scenario: String,
+        /// The step that failed, when one did.
+        step: Option<String>,
+        /// What went wrong.
+        message: String,
+        /// The underlying cause, e.g. the host error of an `ssh` step.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
     /// The operation did not finish in time.
     #[error("{} timed out after {}", shown(.operation), crate::time::format::format_duration(*after))]
     Timeout {
@@ -230,6 +245,14 @@ pub enum Error {
         /// The limit that was hit.
         after: Duration,
     },
+}
+
+/// `scenario `NAME` step `STEP`: MESSAGE`, without the step when none failed.
+fn scenario_message(scenario: &str, step: Option<&str>, message: &str) -> String {
+    match step {
+        Some(step) => format!("scenario `{scenario}` step `{step}`: {}", shown(message)),
+        None => format!("scenario `{scenario}`: {}", shown(message)),
+    }
 }
 
 /// A filter that does not parse, with the column (1-based, in characters) where it goes wrong.
@@ -348,6 +371,7 @@ impl Error {
     /// | 9 | not implemented |
     /// | 10 | host |
     /// | 13 | user |
+    /// | 16 | scenario |
     /// | 130 | interrupted |
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -369,6 +393,7 @@ impl Error {
                 failures.first().map(|(_, e)| e.exit_code()).unwrap_or(1)
             }
             Error::Interrupted { .. } => 130,
+            Error::Scenario { .. } => 16,
         }
     }
 
@@ -437,7 +462,8 @@ impl Error {
             | Error::Permission { source, .. }
             | Error::Provider { source, .. }
             | Error::Host { source, .. }
-            | Error::Internal { source, .. } => *source = Some(cause.into()),
+            | Error::Internal { source, .. }
+            | Error::Scenario { source, .. } => *source = Some(cause.into()),
             _ => {}
         }
         self

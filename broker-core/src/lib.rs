@@ -64,6 +64,8 @@ pub mod record;
 pub mod redact;
 pub mod report;
 mod request;
+#[cfg(feature = "scenario")]
+pub mod scenario;
 pub mod selection;
 pub mod session;
 pub mod settings;

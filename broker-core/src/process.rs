@@ -1,9 +1,17 @@
 //! Processes of this machine as `/proc` shows them: which machine this is, when a process started,
-//! which boot this is. A leaf: it depends on nothing else in broker-core.
+//! which boot this is. A leaf: it depends on nothing else in broker-core. Its [`local`] module runs
+//! commands on this machine in process groups of their own.
 //!
 //! A pid alone does not name a process for long: pids are reused. A process is told from a later
 //! one with its pid by its start time (clock ticks since boot, field 22 of `/proc/PID/stat`) and by
 //! the boot it started in (`/proc/sys/kernel/random/boot_id`).
+
+#[cfg(any(
+    feature = "handoff-ansible",
+    feature = "handoff-puppet",
+    feature = "scenario"
+))]
+pub(crate) mod local;
 
 /// Whether a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -211,6 +211,19 @@ impl Settings {
         self.env = overrides;
     }
 
+    /// These settings with `overlay` merged over them — nested mappings merge, everything else
+    /// replaces, top-level keys in any case — as a scenario's `config.settings` are for its run.
+    #[must_use]
+    pub fn overlaid(&self, overlay: Mapping) -> Settings {
+        let mut settings = self.clone();
+        for (key, value) in overlay {
+            if let Some(key) = key.as_str() {
+                set_path_ci(&mut settings.raw, &[key.to_owned()], value);
+            }
+        }
+        settings
+    }
+
     /// The broker directory.
     pub fn directory(&self) -> &Path {
         &self.directory

@@ -27,6 +27,7 @@ mod openstack_sim;
 mod postgres;
 #[cfg(feature = "serve")]
 mod remote;
+mod scenarios;
 mod secrets;
 #[cfg(feature = "serve")]
 mod serve;

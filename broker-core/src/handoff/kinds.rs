@@ -7,8 +7,6 @@
 pub mod ansible;
 #[cfg(feature = "handoff-chef")]
 pub mod chef;
-#[cfg(any(feature = "handoff-ansible", feature = "handoff-puppet"))]
-mod local;
 pub mod noop;
 #[cfg(feature = "handoff-puppet")]
 pub mod puppet;

@@ -15,9 +15,9 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::error::Error;
-use crate::handoff::kinds::local;
 use crate::handoff::run::{Handoff, HandoffContext, Outcome, StepError, setting};
 use crate::handoff::target::Target;
+use crate::process::local;
 use crate::session::{Access, ContainerAccess, ExecOutput, HostKeyPolicy, SshAccess};
 
 /// The `ansible` kind's configuration keys.
@@ -284,7 +284,7 @@ async fn run_playbook(
                     e,
                 ),
                 local::Failure::Wait(e) => Error::io_without_path("running ansible-playbook", e),
-                local::Failure::TimedOut => Error::Timeout {
+                local::Failure::TimedOut(_) => Error::Timeout {
                     operation: format!(
                         "ansible-playbook against {} (its processes were stopped)",
                         cx.host.display_name()

@@ -19,12 +19,12 @@
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::handoff::kinds::local;
 use crate::handoff::kinds::shell::{become_root, quote};
 use crate::handoff::run::{
     Handoff, HandoffContext, Outcome, PrivateDir, StepError, execute_logged, setting,
 };
 use crate::handoff::schema::is_hostname;
+use crate::process::local;
 use crate::record::HostRecord;
 use crate::session::{ExecOutput, Session};
 
@@ -277,7 +277,7 @@ async fn run_here(
                 Error::io_without_path("starting `ca_clean_command` with sh -c", e)
             }
             local::Failure::Wait(e) => Error::io_without_path("running `ca_clean_command`", e),
-            local::Failure::TimedOut => Error::Timeout {
+            local::Failure::TimedOut(_) => Error::Timeout {
                 operation: format!("`{}` (its processes were stopped)", keys::CA_CLEAN_COMMAND),
                 after: timeout,
             },

@@ -1,6 +1,6 @@
-//! Commands a kind runs on this machine (`ansible-playbook`, Puppet's `ca_clean_command`): in a
-//! process group of their own, so that when the time is up the whole group — the command and
-//! everything it started — is killed.
+//! Commands broker runs on this machine (a handoff's `ansible-playbook`, Puppet's
+//! `ca_clean_command`, a scenario's `local_exec`): in a process group of their own, so that when the
+//! time is up the whole group — the command and everything it started — is killed.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -14,8 +14,8 @@ pub(crate) enum Failure {
     Start(std::io::Error),
     /// Waiting for it failed.
     Wait(std::io::Error),
-    /// It outlived its time; its process group was killed.
-    TimedOut,
+    /// It outlived its time; its process group was killed. What it had written until then.
+    TimedOut(ExecOutput),
 }
 
 /// Runs `command` (stdin empty, output collected) in a process group of its own until it ends and
@@ -34,33 +34,42 @@ pub(crate) async fn run(
         .map_err(Failure::Start)?;
     let group = ProcessGroup(child.id());
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    // The buffers outlive a timed-out read, so what came until then is kept.
+    let (mut out, mut err) = (Vec::new(), Vec::new());
     let ran = tokio::time::timeout(timeout, async {
-        tokio::join!(read_all(stdout), read_all(stderr), child.wait())
+        tokio::join!(
+            read_all(stdout, &mut out),
+            read_all(stderr, &mut err),
+            child.wait()
+        )
     })
     .await;
-    let Ok((stdout, stderr, status)) = ran else {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let Ok((_, _, status)) = ran else {
         drop(group);
         let _reaped = child.wait().await;
-        return Err(Failure::TimedOut);
+        return Err(Failure::TimedOut(ExecOutput {
+            stdout: text(&out),
+            stderr: text(&err),
+            status: -1,
+        }));
     };
     group.release();
     let status = status.map_err(Failure::Wait)?;
     Ok(ExecOutput {
-        stdout,
-        stderr,
+        stdout: text(&out),
+        stderr: text(&err),
         // Killed by a signal: no status of its own.
         status: status.code().unwrap_or(-1),
     })
 }
 
-/// All a pipe gives, as text (invalid UTF-8 replaced).
-async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
-    let mut bytes = Vec::new();
+/// Reads all a pipe gives into `bytes`.
+async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>, bytes: &mut Vec<u8>) {
     if let Some(mut pipe) = pipe {
         // A read error ends the output; the exit status still tells how the command ended.
-        let _ended = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut bytes).await;
+        let _ended = tokio::io::AsyncReadExt::read_to_end(&mut pipe, bytes).await;
     }
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// A process group killed when dropped, unless released once its leader has ended. It is dropped
