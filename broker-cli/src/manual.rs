@@ -119,9 +119,10 @@ mod tests {
             .map(|v| format!("broker-{v}.1"))
             .chain(["broker.1".to_owned()])
             .collect();
-        // `config`, `target`, `handoff` and `db` have verbs of their own, each with its page.
+        // `config`, `target`, `handoff`, `db` and `scenarios` have verbs of their own, each with
+        // its page.
         let command = Cli::command();
-        for verb in ["config", "target", "handoff", "db"] {
+        for verb in ["config", "target", "handoff", "db", "scenarios"] {
             expected.extend(
                 command
                     .find_subcommand(verb)

@@ -55,7 +55,7 @@ fn every_action_and_step_key_runs_on_test_provider_hosts() {
 
     let summary: Value = serde_json::from_str(&text(&work.path().join("summary.json"))).unwrap();
     let statuses = [
-        ["completed"; 15].as_slice(),
+        ["completed"; 16].as_slice(),
         &[
             "skipped",
             "failed",
@@ -71,6 +71,7 @@ fn every_action_and_step_key_runs_on_test_provider_hosts() {
         "greetings": ["hi\n", "hi\n"],
         "uploaded": ["payload", "payload"],
         "noted": 2,
+        "inventory_loop": ["basic\n", "basic\n"],
         "ports": {
             "http": {"stdout": "http=80\n", "stderr": "", "status": 0},
             "ssh": {"stdout": "ssh=22\n", "stderr": "", "status": 0},
@@ -131,10 +132,12 @@ fn every_action_and_step_key_runs_on_test_provider_hosts() {
     let inventory = dir.inventory();
     assert_eq!(inventory.len(), 1, "{inventory:?}");
     assert_eq!(names.len(), 1);
-    let listed: Vec<Value> = serde_yaml::from_str(&text(
-        &dir.path().join("scenario_every_action_inventory.yaml"),
-    ))
-    .unwrap();
+    let listed = text(&dir.path().join("scenario_every_action_inventory.yaml"));
+    assert!(
+        listed.contains("api_password:") && !listed.contains("hi-secret"),
+        "the password argument is not masked: {listed}"
+    );
+    let listed: Vec<Value> = serde_yaml::from_str(&listed).unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["_broker_id"], inventory[0]["_broker_id"]);
     assert_eq!(

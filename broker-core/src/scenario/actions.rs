@@ -131,7 +131,10 @@ impl Runner<'_> {
             .broker
             .checkout(CheckoutRequest::new().args(args))
             .await?;
-        let records: Vec<Value> = guards.iter().map(|g| g.record().to_value()).collect();
+        let records: Vec<Value> = guards
+            .iter()
+            .map(|g| g.record().masked().to_value())
+            .collect();
         self.held.extend(guards);
         self.save_inventory()?;
         Ok(Value::Sequence(records))

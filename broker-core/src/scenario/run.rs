@@ -122,9 +122,10 @@ impl<'s> Runner<'s> {
         (self.observer)(&event);
     }
 
-    /// Writes the scenario inventory: the records of the hosts held.
+    /// Writes the scenario inventory: the records of the hosts held, their secrets masked as the
+    /// inventory's are.
     pub(super) fn save_inventory(&self) -> Result<()> {
-        let records: Vec<Value> = self.held.iter().map(|g| g.record().to_value()).collect();
+        let records = self.scenario_inventory();
         let text = serde_yaml::to_string(&records)
             .map_err(|e| Error::internal("writing the scenario inventory", e.to_string()))?;
         if let Some(parent) = self.inventory_path.parent() {
@@ -138,9 +139,12 @@ impl<'s> Runner<'s> {
         )
     }
 
-    /// The records of the scenario inventory, as templates see them.
+    /// The records of the scenario inventory, as templates see them (secrets masked).
     pub(super) fn scenario_inventory(&self) -> Vec<Value> {
-        self.held.iter().map(|g| g.record().to_value()).collect()
+        self.held
+            .iter()
+            .map(|g| g.record().masked().to_value())
+            .collect()
     }
 
     /// Runs `steps` in order, writing the scenario inventory after each.
@@ -423,7 +427,10 @@ impl<'s> Runner<'s> {
         };
         let filter = crate::filter::Filter::parse(expr, key)?;
         let kept = filter.select(&records);
-        Ok(kept.into_iter().map(|i| records[i].to_value()).collect())
+        Ok(kept
+            .into_iter()
+            .map(|i| records[i].masked().to_value())
+            .collect())
     }
 
     /// Stores a step's output as `capture.as` (through `capture.transform`).
