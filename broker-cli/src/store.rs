@@ -1,5 +1,6 @@
 //! Which inventory the CLI opens: the PostgreSQL database the `inventory` setting (or
-//! `BROKER_INVENTORY`) names, else `inventory.yaml` in the broker directory; and `broker db`.
+//! `BROKER_INVENTORY`) names — its handoff targets too — else `inventory.yaml` (and
+//! `targets.yaml`) in the broker directory; and `broker db`.
 
 use std::sync::Arc;
 
@@ -16,19 +17,27 @@ pub fn broker(settings: Settings) -> Result<Broker> {
     match settings.inventory_database()? {
         None => Broker::new(settings, broker_providers::registry()),
         Some(url) => {
-            let store = open(&url)?;
-            Broker::with_store(settings, broker_providers::registry(), store)
+            let (inventory, targets) = open(&url)?;
+            Broker::with_stores(settings, broker_providers::registry(), inventory, targets)
         }
     }
 }
 
+/// The inventory and the handoff targets of one database.
+type Stores = (
+    Arc<dyn broker_core::InventoryStore>,
+    Arc<dyn broker_core::handoff::TargetStore>,
+);
+
 #[cfg(feature = "postgres")]
-fn open(url: &broker_core::secrecy::SecretString) -> Result<Arc<dyn broker_core::InventoryStore>> {
-    Ok(Arc::new(broker_postgres::PostgresStore::open(url)?))
+fn open(url: &broker_core::secrecy::SecretString) -> Result<Stores> {
+    let inventory = broker_postgres::PostgresStore::open(url)?;
+    let targets = Arc::new(inventory.targets());
+    Ok((Arc::new(inventory), targets))
 }
 
 #[cfg(not(feature = "postgres"))]
-fn open(_url: &broker_core::secrecy::SecretString) -> Result<Arc<dyn broker_core::InventoryStore>> {
+fn open(_url: &broker_core::secrecy::SecretString) -> Result<Stores> {
     Err(without_postgres())
 }
 

@@ -7,8 +7,8 @@ use broker_client::{RemoteBroker, TargetSpec};
 use broker_core::handoff::input::{ask_config, parse_assignments, read_config_file};
 use broker_core::handoff::schema::{self, KeySpec, KindSchema};
 use broker_core::handoff::{
-    Added, ConfigValue, Target, TargetChange, TargetConfig, TargetStore, YamlTargetStore,
-    add_target, remove_all_targets, remove_target, update_target,
+    Added, ConfigValue, Target, TargetChange, TargetConfig, TargetStore, add_target,
+    remove_all_targets, remove_target, update_target,
 };
 use broker_core::interaction::{Interaction, Question};
 use broker_core::{Broker, Error, Result};
@@ -19,21 +19,20 @@ use crate::terminal::{Terminal, answerable};
 
 /// Runs one `broker target` command.
 pub fn target(broker: &Broker, command: TargetCommand, emitter: &mut Emitter) -> Result<i32> {
-    let store =
-        YamlTargetStore::for_settings(broker.settings())?.checked_against(schema::builtin());
+    let store: &dyn TargetStore = broker.target_store().as_ref();
     match command {
         TargetCommand::Get { what, output } => match what.as_str() {
-            "all" => list(&store, output.format, emitter),
+            "all" => list(store, output.format, emitter),
             "plugins" | "plugin" | "t" => kinds(output.format, emitter),
             id_or_name => show(&store.get(id_or_name)?, output.format, emitter),
         },
-        TargetCommand::List { output } => list(&store, output.format, emitter),
+        TargetCommand::List { output } => list(store, output.format, emitter),
         TargetCommand::Show { target, output } => {
             show(&store.get(&target)?, output.format, emitter)
         }
         TargetCommand::Kinds { output } => kinds(output.format, emitter),
-        TargetCommand::Add(a) => add(&store, a, emitter),
-        TargetCommand::Update(a) => update(&store, a, emitter),
+        TargetCommand::Add(a) => add(store, a, emitter),
+        TargetCommand::Update(a) => update(store, a, emitter),
         TargetCommand::Remove {
             target,
             yes,
@@ -41,13 +40,13 @@ pub fn target(broker: &Broker, command: TargetCommand, emitter: &mut Emitter) ->
         } => {
             let records = broker.inventory().list()?;
             let removed = if target == "all" {
-                if !yes && !confirmed_remove_all(&store)? {
+                if !yes && !confirmed_remove_all(store)? {
                     note!("nothing was removed");
                     return Ok(0);
                 }
-                remove_all_targets(&store, broker.settings(), &records)?
+                remove_all_targets(store, broker.settings(), &records)?
             } else {
-                vec![remove_target(&store, &target, broker.settings(), &records)?]
+                vec![remove_target(store, &target, broker.settings(), &records)?]
             };
             for t in &removed {
                 note!("removed handoff target `{}` ({})", t.name, t.id);

@@ -48,6 +48,9 @@ pub struct Broker {
     /// The handoff kinds this broker runs.
     #[cfg(feature = "handoff")]
     handoffs: Arc<std::sync::Mutex<HandoffRegistry>>,
+    /// Where its handoff targets are.
+    #[cfg(feature = "handoff")]
+    targets: Arc<dyn TargetStore>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -73,7 +76,8 @@ impl Broker {
         Self::with_store(settings, registry, store)
     }
 
-    /// A broker over another inventory store.
+    /// A broker over another inventory store (and, with the `handoff` feature, the targets file
+    /// `targets.yaml` in the settings' directory).
     ///
     /// # Errors
     /// [`Error::Configuration`] for invalid timeouts in the settings.
@@ -82,17 +86,43 @@ impl Broker {
         registry: ProviderRegistry,
         store: Arc<dyn InventoryStore>,
     ) -> Result<Self> {
+        #[cfg(feature = "handoff")]
+        {
+            let targets = crate::handoff::YamlTargetStore::in_directory(
+                settings.directory(),
+                settings.inventory_lock_timeout()?,
+            )
+            .checked_against(crate::handoff::schema::builtin());
+            Self::with_stores(settings, registry, store, Arc::new(targets))
+        }
+        #[cfg(not(feature = "handoff"))]
+        Ok(Broker {
+            inner: Arc::new(BrokerInner::new(settings, registry, store)?),
+        })
+    }
+
+    /// A broker over another inventory store and another handoff-target store (a shared database
+    /// keeps both).
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] for invalid timeouts in the settings.
+    #[cfg(feature = "handoff")]
+    pub fn with_stores(
+        settings: Settings,
+        registry: ProviderRegistry,
+        store: Arc<dyn InventoryStore>,
+        targets: Arc<dyn TargetStore>,
+    ) -> Result<Self> {
         let broker = Broker {
             inner: Arc::new(BrokerInner::new(settings, registry, store)?),
-            #[cfg(feature = "handoff")]
             handoffs: Arc::new(std::sync::Mutex::new(crate::handoff::kinds::builtin())),
+            targets,
         };
-        #[cfg(feature = "handoff")]
         broker
             .inner
             .set_handoff_hooks(Arc::new(crate::handoff::release::Release {
                 kinds: Arc::clone(&broker.handoffs),
-                targets: broker.target_store()?,
+                targets: Arc::clone(&broker.targets),
             }));
         Ok(broker)
     }
@@ -503,26 +533,21 @@ impl Broker {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let name = self
-            .target_store()
-            .ok()
-            .and_then(|store| store.get(id).ok())
-            .map_or_else(|| id.to_owned(), |t| t.name);
+            .targets
+            .get(id)
+            .map_or_else(|_| id.to_owned(), |t| t.name);
         crate::handoff::run::kept_notice(record, &name)
     }
 
-    /// The targets file next to this broker's inventory.
-    pub(crate) fn target_store(&self) -> Result<crate::handoff::YamlTargetStore> {
-        let settings = &self.inner.settings;
-        Ok(crate::handoff::YamlTargetStore::in_directory(
-            settings.directory(),
-            settings.inventory_lock_timeout()?,
-        )
-        .checked_against(crate::handoff::schema::builtin()))
+    /// Where this broker's handoff targets are: `targets.yaml` next to the inventory file, or the
+    /// store given to [`Broker::with_stores`] (the shared database's).
+    pub fn target_store(&self) -> &Arc<dyn TargetStore> {
+        &self.targets
     }
 
     /// The kind and target a handoff to `target` (an id or a name) runs.
     fn handoff_step(&self, target: &str) -> Result<Step> {
-        self.step_of(self.target_store()?.get(target)?)
+        self.step_of(self.targets.get(target)?)
     }
 
     fn step_of(&self, target: Target) -> Result<Step> {

@@ -13,7 +13,11 @@
 //!   writes in one transaction that keeps other writers out;
 //! - a process using the store keeps a lease in `broker_owners`, renewed while it runs: a record's
 //!   owner on another machine is gone once its lease ran out ([`InventoryStore::owner_leases`]),
-//!   where a pid could not tell.
+//!   where a pid could not tell. Each renewal removes the leases of owners gone that no record
+//!   names, so the table holds the processes running and those that left records behind.
+//!
+//! The handoff targets live in the same database ([`PostgresStore::targets`],
+//! [`PostgresTargetStore`]).
 //!
 //! The schema comes as embedded, versioned migrations ([`schema::MIGRATIONS`]) applied when the
 //! store is opened. Each record is kept whole as JSON (`doc`, keys in order; `record`, JSONB) with
@@ -34,6 +38,7 @@ use secrecy::SecretString;
 mod pool;
 mod rows;
 pub mod schema;
+mod targets;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -42,6 +47,7 @@ mod url;
 use pool::{Pool, Step, StepResult, Work};
 use rows::{COLUMNS, Row, UPDATE_SET, VALUES};
 pub use schema::{Migration, SchemaStatus};
+pub use targets::PostgresTargetStore;
 use url::DbUrl;
 pub use url::is_postgres_url;
 
@@ -115,6 +121,11 @@ impl PostgresStore {
         )
     }
 
+    /// The handoff targets in this database, on this store's connections.
+    pub fn targets(&self) -> PostgresTargetStore {
+        PostgresTargetStore::new(Arc::clone(&self.url), Arc::clone(&self.pool))
+    }
+
     /// Renews this process's lease.
     fn renew_lease(&self) -> Result<()> {
         let lease = self.url.owner_lease();
@@ -161,11 +172,13 @@ fn started_key(owner: &Owner) -> i64 {
         .unwrap_or(-1)
 }
 
-/// Renews this process's lease for `lease` from now.
+/// Renews this process's lease for `lease` from now, and removes the leases of owners that are
+/// gone and hold no record (nothing asks about them any more).
 fn renewal_work(lease: Duration) -> Work<()> {
     let seconds = lease.as_secs_f64();
     Box::new(move |client: &mut postgres::Client| {
         let me = Owner::current();
+        client.execute(DROP_IDLE_LEASES, &[])?;
         client.execute(
             "INSERT INTO broker_owners (machine, pid, started, owner_user, lease_until) \
              VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) \
@@ -182,6 +195,12 @@ fn renewal_work(lease: Duration) -> Work<()> {
         Ok(())
     })
 }
+
+/// Removes the leases that ran out of owners no record names. A record names its owner by machine
+/// and pid; a lease kept for a record of another process of that pid is only kept longer.
+const DROP_IDLE_LEASES: &str = "DELETE FROM broker_owners o WHERE o.lease_until < now() \
+     AND NOT EXISTS (SELECT 1 FROM broker_inventory i \
+                     WHERE i.owner_machine = o.machine AND i.owner_pid = o.pid)";
 
 /// Renews the lease a third of the way through it until the store is dropped.
 fn startrenewal(pool: Weak<Pool>, lease: Duration) -> mpsc::Sender<()> {

@@ -19,11 +19,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "inventory and owners' leases",
-    sql: include_str!("../migrations/0001_inventory.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "inventory and owners' leases",
+        sql: include_str!("../migrations/0001_inventory.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "handoff targets",
+        sql: include_str!("../migrations/0002_targets.sql"),
+    },
+];
 
 /// The advisory lock key migrations hold (any fixed number; "broker" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0000_6272_6f6b_6572;

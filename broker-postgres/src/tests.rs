@@ -1,10 +1,13 @@
-//! One suite for both stores: every test here runs against the `inventory.yaml` store and against
-//! PostgreSQL (a database of its own on the server `BROKER_POSTGRES` names; see
-//! `broker_test_support::postgres_database`).
+//! One suite for both stores: every test here runs against the `inventory.yaml` store (or
+//! `targets.yaml`) and against PostgreSQL (a database of its own on the server `BROKER_POSTGRES`
+//! names; see `broker_test_support::postgres_database`). The target-store tests are broker-core's
+//! suite (`handoff::store::suite`), which `targets.yaml`'s own tests run too.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use broker_core::handoff::store::suite;
+use broker_core::handoff::{TargetStore, YamlTargetStore};
 use broker_core::inventory::merge_sync;
 use broker_core::record::fields;
 use broker_core::{
@@ -267,4 +270,144 @@ fn sslrootcert_with_require_or_verify_full_checks_the_server_against_its_ca_and_
     }
     let plain = PostgresStore::open(&SecretString::from(format!("{url}?sslmode=disable"))).unwrap();
     assert!(!encrypted(&plain));
+}
+
+/// A way to open handles on one target store under test, empty at first, and what keeps it alive.
+struct TargetSubject {
+    name: &'static str,
+    open: Box<dyn Fn() -> Box<dyn TargetStore> + Sync>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// `targets.yaml` and (unless skipping is allowed and there is no server) the database's targets;
+/// each handle its own connections, as another process's.
+fn target_subjects() -> Vec<TargetSubject> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("targets.yaml");
+    let mut all = vec![TargetSubject {
+        name: "file",
+        open: Box::new(move || {
+            Box::new(YamlTargetStore::new(path.clone(), Duration::from_secs(60)))
+        }),
+        _dir: Some(dir),
+    }];
+    if let Some((url, _)) = broker_test_support::postgres_database() {
+        let url = SecretString::from(url);
+        all.push(TargetSubject {
+            name: "postgres",
+            open: Box::new(move || Box::new(PostgresStore::open(&url).unwrap().targets())),
+            _dir: None,
+        });
+    }
+    all
+}
+
+/// Runs one check of broker-core's target-store suite on both stores.
+fn on_both_target_stores(check: fn(suite::Open)) {
+    for s in target_subjects() {
+        eprintln!("target store: {}", s.name);
+        check(&*s.open);
+    }
+}
+
+#[test]
+fn targets_added_twice_are_idempotent_and_a_different_one_conflicts() {
+    on_both_target_stores(
+        suite::adding_the_same_target_twice_is_idempotent_and_a_different_one_conflicts,
+    );
+}
+
+#[test]
+fn target_secrets_read_back_as_secrets() {
+    on_both_target_stores(suite::secrets_read_back_as_secrets);
+}
+
+#[test]
+fn target_replace_moves_the_revision_on_and_refuses_a_stale_one_or_a_taken_name() {
+    on_both_target_stores(
+        suite::replace_moves_the_revision_on_and_refuses_a_stale_one_or_a_taken_name,
+    );
+}
+
+#[test]
+fn target_remove_takes_the_target_out_once() {
+    on_both_target_stores(suite::remove_takes_the_target_out_once);
+}
+
+#[test]
+fn target_writers_at_once_lose_no_target() {
+    on_both_target_stores(suite::concurrent_writers_lose_no_target);
+}
+
+#[test]
+fn of_target_writers_replacing_one_revision_exactly_one_wins() {
+    on_both_target_stores(suite::of_writers_replacing_one_revision_exactly_one_wins);
+}
+
+#[test]
+fn one_target_name_added_at_once_in_many_cases_is_stored_once() {
+    on_both_target_stores(suite::one_name_added_at_once_in_many_cases_is_stored_once);
+}
+
+/// The machines of the leases in `store`'s database, sorted.
+fn lease_machines(store: &PostgresStore) -> Vec<String> {
+    store
+        .pool
+        .run(
+            "reading owners' leases",
+            Box::new(|client: &mut postgres::Client| {
+                let rows =
+                    client.query("SELECT machine FROM broker_owners ORDER BY machine", &[])?;
+                Ok(rows.iter().map(|r| r.get(0)).collect())
+            }),
+        )
+        .unwrap()
+}
+
+#[test]
+fn leases_of_owners_gone_that_hold_no_record_are_removed_on_renewal() {
+    let Some((url, _)) = broker_test_support::postgres_database() else {
+        return;
+    };
+    let store = PostgresStore::open(&SecretString::from(url)).unwrap();
+    let me = broker_core::Owner::current().machine.clone();
+    store
+        .pool
+        .run(
+            "adding owners' leases",
+            Box::new(|client: &mut postgres::Client| {
+                client.batch_execute(
+                    "INSERT INTO broker_owners (machine, pid, started, owner_user, lease_until) \
+                     VALUES ('gone-idle', 1, 1, 'u', now() - interval '1 hour'), \
+                            ('gone-busy', 2, 1, 'u', now() - interval '1 hour'), \
+                            ('running', 3, 1, 'u', now() + interval '1 hour')",
+                )?;
+                Ok(())
+            }),
+        )
+        .unwrap();
+    // A record of the gone owner `gone-busy`: recover must still be told that owner is gone.
+    let mut left = record("P", "left-behind");
+    let owner: broker_core::Value =
+        serde_yaml::from_str("{user: u, machine: gone-busy, pid: 2, started: 1}").unwrap();
+    left.set(fields::OWNER, owner);
+    left.set_state(HostState::Pending);
+    store.put(std::slice::from_ref(&left)).unwrap();
+
+    store.renew_lease().unwrap();
+    let mut expected = vec!["gone-busy".to_owned(), "running".to_owned(), me.clone()];
+    expected.sort();
+    assert_eq!(lease_machines(&store), expected);
+    let owner = left.owner().unwrap();
+    assert_eq!(
+        store.owner_leases().unwrap().liveness(&owner),
+        broker_core::process::Liveness::Gone
+    );
+
+    // Once its record is gone, so is its lease.
+    store.remove(&[left.id()]).unwrap();
+    store.renew_lease().unwrap();
+    let mut expected = vec!["running".to_owned(), me];
+    expected.sort();
+    assert_eq!(lease_machines(&store), expected);
 }

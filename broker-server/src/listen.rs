@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker_core::handoff::YamlTargetStore;
 use broker_core::{Broker, Error, Result};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -63,7 +62,7 @@ impl Server {
                  added with `broker serve token add NAME --role read|write|admin`"
             );
         }
-        let targets = Arc::new(YamlTargetStore::for_settings(broker.settings())?);
+        let targets = Arc::clone(broker.target_store());
         let listener = TcpListener::bind(options.listen)
             .await
             .map_err(|e| Error::io_without_path("listening on the serve address", e))?;

@@ -26,6 +26,8 @@ mod openstack;
 mod openstack_sim;
 mod postgres;
 #[cfg(feature = "serve")]
+mod postgres_shared;
+#[cfg(feature = "serve")]
 mod remote;
 mod scenarios;
 mod secrets;

@@ -252,7 +252,6 @@ mod tests {
 
     use super::*;
     use crate::handoff::run::{HandoffContext, Outcome, StepError};
-    use crate::handoff::store::TargetStore;
     use crate::handoff::target::TargetConfig;
     use crate::provider::{CheckoutContext, ProviderKind, ProviderRegistry};
     use crate::{Broker, CheckoutRequest, Host, Settings};
@@ -308,7 +307,7 @@ mod tests {
         let broker = Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap();
         broker.register_handoff(Arc::clone(gated) as Arc<dyn Handoff>);
         let target = Target::new("gate", "", "gated", TargetConfig::default()).unwrap();
-        broker.target_store().unwrap().add(target).unwrap();
+        broker.target_store().add(target).unwrap();
         let request = CheckoutRequest::new().arg("name", "held.example.com");
         let host = broker.checkout_one(request).await.unwrap().keep();
         (broker, host)

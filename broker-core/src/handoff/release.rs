@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 use crate::handoff::run::{self, HandoffRegistry, HandoffState};
-use crate::handoff::store::{TargetStore, YamlTargetStore};
+use crate::handoff::store::TargetStore;
 use crate::host::Host;
 use crate::lifecycle::HandoffHooks;
 use crate::provider::Provider;
@@ -24,10 +24,10 @@ use crate::sync::lock;
 /// The longest the clean-up after an interrupted run waits to reach the host.
 const CONNECT_FOR_CLEAN_UP: Duration = Duration::from_secs(60);
 
-/// The handoff hooks of one broker: its kinds and its targets file.
+/// The handoff hooks of one broker: its kinds and its targets.
 pub(crate) struct Release {
     pub(crate) kinds: Arc<Mutex<HandoffRegistry>>,
-    pub(crate) targets: YamlTargetStore,
+    pub(crate) targets: Arc<dyn TargetStore>,
 }
 
 #[async_trait::async_trait]
@@ -216,7 +216,7 @@ mod tests {
             values.insert(*key, ConfigValue::new(value, false));
         }
         let target = Target::new("tgt", "", "undoer", values).unwrap();
-        broker.target_store().unwrap().add(target).unwrap();
+        broker.target_store().add(target).unwrap();
         broker
     }
 
@@ -286,7 +286,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let broker = broker(dir.path(), &[]);
         let record = kept(&broker, request("removed.a")).await;
-        let store = broker.target_store().unwrap();
+        let store = broker.target_store();
         let id = store.get("tgt").unwrap().id;
         store.remove(&id).unwrap();
         let outcomes = broker.checkin(vec![record], false).await;

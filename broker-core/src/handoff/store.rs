@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::handoff::schema::{KeySpec, KindSchema};
-use crate::handoff::target::{ConfigValue, Target, TargetConfig, TargetId, lookup};
+use crate::handoff::target::{Target, TargetConfig, TargetId, lookup};
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod suite;
 
 /// What adding a target came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,45 +210,18 @@ impl TargetStore for YamlTargetStore {
 
     fn add(&self, target: Target) -> Result<Added> {
         self.modify(|targets| {
-            if let Some(there) = targets.iter().find(|t| t.is_named(&target.name)) {
-                return if there.same_as(&target) {
-                    Ok((false, Added::Existing(there.clone())))
-                } else {
-                    Err(conflict(there, &target))
-                };
+            let added = plan_add(targets, target)?;
+            let created = matches!(added, Added::Created(_));
+            if created {
+                targets.push(added.target().clone());
             }
-            targets.push(target.clone());
-            Ok((true, Added::Created(target)))
+            Ok((created, added))
         })
     }
 
     fn replace(&self, target: Target) -> Result<Target> {
         self.modify(|targets| {
-            let Some(at) = targets.iter().position(|t| t.id == target.id) else {
-                return Err(Error::user(format!(
-                    "handoff target `{}` ({}) is gone; another process removed it",
-                    target.name, target.id
-                )));
-            };
-            if targets[at].revision != target.revision {
-                return Err(Error::user(format!(
-                    "handoff target `{}` changed while this change was made (revision {} now, {} read); \
-                     run the command again",
-                    target.name, targets[at].revision, target.revision
-                )));
-            }
-            if let Some(other) = targets
-                .iter()
-                .find(|t| t.id != target.id && t.is_named(&target.name))
-            {
-                return Err(Error::user(format!(
-                    "another handoff target ({}) is called `{}`; choose another name",
-                    other.id, other.name
-                )));
-            }
-            let mut new = target;
-            new.revision += 1;
-            new.updated = crate::time::now_epoch();
+            let (at, new) = plan_replace(targets, target)?;
             targets[at] = new.clone();
             Ok((true, new))
         })
@@ -261,6 +237,56 @@ impl TargetStore for YamlTargetStore {
     fn location(&self) -> String {
         self.path.display().to_string()
     }
+}
+
+/// What adding `target` to the stored `targets` comes to, as every store decides it: a target of
+/// its name (in any case) that is the same ([`Target::same_as`]) is [`Added::Existing`], one that
+/// differs a conflict; otherwise [`Added::Created`] (which the store then writes).
+///
+/// # Errors
+/// [`Error::User`] on a conflict, naming the target and what differs.
+pub fn plan_add(targets: &[Target], target: Target) -> Result<Added> {
+    match targets.iter().find(|t| t.is_named(&target.name)) {
+        Some(there) if there.same_as(&target) => Ok(Added::Existing(there.clone())),
+        Some(there) => Err(conflict(there, &target)),
+        None => Ok(Added::Created(target)),
+    }
+}
+
+/// What replacing the stored target of `target.id` with `target` comes to, as every store decides
+/// it: the index in `targets` of the target replaced, and the target to store there (one revision
+/// on, updated now).
+///
+/// # Errors
+/// [`Error::User`] when the target is gone, is no longer at `target.revision` (another process
+/// changed it since it was read), or its new name is another target's.
+pub fn plan_replace(targets: &[Target], target: Target) -> Result<(usize, Target)> {
+    let Some(at) = targets.iter().position(|t| t.id == target.id) else {
+        return Err(Error::user(format!(
+            "handoff target `{}` ({}) is gone; another process removed it",
+            target.name, target.id
+        )));
+    };
+    if targets[at].revision != target.revision {
+        return Err(Error::user(format!(
+            "handoff target `{}` changed while this change was made (revision {} now, {} read); \
+             run the command again",
+            target.name, targets[at].revision, target.revision
+        )));
+    }
+    if let Some(other) = targets
+        .iter()
+        .find(|t| t.id != target.id && t.is_named(&target.name))
+    {
+        return Err(Error::user(format!(
+            "another handoff target ({}) is called `{}`; choose another name",
+            other.id, other.name
+        )));
+    }
+    let mut new = target;
+    new.revision += 1;
+    new.updated = crate::time::now_epoch();
+    Ok((at, new))
 }
 
 /// Checks each target of a kind broker knows the schema of as `broker target add` would have (a
@@ -390,15 +416,7 @@ struct StoredTarget {
 
 impl From<&Target> for StoredTarget {
     fn from(t: &Target) -> Self {
-        let (mut config, mut secrets) = (BTreeMap::new(), BTreeMap::new());
-        for (key, value) in t.config.iter() {
-            let into = if value.is_secret() {
-                &mut secrets
-            } else {
-                &mut config
-            };
-            into.insert(key.to_owned(), value.expose().to_owned());
-        }
+        let (config, secrets) = t.config.split();
         StoredTarget {
             id: t.id.clone(),
             name: t.name.clone(),
@@ -415,13 +433,7 @@ impl From<&Target> for StoredTarget {
 
 impl StoredTarget {
     fn into_target(self) -> Target {
-        let mut config = TargetConfig::default();
-        for (key, value) in self.config {
-            config.insert(key, ConfigValue::Plain(value));
-        }
-        for (key, value) in self.secrets {
-            config.insert(key, ConfigValue::Secret(value.into()));
-        }
+        let config = TargetConfig::from_split(self.config, self.secrets);
         Target {
             id: self.id,
             name: self.name,
@@ -438,6 +450,8 @@ impl StoredTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handoff::target::ConfigValue;
+    use suite::target;
 
     fn store() -> (tempfile::TempDir, YamlTargetStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -445,30 +459,23 @@ mod tests {
         (dir, store)
     }
 
-    fn target(name: &str, server: &str) -> Target {
-        let mut config = TargetConfig::default();
-        config.insert("server", ConfigValue::new(server, false));
-        config.insert("key", ConfigValue::new("SECRET-VALUE", true));
-        Target::new(name, "prod", "puppet", config).unwrap()
+    /// The suite every store passes, on `targets.yaml`: each handle a store of its own on one
+    /// file, as another process would have.
+    fn run(check: fn(suite::Open)) {
+        let (_dir, store) = store();
+        let path = store.path().to_owned();
+        check(&move || Box::new(YamlTargetStore::new(path.clone(), Duration::from_secs(60))));
     }
 
     #[test]
-    fn adding_the_same_target_twice_is_idempotent_and_a_different_one_conflicts() {
-        let (_dir, store) = store();
-        let first = target("puppet-prod", "p.example.com");
-        assert_eq!(
-            store.add(first.clone()).unwrap(),
-            Added::Created(first.clone())
-        );
-        let again = target("PUPPET-prod", "p.example.com");
-        assert_eq!(store.add(again).unwrap(), Added::Existing(first.clone()));
-        let other = target("puppet-prod", "q.example.com");
-        assert_eq!(
-            store.add(other).unwrap_err().to_string(),
-            "handoff target `puppet-prod` already exists with another value of server; \
-             change it with `broker target update puppet-prod`"
-        );
-        assert_eq!(store.list().unwrap(), vec![first]);
+    fn the_target_store_suite_passes_on_the_file() {
+        run(suite::adding_the_same_target_twice_is_idempotent_and_a_different_one_conflicts);
+        run(suite::secrets_read_back_as_secrets);
+        run(suite::replace_moves_the_revision_on_and_refuses_a_stale_one_or_a_taken_name);
+        run(suite::remove_takes_the_target_out_once);
+        run(suite::concurrent_writers_lose_no_target);
+        run(suite::of_writers_replacing_one_revision_exactly_one_wins);
+        run(suite::one_name_added_at_once_in_many_cases_is_stored_once);
     }
 
     #[cfg(unix)]
@@ -519,47 +526,6 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-    }
-
-    #[test]
-    fn replace_moves_the_revision_on_and_refuses_a_stale_one_or_a_taken_name() {
-        let (_dir, store) = store();
-        let a = target("a", "a.example.com");
-        store.add(a.clone()).unwrap();
-        store.add(target("b", "b.example.com")).unwrap();
-        let mut changed = a.clone();
-        changed.description = "new".into();
-        let stored = store.replace(changed).unwrap();
-        assert_eq!((stored.revision, stored.created), (2, a.created));
-        assert_eq!(store.get("a").unwrap(), stored);
-
-        let stale = a.clone();
-        assert!(
-            store
-                .replace(stale)
-                .unwrap_err()
-                .to_string()
-                .contains("changed while this change was made (revision 2 now, 1 read)")
-        );
-        let mut renamed = stored;
-        renamed.name = "B".into();
-        assert!(
-            store
-                .replace(renamed)
-                .unwrap_err()
-                .to_string()
-                .ends_with("is called `b`; choose another name")
-        );
-    }
-
-    #[test]
-    fn remove_takes_the_target_out_once() {
-        let (_dir, store) = store();
-        let a = target("a", "a.example.com");
-        store.add(a.clone()).unwrap();
-        assert_eq!(store.remove(&a.id).unwrap(), Some(a.clone()));
-        assert_eq!(store.remove(&a.id).unwrap(), None);
-        assert!(store.list().unwrap().is_empty());
     }
 
     #[test]
@@ -676,29 +642,5 @@ mod tests {
         assert!(!err.to_string().contains("inventory `"), "{err}");
         drop(held);
         waiting.add(target("a", "a.example.com")).unwrap();
-    }
-
-    #[test]
-    fn concurrent_writers_lose_no_target() {
-        const WRITERS: usize = 8;
-        const ADDS: usize = 10;
-        let (_dir, store) = store();
-        std::thread::scope(|scope| {
-            for w in 0..WRITERS {
-                let path = store.path().to_owned();
-                scope.spawn(move || {
-                    // Each writer uses its own handle, as another process would.
-                    let store = YamlTargetStore::new(path, Duration::from_secs(60));
-                    for i in 0..ADDS {
-                        let name = format!("w{w}-{i}");
-                        store.add(target(&name, "p.example.com")).unwrap();
-                    }
-                });
-            }
-        });
-        let mut names: Vec<String> = store.list().unwrap().into_iter().map(|t| t.name).collect();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), WRITERS * ADDS);
     }
 }

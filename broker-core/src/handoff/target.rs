@@ -157,6 +157,29 @@ impl TargetConfig {
     pub fn into_values(self) -> BTreeMap<String, ConfigValue> {
         self.0
     }
+
+    /// The plain values and, apart, the secret ones, as text: how a store keeps them.
+    pub fn split(&self) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        let (mut plain, mut secret) = (BTreeMap::new(), BTreeMap::new());
+        for (key, value) in &self.0 {
+            let into = if value.is_secret() {
+                &mut secret
+            } else {
+                &mut plain
+            };
+            into.insert(key.clone(), value.expose().to_owned());
+        }
+        (plain, secret)
+    }
+
+    /// The configuration of `plain` values and `secret` ones ([`TargetConfig::split`] again).
+    pub fn from_split(plain: BTreeMap<String, String>, secret: BTreeMap<String, String>) -> Self {
+        let plain = plain.into_iter().map(|(k, v)| (k, ConfigValue::Plain(v)));
+        let secret = secret
+            .into_iter()
+            .map(|(k, v)| (k, ConfigValue::Secret(v.into())));
+        TargetConfig(plain.chain(secret).collect())
+    }
 }
 
 impl fmt::Debug for TargetConfig {
