@@ -88,11 +88,8 @@ impl Broker {
     ) -> Result<Self> {
         #[cfg(feature = "handoff")]
         {
-            let targets = crate::handoff::YamlTargetStore::in_directory(
-                settings.directory(),
-                settings.inventory_lock_timeout()?,
-            )
-            .checked_against(crate::handoff::schema::builtin());
+            let targets = crate::handoff::YamlTargetStore::for_settings(&settings)?
+                .checked_against(crate::handoff::schema::builtin());
             Self::with_stores(settings, registry, store, Arc::new(targets))
         }
         #[cfg(not(feature = "handoff"))]

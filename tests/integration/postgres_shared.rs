@@ -117,7 +117,8 @@ fn call(s: &Setup, method: &str, path: &str, body: &Value) -> crate::serve::clie
 
 /// Two `broker serve` on one database: a host checked out through one is listed by the other and
 /// checked in through it; a target added through one is the other's; a host checked in through
-/// both at once goes back once, and neither answer is a failure.
+/// both at once is gone and its record removed, and neither answer is a failure (one checked it
+/// in, the other did too — check-in is idempotent — or found it gone).
 #[test]
 fn two_servers_on_one_database_serve_the_same_hosts_and_targets() {
     let Some(team) = Team::new() else { return };
