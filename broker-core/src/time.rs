@@ -110,6 +110,48 @@ pub fn format_epoch(secs: i64) -> String {
     )
 }
 
+/// `2026-11-22 03:10:00` (UTC; a `T` between date and time, fractions of a second and a `Z` are
+/// taken too), as servers such as Beaker write times, to seconds since the epoch; `None` when it
+/// is not such a time.
+pub fn parse_utc(text: &str) -> Option<i64> {
+    let text = text.trim().trim_end_matches('Z');
+    let (date, time) = text.split_once([' ', 'T'])?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
+    let time = time.split('.').next()?;
+    let mut t = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute, second) = (t.next()??, t.next()??, t.next()??);
+    let valid = (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && (0..24).contains(&hour)
+        && (0..60).contains(&minute)
+        && (0..61).contains(&second);
+    valid.then(|| days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second)
+}
+
+/// Seconds since the epoch as `2026-11-22 03:10:00` (UTC), the form [`parse_utc`] reads.
+pub fn format_utc(secs: i64) -> String {
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
+/// (year, month, day), proleptic Gregorian, to days since 1970-01-01 (the inverse of
+/// [`civil_from_days`], Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -127,6 +169,28 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_times_read_and_write_back() {
+        for (text, secs) in [
+            ("1970-01-01 00:00:00", 0),
+            ("2000-02-29 12:34:56", 951_827_696),
+            ("2026-11-26 17:05:00", 1_795_712_700),
+        ] {
+            assert_eq!(parse_utc(text), Some(secs), "{text}");
+            assert_eq!(format_utc(secs), text);
+        }
+        assert_eq!(parse_utc("2026-11-26T17:05:00.123Z"), Some(1_795_712_700));
+        for bad in [
+            "",
+            "2026-11-26",
+            "2026-13-01 00:00:00",
+            "2026-11-26 24:00:00",
+            "soon",
+        ] {
+            assert_eq!(parse_utc(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn durations_read_as_people_write_them() {

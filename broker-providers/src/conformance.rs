@@ -70,4 +70,57 @@ async fn openstack_conforms_on_the_openstack_simulator() {
         .run()
         .await
         .unwrap();
+/// The Beaker provider on the hub simulator, whose systems — `127.0.0.2` … — are one container with
+/// sshd reached on each of those addresses (with the `extendtesttime.sh` a Beaker harness puts on
+/// its systems), so that the kit runs commands on them, extends them, and finds a returned system
+/// unreachable.
+#[cfg(all(feature = "beaker", feature = "ssh"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beaker_conforms_on_the_beaker_simulator() {
+    if !broker_test_support::podman() || !broker_test_support::sshd_image() {
+        return;
+    }
+    let sshd =
+        broker_test_support::SshdContainer::start(&format!("bt{}beaker", std::process::id()));
+    let made = sshd.exec(
+        "printf '#!/bin/sh\\necho \"$1\" >> /var/tmp/extended\\n' > /usr/bin/extendtesttime.sh \
+         && chmod +x /usr/bin/extendtesttime.sh",
+    );
+    assert!(made.status.success(), "{made:?}");
+    let sim = beaker_sim::SimOptions {
+        systems: 0,
+        ..Default::default()
+    }
+    .start();
+    // More systems than the kit checks out, so that no system serves two checks (the kit tells
+    // what a check made by its names).
+    for n in 2..120 {
+        sim.world().add_system(&format!("127.0.0.{n}"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.xml");
+    std::fs::write(
+        &job,
+        "<job><whiteboard>conformance</whiteboard><recipeSet><recipe><distroRequires/><hostRequires/>\
+         <task name=\"/distribution/check-install\"/><reservesys duration=\"3600\"/></recipe></recipeSet></job>",
+    )
+    .unwrap();
+    let settings = format!(
+        "Beaker:\n  hub_url: {}\n  username: {}\n  password: {}\n  poll_interval: 0.01\n  \
+         max_job_wait: 60\nssh:\n  host_ssh_port: {}\n  host_password: {}\n",
+        sim.url(),
+        beaker_sim::USER,
+        beaker_sim::PASSWORD,
+        sshd.port(),
+        broker_test_support::SSHD_IMAGE_PASSWORD
+    );
+    broker_core::conformance::Conformance::new(crate::beaker::KIND)
+        .settings(&settings)
+        .arg("job_xml", job.to_string_lossy().into_owned())
+        .extend_arg("extend_duration", 2)
+        .run()
+        .await
+        .unwrap();
+    let extended = sshd.exec("cat /var/tmp/extended");
+    assert_eq!(String::from_utf8_lossy(&extended.stdout), "2\n");
 }

@@ -6,6 +6,7 @@
 //! | `container` (default) | [`Container`](container) (Docker, Podman) | `container_host`, `container_app` |
 //! | `ansible-tower` (default) | [`AnsibleTower`](ansible_tower) (AWX, AAP) | `workflow`, `job_template` |
 //! | `openstack` (default) | [`OpenStack`](openstack) (Keystone v3, Nova, Glance, Neutron) | `ostack_template`, `ostack_image` |
+//! | `beaker` (default) | [`Beaker`](beaker) (Beaker jobs, systems) | `job_xml`, `job_id` |
 //! | `ssh` (default) | [SSH sessions](ssh) for hosts reached over SSH | — |
 //!
 //! [`registry`] returns every provider compiled in; hand it to [`broker_core::Broker::new`].
@@ -22,6 +23,8 @@ use broker_core::ProviderRegistry;
 
 #[cfg(feature = "ansible-tower")]
 pub mod ansible_tower;
+#[cfg(feature = "beaker")]
+pub mod beaker;
 #[cfg(test)]
 mod conformance;
 #[cfg(feature = "container")]
@@ -42,8 +45,8 @@ pub mod test_provider;
 struct LeasesDoc;
 
 /// A session to a host reached over SSH (the providers whose hosts are machines: AnsibleTower,
-/// OpenStack); without the `ssh` feature, [`broker_core::Error::NotImplemented`].
-#[cfg(any(feature = "ansible-tower", feature = "openstack"))]
+/// Beaker, OpenStack); without the `ssh` feature, [`broker_core::Error::NotImplemented`].
+#[cfg(any(feature = "ansible-tower", feature = "beaker", feature = "openstack"))]
 async fn ssh_session(
     provider: &dyn broker_core::Provider,
     host: &broker_core::HostRecord,
@@ -67,6 +70,8 @@ pub fn registry() -> ProviderRegistry {
     let mut registry = ProviderRegistry::new();
     #[cfg(feature = "ansible-tower")]
     registry.register(ansible_tower::KIND);
+    #[cfg(feature = "beaker")]
+    registry.register(beaker::KIND);
     #[cfg(feature = "container")]
     registry.register(container::KIND);
     #[cfg(feature = "openstack")]

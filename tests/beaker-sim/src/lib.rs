@@ -17,7 +17,8 @@
 //! holding its system until the job is cancelled) as the job is read: each read of a job
 //! (`to_xml`, `task_info`, `/jobs/ID`) moves a recipe on once it has been read
 //! [`SimOptions::queued_polls`] or [`SimOptions::running_polls`] times in its status. A recipe
-//! waits `Queued` while the system it asks for (`<hostRequires><hostname op="=" value=…/>`) is
+//! goes to the free system that has run the fewest recipes, and waits `Queued` while the system it
+//! asks for (`<hostRequires><hostname op="=" value=…/>`) is
 //! taken, and is `Aborted` when no such system exists. A task ends with its `SIM_RESULT` parameter
 //! (`Pass`, `Warn`, `Fail`, `Panic`; `Abort` aborts the recipe), else `Pass`. Transport faults and
 //! expired sessions are asked for through [`Sim::inject`], matched against the path — for XML-RPC,
@@ -115,6 +116,8 @@ pub struct System {
     pub owner: String,
     pub mac_address: String,
     pub reservation: Option<Reservation>,
+    /// How many recipes it has run: a recipe goes to the free system that ran fewest.
+    pub recipes_run: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -199,7 +202,19 @@ impl World {
             owner: "admin".into(),
             mac_address: format!("52:54:00:00:{:02x}:{:02x}", id / 256, id % 256),
             reservation: None,
+            recipes_run: 0,
         });
+    }
+
+    /// Submits job XML as `user` would with `jobs.upload`: the new job's `J:` id, or the hub's
+    /// complaint.
+    pub fn submit(&mut self, user: &str, xml: &str) -> Result<String, String> {
+        upload(self, user, xml).map(|v| v.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Reserves `fqdn` by hand for `user`, as `systems.reserve` does.
+    pub fn reserve(&mut self, user: &str, fqdn: &str) -> Result<(), String> {
+        reserve(self, user, fqdn).map(|_| ())
     }
 
     /// The system named `fqdn`.
@@ -641,7 +656,13 @@ fn advance(w: &mut World, i: usize) {
                 r.reads = 0;
                 finish_tasks(r);
                 let reserves = r.reserves();
-                r.status = if reserves { "Reserved" } else { "Completed" }.into();
+                let aborted = r.tasks.iter().any(|t| t.status == "Aborted");
+                r.status = match (reserves, aborted) {
+                    (true, _) => "Reserved",
+                    (false, true) => "Aborted",
+                    (false, false) => "Completed",
+                }
+                .into();
                 if !reserves {
                     r.finish_time = Some(timestamp(0));
                     let system = r.system.clone();
@@ -658,7 +679,10 @@ fn schedule(w: &mut World, i: usize, id: u64, wanted: Option<&str>, owner: &str)
     let free = w
         .systems
         .iter()
-        .position(|s| s.reservation.is_none() && wanted.is_none_or(|fqdn| s.fqdn == fqdn));
+        .enumerate()
+        .filter(|(_, s)| s.reservation.is_none() && wanted.is_none_or(|fqdn| s.fqdn == fqdn))
+        .min_by_key(|(_, s)| s.recipes_run)
+        .map(|(i, _)| i);
     let exists = wanted.is_none_or(|fqdn| w.system(fqdn).is_some());
     let Some(r) = w.jobs[i].recipes_mut().find(|r| r.id == id) else {
         return;
@@ -673,6 +697,7 @@ fn schedule(w: &mut World, i: usize, id: u64, wanted: Option<&str>, owner: &str)
             for t in &mut r.tasks {
                 t.status = "Running".into();
             }
+            w.systems[s].recipes_run += 1;
             w.systems[s].reservation = Some(Reservation {
                 user: owner.into(),
                 kind: "recipe".into(),

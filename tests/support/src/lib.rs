@@ -653,6 +653,86 @@ impl Drop for Containers {
     }
 }
 
+/// The root password of the image `localhost/broker-sshd` (test-only credentials; the image is
+/// local).
+pub const SSHD_IMAGE_PASSWORD: &str = "broker-test-password";
+
+/// A container of the image `localhost/broker-sshd` (see [`sshd_image`]), its port 22 published on
+/// every address of this machine: a machine to reach over SSH as `root` with
+/// [`SSHD_IMAGE_PASSWORD`] — on `127.0.0.1`, `127.0.0.2`…, as if each were a host of its own.
+/// Removed when dropped.
+pub struct SshdContainer {
+    name: String,
+    port: u16,
+}
+
+impl SshdContainer {
+    /// Starts one named `<prefix>_sshd`.
+    ///
+    /// # Panics
+    ///
+    /// When Podman cannot start it or does not say which port it published.
+    pub fn start(prefix: &str) -> SshdContainer {
+        let name = format!("{prefix}_sshd");
+        let run = Command::new("podman")
+            .args([
+                "run",
+                "-d",
+                "--rm",
+                "--name",
+                &name,
+                "-p",
+                "22",
+                "localhost/broker-sshd",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run podman");
+        assert!(
+            run.status.success(),
+            "podman run {name}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let mut container = SshdContainer { name, port: 0 };
+        let port = Command::new("podman")
+            .args(["port", &container.name, "22"])
+            .output()
+            .expect("run podman port");
+        let published = String::from_utf8_lossy(&port.stdout);
+        let port = published
+            .lines()
+            .find_map(|l| l.rsplit(':').next()?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("podman port {}: {published:?}", container.name));
+        container.port = port;
+        container
+    }
+
+    /// The port 22 is published on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Runs a shell script in the container as root; its output.
+    pub fn exec(&self, script: &str) -> Output {
+        Command::new("podman")
+            .args(["exec", &self.name, "sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run podman exec")
+    }
+}
+
+impl Drop for SshdContainer {
+    fn drop(&mut self) {
+        let _removed = Command::new("podman")
+            .args(["rm", "-f", "-t", "0", &self.name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// A new, empty database of its own on the PostgreSQL server of `BROKER_POSTGRES` (see
 /// [`POSTGRES`]), for one test: its URL (with password) and the server's directory (`ca.pem`, and
 /// what `scripts/postgres restart` takes); `None` when skipping is allowed and the server is missing
