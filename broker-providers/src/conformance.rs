@@ -81,12 +81,8 @@ async fn beaker_conforms_on_the_beaker_simulator() {
         return;
     }
     let sshd =
-        broker_test_support::SshdContainer::start(&format!("bt{}beaker", std::process::id()));
-    let made = sshd.exec(
-        "printf '#!/bin/sh\\necho \"$1\" >> /var/tmp/extended\\n' > /usr/bin/extendtesttime.sh \
-         && chmod +x /usr/bin/extendtesttime.sh",
-    );
-    assert!(made.status.success(), "{made:?}");
+        broker_test_support::SshdContainer::start(&format!("bt{}beaker", std::process::id()))
+            .with_extendtesttime();
     let sim = beaker_sim::SimOptions {
         systems: 0,
         ..Default::default()
@@ -121,6 +117,5 @@ async fn beaker_conforms_on_the_beaker_simulator() {
         .run()
         .await
         .unwrap();
-    let extended = sshd.exec("cat /var/tmp/extended");
-    assert_eq!(String::from_utf8_lossy(&extended.stdout), "2\n");
+    assert_eq!(sshd.extended(), "2\n");
 }

@@ -5,6 +5,8 @@
 
 #[cfg(feature = "ansible-tower")]
 mod awx;
+#[cfg(feature = "beaker")]
+mod beaker;
 mod beaker_sim;
 mod cleanup;
 mod cli;

@@ -270,14 +270,7 @@ impl Beaker {
                 "`{id}` is not a Beaker job id; give it as `123` or `J:123`"
             ))
         })?;
-        let clone = hub
-            .call(
-                "taskactions.to_xml",
-                &[json!(t_id), json!(true), json!(false)],
-            )
-            .await
-            .map_err(|e| e.into_error(&format!("reading job {t_id} to clone it")))?;
-        Ok(clone.as_str().unwrap_or_default().to_owned())
+        clone_xml(hub, &t_id).await
     }
 
     /// Polls the job's results until it has its systems, fails, or runs out of `max_job_wait`;
@@ -377,6 +370,19 @@ impl Beaker {
             Err(e) => Err(e.into_error(&format!("cancelling job {t_id}"))),
         }
     }
+}
+
+/// A job's XML as a clone of it is submitted (`bkr job-clone`: `taskactions.to_xml` in its clone
+/// form).
+async fn clone_xml(hub: &Hub<'_>, t_id: &str) -> Result<String> {
+    let xml = hub
+        .call(
+            "taskactions.to_xml",
+            &[json!(t_id), json!(true), json!(false)],
+        )
+        .await
+        .map_err(|e| e.into_error(&format!("reading job {t_id}")))?;
+    Ok(xml.as_str().unwrap_or_default().to_owned())
 }
 
 /// `123` or `J:123` as `J:123`.
@@ -765,14 +771,7 @@ impl Provider for Beaker {
                     "`{id}` is not a Beaker job id; give it as `123` or `J:123`"
                 ))
             })?;
-            let xml = hub
-                .call(
-                    "taskactions.to_xml",
-                    &[json!(t_id), json!(true), json!(false)],
-                )
-                .await
-                .map_err(|e| e.into_error(&format!("reading job {t_id}")))?;
-            return Ok(Value::from(xml.as_str().unwrap_or_default()));
+            return Ok(Value::from(clone_xml(&hub, &t_id).await?));
         }
         let asked_for_jobs = query
             .get("jobs")

@@ -62,6 +62,13 @@ impl Env {
         path.to_string_lossy().into_owned()
     }
 
+    /// Checks out one host from the job XML file at `path`.
+    async fn checkout(&self, path: &str) -> broker_core::Result<broker_core::HostGuard> {
+        self.broker
+            .checkout_one(CheckoutRequest::new().arg("job_xml", path))
+            .await
+    }
+
     fn unused_faults(&self) -> Vec<String> {
         self.sim
             .unused_faults()
@@ -106,11 +113,7 @@ async fn checkout_submits_the_job_tagged_with_its_record_and_records_the_reserve
         "Pass",
         Some("duration=\"3600\""),
     );
-    let guard = e
-        .broker
-        .checkout_one(CheckoutRequest::new().arg("job_xml", job.as_str()))
-        .await
-        .unwrap();
+    let guard = e.checkout(&job).await.unwrap();
     let record = guard.keep().record().clone();
     assert_eq!(record.name(), Some("sys03.lab.example.com"));
     assert_eq!(record.hostname(), Some("sys03.lab.example.com"));
@@ -212,11 +215,7 @@ async fn a_failed_job_is_cancelled_and_its_error_names_the_failing_task_and_the_
         "Fail",
         Some("when=\"onfail\""),
     );
-    let err = e
-        .broker
-        .checkout_one(CheckoutRequest::new().arg("job_xml", job.as_str()))
-        .await
-        .unwrap_err();
+    let err = e.checkout(&job).await.unwrap_err();
     assert_eq!(err.exit_code(), 7, "{err:?}");
     let message = broker_core::error::chain(&err);
     for part in [
@@ -263,11 +262,7 @@ async fn a_warn_an_aborted_recipe_and_a_missing_system_are_failures_too() {
             "ended Aborted with result Warn; task /distribution/check-install (T:5)",
         ),
     ] {
-        let err = e
-            .broker
-            .checkout_one(CheckoutRequest::new().arg("job_xml", job.as_str()))
-            .await
-            .unwrap_err();
+        let err = e.checkout(&job).await.unwrap_err();
         let message = broker_core::error::chain(&err);
         assert!(message.contains(says), "{says:?} not in {message}");
     }
@@ -284,11 +279,7 @@ async fn a_job_that_does_not_reserve_in_time_is_cancelled() {
     let e = env("  max_job_wait: 1s\n");
     // Bob holds sys11: the job waits in the queue.
     let job = e.job_file(Some("sys11.lab.example.com"), "Pass", Some(""));
-    let err = e
-        .broker
-        .checkout_one(CheckoutRequest::new().arg("job_xml", job.as_str()))
-        .await
-        .unwrap_err();
+    let err = e.checkout(&job).await.unwrap_err();
     let message = broker_core::error::chain(&err);
     assert!(
         message.contains("Beaker job J:1 did not reserve its systems within 1s (max_job_wait); the job was cancelled"),
@@ -306,11 +297,7 @@ async fn polling_rides_out_dropped_connections_and_5xx_and_a_forgotten_session_l
     e.sim
         .inject(None, "jobs.upload", FaultKind::ExpireSession, 1);
     let job = e.job_file(None, "Pass", Some(""));
-    let guard = e
-        .broker
-        .checkout_one(CheckoutRequest::new().arg("job_xml", job.as_str()))
-        .await
-        .unwrap();
+    let guard = e.checkout(&job).await.unwrap();
     assert_eq!(text(guard.record(), "job_id"), Some("1"));
     assert!(e.unused_faults().is_empty(), "{:?}", e.unused_faults());
     assert_eq!(
@@ -583,14 +570,7 @@ fn extend_takes_1_to_99_hours() {
 async fn no_session_to_a_system_no_longer_reserved() {
     let e = env("");
     let job = e.job_file(None, "Pass", Some(""));
-    let record = e
-        .broker
-        .checkout_one(CheckoutRequest::new().arg("job_xml", job.as_str()))
-        .await
-        .unwrap()
-        .keep()
-        .record()
-        .clone();
+    let record = e.checkout(&job).await.unwrap().keep().record().clone();
     e.sim.world().jobs[0].recipe_sets[0].recipes[0].status = "Completed".into();
     let fqdn = record.hostname().unwrap().to_owned();
     e.sim

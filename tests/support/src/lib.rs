@@ -712,6 +712,27 @@ impl SshdContainer {
         self.port
     }
 
+    /// Puts the script a Beaker harness gives its systems, `/usr/bin/extendtesttime.sh HOURS`, in the
+    /// container: it appends the hours to `/var/tmp/extended`, which [`SshdContainer::extended`]
+    /// reads.
+    ///
+    /// # Panics
+    ///
+    /// When it cannot be written.
+    pub fn with_extendtesttime(self) -> SshdContainer {
+        let made = self.exec(
+            "printf '#!/bin/sh\\necho \"$1\" >> /var/tmp/extended\\n' > /usr/bin/extendtesttime.sh \
+             && chmod +x /usr/bin/extendtesttime.sh",
+        );
+        assert!(made.status.success(), "writing extendtesttime.sh: {made:?}");
+        self
+    }
+
+    /// The hours `extendtesttime.sh` was run with, one a line.
+    pub fn extended(&self) -> String {
+        String::from_utf8_lossy(&self.exec("cat /var/tmp/extended").stdout).into_owned()
+    }
+
     /// Runs a shell script in the container as root; its output.
     pub fn exec(&self, script: &str) -> Output {
         Command::new("podman")
