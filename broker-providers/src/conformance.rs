@@ -70,6 +70,8 @@ async fn openstack_conforms_on_the_openstack_simulator() {
         .run()
         .await
         .unwrap();
+}
+
 /// The Beaker provider on the hub simulator, whose systems — `127.0.0.2` … — are one container with
 /// sshd reached on each of those addresses (with the `extendtesttime.sh` a Beaker harness puts on
 /// its systems), so that the kit runs commands on them, extends them, and finds a returned system

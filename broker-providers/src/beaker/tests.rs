@@ -262,7 +262,7 @@ async fn a_warn_an_aborted_recipe_and_a_missing_system_are_failures_too() {
             "ended Aborted with result Warn; task /distribution/check-install (T:5)",
         ),
     ] {
-        let err = e.checkout(&job).await.unwrap_err();
+        let err = e.checkout(job).await.unwrap_err();
         let message = broker_core::error::chain(&err);
         assert!(message.contains(says), "{says:?} not in {message}");
     }
