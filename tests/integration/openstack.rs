@@ -4,7 +4,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use openstack_sim::{FaultKind, PASSWORD, PROJECT, Sim, SimOptions, USER};
+use broker_test_support::Containers;
+use openstack_sim::{FaultKind, PASSWORD, PROJECT, RealServers, Sim, SimOptions, USER};
 
 use crate::util::{BrokerDir, ChildGuard, DEADLINE, stderr, wait_for};
 
@@ -219,5 +220,56 @@ fn upstream_openstack_settings_validate() {
         stderr(&out).contains("did you mean `server_timeout`?"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// The simulator's servers are real hosts (Podman containers serving SSH at the server's address):
+/// `broker ssh` runs commands on what an OpenStack checkout made, over SSH, and the check-in removes
+/// the container with the server.
+#[test]
+fn ssh_reaches_a_server_backed_by_a_container() {
+    if !broker_test_support::podman() || !broker_test_support::sshd_image() {
+        return;
+    }
+    let prefix = Containers::new(format!("os{}ssh", std::process::id()));
+    let sim = Sim::start_with(SimOptions {
+        containers: Some(RealServers {
+            image: "localhost/broker-sshd".into(),
+            name_prefix: prefix.to_string(),
+            ssh_port: 2222,
+        }),
+        ..SimOptions::default()
+    });
+    let dir = BrokerDir::new(&format!(
+        "{}ssh:\n  host_username: root\n  host_password: broker-test-password\n  \
+         host_ssh_port: 2222\n  host_connection_timeout: 60\n",
+        settings(&sim, "")
+    ));
+    dir.ok(&RHEL);
+    let host = dir.inventory().remove(0);
+    let server = sim.servers().remove(0);
+    let address = host["hostname"].as_str().unwrap().to_owned();
+    assert!(address.starts_with("127."), "{host}");
+    assert_eq!(
+        prefix.names(),
+        [format!("{prefix}_{}", server.id)],
+        "one container per server"
+    );
+    // SSH_CONNECTION is set only in an SSH session: `client-ip client-port server-ip 22`.
+    let via = dir.ok(&["ssh", "0", "--", "echo \"$SSH_CONNECTION\""]);
+    assert!(via.trim().ends_with(" 22"), "not over SSH: {via:?}");
+    assert_eq!(
+        dir.ok(&["ssh", &address, "--", "echo", "on-the-server"]),
+        "on-the-server\n"
+    );
+    assert_eq!(
+        dir.run(&["ssh", "0", "--", "exit 4"]).status.code(),
+        Some(4)
+    );
+    dir.ok(&["checkin", "--all"]);
+    assert!(sim.servers().is_empty());
+    assert!(
+        prefix.names().is_empty(),
+        "the container went with the server"
     );
 }

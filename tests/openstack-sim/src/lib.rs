@@ -22,6 +22,9 @@
 //! answered 401 as keystonemiddleware answers. Faults are asked for through [`Sim::inject`]: error
 //! statuses, Nova's quota refusal, a build that ends in `ERROR`, a token that expires at a given
 //! request; [`Sim::unused_faults`] lists those never served.
+//!
+//! With [`SimOptions::containers`] the servers are real: each `ACTIVE` server is a Podman container
+//! serving SSH at the server's address, so a client can log in to what it made.
 #![allow(missing_docs)]
 
 use std::net::SocketAddr;
@@ -41,6 +44,9 @@ pub struct SimOptions {
     pub build_polls: u32,
     /// The region of every catalogue endpoint.
     pub region: String,
+    /// When set, every server that becomes `ACTIVE` is a real host: a container that serves SSH at
+    /// the server's address on the network `private` (then a loopback network of this process).
+    pub containers: Option<RealServers>,
 }
 
 impl Default for SimOptions {
@@ -48,8 +54,61 @@ impl Default for SimOptions {
         SimOptions {
             build_polls: 2,
             region: "RegionOne".into(),
+            containers: None,
         }
     }
+}
+
+/// Servers backed by Podman containers (the `podman` command): each `ACTIVE` server runs `image`,
+/// its port 22 published at the server's fixed address on `ssh_port`, named `<name_prefix>_<server
+/// id>` (the tests' `Containers` guard removes what a test leaves); deleting the server removes it.
+#[derive(Debug, Clone)]
+pub struct RealServers {
+    /// An image whose command serves SSH on port 22 (`localhost/broker-sshd`).
+    pub image: String,
+    pub name_prefix: String,
+    /// The port sshd answers on at the server's address.
+    pub ssh_port: u16,
+}
+
+impl RealServers {
+    /// The container name of server `id`.
+    pub fn container(&self, id: &str) -> String {
+        format!("{}_{id}", self.name_prefix)
+    }
+
+    /// Starts server `id`'s container at `ip`.
+    fn start(&self, id: &str, ip: &str) -> Result<(), String> {
+        let out = std::process::Command::new("podman")
+            .args(["run", "-d", "--name", &self.container(id), "-p"])
+            .arg(format!("{ip}:{}:22", self.ssh_port))
+            .arg(&self.image)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run podman: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+
+    /// Removes server `id`'s container, if it has one.
+    fn remove(&self, id: &str) {
+        let _removed = std::process::Command::new("podman")
+            .args(["rm", "-f", "-t", "0", &self.container(id)])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// A loopback prefix (`127.A.B`) of this process, for the addresses of servers backed by
+/// containers: each test process publishes on addresses of its own.
+fn loopback_prefix() -> String {
+    let pid = std::process::id();
+    format!("127.{}.{}", 100 + pid % 100, 1 + (pid / 100) % 250)
 }
 
 /// A fault for the next matching requests.
@@ -279,8 +338,15 @@ impl World {
                 disk,
             });
         }
-        for (name, prefix, external) in [("private", "10.0.0", false), ("public", "172.24.4", true)]
-        {
+        let private = if w.options.containers.is_some() {
+            loopback_prefix()
+        } else {
+            "10.0.0".to_owned()
+        };
+        for (name, prefix, external) in [
+            ("private", private.as_str(), false),
+            ("public", "172.24.4", true),
+        ] {
             let id = w.uuid();
             w.networks.push(Network {
                 id,
@@ -359,6 +425,17 @@ pub struct Sim {
     addr: SocketAddr,
     world: Arc<Mutex<World>>,
     _served: sim_http::Served,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let w = lock(&self.world);
+        if let Some(real) = &w.options.containers {
+            for server in &w.servers {
+                real.remove(&server.id);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Sim {
@@ -1003,6 +1080,20 @@ fn finish_build(w: &mut World, i: usize) {
             mac: format!("fa:16:3e:00:{:02x}:{:02x}", host / 256, host % 256),
         });
     }
+    if let Some(real) = w.options.containers.clone() {
+        let ip = w
+            .ports
+            .iter()
+            .find(|p| p.device == device)
+            .map(|p| p.ip.clone());
+        if let Err(why) = ip
+            .ok_or_else(|| "no address".to_owned())
+            .and_then(|ip| real.start(&device, &ip))
+        {
+            w.servers[i].status = "ERROR".into();
+            w.servers[i].fail = Some(format!("the server's container did not start: {why}"));
+        }
+    }
 }
 
 fn list_servers(w: &mut World, req: &Req, project: &str, detail: bool) -> Reply {
@@ -1092,6 +1183,9 @@ fn delete_server(w: &mut World, id: &str, project: &str) -> Reply {
         return server_not_found(id);
     };
     w.servers.remove(i);
+    if let Some(real) = &w.options.containers {
+        real.remove(id);
+    }
     let ports: Vec<String> = w
         .ports
         .iter()
