@@ -179,10 +179,11 @@ mod tests {
             <member><name>ids</name><value><array><data><value><string>J:1</string></value>\
             <value>J:2</value></data></array></value></member>\
             <member><name>done</name><value><boolean>0</boolean></value></member>\
+            <member><name>mine</name><value><boolean>1</boolean></value></member>\
             <member><name>n</name><value><i4>-4</i4></value></member></struct></value></param></params></methodResponse>";
         assert_eq!(
             answer(body).unwrap(),
-            Answer::Value(json!({"ids": ["J:1", "J:2"], "done": false, "n": -4}))
+            Answer::Value(json!({"ids": ["J:1", "J:2"], "done": false, "mine": true, "n": -4}))
         );
         let fault = "<methodResponse><fault><value><struct><member><name>faultCode</name>\
             <value><int>1</int></value></member><member><name>faultString</name>\
