@@ -120,4 +120,25 @@ async fn beaker_conforms_on_the_beaker_simulator() {
         .await
         .unwrap();
     assert_eq!(sshd.extended(), "2\n");
+
+#[cfg(feature = "foreman")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreman_conforms_on_the_foreman_simulator() {
+    let sim = foreman_sim::Sim::start();
+    let settings = format!(
+        "Foreman:\n  foreman_url: {}\n  foreman_username: {}\n  foreman_password: {}\n  \
+         organization: {}\n  location: {}\n  poll_interval: 0.01\n  name_prefix: conform\n",
+        sim.url(),
+        foreman_sim::USER,
+        foreman_sim::PASSWORD,
+        foreman_sim::ORGANIZATION,
+        foreman_sim::LOCATION_TITLE,
+    );
+    broker_core::conformance::Conformance::new(crate::foreman::KIND)
+        .settings(&settings)
+        .arg("hostgroup", "base/rhel9")
+        .without_sessions()
+        .run()
+        .await
+        .unwrap();
 }

@@ -5,6 +5,7 @@
 //! | `test-provider` (default) | [`TestProvider`](test_provider) | `test_action` |
 //! | `container` (default) | [`Container`](container) (Docker, Podman) | `container_host`, `container_app` |
 //! | `ansible-tower` (default) | [`AnsibleTower`](ansible_tower) (AWX, AAP) | `workflow`, `job_template` |
+//! | `foreman` (default) | [`Foreman`](foreman) | `hostgroup` |
 //! | `openstack` (default) | [`OpenStack`](openstack) (Keystone v3, Nova, Glance, Neutron) | `ostack_template`, `ostack_image` |
 //! | `beaker` (default) | [`Beaker`](beaker) (Beaker jobs, systems) | `job_xml`, `job_id` |
 //! | `ssh` (default) | [SSH sessions](ssh) for hosts reached over SSH | — |
@@ -29,6 +30,10 @@ pub mod beaker;
 mod conformance;
 #[cfg(feature = "container")]
 pub mod container;
+#[cfg(feature = "foreman")]
+pub mod foreman;
+#[cfg(any(feature = "ansible-tower", feature = "foreman"))]
+mod http;
 #[cfg(feature = "openstack")]
 pub mod openstack;
 #[cfg(any(feature = "container", feature = "ssh", feature = "test-provider"))]
@@ -74,6 +79,8 @@ pub fn registry() -> ProviderRegistry {
     registry.register(beaker::KIND);
     #[cfg(feature = "container")]
     registry.register(container::KIND);
+    #[cfg(feature = "foreman")]
+    registry.register(foreman::KIND);
     #[cfg(feature = "openstack")]
     registry.register(openstack::KIND);
     #[cfg(feature = "test-provider")]

@@ -15,6 +15,7 @@ mod concurrency;
 mod container;
 mod docs;
 mod flags;
+mod foreman;
 mod foreman_sim;
 mod handoff_ansible;
 mod handoff_chef;

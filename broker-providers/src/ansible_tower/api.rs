@@ -1,11 +1,6 @@
 //! The AWX / AAP REST client: base-path detection, authentication, temporary tokens, pagination and
-//! error mapping.
-//!
-//! Every request runs on one background runtime of its own (see [`io`]), so that the client works
-//! whatever runtime — or none — the caller has: a host guard may check its host in from a drop
-//! worker long after the runtime that made the connection pool is gone.
+//! error mapping. Requests go through [`crate::http`], on its background runtime.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -14,19 +9,11 @@ use broker_core::{Error, Result};
 use reqwest::Method;
 use serde_json::{Value as Json, json};
 
+pub(crate) use crate::http::Verify;
+use crate::http::{Failure, io, origin_text, same_origin};
+
 /// Largest page AWX grants (`MAX_PAGE_SIZE`).
 pub(crate) const PAGE_SIZE: usize = 200;
-
-/// How the TLS certificate of the server is checked.
-#[derive(Debug, Clone)]
-pub(crate) enum Verify {
-    /// Against the system's trust store.
-    System,
-    /// Not at all (`verify: false`).
-    Off,
-    /// Against the system store plus this PEM bundle (`verify: /path/ca.pem`).
-    Bundle(PathBuf),
-}
 
 /// What the settings say about credentials.
 pub(crate) enum Credentials {
@@ -176,133 +163,18 @@ impl ApiError {
 
 pub(crate) type ApiResult<T> = std::result::Result<T, ApiError>;
 
-/// The runtime every request of this provider runs on, started on first use.
-fn io() -> Option<&'static tokio::runtime::Handle> {
-    static IO: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
-    IO.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        let handle = runtime.handle().clone();
-        std::thread::Builder::new()
-            .name("broker-awx-io".into())
-            .spawn(move || runtime.block_on(std::future::pending::<()>()))
-            .ok()?;
-        Some(handle)
-    })
-    .as_ref()
-}
-
 /// Sends a request on the I/O runtime and reads the whole answer.
 async fn exchange(request: reqwest::RequestBuilder) -> ApiResult<(u16, bytes::Bytes, String)> {
-    let work = async move {
-        let response = request.send().await.map_err(|e| match left_origin(&e) {
-            Some(left) => ApiError::ForeignLink {
-                link: left.link.clone(),
-                origin: left.origin.clone(),
-            },
-            None => ApiError::Transport {
-                url: e.url().map(|u| u.to_string()).unwrap_or_default(),
-                message: transport_message(&e),
-            },
-        })?;
-        let status = response.status().as_u16();
-        let url = response.url().to_string();
-        let body = response.bytes().await.map_err(|e| ApiError::Transport {
-            url: url.clone(),
-            message: transport_message(&e),
-        })?;
-        Ok((status, body, url))
-    };
-    match io() {
-        Some(handle) => match handle.spawn(work).await {
-            Ok(result) => result,
-            Err(e) => Err(ApiError::Task(e)),
-        },
-        None => work.await,
-    }
+    crate::http::exchange(request).await.map_err(ApiError::from)
 }
 
-/// A redirect to another origin than the request's, refused by the client's redirect policy.
-#[derive(Debug)]
-struct LeftOrigin {
-    link: String,
-    origin: String,
-}
-
-impl std::fmt::Display for LeftOrigin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "a redirect to `{}` leaves `{}`", self.link, self.origin)
-    }
-}
-
-impl std::error::Error for LeftOrigin {}
-
-fn left_origin(e: &reqwest::Error) -> Option<&LeftOrigin> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(left) = s.downcast_ref::<LeftOrigin>() {
-            return Some(left);
+impl From<Failure> for ApiError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Transport { url, message } => ApiError::Transport { url, message },
+            Failure::ForeignLink { link, origin } => ApiError::ForeignLink { link, origin },
+            Failure::Task(e) => ApiError::Task(e),
         }
-        source = s.source();
-    }
-    None
-}
-
-/// Whether two URLs share scheme, host and port.
-fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
-    a.origin() == b.origin()
-}
-
-/// The origin of a URL as text, `https://host:port`.
-fn origin_text(url: &reqwest::Url) -> String {
-    url.origin().ascii_serialization()
-}
-
-/// Follows redirects within the origin of the first request only (as many as reqwest's default
-/// policy allows); a redirect elsewhere would carry credentials away and is an error.
-fn redirect_policy() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let Some(first) = attempt.previous().first() else {
-            return attempt.follow();
-        };
-        if !same_origin(first, attempt.url()) {
-            let left = LeftOrigin {
-                link: attempt.url().to_string(),
-                origin: origin_text(first),
-            };
-            attempt.error(left)
-        } else if attempt.previous().len() >= 10 {
-            attempt.error("too many redirects")
-        } else {
-            attempt.follow()
-        }
-    })
-}
-
-/// The causes of a transport error, without reqwest's wrappers (which repeat the URL).
-fn transport_message(e: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        let wrapper = text.starts_with("error sending request")
-            || text.starts_with("client error (")
-            || text.starts_with("error decoding response body")
-            || text.starts_with("request or response body error");
-        if !wrapper && !parts.iter().any(|p| p == &text) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    if e.is_timeout() && !parts.iter().any(|p| p.contains("timed out")) {
-        parts.insert(0, "timed out".into());
-    }
-    if parts.is_empty() {
-        e.to_string()
-    } else {
-        parts.join(": ")
     }
 }
 
@@ -326,20 +198,8 @@ fn detail(body: &[u8]) -> String {
             format!("{field}: {first}")
         })
     });
-    let mut out = found.unwrap_or_else(|| text.trim().to_owned());
-    if out.len() > 400 {
-        let mut cut = 400;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-        out.push('…');
-    }
-    if out.is_empty() {
-        "(no body)".into()
-    } else {
-        out
-    }
+    let out = found.unwrap_or_else(|| text.trim().to_owned());
+    crate::http::shortened(out)
 }
 
 pub(crate) fn json_text(v: &Json) -> String {
@@ -608,60 +468,22 @@ fn basic(username: &str, password: &SecretString) -> Auth {
 
 fn decode(answer: ApiResult<(u16, bytes::Bytes, String)>, method: &str) -> ApiResult<Json> {
     let (status, body, url) = answer?;
-    if !(200..300).contains(&status) {
-        return Err(ApiError::Status {
+    crate::http::json_of(status, &body).map_err(|e| match e {
+        None => ApiError::Status {
             status,
             method: method.to_owned(),
             url,
             detail: detail(&body),
-        });
-    }
-    if body.is_empty() {
-        return Ok(Json::Null);
-    }
-    serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
-        url,
-        message: e.to_string(),
+        },
+        Some(e) => ApiError::Decode {
+            url,
+            message: e.to_string(),
+        },
     })
 }
 
 fn client(verify: &Verify, timeout: Duration) -> Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("broker/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(15))
-        .tcp_nodelay(true)
-        .timeout(timeout)
-        .pool_idle_timeout(Duration::from_secs(50))
-        .redirect(redirect_policy());
-    match verify {
-        Verify::System => {}
-        Verify::Off => {
-            tracing::warn!("AnsibleTower: TLS certificates are not checked (`verify: false`)");
-            builder = builder.danger_accept_invalid_certs(true);
-        }
-        Verify::Bundle(path) => {
-            let pem = std::fs::read(path).map_err(|e| {
-                Error::configuration(format!(
-                    "AnsibleTower `verify: {}`: cannot read the CA bundle",
-                    path.display()
-                ))
-                .caused_by(e)
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::configuration(format!(
-                    "AnsibleTower `verify: {}` is not a PEM bundle of CA certificates",
-                    path.display()
-                ))
-                .caused_by(e)
-            })?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-    }
-    builder.build().map_err(|e| {
-        Error::configuration("AnsibleTower: cannot set up the HTTP client").caused_by(e)
-    })
+    crate::http::client(super::NAME, verify, timeout)
 }
 
 /// Finds the API base: `aap_version` when set (2.5 and later live under `/api/controller/v2/`),

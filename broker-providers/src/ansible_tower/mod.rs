@@ -177,7 +177,7 @@ struct TowerSection {
     password: Option<SecretString>,
     #[serde(deserialize_with = "field::text")]
     aap_version: Option<String>,
-    #[serde(deserialize_with = "verify")]
+    #[serde(deserialize_with = "crate::http::verify")]
     verify: Option<Verify>,
     #[serde(deserialize_with = "field::text")]
     inventory: Option<String>,
@@ -241,13 +241,7 @@ impl TowerSection {
             .ok_or_else(|| config.missing("base_url"))?;
         let (base_url, url_login) = split_login(given_url);
         check_base_url(config, &base_url)?;
-        let verify = match &self.verify {
-            Some(Verify::Bundle(path)) if path.is_relative() => {
-                Verify::Bundle(config.directory().join(path))
-            }
-            Some(verify) => verify.clone(),
-            None => Verify::System,
-        };
+        let verify = crate::http::verify_in(self.verify.as_ref(), config.directory());
         Ok(ConnectOptions {
             base_url,
             credentials: self.credentials(config, url_login)?,
@@ -311,29 +305,6 @@ impl TowerSection {
             ))),
         }
     }
-}
-
-/// `verify`: `true` (also as text, or empty) checks against the system's trust store, `false`
-/// not at all, any other text is a CA bundle path (relative to the broker directory).
-fn verify<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> std::result::Result<Option<Verify>, D::Error> {
-    use serde::de::Error as _;
-    Ok(match Value::deserialize(deserializer)? {
-        Value::Null | Value::Bool(true) => None,
-        Value::Bool(false) => Some(Verify::Off),
-        Value::String(s) => match s.to_ascii_lowercase().as_str() {
-            "true" | "yes" | "1" | "" => None,
-            "false" | "no" | "0" => Some(Verify::Off),
-            _ => Some(Verify::Bundle(std::path::PathBuf::from(s))),
-        },
-        other => {
-            return Err(D::Error::custom(format!(
-                "`{}` is not true, false or a CA bundle path",
-                value_text(&other)
-            )));
-        }
-    })
 }
 
 /// `dangling_behavior`: `checkin`, `store` or `prompt`, in any case.
@@ -1481,14 +1452,6 @@ fn check_base_url(config: &ProviderConfig, base_url: &str) -> Result<()> {
             "`{base_url}` is not the address of a server; write it as `https://tower.example.com/`"
         ),
     ))
-}
-
-/// A setting's value as written in a message.
-fn value_text(v: &Value) -> String {
-    serde_yaml::to_string(v)
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
 }
 
 /// `base_url` without the user and password written into it (`https://user:pw@host/`), and those.

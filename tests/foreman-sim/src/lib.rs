@@ -70,6 +70,9 @@ pub enum FaultKind {
     FailBuild,
     /// The host this create makes stays `Pending installation` for this many reads.
     SlowBuild(u32),
+    /// The request is carried out, but its answer is lost: this status comes instead, as when the
+    /// proxy in front of Foreman gives up waiting for it.
+    Lost(u16),
 }
 
 /// One request the server received.
@@ -465,6 +468,10 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Result<Repl
     }
     Ok(match w.take_fault(req.method.as_str(), &req.path) {
         Some(FaultKind::Status(code)) => fault_reply(code),
+        Some(FaultKind::Lost(code)) => {
+            let _ = route(&mut w, &req, &segments, None);
+            fault_reply(code)
+        }
         fault => route(&mut w, &req, &segments, fault),
     })
 }
