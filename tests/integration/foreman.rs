@@ -34,7 +34,7 @@ fn checkout_discovery_sync_checkin() {
     assert_eq!(host["_broker_provider"], "Foreman");
     assert_eq!(host["_broker_provider_instance"], "lab");
     assert_eq!(host["hostgroup"], "base/rhel9");
-    assert_eq!(sim.world().host_names(), [name.clone()]);
+    assert_eq!(sim.world().host_names(), std::slice::from_ref(&name));
 
     let listed = dir.ok(&["providers", "Foreman", "--hostgroups"]);
     for title in ["base", "base/rhel9", "fedora"] {
