@@ -120,6 +120,7 @@ async fn beaker_conforms_on_the_beaker_simulator() {
         .await
         .unwrap();
     assert_eq!(sshd.extended(), "2\n");
+}
 
 #[cfg(feature = "foreman")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
