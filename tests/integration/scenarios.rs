@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::{BrokerDir, ChildGuard, DEADLINE, SETTINGS, stderr, wait_for};
+use crate::util::{BrokerDir, ChildGuard, DEADLINE, SETTINGS, client_check, stderr, wait_for};
 
 /// A fixture scenario file.
 fn fixture(name: &str) -> PathBuf {
@@ -495,4 +495,82 @@ steps:
     assert_eq!(code, Some(0), "{out}\n{err}");
     assert_eq!(text(&work.path().join("back.txt")), "over ssh\n");
     assert!(dir.inventory().is_empty());
+}
+
+/// Files broken in ways the format forbids, each with a reason the upstream schema also gives.
+const INVALID: &[(&str, &str)] = &[
+    ("no_steps.yaml", "variables:\n  a: 1\n"),
+    (
+        "unknown_step_key.yaml",
+        "steps:\n  - name: say\n    action: output\n    arguments: {content: hi}\n    retries: 3\n",
+    ),
+    (
+        "unknown_action.yaml",
+        "steps:\n  - name: boom\n    action: explode\n",
+    ),
+    (
+        "retry_count_not_a_number.yaml",
+        "steps:\n  - name: say\n    action: output\n    arguments: {content: hi}\n    retry: {count: many}\n",
+    ),
+    (
+        "step_without_name.yaml",
+        "steps:\n  - action: output\n    arguments: {content: hi}\n",
+    ),
+];
+
+/// The format is the Python broker's: its own validation (the JSON schema its PyPI package carries)
+/// gives the same verdict as `broker scenarios validate` on every fixture file (all valid) and on
+/// files broken in the ways the format forbids (all invalid). scripts/setup-pybroker installs it;
+/// without it this fails unless `BROKER_ALLOW_SKIP=1` is set.
+#[test]
+fn the_python_brokers_schema_gives_the_same_verdict_on_every_file() {
+    let Some(python) = broker_test_support::pybroker_python() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixture(""))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let valid = files.len();
+    assert!(valid >= 6, "fixtures: {files:?}");
+    for (name, body) in INVALID {
+        let path = work.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        files.push(path);
+    }
+
+    let mut args = vec![work.path().to_str().unwrap()];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    let upstream = client_check(
+        &python,
+        "pybroker/scenario_validate.py",
+        &args,
+        "pybroker scenarios OK",
+    );
+
+    let dir = BrokerDir::new(SETTINGS);
+    for (n, file) in files.iter().enumerate() {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        let expect_valid = n < valid;
+        let verdict = upstream
+            .lines()
+            .find(|line| line.split([' ', ':']).nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no upstream verdict on {name}:\n{upstream}"));
+        assert_eq!(
+            verdict.starts_with("valid "),
+            expect_valid,
+            "upstream on {name}: {verdict}"
+        );
+        let ours = dir.run(&["scenarios", "validate", file.to_str().unwrap()]);
+        let code = if expect_valid { 0 } else { 16 };
+        assert_eq!(
+            ours.status.code(),
+            Some(code),
+            "broker scenarios validate {name} (upstream: {verdict}): {}",
+            stderr(&ours)
+        );
+    }
 }

@@ -255,8 +255,8 @@ pub fn output(command: &mut Command) -> Output {
 }
 
 /// Runs `python script args…` (an official client's check of a simulator, under `tests/`), failing
-/// the test with its output unless it exits 0 having printed `ok`.
-pub fn client_check(python: &str, script: &str, args: &[&str], ok: &str) {
+/// the test with its output unless it exits 0 having printed `ok`; returns its standard output.
+pub fn client_check(python: &str, script: &str, args: &[&str], ok: &str) -> String {
     let script = format!("{}/../tests/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = ChildGuard::spawn(
         Command::new(python)
@@ -273,6 +273,7 @@ pub fn client_check(python: &str, script: &str, args: &[&str], ok: &str) {
         "{script} against the simulator:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout.into_owned()
 }
 
 pub fn stderr(out: &Output) -> String {
