@@ -397,39 +397,7 @@ impl Api<'_> {
     async fn log_in(&self) -> Result<Token> {
         let login = &self.cloud.login;
         let url = login.tokens_url();
-        let answer = self
-            .http
-            .post(&url)
-            .json(&json!({"auth": login.credentials.auth()}))
-            .send()
-            .await
-            .map_err(|e| {
-                Error::provider(
-                    NAME,
-                    format!(
-                        "cannot reach Keystone at `{}`; check `auth_url` ({}) and that the cloud is up",
-                        login.auth_url, login.origin
-                    ),
-                )
-                .caused_by(ApiError::Transport {
-                    url: url.clone(),
-                    source: e,
-                })
-            })?;
-        let header = answer
-            .headers()
-            .get("x-subject-token")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| SecretString::from(v.to_owned()));
-        let status = answer.status().as_u16();
-        let body = answer.bytes().await.map_err(|e| {
-            Error::provider(NAME, "reading Keystone's answer to the login").caused_by(
-                ApiError::Transport {
-                    url: url.clone(),
-                    source: e,
-                },
-            )
-        })?;
+        let (status, header, body) = self.post_login(&url).await?;
         let refused = |status| ApiError::Status {
             status,
             method: "POST".into(),
@@ -463,25 +431,46 @@ impl Api<'_> {
                 ),
             ));
         };
-        let catalog = &body["token"]["catalog"];
-        let root = |service: Service| {
-            endpoint(catalog, service, &login.interface, login.region.as_deref())
-                .map(|url| service.root(&url))
-        };
         tracing::debug!(
             method = login.credentials.method(),
             "logged in to OpenStack"
         );
-        Ok(Token {
-            value,
-            user_id: body["token"]["user"]["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            compute: root(Service::Compute),
-            image: root(Service::Image),
-            network: root(Service::Network),
-        })
+        Ok(token_from(login, value, &body))
+    }
+
+    /// Sends the login to `url`: Keystone's status, its `X-Subject-Token` and its body.
+    async fn post_login(&self, url: &str) -> Result<(u16, Option<SecretString>, Vec<u8>)> {
+        let login = &self.cloud.login;
+        let transport = |source| ApiError::Transport {
+            url: url.to_owned(),
+            source,
+        };
+        let answer = self
+            .http
+            .post(url)
+            .json(&json!({"auth": login.credentials.auth()}))
+            .send()
+            .await
+            .map_err(|e| {
+                Error::provider(
+                    NAME,
+                    format!(
+                        "cannot reach Keystone at `{}`; check `auth_url` ({}) and that the cloud is up",
+                        login.auth_url, login.origin
+                    ),
+                )
+                .caused_by(transport(e))
+            })?;
+        let header = answer
+            .headers()
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| SecretString::from(v.to_owned()));
+        let status = answer.status().as_u16();
+        let body = answer.bytes().await.map_err(|e| {
+            Error::provider(NAME, "reading Keystone's answer to the login").caused_by(transport(e))
+        })?;
+        Ok((status, header, body.to_vec()))
     }
 
     /// Sends one request, logging in again once when the token is refused.
@@ -667,6 +656,26 @@ impl Answer {
             url: self.url,
             message: e.to_string(),
         })
+    }
+}
+
+/// The token Keystone gave `login`, with its user and the catalogue's endpoints for the login's
+/// interface and region.
+fn token_from(login: &Login, value: SecretString, body: &Json) -> Token {
+    let catalog = &body["token"]["catalog"];
+    let root = |service: Service| {
+        endpoint(catalog, service, &login.interface, login.region.as_deref())
+            .map(|url| service.root(&url))
+    };
+    Token {
+        value,
+        user_id: body["token"]["user"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        compute: root(Service::Compute),
+        image: root(Service::Image),
+        network: root(Service::Network),
     }
 }
 

@@ -157,24 +157,9 @@ fn login_from(
     interface: Option<String>,
     origin: String,
 ) -> Result<Login> {
-    let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
     let secret = |v: &Option<SecretString>| v.clone().filter(|s| !s.expose_secret().is_empty());
-    for (key, value) in [
-        ("auth_url", keys.auth_url.as_deref()),
-        ("username", keys.username.as_deref()),
-        (
-            "password",
-            keys.password.as_ref().map(ExposeSecret::expose_secret),
-        ),
-    ] {
-        if value.is_some_and(|v| broker_core::settings::is_placeholder(&Value::from(v))) {
-            return Err(config.setting_error(
-                key,
-                "is still the example's placeholder; set a real value or remove the key",
-            ));
-        }
-    }
-    let Some(auth_url) = set(&keys.auth_url) else {
+    refuse_placeholders(config, keys)?;
+    let Some(auth_url) = non_blank(&keys.auth_url) else {
         return Err(Error::configuration(format!(
             "{origin}: OpenStack needs `cloud` (a cloud of clouds.yaml) or `auth_url` with an \
              application credential or a username, password and project"
@@ -183,10 +168,10 @@ fn login_from(
     check_auth_url(&auth_url, &origin)?;
     let user_domain = domain(&keys.user_domain_id, &keys.user_domain_name);
     let credentials = match (
-        set(&keys.application_credential_id),
-        set(&keys.application_credential_name),
+        non_blank(&keys.application_credential_id),
+        non_blank(&keys.application_credential_name),
         secret(&keys.application_credential_secret),
-        set(&keys.username),
+        non_blank(&keys.username),
         secret(&keys.password),
     ) {
         (Some(id), _, Some(secret), _, _) => Credentials::ApplicationCredential {
@@ -199,26 +184,12 @@ fn login_from(
             name: Some((name, user, user_domain)),
             secret,
         },
-        (_, _, _, Some(username), Some(password)) => {
-            let project = match (set(&keys.project_id), set(&keys.project_name)) {
-                (Some(id), _) => Project::Id(id),
-                (None, Some(name)) => Project::Name {
-                    name,
-                    domain: domain(&keys.project_domain_id, &keys.project_domain_name),
-                },
-                (None, None) => {
-                    return Err(Error::configuration(format!(
-                        "{origin}: a password login needs `project_name` (or `project_id`)"
-                    )));
-                }
-            };
-            Credentials::Password {
-                username,
-                user_domain,
-                password,
-                project,
-            }
-        }
+        (_, _, _, Some(username), Some(password)) => Credentials::Password {
+            username,
+            user_domain,
+            password,
+            project: project_of(keys, &origin)?,
+        },
         _ => {
             return Err(Error::configuration(format!(
                 "{origin}: OpenStack needs `application_credential_id` and \
@@ -236,6 +207,45 @@ fn login_from(
             .unwrap_or_else(|| "public".to_owned()),
         origin,
     })
+}
+
+/// `keys`' value when set to something other than blanks.
+fn non_blank(value: &Option<String>) -> Option<String> {
+    value.clone().filter(|s| !s.trim().is_empty())
+}
+
+/// Refuses the keys still holding the example settings' placeholder.
+fn refuse_placeholders(config: &ProviderConfig, keys: &OpenStackSection) -> Result<()> {
+    for (key, value) in [
+        ("auth_url", keys.auth_url.as_deref()),
+        ("username", keys.username.as_deref()),
+        (
+            "password",
+            keys.password.as_ref().map(ExposeSecret::expose_secret),
+        ),
+    ] {
+        if value.is_some_and(|v| broker_core::settings::is_placeholder(&Value::from(v))) {
+            return Err(config.setting_error(
+                key,
+                "is still the example's placeholder; set a real value or remove the key",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The project a password login is scoped to: by id when given, else by name in its domain.
+fn project_of(keys: &OpenStackSection, origin: &str) -> Result<Project> {
+    match (non_blank(&keys.project_id), non_blank(&keys.project_name)) {
+        (Some(id), _) => Ok(Project::Id(id)),
+        (None, Some(name)) => Ok(Project::Name {
+            name,
+            domain: domain(&keys.project_domain_id, &keys.project_domain_name),
+        }),
+        (None, None) => Err(Error::configuration(format!(
+            "{origin}: a password login needs `project_name` (or `project_id`)"
+        ))),
+    }
 }
 
 /// A domain by id when given, else by name (`Default` when neither is).
