@@ -835,7 +835,31 @@ async fn recover(broker: &Broker, a: RecoverArgs, emitter: &mut Emitter) -> Resu
     if outcomes.is_empty() {
         note!("nothing to recover");
     }
-    report("recovered", &outcomes, emitter, a.output.format)
+    let code = report("recovered", &outcomes, emitter, a.output.format)?;
+    note_abandoned(broker).await;
+    Ok(code)
+}
+
+/// Says which hosts `recover` leaves to `reap`: finished checkouts whose holder is gone (a test run
+/// or scenario killed with its hosts out), which `broker reap --abandoned` checks in.
+async fn note_abandoned(broker: &Broker) {
+    let held = match broker
+        .reap(broker_core::lease::ReapScope::owner_gone(), true)
+        .await
+    {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::debug!("looking for hosts of gone processes failed: {e}");
+            return;
+        }
+    };
+    if !held.is_empty() {
+        note!(
+            "{} checked-out host(s) held by processes that are gone (not in the middle of a checkout \
+             or check-in, so not for recover); `broker reap --abandoned` checks them in",
+            held.len()
+        );
+    }
 }
 
 async fn reap(broker: &Broker, a: ReapArgs, emitter: &mut Emitter) -> Result<i32> {
