@@ -101,3 +101,42 @@ fn exit_codes_name_the_problem() {
     assert!(sim.world().hosts.is_empty());
     assert!(dir.inventory().is_empty());
 }
+
+/// A Foreman host backed by a real machine (an sshd container, published on every loopback
+/// address): its name does not resolve here, so broker reaches it over SSH at the address Foreman
+/// gave it — `broker ssh` runs there, with its exit status, and no remote-execution job is made.
+#[test]
+fn ssh_reaches_a_host_at_the_address_foreman_gave_it() {
+    if !broker_test_support::podman() || !broker_test_support::sshd_image() {
+        return;
+    }
+    let sshd =
+        broker_test_support::SshdContainer::start(&format!("it{}foreman", std::process::id()));
+    let sim = Sim::start_with(foreman_sim::SimOptions {
+        host_ip: Some("127.0.0.1".into()),
+        ..foreman_sim::SimOptions::default()
+    });
+    let dir = BrokerDir::new(&format!(
+        "{}ssh:\n  host_ssh_port: {}\n  host_password: {}\n",
+        settings(&sim, PASSWORD),
+        sshd.port(),
+        broker_test_support::SSHD_IMAGE_PASSWORD
+    ));
+    dir.ok(&["checkout", "--hostgroup", "base/rhel9"]);
+    let host = dir.inventory().remove(0);
+    assert_eq!(host["ip"], "127.0.0.1", "{host}");
+    // SSH_CONNECTION is set only in an SSH session: `client-ip client-port server-ip 22`.
+    let via = dir.ok(&["ssh", "0", "--", "echo \"$SSH_CONNECTION\""]);
+    assert!(via.trim().ends_with(" 22"), "not over SSH: {via:?}");
+    assert_eq!(
+        dir.run(&["ssh", "0", "--", "exit 4"]).status.code(),
+        Some(4)
+    );
+    assert!(
+        sim.world().jobs.is_empty(),
+        "ran through remote execution: {:?}",
+        sim.world().jobs
+    );
+    dir.ok(&["checkin", "--all"]);
+    assert!(sim.world().host_names().is_empty());
+}

@@ -545,6 +545,25 @@ fn host_fields(host: &Json) -> Mapping {
     m
 }
 
+/// Where a host is tried over SSH, in order: its name (as upstream; Foreman's hosts are named in DNS)
+/// when it resolves from here — SSH would otherwise keep trying a name that cannot resolve for
+/// `host_connection_timeout` — then the address Foreman gave it.
+#[cfg(feature = "ssh")]
+async fn ssh_addresses(host: &HostRecord) -> Vec<HostRecord> {
+    let mut tries = Vec::new();
+    if let Some(name) = host.hostname()
+        && tokio::net::lookup_host((name, 22)).await.is_ok()
+    {
+        tries.push(host.clone());
+    }
+    if let Some(ip) = host.ip().filter(|ip| host.hostname() != Some(*ip)) {
+        let mut by_ip = host.clone();
+        by_ip.set("hostname", ip);
+        tries.push(by_ip);
+    }
+    tries
+}
+
 #[async_trait::async_trait]
 impl Provider for Foreman {
     fn name(&self) -> &str {
@@ -653,13 +672,20 @@ impl Provider for Foreman {
 
     async fn connect(&self, host: &HostRecord) -> Result<Box<dyn broker_core::Session>> {
         #[cfg(feature = "ssh")]
-        match crate::ssh::connect_host(host, &self.config).await {
-            Ok(session) => return Ok(session),
-            Err(e) => tracing::info!(
-                "{} is not reachable over SSH ({e}); running commands through Foreman remote execution",
-                host.display_name()
-            ),
+        for address in ssh_addresses(host).await {
+            match crate::ssh::connect_host(&address, &self.config).await {
+                Ok(session) => return Ok(session),
+                Err(e) => tracing::info!(
+                    "{} is not reachable over SSH at {} ({e})",
+                    host.display_name(),
+                    address.hostname().unwrap_or_default()
+                ),
+            }
         }
+        tracing::info!(
+            "running commands on {} through Foreman remote execution",
+            host.display_name()
+        );
         let api = self.api().await?;
         let (organization, location) = self.scope(api).await?;
         let name = host
