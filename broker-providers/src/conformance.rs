@@ -122,23 +122,35 @@ async fn beaker_conforms_on_the_beaker_simulator() {
     assert_eq!(sshd.extended(), "2\n");
 }
 
-#[cfg(feature = "foreman")]
+/// The Foreman provider on its simulator, each host a real machine: an sshd container reached at the
+/// address Foreman gives every host (`127.0.0.1`; the names do not resolve here).
+#[cfg(all(feature = "foreman", feature = "ssh"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreman_conforms_on_the_foreman_simulator() {
-    let sim = foreman_sim::Sim::start();
+    if !broker_test_support::podman() || !broker_test_support::sshd_image() {
+        return;
+    }
+    let sshd =
+        broker_test_support::SshdContainer::start(&format!("bt{}foreman", std::process::id()));
+    let sim = foreman_sim::Sim::start_with(foreman_sim::SimOptions {
+        host_ip: Some("127.0.0.1".into()),
+        ..foreman_sim::SimOptions::default()
+    });
     let settings = format!(
         "Foreman:\n  foreman_url: {}\n  foreman_username: {}\n  foreman_password: {}\n  \
-         organization: {}\n  location: {}\n  poll_interval: 0.01\n  name_prefix: conform\n",
+         organization: {}\n  location: {}\n  poll_interval: 0.01\n  name_prefix: conform\n\
+         ssh:\n  host_ssh_port: {}\n  host_password: {}\n",
         sim.url(),
         foreman_sim::USER,
         foreman_sim::PASSWORD,
         foreman_sim::ORGANIZATION,
         foreman_sim::LOCATION_TITLE,
+        sshd.port(),
+        broker_test_support::SSHD_IMAGE_PASSWORD
     );
     broker_core::conformance::Conformance::new(crate::foreman::KIND)
         .settings(&settings)
         .arg("hostgroup", "base/rhel9")
-        .without_sessions()
         .run()
         .await
         .unwrap();

@@ -671,6 +671,21 @@ impl Provider for Foreman {
     }
 
     async fn connect(&self, host: &HostRecord) -> Result<Box<dyn broker_core::Session>> {
+        let name = host
+            .name()
+            .or_else(|| host.hostname())
+            .ok_or_else(|| self.error("the record has no name to run commands on"))?;
+        let api = self.api().await?;
+        // A host deleted at Foreman may have left its address to another machine: commands go
+        // only to a host Foreman still has.
+        if self.hosts_named(api, name).await?.is_empty() {
+            return Err(Error::host(
+                host.display_name(),
+                format!(
+                    "Foreman has no host `{name}` any more; `broker checkin {name}` drops its record"
+                ),
+            ));
+        }
         #[cfg(feature = "ssh")]
         for address in ssh_addresses(host).await {
             match crate::ssh::connect_host(&address, &self.config).await {
@@ -686,12 +701,7 @@ impl Provider for Foreman {
             "running commands on {} through Foreman remote execution",
             host.display_name()
         );
-        let api = self.api().await?;
         let (organization, location) = self.scope(api).await?;
-        let name = host
-            .name()
-            .or_else(|| host.hostname())
-            .ok_or_else(|| self.error("the record has no name to run commands on"))?;
         Ok(Box::new(rex::RexSession::new(
             api.clone(),
             name,
