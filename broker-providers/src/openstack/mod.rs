@@ -761,6 +761,26 @@ impl Provider for OpenStack {
     }
 
     async fn connect(&self, host: &HostRecord) -> Result<Box<dyn broker_core::Session>> {
+        // A server deleted behind broker's back may have left its address (a floating IP) to
+        // another machine: commands go only to a server OpenStack still has.
+        let api = self.cloud.api()?;
+        let mut alive = false;
+        for id in self.servers_for(&api, host).await? {
+            match api
+                .get(Service::Compute, &format!("/servers/{id}"), &[])
+                .await
+            {
+                Ok(_) => alive = true,
+                Err(e) if e.status() == Some(404) => {}
+                Err(e) => return Err(self.failed(e, &format!("looking up server {id}"))),
+            }
+        }
+        if !alive {
+            return Err(Error::host(
+                host.display_name(),
+                "OpenStack has no server for this host any more; `broker checkin` drops its record",
+            ));
+        }
         crate::ssh_session(self, host, &self.config).await
     }
 }

@@ -661,3 +661,19 @@ fn a_servers_record_fields_follow_upstream() {
         "hostname: n\ninstance_id: s\nname: n\n"
     );
 }
+
+/// A server deleted behind broker's back gets no command, even where its address answers (a
+/// floating IP passed on to another machine): a host error naming what to do, without trying SSH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_command_goes_to_a_server_openstack_no_longer_has() {
+    let e = env("ssh:\n  host_connection_timeout: 1\n");
+    let guard = e.broker.checkout_one(rhel()).await.unwrap();
+    e.sim.world().servers.clear();
+    match guard.execute("true").await {
+        Err(broker_core::Error::Host { message, .. }) => assert_eq!(
+            message,
+            "OpenStack has no server for this host any more; `broker checkin` drops its record"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
