@@ -2563,8 +2563,8 @@ mod tests {
 /// The store's guarantees as a [`crate::Broker`] relies on them: checkout and sync end to end.
 #[cfg(test)]
 mod with_a_broker {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex, OnceLock};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
 
     use tokio::sync::Notify;
 
@@ -2573,21 +2573,39 @@ mod with_a_broker {
     use crate::{Broker, CheckoutRequest, Mapping, Settings};
 
     /// Hosts "at the provider"; a listing can be held open while the test checks a host out.
+    /// Tests run in parallel threads of one process, so each has a world of its own: `Listed(i)`
+    /// lives in `WORLDS[i]`.
     #[derive(Debug)]
-    struct Listed;
+    struct Listed(usize);
 
-    static HOSTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    static CHECKOUTS: AtomicUsize = AtomicUsize::new(0);
-    static HOLD_LISTING: AtomicUsize = AtomicUsize::new(0);
-
-    fn listing_started() -> &'static Notify {
-        static N: OnceLock<Notify> = OnceLock::new();
-        N.get_or_init(Notify::new)
+    #[derive(Debug)]
+    struct World {
+        hosts: Mutex<Vec<String>>,
+        checkouts: AtomicUsize,
+        hold_listing: AtomicBool,
+        listing_started: Notify,
+        resume_listing: Notify,
     }
 
-    fn resume_listing() -> &'static Notify {
-        static N: OnceLock<Notify> = OnceLock::new();
-        N.get_or_init(Notify::new)
+    impl World {
+        const fn new() -> Self {
+            World {
+                hosts: Mutex::new(Vec::new()),
+                checkouts: AtomicUsize::new(0),
+                hold_listing: AtomicBool::new(false),
+                listing_started: Notify::const_new(),
+                resume_listing: Notify::const_new(),
+            }
+        }
+    }
+
+    static WORLDS: [World; 2] = [World::new(), World::new()];
+
+    impl std::ops::Deref for Listed {
+        type Target = World;
+        fn deref(&self) -> &World {
+            &WORLDS[self.0]
+        }
     }
 
     #[async_trait::async_trait]
@@ -2599,22 +2617,23 @@ mod with_a_broker {
             None
         }
         async fn checkout(&self, _ctx: &CheckoutContext<'_>) -> Result<Mapping> {
-            let n = CHECKOUTS.fetch_add(1, Ordering::SeqCst);
+            let n = self.checkouts.fetch_add(1, Ordering::SeqCst);
             let name = format!("vm-{n}");
-            HOSTS.lock().unwrap().push(name.clone());
+            self.hosts.lock().unwrap().push(name.clone());
             let mut fields = Mapping::new();
             fields.insert("name".into(), name.into());
             Ok(fields)
         }
         async fn checkin(&self, host: &HostRecord) -> Result<()> {
-            HOSTS
+            self.hosts
                 .lock()
                 .unwrap()
                 .retain(|h| Some(h.as_str()) != host.name());
             Ok(())
         }
         async fn inventory(&self, _filter: Option<&str>) -> Result<Vec<HostRecord>> {
-            let listed: Vec<HostRecord> = HOSTS
+            let listed: Vec<HostRecord> = self
+                .hosts
                 .lock()
                 .unwrap()
                 .iter()
@@ -2624,19 +2643,24 @@ mod with_a_broker {
                     r
                 })
                 .collect();
-            if HOLD_LISTING.load(Ordering::SeqCst) > 0 {
-                listing_started().notify_one();
-                resume_listing().notified().await;
+            if self.hold_listing.load(Ordering::SeqCst) {
+                self.listing_started.notify_one();
+                self.resume_listing.notified().await;
             }
             Ok(listed)
         }
     }
 
-    fn broker(dir: &Path) -> Broker {
+    /// A broker whose one provider is `Listed(W)`, and that world.
+    fn broker<const W: usize>(dir: &Path) -> (Broker, &'static World) {
+        fn build<const W: usize>(_: crate::ProviderConfig) -> Result<Arc<dyn Provider>> {
+            Ok(Arc::new(Listed(W)))
+        }
         let settings = Settings::load_from(dir, Vec::new()).unwrap();
-        let kind = ProviderKind::new("Listed", "test", |_| Ok(Arc::new(Listed)))
-            .checkout_actions(&["listed_action"]);
-        Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap()
+        let kind =
+            ProviderKind::new("Listed", "test", build::<W>).checkout_actions(&["listed_action"]);
+        let broker = Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap();
+        (broker, &WORLDS[W])
     }
 
     fn request() -> CheckoutRequest {
@@ -2646,7 +2670,7 @@ mod with_a_broker {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_checkout_into_an_inventory_broker_cannot_read_never_asks_the_provider() {
         let dir = tempfile::tempdir().unwrap();
-        let broker = broker(dir.path());
+        let (broker, listed) = broker::<0>(dir.path());
         let path = dir.path().join("inventory.yaml");
         for (text, line) in [
             ("- _broker_id: h1\n  name: a\n  name: b\n", 3),
@@ -2660,7 +2684,11 @@ mod with_a_broker {
                 "{text_of}"
             );
             assert_eq!(err.exit_code(), 1);
-            assert_eq!(CHECKOUTS.load(Ordering::SeqCst), 0, "no host was made");
+            assert_eq!(
+                listed.checkouts.load(Ordering::SeqCst),
+                0,
+                "no host was made"
+            );
             assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
         }
     }
@@ -2668,12 +2696,12 @@ mod with_a_broker {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_sync_keeps_a_host_checked_out_while_the_provider_is_listed() {
         let dir = tempfile::tempdir().unwrap();
-        let broker = broker(dir.path());
+        let (broker, listed) = broker::<1>(dir.path());
         let first = broker.checkout(request()).await.unwrap();
         first.into_iter().for_each(|g| drop(g.keep()));
 
-        HOLD_LISTING.store(1, Ordering::SeqCst);
-        let started = listing_started().notified();
+        listed.hold_listing.store(true, Ordering::SeqCst);
+        let started = listed.listing_started.notified();
         let sync = tokio::spawn({
             let broker = broker.clone();
             async move { broker.sync_inventory("Listed").await }
@@ -2682,7 +2710,7 @@ mod with_a_broker {
         // Checked out after the listing was taken: not in it.
         let second = broker.checkout(request()).await.unwrap();
         second.into_iter().for_each(|g| drop(g.keep()));
-        resume_listing().notify_one();
+        listed.resume_listing.notify_one();
         let report = sync.await.unwrap().unwrap();
 
         assert_eq!((report.removed, report.updated, report.added), (0, 1, 0));

@@ -1,10 +1,19 @@
 //! A `tracing` subscriber for unit tests that look at what broker logs: it keeps the level and
 //! message of every event.
+//!
+//! Tests run in parallel threads of one process, and `tracing` decides once per call site, for the
+//! whole process, whether that call site is of interest. When at most one dispatcher exists, the
+//! decision is made against the default subscriber of whichever thread reaches the call site first:
+//! a test thread without one would settle "never" for every thread, and a test collecting events
+//! would see none. [`Collect::new`] therefore first registers two dispatchers that stay for the
+//! rest of the run and are interested in everything; with more than one registered, every decision
+//! asks all of them. They are never any thread's default, so they receive no event.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing::Level;
+use tracing::subscriber::Interest;
 
 /// The events logged while it is the subscriber, as (level, message).
 pub(crate) type Events = Arc<Mutex<Vec<(Level, String)>>>;
@@ -15,6 +24,8 @@ pub(crate) struct Collect(pub(crate) Events);
 impl Collect {
     /// A subscriber and the events it will keep.
     pub(crate) fn new() -> (Collect, Events) {
+        static ANCHORS: OnceLock<[tracing::Dispatch; 2]> = OnceLock::new();
+        ANCHORS.get_or_init(|| [Anchor, Anchor].map(tracing::Dispatch::new));
         let events = Events::default();
         (Collect(Arc::clone(&events)), events)
     }
@@ -42,6 +53,26 @@ impl tracing::Subscriber for Collect {
         event.record(&mut message);
         crate::sync::lock(&self.0).push((*event.metadata().level(), message.0));
     }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// A subscriber that is interested in every call site and keeps nothing (see the module's docs).
+struct Anchor;
+
+impl tracing::Subscriber for Anchor {
+    fn register_callsite(&self, _: &'static tracing::Metadata<'static>) -> Interest {
+        Interest::always()
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
 }

@@ -98,6 +98,9 @@ fn a_failing_test_leaves_no_process_or_container_behind() {
         .filter_map(|p| p.parse().ok())
         .collect();
     assert_eq!(pids.len(), 3, "{shown}");
+    // A killed process ends when it is next scheduled: wait for that (a busy machine is slow to).
+    let all_ended = || pids.iter().all(|p| !alive(*p));
+    broker_test_support::wait_for(std::time::Duration::from_secs(10), all_ended);
     let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
     let left_containers = containers.names();
     for pid in &left {
