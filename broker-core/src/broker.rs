@@ -686,6 +686,47 @@ mod tests {
         assert!(broker.inventory().list().unwrap().is_empty());
     }
 
+    /// The notice about a host kept after a failed handoff names the target by its name (by its
+    /// id when no target has it any more), and there is none for a host without a failed handoff.
+    #[test]
+    fn a_kept_hosts_notice_names_its_handoff_target() {
+        use crate::handoff::run::HandoffState;
+        use crate::handoff::target::{ConfigValue, Target, TargetConfig};
+
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
+        let broker = Broker::new(settings, ProviderRegistry::new()).unwrap();
+        let mut config = TargetConfig::default();
+        config.insert("script", ConfigValue::new("/usr/local/bin/enrol", false));
+        let target = Target::new("web-tier", "", "script", config).unwrap();
+        let id = target.id.to_string();
+        broker.target_store().add(target).unwrap();
+
+        let mut record = HostRecord::default();
+        record.set("hostname", "h1.example.com");
+        assert_eq!(broker.kept_handoff_notice(&record), None);
+        record.set(fields::HANDOFF_TARGET, id.as_str());
+        record.set(fields::HANDOFF_STATE, HandoffState::HandedOff.as_str());
+        assert_eq!(broker.kept_handoff_notice(&record), None);
+
+        record.set(fields::HANDOFF_STATE, HandoffState::Failed.as_str());
+        record.set(fields::HANDOFF_ERROR, "disk full");
+        let notice = broker.kept_handoff_notice(&record).unwrap_or_default();
+        assert!(
+            notice.starts_with(
+                "kept host h1.example.com although its handoff to `web-tier` ended handoff_failed \
+                 (disk full): `broker handoff status h1.example.com`"
+            ),
+            "{notice}"
+        );
+        record.set(fields::HANDOFF_TARGET, "removed-since");
+        let notice = broker.kept_handoff_notice(&record).unwrap_or_default();
+        assert!(
+            notice.contains("handoff to `removed-since` ended"),
+            "{notice}"
+        );
+    }
+
     /// Answers `broker execute` with the arguments it was given.
     #[derive(Debug)]
     struct Echo;

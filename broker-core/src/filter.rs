@@ -1408,6 +1408,42 @@ mod tests {
         );
     }
 
+    /// A stage that never looks at the item would keep all of them or none: refused, at the column
+    /// where the stage starts; a mention anywhere in it (a list, a method, a call, a negation)
+    /// counts.
+    #[test]
+    fn a_stage_that_never_mentions_the_item_is_refused_where_it_starts() {
+        for (filter, column) in [("'a' == 'a'", 1), ("@inv.name | 1 == 1", 13), ("not 0", 1)] {
+            let err = Filter::parse(filter, "inv").unwrap_err();
+            assert_eq!(
+                (err.column(), err.message()),
+                (
+                    column,
+                    "this stage never mentions `@inv`, so it would select nothing useful"
+                ),
+                "{filter}"
+            );
+        }
+        for filter in [
+            "'fedora-b' in [@inv.name, 'x']",
+            "'a'.startswith(@inv.name)",
+            "len(@inv.nics) == 2",
+            "not @inv.nics",
+        ] {
+            assert!(Filter::parse(filter, "inv").is_ok(), "{filter}");
+        }
+    }
+
+    /// A filter reads the fields of plain mappings too (what a provider's listing gives).
+    #[test]
+    fn mappings_are_filtered_by_their_fields() {
+        let items: Vec<Mapping> = serde_yaml::from_str("[{name: a}, {name: b}, {}]").unwrap();
+        let f = Filter::parse("@res.name == 'b'", "res").unwrap();
+        assert_eq!(f.select(&items), vec![1]);
+        let f = Filter::parse("'name' in @res", "res").unwrap();
+        assert_eq!(f.select(&items), vec![0, 1]);
+    }
+
     #[test]
     fn pipe_inside_a_string_is_text() {
         let items: Vec<Value> = serde_yaml::from_str("[{name: 'a|b'}, {name: c}]").unwrap();

@@ -1703,6 +1703,47 @@ mod tests {
     }
 
     /// The records of `text` as the reader sees them, by the whole-document parse.
+    /// A lease speaks for the process of its machine, pid and start only: the same pid on another
+    /// machine, or another pid, is a process no lease knows.
+    #[test]
+    fn an_owners_lease_is_found_by_machine_pid_and_start() {
+        let owner = |machine: &str, pid: u32, started: Option<u64>| Owner {
+            user: "qe".into(),
+            machine: machine.into(),
+            pid,
+            started,
+            boot: None,
+        };
+        let leases = OwnerLeases::new(vec![
+            OwnerLease::new(&owner("ci-1.example.com", 4242, Some(100)), true),
+            OwnerLease::new(&owner("ci-2.example.com", 4343, Some(100)), false),
+        ]);
+        let liveness = |machine: &str, pid: u32, started: Option<u64>| {
+            leases.liveness(&owner(machine, pid, started))
+        };
+        assert_eq!(
+            liveness("ci-1.example.com", 4242, Some(100)),
+            Liveness::Gone
+        );
+        assert_eq!(liveness("ci-1.example.com", 4242, None), Liveness::Gone);
+        assert_eq!(
+            liveness("ci-2.example.com", 4343, Some(100)),
+            Liveness::Alive
+        );
+        assert_eq!(
+            liveness("ci-3.example.com", 4242, Some(100)),
+            Liveness::Unknown
+        );
+        assert_eq!(
+            liveness("ci-1.example.com", 4343, Some(100)),
+            Liveness::Unknown
+        );
+        assert_eq!(
+            liveness("ci-1.example.com", 4242, Some(101)),
+            Liveness::Unknown
+        );
+    }
+
     #[test]
     fn a_store_in_a_directory_not_made_yet_makes_it() {
         let (dir, _) = store();
