@@ -635,6 +635,31 @@ fn epoch_seconds(value: &Value) -> Option<i64> {
 mod tests {
     use super::*;
 
+    /// A handoff is interrupted when its record says it is under way and the process running it is
+    /// gone; one whose runner lives, or that is not under way, is not.
+    #[test]
+    fn a_handoff_is_interrupted_when_its_runner_is_gone() {
+        let gone = Owner {
+            pid: 3_999_999_999,
+            ..Owner::current().clone()
+        };
+        let record = |state: &str, runner: &Owner| {
+            let mut record = HostRecord::default();
+            record.set(fields::HANDOFF_STATE, state);
+            record.set(fields::HANDOFF_RUNNER, runner.to_value());
+            record
+        };
+        assert!(handoff_interrupted(&record("handing_off", &gone)));
+        assert!(!handoff_interrupted(&record(
+            "handing_off",
+            Owner::current()
+        )));
+        assert!(!handoff_interrupted(&record("handoff_failed", &gone)));
+        let mut no_runner = record("handing_off", &gone);
+        no_runner.remove(fields::HANDOFF_RUNNER);
+        assert!(!handoff_interrupted(&no_runner));
+    }
+
     #[test]
     fn the_user_is_the_first_of_user_logname_and_username_that_is_set_and_not_empty() {
         let env = |vars: &'static [(&'static str, &'static str)]| {

@@ -437,10 +437,11 @@ mod tests {
     #[test]
     fn overrides_take_the_type_of_the_files_variable() {
         let mut s = scenario(
-            "variables: {flag: false, n: 1, x: 1.5, xs: [1], m: {a: 1}, s: text, none: null}\nsteps: []",
+            "variables: {flag: false, on: true, n: 1, x: 1.5, xs: [1], m: {a: 1}, s: text, none: null}\nsteps: []",
         );
         for (name, text) in [
             ("flag", "yes"),
+            ("on", "Off"),
             ("n", "42"),
             ("x", "2.25"),
             ("xs", "[1, 2]"),
@@ -452,7 +453,7 @@ mod tests {
             s.set_variable(name, text);
         }
         let want: Mapping = serde_yaml::from_str(
-            "{flag: true, n: 42, x: 2.25, xs: [1, 2], m: {b: [true]}, s: '7', none: '8', new: 'true'}",
+            "{flag: true, on: false, n: 42, x: 2.25, xs: [1, 2], m: {b: [true]}, s: '7', none: '8', new: 'true'}",
         )
         .unwrap();
         assert_eq!(s.variables(), &want);
@@ -463,6 +464,13 @@ mod tests {
         assert_eq!(s.variables()["n"], Value::from("many"));
         assert_eq!(s.variables()["flag"], Value::from("maybe"));
         assert_eq!(s.variables()["xs"], Value::from("1,2"));
+    }
+
+    #[test]
+    fn the_spec_version_is_the_files_or_1() {
+        assert_eq!(scenario("steps: []").spec_version(), 1);
+        assert_eq!(scenario("_spec_ver: 2\nsteps: []").spec_version(), 2);
+        assert_eq!(scenario("_spec_ver: 3\nsteps: []").spec_version(), 3);
     }
 
     #[test]
