@@ -1047,6 +1047,27 @@ mod tests {
     /// One broker directory has one inventory identity, however it is reached; another directory
     /// has another. A provider's configuration carries its directory's until the broker names
     /// its store.
+    /// A provider's configuration shows which provider and instance it is and its values, with
+    /// secrets masked: `{:?}` of it is safe to log.
+    #[test]
+    fn a_provider_configuration_debugs_with_its_secrets_masked() {
+        let values: Mapping =
+            serde_yaml::from_str("{base_url: 'https://aap.example.com', password: hunter2}")
+                .unwrap();
+        let config = ProviderConfig::new("AnsibleTower", Some("prod"), values, "/tmp");
+        let shown = format!("{config:?}");
+        for part in [
+            "ProviderConfig",
+            "AnsibleTower",
+            "prod",
+            "https://aap.example.com",
+        ] {
+            assert!(shown.contains(part), "{part} in {shown}");
+        }
+        assert!(shown.contains(crate::redact::MASK), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
     #[test]
     fn an_inventory_is_named_by_its_resolved_location() {
         let dir = tempfile::tempdir().unwrap();

@@ -157,6 +157,18 @@ mod tests {
             FieldSpec::parse("_broker_args.workflow").render(&rec, &keys),
             "deploy-rhel"
         );
+        // An empty value, or one that says `Unknown`, is no value: the next alternative shows.
+        let rec: HostRecord =
+            serde_yaml::from_str("{name: n2, hostname: '', ip: Unknown}").unwrap();
+        assert_eq!(
+            FieldSpec::parse("hostname | name").render(&rec, &keys),
+            "n2"
+        );
+        assert_eq!(FieldSpec::parse("ip | name").render(&rec, &keys), "n2");
+        assert_eq!(
+            FieldSpec::parse("ip hostname name").render(&rec, &keys),
+            "n2"
+        );
     }
 
     #[test]

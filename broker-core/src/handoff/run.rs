@@ -1083,6 +1083,27 @@ mod tests {
         assert_eq!(recorded_run(&record), None);
     }
 
+    /// `broker handoff status` shows a record's handoff fields and nothing else; nothing for a
+    /// host never handed off.
+    #[test]
+    fn the_status_of_a_handoff_is_its_records_handoff_fields() {
+        let mut record = HostRecord::default();
+        record.set("hostname", "h1");
+        assert!(status_of(&record).is_empty());
+        record.set(fields::HANDOFF_TARGET, "t1");
+        record.set(fields::HANDOFF_STATE, "handoff_failed");
+        record.set(fields::HANDOFF_ATTEMPTS, 2);
+        record.set(fields::HANDOFF_ERROR, "exit 1");
+        record.set(fields::HANDOFF_LOG, "/tmp/log");
+        record.set(fields::HANDOFF_RUN, "abc");
+        let want: Mapping = serde_yaml::from_str(
+            "{_broker_handoff_target: t1, _broker_handoff_state: handoff_failed, \
+             _broker_handoff_attempts: 2, _broker_handoff_error: exit 1, _broker_handoff_log: /tmp/log}",
+        )
+        .unwrap();
+        assert_eq!(status_of(&record), want);
+    }
+
     fn target() -> Target {
         fake::target(
             "tgt",

@@ -822,6 +822,55 @@ mod tests {
         );
     }
 
+    /// docs/handoff.md's table of each kind's keys is what the kind has: the same keys, required,
+    /// secret and multi-line as it says, with the default it shows where it shows one plainly.
+    #[test]
+    fn the_kinds_keys_are_as_the_handoff_guide_lists_them() {
+        let guide = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/handoff.md");
+        let guide = std::fs::read_to_string(guide).unwrap();
+        let mut listed: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
+        let mut kind = None;
+        for line in guide.lines() {
+            if let Some(rest) = line.strip_prefix("**`") {
+                kind = rest.split_once("`**").map(|(name, _)| name.to_owned());
+                listed.entry(kind.clone().unwrap_or_default()).or_default();
+            } else if let (Some(kind), Some(row)) = (&kind, line.strip_prefix("| `")) {
+                let cells = format!("`{row}")
+                    .split('|')
+                    .map(|c| c.trim().to_owned())
+                    .collect();
+                listed.entry(kind.clone()).or_default().push(cells);
+            } else if line.starts_with("## ") {
+                kind = None;
+            }
+        }
+        let kinds: Vec<&str> = BUILTIN.iter().map(|k| k.name).collect();
+        assert_eq!(listed.keys().map(String::as_str).collect::<Vec<_>>(), {
+            let mut sorted = kinds.clone();
+            sorted.sort_unstable();
+            sorted
+        });
+        for schema in &BUILTIN {
+            let rows = &listed[schema.name];
+            let keys: Vec<&str> = schema.keys.iter().map(|k| k.key).collect();
+            let documented: Vec<&str> = rows.iter().map(|r| r[0].trim_matches('`')).collect();
+            assert_eq!(documented, keys, "the keys of `{}`", schema.name);
+            for (spec, row) in schema.keys.iter().zip(rows) {
+                let what = format!("`{}` of `{}`: {row:?}", spec.key, schema.name);
+                assert_eq!(row[1].starts_with("yes"), spec.required, "required: {what}");
+                assert_eq!(row[1].contains("secret"), spec.secret, "secret: {what}");
+                let multiline = row[1..].iter().any(|cell| cell.contains("multi-line"));
+                assert_eq!(multiline, spec.multiline, "multi-line: {what}");
+                let shown = row[2].strip_prefix('`').and_then(|d| d.strip_suffix('`'));
+                if let Some(default) = shown.filter(|d| !d.contains('`')) {
+                    assert_eq!(spec.default, Some(default), "default: {what}");
+                } else if row[2].is_empty() {
+                    assert_eq!(spec.default, None, "default: {what}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn chef_and_ansible_values_are_checked() {
         let base = [
@@ -838,6 +887,9 @@ mod tests {
         assert!(!with("chef_client_path", "bin/chef client"));
         assert!(with("base_run_list", "role[base], recipe[ntp::client]"));
         assert!(!with("base_run_list", "base"));
+        assert!(!with("base_run_list", "role[]"));
+        assert!(!with("base_run_list", "role[base]]"));
+        assert!(!with("base_run_list", "role[base], recipe[]"));
         assert!(!with("chef_server_url", "chef.example.com"));
         assert!(!with("chef_version", "18.2"));
         assert!(with("chef_version", "18.2.7.rc1"));
