@@ -31,3 +31,29 @@ pub fn builtin() -> HandoffRegistry {
     let registry = registry.with(Arc::new(chef::Chef));
     registry
 }
+
+#[cfg(test)]
+mod tests {
+    /// Each kind compiled in is found under its schema's name, and says that name itself.
+    #[test]
+    fn the_builtin_kinds_are_found_under_their_schemas_names() {
+        let registry = super::builtin();
+        let mut names = registry.names();
+        names.sort_unstable();
+        let mut expected = vec!["noop"];
+        #[cfg(feature = "handoff-script")]
+        expected.push("script");
+        #[cfg(feature = "handoff-puppet")]
+        expected.push("puppet");
+        #[cfg(feature = "handoff-ansible")]
+        expected.push("ansible");
+        #[cfg(feature = "handoff-chef")]
+        expected.push("chef");
+        expected.sort_unstable();
+        assert_eq!(names, expected);
+        for name in names {
+            assert_eq!(registry.get(name).unwrap().name(), name);
+            assert!(crate::handoff::schema::builtin_kind(name).is_ok(), "{name}");
+        }
+    }
+}

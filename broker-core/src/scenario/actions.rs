@@ -608,3 +608,29 @@ fn write_output(path: &Path, content: &Value, append: bool) -> Result<()> {
     std::io::Write::write_all(&mut file, text.as_bytes())
         .map_err(|e| Error::io("writing the output file", path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `output` files: JSON for `.json`, YAML for `.yaml`/`.yml` (text that YAML would read as
+    /// something else is quoted), text otherwise; appended to when asked.
+    #[test]
+    fn output_files_are_written_in_their_extensions_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        let text = Value::from("123");
+        for name in ["out.yaml", "out.yml", "out.json", "out.txt"] {
+            write_output(&dir.path().join(name), &text, false).unwrap();
+        }
+        assert_eq!(read("out.yaml"), "'123'\n");
+        assert_eq!(read("out.yml"), "'123'\n");
+        assert_eq!(read("out.json"), "\"123\"\n");
+        assert_eq!(read("out.txt"), "123\n");
+        write_output(&dir.path().join("out.txt"), &Value::from("456"), true).unwrap();
+        assert_eq!(read("out.txt"), "123\n456\n");
+        let list: Value = serde_yaml::from_str("[a, 1]").unwrap();
+        write_output(&dir.path().join("sub/list.yaml"), &list, false).unwrap();
+        assert_eq!(read("sub/list.yaml"), "- a\n- 1\n");
+    }
+}

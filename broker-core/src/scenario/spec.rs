@@ -264,6 +264,31 @@ mod tests {
     }
 
     #[test]
+    fn a_loop_reads_its_iterable_its_variables_and_what_an_error_does() {
+        let read = |yaml: &str| {
+            let Loop {
+                iterable,
+                vars,
+                continue_on_error,
+            } = parse_loop(&doc(yaml));
+            (iterable, vars, continue_on_error)
+        };
+        assert_eq!(
+            read("{iterable: '@scenario_inv', iter_var: ' key , value ', on_error: continue}"),
+            (
+                "@scenario_inv".into(),
+                vec!["key".into(), "value".into()],
+                true
+            )
+        );
+        assert_eq!(
+            read("{iterable: '{{ xs }}', iter_var: x}"),
+            ("{{ xs }}".into(), vec!["x".into()], false)
+        );
+        assert_eq!(read("{on_error: stop}"), (String::new(), vec![], false));
+    }
+
+    #[test]
     fn the_schema_accepts_every_step_key_and_refuses_unknown_ones() {
         let full = doc(r#"
 _spec_ver: 3

@@ -243,6 +243,8 @@ mod tests {
         assert_eq!(render("{{ flag }}", names).unwrap(), Value::Bool(true));
         assert_eq!(render("n={{ n }}", names).unwrap(), Value::from("n=2"));
         assert_eq!(render("{{ n }}{{ n }}", names).unwrap(), Value::from("22"));
+        // Closing braces after the expression are text, not part of the expression.
+        assert_eq!(render("{{ n }} }}", names).unwrap(), Value::from("2 }}"));
         assert_eq!(
             render("plain {x}", names).unwrap(),
             Value::from("plain {x}")

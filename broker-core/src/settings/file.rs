@@ -174,3 +174,30 @@ fn replace_path_ci(map: &mut Mapping, path: &[String], value: Value) {
 pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     crate::files::replace(path, contents, "writing")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `broker config restore` puts the file as it was before the last change back, and says
+    /// plainly when there is no backup.
+    #[test]
+    fn restore_puts_the_backup_back_and_without_one_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SettingsFile::in_directory(dir.path());
+        let err = file.restore().unwrap_err();
+        assert!(matches!(err, Error::User { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("no backup file found at {}", file.backup_path().display())
+        );
+
+        let before = "# mine\nthread_limit: 4\n";
+        std::fs::write(file.path(), before).unwrap();
+        let backup = file.set("thread_limit", Value::from(8)).unwrap();
+        assert_eq!(backup, Some(file.backup_path()));
+        assert_ne!(std::fs::read_to_string(file.path()).unwrap(), before);
+        file.restore().unwrap();
+        assert_eq!(std::fs::read_to_string(file.path()).unwrap(), before);
+    }
+}
