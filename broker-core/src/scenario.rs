@@ -25,6 +25,8 @@
 mod actions;
 pub mod catalog;
 mod run;
+#[cfg(test)]
+mod run_tests;
 pub mod spec;
 pub mod template;
 

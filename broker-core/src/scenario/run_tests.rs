@@ -1,0 +1,187 @@
+//! The scenario runner against a provider of the tests' own. The CLI's tests run scenarios end to
+//! end (TestProvider hosts, real containers for `ssh`/`scp`/`sftp`); these run the runner's own
+//! rules inside broker-core, where a mutation run builds them.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::Scenario;
+use crate::provider::{CheckoutContext, Provider, ProviderKind, ProviderRegistry};
+use crate::{Broker, HostRecord, Mapping, Result, Settings, Value};
+
+/// Makes hosts `h0`, `h1`… (by their index in the checkout), answers `execute` and discovery with
+/// what it was given.
+#[derive(Debug)]
+struct Made;
+
+#[async_trait::async_trait]
+impl Provider for Made {
+    fn name(&self) -> &str {
+        "Made"
+    }
+    fn instance(&self) -> Option<&str> {
+        None
+    }
+    async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+        let mut fields = Mapping::new();
+        fields.insert("hostname".into(), format!("h{}", ctx.index()).into());
+        Ok(fields)
+    }
+    async fn checkin(&self, _host: &HostRecord) -> Result<()> {
+        Ok(())
+    }
+    async fn execute(&self, args: &Mapping) -> Result<Value> {
+        Ok(Value::Mapping(args.clone()))
+    }
+    async fn help(&self, query: &Mapping) -> Result<Value> {
+        Ok(Value::Mapping(query.clone()))
+    }
+}
+
+fn build(_: crate::ProviderConfig) -> Result<Arc<dyn Provider>> {
+    Ok(Arc::new(Made))
+}
+
+fn broker(dir: &Path) -> Broker {
+    let settings = Settings::load_from(dir, Vec::new()).unwrap();
+    let kind = ProviderKind::new("Made", "test", build)
+        .checkout_actions(&["made_action"])
+        .execute_actions(&["made_job"]);
+    Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap()
+}
+
+/// Runs `yaml` (with `{{ WORK }}` a scratch directory) and returns what its steps wrote to
+/// `WORK/out.yaml`, and the broker's records left.
+async fn run(yaml: &str) -> (Value, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    let mut scenario = Scenario::from_yaml("t", yaml).unwrap();
+    scenario.set_variable("WORK", dir.path().to_str().unwrap());
+    scenario.run(&broker).await.unwrap();
+    let out = std::fs::read_to_string(dir.path().join("out.yaml")).unwrap_or_default();
+    let left = broker.inventory().list().unwrap();
+    let mut names: Vec<String> = left.iter().map(HostRecord::display_name).collect();
+    names.sort();
+    (serde_yaml::from_str(&out).unwrap(), names)
+}
+
+fn yaml(text: &str) -> Value {
+    serde_yaml::from_str(text).unwrap()
+}
+
+/// A step that names one of the scenario's hosts works on that host, not on another it holds.
+#[tokio::test]
+async fn a_named_host_of_several_held_is_the_one_checked_in() {
+    let (out, left) = run(r#"
+variables: {WORK: ""}
+steps:
+  - name: two hosts
+    action: checkout
+    arguments: {made_action: x, count: 2}
+  - name: give back the second
+    action: checkin
+    with:
+      hosts: "@scenario_inv[1]"
+  - name: what is held
+    action: output
+    arguments:
+      content: "{{ scenario_inventory | map(attribute='hostname') | list }}"
+      destination: "{{ WORK }}/out.yaml"
+"#)
+    .await;
+    assert_eq!(out, yaml("[h0]"));
+    assert_eq!(
+        left,
+        ["h0"],
+        "the scenario's host is the user's once it ends"
+    );
+}
+
+/// `when` runs a step whose condition holds and skips one whose condition does not.
+#[tokio::test]
+async fn a_step_runs_when_its_condition_holds_and_is_skipped_otherwise() {
+    let (out, _) = run(r#"
+variables: {WORK: "", N: 2}
+steps:
+  - name: holds
+    action: output
+    when: N == 2
+    arguments: {content: "ran", destination: "{{ WORK }}/out.yaml"}
+  - name: does not hold
+    action: output
+    when: N == 3
+    arguments: {content: "wrongly ran", destination: "{{ WORK }}/out.yaml", mode: append}
+"#)
+    .await;
+    assert_eq!(out, yaml("ran"));
+}
+
+/// A loop's outputs are kept by item (the first of several loop variables), and `execute` and
+/// `provider_info` hand the provider what the step gives (a `query` name becomes a flag).
+#[tokio::test]
+async fn loops_key_their_outputs_by_item_and_provider_actions_get_their_arguments() {
+    let (out, _) = run(r#"
+variables: {WORK: "", PORTS: {http: 80, ssh: 22}}
+steps:
+  - name: each name
+    action: execute
+    loop: {iterable: "['a', 'b']", iter_var: name}
+    arguments: {made_job: "{{ name }}"}
+    capture: {as: by_name}
+  - name: each port
+    action: execute
+    loop: {iterable: "{{ PORTS.items() }}", iter_var: "service, port"}
+    arguments: {made_job: "{{ port }}"}
+    capture: {as: by_service}
+  - name: discovery by name
+    action: provider_info
+    arguments: {provider: Made, query: flavors}
+    capture: {as: flag}
+  - name: discovery by mapping
+    action: provider_info
+    arguments: {provider: Made, query: {image: rhel}}
+    capture: {as: mapping}
+  - name: all
+    action: output
+    arguments:
+      content:
+        by_name: "{{ by_name }}"
+        by_service: "{{ by_service }}"
+        flag: "{{ flag }}"
+        mapping: "{{ mapping }}"
+      destination: "{{ WORK }}/out.yaml"
+"#)
+    .await;
+    assert_eq!(
+        out,
+        yaml(
+            "{by_name: {a: {made_job: a}, b: {made_job: b}}, \
+              by_service: {http: {made_job: 80}, ssh: {made_job: 22}}, \
+              flag: {flavors: true}, mapping: {image: rhel}}"
+        )
+    );
+}
+
+/// `run_scenarios` runs each scenario it names.
+#[tokio::test]
+async fn run_scenarios_runs_the_scenarios_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("nested.yaml");
+    let written = dir.path().join("nested.txt");
+    std::fs::write(
+        &nested,
+        format!(
+            "steps:\n  - name: say so\n    action: output\n    arguments: {{content: nested ran, \
+             destination: '{}'}}\n",
+            written.display()
+        ),
+    )
+    .unwrap();
+    run(&format!(
+        "variables: {{WORK: ''}}\nsteps:\n  - name: nested\n    action: run_scenarios\n    \
+         arguments: {{paths: ['{}']}}\n",
+        nested.display()
+    ))
+    .await;
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), "nested ran\n");
+}
