@@ -871,7 +871,8 @@ fn slice(items: &[usize], start: Option<i64>, stop: Option<i64>, step: i64) -> V
     let clamp = |v: i64, lo: i64, hi: i64| v.max(lo).min(hi);
     let norm = |v: i64| if v < 0 { v + len } else { v };
     let mut out = Vec::new();
-    if step > 0 {
+    // Never 0: the parser refuses a zero step.
+    if step.is_positive() {
         let s = clamp(start.map(norm).unwrap_or(0), 0, len);
         let e = clamp(stop.map(norm).unwrap_or(len), 0, len);
         let mut i = s;
@@ -1406,6 +1407,36 @@ mod tests {
                 .select(&records),
             vec![0]
         );
+    }
+
+    /// The nesting limit counts depth, not how many calls, lists, parentheses, `not`s and methods
+    /// stand side by side.
+    #[test]
+    fn nesting_counts_depth_not_how_many_sit_side_by_side() {
+        let term = "len(@inv.name) > 0 and str(@inv.name) != 'x' and 'a' not in ['b'] \
+                    and (not @inv.missing) and @inv.name.lower() != 'y'";
+        let filter = vec![term; MAX_NESTING + 1].join(" and ");
+        let f = Filter::parse(&filter, "inv").unwrap();
+        assert_eq!(f.select(&inventory()), vec![0, 1, 2, 3]);
+    }
+
+    /// Numbers and signs that end too early are errors at their column, never a panic.
+    #[test]
+    fn a_number_or_sign_cut_short_is_an_error_at_its_column() {
+        for (filter, column, message) in [
+            ("@inv[-]", 7, "expected a number after `-`"),
+            ("@inv[-:2]", 7, "expected a number after `-`"),
+            ("@inv[1:-]", 9, "expected a number after `-`"),
+        ] {
+            let err = Filter::parse(filter, "inv").unwrap_err();
+            assert_eq!((err.column(), err.message()), (column, message), "{filter}");
+        }
+        for filter in ["@inv.n == 1.", "@inv.n == 1_.", "@inv.n == -1."] {
+            let err = Filter::parse(filter, "inv").unwrap_err();
+            assert!(err.column() >= 11, "{filter}: {}", err.message());
+        }
+        assert_eq!(sel("@inv[-1]"), vec![3]);
+        assert_eq!(sel("@inv[-2:]"), vec![2, 3]);
     }
 
     /// A stage that never looks at the item would keep all of them or none: refused, at the column
