@@ -1877,6 +1877,46 @@ mod tests {
         );
     }
 
+    /// Each host's attempt lands in its place in the tally: made, failed (with its index), left,
+    /// given back, and every host not started counted.
+    #[test]
+    fn a_tally_counts_each_hosts_attempt_in_its_place() {
+        let made = HostRecord::pending("P", None, Mapping::new());
+        let tally = Tally::of(vec![
+            (0, HostAttempt::Made(made.clone())),
+            (1, HostAttempt::NotStarted),
+            (2, HostAttempt::Failed(Error::user("no quota"))),
+            (3, HostAttempt::NotStarted),
+            (4, HostAttempt::GivenBack("given".into())),
+            (5, HostAttempt::Left("left".into(), Error::user("hung"))),
+            (
+                6,
+                HostAttempt::FailedAndLeft {
+                    error: Error::user("broke"),
+                    host: "half".into(),
+                    cleanup: Error::user("stuck"),
+                },
+            ),
+            (7, HostAttempt::NotStarted),
+        ]);
+        assert_eq!(tally.made, [made]);
+        let failed: Vec<(usize, String)> = tally
+            .failures
+            .iter()
+            .map(|(i, e)| (*i, e.to_string()))
+            .collect();
+        assert_eq!(failed, [(2, "no quota".into()), (6, "broke".into())]);
+        assert_eq!(tally.stopped.not_started, 3);
+        assert_eq!(tally.stopped.given_back, ["given"]);
+        let left: Vec<(&str, String)> = tally
+            .stopped
+            .left
+            .iter()
+            .map(|(n, e)| (n.as_str(), e.to_string()))
+            .collect();
+        assert_eq!(left, [("left", "hung".into()), ("half", "stuck".into())]);
+    }
+
     #[test]
     fn a_stopped_checkout_lists_each_host_left_once_with_its_cause() {
         let stopped = Stopped {

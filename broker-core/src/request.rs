@@ -606,6 +606,21 @@ mod tests {
         args.get(key).and_then(crate::value::scalar_text)
     }
 
+    /// The action a request runs is the first of the provider's action keys it gives.
+    #[test]
+    fn the_first_action_key_given_is_the_action() {
+        let args: Mapping = serde_yaml::from_str("{job_template: t, workflow: w, x: 1}").unwrap();
+        assert_eq!(
+            first_action(&["workflow", "job_template"], &args),
+            "workflow"
+        );
+        assert_eq!(
+            first_action(&["nick", "job_template"], &args),
+            "job_template"
+        );
+        assert_eq!(first_action(&["nick"], &args), "");
+    }
+
     #[test]
     fn keeping_partial_results_is_what_the_request_says() {
         let request = CheckoutRequest::new().arg("workflow", "w");

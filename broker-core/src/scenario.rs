@@ -468,6 +468,18 @@ mod tests {
         assert_eq!(s.variables()["xs"], Value::from("1,2"));
     }
 
+    /// A scenario's metadata is its own top-level keys: not `_`-keys, `config`, `variables` or
+    /// `steps`.
+    #[test]
+    fn metadata_is_the_top_level_keys_but_the_scenarios_own() {
+        let s = scenario(
+            "_spec_ver: 3\ndescription: d\ntags: [a]\nconfig: {}\nvariables: {}\nsteps: []\nauthor: me",
+        );
+        let want: Mapping =
+            serde_yaml::from_str("{description: d, tags: [a], author: me}").unwrap();
+        assert_eq!(s.metadata(), want);
+    }
+
     #[test]
     fn the_spec_version_is_the_files_or_1() {
         assert_eq!(scenario("steps: []").spec_version(), 1);

@@ -1130,6 +1130,28 @@ nicks:
         Settings::load_from(dir.path(), env(pairs)).unwrap()
     }
 
+    /// `inventory` (or `BROKER_INVENTORY`) names a shared database by a `postgres://` or
+    /// `postgresql://` URL, kept secret; unset, the inventory is the file; anything else is a
+    /// configuration error.
+    #[test]
+    fn the_inventory_database_is_a_postgres_url_or_none() {
+        use secrecy::ExposeSecret;
+        assert!(settings(&[]).inventory_database().unwrap().is_none());
+        for url in [
+            "postgres://qe:pw@db/broker",
+            "postgresql://db.example.com/broker",
+        ] {
+            let s = settings(&[("BROKER_INVENTORY", url)]);
+            let named = s.inventory_database().unwrap().expect("a database");
+            assert_eq!(named.expose_secret(), url);
+        }
+        let err = settings(&[("BROKER_INVENTORY", "mysql://db/broker")])
+            .inventory_database()
+            .unwrap_err();
+        assert!(matches!(err, Error::Configuration { .. }), "{err:?}");
+        assert!(err.to_string().contains("postgres://"), "{err}");
+    }
+
     #[test]
     fn default_instance_is_chosen_and_merged_over_top_level() {
         let s = settings(&[]);
