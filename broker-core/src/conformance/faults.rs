@@ -503,3 +503,38 @@ impl InventoryStore for FaultyStore {
         self.inner.owner_leases()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fault strikes once, where it is due; a disarmed injector (the kit disarms it before
+    /// giving back what a check left) strikes no more.
+    #[test]
+    fn a_fault_strikes_once_where_due_and_never_once_disarmed() {
+        let fault = Fault::new(Call::Release, When::Before, Effect::Fail).host(1);
+        let armed = FaultInjector::new(fault);
+        assert!(
+            armed.take(Call::Release, When::Before, 0).is_none(),
+            "not its host"
+        );
+        assert!(
+            armed.take(Call::Release, When::After, 1).is_none(),
+            "not its moment"
+        );
+        assert!(
+            armed.take(Call::Create, When::Before, 1).is_none(),
+            "not its call"
+        );
+        assert!(!armed.has_struck());
+        assert_eq!(armed.take(Call::Release, When::Before, 1), Some(fault));
+        assert!(armed.has_struck());
+        assert!(armed.take(Call::Release, When::Before, 1).is_none(), "once");
+
+        let disarmed = FaultInjector::new(fault);
+        disarmed.disarm();
+        assert!(disarmed.take(Call::Release, When::Before, 1).is_none());
+        assert!(!disarmed.has_struck());
+        assert_eq!(disarmed.fault(), Some(fault));
+    }
+}

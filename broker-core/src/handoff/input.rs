@@ -316,6 +316,16 @@ mod tests {
                 .starts_with("`chef_server_url` cannot be skipped")
         );
         assert!(asked[1].0.ends_with("chef_server_url (QUIT to cancel): "));
+
+        // No answer to a required key without a default or a current value asks again.
+        let asker = Scripted::new(&["", "QUIT"]);
+        assert!(ask_config(&CHEF, &asker, &TargetConfig::default()).is_err());
+        let asked = asker.asked.lock().unwrap();
+        assert!(
+            asked[1].0.starts_with("`chef_server_url` needs a value\n"),
+            "{}",
+            asked[1].0
+        );
     }
 
     #[test]

@@ -1297,6 +1297,17 @@ mod tests {
         log.line("x".repeat(LOG_LIMIT));
         log.line("last\nlines");
         assert_eq!(log.lines(), ["[earlier lines dropped]", "last", "lines"]);
+        // Exactly the limit (each line with its newline) is kept whole.
+        let log = RunLog::default();
+        log.line("x".repeat(LOG_LIMIT - 3));
+        log.line("y");
+        let kept = log.lines();
+        assert_eq!(
+            (kept.len(), kept[0].len(), kept[1].as_str()),
+            (2, LOG_LIMIT - 3, "y")
+        );
+        log.line("z");
+        assert_eq!(log.lines(), ["[earlier lines dropped]", "y", "z"]);
     }
 
     #[test]

@@ -871,6 +871,23 @@ mod tests {
         }
     }
 
+    /// What the interactive walk and `broker target kinds` show a user: every key that must be
+    /// typed (required, no default) has an example, and every example is a value its key accepts.
+    #[test]
+    fn keys_that_must_be_typed_have_an_example_and_every_example_is_accepted() {
+        for schema in &BUILTIN {
+            for spec in schema.keys {
+                let what = format!("`{}` of `{}`", spec.key, schema.name);
+                if spec.required && spec.default.is_none() {
+                    assert!(spec.example.is_some(), "{what} has no example");
+                }
+                if let Some(example) = spec.example {
+                    assert!(spec.check(example).is_ok(), "{what}: {example}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn chef_and_ansible_values_are_checked() {
         let base = [

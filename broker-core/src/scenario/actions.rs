@@ -21,8 +21,9 @@ type Outcome = std::result::Result<Value, Stop>;
 /// How many hosts a multi-host action works on at once.
 const HOSTS_AT_ONCE: usize = 10;
 
-/// How long a `local_exec` without a `timeout` may run.
-const NO_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 86_400);
+/// How long a `local_exec` without a `timeout` may run: as long as it takes (a deadline past what a
+/// clock can hold is no deadline to `tokio::time::timeout`).
+const NO_TIMEOUT: Duration = Duration::MAX;
 
 impl Runner<'_> {
     /// Runs `step`'s action with `args` on `hosts` (`with`, when given).
@@ -218,7 +219,8 @@ impl Runner<'_> {
         while let Some(joined) = tasks.join_next().await {
             let (i, key, result) =
                 joined.map_err(|e| Error::internal("a host task of the step failed", e))?;
-            results.push((i, key, result?));
+            let result = result.map_err(|e| naming_the_host(e, &key))?;
+            results.push((i, key, result));
         }
         results.sort_by_key(|(i, _, _)| *i);
         if single && let Some((_, _, only)) = results.pop() {
@@ -569,6 +571,16 @@ fn into_directory(destination: &str, source: &Path) -> String {
     match (destination.ends_with('/'), source.file_name()) {
         (true, Some(name)) => format!("{destination}{}", name.to_string_lossy()),
         _ => destination.to_owned(),
+    }
+}
+
+/// `error` of a host action, saying which host it happened on (a step may run on many) unless it
+/// already does.
+fn naming_the_host(error: Error, host: &str) -> Error {
+    match &error {
+        Error::Host { host: named, .. } if named == host => error,
+        Error::Provider { host: Some(_), .. } => error,
+        _ => Error::host(host, crate::error::chain(&error)),
     }
 }
 

@@ -185,3 +185,52 @@ async fn run_scenarios_runs_the_scenarios_it_names() {
     .await;
     assert_eq!(std::fs::read_to_string(&written).unwrap(), "nested ran\n");
 }
+
+/// Runs `yaml`, which must fail, and returns its error with its causes.
+async fn run_failing(yaml: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    let scenario = Scenario::from_yaml("t", yaml).unwrap();
+    match scenario.run(&broker).await {
+        Ok(_) => panic!("the scenario passed"),
+        Err(e) => crate::error::chain(&e),
+    }
+}
+
+/// A host action (`ssh`, `scp`, `sftp`) needs hosts: with none held or named it is the scenario's
+/// error; on the hosts it holds it goes to each (here to a provider that cannot connect, which
+/// fails the step naming the host).
+#[tokio::test]
+async fn host_actions_go_to_the_scenarios_hosts_and_need_some() {
+    let err =
+        run_failing("steps:\n  - name: s\n    action: ssh\n    arguments: {command: 'true'}\n")
+            .await;
+    assert!(err.contains("`ssh` has no hosts"), "{err}");
+    let err = run_failing(
+        "steps:\n  - name: one\n    action: checkout\n    arguments: {made_action: x}\n  \
+         - name: s\n    action: ssh\n    arguments: {command: 'true'}\n",
+    )
+    .await;
+    assert!(
+        err.ends_with("step `s`: `ssh` failed: host h0: Made does not support sessions"),
+        "{err}"
+    );
+}
+
+/// A `local_exec` without a `timeout` runs as long as it takes, and gives its output.
+#[tokio::test]
+async fn a_local_command_without_a_timeout_runs_to_its_end() {
+    let (out, _) = run(r#"
+variables: {WORK: ""}
+steps:
+  - name: echo
+    action: local_exec
+    arguments: {command: "sleep 0.2; echo done"}
+    capture: {as: echoed, transform: "{{ step.output.stdout }}"}
+  - name: out
+    action: output
+    arguments: {content: "{{ echoed }}", destination: "{{ WORK }}/out.yaml"}
+"#)
+    .await;
+    assert_eq!(out.as_str(), Some("done\n"), "{out:?}");
+}
