@@ -50,16 +50,27 @@ fn broker(dir: &Path) -> Broker {
     Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap()
 }
 
-/// Runs `yaml` (with `{{ WORK }}` a scratch directory) and returns what its steps wrote to
-/// `WORK/out.yaml`, and the broker's records left.
+/// Runs `yaml` with `{{ WORK }}` the broker's directory `dir`: its error with its causes when it
+/// fails. A run that does not end within a minute fails the test (a step retried forever, a wait
+/// that never ends).
+async fn run_in(dir: &Path, yaml: &str) -> std::result::Result<(), String> {
+    let broker = broker(dir);
+    let mut scenario = Scenario::from_yaml("t", yaml).unwrap();
+    scenario.set_variable("WORK", dir.to_str().unwrap());
+    let run = tokio::time::timeout(std::time::Duration::from_secs(60), scenario.run(&broker));
+    match run.await.expect("the scenario ends within a minute") {
+        Ok(_) => Ok(()),
+        Err(e) => Err(crate::error::chain(&e)),
+    }
+}
+
+/// Runs `yaml`, which must pass, and returns what its steps wrote to `WORK/out.yaml` and the
+/// broker's records left.
 async fn run(yaml: &str) -> (Value, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
-    let broker = broker(dir.path());
-    let mut scenario = Scenario::from_yaml("t", yaml).unwrap();
-    scenario.set_variable("WORK", dir.path().to_str().unwrap());
-    scenario.run(&broker).await.unwrap();
+    run_in(dir.path(), yaml).await.unwrap();
     let out = std::fs::read_to_string(dir.path().join("out.yaml")).unwrap_or_default();
-    let left = broker.inventory().list().unwrap();
+    let left = broker(dir.path()).inventory().list().unwrap();
     let mut names: Vec<String> = left.iter().map(HostRecord::display_name).collect();
     names.sort();
     (serde_yaml::from_str(&out).unwrap(), names)
@@ -189,12 +200,39 @@ async fn run_scenarios_runs_the_scenarios_it_names() {
 /// Runs `yaml`, which must fail, and returns its error with its causes.
 async fn run_failing(yaml: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
+    run_in(dir.path(), yaml)
+        .await
+        .expect_err("the scenario fails")
+}
+
+/// A failing step is tried as often as its `retry.count` says, then fails the scenario.
+#[tokio::test]
+async fn a_failing_step_is_tried_as_often_as_it_says_then_fails() {
+    let dir = tempfile::tempdir().unwrap();
     let broker = broker(dir.path());
-    let scenario = Scenario::from_yaml("t", yaml).unwrap();
-    match scenario.run(&broker).await {
-        Ok(_) => panic!("the scenario passed"),
-        Err(e) => crate::error::chain(&e),
-    }
+    let scenario = Scenario::from_yaml(
+        "t",
+        "steps:\n  - name: never\n    action: assert\n    retry: {count: 3, delay: 0s}\n    \
+         arguments: {that: 'retry.attempt > 5', fail_msg: not yet}\n",
+    )
+    .unwrap();
+    let retries = std::sync::atomic::AtomicUsize::new(0);
+    let observer = |event: &super::StepEvent| {
+        if matches!(event, super::StepEvent::Retrying { .. }) {
+            retries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    };
+    let run = scenario.run_observed(&broker, &observer);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(60), run).await;
+    let err = ended
+        .expect("the scenario ends within a minute")
+        .unwrap_err();
+    assert!(crate::error::chain(&err).contains("not yet"), "{err}");
+    assert_eq!(
+        retries.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "three attempts"
+    );
 }
 
 /// A host action (`ssh`, `scp`, `sftp`) needs hosts: with none held or named it is the scenario's
