@@ -13,7 +13,6 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing::Level;
-use tracing::subscriber::Interest;
 
 /// The events logged while it is the subscriber, as (level, message).
 pub(crate) type Events = Arc<Mutex<Vec<(Level, String)>>>;
@@ -25,7 +24,9 @@ impl Collect {
     /// A subscriber and the events it will keep.
     pub(crate) fn new() -> (Collect, Events) {
         static ANCHORS: OnceLock<[tracing::Dispatch; 2]> = OnceLock::new();
-        ANCHORS.get_or_init(|| [Anchor, Anchor].map(tracing::Dispatch::new));
+        // Collectors no thread makes its default: interested in everything, sent nothing.
+        ANCHORS
+            .get_or_init(|| [(), ()].map(|()| tracing::Dispatch::new(Collect(Events::default()))));
         let events = Events::default();
         (Collect(Arc::clone(&events)), events)
     }
@@ -53,26 +54,6 @@ impl tracing::Subscriber for Collect {
         event.record(&mut message);
         crate::sync::lock(&self.0).push((*event.metadata().level(), message.0));
     }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-/// A subscriber that is interested in every call site and keeps nothing (see the module's docs).
-struct Anchor;
-
-impl tracing::Subscriber for Anchor {
-    fn register_callsite(&self, _: &'static tracing::Metadata<'static>) -> Interest {
-        Interest::always()
-    }
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, _: &tracing::Event<'_>) {}
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
 }
