@@ -686,6 +686,33 @@ mod tests {
         assert!(broker.inventory().list().unwrap().is_empty());
     }
 
+    /// The origin set on a broker is recorded with each host it checks out (`_broker_origin`).
+    #[tokio::test]
+    async fn the_origin_set_is_recorded_with_each_checkout() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
+        let kind =
+            ProviderKind::new("Panicky", "test", build_panicky).checkout_actions(&["panic_action"]);
+        let broker = Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap();
+        broker.set_origin("ci-job-7 (qe)");
+        let guards = broker
+            .checkout(CheckoutRequest::new().arg("panic_action", "x"))
+            .await
+            .unwrap();
+        let origin = |record: &HostRecord| {
+            record
+                .get(fields::ARGS)
+                .and_then(|args| args.get("_broker_origin"))
+                .cloned()
+        };
+        assert_eq!(
+            origin(guards[0].record()),
+            Some(Value::from("ci-job-7 (qe)"))
+        );
+        let stored = broker.inventory().list().unwrap();
+        assert_eq!(origin(&stored[0]), Some(Value::from("ci-job-7 (qe)")));
+    }
+
     /// The notice about a host kept after a failed handoff names the target by its name (by its
     /// id when no target has it any more), and there is none for a host without a failed handoff.
     #[test]
