@@ -1409,6 +1409,15 @@ mod tests {
         );
     }
 
+    /// Lists are equal when they hold equal items in the same order, no more and no fewer.
+    #[test]
+    fn lists_are_equal_item_for_item() {
+        assert_eq!(sel("@inv.nics == ['eth0', 'eth1']"), vec![2]);
+        assert_eq!(sel("@inv.nics == ['eth0', 'eth2']"), Vec::<usize>::new());
+        assert_eq!(sel("@inv.nics == ['eth0']"), Vec::<usize>::new());
+        assert_eq!(sel("@inv.nics != ['eth1', 'eth0']"), vec![0, 1, 2, 3]);
+    }
+
     /// The nesting limit counts depth, not how many calls, lists, parentheses, `not`s and methods
     /// stand side by side.
     #[test]

@@ -229,8 +229,13 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Session for Shell {
-        async fn execute(&self, _command: &str, _timeout: Option<Duration>) -> Result<ExecOutput> {
-            Ok(ExecOutput::default())
+        /// Says the command back, with status 3.
+        async fn execute(&self, command: &str, _timeout: Option<Duration>) -> Result<ExecOutput> {
+            Ok(ExecOutput {
+                stdout: format!("{command}\n"),
+                stderr: String::new(),
+                status: 3,
+            })
         }
         async fn read_file(&self, _path: &str) -> Result<Vec<u8>> {
             Ok(Vec::new())
@@ -300,6 +305,26 @@ mod tests {
             "the session to plain (Shells) does not support interactive shells; run commands \
              instead (`broker ssh HOST -- COMMAND`, or pipe them in)"
         );
+    }
+
+    /// A command run on a host gives its output and status, streamed to a sink when asked.
+    #[tokio::test]
+    async fn commands_give_their_output_and_status_streamed_when_asked() {
+        let host = host("tty");
+        let out = host.execute("echo hi").await.unwrap();
+        assert_eq!((out.stdout.as_str(), out.status), ("echo hi\n", 3));
+        let seen = std::sync::Mutex::new(String::new());
+        let sink = |_: crate::session::OutputStream, bytes: &[u8]| {
+            seen.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(bytes));
+        };
+        let out = host
+            .execute_streaming("echo there", None, &sink)
+            .await
+            .unwrap();
+        assert_eq!((out.stdout.as_str(), out.status), ("echo there\n", 3));
+        assert_eq!(*seen.lock().unwrap(), "echo there\n");
     }
 
     #[test]

@@ -1744,6 +1744,26 @@ mod tests {
         );
     }
 
+    /// The file store is private when neither group nor others may read the file, and before it
+    /// is written (broker creates it readable by its owner only).
+    #[test]
+    fn the_file_store_is_private_only_when_only_its_owner_may_read_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, store) = store();
+        assert!(store.is_private(), "not written yet");
+        store.put(&[]).unwrap();
+        for (mode, private) in [
+            (0o600, true),
+            (0o640, false),
+            (0o604, false),
+            (0o644, false),
+        ] {
+            let file = dir.path().join("inventory.yaml");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(store.is_private(), private, "{mode:o}");
+        }
+    }
+
     #[test]
     fn a_store_in_a_directory_not_made_yet_makes_it() {
         let (dir, _) = store();
