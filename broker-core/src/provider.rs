@@ -653,6 +653,19 @@ mod tests {
         );
     }
 
+    /// A kind tells its checkout and execute action keys and its other arguments apart.
+    #[test]
+    fn a_kind_keeps_its_action_keys_and_arguments_apart() {
+        fn build(_: ProviderConfig) -> Result<Arc<dyn Provider>> {
+            Err(Error::user("not built in this test"))
+        }
+        let kind = ProviderKind::new("Kinds", "test", build)
+            .checkout_actions(&["workflow", "template"])
+            .execute_actions(&["job"]);
+        assert_eq!(kind.checkout_action_keys(), ["workflow", "template"]);
+        assert_eq!(kind.execute_action_keys(), ["job"]);
+    }
+
     #[test]
     fn a_registry_finds_a_kind_by_its_exact_name_first_then_in_any_case() {
         let registry = ProviderRegistry::new()

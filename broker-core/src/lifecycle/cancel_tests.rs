@@ -398,6 +398,51 @@ fn drop_at(
     Some((hosts, records))
 }
 
+/// A checkout dropped while a host is being made hands its clean-up to the drop worker, which
+/// gives everything back, and nothing says otherwise: the error that no one could clean up is only
+/// for a drop worker that is gone.
+#[test]
+fn a_dropped_checkout_is_cleaned_up_by_the_drop_worker_without_an_error() {
+    // The intent record's write, the provider's create, the record's update as `ready`.
+    for pause_at in 1..=3 {
+        let world = World::new(pause_at, None);
+        let rt = runtime(true);
+        let (subscriber, events) = crate::test_log::Collect::new();
+        let reached = {
+            let _default = tracing::subscriber::set_default(subscriber);
+            rt.block_on(async {
+                tokio::select! {
+                    () = Verb::Checkout.call(&world.broker, &[]) => false,
+                    () = world.gate.reached() => true,
+                }
+            })
+        };
+        world.gate.release();
+        assert!(reached, "call {pause_at}");
+        // The runtime goes on (its tasks finish what they were doing) while the worker cleans up.
+        rt.block_on(async {
+            let start = Instant::now();
+            while world.left() != (BTreeSet::new(), Vec::new())
+                && start.elapsed() < Duration::from_secs(10)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        assert_eq!(
+            world.left(),
+            (BTreeSet::new(), Vec::new()),
+            "call {pause_at}"
+        );
+        let events = events.lock().unwrap();
+        let errors: Vec<&String> = events
+            .iter()
+            .filter(|(level, _)| *level == tracing::Level::ERROR)
+            .map(|(_, message)| message)
+            .collect();
+        assert!(errors.is_empty(), "call {pause_at}: {errors:?}");
+    }
+}
+
 fn request(count: usize) -> CheckoutRequest {
     CheckoutRequest::new().arg("pause_action", "x").count(count)
 }
