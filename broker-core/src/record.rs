@@ -635,6 +635,46 @@ fn epoch_seconds(value: &Value) -> Option<i64> {
 mod tests {
     use super::*;
 
+    /// A checkout is still handing off only while its record says `handing_off` and that the
+    /// handoff is the checkout's own last step.
+    #[test]
+    fn a_checkout_hands_off_while_its_handoff_at_checkout_is_under_way() {
+        let record = |state: &str, at_checkout: Option<bool>| {
+            let mut record = HostRecord::default();
+            record.set(fields::HANDOFF_STATE, state);
+            if let Some(at) = at_checkout {
+                record.set(fields::HANDOFF_AT_CHECKOUT, at);
+            }
+            record
+        };
+        assert!(checkout_handing_off(&record("handing_off", Some(true))));
+        assert!(!checkout_handing_off(&record("handing_off", Some(false))));
+        assert!(!checkout_handing_off(&record("handing_off", None)));
+        assert!(!checkout_handing_off(&record("handoff_failed", Some(true))));
+    }
+
+    /// `{:?}` of a record names it (identity, provider, hostname, name, state) and shows none of
+    /// its other fields, where secrets may be.
+    #[test]
+    fn a_records_debug_names_it_and_shows_no_other_field() {
+        let mut record = HostRecord::pending("AnsibleTower", None, Default::default());
+        record.set(fields::HOSTNAME, "h1.example.com");
+        record.set("name", "vm-1");
+        record.set("api_token", "hunter2");
+        let shown = format!("{record:?}");
+        for part in [
+            "HostRecord",
+            record.id().as_str(),
+            "AnsibleTower",
+            "h1.example.com",
+            "vm-1",
+            "Pending",
+        ] {
+            assert!(shown.contains(part), "{part} in {shown}");
+        }
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
     /// A handoff is interrupted when its record says it is under way and the process running it is
     /// gone; one whose runner lives, or that is not under way, is not.
     #[test]
