@@ -1049,6 +1049,45 @@ mod tests {
     /// its store.
     /// A provider's configuration shows which provider and instance it is and its values, with
     /// secrets masked: `{:?}` of it is safe to log.
+    /// An environment value is read as YAML (a number, a boolean, a flow collection, null spelled
+    /// out) and otherwise kept as the text it is — also text YAML would read as nothing.
+    #[test]
+    fn environment_values_read_as_yaml_scalars_or_stay_text() {
+        let read = |text: &str| parse_env_value(text);
+        assert_eq!(read("42"), Value::from(42));
+        assert_eq!(read("true"), Value::Bool(true));
+        assert_eq!(
+            read("[a, b]"),
+            serde_yaml::from_str::<Value>("[a, b]").unwrap()
+        );
+        for null in ["null", "~", " null "] {
+            assert_eq!(read(null), Value::Null, "{null}");
+        }
+        for text in ["# not a comment", "", "a: b: c", "plain", "None", "NULL"] {
+            assert_eq!(read(text), Value::from(text), "{text}");
+        }
+    }
+
+    /// A provider's boolean setting reads as written; one not set is none.
+    #[test]
+    fn a_provider_boolean_setting_reads_as_written() {
+        let values: Mapping = serde_yaml::from_str("{on: true, off: false, text: maybe}").unwrap();
+        let config = ProviderConfig::new("P", None, values, "/tmp");
+        assert_eq!(config.get_bool("on"), Some(true));
+        assert_eq!(config.get_bool("off"), Some(false));
+        assert_eq!(config.get_bool("missing"), None);
+    }
+
+    /// A settings file that is there but cannot be read is an error naming it, never the
+    /// defaults as if there were none.
+    #[test]
+    fn an_unreadable_settings_file_is_an_error_not_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(SETTINGS_FILE)).unwrap();
+        let err = Settings::load_from(dir.path(), Vec::new()).unwrap_err();
+        assert!(err.to_string().contains(SETTINGS_FILE), "{err}");
+    }
+
     #[test]
     fn a_provider_configuration_debugs_with_its_secrets_masked() {
         let values: Mapping =

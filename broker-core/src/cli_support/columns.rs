@@ -127,6 +127,21 @@ pub fn broker_columns(record: &HostRecord, now: i64) -> [String; 3] {
 mod tests {
     use super::*;
 
+    /// `--details` shows every `*_time` field as a date or a duration, in nested mappings too, and
+    /// every other field as it is.
+    #[test]
+    fn details_show_time_fields_as_dates_or_durations() {
+        let record: Value = serde_yaml::from_str(
+            "{name: n1, shutdown_time: '1765804090', job: {remove_time: 432000, id: 7}}",
+        )
+        .unwrap();
+        let want: Value = serde_yaml::from_str(
+            "{name: n1, shutdown_time: 'Dec 15, 2025 13:08 UTC', job: {remove_time: 5d, id: 7}}",
+        )
+        .unwrap();
+        assert_eq!(humanize_times(&record), want);
+    }
+
     #[test]
     fn field_specs_follow_upstream_rules() {
         let rec: HostRecord = serde_yaml::from_str(

@@ -1258,6 +1258,16 @@ mod tests {
             last_error: Some("exit 1".into()),
             log: vec!["a".into(), "b".into()],
         };
+        assert_eq!(
+            report.exit_code(),
+            10,
+            "a failed handoff is a failed host operation"
+        );
+        report.state = HandoffState::Pending;
+        assert_eq!(report.exit_code(), 10);
+        report.state = HandoffState::HandedOff;
+        assert_eq!(report.exit_code(), 0);
+        report.state = HandoffState::Failed;
         report.apply(&mut record);
         let yaml = serde_yaml::to_string(record.fields()).unwrap();
         assert_eq!(

@@ -888,6 +888,29 @@ mod tests {
         }
     }
 
+    /// Words are letters, digits, `.`, `_` and `-`, at least one; the timing keys every kind takes
+    /// are checked too.
+    #[test]
+    fn words_and_the_run_keys_are_checked() {
+        for (word, ok) in [
+            ("chef-validator", true),
+            ("a.b_c", true),
+            ("", false),
+            ("a b", false),
+        ] {
+            assert_eq!((Validation::WORD.check)(word), ok, "{word:?}");
+        }
+        for key in RUN_KEYS {
+            let refused = PUPPET.validate(values(&[(key.key, "soon")]));
+            assert!(refused.is_err(), "{} took `soon`", key.key);
+            assert!(
+                PUPPET.validate(values(&[(key.key, "")])).is_ok(),
+                "{}",
+                key.key
+            );
+        }
+    }
+
     #[test]
     fn chef_and_ansible_values_are_checked() {
         let base = [
