@@ -871,14 +871,14 @@ mod tests {
         }
     }
 
-    /// What the interactive walk and `broker target kinds` show a user: every key that must be
-    /// typed (required, no default) has an example, and every example is a value its key accepts.
+    /// What the interactive walk and `broker target kinds` show a user: every key without a
+    /// default has an example of what to type, and every example is a value its key accepts.
     #[test]
-    fn keys_that_must_be_typed_have_an_example_and_every_example_is_accepted() {
+    fn every_key_without_a_default_has_an_example_its_key_accepts() {
         for schema in &BUILTIN {
             for spec in schema.keys {
                 let what = format!("`{}` of `{}`", spec.key, schema.name);
-                if spec.required && spec.default.is_none() {
+                if spec.default.is_none() {
                     assert!(spec.example.is_some(), "{what} has no example");
                 }
                 if let Some(example) = spec.example {
@@ -900,6 +900,10 @@ mod tests {
         ] {
             assert_eq!((Validation::WORD.check)(word), ok, "{word:?}");
         }
+        let script =
+            |path: &str| SCRIPT.validate(values(&[("script", "./b.sh"), ("script_path", path)]));
+        assert!(script("/tmp/b.sh").is_ok());
+        assert!(script("").is_err(), "an empty script_path");
         for key in RUN_KEYS {
             let refused = PUPPET.validate(values(&[(key.key, "soon")]));
             assert!(refused.is_err(), "{} took `soon`", key.key);
