@@ -1068,6 +1068,30 @@ mod tests {
         }
     }
 
+    /// A provider configuration carries the `ssh` section, and a setting an environment variable
+    /// gave the chosen instance is reported as set by that variable.
+    #[test]
+    fn a_provider_configuration_carries_ssh_and_names_the_variables_that_set_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(SETTINGS_FILE),
+            "ssh: {backend: ssh2, port: 2222}\nP:\n  instances:\n    prod: {url: x}\n    test: {url: y}\n",
+        )
+        .unwrap();
+        let variable = "BROKER_P__INSTANCES__PROD__TIMEOUT";
+        let settings = Settings::load_from(dir.path(), env(&[(variable, "soon")])).unwrap();
+        let prod = settings.provider_config("P", Some("prod")).unwrap();
+        assert_eq!(
+            prod.ssh_settings().get("backend"),
+            Some(&Value::from("ssh2"))
+        );
+        assert_eq!(prod.get_str("timeout").as_deref(), Some("soon"));
+        let err = prod.setting_error("timeout", "not a duration").to_string();
+        assert!(err.contains(&format!("(set by {variable})")), "{err}");
+        let test = settings.provider_config("P", Some("test")).unwrap();
+        assert_eq!(test.get_str("timeout"), None, "another instance's variable");
+    }
+
     /// A provider's boolean setting reads as written; one not set is none.
     #[test]
     fn a_provider_boolean_setting_reads_as_written() {

@@ -537,4 +537,33 @@ mod tests {
         assert!(!disarmed.has_struck());
         assert_eq!(disarmed.fault(), Some(fault));
     }
+
+    /// The wrapper is the provider it wraps to the broker: same name and instance.
+    #[test]
+    fn a_wrapped_provider_keeps_its_name_and_instance() {
+        #[derive(Debug)]
+        struct Named(Option<&'static str>);
+        #[async_trait::async_trait]
+        impl Provider for Named {
+            fn name(&self) -> &str {
+                "Named"
+            }
+            fn instance(&self) -> Option<&str> {
+                self.0
+            }
+            async fn checkout(&self, _: &CheckoutContext<'_>) -> Result<Mapping> {
+                Ok(Mapping::new())
+            }
+            async fn checkin(&self, _: &HostRecord) -> Result<()> {
+                Ok(())
+            }
+        }
+        for instance in [Some("prod"), None] {
+            let wrapped = FaultyProvider {
+                inner: Arc::new(Named(instance)),
+                injector: FaultInjector::watching(),
+            };
+            assert_eq!((wrapped.name(), wrapped.instance()), ("Named", instance));
+        }
+    }
 }
