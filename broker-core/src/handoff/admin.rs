@@ -311,6 +311,14 @@ mod tests {
             "handoff target `p` has no key `nope` to clear"
         );
         assert_eq!(store.get("p").unwrap().revision, 2);
+        // Setting one key keeps the others.
+        let port = TargetChange {
+            set: plain(&[("server_port", "8141")]),
+            ..TargetChange::default()
+        };
+        let t = update_target(&store, builtin(), "p", port).unwrap();
+        assert_eq!(t.config.text("broker_version"), Some("7.23.0"));
+        assert_eq!(t.config.text("server_port"), Some("8141"));
     }
 
     #[test]
