@@ -645,4 +645,13 @@ mod tests {
         write_output(&dir.path().join("sub/list.yaml"), &list, false).unwrap();
         assert_eq!(read("sub/list.yaml"), "- a\n- 1\n");
     }
+
+    /// A destination ending in `/` is a directory: the source's file name goes in it.
+    #[test]
+    fn a_destination_ending_in_a_slash_takes_the_sources_name() {
+        let source = Path::new("/work/upload.txt");
+        assert_eq!(into_directory("/data/", source), "/data/upload.txt");
+        assert_eq!(into_directory("/data/copy.txt", source), "/data/copy.txt");
+        assert_eq!(into_directory("/data/", Path::new("/")), "/data/");
+    }
 }

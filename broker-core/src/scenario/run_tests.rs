@@ -12,7 +12,10 @@ use crate::{Broker, HostRecord, Mapping, Result, Settings, Value};
 /// Makes hosts `h0`, `h1`… (by their index in the checkout), answers `execute` and discovery with
 /// what it was given.
 #[derive(Debug)]
-struct Made;
+struct Made {
+    /// Its `greeting` setting, which `execute` answers with.
+    greeting: Option<String>,
+}
 
 #[async_trait::async_trait]
 impl Provider for Made {
@@ -31,15 +34,21 @@ impl Provider for Made {
         Ok(())
     }
     async fn execute(&self, args: &Mapping) -> Result<Value> {
-        Ok(Value::Mapping(args.clone()))
+        let mut answer = args.clone();
+        if let Some(greeting) = &self.greeting {
+            answer.insert("greeting".into(), greeting.as_str().into());
+        }
+        Ok(Value::Mapping(answer))
     }
     async fn help(&self, query: &Mapping) -> Result<Value> {
         Ok(Value::Mapping(query.clone()))
     }
 }
 
-fn build(_: crate::ProviderConfig) -> Result<Arc<dyn Provider>> {
-    Ok(Arc::new(Made))
+fn build(config: crate::ProviderConfig) -> Result<Arc<dyn Provider>> {
+    Ok(Arc::new(Made {
+        greeting: config.get_str("greeting"),
+    }))
 }
 
 fn broker(dir: &Path) -> Broker {
@@ -271,4 +280,57 @@ steps:
 "#)
     .await;
     assert_eq!(out.as_str(), Some("done\n"), "{out:?}");
+}
+
+/// A scenario's `config.settings` reach its providers; a loop's `when` skips the items for which
+/// it does not hold; `output` goes to stdout or stderr as asked.
+#[tokio::test]
+async fn settings_reach_providers_loops_skip_items_and_output_goes_where_asked() {
+    let (out, _) = run(r#"
+variables: {WORK: ""}
+config:
+  settings:
+    Made: {greeting: hello}
+steps:
+  - name: greet
+    action: execute
+    arguments: {made_job: x}
+    capture: {as: greeted, transform: "{{ step.output.greeting }}"}
+  - name: some
+    action: execute
+    loop: {iterable: "[1, 2, 3]", iter_var: n}
+    when: n != 2
+    arguments: {made_job: "{{ n }}"}
+    capture: {as: some, transform: "{{ step.output.keys() | list }}"}
+  - name: out
+    action: output
+    arguments:
+      content: {greeted: "{{ greeted }}", some: "{{ some }}"}
+      destination: "{{ WORK }}/out.yaml"
+"#)
+    .await;
+    assert_eq!(out, yaml("{greeted: hello, some: ['1', '3']}"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    let scenario = Scenario::from_yaml(
+        "t",
+        "steps:\n  - {name: a, action: output, arguments: {content: to-out}}\n  \
+         - {name: b, action: output, arguments: {content: to-err, destination: stderr}}\n",
+    )
+    .unwrap();
+    let shown = std::sync::Mutex::new(Vec::new());
+    let observer = |event: &super::StepEvent| {
+        if let super::StepEvent::Output { stderr, text } = event {
+            shown.lock().unwrap().push((*stderr, text.clone()));
+        }
+    };
+    scenario.run_observed(&broker, &observer).await.unwrap();
+    assert_eq!(
+        *shown.lock().unwrap(),
+        [
+            (false, "to-out\n".to_owned()),
+            (true, "to-err\n".to_owned())
+        ]
+    );
 }

@@ -199,5 +199,10 @@ mod tests {
         assert_ne!(std::fs::read_to_string(file.path()).unwrap(), before);
         file.restore().unwrap();
         assert_eq!(std::fs::read_to_string(file.path()).unwrap(), before);
+
+        // A settings file that is there but cannot be read is an error, not an empty file.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(SETTINGS_FILE)).unwrap();
+        assert!(SettingsFile::in_directory(dir.path()).read().is_err());
     }
 }
