@@ -802,6 +802,64 @@ mod tests {
         );
     }
 
+    /// Answers `broker execute` with what its configuration's interaction chose.
+    #[derive(Debug)]
+    struct Asking(crate::ProviderConfig);
+
+    #[async_trait::async_trait]
+    impl Provider for Asking {
+        fn name(&self) -> &str {
+            "Asking"
+        }
+        fn instance(&self) -> Option<&str> {
+            None
+        }
+        async fn checkout(&self, _ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+            Err(Error::user("Asking makes no hosts"))
+        }
+        async fn checkin(&self, _host: &HostRecord) -> Result<()> {
+            Ok(())
+        }
+        async fn execute(&self, _args: &Mapping) -> Result<Value> {
+            let question = crate::interaction::Question {
+                context: "",
+                prompt: "which?",
+                answers: &["c", "s"],
+            };
+            Ok(self
+                .0
+                .interaction()
+                .choose(&question)
+                .map_or(Value::Null, Value::from))
+        }
+    }
+
+    /// The first answer of every question.
+    struct First;
+
+    impl crate::interaction::Interaction for First {
+        fn choose(&self, question: &crate::interaction::Question<'_>) -> Option<String> {
+            question.answers.first().map(|a| (*a).to_owned())
+        }
+    }
+
+    /// A provider asks nobody until an interaction is set, then asks it, also when it was built
+    /// before.
+    #[tokio::test]
+    async fn the_interaction_set_reaches_providers_built_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
+        let kind = ProviderKind::new("Asking", "test", |config| {
+            Ok(Arc::new(Asking(config)) as Arc<dyn Provider>)
+        })
+        .execute_actions(&["job"]);
+        let broker = Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap();
+        let ask = || broker.execute(CheckoutRequest::new().arg("job", "x"));
+        assert_eq!(ask().await.unwrap(), Value::Null);
+        broker.set_interaction(Arc::new(First));
+        assert_eq!(ask().await.unwrap(), Value::from("c"));
+    }
+
     /// Counts check-ins; its checkouts name the host after their index.
     #[derive(Debug)]
     struct Counted;

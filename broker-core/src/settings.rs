@@ -66,10 +66,19 @@ pub use crate::redact::is_secret_key;
 /// [`Error::Configuration`] when neither `BROKER_DIRECTORY`, `HOME` nor the password database names
 /// a directory.
 pub fn default_directory() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("BROKER_DIRECTORY").filter(|d| !d.is_empty()) {
+    directory_from(|name| std::env::var_os(name), passwd_home)
+}
+
+/// [`default_directory`] with the environment (`var`) and the password database's home
+/// (`passwd_home`) given.
+fn directory_from(
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+    passwd_home: impl FnOnce() -> Option<PathBuf>,
+) -> Result<PathBuf> {
+    if let Some(dir) = var("BROKER_DIRECTORY").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir));
     }
-    let home = std::env::var_os("HOME")
+    let home = var("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
         .or_else(passwd_home)
@@ -1044,11 +1053,6 @@ mod tests {
     use super::*;
     use secrecy::ExposeSecret;
 
-    /// One broker directory has one inventory identity, however it is reached; another directory
-    /// has another. A provider's configuration carries its directory's until the broker names
-    /// its store.
-    /// A provider's configuration shows which provider and instance it is and its values, with
-    /// secrets masked: `{:?}` of it is safe to log.
     /// An environment value is read as YAML (a number, a boolean, a flow collection, null spelled
     /// out) and otherwise kept as the text it is — also text YAML would read as nothing.
     #[test]
@@ -1092,6 +1096,85 @@ mod tests {
         assert_eq!(test.get_str("timeout"), None, "another instance's variable");
     }
 
+    /// What a provider reads of its configuration, and how its errors say where a setting is:
+    /// the instance's key with its line, the section's key with its line, and a missing key with
+    /// where to set it.
+    #[test]
+    fn a_provider_configuration_reads_its_values_and_locates_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(SETTINGS_FILE),
+            "provider_labels: {team: qe, site: brq}\n\
+             P:\n  \
+               timeout: 30\n  \
+               provider_labels: {site: rdu}\n  \
+               instances:\n    \
+                 prod: {url: 'https://p', token: s3cret, count: '7', default: true}\n",
+        )
+        .unwrap();
+        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
+        let prod = settings.provider_config("P", Some("prod")).unwrap();
+        assert_eq!(prod.provider(), "P");
+        assert_eq!(prod.instance(), Some("prod"));
+        assert_eq!(prod.directory(), dir.path());
+        assert_eq!(prod.get_str("URL").as_deref(), Some("https://p"));
+        assert_eq!(prod.get_u64("count"), Some(7));
+        assert_eq!(
+            prod.get_u64("timeout"),
+            Some(30),
+            "the section's under the instance's"
+        );
+        assert_eq!(prod.get_u64("url"), None);
+        assert_eq!(
+            prod.secret("token").map(|s| s.expose_secret().to_owned()),
+            Some("s3cret".to_owned())
+        );
+        assert_eq!(prod.require_str("url").unwrap(), "https://p");
+        let labels = prod.provider_labels();
+        assert_eq!(labels.get("team"), Some(&Value::from("qe")));
+        assert_eq!(
+            labels.get("site"),
+            Some(&Value::from("rdu")),
+            "the section's win"
+        );
+
+        let shown = |e: Error| e.to_string();
+        assert_eq!(
+            shown(prod.setting_error("url", "bad")),
+            format!("configuration error: `P.instances.prod.url` ({SETTINGS_FILE} line 6): bad")
+        );
+        assert_eq!(
+            shown(prod.setting_error("timeout", "bad")),
+            format!("configuration error: `P.timeout` ({SETTINGS_FILE} line 3): bad")
+        );
+        // A key the file does not have is placed at its section's line.
+        assert_eq!(
+            shown(prod.setting_error("absent", "bad")),
+            format!("configuration error: `P.absent` ({SETTINGS_FILE} line 2): bad")
+        );
+        let problem = prod.problem("url", "bad");
+        assert_eq!(
+            (problem.key.as_str(), problem.line, problem.message.as_str()),
+            ("P.instances.prod.url", Some(6), "bad")
+        );
+        assert_eq!(
+            shown(prod.require_str("user").unwrap_err()),
+            "configuration error: P instance `prod` needs `user`; \
+             set it in broker_settings.yaml or BROKER_P__USER"
+        );
+        let bare = ProviderConfig::new("Q", None, Mapping::new(), "/tmp");
+        assert_eq!(
+            shown(bare.missing("base_url")),
+            "configuration error: Q needs `base_url`; \
+             set it in broker_settings.yaml or BROKER_Q__BASE_URL"
+        );
+        assert_eq!(bare.instance(), None);
+        assert_eq!(
+            shown(bare.setting_error("base_url", "bad")),
+            "configuration error: `Q.base_url`: bad"
+        );
+    }
+
     /// A provider's boolean setting reads as written; one not set is none.
     #[test]
     fn a_provider_boolean_setting_reads_as_written() {
@@ -1112,6 +1195,8 @@ mod tests {
         assert!(err.to_string().contains(SETTINGS_FILE), "{err}");
     }
 
+    /// A provider's configuration shows which provider and instance it is and its values, with
+    /// secrets masked: `{:?}` of it is safe to log.
     #[test]
     fn a_provider_configuration_debugs_with_its_secrets_masked() {
         let values: Mapping =
@@ -1131,6 +1216,139 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
     }
 
+    /// Every top-level setting with a default reads as its default when unset and as written when
+    /// set; a duration may be seconds or text, and anything else is an error naming the key.
+    #[test]
+    fn top_level_settings_read_as_written_else_their_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let unset = Settings::from_yaml(dir.path(), "{}").unwrap();
+        let d = dir.path();
+        assert_eq!(unset.settings_path(), d.join(SETTINGS_FILE));
+        assert_eq!(unset.inventory_path(), d.join(INVENTORY_FILE));
+        assert_eq!(unset.log_path(), d.join("logs/broker.log"));
+        assert_eq!(unset.thread_limit(), None);
+        assert_eq!(unset.checkin_timeout().unwrap(), Duration::from_secs(300));
+        assert_eq!(unset.cancel_timeout().unwrap(), Duration::from_secs(10));
+        assert_eq!(
+            unset.inventory_lock_timeout().unwrap(),
+            Duration::from_secs(60)
+        );
+        assert_eq!(unset.keep_on_failure().unwrap(), None);
+        let titles: Vec<String> = unset.inventory_fields().into_iter().map(|f| f.0).collect();
+        assert_eq!(titles, ["Host", "Provider", "Action", "OS"]);
+        assert_eq!(unset.inventory_list_vars(), "hostname | name");
+        assert_eq!(unset.console_level(), "info");
+        assert_eq!(unset.file_level(), "debug");
+        assert!(unset.provider_labels().is_empty());
+        assert!(unset.nicks().is_empty());
+
+        let set = Settings::from_yaml(
+            d,
+            "thread_limit: 0\ncheckin_timeout: 45\ncancel_timeout: 2m\n\
+             inventory_lock_timeout: 1h30m\nkeep_on_failure: 30s\n\
+             inventory_fields: {Name: hostname, Where: _broker_provider}\n\
+             inventory_list_vars: name\nprovider_labels: {team: qe}\n\
+             logging: {console_level: warning, file_level: trace, log_path: /var/log/b}\n\
+             nicks: {rhel: {workflow: deploy-rhel}}\n",
+        )
+        .unwrap();
+        assert_eq!(set.thread_limit(), Some(1), "0 is taken as 1");
+        assert_eq!(set.checkin_timeout().unwrap(), Duration::from_secs(45));
+        assert_eq!(set.cancel_timeout().unwrap(), Duration::from_secs(120));
+        assert_eq!(
+            set.inventory_lock_timeout().unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            set.keep_on_failure().unwrap(),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            set.inventory_fields(),
+            [
+                ("Name".to_owned(), "hostname".to_owned()),
+                ("Where".to_owned(), "_broker_provider".to_owned())
+            ]
+        );
+        assert_eq!(set.inventory_list_vars(), "name");
+        assert_eq!(set.console_level(), "warning");
+        assert_eq!(set.file_level(), "trace");
+        // A path without an extension is a directory, given the default file name.
+        assert_eq!(set.log_path(), PathBuf::from("/var/log/b/broker.log"));
+        assert_eq!(set.provider_labels().get("team"), Some(&Value::from("qe")));
+        assert_eq!(set.nicks(), ["rhel"]);
+        let named =
+            Settings::from_yaml(d, "thread_limit: 4\nlogging: {log_path: b.txt}\n").unwrap();
+        assert_eq!(named.thread_limit(), Some(4));
+        assert_eq!(named.log_path(), d.join("b.txt"));
+        assert_eq!(
+            Settings::from_yaml(d, "keep_on_failure: 0")
+                .unwrap()
+                .keep_on_failure()
+                .unwrap(),
+            None
+        );
+
+        for (text, message) in [
+            (
+                "checkin_timeout: -5",
+                "`checkin_timeout` must be a positive number of seconds",
+            ),
+            (
+                "cancel_timeout: soon",
+                "`cancel_timeout`: `soon` is not a duration",
+            ),
+            (
+                "inventory_lock_timeout: [1]",
+                "`inventory_lock_timeout` must be a duration",
+            ),
+            (
+                "keep_on_failure: 1.5",
+                "`keep_on_failure` must be a positive number of seconds",
+            ),
+        ] {
+            let settings = Settings::from_yaml(d, text).unwrap();
+            let err = [
+                settings.checkin_timeout(),
+                settings.cancel_timeout(),
+                settings.inventory_lock_timeout(),
+                settings.keep_on_failure().map(|d| d.unwrap_or_default()),
+            ]
+            .into_iter()
+            .find_map(std::result::Result::err)
+            .unwrap_or_else(|| panic!("{text} is an error"));
+            assert!(
+                matches!(err, Error::Configuration { .. }),
+                "{text}: {err:?}"
+            );
+            assert!(err.to_string().contains(message), "{text}: {err}");
+        }
+    }
+
+    /// `{:?}` of all settings shows where they came from and the file's values, secrets masked.
+    #[test]
+    fn settings_debug_with_their_secrets_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SETTINGS_FILE), SETTINGS).unwrap();
+        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
+        let shown = format!("{settings:?}");
+        let directory = dir.path().display().to_string();
+        for part in [
+            "Settings",
+            &directory,
+            SETTINGS_FILE,
+            "host_username",
+            "root",
+        ] {
+            assert!(shown.contains(part), "{part} in {shown}");
+        }
+        assert!(shown.contains(crate::redact::MASK), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    /// One broker directory has one inventory identity, however it is reached; another directory
+    /// has another. A provider's configuration carries its directory's until the broker names
+    /// its store.
     #[test]
     fn an_inventory_is_named_by_its_resolved_location() {
         let dir = tempfile::tempdir().unwrap();
@@ -1391,6 +1609,61 @@ nicks:
         assert_eq!(passwd_home_of(passwd, "0"), Some(PathBuf::from("/root")));
         assert_eq!(passwd_home_of(passwd, "1002"), None);
         assert_eq!(passwd_home_of(passwd, "7"), None);
+    }
+
+    /// `BROKER_DIRECTORY`, else `$HOME/.broker`, else the password database's home; an empty
+    /// variable counts as unset.
+    #[test]
+    fn the_broker_directory_is_found_in_that_order() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let passwd = || Some(PathBuf::from("/home/pw"));
+        let found = |pairs, passwd_home: fn() -> Option<PathBuf>| {
+            directory_from(env(pairs), passwd_home).map_err(|e| e.to_string())
+        };
+        let both = &[("BROKER_DIRECTORY", "/srv/b"), ("HOME", "/home/h")];
+        assert_eq!(found(both, passwd), Ok(PathBuf::from("/srv/b")));
+        let empty_dir = &[("BROKER_DIRECTORY", ""), ("HOME", "/home/h")];
+        assert_eq!(
+            found(empty_dir, passwd),
+            Ok(PathBuf::from("/home/h/.broker"))
+        );
+        assert_eq!(
+            found(&[("HOME", "")], passwd),
+            Ok(PathBuf::from("/home/pw/.broker"))
+        );
+        assert_eq!(found(&[], passwd), Ok(PathBuf::from("/home/pw/.broker")));
+        let none = found(&[("HOME", "")], || None).unwrap_err();
+        assert!(none.contains("set BROKER_DIRECTORY"), "{none}");
+    }
+
+    /// The real lookups: this process's environment and password database.
+    #[test]
+    fn the_default_directory_is_this_processs() {
+        let expected = directory_from(|name| std::env::var_os(name), passwd_home);
+        match (default_directory(), expected) {
+            (Ok(dir), Ok(expected)) => {
+                assert_eq!(dir, expected);
+                assert!(dir.is_absolute() || std::env::var_os("BROKER_DIRECTORY").is_some());
+            }
+            (Err(_), Err(_)) => {}
+            (dir, expected) => panic!("{dir:?} is not {expected:?}"),
+        }
+        // The password database's home is this user's entry, when it has one.
+        let own = crate::record::own_uid().and_then(|uid| {
+            let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+            passwd_home_of(&passwd, &uid)
+        });
+        assert_eq!(passwd_home(), own);
+        if let Some(home) = passwd_home() {
+            assert!(home.is_absolute(), "{home:?}");
+        }
     }
 
     #[test]

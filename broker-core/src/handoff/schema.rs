@@ -871,6 +871,17 @@ mod tests {
         }
     }
 
+    /// The kinds as users see them in `broker target kinds -o yaml` (and a server's `GET /kinds`),
+    /// with the run keys every kind takes: a change to any key's example, requirement, default,
+    /// secrecy or what it accepts is a change to review (docs/testing.md, "Snapshot tests").
+    #[test]
+    fn the_kinds_read_as_the_snapshot_shows() {
+        let mut shown = serde_yaml::Mapping::new();
+        shown.insert("kinds".into(), crate::value::to_yaml(&builtin()));
+        shown.insert("run_keys".into(), crate::value::to_yaml(&RUN_KEYS));
+        insta::assert_snapshot!("builtin-kinds", serde_yaml::to_string(&shown).unwrap());
+    }
+
     /// What the interactive walk and `broker target kinds` show a user: every key without a
     /// default has an example of what to type, and every example is a value its key accepts.
     #[test]
