@@ -1281,6 +1281,49 @@ mod tests {
         report.apply(&mut record);
         assert_eq!(record.get(fields::HANDOFF_ERROR), None);
         assert_eq!(HandoffState::of(&record), Some(HandoffState::HandedOff));
+        // The report shown to users is the fields it writes.
+        let shown = serde_yaml::to_string(&report.to_mapping()).unwrap();
+        assert_eq!(
+            shown,
+            "_broker_handoff_target: prod\n_broker_handoff_state: handed_off\n\
+             _broker_handoff_attempts: 2\n_broker_handoff_log:\n- a\n- b\n"
+        );
+    }
+
+    /// `broker handoff run|retry HOST` hands the host to the target given, else to the one it was
+    /// last handed to; retrying a host handed off, or naming no target for a host never handed
+    /// off, is a usage error saying what to do.
+    #[test]
+    fn a_handoff_goes_to_the_target_given_else_the_one_recorded() {
+        let mut record = HostRecord::default();
+        record.set("hostname", "h1");
+        let of = |record: &HostRecord, given, retry| {
+            target_of(record, given, retry).map_err(|e| (e.exit_code(), e.to_string()))
+        };
+        assert_eq!(of(&record, Some("t1"), false), Ok("t1".to_owned()));
+        let never = "host h1 has not been handed off; name a target with `--target`";
+        for retry in [false, true] {
+            let (code, message) = of(&record, None, retry).unwrap_err();
+            assert_eq!(code, 2, "a usage error");
+            assert!(message.contains(never), "{message}");
+        }
+        record.set(fields::HANDOFF_TARGET, "");
+        assert!(of(&record, None, false).is_err(), "an empty target is none");
+        record.set(fields::HANDOFF_TARGET, "t9");
+        record.set(fields::HANDOFF_STATE, HandoffState::Failed.as_str());
+        assert_eq!(of(&record, None, true), Ok("t9".to_owned()));
+        assert_eq!(of(&record, Some("t1"), true), Ok("t1".to_owned()));
+        record.set(fields::HANDOFF_STATE, HandoffState::HandedOff.as_str());
+        assert_eq!(of(&record, None, false), Ok("t9".to_owned()));
+        assert_eq!(of(&record, Some("t1"), true), Ok("t1".to_owned()));
+        let (code, message) = of(&record, None, true).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(
+            message.contains(
+                "host h1 is already handed off; run it again with `broker handoff run h1`"
+            ),
+            "{message}"
+        );
     }
 
     #[test]

@@ -646,6 +646,63 @@ mod tests {
         assert_eq!(read("sub/list.yaml"), "- a\n- 1\n");
     }
 
+    /// What `ssh`, `scp` and `sftp` need: a command, or a source and a destination; `sftp` goes
+    /// up or down as `direction` says, `scp` always up.
+    #[test]
+    fn host_work_takes_what_each_host_action_needs() {
+        let args = |text: &str| -> Mapping { serde_yaml::from_str(text).unwrap() };
+        let work = |action: &str, text: &str| HostWork::new(action, &args(text));
+        match work("ssh", "{command: ls, timeout: 5s}") {
+            Ok(HostWork::Command { command, timeout }) => {
+                assert_eq!(command, "ls");
+                assert_eq!(timeout, Some(Duration::from_secs(5)));
+            }
+            _ => panic!("a command"),
+        }
+        assert!(matches!(
+            work("ssh", "{command: ls}"),
+            Ok(HostWork::Command { timeout: None, .. })
+        ));
+        assert_eq!(
+            work("ssh", "{}").err().as_deref(),
+            Some("`ssh` needs `command`")
+        );
+        let both = "{source: a, destination: b, direction: download}";
+        assert!(matches!(
+            work("scp", both),
+            Ok(HostWork::Upload { verb: "Copied", .. })
+        ));
+        assert!(matches!(
+            work("sftp", "{source: a, destination: b}"),
+            Ok(HostWork::Upload {
+                verb: "Uploaded",
+                ..
+            })
+        ));
+        match work("sftp", both) {
+            Ok(HostWork::Download {
+                source,
+                destination,
+            }) => {
+                assert_eq!((source.as_str(), destination), ("a", PathBuf::from("b")));
+            }
+            _ => panic!("a download"),
+        }
+        assert_eq!(
+            work("sftp", "{source: a, destination: b, direction: sideways}")
+                .err()
+                .as_deref(),
+            Some("`direction` is `upload` or `download`, not `sideways`")
+        );
+        for text in ["{source: a}", "{destination: b}"] {
+            assert_eq!(
+                work("scp", text).err().as_deref(),
+                Some("`scp` needs `source` and `destination`"),
+                "{text}"
+            );
+        }
+    }
+
     /// A destination ending in `/` is a directory: the source's file name goes in it.
     #[test]
     fn a_destination_ending_in_a_slash_takes_the_sources_name() {

@@ -334,3 +334,219 @@ steps:
         ]
     );
 }
+
+/// `exit` with code 0 ends the scenario there, successfully; any other code fails it with the
+/// message given (or a default one) and the code.
+#[tokio::test]
+async fn exit_ends_the_scenario_successfully_only_with_code_0() {
+    let (out, _) = run(r#"
+variables: {WORK: ""}
+steps:
+  - name: first
+    action: output
+    arguments: {content: before, destination: "{{ WORK }}/out.yaml"}
+  - name: leave
+    action: exit
+    arguments: {return_code: 0}
+  - name: never
+    action: output
+    arguments: {content: after, destination: "{{ WORK }}/out.yaml"}
+"#)
+    .await;
+    assert_eq!(out, yaml("before"));
+    let err = run_failing(
+        "steps:\n  - {name: leave, action: exit, arguments: {return_code: '3', message: broken}}\n",
+    )
+    .await;
+    assert!(err.contains("exit action: broken (code: 3)"), "{err}");
+    let err =
+        run_failing("steps:\n  - {name: leave, action: exit, arguments: {return_code: 1}}\n").await;
+    assert!(
+        err.contains("exit action: the scenario exited (code: 1)"),
+        "{err}"
+    );
+}
+
+/// `assert` holds when every condition does; the first that does not fails the step with the
+/// message given, numbered when there are several; a condition is text or a boolean.
+#[tokio::test]
+async fn assert_fails_at_the_first_condition_that_does_not_hold() {
+    let step = |that: &str| {
+        format!(
+            "steps:\n  - {{name: check, action: assert, arguments: {{that: {that}, fail_msg: nope}}}}\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    run_in(dir.path(), &step("[true, '1 == 1']")).await.unwrap();
+    let err = run_failing(&step("[true, '1 == 1', '2 == 3', false]")).await;
+    assert!(err.contains("nope (condition #3): 2 == 3"), "{err}");
+    let err = run_failing(&step("false")).await;
+    assert!(err.contains("nope: false"), "{err}");
+    assert!(!err.contains("condition #"), "{err}");
+    let err = run_failing(&step("[true, 1]")).await;
+    assert!(
+        err.contains("assert condition #2 must be text or a boolean, not `1`"),
+        "{err}"
+    );
+    let err = run_failing(&step("'1 +'")).await;
+    assert!(err.contains("nope: 1 + (error:"), "{err}");
+    let err =
+        run_failing("steps:\n  - {name: check, action: assert, arguments: {fail_msg: x}}\n").await;
+    assert!(err.contains("`assert` needs `that`"), "{err}");
+    let err =
+        run_failing("steps:\n  - {name: check, action: assert, arguments: {that: false}}\n").await;
+    assert!(err.contains("assertion failed: false"), "{err}");
+}
+
+/// `provider_info` asks a provider's discovery: a query by name is a flag, a mapping is its
+/// arguments, other arguments go along; it needs a provider and a query.
+#[tokio::test]
+async fn provider_info_asks_the_provider_named() {
+    let (out, _) = run(r#"
+variables: {WORK: ""}
+steps:
+  - name: flag
+    action: provider_info
+    arguments: {provider: Made, query: flavors, size: 2}
+    capture: {as: flag}
+  - name: mapping
+    action: provider_info
+    arguments: {provider: Made, query: {images: rhel}}
+    capture: {as: mapping}
+  - name: out
+    action: output
+    arguments:
+      content: {flag: "{{ flag }}", mapping: "{{ mapping }}"}
+      destination: "{{ WORK }}/out.yaml"
+"#)
+    .await;
+    assert_eq!(
+        out,
+        yaml("{flag: {size: 2, flavors: true}, mapping: {images: rhel}}")
+    );
+    let step =
+        |args: &str| format!("steps:\n  - {{name: p, action: provider_info, arguments: {args}}}\n");
+    for (args, message) in [
+        ("{query: x}", "`provider_info` needs `provider`"),
+        ("{provider: Made}", "`provider_info` needs `query`"),
+        (
+            "{provider: Made, query: [1]}",
+            "`query` must be a name or a mapping",
+        ),
+    ] {
+        let err = run_failing(&step(args)).await;
+        assert!(err.contains(message), "{args}: {err}");
+    }
+}
+
+/// `local_exec` runs its command here with the environment and directory given, gives its
+/// output and status (a failing command does not fail the step), streams the output when asked,
+/// and keeps what a command that timed out printed.
+#[tokio::test]
+async fn local_exec_runs_with_its_environment_and_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    let text = format!(
+        r#"
+steps:
+  - name: run
+    action: local_exec
+    arguments:
+      command: 'echo "$GREETING $(pwd)"; echo oops >&2; exit 3'
+      env: {{GREETING: hi, IGNORED: null}}
+      cwd: {dir}
+      stream: true
+    capture: {{as: ran}}
+  - name: slow
+    action: local_exec
+    arguments: {{command: "echo partial; sleep 30", timeout: 1s}}
+    capture: {{as: slow, transform: "{{{{ step.output.stdout }}}}"}}
+  - name: out
+    action: output
+    arguments: {{content: {{ran: "{{{{ ran }}}}", slow: "{{{{ slow }}}}"}}, destination: {dir}/out.yaml}}
+"#,
+        dir = dir.path().display()
+    );
+    let scenario = Scenario::from_yaml("t", &text).unwrap();
+    let shown = std::sync::Mutex::new(Vec::new());
+    let observer = |event: &super::StepEvent| {
+        if let super::StepEvent::Output { stderr, text } = event {
+            shown.lock().unwrap().push((*stderr, text.clone()));
+        }
+    };
+    let ran = scenario.run_observed(&broker, &observer);
+    tokio::time::timeout(std::time::Duration::from_secs(60), ran)
+        .await
+        .expect("the scenario ends within a minute")
+        .unwrap();
+    let out: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.path().join("out.yaml")).unwrap())
+            .unwrap();
+    let expected = format!(
+        "{{ran: {{stdout: \"hi {}\\n\", stderr: \"oops\\n\", status: 3}}, slow: \"partial\\n\"}}",
+        dir.path().display()
+    );
+    assert_eq!(out, yaml(&expected));
+    assert_eq!(
+        *shown.lock().unwrap(),
+        [
+            (false, format!("hi {}\n", dir.path().display())),
+            (true, "oops\n".to_owned())
+        ]
+    );
+    let step =
+        |args: &str| format!("steps:\n  - {{name: l, action: local_exec, arguments: {args}}}\n");
+    for (args, message) in [
+        ("{command: '  '}", "`local_exec` needs `command`"),
+        (
+            "{command: 'true', cwd: [1]}",
+            "`local_exec` `cwd` must be text",
+        ),
+        (
+            "{command: 'true', env: [1]}",
+            "`local_exec` `env` must be a mapping",
+        ),
+    ] {
+        let err = run_failing(&step(args)).await;
+        assert!(err.contains(message), "{args}: {err}");
+    }
+}
+
+/// `inventory` lists the inventory's records, all of them or those a filter selects; `output`
+/// of a variable's name writes the variable's value; a checkout records the scenario as its
+/// origin.
+#[tokio::test]
+async fn inventory_lists_records_and_output_names_variables() {
+    let (out, left) = run(r#"
+variables: {WORK: "", numbers: [1, 2]}
+steps:
+  - name: two
+    action: checkout
+    arguments: {made_action: x, count: 2}
+  - name: all
+    action: inventory
+    capture: {as: all, transform: "{{ step.output | map(attribute='hostname') | list }}"}
+  - name: second
+    action: inventory
+    arguments: {filter: "@inv[1]"}
+    capture: {as: second, transform: "{{ step.output | map(attribute='hostname') | list }}"}
+  - name: origin
+    action: inventory
+    arguments: {filter: "@inv[0]"}
+    capture: {as: origin, transform: "{{ step.output[0]._broker_args._broker_origin }}"}
+  - name: numbers
+    action: output
+    arguments: {content: numbers, destination: "{{ WORK }}/numbers.yaml"}
+  - name: out
+    action: output
+    arguments:
+      content: {all: "{{ all }}", second: "{{ second }}", origin: "{{ origin }}"}
+      destination: "{{ WORK }}/out.yaml"
+"#)
+    .await;
+    assert_eq!(
+        out,
+        yaml("{all: [h0, h1], second: [h1], origin: 'scenario:t'}")
+    );
+    assert_eq!(left, ["h0", "h1"]);
+}
