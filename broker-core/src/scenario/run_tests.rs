@@ -550,3 +550,141 @@ steps:
     );
     assert_eq!(left, ["h0", "h1"]);
 }
+
+/// What a failed step calls for: `on_error: continue` goes on, `on_error` steps run instead,
+/// `exit_on_error: false` goes on; a loop with `on_error: continue` records an item's error and
+/// goes on; a step over its `timeout` fails; every step's status is remembered.
+#[tokio::test]
+async fn failed_steps_go_on_as_they_say_and_a_timeout_fails_a_step() {
+    let (out, _) = run(r#"
+variables: {WORK: ""}
+steps:
+  - name: ignored
+    action: assert
+    arguments: {that: false, fail_msg: first}
+    on_error: continue
+  - name: handled
+    action: assert
+    arguments: {that: false}
+    on_error:
+      - name: recover
+        action: local_exec
+        arguments: {command: "echo recovered"}
+  - name: tolerated
+    action: assert
+    arguments: {that: false}
+    exit_on_error: false
+  - name: each
+    action: assert
+    loop: {iterable: "[1, 2, 3]", iter_var: n, on_error: continue}
+    arguments: {that: "n != 2", fail_msg: "not {{ n }}"}
+  - name: slow
+    action: local_exec
+    arguments: {command: "sleep 30"}
+    timeout: 1s
+    on_error: continue
+  - name: then
+    action: output
+    arguments:
+      content:
+        ignored: "{{ steps.ignored.status }}"
+        ignored_output: "{{ steps.ignored.output }}"
+        recovered: "{{ steps.recover.output.stdout }}"
+        tolerated: "{{ steps.tolerated.status }}"
+        each: "{{ steps.each.output }}"
+        slow: "{{ steps.slow.output }}"
+        previous: "{{ previous_step.name }}"
+      destination: "{{ WORK }}/out.yaml"
+"#)
+    .await;
+    let field = |key: &str| out.get(key).cloned().unwrap_or_default();
+    assert_eq!(field("ignored"), yaml("failed"));
+    let ignored = field("ignored_output");
+    assert!(
+        ignored.as_str().is_some_and(|t| t.contains("first: false")),
+        "{ignored:?}"
+    );
+    assert_eq!(field("recovered"), Value::from("recovered\n"));
+    assert_eq!(field("tolerated"), yaml("failed"));
+    let each = field("each");
+    assert_eq!(each.get("1"), Some(&Value::Bool(true)), "{each:?}");
+    assert_eq!(each.get("3"), Some(&Value::Bool(true)), "{each:?}");
+    let error = each
+        .get("2")
+        .and_then(|e| e.get("error"))
+        .and_then(Value::as_str);
+    assert!(
+        error.is_some_and(|e| e.contains("not 2: n != 2")),
+        "{each:?}"
+    );
+    let slow = field("slow");
+    assert!(
+        slow.as_str().is_some_and(|t| t.contains("step `slow`")),
+        "{slow:?}"
+    );
+    assert_eq!(field("previous"), yaml("slow"));
+}
+
+/// A loop's items: a list's items, a mapping's `[key, value]` pairs (unpacked into two
+/// variables), a single value itself, none for null; `capture.key` keys the outputs.
+#[tokio::test]
+async fn loops_take_lists_mappings_and_single_values_keyed_as_asked() {
+    let (out, _) = run(r#"
+variables: {WORK: "", colours: {red: 1, blue: 2}, nothing: null}
+steps:
+  - name: pairs
+    action: local_exec
+    loop: {iterable: "colours", iter_var: "name, n"}
+    arguments: {command: "echo {{ name }}={{ n }}"}
+    capture: {as: pairs, key: "result.stdout | trim", transform: "{{ step.output.keys() | list }}"}
+  - name: single
+    action: local_exec
+    loop: {iterable: "7", iter_var: x}
+    arguments: {command: "echo {{ x }}"}
+    capture: {as: single, transform: "{{ step.output.keys() | list }}"}
+  - name: none
+    action: local_exec
+    loop: {iterable: "{{ nothing }}", iter_var: x}
+    arguments: {command: "echo {{ x }}"}
+    capture: {as: empty, transform: "{{ step.output | length }}"}
+  - name: out
+    action: output
+    arguments:
+      content: {pairs: "{{ pairs }}", single: "{{ single }}", empty: "{{ empty }}"}
+      destination: "{{ WORK }}/out.yaml"
+"#)
+    .await;
+    assert_eq!(
+        out,
+        yaml("{pairs: [red=1, blue=2], single: ['7'], empty: 0}")
+    );
+}
+
+/// A failed scenario checks in the hosts it holds, unless asked to keep them; its scenario
+/// inventory then lists what it still holds.
+#[tokio::test]
+async fn a_failed_scenario_gives_back_its_hosts_unless_asked_to_keep_them() {
+    let text = "steps:\n  - {name: two, action: checkout, arguments: {made_action: x, count: 2}}\n  \
+                - {name: fail, action: assert, arguments: {that: false}}\n";
+    for keep in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        let scenario = Scenario::from_yaml("t", text)
+            .unwrap()
+            .keep_hosts_on_failure(keep);
+        let err = scenario.run(&broker).await.unwrap_err();
+        assert!(
+            crate::error::chain(&err).contains("assertion failed"),
+            "{err}"
+        );
+        let left = broker.inventory().list().unwrap();
+        let listed = std::fs::read_to_string(scenario.inventory_path(broker.settings())).unwrap();
+        let listed: Vec<Value> = serde_yaml::from_str(&listed).unwrap();
+        if keep {
+            assert_eq!(left.len(), 2, "kept");
+        } else {
+            assert!(left.is_empty(), "given back: {left:?}");
+            assert!(listed.is_empty(), "{listed:?}");
+        }
+    }
+}
