@@ -186,6 +186,43 @@ mod tests {
         );
     }
 
+    /// `$action` finds the action of a provider this build lacks by the Python broker's action
+    /// keys; an empty alternative is none; a list or mapping shows on one line.
+    #[test]
+    fn field_specs_show_other_providers_actions_and_collections() {
+        let rec: HostRecord = serde_yaml::from_str(
+            "{name: n1, _broker_args: {ostack_image: rhel-9}, tags: [a, b], labels: {team: qe}}",
+        )
+        .unwrap();
+        assert_eq!(FieldSpec::parse("$action").render(&rec, &[]), "rhel-9");
+        assert_eq!(FieldSpec::parse("| name").render(&rec, &[]), "n1");
+        assert_eq!(FieldSpec::parse("  |  ").render(&rec, &[]), "Unknown");
+        assert_eq!(FieldSpec::parse("tags").render(&rec, &[]), "- a - b");
+        assert_eq!(FieldSpec::parse("labels").render(&rec, &[]), "team: qe");
+        let none: HostRecord = serde_yaml::from_str("{name: n2, _broker_args: {}}").unwrap();
+        assert_eq!(FieldSpec::parse("$action | name").render(&none, &[]), "n2");
+    }
+
+    /// The state and age columns: the record's state and how long ago it was checked out (`-`
+    /// without a checkout time, never negative).
+    #[test]
+    fn the_state_and_age_columns_say_what_the_record_does() {
+        let now = 2_000_000_000;
+        let columns = |fields: &str| {
+            let rec: HostRecord =
+                serde_yaml::from_str(&format!("{{hostname: a{fields}}}")).unwrap();
+            broker_columns(&rec, now)
+        };
+        let [state, age, _] = columns(&format!(", _broker_checkout_time: {}", now - 3 * 3600));
+        assert_eq!((state.as_str(), age.as_str()), ("ready", "3h"));
+        let [_, age, _] = columns(&format!(", _broker_checkout_time: {}", now + 60));
+        assert_eq!(age, "0s", "a checkout time ahead of the clock");
+        let [_, age, _] = columns("");
+        assert_eq!(age, "-");
+        let [state, _, _] = columns(", _broker_state: pending");
+        assert_eq!(state, "pending");
+    }
+
     #[test]
     fn the_lease_column_counts_down_and_says_when_a_lease_cannot_be_read() {
         let now = 2_000_000_000;
