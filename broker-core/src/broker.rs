@@ -858,6 +858,17 @@ mod tests {
         assert_eq!(ask().await.unwrap(), Value::Null);
         broker.set_interaction(Arc::new(First));
         assert_eq!(ask().await.unwrap(), Value::from("c"));
+        // `{:?}` of a broker says where it works and with which providers.
+        let shown = format!("{broker:?}");
+        let directory = format!("{:?}", dir.path());
+        for part in [
+            "Broker",
+            directory.as_str(),
+            "[\"Asking\"]",
+            "inventory.yaml",
+        ] {
+            assert!(shown.contains(part), "{part} in {shown}");
+        }
     }
 
     /// Counts check-ins; its checkouts name the host after their index.

@@ -307,6 +307,14 @@ mod tests {
         );
     }
 
+    /// A host shows as its record (`{:?}` of a record masks its secrets).
+    #[test]
+    fn a_host_debugs_as_its_record() {
+        let host = host("tty");
+        assert_eq!(format!("{host:?}"), format!("{:?}", host.record()));
+        assert!(format!("{host:?}").contains("tty"));
+    }
+
     /// A command run on a host gives its output and status, streamed to a sink when asked.
     #[tokio::test]
     async fn commands_give_their_output_and_status_streamed_when_asked() {

@@ -614,6 +614,23 @@ mod tests {
         }
     }
 
+    /// `{:?}` of a kind shows its name, and its constructor as a function (an address) or, for
+    /// the conformance kit's wrapped kinds, as a closure.
+    #[test]
+    fn a_kind_debugs_with_its_name_and_constructor() {
+        let kind = ProviderKind::new("Minimal", "test", never);
+        let shown = format!("{kind:?}");
+        assert!(shown.contains("name: \"Minimal\""), "{shown}");
+        assert!(shown.contains("build: 0x"), "{shown}");
+        #[cfg(feature = "conformance")]
+        {
+            static WRAPPED: fn(ProviderConfig) -> Result<Arc<dyn Provider>> = never;
+            let wrapped = kind.built_by(&WRAPPED);
+            let shown = format!("{wrapped:?}");
+            assert!(shown.contains("build: <closure>"), "{shown}");
+        }
+    }
+
     #[tokio::test]
     async fn what_a_provider_does_not_implement_says_so_by_name() {
         let id = RecordId::from("r1");

@@ -882,6 +882,20 @@ mod tests {
         insta::assert_snapshot!("builtin-kinds", serde_yaml::to_string(&shown).unwrap());
     }
 
+    /// A validation shows as what it accepts (in `{:?}` of a key).
+    #[test]
+    fn a_validation_debugs_as_what_it_accepts() {
+        assert_eq!(
+            format!("{:?}", Validation::URL),
+            "an http:// or https:// URL"
+        );
+        let spec = format!("{:?}", SCRIPT.keys[0]);
+        assert!(
+            spec.contains("validation: any text but an empty one"),
+            "{spec}"
+        );
+    }
+
     /// What the interactive walk and `broker target kinds` show a user: every key without a
     /// default has an example of what to type, and every example is a value its key accepts.
     #[test]
