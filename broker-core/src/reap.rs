@@ -450,6 +450,37 @@ mod tests {
         assert_eq!(seen(dir.path()).checked_in, ["expired", "abandoned"]);
     }
 
+    /// `recover`'s own scopes: `Orphaned` checks in the unfinished checkouts and check-ins of gone
+    /// processes only, `Unfinished` those of anyone, `ThisProcess` everything this process owns;
+    /// none takes a finished host of a gone process (that is a reap's).
+    #[tokio::test]
+    async fn recover_scopes_take_the_unfinished_records_they_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_with(dir.path(), "reap_on_start: false\n", None);
+        let me = Owner::current();
+        broker
+            .inventory()
+            .put(&[
+                left_by(&gone(), "gone-pending", HostState::Pending, false),
+                left_by(&gone(), "gone-releasing", HostState::Releasing, false),
+                left_by(&gone(), "gone-ready", HostState::Ready, false),
+                left_by(me, "mine-pending", HostState::Pending, false),
+                left_by(me, "mine-ready", HostState::Ready, false),
+            ])
+            .unwrap();
+        let recovered = |outcomes: Vec<crate::HostOutcome>| {
+            assert!(outcomes.iter().all(|o| o.result.is_ok()));
+            names(&outcomes.into_iter().map(|o| o.record).collect::<Vec<_>>())
+        };
+        let orphaned = broker.recover(RecoverScope::Orphaned).await.unwrap();
+        assert_eq!(recovered(orphaned), ["gone-pending", "gone-releasing"]);
+        let unfinished = broker.recover(RecoverScope::Unfinished).await.unwrap();
+        assert_eq!(recovered(unfinished), ["mine-pending"]);
+        let mine = broker.recover(RecoverScope::ThisProcess).await.unwrap();
+        assert_eq!(recovered(mine), ["mine-ready"]);
+        assert_eq!(names(&broker.inventory().list().unwrap()), ["gone-ready"]);
+    }
+
     #[tokio::test]
     async fn a_lease_that_cannot_be_read_is_reported_by_a_reap_and_never_recovered() {
         let dir = tempfile::tempdir().unwrap();
