@@ -1934,6 +1934,14 @@ mod tests {
              one (it hung), two (it failed); release them with `broker checkin one two` or \
              `broker recover --all`"
         );
+        let nothing_made = Stopped {
+            failed: vec![(0, Error::user("no quota")), (2, Error::user("timed out"))],
+            ..Stopped::default()
+        };
+        assert_eq!(
+            nothing_made.describe(),
+            "checkout stopped; no host was made; #1 failed: no quota; #3 failed: timed out"
+        );
     }
 
     /// A run of per-host work that is stopped (its future dropped, as on Ctrl-C) starts no host
