@@ -560,25 +560,23 @@ impl Settings {
     }
 
     /// The keys of a provider section (and of its instance `instance`) that environment overrides
-    /// set, lowercased, each with its variable.
+    /// set, lowercased, each with its variable — also each key of a mapping that sets a whole
+    /// section or instance at once (`BROKER_P__INSTANCES__PROD='{url: x}'`).
     fn env_keys_of(&self, provider: &str, instance: Option<&str>) -> Vec<(String, String)> {
-        self.env
+        let mut keys = Vec::new();
+        for o in self
+            .env
             .iter()
             .filter(|o| o.path[0].eq_ignore_ascii_case(provider))
-            .filter_map(|o| {
-                let key = match &o.path[1..] {
-                    [instances, name, key, ..] if instances.eq_ignore_ascii_case("instances") => {
-                        instance
-                            .is_some_and(|i| i.eq_ignore_ascii_case(name))
-                            .then_some(key)
-                    }
-                    [instances, ..] if instances.eq_ignore_ascii_case("instances") => None,
-                    [key, ..] => Some(key),
-                    [] => None,
-                }?;
-                Some((key.to_lowercase(), format!("BROKER_{}", o.path.join("__"))))
-            })
-            .collect()
+        {
+            let variable = format!("BROKER_{}", o.path.join("__"));
+            let set = keys_set(&o.path[1..], &o.value, instance);
+            keys.extend(
+                set.into_iter()
+                    .map(|k| (k.to_lowercase(), variable.clone())),
+            );
+        }
+        keys
     }
 
     /// The settings with every secret replaced by `********`, for display.
@@ -596,6 +594,53 @@ impl Settings {
             .cloned()
             .ok_or_else(|| Error::user(format!("the settings have no `{path}`")))
     }
+}
+
+/// The keys of instance `instance`'s configuration that an override sets: `rest` is its path below
+/// the provider's section, `value` what it sets there.
+fn keys_set<'v>(rest: &'v [String], value: &'v Value, instance: Option<&str>) -> Vec<&'v str> {
+    let is_instances = |key: &str| key.eq_ignore_ascii_case("instances");
+    match rest {
+        [instances, name, within @ ..] if is_instances(instances) => {
+            if instance.is_some_and(|i| i.eq_ignore_ascii_case(name)) {
+                // Within the instance no key is special.
+                keys_set(within, value, None)
+            } else {
+                Vec::new()
+            }
+        }
+        [instances] if is_instances(instances) => chosen_instance_keys(value, instance),
+        [key, ..] => vec![key.as_str()],
+        [] => value
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .flat_map(|(key, v)| match key.as_str() {
+                Some(key) if instance.is_some() && is_instances(key) => {
+                    chosen_instance_keys(v, instance)
+                }
+                Some(key) => vec![key],
+                None => Vec::new(),
+            })
+            .collect(),
+    }
+}
+
+/// The keys of instance `instance` in a mapping of instances.
+fn chosen_instance_keys<'v>(instances: &'v Value, instance: Option<&str>) -> Vec<&'v str> {
+    let Some(instance) = instance else {
+        return Vec::new();
+    };
+    instances
+        .as_mapping()
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| {
+            name.as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(instance))
+        })
+        .flat_map(|(_, values)| keys_set(&[], values, None))
+        .collect()
 }
 
 /// The value at a dotted path of settings (`AnsibleTower.instances.prod`): each key matched as
@@ -1094,6 +1139,49 @@ mod tests {
         assert!(err.contains(&format!("(set by {variable})")), "{err}");
         let test = settings.provider_config("P", Some("test")).unwrap();
         assert_eq!(test.get_str("timeout"), None, "another instance's variable");
+    }
+
+    /// A variable that sets a whole instance, all instances or the whole section at once is named
+    /// for each key it gives the chosen instance — and for no other instance's.
+    #[test]
+    fn a_variable_that_sets_a_mapping_is_named_for_each_of_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(SETTINGS_FILE),
+            "P:\n  instances:\n    prod: {url: x}\n    test: {url: y}\n",
+        )
+        .unwrap();
+        let set_by = |variable: &str, value: &str, instance: &str, key: &str| {
+            let settings = Settings::load_from(dir.path(), env(&[(variable, value)])).unwrap();
+            let config = settings.provider_config("P", Some(instance)).unwrap();
+            config.env_variable(key).map(str::to_owned)
+        };
+        let named = |variable: &str| Some(variable.to_owned());
+        let whole = "BROKER_P__INSTANCES__PROD";
+        assert_eq!(
+            set_by(whole, "{user: u, url: z}", "prod", "user"),
+            named(whole)
+        );
+        assert_eq!(
+            set_by(whole, "{user: u, url: z}", "prod", "URL"),
+            named(whole)
+        );
+        assert_eq!(set_by(whole, "{user: u}", "test", "user"), None);
+        let all = "BROKER_P__INSTANCES";
+        assert_eq!(set_by(all, "{prod: {user: u}}", "prod", "user"), named(all));
+        assert_eq!(set_by(all, "{prod: {user: u}}", "test", "user"), None);
+        assert_eq!(set_by(all, "{prod: {user: u}}", "prod", "instances"), None);
+        let section = "BROKER_P";
+        let value = "{timeout: 5, instances: {prod: {user: u}}}";
+        assert_eq!(set_by(section, value, "prod", "timeout"), named(section));
+        assert_eq!(set_by(section, value, "prod", "user"), named(section));
+        assert_eq!(set_by(section, value, "test", "user"), None);
+        assert_eq!(set_by(section, value, "prod", "instances"), None);
+        // Nested keys count as the key they are under.
+        let deep = "BROKER_P__INSTANCES__PROD__LABELS__TEAM";
+        assert_eq!(set_by(deep, "qe", "prod", "labels"), named(deep));
+        // A variable naming an instance that sets no mapping sets no key.
+        assert_eq!(set_by(whole, "text", "prod", "instances"), None);
     }
 
     /// What a provider reads of its configuration, and how its errors say where a setting is:
