@@ -1482,6 +1482,10 @@ mod tests {
         assert_eq!(f.select(&items), vec![1]);
         let f = Filter::parse("'name' in @res", "res").unwrap();
         assert_eq!(f.select(&items), vec![0, 1]);
+        // Borrowed items filter as the items they borrow.
+        let borrowed: Vec<&Mapping> = items.iter().collect();
+        let f = Filter::parse("@res.name == 'b'", "res").unwrap();
+        assert_eq!(f.select(&borrowed), vec![1]);
     }
 
     #[test]
@@ -1510,12 +1514,28 @@ mod tests {
             ("@host.name", 1),
             ("@inv.name == 'a' and", 21),
             ("@inv[::0]", 8),
+            ("@inv.name == 'a' 'b'", 18),
         ];
         for (filter, column) in cases {
             let err = Filter::parse(filter, "inv").unwrap_err();
             assert_eq!(err.column(), column, "{filter}: {err}");
             let shown = err.to_string();
             assert!(shown.contains(filter), "{shown}");
+        }
+        // What follows a whole expression, or a list stage's `]`, is refused, saying why.
+        for (filter, message) in [
+            (
+                "@inv.name == 'a' 'b'",
+                "unexpected text after the expression",
+            ),
+            ("@inv.n > 1 @inv.n", "unexpected text after the expression"),
+            (
+                "@inv[0] x",
+                "a list stage ends at `]`; to test a field write `@inv.field …` in its own stage",
+            ),
+        ] {
+            let err = Filter::parse(filter, "inv").unwrap_err();
+            assert_eq!(err.message(), message, "{filter}");
         }
     }
 

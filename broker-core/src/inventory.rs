@@ -2660,7 +2660,7 @@ mod with_a_broker {
         }
     }
 
-    static WORLDS: [World; 2] = [World::new(), World::new()];
+    static WORLDS: [World; 3] = [World::new(), World::new(), World::new()];
 
     impl std::ops::Deref for Listed {
         type Target = World;
@@ -2783,6 +2783,27 @@ mod with_a_broker {
             .map(HostRecord::display_name)
             .collect();
         assert_eq!(names, ["vm-1", "vm-0"]);
+    }
+
+    /// A sync that would remove every record of the provider is refused and changes nothing;
+    /// forced, it removes them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sync_that_would_remove_everything_is_refused_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, listed) = broker::<2>(dir.path());
+        let guards = broker.checkout(request().count(2)).await.unwrap();
+        guards.into_iter().for_each(|g| drop(g.keep()));
+        // Gone behind broker's back: the provider lists none of them.
+        listed.hosts.lock().unwrap().clear();
+        let err = broker.sync_inventory("Listed").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::SyncRefused { records: 2, removing, .. } if removing.len() == 2),
+            "{err}"
+        );
+        assert_eq!(broker.inventory().list().unwrap().len(), 2);
+        let report = broker.sync_inventory_forced("Listed").await.unwrap();
+        assert_eq!((report.removed, report.updated, report.added), (2, 0, 0));
+        assert!(broker.inventory().list().unwrap().is_empty());
     }
 
     /// A store that keeps the trait's own `replace_unchanged`.

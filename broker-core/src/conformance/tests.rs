@@ -302,3 +302,41 @@ fn an_inventory_write_fault_strikes_its_write_before_or_after_it_is_made() {
     assert_eq!(store.list().unwrap().len(), 1);
     runtime.block_on(injector.idle());
 }
+
+/// A fault scenario's checkout that failed before its fault struck failed on its own: that is the
+/// provider's failure, whatever the fault — and so is one that failed under a release fault,
+/// which a checkout never calls. A create fault that struck and failed the checkout is the
+/// scenario working as meant.
+#[tokio::test]
+async fn a_checkout_that_fails_before_its_fault_strikes_is_the_providers_failure() {
+    let kind = ProviderKind::new("Memory", "test", build_memory).checkout_actions(&["memory"]);
+    let kit = Conformance::new(kind)
+        .arg("memory", "small")
+        .without_sessions();
+    let own = Error::user("no quota");
+    let before = "the checkout failed before the fault struck: no quota";
+    for fault in [
+        Fault::new(Call::Create, When::After, Effect::Hang).host(2),
+        Fault::new(Call::Release, When::Before, Effect::Fail),
+    ] {
+        let run = kit.start("faults", FaultInjector::new(fault)).unwrap();
+        assert_eq!(
+            run.after_failed_checkout(fault, &own).await,
+            Err(before.to_owned()),
+            "{fault:?}"
+        );
+        run.finish(Ok(())).await.unwrap();
+    }
+    // The fault struck: a create that failed leaves nothing (here nothing was made).
+    let fault = Fault::new(Call::Create, When::Before, Effect::Fail);
+    let injector = FaultInjector::new(fault);
+    let run = kit.start("faults", Arc::clone(&injector)).unwrap();
+    let err = run
+        .broker
+        .checkout(run.kit.request(1))
+        .await
+        .expect_err("the fault fails the checkout");
+    assert!(injector.has_struck());
+    assert_eq!(run.after_failed_checkout(fault, &err).await, Ok(()));
+    run.finish(Ok(())).await.unwrap();
+}
