@@ -613,6 +613,26 @@ mod tests {
         assert_eq!(store.list().unwrap()[0].kind, "custom");
     }
 
+    /// Where a target's key is: under its `config:` or `secrets:` (not a target field of the same
+    /// name), else at its `config:`, else at its first line; nowhere for a target not there.
+    #[test]
+    fn a_targets_key_is_located_in_its_own_item() {
+        let text = "- id: t1\n  name: a\n  kind: noop\n- id: t2\n  name: b\n  kind: script\n  \
+                    config:\n    script: /x\n  secrets:\n    token: s\n    name: inner\n";
+        assert_eq!(locate(text, 0, None), (1, 1));
+        assert_eq!(locate(text, 0, Some("name")), (1, 1), "a field, not a key");
+        assert_eq!(locate(text, 1, Some("script")), (8, 5));
+        assert_eq!(locate(text, 1, Some("token")), (10, 5));
+        assert_eq!(locate(text, 1, Some("name")), (11, 5));
+        assert_eq!(
+            locate(text, 1, Some("scr")),
+            (7, 3),
+            "a key is matched whole"
+        );
+        assert_eq!(locate(text, 1, None), (7, 3));
+        assert_eq!(locate(text, 2, None), (0, 0));
+    }
+
     #[test]
     fn an_unknown_key_of_an_item_is_refused_at_the_key() {
         let (_dir, store) = store();
