@@ -614,6 +614,30 @@ mod tests {
         }
     }
 
+    /// A kind says what it was declared with.
+    #[test]
+    fn a_kind_says_what_it_was_declared_with() {
+        const FLAGS: &[HelpOption] = &[HelpOption {
+            name: "flavors",
+            takes_value: false,
+            help: "list flavors",
+        }];
+        let kind = ProviderKind::new("Minimal", "a test provider", never)
+            .checkout_actions(&["minimal_action"])
+            .execute_actions(&["minimal_job"])
+            .arguments(&["size", "disk"])
+            .help_options(FLAGS);
+        assert_eq!(kind.name(), "Minimal");
+        assert_eq!(kind.about(), "a test provider");
+        assert_eq!(kind.checkout_action_keys(), ["minimal_action"]);
+        assert_eq!(kind.execute_action_keys(), ["minimal_job"]);
+        assert_eq!(kind.argument_keys(), ["size", "disk"]);
+        let flags: Vec<&str> = kind.help_option_list().iter().map(|o| o.name).collect();
+        assert_eq!(flags, ["flavors"]);
+        let bare = ProviderKind::new("Bare", "", never);
+        assert!(bare.argument_keys().is_empty() && bare.help_option_list().is_empty());
+    }
+
     /// `{:?}` of a kind shows its name, and its constructor as a function (an address) or, for
     /// the conformance kit's wrapped kinds, as a closure.
     #[test]

@@ -866,6 +866,23 @@ mod tests {
         assert!(!rec.answers_to(""));
     }
 
+    /// The well-known fields read as written, each from its own key.
+    #[test]
+    fn the_well_known_fields_read_as_written() {
+        let rec = record(
+            "{hostname: h.example.com, name: vm-1, ip: 192.0.2.7, _broker_provider: Container, \
+             _broker_provider_instance: local}",
+        );
+        assert_eq!(rec.hostname(), Some("h.example.com"));
+        assert_eq!(rec.name(), Some("vm-1"));
+        assert_eq!(rec.ip(), Some("192.0.2.7"));
+        assert_eq!(rec.provider(), Some("Container"));
+        assert_eq!(rec.instance(), Some("local"));
+        let bare = record("{ip: ''}");
+        assert_eq!(bare.ip(), None);
+        assert_eq!(bare.provider(), None);
+    }
+
     #[test]
     fn records_without_state_are_ready() {
         assert_eq!(record("{hostname: x}").state(), HostState::Ready);
