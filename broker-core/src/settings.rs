@@ -855,8 +855,13 @@ pub(crate) fn inventory_id(location: &str) -> String {
         .unwrap_or_else(|_| location.to_owned()),
         _ => location.to_owned(),
     };
+    inventory_id_on(&crate::process::machine_name(), &resolved)
+}
+
+/// The identity of the inventory at `resolved` on `machine`: FNV-1a (64 bits) of both. Containers
+/// carry it in a label, so it must stay the same from one version of broker to the next.
+fn inventory_id_on(machine: &str, resolved: &str) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let machine = crate::process::machine_name();
     for byte in machine.bytes().chain([0]).chain(resolved.bytes()) {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
@@ -1451,6 +1456,15 @@ mod tests {
         assert_eq!(at(&a), at(&link), "a symbolic link to the same directory");
         assert_ne!(at(&a), at(&b));
         assert_eq!(at(&a).len(), 16);
+        // Pinned: containers' labels hold the identity, so it must not change between versions.
+        assert_eq!(
+            inventory_id_on("m1", "/srv/broker/inventory.yaml"),
+            "3f26e031db1cc487"
+        );
+        assert_ne!(
+            inventory_id_on("m2", "/srv/broker/inventory.yaml"),
+            inventory_id_on("m1", "/srv/broker/inventory.yaml")
+        );
         assert!(at(&a).chars().all(|c| c.is_ascii_hexdigit()), "{}", at(&a));
         let mut config = Settings::from_yaml(&link, "{}")
             .unwrap()

@@ -340,3 +340,22 @@ async fn a_checkout_that_fails_before_its_fault_strikes_is_the_providers_failure
     assert_eq!(run.after_failed_checkout(fault, &err).await, Ok(()));
     run.finish(Ok(())).await.unwrap();
 }
+
+/// The kit knows a listed host as one its provider made by the record identity it holds in any
+/// text field (TestProvider names hosts `broker-test-<id>`), or by a name a create returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_host_is_known_by_the_identity_it_holds_in_any_field() {
+    let injector = FaultInjector::watching();
+    let (_dir, broker) = wrapped_broker(&injector);
+    let guard = broker
+        .checkout_one(CheckoutRequest::new().arg("memory", "small"))
+        .await
+        .unwrap();
+    let id = guard.record().id().as_str().to_owned();
+    let listed = |yaml: &str| -> HostRecord { serde_yaml::from_str(yaml).unwrap() };
+    assert!(injector.made(&listed(&format!("{{vm: 'x-{id}-y'}}"))));
+    assert!(injector.made(&listed(&format!("{{name: memory-{id}}}"))));
+    assert!(!injector.made(&listed("{vm: other, size: 7}")));
+    assert!(!injector.made(&listed("{name: memory-other}")));
+    guard.checkin().await.unwrap();
+}
