@@ -962,6 +962,11 @@ mod tests {
         assert!(!with("chef_server_url", "chef.example.com"));
         assert!(!with("chef_version", "18.2"));
         assert!(with("chef_version", "18.2.7.rc1"));
+        // The suffix may have dots of its own, and nothing but letters, digits and dots.
+        assert!(with("chef_version", "18.2.7.rc.1"));
+        assert!(!with("chef_version", "18.2.7.rc-1"));
+        assert!(!with("chef_version", "18.2.7."));
+        assert!(!with("chef_version", "18.x.7"));
 
         let ansible = |key: &'static str, value: &'static str| {
             ANSIBLE

@@ -95,3 +95,55 @@ impl Drop for ProcessGroup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether process `pid` lives and no kill is on its way to it: it is neither a zombie nor
+    /// gone, and has no SIGKILL pending (the kernel may not have ended it yet).
+    fn alive(pid: &str) -> bool {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            return false;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let kill_pending = |mask: String| {
+            u64::from_str_radix(&mask, 16).is_ok_and(|bits| bits & (1 << (9 - 1)) != 0)
+        };
+        !field("State:").starts_with(['Z', 'X'])
+            && !kill_pending(field("SigPnd:"))
+            && !kill_pending(field("ShdPnd:"))
+    }
+
+    /// A command that ends in time keeps what it started in the background (a daemon it
+    /// launched); only a command that outlives its time has its whole group killed.
+    #[tokio::test]
+    async fn what_a_command_that_ended_started_in_the_background_keeps_running() {
+        let mut sh = tokio::process::Command::new("sh");
+        sh.arg("-c")
+            .arg("sleep 60 >/dev/null 2>&1 </dev/null & echo $!");
+        let out = run(&mut sh, Duration::from_secs(60)).await.unwrap();
+        let pid = out.stdout.trim().to_owned();
+        let kept = alive(&pid);
+        if let Ok(n) = pid.parse::<i32>()
+            && let Some(pid) = rustix::process::Pid::from_raw(n)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+        assert!(kept, "the background process {pid} was killed");
+
+        let mut sh = tokio::process::Command::new("sh");
+        sh.arg("-c").arg("echo started; sleep 60");
+        match run(&mut sh, Duration::from_millis(300)).await {
+            Err(Failure::TimedOut(partial)) => assert_eq!(partial.stdout, "started\n"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

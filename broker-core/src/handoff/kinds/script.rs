@@ -214,6 +214,36 @@ mod tests {
         );
     }
 
+    /// A private directory `mktemp` did not make — it failed, or printed something else than an
+    /// absolute path named as broker names them, without quotes — fails the handoff before
+    /// anything is copied.
+    #[tokio::test]
+    async fn a_directory_mktemp_did_not_make_fails_the_handoff_before_any_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        for reply in [
+            fake::status(1, &format!("{DIR}\n")),
+            fake::ok("tmp/broker-handoff.abc\n"),
+            fake::ok("/tmp/other.abc\n"),
+            fake::ok("/tmp/broker-handoff.a'b\n"),
+        ] {
+            let shown = format!("{reply:?}");
+            let (host, seen) = fake::host(Host {
+                replies: vec![reply].into(),
+                ..Host::default()
+            });
+            let report = run::run_stoppable(&Script, &host, &target(&dir), fake::RUN, None)
+                .await
+                .unwrap();
+            assert_eq!(report.state, HandoffState::Failed, "{shown}");
+            let error = report.last_error.unwrap_or_default();
+            assert!(
+                error.contains("cannot make a private directory for the handoff"),
+                "{shown}: {error}"
+            );
+            assert!(seen.lock().unwrap().written.is_empty(), "{shown}");
+        }
+    }
+
     #[tokio::test]
     async fn a_failing_script_fails_once_and_its_files_are_still_removed() {
         let dir = tempfile::tempdir().unwrap();
