@@ -200,6 +200,14 @@ mod tests {
         file.restore().unwrap();
         assert_eq!(std::fs::read_to_string(file.path()).unwrap(), before);
 
+        // A backup that is there but cannot be read is that error, not "no backup".
+        let dir = tempfile::tempdir().unwrap();
+        let file = SettingsFile::in_directory(dir.path());
+        std::fs::create_dir(file.backup_path()).unwrap();
+        let err = file.restore().unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains("reading settings backup"), "{err}");
+
         // A settings file that is there but cannot be read is an error, not an empty file.
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join(SETTINGS_FILE)).unwrap();
