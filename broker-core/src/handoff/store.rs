@@ -449,6 +449,8 @@ impl StoredTarget {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::handoff::target::ConfigValue;
     use suite::target;
@@ -476,6 +478,110 @@ mod tests {
         run(suite::concurrent_writers_lose_no_target);
         run(suite::of_writers_replacing_one_revision_exactly_one_wins);
         run(suite::one_name_added_at_once_in_many_cases_is_stored_once);
+    }
+
+    /// A store that gets every rule of the suite wrong, for the suite's own test: names match only
+    /// as written, secrets are kept as plain text, a replacement neither checks nor moves the
+    /// revision, a removal removes nothing, and each change is written over the list as its
+    /// handle read it — all of a round of concurrent calls (`race`) read before any writes.
+    #[derive(Debug)]
+    struct Naive {
+        targets: Arc<std::sync::Mutex<Vec<Target>>>,
+        /// Where the concurrent calls wait for one another: `add` or `replace`, and how many.
+        race: Option<(&'static str, Arc<std::sync::Barrier>)>,
+    }
+
+    impl Naive {
+        fn read(&self) -> Vec<Target> {
+            self.targets.lock().unwrap().clone()
+        }
+
+        /// Writes `read` changed by `change`, once every racer of `call` has read.
+        fn write(&self, call: &str, mut read: Vec<Target>, change: impl FnOnce(&mut Vec<Target>)) {
+            if let Some((racing, others)) = &self.race
+                && *racing == call
+            {
+                others.wait();
+            }
+            change(&mut read);
+            *self.targets.lock().unwrap() = read;
+        }
+    }
+
+    impl TargetStore for Naive {
+        fn list(&self) -> Result<Vec<Target>> {
+            Ok(self.read())
+        }
+        fn add(&self, target: Target) -> Result<Added> {
+            let read = self.read();
+            if let Some(there) = read.iter().find(|t| t.name == target.name) {
+                return Ok(Added::Existing(there.clone()));
+            }
+            let (mut plain, secret) = target.config.split();
+            plain.extend(secret);
+            let mut kept = target.clone();
+            kept.config = TargetConfig::from_split(plain, BTreeMap::new());
+            self.write("add", read, |list| list.push(kept));
+            Ok(Added::Created(target))
+        }
+        fn replace(&self, target: Target) -> Result<Target> {
+            let read = self.read();
+            let stored = target.clone();
+            self.write("replace", read, |list| {
+                list.iter_mut()
+                    .filter(|t| t.id == stored.id)
+                    .for_each(|t| *t = stored.clone());
+            });
+            Ok(target)
+        }
+        fn remove(&self, id: &TargetId) -> Result<Option<Target>> {
+            Ok(self.read().into_iter().find(|t| &t.id == id))
+        }
+        fn location(&self) -> String {
+            "memory".into()
+        }
+    }
+
+    /// Each check of the suite fails a store that breaks its rule: the suite can fail.
+    #[test]
+    fn the_suite_fails_a_store_that_breaks_its_rules() {
+        let checks: [(fn(suite::Open), Option<(&'static str, usize)>); 7] = [
+            (
+                suite::adding_the_same_target_twice_is_idempotent_and_a_different_one_conflicts,
+                None,
+            ),
+            (suite::secrets_read_back_as_secrets, None),
+            (
+                suite::replace_moves_the_revision_on_and_refuses_a_stale_one_or_a_taken_name,
+                None,
+            ),
+            (suite::remove_takes_the_target_out_once, None),
+            (suite::concurrent_writers_lose_no_target, Some(("add", 8))),
+            (
+                suite::of_writers_replacing_one_revision_exactly_one_wins,
+                Some(("replace", 6)),
+            ),
+            (
+                suite::one_name_added_at_once_in_many_cases_is_stored_once,
+                Some(("add", 6)),
+            ),
+        ];
+        for (n, (check, race)) in checks.into_iter().enumerate() {
+            let targets = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let race = race.map(|(call, racers)| (call, Arc::new(std::sync::Barrier::new(racers))));
+            let open = move || {
+                Box::new(Naive {
+                    targets: Arc::clone(&targets),
+                    race: race.clone(),
+                }) as Box<dyn TargetStore>
+            };
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&open)));
+            assert!(
+                ran.is_err(),
+                "check #{} passed a store that breaks it",
+                n + 1
+            );
+        }
     }
 
     #[cfg(unix)]
