@@ -802,6 +802,34 @@ mod tests {
         );
     }
 
+    /// The inventory's hosts, all or those a filter keeps, each ready to use through its provider.
+    #[tokio::test]
+    async fn hosts_from_the_inventory_are_all_or_those_a_filter_keeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
+        let kind =
+            ProviderKind::new("Panicky", "test", build_panicky).checkout_actions(&["panic_action"]);
+        let broker = Broker::new(settings, ProviderRegistry::new().with(kind)).unwrap();
+        let guards = broker
+            .checkout(CheckoutRequest::new().arg("panic_action", "x"))
+            .await
+            .unwrap();
+        let mut record = guards[0].record().clone();
+        guards.into_iter().for_each(|g| drop(g.keep()));
+        record.set("hostname", "h2");
+        record.set(fields::ID, "another");
+        broker.inventory().put(&[record]).unwrap();
+        let names = |hosts: Vec<Host>| -> Vec<String> {
+            hosts.iter().map(|h| h.record().display_name()).collect()
+        };
+        assert_eq!(names(broker.from_inventory(None).unwrap()), ["h0", "h2"]);
+        let kept = broker
+            .from_inventory(Some("@inv.hostname == 'h2'"))
+            .unwrap();
+        assert_eq!(names(kept), ["h2"]);
+        assert!(broker.from_inventory(Some("@inv.hostname ==")).is_err());
+    }
+
     /// Answers `broker execute` with what its configuration's interaction chose.
     #[derive(Debug)]
     struct Asking(crate::ProviderConfig);

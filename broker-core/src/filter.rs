@@ -1410,6 +1410,23 @@ mod tests {
     }
 
     /// Lists are equal when they hold equal items in the same order, no more and no fewer.
+    /// A field an item lacks is in nothing, so `not in` holds; it is no order nor member of
+    /// anything, so every other comparison fails — except `!=` and `is not`/`is None` rules.
+    #[test]
+    fn a_missing_field_is_not_in_anything_and_compares_to_nothing() {
+        let all: Vec<usize> = (0..inventory().len()).collect();
+        assert_eq!(sel("@inv.missing not in ['a', 'b']"), all);
+        assert_eq!(sel("@inv.missing != 'a'"), all);
+        for filter in [
+            "@inv.missing in ['a', 'b']",
+            "@inv.missing < 3",
+            "@inv.missing >= 3",
+            "@inv.missing == 'a'",
+        ] {
+            assert_eq!(sel(filter), Vec::<usize>::new(), "{filter}");
+        }
+    }
+
     #[test]
     fn lists_are_equal_item_for_item() {
         assert_eq!(sel("@inv.nics == ['eth0', 'eth1']"), vec![2]);

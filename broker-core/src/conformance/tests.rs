@@ -359,3 +359,116 @@ async fn a_listed_host_is_known_by_the_identity_it_holds_in_any_field() {
     assert!(!injector.made(&listed("{name: memory-other}")));
     guard.checkin().await.unwrap();
 }
+
+/// A session on a memory host: files kept in memory, and the kit's command answered as a shell
+/// would (`honest`) or with nothing.
+#[derive(Debug)]
+struct MemorySession {
+    honest: bool,
+    files: Mutex<BTreeMap<String, Vec<u8>>>,
+}
+
+#[async_trait::async_trait]
+impl crate::session::Session for MemorySession {
+    async fn execute(
+        &self,
+        command: &str,
+        _timeout: Option<std::time::Duration>,
+    ) -> Result<crate::session::ExecOutput> {
+        let answer = match command {
+            "echo conformance; echo err >&2; exit 3" if self.honest => {
+                ("conformance\n", "err\n", 3)
+            }
+            _ => ("", "", 0),
+        };
+        Ok(crate::session::ExecOutput {
+            stdout: answer.0.to_owned(),
+            stderr: answer.1.to_owned(),
+            status: answer.2,
+        })
+    }
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        lock(&self.files)
+            .get(path)
+            .cloned()
+            .ok_or_else(|| Error::host("memory", format!("no {path}")))
+    }
+    async fn write_file(&self, path: &str, contents: &[u8]) -> Result<()> {
+        lock(&self.files).insert(path.to_owned(), contents.to_vec());
+        Ok(())
+    }
+}
+
+/// The Memory provider with sessions to its hosts.
+#[derive(Debug)]
+struct Shelled {
+    memory: Memory,
+    honest: bool,
+}
+
+#[async_trait::async_trait]
+impl Provider for Shelled {
+    fn name(&self) -> &str {
+        self.memory.name()
+    }
+    fn instance(&self) -> Option<&str> {
+        None
+    }
+    async fn checkout(&self, ctx: &CheckoutContext<'_>) -> Result<Mapping> {
+        self.memory.checkout(ctx).await
+    }
+    async fn checkin(&self, host: &HostRecord) -> Result<()> {
+        self.memory.checkin(host).await
+    }
+    async fn inventory(&self, filter: Option<&str>) -> Result<Vec<HostRecord>> {
+        self.memory.inventory(filter).await
+    }
+    async fn connect(&self, _host: &HostRecord) -> Result<Box<dyn crate::session::Session>> {
+        Ok(Box::new(MemorySession {
+            honest: self.honest,
+            files: Mutex::new(BTreeMap::new()),
+        }))
+    }
+}
+
+/// With sessions, the kit runs a command on the host and moves a file: a host that answers as a
+/// shell does passes; one whose command gives other output fails, saying what it gave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_command_is_checked_to_give_what_a_shell_gives() {
+    fn honest(_: ProviderConfig) -> Result<Arc<dyn Provider>> {
+        Ok(Arc::new(Shelled {
+            memory: Memory {
+                name: "Honest",
+                leaky: false,
+            },
+            honest: true,
+        }))
+    }
+    fn garbled(_: ProviderConfig) -> Result<Arc<dyn Provider>> {
+        Ok(Arc::new(Shelled {
+            memory: Memory {
+                name: "Garbled",
+                leaky: false,
+            },
+            honest: false,
+        }))
+    }
+    let kind = ProviderKind::new("Honest", "test", honest).checkout_actions(&["honest"]);
+    Conformance::new(kind)
+        .arg("honest", "small")
+        .lifecycle()
+        .await
+        .unwrap();
+    let kind = ProviderKind::new("Garbled", "test", garbled).checkout_actions(&["garbled"]);
+    let err = Conformance::new(kind)
+        .arg("garbled", "small")
+        .lifecycle()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "`echo conformance; echo err >&2; exit 3` gave stdout \"\", stderr \"\", status 0"
+        ),
+        "{err}"
+    );
+}
