@@ -270,6 +270,30 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    /// `ssh.host_key_checking`'s words, and the OpenSSH option each checks keys as.
+    #[test]
+    fn host_key_policies_read_their_words_and_say_them_to_openssh() {
+        for (words, policy, option) in [
+            (
+                &["accept-new", "accept_new", ""][..],
+                HostKeyPolicy::AcceptNew,
+                "accept-new",
+            ),
+            (&["strict", "yes", "true"][..], HostKeyPolicy::Strict, "yes"),
+            (&["off", "no", "false"][..], HostKeyPolicy::Off, "no"),
+        ] {
+            for word in words {
+                assert_eq!(HostKeyPolicy::parse(word).unwrap(), policy, "{word}");
+            }
+            assert_eq!(policy.openssh_option(), option);
+        }
+        let err = HostKeyPolicy::parse("maybe").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "configuration error: ssh.host_key_checking is `maybe`; use accept-new, strict or off"
+        );
+    }
+
     /// A session that answers every command with the same output, serves one file's contents, keeps
     /// what is written to it, and has no PTY.
     #[derive(Debug, Default)]

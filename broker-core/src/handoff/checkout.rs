@@ -378,4 +378,49 @@ mod tests {
         assert_eq!(stored.len(), 1);
         assert!(!crate::record::handing_off(&stored[0]));
     }
+
+    /// A handoff to a target given whole (not stored) runs and is recorded on the host; one that
+    /// is cancelled while it runs ends `handoff_failed`, interrupted, the host still out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handoff_to_a_target_given_whole_or_cancelled_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let gated = Arc::new(Gated::default());
+        let (broker, host) = set_up(dir.path(), &gated).await;
+        let unstored = Target::new("elsewhere", "", "gated", TargetConfig::default()).unwrap();
+        let id = unstored.id.to_string();
+        let handing_off = {
+            let (broker, host) = (broker.clone(), host.clone());
+            tokio::spawn(async move { broker.handoff_to(&host, unstored).await })
+        };
+        running(&gated, 1).await;
+        gated.gate.notify_waiters();
+        let report = handing_off.await.unwrap().unwrap();
+        assert_eq!(
+            (report.state, report.target),
+            (HandoffState::HandedOff, id.clone())
+        );
+        let stored = broker.inventory().list().unwrap();
+        assert_eq!(HandoffState::of(&stored[0]), Some(HandoffState::HandedOff));
+
+        let cancellation = crate::Cancellation::new();
+        let cancelled = {
+            let (broker, host, cancellation) = (broker.clone(), host.clone(), cancellation.clone());
+            tokio::spawn(async move {
+                broker
+                    .handoff_cancellable(&host, "gate", &cancellation)
+                    .await
+            })
+        };
+        running(&gated, 2).await;
+        cancellation.cancel();
+        let report = tokio::time::timeout(Duration::from_secs(30), cancelled)
+            .await
+            .expect("a cancelled handoff ends")
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.state, HandoffState::Failed, "{report:?}");
+        let stored = broker.inventory().list().unwrap();
+        assert_eq!(stored.len(), 1, "the host stays out");
+        assert_eq!(HandoffState::of(&stored[0]), Some(HandoffState::Failed));
+    }
 }
