@@ -18,10 +18,21 @@ static HOSTS: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
 
 /// Hosts kept in memory. `leaky` forgets the host of a record still `pending`: a provider whose
 /// check-in goes only by the name a `ready` record holds, so what a failed checkout made is lost.
+/// `flaw` breaks another rule of the kit.
 #[derive(Debug)]
 struct Memory {
     name: &'static str,
     leaky: bool,
+    flaw: Option<Flaw>,
+}
+
+/// A rule of the kit a provider breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flaw {
+    /// Its listing shows none of its hosts.
+    Unlisted,
+    /// Checking in a host it no longer holds is an error.
+    GoneIsAnError,
 }
 
 #[async_trait::async_trait]
@@ -44,6 +55,10 @@ impl Provider for Memory {
 
     async fn checkin(&self, host: &HostRecord) -> Result<()> {
         let mut hosts = lock(&HOSTS);
+        let held = |name: &str| hosts.contains_key(name);
+        if self.flaw == Some(Flaw::GoneIsAnError) && !host.name().is_some_and(held) {
+            return Err(crate::Error::host(host.display_name(), "no such host"));
+        }
         if host.state() == HostState::Pending {
             if !self.leaky {
                 hosts.retain(|_, id| id != host.id().as_str());
@@ -57,6 +72,9 @@ impl Provider for Memory {
     }
 
     async fn inventory(&self, _filter: Option<&str>) -> Result<Vec<HostRecord>> {
+        if self.flaw == Some(Flaw::Unlisted) {
+            return Ok(Vec::new());
+        }
         let prefix = format!("{}-", self.name.to_lowercase());
         Ok(lock(&HOSTS)
             .keys()
@@ -75,6 +93,7 @@ fn build_memory(_: ProviderConfig) -> Result<Arc<dyn Provider>> {
     Ok(Arc::new(Memory {
         name: "Memory",
         leaky: false,
+        flaw: None,
     }))
 }
 
@@ -82,6 +101,7 @@ fn build_leaky(_: ProviderConfig) -> Result<Arc<dyn Provider>> {
     Ok(Arc::new(Memory {
         name: "Leaky",
         leaky: true,
+        flaw: None,
     }))
 }
 
@@ -189,6 +209,7 @@ async fn a_create_fault_strikes_its_host_before_or_after_the_real_call() {
         Memory {
             name: "Memory",
             leaky: false,
+            flaw: None,
         }
         .checkin(&record)
         .await
@@ -440,6 +461,7 @@ async fn a_hosts_command_is_checked_to_give_what_a_shell_gives() {
             memory: Memory {
                 name: "Honest",
                 leaky: false,
+                flaw: None,
             },
             honest: true,
         }))
@@ -449,6 +471,7 @@ async fn a_hosts_command_is_checked_to_give_what_a_shell_gives() {
             memory: Memory {
                 name: "Garbled",
                 leaky: false,
+                flaw: None,
             },
             honest: false,
         }))
@@ -469,6 +492,72 @@ async fn a_hosts_command_is_checked_to_give_what_a_shell_gives() {
         err.to_string().contains(
             "`echo conformance; echo err >&2; exit 3` gave stdout \"\", stderr \"\", status 0"
         ),
+        "{err}"
+    );
+}
+
+/// Each of the kit's checks fails a provider that breaks its rule, saying what it found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_check_fails_a_provider_that_breaks_its_rule() {
+    fn unlisted(_: ProviderConfig) -> Result<Arc<dyn Provider>> {
+        Ok(Arc::new(Memory {
+            name: "Unlisted",
+            leaky: false,
+            flaw: Some(Flaw::Unlisted),
+        }))
+    }
+    fn strict(_: ProviderConfig) -> Result<Arc<dyn Provider>> {
+        Ok(Arc::new(Memory {
+            name: "Strict",
+            leaky: false,
+            flaw: Some(Flaw::GoneIsAnError),
+        }))
+    }
+    fn immortal(_: ProviderConfig) -> Result<Arc<dyn Provider>> {
+        Ok(Arc::new(Shelled {
+            memory: Memory {
+                name: "Immortal",
+                leaky: false,
+                flaw: None,
+            },
+            honest: true,
+        }))
+    }
+    let kit = |name: &'static str, build: crate::provider::BuildProvider| {
+        // The action is the name in lower case (the name itself would choose an instance).
+        let action: &'static str = Box::leak(name.to_lowercase().into_boxed_str());
+        let actions: &'static [&'static str] = Box::leak(Box::new([action]));
+        Conformance::new(ProviderKind::new(name, "test", build).checkout_actions(actions))
+            .arg(action, "small")
+    };
+    let said = |result: std::result::Result<(), super::Nonconformance>| {
+        result.expect_err("the check fails").to_string()
+    };
+    let unlisted = kit("Unlisted", unlisted).without_sessions();
+    let err = said(unlisted.lifecycle().await);
+    assert!(
+        err.contains("the provider's listing does not show the host it made"),
+        "{err}"
+    );
+    let err = said(unlisted.sync_finds_its_hosts().await);
+    assert!(
+        err.contains("a sync found 0 record(s) for the host whose record was lost"),
+        "{err}"
+    );
+    let err = said(unlisted.all_or_nothing().await);
+    assert!(
+        err.contains("a checkout of 3 gave 3 record(s), and the provider lists 0"),
+        "{err}"
+    );
+    let strict = kit("Strict", strict).without_sessions();
+    let err = said(strict.idempotent_checkin().await);
+    assert!(
+        err.contains("Provider::checkin of a host already checked in"),
+        "{err}"
+    );
+    let err = said(kit("Immortal", immortal).vanished_host().await);
+    assert!(
+        err.contains("a command on a removed host ran (status 0)"),
         "{err}"
     );
 }
