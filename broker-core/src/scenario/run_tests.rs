@@ -214,6 +214,34 @@ async fn run_failing(yaml: &str) -> String {
         .expect_err("the scenario fails")
 }
 
+/// Runs `yaml` (which must pass) on `dir`'s broker and returns what its steps wrote to the
+/// terminal, as (stderr?, text).
+async fn shown_by(dir: &Path, yaml: &str) -> Vec<(bool, String)> {
+    let broker = broker(dir);
+    let scenario = Scenario::from_yaml("t", yaml).unwrap();
+    let shown = std::sync::Mutex::new(Vec::new());
+    let observer = |event: &super::StepEvent| {
+        if let super::StepEvent::Output { stderr, text } = event {
+            shown.lock().unwrap().push((*stderr, text.clone()));
+        }
+    };
+    let ran = scenario.run_observed(&broker, &observer);
+    tokio::time::timeout(std::time::Duration::from_secs(60), ran)
+        .await
+        .expect("the scenario ends within a minute")
+        .unwrap();
+    shown.into_inner().unwrap()
+}
+
+/// Checks that a step of `action` refuses each of `cases`' arguments with its message.
+async fn refuses(action: &str, cases: &[(&str, &str)]) {
+    for (args, message) in cases {
+        let yaml = format!("steps:\n  - {{name: s, action: {action}, arguments: {args}}}\n");
+        let err = run_failing(&yaml).await;
+        assert!(err.contains(message), "{action} {args}: {err}");
+    }
+}
+
 /// A failing step is tried as often as its `retry.count` says, then fails the scenario.
 #[tokio::test]
 async fn a_failing_step_is_tried_as_often_as_it_says_then_fails() {
@@ -312,22 +340,14 @@ steps:
     assert_eq!(out, yaml("{greeted: hello, some: ['1', '3']}"));
 
     let dir = tempfile::tempdir().unwrap();
-    let broker = broker(dir.path());
-    let scenario = Scenario::from_yaml(
-        "t",
+    let shown = shown_by(
+        dir.path(),
         "steps:\n  - {name: a, action: output, arguments: {content: to-out}}\n  \
          - {name: b, action: output, arguments: {content: to-err, destination: stderr}}\n",
     )
-    .unwrap();
-    let shown = std::sync::Mutex::new(Vec::new());
-    let observer = |event: &super::StepEvent| {
-        if let super::StepEvent::Output { stderr, text } = event {
-            shown.lock().unwrap().push((*stderr, text.clone()));
-        }
-    };
-    scenario.run_observed(&broker, &observer).await.unwrap();
+    .await;
     assert_eq!(
-        *shown.lock().unwrap(),
+        shown,
         [
             (false, "to-out\n".to_owned()),
             (true, "to-err\n".to_owned())
@@ -424,19 +444,18 @@ steps:
         out,
         yaml("{flag: {size: 2, flavors: true}, mapping: {images: rhel}}")
     );
-    let step =
-        |args: &str| format!("steps:\n  - {{name: p, action: provider_info, arguments: {args}}}\n");
-    for (args, message) in [
-        ("{query: x}", "`provider_info` needs `provider`"),
-        ("{provider: Made}", "`provider_info` needs `query`"),
-        (
-            "{provider: Made, query: [1]}",
-            "`query` must be a name or a mapping",
-        ),
-    ] {
-        let err = run_failing(&step(args)).await;
-        assert!(err.contains(message), "{args}: {err}");
-    }
+    refuses(
+        "provider_info",
+        &[
+            ("{query: x}", "`provider_info` needs `provider`"),
+            ("{provider: Made}", "`provider_info` needs `query`"),
+            (
+                "{provider: Made, query: [1]}",
+                "`query` must be a name or a mapping",
+            ),
+        ],
+    )
+    .await;
 }
 
 /// `local_exec` runs its command here with the environment and directory given, gives its
@@ -445,7 +464,6 @@ steps:
 #[tokio::test]
 async fn local_exec_runs_with_its_environment_and_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = broker(dir.path());
     let text = format!(
         r#"
 steps:
@@ -467,18 +485,7 @@ steps:
 "#,
         dir = dir.path().display()
     );
-    let scenario = Scenario::from_yaml("t", &text).unwrap();
-    let shown = std::sync::Mutex::new(Vec::new());
-    let observer = |event: &super::StepEvent| {
-        if let super::StepEvent::Output { stderr, text } = event {
-            shown.lock().unwrap().push((*stderr, text.clone()));
-        }
-    };
-    let ran = scenario.run_observed(&broker, &observer);
-    tokio::time::timeout(std::time::Duration::from_secs(60), ran)
-        .await
-        .expect("the scenario ends within a minute")
-        .unwrap();
+    let shown = shown_by(dir.path(), &text).await;
     let out: Value =
         serde_yaml::from_str(&std::fs::read_to_string(dir.path().join("out.yaml")).unwrap())
             .unwrap();
@@ -488,28 +495,27 @@ steps:
     );
     assert_eq!(out, yaml(&expected));
     assert_eq!(
-        *shown.lock().unwrap(),
+        shown,
         [
             (false, format!("hi {}\n", dir.path().display())),
             (true, "oops\n".to_owned())
         ]
     );
-    let step =
-        |args: &str| format!("steps:\n  - {{name: l, action: local_exec, arguments: {args}}}\n");
-    for (args, message) in [
-        ("{command: '  '}", "`local_exec` needs `command`"),
-        (
-            "{command: 'true', cwd: [1]}",
-            "`local_exec` `cwd` must be text",
-        ),
-        (
-            "{command: 'true', env: [1]}",
-            "`local_exec` `env` must be a mapping",
-        ),
-    ] {
-        let err = run_failing(&step(args)).await;
-        assert!(err.contains(message), "{args}: {err}");
-    }
+    refuses(
+        "local_exec",
+        &[
+            ("{command: '  '}", "`local_exec` needs `command`"),
+            (
+                "{command: 'true', cwd: [1]}",
+                "`local_exec` `cwd` must be text",
+            ),
+            (
+                "{command: 'true', env: [1]}",
+                "`local_exec` `env` must be a mapping",
+            ),
+        ],
+    )
+    .await;
 }
 
 /// `inventory` lists the inventory's records, all of them or those a filter selects; `output`
