@@ -231,12 +231,23 @@ fn recorded_matches<T: PartialEq>(recorded: Option<&T>, now: Option<&T>) -> bool
 /// `id -un` do, for containers and CI jobs that set none of them — the name the password database
 /// (`/etc/passwd`) gives this process's uid, else `uid<N>`, else `unknown`.
 pub fn current_user() -> String {
-    user_named_in(|k| std::env::var(k).ok())
+    user_from(
+        |k| std::env::var(k).ok(),
+        own_uid(),
+        || std::fs::read_to_string("/etc/passwd").ok(),
+    )
+}
+
+/// [`current_user`] with the environment (`var`), the uid and the password database given.
+fn user_from(
+    var: impl Fn(&str) -> Option<String>,
+    uid: Option<String>,
+    passwd: impl FnOnce() -> Option<String>,
+) -> String {
+    user_named_in(var)
         .or_else(|| {
-            let uid = own_uid()?;
-            let named = std::fs::read_to_string("/etc/passwd")
-                .ok()
-                .and_then(|passwd| passwd_name_of(&passwd, &uid));
+            let uid = uid?;
+            let named = passwd().and_then(|passwd| passwd_name_of(&passwd, &uid));
             Some(named.unwrap_or_else(|| format!("uid{uid}")))
         })
         .unwrap_or_else(|| "unknown".to_owned())
@@ -881,6 +892,45 @@ mod tests {
         let bare = record("{ip: ''}");
         assert_eq!(bare.ip(), None);
         assert_eq!(bare.provider(), None);
+    }
+
+    /// The user is the environment's, else the password database's name of the uid, else the
+    /// uid, else unknown; this process's is found the same way.
+    #[test]
+    fn the_user_is_the_environments_else_the_password_databases() {
+        let passwd =
+            || Some("root:x:0:0::/root:/bin/sh\nci:x:1001:1001::/home/ci:/bin/sh\n".into());
+        let env = |user: Option<&'static str>| {
+            move |k: &str| (k == "USER").then(|| user).flatten().map(str::to_owned)
+        };
+        assert_eq!(
+            user_from(env(Some("me")), Some("1001".into()), passwd),
+            "me"
+        );
+        assert_eq!(user_from(env(None), Some("1001".into()), passwd), "ci");
+        assert_eq!(user_from(env(None), Some("7".into()), passwd), "uid7");
+        assert_eq!(user_from(env(None), Some("7".into()), || None), "uid7");
+        assert_eq!(user_from(env(None), None, passwd), "unknown");
+        let expected = user_from(
+            |k| std::env::var(k).ok(),
+            own_uid(),
+            || std::fs::read_to_string("/etc/passwd").ok(),
+        );
+        assert_eq!(current_user(), expected);
+        assert_eq!(Owner::current().user, expected);
+    }
+
+    /// A process of this machine is described as it runs now; a pid no process has is none.
+    #[test]
+    fn a_local_process_is_described_as_it_runs_now() {
+        let me = Owner::current();
+        let local = Owner::local(me.pid).expect("this process runs");
+        assert_eq!(
+            (local.pid, &local.machine, &local.started, &local.boot),
+            (me.pid, &me.machine, &me.started, &me.boot)
+        );
+        assert_eq!(local.user, "");
+        assert_eq!(Owner::local(3_999_999_999), None);
     }
 
     #[test]

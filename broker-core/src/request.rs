@@ -602,6 +602,37 @@ mod tests {
         resolve_checkout(request, &settings(yaml), &registry(), origin())
     }
 
+    /// A `handoff` argument (a nick's `handoff: TARGET`) names the target and is broker's, not the
+    /// provider's; the request's own target wins; anything but a name is refused.
+    #[test]
+    fn a_handoff_argument_names_the_target_and_goes_no_further() {
+        let asked = CheckoutRequest::new()
+            .arg("workflow", "w")
+            .arg("handoff", "puppet");
+        let resolved = resolve(&asked, "{}").unwrap();
+        assert_eq!(resolved.handoff.as_deref(), Some("puppet"));
+        assert!(
+            !resolved.args.contains_key("handoff"),
+            "{:?}",
+            resolved.args
+        );
+        let own = asked.clone().handoff("chef");
+        assert_eq!(
+            resolve(&own, "{}").unwrap().handoff.as_deref(),
+            Some("chef")
+        );
+        let none = CheckoutRequest::new().arg("workflow", "w");
+        assert_eq!(resolve(&none, "{}").unwrap().handoff, None);
+        for bad in [Value::from("  "), Value::from(3), Value::Sequence(vec![])] {
+            let request = CheckoutRequest::new()
+                .arg("workflow", "w")
+                .arg("handoff", bad.clone());
+            let err = resolve(&request, "{}").unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}: {err}");
+            assert!(err.to_string().contains("names a handoff target"), "{err}");
+        }
+    }
+
     fn text(args: &Mapping, key: &str) -> Option<String> {
         args.get(key).and_then(crate::value::scalar_text)
     }

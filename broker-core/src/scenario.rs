@@ -466,6 +466,22 @@ mod tests {
         assert_eq!(s.variables()["n"], Value::from("many"));
         assert_eq!(s.variables()["flag"], Value::from("maybe"));
         assert_eq!(s.variables()["xs"], Value::from("1,2"));
+        // And the user is told so, also for a list or mapping given as other text.
+        let (collect, events) = crate::test_log::Collect::new();
+        tracing::subscriber::with_default(collect, || {
+            s.set_variable("m", "a=1");
+            s.set_variable("n", "3");
+        });
+        let warned: Vec<String> = events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, m)| m.clone())
+            .collect();
+        assert_eq!(
+            warned,
+            ["the value given for variable `m` does not read as the file's type; it stays text"]
+        );
     }
 
     /// A scenario's metadata is its own top-level keys: not `_`-keys, `config`, `variables` or
