@@ -1944,6 +1944,98 @@ mod tests {
         );
     }
 
+    /// The file store, its first write held until the test opens the gate; keeps the host names
+    /// of each write.
+    #[derive(Debug)]
+    struct GatedStore {
+        file: crate::inventory::YamlFileStore,
+        writes: Mutex<Vec<Vec<String>>>,
+        open: Mutex<bool>,
+        opened: std::sync::Condvar,
+    }
+
+    impl InventoryStore for GatedStore {
+        fn list(&self) -> Result<Vec<HostRecord>> {
+            self.file.list()
+        }
+        fn put(&self, records: &[HostRecord]) -> Result<()> {
+            let first = {
+                let mut writes = lock(&self.writes);
+                writes.push(records.iter().map(HostRecord::display_name).collect());
+                writes.len() == 1
+            };
+            if first {
+                let mut open = lock(&self.open);
+                while !*open {
+                    open = self.opened.wait(open).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+            self.file.put(records)
+        }
+        fn remove(&self, ids: &[RecordId]) -> Result<Vec<RecordId>> {
+            self.file.remove(ids)
+        }
+        fn sync_provider(&self, listing: ProviderListing) -> Result<SyncReport> {
+            self.file.sync_provider(listing)
+        }
+        fn location(&self) -> String {
+            self.file.location()
+        }
+    }
+
+    /// Waits (at most 30 s) until `holds`.
+    async fn until(what: &str, holds: impl Fn() -> bool) {
+        let wait = async {
+            while !holds() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .unwrap_or_else(|_| panic!("{what} never happened"));
+    }
+
+    /// Records that finish while a write is under way wait for it and are then written together,
+    /// in one write, by the task that wrote first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_finishing_during_a_write_are_written_together_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
+        let store = Arc::new(GatedStore {
+            file: crate::inventory::YamlFileStore::new(
+                settings.inventory_path(),
+                Duration::from_secs(60),
+            ),
+            writes: Mutex::new(Vec::new()),
+            open: Mutex::new(false),
+            opened: std::sync::Condvar::new(),
+        });
+        let inner =
+            Arc::new(BrokerInner::new(settings, ProviderRegistry::new(), store.clone()).unwrap());
+        let put = |name: &str| {
+            let mut record = HostRecord::pending("P", None, Mapping::new());
+            record.set(fields::HOSTNAME, name);
+            let inner = Arc::clone(&inner);
+            tokio::spawn(async move { inner.put_grouped(record).await })
+        };
+        let first = put("a");
+        until("the first write", || lock(&store.writes).len() == 1).await;
+        let (second, third) = (put("b"), put("c"));
+        until("two records queued", || {
+            lock(&inner.grouped).waiting.len() == 2
+        })
+        .await;
+        *lock(&store.open) = true;
+        store.opened.notify_all();
+        for done in [first, second, third] {
+            done.await.unwrap().unwrap();
+        }
+        let mut writes = lock(&store.writes).clone();
+        writes.iter_mut().for_each(|w| w.sort());
+        assert_eq!(writes, [vec!["a"], vec!["b", "c"]]);
+        assert_eq!(inner.store.list().unwrap().len(), 3);
+    }
+
     /// A run of per-host work that is stopped (its future dropped, as on Ctrl-C) starts no host
     /// that was still waiting for its turn: `checkin --sequential` stops after the host under way.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
