@@ -1410,6 +1410,21 @@ mod tests {
     }
 
     /// Lists are equal when they hold equal items in the same order, no more and no fewer.
+    /// The orders compare numbers as numbers and text as text; a value of another type, or a
+    /// field an item lacks, is in no order with them.
+    #[test]
+    fn orders_compare_like_with_like() {
+        let items: Vec<Value> =
+            serde_yaml::from_str("[{n: 1}, {n: 2}, {n: 3}, {n: x}, {}, {n: b}]").unwrap();
+        let picked = |filter: &str| Filter::parse(filter, "inv").unwrap().select(&items);
+        assert_eq!(picked("@inv.n < 2"), vec![0]);
+        assert_eq!(picked("@inv.n <= 2"), vec![0, 1]);
+        assert_eq!(picked("@inv.n > 2"), vec![2]);
+        assert_eq!(picked("@inv.n >= 2"), vec![1, 2]);
+        assert_eq!(picked("@inv.n < 'c'"), vec![5]);
+        assert_eq!(picked("@inv.n >= 'c'"), vec![3]);
+    }
+
     /// A field an item lacks is in nothing, so `not in` holds; it is no order nor member of
     /// anything, so every other comparison fails — except `!=` and `is not`/`is None` rules.
     #[test]

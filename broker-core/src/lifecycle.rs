@@ -1983,6 +1983,17 @@ mod tests {
         }
     }
 
+    /// Opens the gate when dropped: a test that fails while a write waits at it does not leave
+    /// the write (and the runtime, which waits for it) hanging.
+    struct OpenAtEnd<'a>(&'a GatedStore);
+
+    impl Drop for OpenAtEnd<'_> {
+        fn drop(&mut self) {
+            *lock(&self.0.open) = true;
+            self.0.opened.notify_all();
+        }
+    }
+
     /// Waits (at most 30 s) until `holds`.
     async fn until(what: &str, holds: impl Fn() -> bool) {
         let wait = async {
@@ -2018,6 +2029,7 @@ mod tests {
             let inner = Arc::clone(&inner);
             tokio::spawn(async move { inner.put_grouped(record).await })
         };
+        let gate = OpenAtEnd(&store);
         let first = put("a");
         until("the first write", || lock(&store.writes).len() == 1).await;
         let (second, third) = (put("b"), put("c"));
@@ -2025,8 +2037,7 @@ mod tests {
             lock(&inner.grouped).waiting.len() == 2
         })
         .await;
-        *lock(&store.open) = true;
-        store.opened.notify_all();
+        drop(gate);
         for done in [first, second, third] {
             done.await.unwrap().unwrap();
         }
