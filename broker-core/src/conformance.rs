@@ -591,7 +591,8 @@ impl Run {
                 out.stdout, out.stderr, out.status
             ));
         }
-        let payload: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        // Every byte value (256 wraps to 0), in a period no power-of-two chunk size divides.
+        let payload: Vec<u8> = (0..70_000u32).map(|i| (i % 257) as u8).collect();
         let path = "/tmp/broker-conformance/file.bin";
         host.write_file(path, &payload)
             .await

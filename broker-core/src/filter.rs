@@ -1518,6 +1518,8 @@ mod tests {
         let borrowed: Vec<&Mapping> = items.iter().collect();
         let f = Filter::parse("@res.name == 'b'", "res").unwrap();
         assert_eq!(f.select(&borrowed), vec![1]);
+        let f = Filter::parse("'name' in @res", "res").unwrap();
+        assert_eq!(f.select(&borrowed), vec![0, 1]);
     }
 
     #[test]

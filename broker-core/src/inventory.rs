@@ -1812,6 +1812,38 @@ mod tests {
         assert!(warnings[0].starts_with(&expected), "{warnings:?}");
     }
 
+    /// A wait shorter than the announcement's threshold is not announced: parallel writers wait
+    /// for one another all the time. (The wait is timed from a start ahead of now, so however
+    /// slowly this machine runs it, it has not yet lasted the threshold when the lock comes free.)
+    #[test]
+    fn a_short_wait_for_the_lock_is_not_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock_path = dir.path().join("inventory.yaml.flock");
+        let held = File::create(&lock_path).unwrap();
+        held.lock().unwrap();
+        let waiting = File::open(&lock_path).unwrap();
+        let (subscriber, events) = crate::test_log::Collect::new();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                held.unlock().unwrap();
+            });
+            let ahead = Instant::now() + Duration::from_secs(3600);
+            tracing::subscriber::with_default(subscriber, || {
+                wait_for_lock(
+                    &waiting,
+                    &waiting,
+                    &lock_path,
+                    ahead,
+                    Duration::from_secs(60),
+                    &INVENTORY_LOCK,
+                )
+                .unwrap();
+            });
+        });
+        assert_eq!(*events.lock().unwrap(), Vec::new());
+    }
+
     fn read(text: &str) -> Vec<HostRecord> {
         parse_whole(Path::new("inventory.yaml"), text).unwrap()
     }

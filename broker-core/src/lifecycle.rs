@@ -1994,6 +1994,31 @@ mod tests {
         }
     }
 
+    /// A lifecycle over `dir` whose store holds its first write at a gate.
+    fn gated(dir: &std::path::Path) -> (Arc<GatedStore>, Arc<BrokerInner>) {
+        let settings = Settings::load_from(dir, Vec::new()).unwrap();
+        let store = Arc::new(GatedStore {
+            file: crate::inventory::YamlFileStore::new(
+                settings.inventory_path(),
+                Duration::from_secs(60),
+            ),
+            writes: Mutex::new(Vec::new()),
+            open: Mutex::new(false),
+            opened: std::sync::Condvar::new(),
+        });
+        let inner =
+            Arc::new(BrokerInner::new(settings, ProviderRegistry::new(), store.clone()).unwrap());
+        (store, inner)
+    }
+
+    /// Writes a record of host `name` through the grouped writes, in a task of its own.
+    fn put_grouped(inner: &Arc<BrokerInner>, name: &str) -> tokio::task::JoinHandle<Result<()>> {
+        let mut record = HostRecord::pending("P", None, Mapping::new());
+        record.set(fields::HOSTNAME, name);
+        let inner = Arc::clone(inner);
+        tokio::spawn(async move { inner.put_grouped(record).await })
+    }
+
     /// Waits (at most 30 s) until `holds`.
     async fn until(what: &str, holds: impl Fn() -> bool) {
         let wait = async {
@@ -2011,24 +2036,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn records_finishing_during_a_write_are_written_together_after_it() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = Settings::load_from(dir.path(), Vec::new()).unwrap();
-        let store = Arc::new(GatedStore {
-            file: crate::inventory::YamlFileStore::new(
-                settings.inventory_path(),
-                Duration::from_secs(60),
-            ),
-            writes: Mutex::new(Vec::new()),
-            open: Mutex::new(false),
-            opened: std::sync::Condvar::new(),
-        });
-        let inner =
-            Arc::new(BrokerInner::new(settings, ProviderRegistry::new(), store.clone()).unwrap());
-        let put = |name: &str| {
-            let mut record = HostRecord::pending("P", None, Mapping::new());
-            record.set(fields::HOSTNAME, name);
-            let inner = Arc::clone(&inner);
-            tokio::spawn(async move { inner.put_grouped(record).await })
-        };
+        let (store, inner) = gated(dir.path());
+        let put = |name: &str| put_grouped(&inner, name);
         let gate = OpenAtEnd(&store);
         let first = put("a");
         until("the first write", || lock(&store.writes).len() == 1).await;
@@ -2045,6 +2054,35 @@ mod tests {
         writes.iter_mut().for_each(|w| w.sort());
         assert_eq!(writes, [vec!["a"], vec!["b", "c"]]);
         assert_eq!(inner.store.list().unwrap().len(), 3);
+    }
+
+    /// A write stopped mid-way (its task dropped, as when a checkout is stopped) does not keep
+    /// the records queued behind it waiting: each is written on its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_queued_behind_a_dropped_write_are_written_on_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, inner) = gated(dir.path());
+        let put = |name: &str| put_grouped(&inner, name);
+        let _gate = OpenAtEnd(&store);
+        let first = put("a");
+        until("the first write", || lock(&store.writes).len() == 1).await;
+        let (second, third) = (put("b"), put("c"));
+        until("two records queued", || {
+            lock(&inner.grouped).waiting.len() == 2
+        })
+        .await;
+        // The first write still waits at the gate.
+        first.abort();
+        for done in [second, third] {
+            tokio::time::timeout(Duration::from_secs(30), done)
+                .await
+                .expect("a record queued behind a dropped write is written")
+                .unwrap()
+                .unwrap();
+        }
+        let mut alone: Vec<Vec<String>> = lock(&store.writes)[1..].to_vec();
+        alone.sort();
+        assert_eq!(alone, [vec!["b"], vec!["c"]]);
     }
 
     /// A run of per-host work that is stopped (its future dropped, as on Ctrl-C) starts no host
