@@ -1663,6 +1663,31 @@ mod tests {
         assert_eq!(selected, vec![1]);
     }
 
+    /// Numbers print so that they read back the same: a fraction with its point, and one too large
+    /// for a float (infinite) as a literal that is again.
+    #[test]
+    fn numbers_print_as_literals_that_read_back_the_same() {
+        let huge = format!("{}.5", "9".repeat(400));
+        let written_huge = format!("1{}.0", "0".repeat(400));
+        for (filter, shown) in [
+            ("@inv.n < 2.5".to_owned(), "@inv.n < 2.5".to_owned()),
+            ("@inv.n < 3.0".to_owned(), "@inv.n < 3.0".to_owned()),
+            (
+                format!("@inv.n < {huge}"),
+                format!("@inv.n < {written_huge}"),
+            ),
+            (
+                format!("@inv.n > -{huge}"),
+                format!("@inv.n > -{written_huge}"),
+            ),
+        ] {
+            let printed = Filter::parse(&filter, "inv").unwrap().to_string();
+            assert_eq!(printed, shown, "{filter}");
+            let again = Filter::parse(&printed, "inv").unwrap().to_string();
+            assert_eq!(again, printed, "{filter}");
+        }
+    }
+
     #[test]
     fn fields_print_with_a_dot_unless_their_name_needs_quotes() {
         let f = Filter::parse(
