@@ -901,7 +901,7 @@ mod tests {
         let passwd =
             || Some("root:x:0:0::/root:/bin/sh\nci:x:1001:1001::/home/ci:/bin/sh\n".into());
         let env = |user: Option<&'static str>| {
-            move |k: &str| (k == "USER").then(|| user).flatten().map(str::to_owned)
+            move |k: &str| (k == "USER").then_some(user).flatten().map(str::to_owned)
         };
         assert_eq!(
             user_from(env(Some("me")), Some("1001".into()), passwd),

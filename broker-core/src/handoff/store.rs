@@ -545,7 +545,9 @@ mod tests {
     /// Each check of the suite fails a store that breaks its rule: the suite can fail.
     #[test]
     fn the_suite_fails_a_store_that_breaks_its_rules() {
-        let checks: [(fn(suite::Open), Option<(&'static str, usize)>); 7] = [
+        /// A check, and the call at which its concurrent callers race, and how many they are.
+        type Check = (fn(suite::Open), Option<(&'static str, usize)>);
+        let checks: [Check; 7] = [
             (
                 suite::adding_the_same_target_twice_is_idempotent_and_a_different_one_conflicts,
                 None,
