@@ -2019,6 +2019,21 @@ mod tests {
         tokio::spawn(async move { inner.put_grouped(record).await })
     }
 
+    /// Starts the write of host `a`, which the gate holds, and queues `b` and `c` behind it.
+    async fn two_queued_behind_a_held_write(
+        store: &GatedStore,
+        inner: &Arc<BrokerInner>,
+    ) -> [tokio::task::JoinHandle<Result<()>>; 3] {
+        let first = put_grouped(inner, "a");
+        until("the first write", || lock(&store.writes).len() == 1).await;
+        let (second, third) = (put_grouped(inner, "b"), put_grouped(inner, "c"));
+        until("two records queued", || {
+            lock(&inner.grouped).waiting.len() == 2
+        })
+        .await;
+        [first, second, third]
+    }
+
     /// Waits (at most 30 s) until `holds`.
     async fn until(what: &str, holds: impl Fn() -> bool) {
         let wait = async {
@@ -2037,17 +2052,10 @@ mod tests {
     async fn records_finishing_during_a_write_are_written_together_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let (store, inner) = gated(dir.path());
-        let put = |name: &str| put_grouped(&inner, name);
         let gate = OpenAtEnd(&store);
-        let first = put("a");
-        until("the first write", || lock(&store.writes).len() == 1).await;
-        let (second, third) = (put("b"), put("c"));
-        until("two records queued", || {
-            lock(&inner.grouped).waiting.len() == 2
-        })
-        .await;
+        let writes = two_queued_behind_a_held_write(&store, &inner).await;
         drop(gate);
-        for done in [first, second, third] {
+        for done in writes {
             done.await.unwrap().unwrap();
         }
         let mut writes = lock(&store.writes).clone();
@@ -2062,15 +2070,8 @@ mod tests {
     async fn records_queued_behind_a_dropped_write_are_written_on_their_own() {
         let dir = tempfile::tempdir().unwrap();
         let (store, inner) = gated(dir.path());
-        let put = |name: &str| put_grouped(&inner, name);
         let _gate = OpenAtEnd(&store);
-        let first = put("a");
-        until("the first write", || lock(&store.writes).len() == 1).await;
-        let (second, third) = (put("b"), put("c"));
-        until("two records queued", || {
-            lock(&inner.grouped).waiting.len() == 2
-        })
-        .await;
+        let [first, second, third] = two_queued_behind_a_held_write(&store, &inner).await;
         // The first write still waits at the gate.
         first.abort();
         for done in [second, third] {
