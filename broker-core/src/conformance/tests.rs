@@ -26,6 +26,17 @@ struct Memory {
     flaw: Option<Flaw>,
 }
 
+impl Memory {
+    /// A memory provider called `name` that breaks no rule.
+    fn plain(name: &'static str) -> Self {
+        Memory {
+            name,
+            leaky: false,
+            flaw: None,
+        }
+    }
+}
+
 /// A rule of the kit a provider breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flaw {
@@ -90,11 +101,7 @@ impl Provider for Memory {
 }
 
 fn build_memory(_: ProviderConfig) -> Result<Arc<dyn Provider>> {
-    Ok(Arc::new(Memory {
-        name: "Memory",
-        leaky: false,
-        flaw: None,
-    }))
+    Ok(Arc::new(Memory::plain("Memory")))
 }
 
 fn build_leaky(_: ProviderConfig) -> Result<Arc<dyn Provider>> {
@@ -206,14 +213,7 @@ async fn a_create_fault_strikes_its_host_before_or_after_the_real_call() {
         assert!(matches!(err, Error::Internal { .. }), "{err}");
         let record = only_record(&broker);
         assert_eq!((record.state(), holds(&record)), (HostState::Pending, made));
-        Memory {
-            name: "Memory",
-            leaky: false,
-            flaw: None,
-        }
-        .checkin(&record)
-        .await
-        .unwrap();
+        Memory::plain("Memory").checkin(&record).await.unwrap();
     }
     // A failure names the fault and strikes only the host it names.
     let fault = Fault::new(Call::Create, When::After, Effect::Fail).host(1);
@@ -458,21 +458,13 @@ impl Provider for Shelled {
 async fn a_hosts_command_is_checked_to_give_what_a_shell_gives() {
     fn honest(_: ProviderConfig) -> Result<Arc<dyn Provider>> {
         Ok(Arc::new(Shelled {
-            memory: Memory {
-                name: "Honest",
-                leaky: false,
-                flaw: None,
-            },
+            memory: Memory::plain("Honest"),
             honest: true,
         }))
     }
     fn garbled(_: ProviderConfig) -> Result<Arc<dyn Provider>> {
         Ok(Arc::new(Shelled {
-            memory: Memory {
-                name: "Garbled",
-                leaky: false,
-                flaw: None,
-            },
+            memory: Memory::plain("Garbled"),
             honest: false,
         }))
     }
@@ -515,11 +507,7 @@ async fn each_check_fails_a_provider_that_breaks_its_rule() {
     }
     fn immortal(_: ProviderConfig) -> Result<Arc<dyn Provider>> {
         Ok(Arc::new(Shelled {
-            memory: Memory {
-                name: "Immortal",
-                leaky: false,
-                flaw: None,
-            },
+            memory: Memory::plain("Immortal"),
             honest: true,
         }))
     }
